@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The README's two set-up commands on a fresh Debian/Ubuntu machine:
+#   ./dev.sh start   the main job (today: check the machine, write a synthetic model package source)
+#   ./dev.sh test    the whole test suite
+# Each installs what is missing: system packages (software Vulkan so WebGPU runs without a GPU, Chromium,
+# espeak-ng), a virtualenv in .venv with the project and its test dependencies, and the official
+# implementation (torch CPU + moshi) that the reference tests run.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SYSTEM_PACKAGES=(mesa-vulkan-drivers libvulkan1 chromium espeak-ng)
+VENV=.venv
+PY="$VENV/bin/python"
+# The official implementation, pinned: the versions the fixtures were made with (docs/reference.md).
+TORCH_VERSION=2.13.0
+MOSHI_VERSION=0.2.13
+
+say() { printf '[dev.sh] %s\n' "$*" >&2; }
+
+ensure_system_packages() {
+    local missing=() p
+    for p in "${SYSTEM_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null; then
+        say "missing system packages: ${missing[*]}; this machine has no apt-get."
+        say "install their equivalents (a Vulkan driver such as Mesa lavapipe, Chromium, espeak-ng) and run again."
+        exit 1
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n)
+        else
+            say "missing system packages: ${missing[*]}"
+            say "run: sudo apt-get update && sudo apt-get install -y ${missing[*]}   then run this command again."
+            exit 1
+        fi
+    fi
+    say "installing system packages: ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_venv() {
+    [ -x "$PY" ] || { say "creating $VENV"; python3 -m venv "$VENV"; }
+    # Reinstall only when pyproject.toml changed since the last install.
+    local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+    if [ ! -e "$stamp" ]; then
+        say "installing kyutai-stt and its dependencies into $VENV"
+        "$PY" -m pip install -q --upgrade pip
+        "$PY" -m pip install -q -e ".[test]"
+        rm -f "$VENV"/.installed-*; touch "$stamp"
+    fi
+}
+
+ensure_reference() {
+    "$PY" -c "import torch, moshi; assert torch.__version__.startswith('$TORCH_VERSION') and moshi.__version__ == '$MOSHI_VERSION'" \
+        2>/dev/null && return 0
+    say "installing the official implementation: torch $TORCH_VERSION (CPU) and moshi $MOSHI_VERSION"
+    "$PY" -m pip install -q "torch==$TORCH_VERSION"
+    # moshi's own pins exclude this torch; its other needs are listed explicitly.
+    "$PY" -m pip install -q --no-deps "moshi==$MOSHI_VERSION"
+    "$PY" -m pip install -q einops "huggingface-hub<1" safetensors sentencepiece
+}
+
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true
+export WGPU_BACKEND_TYPE="${WGPU_BACKEND_TYPE:-Vulkan}"
+
+case "${1:-}" in
+    start)
+        ensure_system_packages; ensure_venv
+        "$VENV/bin/kyutai-stt" doctor
+        "$VENV/bin/kyutai-stt" synth --size tiny --seed 0 models/synthetic-tiny
+        say "wrote a synthetic checkpoint (random weights, meaningless text) to models/synthetic-tiny"
+        ;;
+    test)
+        shift
+        ensure_system_packages; ensure_venv; ensure_reference
+        exec "$PY" -m pytest -q "$@"
+        ;;
+    *)
+        echo "usage: ./dev.sh start | ./dev.sh test [pytest args]" >&2; exit 2 ;;
+esac

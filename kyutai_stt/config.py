@@ -1,0 +1,236 @@
+"""Model configuration: the STT language model (read from the official config.json) and the Mimi encoder.
+
+Defaults equal kyutai/stt-1b-en_fr. A malformed or incomplete config raises ConfigError naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SAMPLE_RATE = 24_000        # Mimi's input rate, Hz
+FRAME_SIZE = 1920           # samples per 80 ms frame
+FRAME_RATE = 12.5           # LM steps per second
+LM_FILE = "model.safetensors"
+
+
+class ConfigError(ValueError):
+    """A config.json value is missing, of the wrong type, or unsupported. The message names the key."""
+
+    def __init__(self, key: str, problem: str, source: str = "config.json"):
+        self.key = key
+        super().__init__(f"{source}: key '{key}': {problem}")
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """The STT language model: a decoder-only transformer over 1 text + n_q audio streams."""
+    dim: int = 2048
+    num_heads: int = 16
+    num_layers: int = 16
+    hidden_scale: float = 4.125
+    context: int = 750                      # KV ring capacity: the current step + 749 previous
+    max_period: float = 100_000.0           # RoPE theta
+    card: int = 2048                        # audio codebook size; row `card` of each emb = start token
+    n_q: int = 32                           # audio streams fed to the LM
+    dep_q: int = 0                          # depformer streams; STT has none
+    text_card: int = 8000                   # text vocabulary; row `text_card` of text_emb = start token
+    existing_text_padding_id: int = 3
+    delays: tuple[int, ...] = (0,) * 33
+    extra_heads_num_heads: int = 4          # semantic-VAD heads (0 in the plain, non-candle repo)
+    extra_heads_dim: int = 6
+    audio_delay_seconds: float = 0.5
+    audio_silence_prefix_seconds: float = 0.0
+    mimi_name: str = "mimi-pytorch-e351c8d8@125.safetensors"
+    tokenizer_name: str = "tokenizer_en_fr_audio_8000.model"
+    model_type: str = "stt"
+    # Kept verbatim so that the config can be written back / handed to the official loader.
+    lm_gen_config: dict = field(default_factory=lambda: {"temp": 0.0, "temp_text": 0.0, "top_k": 250,
+                                                         "top_k_text": 50})
+    model_id: dict = field(default_factory=lambda: {"sig": "synthetic", "epoch": 0})
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        """SwiGLU hidden size, as moshi derives it: 2/3 of int(hidden_scale * dim) (5632 for the 1B)."""
+        dim_feedforward = int(self.hidden_scale * self.dim)
+        if dim_feedforward == 4 * self.dim:
+            return (21 * self.dim) // 8
+        return (2 * dim_feedforward) // 3
+
+    @property
+    def has_vad_heads(self) -> bool:
+        return self.extra_heads_num_heads > 0
+
+    @property
+    def num_params(self) -> int:
+        per_layer = 3 * self.dim * self.dim + self.dim * self.dim + 3 * self.dim * self.ffn_dim + 2 * self.dim
+        return (self.num_layers * per_layer + self.n_q * (self.card + 1) * self.dim
+                + (self.text_card + 1) * self.dim + self.text_card * self.dim + self.dim
+                + self.extra_heads_num_heads * self.extra_heads_dim * self.dim)
+
+    def to_official_json(self) -> dict:
+        """The config.json of the official repo (keys of kyutai/stt-1b-en_fr-candle)."""
+        out = {
+            "card": self.card, "n_q": self.n_q, "dep_q": self.dep_q, "delays": list(self.delays),
+            "dim": self.dim, "text_card": self.text_card,
+            "existing_text_padding_id": self.existing_text_padding_id, "num_heads": self.num_heads,
+            "num_layers": self.num_layers, "hidden_scale": self.hidden_scale, "causal": True,
+            "layer_scale": None, "context": self.context, "max_period": self.max_period, "gating": "silu",
+            "norm": "rms_norm_f32", "positional_embedding": "rope",
+            "depformer_dim": 1024, "depformer_num_heads": 16, "depformer_num_layers": 6,
+            "depformer_dim_feedforward": None, "depformer_multi_linear": True, "depformer_pos_emb": "none",
+            "depformer_weights_per_step": True, "conditioners": {}, "cross_attention": False,
+            "model_id": dict(self.model_id), "lm_gen_config": dict(self.lm_gen_config),
+            "stt_config": {"audio_delay_seconds": self.audio_delay_seconds,
+                           "audio_silence_prefix_seconds": self.audio_silence_prefix_seconds},
+            "model_type": self.model_type, "mimi_name": self.mimi_name, "tokenizer_name": self.tokenizer_name,
+        }
+        if self.has_vad_heads:
+            out["extra_heads_num_heads"] = self.extra_heads_num_heads
+            out["extra_heads_dim"] = self.extra_heads_dim
+        return out
+
+    @classmethod
+    def from_official_json(cls, raw: Any, source: str = "config.json") -> "LMConfig":
+        return _parse_lm(raw, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LMConfig":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError("<file>", "not found", str(path)) from None
+        except json.JSONDecodeError as e:
+            raise ConfigError("<file>", f"not valid JSON ({e})", str(path)) from None
+        return _parse_lm(raw, str(path))
+
+
+# Keys the official config must carry, with their expected type; values our engine can run are checked below.
+_REQUIRED = {
+    "card": int, "n_q": int, "dep_q": int, "delays": list, "dim": int, "text_card": int,
+    "existing_text_padding_id": int, "num_heads": int, "num_layers": int, "hidden_scale": (int, float),
+    "causal": bool, "context": int, "max_period": (int, float), "gating": str, "norm": str,
+    "positional_embedding": str, "mimi_name": str, "tokenizer_name": str,
+}
+# Architecture choices this engine implements; anything else is another model.
+_SUPPORTED = {"gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope", "causal": True,
+              "dep_q": 0}
+
+
+def _parse_lm(raw: Any, source: str) -> LMConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("<root>", "expected a JSON object", source)
+    for key, typ in _REQUIRED.items():
+        if key not in raw:
+            raise ConfigError(key, "missing", source)
+        value = raw[key]
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise ConfigError(key, f"expected {_type_name(typ)}, got {value!r}", source)
+    for key, expected in _SUPPORTED.items():
+        if raw[key] != expected:
+            raise ConfigError(key, f"unsupported value {raw[key]!r} (this engine runs {expected!r})", source)
+    if raw.get("layer_scale") is not None:
+        raise ConfigError("layer_scale", "unsupported (the STT LM has none)", source)
+    if raw.get("cross_attention"):
+        raise ConfigError("cross_attention", "unsupported (the STT LM has none)", source)
+    if raw.get("model_type", "stt") != "stt":
+        raise ConfigError("model_type", f"expected 'stt', got {raw['model_type']!r}", source)
+    for key in ("card", "n_q", "dim", "text_card", "num_heads", "num_layers", "context"):
+        if raw[key] <= 0:
+            raise ConfigError(key, f"must be positive, got {raw[key]}", source)
+    if raw["dim"] % raw["num_heads"] or (raw["dim"] // raw["num_heads"]) % 2:
+        raise ConfigError("num_heads", f"dim {raw['dim']} must split into heads of even size", source)
+    delays = raw["delays"]
+    if len(delays) != raw["n_q"] + 1 or any(d != 0 for d in delays):
+        raise ConfigError("delays", f"expected {raw['n_q'] + 1} zeros (STT has no per-stream delay)", source)
+    if not 0 <= raw["existing_text_padding_id"] < raw["text_card"]:
+        raise ConfigError("existing_text_padding_id", "outside the text vocabulary", source)
+    heads = raw.get("extra_heads_num_heads", 0)
+    heads_dim = raw.get("extra_heads_dim", 6)
+    if not isinstance(heads, int) or heads < 0:
+        raise ConfigError("extra_heads_num_heads", f"expected a non-negative integer, got {heads!r}", source)
+    if not isinstance(heads_dim, int) or heads_dim < 1:
+        raise ConfigError("extra_heads_dim", f"expected a positive integer, got {heads_dim!r}", source)
+    stt = raw.get("stt_config", {})
+    if not isinstance(stt, dict):
+        raise ConfigError("stt_config", "expected an object", source)
+    for key in ("audio_delay_seconds", "audio_silence_prefix_seconds"):
+        if key in stt and not isinstance(stt[key], (int, float)):
+            raise ConfigError(f"stt_config.{key}", f"expected a number, got {stt[key]!r}", source)
+    defaults = LMConfig()
+    return LMConfig(
+        dim=raw["dim"], num_heads=raw["num_heads"], num_layers=raw["num_layers"],
+        hidden_scale=float(raw["hidden_scale"]), context=raw["context"], max_period=float(raw["max_period"]),
+        card=raw["card"], n_q=raw["n_q"], dep_q=raw["dep_q"], text_card=raw["text_card"],
+        existing_text_padding_id=raw["existing_text_padding_id"], delays=tuple(delays),
+        extra_heads_num_heads=heads, extra_heads_dim=heads_dim,
+        audio_delay_seconds=float(stt.get("audio_delay_seconds", defaults.audio_delay_seconds)),
+        audio_silence_prefix_seconds=float(stt.get("audio_silence_prefix_seconds", 0.0)),
+        mimi_name=raw["mimi_name"], tokenizer_name=raw["tokenizer_name"], model_type="stt",
+        lm_gen_config=dict(raw.get("lm_gen_config", {})), model_id=dict(raw.get("model_id", {})),
+    )
+
+
+def _type_name(typ) -> str:
+    names = {int: "an integer", float: "a number", bool: "true/false", str: "a string", list: "a list"}
+    if isinstance(typ, tuple):
+        return " or ".join(names[t] for t in typ)
+    return names[typ]
+
+
+@dataclass(frozen=True)
+class MimiConfig:
+    """The Mimi encode path (moshi's defaults for mimi-pytorch-e351c8d8@125; the official repo ships no file)."""
+    sample_rate: int = SAMPLE_RATE
+    frame_rate: float = FRAME_RATE
+    channels: int = 1
+    n_filters: int = 64
+    ratios: tuple[int, ...] = (8, 6, 5, 4)    # decoder order; the encoder applies them reversed (4, 5, 6, 8)
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    last_kernel_size: int = 3
+    compress: int = 2                          # residual block bottleneck: C -> C / compress -> C
+    dimension: int = 512                       # latent size
+    num_layers: int = 8                        # encoder transformer at 25 Hz
+    num_heads: int = 8
+    dim_feedforward: int = 2048
+    context: int = 250
+    max_period: float = 10_000.0
+    layer_norm_eps: float = 1e-5
+    n_q: int = 32                              # codebooks used (1 semantic + 31 acoustic)
+    bins: int = 2048
+    codebook_dim: int = 256
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per encoder (25 Hz) step: the product of the ratios (960)."""
+        out = 1
+        for r in self.ratios:
+            out *= r
+        return out
+
+    @property
+    def frame_size(self) -> int:
+        return int(self.sample_rate / self.frame_rate)
+
+    @property
+    def downsample_stride(self) -> int:
+        return int(self.sample_rate / self.hop_length / self.frame_rate)
+
+
+def replace(cfg, **changes):
+    """dataclasses.replace, re-exported so callers need not import dataclasses."""
+    return dataclasses.replace(cfg, **changes)
+
+
+FULL_LM = LMConfig()
+# Same code paths, small dimensions; 32 codebooks kept; a context of 8 frames so tests cross the KV-ring wrap.
+TINY_LM = LMConfig(dim=128, num_heads=4, num_layers=2, context=8, model_id={"sig": "synthetic-tiny", "epoch": 0})
+MIMI = MimiConfig()
