@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 SAMPLE_RATE = 24_000        # Mimi's input rate, Hz
 FRAME_SIZE = 1920           # samples per 80 ms frame
 FRAME_RATE = 12.5           # LM steps per second
 LM_FILE = "model.safetensors"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config.json value is missing, of the wrong type, or unsupported. The message names the key."""
 
     def __init__(self, key: str, problem: str, source: str = "config.json"):

@@ -105,7 +105,7 @@ def report() -> str:
     return _collect()[0]
 
 
-def run() -> int:
+def run(args=None) -> int:
     """Print the report; 0 when a WebGPU adapter is available, 1 when not (the CLI's exit code)."""
     text, has_adapter = _collect()
     print(text)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UserError
+
 BLOCK = 32                  # weights per scale: 0.5 bit of scale per weight in f16
 Q4_OFFSET = 8               # stored nibble q means q - 8: symmetric range -8..7
 Q8_MAX = 127                # symmetric int8; -128 unused so that -q is representable
@@ -23,7 +25,7 @@ QUANT_TYPES = ("q4", "q8", "f16", "f32")
 BITS_PER_WEIGHT = {"q4": 4 + 16 / BLOCK, "q8": 8 + 16 / BLOCK, "f16": 16, "f32": 32}
 
 
-class QuantError(ValueError):
+class QuantError(UserError, ValueError):
     pass
 
 

@@ -16,6 +16,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from .errors import UserError
+
 # dtype name -> (numpy storage dtype, bytes per element). BF16 is stored as its raw 16 bits.
 DTYPES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (np.uint16, 2), "I64": (np.int64, 8),
           "I32": (np.int32, 4), "U8": (np.uint8, 1)}
@@ -24,7 +26,7 @@ _DTYPE_RANK = {"U8": 1, "BF16": 7, "F16": 6, "I32": 8, "F32": 10, "I64": 11}
 _MAX_HEADER = 100 * 1024 * 1024   # the reference reader refuses headers above 100 MB
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(UserError, ValueError):
     """A safetensors file is truncated, malformed, or holds something unexpected. Names the file (and tensor)."""
 
 
