@@ -1,0 +1,68 @@
+"""The README's commands exist and run; the CLI reports user errors without a traceback."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kyutai_stt import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def readme_commands() -> list[str]:
+    """Every command line in the README's sh blocks, without comments."""
+    blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
+    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_readme_gives_exactly_two_setup_commands_that_dev_sh_implements():
+    setup = [c for c in readme_commands() if c.startswith("./dev.sh")]
+    assert setup == ["./dev.sh start", "./dev.sh test"]
+    script = (ROOT / "dev.sh").read_text()
+    for command in setup:
+        assert re.search(rf"^\s+{command.split()[1]}\)", script, re.M), f"dev.sh has no '{command}' case"
+
+
+def test_ci_runs_the_readme_test_command_and_nothing_else():
+    lines = [line for line in (ROOT / ".ci/run").read_text().splitlines()
+             if line.strip() and not line.startswith("#") and not line.startswith("set ")
+             and not line.startswith("cd ")]
+    assert lines == ["exec ./dev.sh test"]
+
+
+def test_readme_kyutai_stt_subcommands_exist():
+    used = {c.split()[1] for c in readme_commands() if c.startswith(".venv/bin/kyutai-stt")}
+    assert used, "the README shows no kyutai-stt command"
+    assert used <= set(cli.COMMANDS), f"README mentions unknown subcommands {used - set(cli.COMMANDS)}"
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for name in cli.COMMANDS:
+        assert name in out
+
+
+def test_synth_command_writes_a_checkpoint(tmp_path, capsys):
+    assert cli.main(["synth", "--size", "tiny", "--seed", "3", str(tmp_path / "m")]) == 0
+    names = {p.name for p in (tmp_path / "m").iterdir()}
+    assert names == {"config.json", "model.safetensors", "mimi-pytorch-e351c8d8@125.safetensors",
+                     "tokenizer_en_fr_audio_8000.model"}
+    assert "meaningless" in capsys.readouterr().out
+
+
+def test_doctor_finds_the_adapter():
+    proc = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "doctor"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "WebGPU adapter" in proc.stdout and "NONE" not in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [["synth", "--size", "huge", "x"], ["nonsense"]])
+def test_bad_arguments_exit_with_usage_error(argv):
+    proc = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

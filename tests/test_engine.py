@@ -1,0 +1,62 @@
+"""The plan schema and the native host's mechanics, on a toy plan (rms_norm over an input, a weight stream)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kyutai_stt.engine import Engine
+from kyutai_stt.plan import Plan, PlanBuilder
+
+ROWS, LENGTH = 3, 40
+
+
+def toy_plan() -> Plan:
+    b = PlanBuilder("toy")
+    b.inputs["x"] = b.buffer("x", "input", ROWS * LENGTH * 4, (ROWS, LENGTH))
+    alpha = b.weight("alpha", [("norm.w", LENGTH * 4)], (LENGTH,), "f32")
+    b.outputs["y"] = b.buffer("y", "output", ROWS * LENGTH * 4, (ROWS, LENGTH))
+    b.buffer("counter", "state", 8, (2,), "u32", reset_fill=7)
+    b.buffer("step", "step", 8, (2,), "u32")
+    b.step_field("position")
+    b.step_field("slot", modulo=4)
+    b.dispatch("rms_norm", {0: "x", 1: alpha, 2: "y"}, (ROWS,), {"ROW_LENGTH": LENGTH}, label="norm")
+    return b.build(step_buffer="step")
+
+
+def rms_norm(x, alpha):
+    return x * alpha / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + 1e-8)
+
+
+def test_plan_round_trips_through_json():
+    plan = toy_plan()
+    again = Plan.from_json(plan.to_json())
+    assert again == plan
+    assert [again.step_values(f) for f in (0, 5)] == [[0, 0], [5, 1]]
+
+
+def test_plan_validation_names_the_problem():
+    plan = toy_plan()
+    plan.dispatches[0].bindings[1] = "nowhere"
+    with pytest.raises(ValueError, match="unknown buffer nowhere"):
+        plan.validate()
+    with pytest.raises(ValueError, match="v99"):
+        Plan.from_json(toy_plan().to_json().replace('"version":1', '"version":99'))
+
+
+def test_engine_runs_frames_pipelined_and_resets():
+    rng = np.random.default_rng(0)
+    alpha = rng.uniform(0.5, 1.5, LENGTH).astype(np.float32)
+    engine = Engine(toy_plan(), {"norm.w": alpha}.__getitem__)
+    frames = [rng.standard_normal((ROWS, LENGTH)).astype(np.float32) for _ in range(4)]
+    assert engine.submit({"x": frames[0]}) == []          # frame 0 is still in flight
+    ready = engine.submit({"x": frames[1]})
+    assert [r.frame for r in ready] == [0]
+    ready += engine.submit({"x": frames[2]}) + engine.submit({"x": frames[3]}) + engine.drain()
+    assert [r.frame for r in ready] == [0, 1, 2, 3]
+    for result, x in zip(ready, frames):
+        y = result.outputs["y"].view(np.float32).reshape(ROWS, LENGTH)
+        np.testing.assert_allclose(y, rms_norm(x, alpha), rtol=1e-5)
+    assert (engine.read("counter") == 7).all()
+    assert list(engine.read("step")[:2]) == [3, 3]         # the last frame's position and slot
+    engine.reset()
+    assert engine.frame == 0 and engine.drain() == []
