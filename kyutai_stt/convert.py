@@ -1,9 +1,391 @@
-"""`kyutai-stt convert` (being written)."""
+"""`kyutai-stt convert SOURCE OUT_DIR`: an official checkpoint -> a model package (format: docs/weights.md).
+
+Three tables decide everything: the name map (official tensor -> package tensor), the value transforms (reshape a
+norm, lay a conv out as a matrix, divide a codebook by its usage) and the precision policy (package tensor -> quant
+type for each --quant choice). The rest streams tensors one at a time through quant.quantize into package.py's
+writer, inside a temporary directory that is renamed to OUT_DIR only when everything is written and checked.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import checkpoint, hub, package, quant, safetensors_io
+from .config import LM_FILE, MIMI, LMConfig, MimiConfig
+from .errors import UserError
+from .tokenizer import read_sentencepiece
+
+# 64 MiB files: under GitHub Pages' 100 MiB and most CDNs' per-file limits, a small unit of retry/resume, and a
+# small transient ArrayBuffer in a browser tab (phones kill tabs past ~1.5 GB); 600 MB -> 10 requests.
+DEFAULT_SHARD_MB = 64
+CONFIG_FILE = "config.json"
+
+# ---- 1. The name map: official name ({} = an index) -> package name --------------------------------------------
+# Several official tensors mapping to one package name without {} are stacked along rows in checkpoint order.
+LM_NAMES = {
+    "text_emb.weight": "text_emb",                                              # [8001, D], row 8000 = start
+    "emb.{}.weight": "audio_emb.{}",                                            # [2049, D], row 2048 = start
+    "transformer.layers.{}.norm1.alpha": "layers.{}.attn_norm",                 # [1, 1, D] -> [D]
+    "transformer.layers.{}.self_attn.in_proj_weight": "layers.{}.attn_qkv",     # [3D, D]: q, k, v rows
+    "transformer.layers.{}.self_attn.out_proj.weight": "layers.{}.attn_out",    # [D, D]
+    "transformer.layers.{}.norm2.alpha": "layers.{}.ffn_norm",                  # [1, 1, D] -> [D]
+    "transformer.layers.{}.gating.linear_in.weight": "layers.{}.ffn_in",        # [2F, D]: gate rows, then up rows
+    "transformer.layers.{}.gating.linear_out.weight": "layers.{}.ffn_out",      # [D, F]
+    "out_norm.alpha": "out_norm",                                               # [1, 1, D] -> [D]
+    "text_linear.weight": "text_head",                                          # [8000, D]
+    "extra_heads.{}.weight": "vad_heads",                                       # 4 x [6, D] -> [24, D]
+}
+_SEANET = "encoder.model.{}.conv.conv.{}"
+_BLOCK = "encoder.model.{}.block.{}.conv.conv.{}"
+_MIMI_LAYER = "encoder_transformer.transformer.layers.{}."
+_RVQ = "quantizer.rvq_{}.vq.layers.{{}}._codebook.embedding_sum"
+# SEANet convs become [C_out, k * C_in] matrices (see _conv_matrix); stage s runs at stride 4, 5, 6, 8.
+MIMI_NAMES = {
+    _SEANET.format(0, "weight"): "mimi.conv_in", _SEANET.format(0, "bias"): "mimi.conv_in.bias",
+    **{name: package
+       for s, index in enumerate((1, 4, 7, 10))
+       for name, package in (
+           (_BLOCK.format(index, 1, "weight"), f"mimi.blocks.{s}.res_conv1"),        # C -> C/2, k 3
+           (_BLOCK.format(index, 1, "bias"), f"mimi.blocks.{s}.res_conv1.bias"),
+           (_BLOCK.format(index, 3, "weight"), f"mimi.blocks.{s}.res_conv2"),        # C/2 -> C, k 1
+           (_BLOCK.format(index, 3, "bias"), f"mimi.blocks.{s}.res_conv2.bias"),
+           (_SEANET.format(index + 2, "weight"), f"mimi.blocks.{s}.down"),           # C -> 2C, k 2r, stride r
+           (_SEANET.format(index + 2, "bias"), f"mimi.blocks.{s}.down.bias"))},
+    _SEANET.format(14, "weight"): "mimi.conv_out", _SEANET.format(14, "bias"): "mimi.conv_out.bias",
+    _MIMI_LAYER + "norm1.weight": "mimi.layers.{}.attn_norm",                  # LayerNorm [512]
+    _MIMI_LAYER + "norm1.bias": "mimi.layers.{}.attn_norm.bias",
+    _MIMI_LAYER + "self_attn.in_proj_weight": "mimi.layers.{}.attn_qkv",       # [1536, 512]
+    _MIMI_LAYER + "self_attn.out_proj.weight": "mimi.layers.{}.attn_out",      # [512, 512]
+    _MIMI_LAYER + "layer_scale_1.scale": "mimi.layers.{}.attn_scale",          # [512]
+    _MIMI_LAYER + "norm2.weight": "mimi.layers.{}.ffn_norm",
+    _MIMI_LAYER + "norm2.bias": "mimi.layers.{}.ffn_norm.bias",
+    _MIMI_LAYER + "linear1.weight": "mimi.layers.{}.ffn_in",                   # [2048, 512]
+    _MIMI_LAYER + "linear2.weight": "mimi.layers.{}.ffn_out",                  # [512, 2048]
+    _MIMI_LAYER + "layer_scale_2.scale": "mimi.layers.{}.ffn_scale",
+    "downsample.conv.conv.conv.weight": "mimi.downsample",                     # [512, 4 * 512], stride 2
+    "quantizer.rvq_first.input_proj.weight": "mimi.rvq_in",                    # rows 0..255: semantic
+    "quantizer.rvq_rest.input_proj.weight": "mimi.rvq_in",                     # rows 256..511: acoustic
+    _RVQ.format("first"): "mimi.codebooks",                                    # level 0: rows 0..2047
+    _RVQ.format("rest"): "mimi.codebooks",                                     # level 1 + i: rows 2048 (1 + i)..
+}
+# Derived: per codebook entry |c|^2 of the codebook as stored (after quantisation), for argmin |x|^2 - 2 x.c + |c|^2.
+SQNORMS = "mimi.codebook_sqnorms"                                              # [32, 2048] f32
+# Official Mimi tensors the package leaves out: the decode path, and codebook bookkeeping (usage is folded in).
+MIMI_DROPPED = re.compile(r"^(decoder\.|decoder_transformer\.|upsample\.|quantizer\.rvq_\w+\.output_proj\.)"
+                          r"|\._codebook\.(_initialized|cluster_usage)$")
+
+# ---- 2. The precision policy: first matching pattern wins; columns = --quant q4, q8, f16 ----------------------
+# Sizes and measured errors: docs/weights.md. A q4/q8 choice for a matrix whose K is not a multiple of 64 falls
+# back to f32 (mimi.blocks.0.res_conv2 [64, 32]; in the tiny test model also ffn_out, K = 352). f32 tensors are
+# all small (vectors, the VAD heads, mimi.conv_in: <= 0.27 MB each).
+PRECISION = (
+    (("layers.*.attn_norm", "layers.*.ffn_norm", "out_norm"), ("f32", "f32", "f32")),    # RMSNorm scales
+    (("vad_heads",), ("f32", "f32", "f32")),                     # 24 rows (0.2 MB): end-of-turn probabilities
+    (("text_emb", "audio_emb.*", "layers.*", "text_head"), ("q4", "q8", "f16")),
+    (("mimi.conv_in", "mimi.*.bias", "mimi.layers.*_norm", "mimi.layers.*_scale", SQNORMS), ("f32", "f32", "f32")),
+    (("mimi.codebooks",), ("q8", "q8", "f16")),                  # argmin flips on small errors; q4 would be 8 MB less
+    (("mimi.blocks.0.*", "mimi.blocks.1.*", "mimi.downsample", "mimi.rvq_in"), ("q8", "q8", "f16")),   # 1.8M values
+    (("mimi.*",), ("q4", "q8", "f16")),                          # transformer, SEANet stages 2-3, conv_out
+)
+QUANT_CHOICES = ("q4", "q8", "f16")
 
 
+def precision(name: str, shape: tuple[int, ...], choice: str) -> str:
+    if choice not in QUANT_CHOICES:
+        raise quant.QuantError(f"unknown quant type {choice!r}: choose one of {', '.join(QUANT_CHOICES)}")
+    for patterns, quants in PRECISION:
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            chosen = quants[QUANT_CHOICES.index(choice)]
+            if chosen in ("q4", "q8") and (len(shape) != 2 or shape[1] % (2 * quant.BLOCK)):
+                return "f32"
+            return chosen
+    raise AssertionError(f"no precision rule for package tensor '{name}'")
+
+
+# ---- 3. From the checkpoint's files to package tensors ---------------------------------------------------------
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    index: dict[str, safetensors_io.TensorInfo]
+
+
+def _compile(names: dict[str, str]) -> list[tuple[re.Pattern, str]]:
+    return [(re.compile("^" + re.escape(k).replace(r"\{\}", r"(\d+)") + "$"), v) for k, v in names.items()]
+
+
+def package_sources(official: list[str], names: dict[str, str], dropped=None) -> dict[str, list[str]]:
+    """Package name -> the official names it is made of, in checkpoint order. Every official name is mapped or
+    dropped: a tensor the map does not know is a bug in the map, not silently lost."""
+    rules, out = _compile(names), {}
+    for name in official:
+        if dropped is not None and dropped.search(name):
+            continue
+        for pattern, target in rules:
+            m = pattern.match(name)
+            if m:
+                out.setdefault(target.format(*m.groups()) if "{}" in target else target, []).append(name)
+                break
+        else:
+            raise AssertionError(f"official tensor '{name}' is neither mapped nor dropped")
+    return out
+
+
+def _conv_matrix(w: np.ndarray) -> np.ndarray:
+    """[C_out, C_in, k] -> [C_out, k * C_in], column = tap * C_in + c_in (k-major): the input window of a conv
+    over a time-major [T, C_in] history is then one contiguous row, and the conv one matrix-vector product."""
+    return np.ascontiguousarray(w.transpose(0, 2, 1)).reshape(w.shape[0], -1)
+
+
+def _official_values(src: Source, name: str) -> np.ndarray:
+    """One official tensor in float32 with the package's value transform applied."""
+    raw = safetensors_io.load_tensor(src.path, src.index[name])
+    x = safetensors_io.bf16_bits_to_f32(raw) if raw.dtype == np.uint16 else np.array(raw, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise package.PackageError(f"{src.path}: tensor '{name}' holds NaN or infinite values")
+    if name.endswith(".alpha"):
+        return x.reshape(-1)
+    if name.endswith("._codebook.embedding_sum"):       # moshi: embedding = sum / clamp(usage, min=1e-5)
+        usage = _official_values(src, name.replace("embedding_sum", "cluster_usage"))
+        return x / np.maximum(usage, 1e-5)[:, None]
+    return _conv_matrix(x) if x.ndim == 3 else x
+
+
+def _logical_shape(src: Source, names: list[str]) -> tuple[int, ...]:
+    shapes = []
+    for n in names:
+        s = src.index[n].shape
+        shapes.append((s[-1],) if n.endswith(".alpha") else (s[0], s[1] * s[2]) if len(s) == 3 else s)
+    return shapes[0] if len(shapes) == 1 else (sum(s[0] for s in shapes), *shapes[0][1:])
+
+
+def check_source(src: Source, layout: dict[str, tuple[int, ...]], dtype: str) -> None:
+    """The file holds exactly the official layout: names, shapes, dtype. Errors name the file and tensor."""
+    for name, shape in layout.items():
+        info = src.index.get(name)
+        if info is None:
+            raise package.PackageError(f"{src.path}: tensor '{name}' is missing (expected {dtype} {list(shape)})")
+        if info.shape != shape:
+            raise package.PackageError(f"{src.path}: tensor '{name}' has shape {list(info.shape)}, "
+                                       f"expected {list(shape)}")
+        if info.dtype != dtype:
+            raise package.PackageError(f"{src.path}: tensor '{name}' has dtype {info.dtype}, expected {dtype}")
+    extra = [n for n in src.index if n not in layout]
+    if extra:
+        hint = " (does config.json declare the VAD heads, extra_heads_num_heads?)" if "extra_heads" in extra[0] else ""
+        raise package.PackageError(f"{src.path}: unexpected tensor '{extra[0]}' (not in the official layout"
+                                   f"{hint}; {len(extra)} unexpected in all)")
+
+
+@dataclass
+class Conversion:
+    plans: list[package.TensorPlan]
+    produce: Callable[[package.TensorPlan], tuple[np.ndarray, dict]]    # -> (source values f32, streams)
+
+
+def build(directory: Path, choice: str) -> tuple[LMConfig, MimiConfig, Conversion]:
+    """Read and check the checkpoint in `directory`; plan every package tensor (nothing is read yet)."""
+    cfg = LMConfig.load(directory / CONFIG_FILE)
+    mimi = MIMI
+    files = {"lm": directory / LM_FILE, "mimi": directory / cfg.mimi_name}
+    for path in files.values():
+        if not path.is_file():
+            raise package.PackageError(f"{path}: missing from the checkpoint directory {directory}")
+    lm = Source(files["lm"], safetensors_io.read_index(files["lm"]))
+    mm = Source(files["mimi"], safetensors_io.read_index(files["mimi"]))
+    check_source(lm, checkpoint.lm_layout(cfg), checkpoint.LM_DTYPE)
+    check_source(mm, checkpoint.mimi_layout(mimi), checkpoint.MIMI_DTYPE)
+    # Layout order, not file order (files sort names alphabetically: layers.10 before layers.2).
+    groups = [(lm, package_sources(list(checkpoint.lm_layout(cfg)), LM_NAMES)),
+              (mm, package_sources(list(checkpoint.mimi_layout(mimi)), MIMI_NAMES, MIMI_DROPPED))]
+    recipe = {}
+    for src, mapping in groups:
+        for name, sources in mapping.items():
+            shape = _logical_shape(src, sources)
+            recipe[name] = (src, sources, package.TensorPlan(name, precision(name, shape, choice), shape))
+    sq_plan = package.TensorPlan(SQNORMS, precision(SQNORMS, (mimi.n_q, mimi.bins), choice), (mimi.n_q, mimi.bins))
+
+    lock, cache = threading.Lock(), {}
+
+    def codebooks():                     # shared by mimi.codebooks and the squared norms derived from them
+        with lock:                       # the two are produced on two threads at once
+            if not cache:
+                cache["books"] = _produce_tensor(*recipe["mimi.codebooks"])
+            return cache["books"]
+
+    def produce(plan: package.TensorPlan):
+        if plan.name == "mimi.codebooks":
+            return codebooks()
+        if plan.name == SQNORMS:
+            books = quant.dequantize(codebooks()[1], recipe["mimi.codebooks"][2].quant,
+                                     recipe["mimi.codebooks"][2].shape)
+            values = np.einsum("nd,nd->n", books, books).reshape(plan.shape)
+            return values, quant.quantize(values, plan.quant)
+        return _produce_tensor(*recipe[plan.name])
+
+    plans = [r[2] for r in recipe.values()] + [sq_plan]
+    return cfg, mimi, Conversion(plans, produce)
+
+
+def _produce_tensor(src: Source, sources: list[str], plan: package.TensorPlan):
+    parts = [_official_values(src, n) for n in sources]
+    values = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+    assert values.shape == plan.shape, (plan.name, values.shape, plan.shape)
+    return values, quant.quantize(values, plan.quant)
+
+
+# ---- 4. Converting: temporary directory, prefetching producer, report ------------------------------------------
+@dataclass
+class TensorReport:
+    name: str
+    quant: str
+    shape: tuple[int, ...]
+    nbytes: int
+    rel_rms: float            # |dequantised - source| / |source| over the whole tensor (source = bf16 or fp32)
+
+
+class _Prefetcher:
+    """Produces the next tensors on two worker threads while the current one is written (numpy releases the GIL
+    in its loops): ~1.7x on two cores, with at most three tensors in memory."""
+    AHEAD = 2
+
+    def __init__(self, conversion: Conversion, report: list[TensorReport] | None):
+        self.plans, self.conversion, self.report = conversion.plans, conversion, report
+        self.pool = ThreadPoolExecutor(max_workers=self.AHEAD)
+        self.pending: dict[str, object] = {}
+
+    def _work(self, plan: package.TensorPlan):
+        values, streams = self.conversion.produce(plan)
+        if self.report is not None:
+            error = quant.dequantize(streams, plan.quant, plan.shape) - values
+            norm = float(np.sqrt(np.sum(np.square(values, dtype=np.float64))))
+            rel = float(np.sqrt(np.sum(np.square(error, dtype=np.float64)))) / norm if norm else 0.0
+            self.report.append(TensorReport(plan.name, plan.quant, plan.shape, plan.nbytes, rel))
+        return streams
+
+    def __call__(self, plan: package.TensorPlan) -> dict:
+        index = self.plans.index(plan)
+        for following in self.plans[index:index + self.AHEAD]:
+            if following.name not in self.pending:
+                self.pending[following.name] = self.pool.submit(self._work, following)
+        return self.pending.pop(plan.name).result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_mb: int = DEFAULT_SHARD_MB,
+            force: bool = False, report: list[TensorReport] | None = None, on_file=None) -> dict:
+    """Convert SOURCE (checkpoint directory or Hugging Face repo id) into the package OUT_DIR; return its manifest.
+    Pass a list as `report` to receive one TensorReport per tensor; on_file(name, bytes) reports progress."""
+    if choice not in QUANT_CHOICES:
+        raise quant.QuantError(f"unknown quant type {choice!r}: choose one of {', '.join(QUANT_CHOICES)}")
+    if shard_mb < 1:
+        raise UserError(f"--shard-mb must be at least 1, got {shard_mb}")
+    out = Path(out_dir).resolve()
+    if out.exists() and not force and not (out.is_dir() and not any(out.iterdir())):
+        raise UserError(f"{out}: already exists; choose another OUT_DIR or pass --force to replace it")
+    directory = hub.checkpoint_dir(str(source))
+    cfg, mimi, conversion = build(directory, choice)
+    tokenizer = read_sentencepiece(directory / cfg.tokenizer_name)
+    if len(tokenizer) != cfg.text_card:
+        raise package.PackageError(f"{directory / cfg.tokenizer_name}: {len(tokenizer)} pieces, but config.json "
+                                   f"says text_card {cfg.text_card}")
+    meta = {"variant": "vad" if cfg.has_vad_heads else "plain", "quant": choice,
+            "config": package.config_json(cfg, mimi), "tokenizer": tokenizer.to_manifest()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())                 # mkdtemp's 0700 would hide the package from a web server
+    producer = _Prefetcher(conversion, report)
+    try:
+        manifest = package.write_package(tmp, conversion.plans, producer, meta, shard_mb * 2**20, on_file)
+        package.open_package(tmp, verify_hashes=False)          # sizes, offsets and GGUF headers agree
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        producer.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if report is not None:                       # rows arrive in completion order from two threads
+        order = {p.name: i for i, p in enumerate(conversion.plans)}
+        report.sort(key=lambda r: order[r.name])
+    return manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+def format_report(rows: list[TensorReport]) -> str:
+    lines = [f"{'tensor':<34} {'quant':>5} {'shape':>16} {'bytes':>12} {'rel. RMS error':>15}"]
+    for r in rows:
+        lines.append(f"{r.name:<34} {r.quant:>5} {'x'.join(map(str, r.shape)):>16} {r.nbytes:>12,} "
+                     f"{r.rel_rms:>15.2e}")
+    groups: dict[str, list[TensorReport]] = {}
+    for r in rows:
+        groups.setdefault(_group(r.name), []).append(r)
+    lines.append("")
+    for group, members in groups.items():
+        worst = max(members, key=lambda r: r.rel_rms)
+        quants = "/".join(sorted({r.quant for r in members}))
+        lines.append(f"{group:<22} {quants:>9} {sum(r.nbytes for r in members) / 1e6:>9.2f} MB   "
+                     f"worst {worst.rel_rms:.2e} ({worst.name})")
+    lines.append(f"{'total':<22} {'':>9} {sum(r.nbytes for r in rows) / 1e6:>9.2f} MB (tensor data)")
+    return "\n".join(lines)
+
+
+def _group(name: str) -> str:
+    if name.startswith("mimi."):
+        part = name.split(".")[1]
+        return {"conv_in": "mimi.seanet", "blocks": "mimi.seanet", "conv_out": "mimi.seanet",
+                "layers": "mimi.transformer"}.get(part, "mimi." + part.replace("codebook_sqnorms", "codebooks"))
+    if name.startswith("layers."):
+        return "lm.norms" if name.endswith("_norm") else "lm.layers"
+    return {"text_emb": "lm.embeddings", "out_norm": "lm.norms", "text_head": "lm.text_head",
+            "vad_heads": "lm.vad_heads"}.get(name, "lm.embeddings" if name.startswith("audio_emb") else name)
+
+
+# ---- 5. The command line ---------------------------------------------------------------------------------------
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("source", nargs="?", default=hub.DEFAULT_REPO, metavar="SOURCE",
+                        help=f"a checkpoint directory in the official layout, or a Hugging Face repo id "
+                             f"(default {hub.DEFAULT_REPO})")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="the package directory to write")
+    parser.add_argument("--quant", default="q4", help="precision policy: q4 (default, <= 600 MB), q8 or f16 "
+                                                       "(docs/weights.md lists each tensor's type)")
+    parser.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_MB,
+                        help=f"largest GGUF file in MiB (default {DEFAULT_SHARD_MB})")
+    parser.add_argument("--report", action="store_true",
+                        help="print each tensor's type, bytes and relative RMS error against the source")
+    parser.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
 
 
 def run(args) -> int:
-    raise NotImplementedError("convert is not implemented yet")
+    started = time.perf_counter()
+    rows: list[TensorReport] | None = [] if args.report else None
+    def progress(name: str, size: int) -> None:
+        print(f"  {name}  {size / 1e6:.1f} MB", file=sys.stderr)
+    manifest = convert(args.source, args.out_dir, args.quant, args.shard_mb, args.force, rows, progress)
+    if rows is not None:
+        print(format_report(rows))
+    print(f"wrote {args.out_dir}: {len(manifest['files'])} files, {manifest['total_bytes'] / 1e6:.1f} MB, "
+          f"{manifest['quant']}, variant {manifest['variant']}, {len(manifest['tensors'])} tensors "
+          f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0

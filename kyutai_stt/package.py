@@ -1,0 +1,369 @@
+"""The model package: a directory that a static file server hosts unchanged (docs/weights.md is the spec).
+
+    manifest.json               format + version, config, files (bytes, sha256), tensors (streams), tokenizer
+    model-00001-of-0000N.gguf   the tensors' streams, written and read with the `gguf` library
+
+Each package tensor is stored as the streams of its quantised layout (kyutai_stt/quant.py): q4/q8 as `<name>.qs`
+(u32 words, GGUF type I32) and `<name>.d` (f16 scales), f16/f32 as `<name>.w`. Stream data starts on a 256-byte
+boundary (GGUF general.alignment = 256, WebGPU's largest minStorageBufferOffsetAlignment), so a host can upload a
+stream straight from the file bytes, or bind it at its offset inside a buffer holding a whole shard. The manifest
+repeats each stream's file, offset, byte length, dtype and shape: a browser needs no GGUF parser.
+
+This module writes packages (write_package) and opens them (open_package -> Package): the loading API of the
+native engine and the tests. Opening checks the format version, the files' sizes, their SHA-256 and that the GGUF
+headers agree with the manifest; every error names the file and, where one is at fault, the tensor.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from . import __version__, quant
+from .config import LMConfig, MimiConfig
+from .errors import UserError
+from .tokenizer import Tokenizer
+
+FORMAT = "kyutai-stt-package"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ALIGNMENT = 256                              # bytes; every stream starts at a multiple of this in its file
+MAX_STREAM_BYTES = 128 * 2**20               # WebGPU's default maxStorageBufferBindingSize
+STREAM_DTYPES = {"u32": np.uint32, "f16": np.float16, "f32": np.float32}
+_GGUF_STORAGE = {"u32": np.int32, "f16": np.float16, "f32": np.float32}   # GGUF has no U32 tensor type
+GGUF_ARCH = "kyutai-stt"
+
+
+class PackageError(UserError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str                # "qs", "d" or "w"
+    dtype: str               # a key of STREAM_DTYPES
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(STREAM_DTYPES[self.dtype]).itemsize
+
+
+def stream_specs(quant_type: str, shape: tuple[int, ...]) -> list[StreamSpec]:
+    """The streams of a tensor of logical shape [N, K] (or any shape for f16/f32) in a layout of quant.py."""
+    quant.check_shape(quant_type, shape)
+    if quant_type in ("f16", "f32"):
+        return [StreamSpec("w", quant_type, tuple(shape))]
+    n, k = shape
+    per_word = 8 if quant_type == "q4" else 4
+    return [StreamSpec("qs", "u32", (n, k // per_word)), StreamSpec("d", "f16", (n, k // quant.BLOCK))]
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """One package tensor to write: its name, layout and logical shape (rows = outputs)."""
+    name: str
+    quant: str
+    shape: tuple[int, ...]
+
+    @property
+    def streams(self) -> list[StreamSpec]:
+        return stream_specs(self.quant, self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.streams)
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGNMENT) * ALIGNMENT
+
+
+def _header_bound(tensors: Iterable[TensorPlan], kv_bytes: int) -> int:
+    """An upper bound on a shard's GGUF header: fixed part, key/values, per-stream infos, padding."""
+    infos = sum(8 + len(t.name) + 3 + 4 + 8 * len(s.shape) + 4 + 8 for t in tensors for s in t.streams)
+    return 24 + kv_bytes + infos + ALIGNMENT
+
+
+def plan_shards(tensors: list[TensorPlan], shard_bytes: int, kv_bytes: int) -> list[list[TensorPlan]]:
+    """Consecutive tensors into files of at most shard_bytes (header included); a tensor never straddles files."""
+    shards: list[list[TensorPlan]] = [[]]
+    for t in tensors:
+        for s in t.streams:
+            if s.nbytes > MAX_STREAM_BYTES:
+                raise PackageError(f"tensor '{t.name}' stream {s.name}: {s.nbytes} bytes exceeds the "
+                                   f"{MAX_STREAM_BYTES}-byte limit of a WebGPU binding")
+        if _header_bound([t], kv_bytes) + sum(_aligned(s.nbytes) for s in t.streams) > shard_bytes:
+            raise PackageError(f"tensor '{t.name}' ({t.nbytes} bytes) does not fit in a {shard_bytes}-byte shard: "
+                               "raise --shard-mb")
+        candidate = shards[-1] + [t]
+        if _header_bound(candidate, kv_bytes) + sum(_aligned(s.nbytes) for c in candidate for s in c.streams) \
+                > shard_bytes:
+            shards.append([t])
+        else:
+            shards[-1] = candidate
+    return shards
+
+
+def write_package(out_dir: Path, tensors: list[TensorPlan], produce: Callable[[TensorPlan], dict],
+                  meta: dict, shard_bytes: int, on_file: Callable[[str, int], None] | None = None) -> dict:
+    """Write the GGUF shards and manifest.json into out_dir (which must exist and be empty).
+
+    produce(plan) returns the tensor's streams {name: array}, called once per tensor in order, so one tensor at a
+    time is in memory. meta holds the manifest's other fields (config, variant, quant, tokenizer). on_file(name,
+    bytes) is called as each file is finished (progress)."""
+    import gguf
+
+    kv = {"kyutai_stt.format": FORMAT, "kyutai_stt.format_version": FORMAT_VERSION,
+          "kyutai_stt.config": json.dumps(meta["config"], separators=(",", ":"))}
+    kv_bytes = sum(8 + len(k) + 4 + 8 + len(str(v).encode()) for k, v in kv.items()) + 4 * 64
+    shards = plan_shards(tensors, shard_bytes, kv_bytes)
+    files, entries = [], {}
+    for index, shard in enumerate(shards):
+        file_name = f"model-{index + 1:05d}-of-{len(shards):05d}.gguf"
+        path = out_dir / file_name
+        writer = gguf.GGUFWriter(path, GGUF_ARCH)
+        writer.add_custom_alignment(ALIGNMENT)
+        writer.add_string("kyutai_stt.format", FORMAT)
+        writer.add_uint32("kyutai_stt.format_version", FORMAT_VERSION)
+        writer.add_string("kyutai_stt.config", kv["kyutai_stt.config"])
+        writer.add_uint32("kyutai_stt.shard", index)
+        writer.add_uint32("kyutai_stt.shard_count", len(shards))
+        for t in shard:
+            for s in t.streams:
+                writer.add_tensor_info(f"{t.name}.{s.name}", s.shape, np.dtype(_GGUF_STORAGE[s.dtype]), s.nbytes)
+        crcs = {}
+        try:
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            for t in shard:
+                streams = produce(t)
+                for s in t.streams:
+                    data = np.ascontiguousarray(streams[s.name])
+                    if data.dtype != STREAM_DTYPES[s.dtype] or data.shape != s.shape:
+                        raise ValueError(f"{t.name}.{s.name}: produced {data.dtype}{data.shape}, expected "
+                                         f"{s.dtype}{s.shape}")      # a converter bug, not a user error
+                    crcs[t.name, s.name] = zlib.crc32(data)
+                    writer.write_tensor_data(data.view(_GGUF_STORAGE[s.dtype]))
+        finally:
+            writer.close()
+        size = path.stat().st_size
+        assert size <= shard_bytes, (file_name, size, shard_bytes)
+        files.append({"name": file_name, "bytes": size, "sha256": sha256_file(path)})
+        if on_file:
+            on_file(file_name, size)
+        # Offsets as the gguf library reads them back: the manifest cannot disagree with the GGUF header.
+        for t in shard:
+            entries[t.name] = {"quant": t.quant, "shape": list(t.shape), "streams": {}}
+        for info in gguf.GGUFReader(path).tensors:
+            name, stream = info.name.rsplit(".", 1)
+            spec = next(s for s in stream_specs(entries[name]["quant"], tuple(entries[name]["shape"]))
+                        if s.name == stream)
+            entries[name]["streams"][stream] = {"file": file_name, "offset": int(info.data_offset),
+                                                "nbytes": int(info.n_bytes), "dtype": spec.dtype,
+                                                "shape": list(spec.shape), "crc32": crcs[name, stream]}
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "created_by": f"kyutai-stt {__version__}",
+                **{k: meta[k] for k in ("variant", "quant", "config")},
+                "total_bytes": sum(f["bytes"] for f in files), "files": files, "tensors": entries,
+                "tokenizer": meta["tokenizer"]}
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return manifest
+
+
+def sha256_file(path: Path, chunk: int = 8 * 2**20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_json(lm: LMConfig, mimi: MimiConfig) -> dict:
+    """The manifest's config: the official config.json, the Mimi settings, and values derived from both."""
+    derived = {"head_dim": lm.head_dim, "ffn_dim": lm.ffn_dim, "num_params": lm.num_params,
+               "has_vad_heads": lm.has_vad_heads, "mimi_hop_length": mimi.hop_length,
+               "mimi_frame_size": mimi.frame_size, "mimi_downsample_stride": mimi.downsample_stride,
+               "mimi_head_dim": mimi.dimension // mimi.num_heads}
+    return {"lm": lm.to_official_json(), "mimi": asdict(mimi), "derived": derived}
+
+
+# ---- reading --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stream:
+    file: str
+    offset: int
+    nbytes: int
+    dtype: str
+    shape: tuple[int, ...]
+    crc32: int
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    quant: str
+    shape: tuple[int, ...]
+    streams: dict[str, Stream]
+
+
+class Package:
+    """An opened, verified package. streams() gives GPU-ready bytes as read-only memory maps (no copies)."""
+
+    def __init__(self, root: Path, manifest: dict, tensors: dict[str, TensorEntry]):
+        self.root = root
+        self.manifest = manifest
+        self.config = LMConfig.from_official_json(manifest["config"]["lm"], f"{root / MANIFEST}: config.lm")
+        mimi = dict(manifest["config"]["mimi"])
+        self.mimi_config = MimiConfig(**{**mimi, "ratios": tuple(mimi["ratios"])})
+        self.tokenizer = Tokenizer.from_manifest(manifest["tokenizer"], str(root / MANIFEST))
+        self.variant: str = manifest["variant"]
+        self.quant: str = manifest["quant"]
+        self._tensors = tensors
+        self._maps: dict[str, np.memmap] = {}
+
+    def tensor_names(self) -> list[str]:
+        return list(self._tensors)
+
+    def tensor(self, name: str) -> TensorEntry:
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise PackageError(f"{self.root / MANIFEST}: no tensor '{name}' in this package") from None
+
+    def streams(self, name: str) -> dict[str, np.ndarray]:
+        """{stream: typed array of the stream's shape}, views of a memory map of the shard file."""
+        out = {}
+        for key, s in self.tensor(name).streams.items():
+            if s.file not in self._maps:
+                self._maps[s.file] = np.memmap(self.root / s.file, dtype=np.uint8, mode="r")
+            raw = self._maps[s.file][s.offset:s.offset + s.nbytes]
+            out[key] = raw.view(STREAM_DTYPES[s.dtype]).reshape(s.shape)
+        return out
+
+    def dequantize(self, name: str) -> np.ndarray:
+        """The tensor in float32 through quant.dequantize: the numpy reference for the GPU kernels."""
+        entry = self.tensor(name)
+        return quant.dequantize(self.streams(name), entry.quant, entry.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.manifest["total_bytes"])
+
+
+def open_package(path: str | Path, verify_hashes: bool = True) -> Package:
+    """Open a package directory: check the manifest, the files' sizes, (optionally) their SHA-256, and that each
+    GGUF header agrees with the manifest. verify_hashes=False skips hashing (a package verified before)."""
+    root = Path(path)
+    manifest_path = root / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PackageError(f"{manifest_path}: not found ({root} is not a model package)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PackageError(f"{manifest_path}: not valid JSON ({e})") from None
+    tensors = _parse_manifest(manifest, str(manifest_path))
+    for f in manifest["files"]:
+        _check_file(root, f, tensors, verify_hashes)
+    _check_gguf_headers(root, manifest, tensors)
+    return Package(root, manifest, tensors)
+
+
+def _parse_manifest(manifest, source: str) -> dict[str, TensorEntry]:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise PackageError(f"{source}: not a {FORMAT} manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise PackageError(f"{source}: format version {manifest.get('format_version')!r}, but this kyutai-stt reads"
+                           f" version {FORMAT_VERSION}: convert the checkpoint again with this version")
+    tensors = {}
+    try:
+        files = {f["name"] for f in manifest["files"]}
+        for name, raw in manifest["tensors"].items():
+            streams = {k: Stream(s["file"], int(s["offset"]), int(s["nbytes"]), s["dtype"], tuple(s["shape"]),
+                                 int(s["crc32"])) for k, s in raw["streams"].items()}
+            entry = TensorEntry(name, raw["quant"], tuple(raw["shape"]), streams)
+            try:
+                expected = {s.name: s for s in stream_specs(entry.quant, entry.shape)}
+            except quant.QuantError as e:
+                raise PackageError(f"{source}: tensor '{name}': {e}") from None
+            for key, s in streams.items():
+                spec = expected.pop(key, None)
+                if spec is None or (s.dtype, s.shape, s.nbytes) != (spec.dtype, spec.shape, spec.nbytes) \
+                        or s.file not in files or s.offset % ALIGNMENT:
+                    raise PackageError(f"{source}: tensor '{name}': stream '{key}' does not match its {entry.quant}"
+                                       f" layout {list(entry.shape)} (or names an unlisted file)")
+            if expected:
+                raise PackageError(f"{source}: tensor '{name}': streams {sorted(expected)} missing")
+            tensors[name] = entry
+        missing = [k for k in ("variant", "quant", "config", "tokenizer", "total_bytes") if k not in manifest]
+        if missing:
+            raise PackageError(f"{source}: malformed manifest: no field '{missing[0]}'")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, UserError):
+            raise
+        raise PackageError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from None
+    return tensors
+
+
+def _check_file(root: Path, entry: dict, tensors: dict[str, TensorEntry], verify_hash: bool) -> None:
+    path = root / entry["name"]
+    inside = [(t.name, k, s) for t in tensors.values() for k, s in t.streams.items() if s.file == entry["name"]]
+    if not path.is_file():
+        raise PackageError(f"{path}: missing (it holds {_tensor_list(inside)}): download the package again")
+    size = path.stat().st_size
+    if size < entry["bytes"]:
+        cut = next(((n, k) for n, k, s in inside if s.offset + s.nbytes > size), None)
+        at = f"tensor '{cut[0]}' (stream {cut[1]}) runs past the end" if cut else "the header is cut"
+        raise PackageError(f"{path}: truncated: {size} bytes, the manifest says {entry['bytes']}; {at}: "
+                           "download it again")
+    if size != entry["bytes"]:
+        raise PackageError(f"{path}: {size} bytes, the manifest says {entry['bytes']}: not this package's file")
+    if verify_hash and sha256_file(path) != entry["sha256"]:
+        with open(path, "rb") as f:
+            bad = [(n, k) for n, k, s in inside if zlib.crc32(_read(f, s.offset, s.nbytes)) != s.crc32]
+        where = ", ".join(f"tensor '{n}' (stream {k})" for n, k in bad[:5]) if bad else \
+            "outside the tensor data (GGUF header or padding)"
+        raise PackageError(f"{path}: SHA-256 mismatch (expected {entry['sha256']}): the file is corrupt, damage in "
+                           f"{where}: download it again")
+
+
+def _read(f, offset: int, nbytes: int) -> bytes:
+    f.seek(offset)
+    return f.read(nbytes)
+
+
+def _tensor_list(inside) -> str:
+    names = list(dict.fromkeys(n for n, _, _ in inside))
+    return "no tensors" if not names else f"tensors '{names[0]}' .. '{names[-1]}'"
+
+
+def _check_gguf_headers(root: Path, manifest: dict, tensors: dict[str, TensorEntry]) -> None:
+    """Each GGUF file, read by the gguf library, holds exactly the streams the manifest places in it."""
+    import gguf
+
+    placed = {}
+    for t in tensors.values():
+        for k, s in t.streams.items():
+            placed.setdefault(s.file, {})[f"{t.name}.{k}"] = s
+    for f in manifest["files"]:
+        path = root / f["name"]
+        try:
+            reader = gguf.GGUFReader(path)
+        except (ValueError, OSError) as e:
+            raise PackageError(f"{path}: not a readable GGUF file ({e})") from None
+        version = reader.get_field("kyutai_stt.format_version")
+        if version is None or version.contents() != FORMAT_VERSION:
+            raise PackageError(f"{path}: GGUF key kyutai_stt.format_version is not {FORMAT_VERSION}")
+        expected = dict(placed.get(f["name"], {}))
+        for info in reader.tensors:
+            s = expected.pop(info.name, None)
+            if s is None or (int(info.data_offset), int(info.n_bytes)) != (s.offset, s.nbytes):
+                raise PackageError(f"{path}: GGUF tensor '{info.name}' is not where the manifest places it")
+        if expected:
+            raise PackageError(f"{path}: GGUF lacks tensor '{next(iter(expected))}' listed in the manifest")

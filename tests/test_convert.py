@@ -1,0 +1,283 @@
+"""`kyutai-stt convert`: the name map, the precision policy, round trips on synthetic checkpoints, bad inputs."""
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from kyutai_stt import checkpoint, cli, convert, hub, package, quant, safetensors_io, synthetic
+from kyutai_stt.config import LM_FILE, MIMI, TINY_LM, replace
+
+# Relative RMS error of a dequantised tensor against its source (bf16 for the LM, fp32 for Mimi). Measured on
+# the synthetic weights (gaussian, or gaussian rows of varied scale): q4 0.0856-0.0867, q8 0.00533-0.00537,
+# f16 2.0e-4-2.1e-4; the bounds leave ~10 % margin and still catch any misplaced row or column (error ~1.4).
+ERROR_BOUND = {"q4": 0.095, "q8": 0.006, "f16": 2.5e-4, "f32": 0.0}
+PACKAGE_LIMIT_BYTES = 600_000_000
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return synthetic.write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "tiny", seed=1)["config"].parent
+
+
+@pytest.fixture(scope="module")
+def tiny_q4(tiny, tmp_path_factory):
+    """The default q4 package of the tiny checkpoint, through the CLI, with the report and small shards."""
+    out = tmp_path_factory.mktemp("pkg") / "q4"
+    assert cli.main(["convert", str(tiny), str(out), "--shard-mb", "24", "--report"]) == 0
+    return out
+
+
+def official(path, name):
+    raw = safetensors_io.load_tensor(path, safetensors_io.read_index(path)[name])
+    return safetensors_io.bf16_bits_to_f32(raw) if raw.dtype == np.uint16 else np.array(raw)
+
+
+def rel_rms(a, b):
+    return float(np.linalg.norm((a - b).ravel()) / np.linalg.norm(b.ravel()))
+
+
+def copy_with(src, dst, **files):
+    """A checkpoint directory of symlinks to src's files, except those given (name -> bytes or callable(path))."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name not in files:
+            (dst / f.name).symlink_to(f)
+    for name, content in files.items():
+        content(dst / name) if callable(content) else (dst / name).write_bytes(content)
+    return dst
+
+
+# ---- the name map and the policy -------------------------------------------------------------------------------
+def test_lm_names_and_shapes(tiny):
+    cfg, _, conversion = convert.build(tiny, "q4")
+    shapes = {p.name: p.shape for p in conversion.plans}
+    d, f = cfg.dim, cfg.ffn_dim
+    expected = {"text_emb": (cfg.text_card + 1, d), "out_norm": (d,), "text_head": (cfg.text_card, d),
+                "vad_heads": (4 * 6, d), **{f"audio_emb.{k}": (cfg.card + 1, d) for k in range(cfg.n_q)}}
+    for i in range(cfg.num_layers):
+        expected.update({f"layers.{i}.attn_norm": (d,), f"layers.{i}.attn_qkv": (3 * d, d),
+                         f"layers.{i}.attn_out": (d, d), f"layers.{i}.ffn_norm": (d,),
+                         f"layers.{i}.ffn_in": (2 * f, d), f"layers.{i}.ffn_out": (d, f)})
+    assert {n: s for n, s in shapes.items() if not n.startswith("mimi.")} == expected
+    assert shapes["mimi.conv_in"] == (64, 7) and shapes["mimi.blocks.3.down"] == (1024, 16 * 512)
+    assert shapes["mimi.codebooks"] == (32 * 2048, 256) and shapes["mimi.codebook_sqnorms"] == (32, 2048)
+    assert shapes["mimi.rvq_in"] == (512, 512) and shapes["mimi.downsample"] == (512, 4 * 512)
+    assert not any(n.startswith(("mimi.decoder", "decoder")) for n in shapes)
+
+
+def test_every_official_tensor_is_mapped_or_dropped():
+    full = replace(TINY_LM, num_layers=3)
+    lm = convert.package_sources(list(checkpoint.lm_layout(full)), convert.LM_NAMES)
+    assert sum(len(v) for v in lm.values()) == len(checkpoint.lm_layout(full))
+    mimi = convert.package_sources(list(checkpoint.mimi_layout(MIMI)), convert.MIMI_NAMES, convert.MIMI_DROPPED)
+    used = {n for v in mimi.values() for n in v}
+    encoder = checkpoint.mimi_encoder_layout(MIMI)
+    assert used == {n for n in encoder if not n.endswith(("_initialized", "cluster_usage"))}
+    assert mimi["mimi.codebooks"][:2] == ["quantizer.rvq_first.vq.layers.0._codebook.embedding_sum",
+                                          "quantizer.rvq_rest.vq.layers.0._codebook.embedding_sum"]
+    assert mimi["mimi.codebooks"][-1].startswith("quantizer.rvq_rest.vq.layers.30.")
+
+
+def test_precision_policy():
+    assert convert.precision("layers.3.ffn_in", (11264, 2048), "q4") == "q4"
+    assert convert.precision("layers.3.attn_norm", (2048,), "q4") == "f32"
+    assert convert.precision("mimi.codebooks", (65536, 256), "q4") == "q8"
+    assert convert.precision("mimi.blocks.0.res_conv2", (64, 32), "q4") == "f32"      # K = 32: not quantisable
+    assert convert.precision("text_emb", (8001, 2048), "f16") == "f16"
+    with pytest.raises(quant.QuantError, match="unknown quant type 'q3'"):
+        convert.precision("text_emb", (8001, 2048), "q3")
+
+
+# ---- round trips -------------------------------------------------------------------------------------------------
+def check_round_trip(pkg_dir, ckpt):
+    pkg = package.open_package(pkg_dir)
+    lm, mm = ckpt / LM_FILE, ckpt / pkg.config.mimi_name
+    expected = {
+        "text_emb": official(lm, "text_emb.weight"), "audio_emb.5": official(lm, "emb.5.weight"),
+        "layers.1.attn_qkv": official(lm, "transformer.layers.1.self_attn.in_proj_weight"),
+        "layers.0.ffn_in": official(lm, "transformer.layers.0.gating.linear_in.weight"),
+        "layers.1.ffn_norm": official(lm, "transformer.layers.1.norm2.alpha").reshape(-1),
+        "text_head": official(lm, "text_linear.weight"),
+        "vad_heads": np.concatenate([official(lm, f"extra_heads.{h}.weight") for h in range(4)]),
+        "mimi.conv_in": official(mm, "encoder.model.0.conv.conv.weight")[:, 0, :],
+        "mimi.layers.2.ffn_in": official(mm, "encoder_transformer.transformer.layers.2.linear1.weight"),
+        "mimi.rvq_in": np.concatenate([official(mm, f"quantizer.rvq_{p}.input_proj.weight")[:, :, 0]
+                                       for p in ("first", "rest")]),
+    }
+    for name, want in expected.items():
+        assert rel_rms(pkg.dequantize(name), want) <= ERROR_BOUND[pkg.tensor(name).quant], name
+    # Codebooks: level 0 = rvq_first, level 5 = rvq_rest layer 4; entries = embedding_sum / usage.
+    books = pkg.dequantize("mimi.codebooks").reshape(32, 2048, 256)
+    for level, prefix in ((0, "quantizer.rvq_first.vq.layers.0"), (5, "quantizer.rvq_rest.vq.layers.4")):
+        usage = official(mm, prefix + "._codebook.cluster_usage")
+        want = official(mm, prefix + "._codebook.embedding_sum") / usage[:, None]
+        assert rel_rms(books[level], want) <= ERROR_BOUND[pkg.tensor("mimi.codebooks").quant]
+    np.testing.assert_allclose(pkg.dequantize("mimi.codebook_sqnorms"), np.sum(books**2, axis=-1), rtol=1e-5)
+    # A conv as a matrix: k-major columns, so conv(window)[o] = M @ window.ravel() for a time-major [k, C_in] window.
+    w = official(mm, "encoder.model.12.conv.conv.weight")               # [1024, 512, 16]
+    window = np.random.default_rng(0).standard_normal((16, 512)).astype(np.float32)
+    direct = np.einsum("oct,tc->o", w, window)
+    assert rel_rms(pkg.dequantize("mimi.blocks.3.down") @ window.ravel(), direct) < 0.1
+    return pkg
+
+
+def test_round_trip_q4_through_the_cli(tiny, tiny_q4, capsys):
+    pkg = check_round_trip(tiny_q4, tiny)
+    assert pkg.variant == "vad" and pkg.quant == "q4" and pkg.config.dim == TINY_LM.dim
+    assert len(pkg.manifest["files"]) > 1
+    assert all(f["bytes"] <= 24 * 2**20 for f in pkg.manifest["files"])
+
+
+@pytest.mark.parametrize("choice", ["q8", "f16"])
+def test_round_trip_other_quants(tiny, tmp_path, choice):
+    rows = []
+    convert.convert(tiny, tmp_path / "pkg", choice, report=rows)
+    assert {r.quant for r in rows} == {choice, "f32"} | ({"q8"} if choice == "q8" else set())
+    for r in rows:
+        assert r.rel_rms <= ERROR_BOUND[r.quant], r
+    check_round_trip(tmp_path / "pkg", tiny)
+
+
+def test_report_bounds_and_bytes(tiny, tmp_path):
+    rows = []
+    manifest = convert.convert(tiny, tmp_path / "pkg", "q4", report=rows)
+    for r in rows:
+        assert r.rel_rms <= ERROR_BOUND[r.quant], r
+        assert r.nbytes == quant.nbytes(r.quant, r.shape)
+    assert {r.name for r in rows} == set(manifest["tensors"])
+    assert "worst" in convert.format_report(rows)
+
+
+def test_plain_variant_without_vad_heads(tiny, tmp_path):
+    cfg = replace(TINY_LM, extra_heads_num_heads=0)
+    ckpt = copy_with(tiny, tmp_path / "plain",
+                     **{LM_FILE: lambda p: synthetic.write_lm(p, cfg, 1),
+                        "config.json": json.dumps(cfg.to_official_json()).encode()})
+    manifest = convert.convert(ckpt, tmp_path / "pkg")
+    assert manifest["variant"] == "plain" and "vad_heads" not in manifest["tensors"]
+    assert not package.open_package(tmp_path / "pkg").config.has_vad_heads
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------------
+def lm_with(path, changes):
+    """Write the tiny LM with layout changes: name -> (dtype, shape), or None to leave the tensor out."""
+    layout = checkpoint.lm_layout(TINY_LM)
+    specs = [(n, "BF16", s) for n, s in layout.items() if n not in changes]
+    specs += [(n, *c) for n, c in changes.items() if c is not None]
+
+    def produce(name):
+        dtype, shape = next((d, s) for n, d, s in specs if n == name)
+        values = np.zeros(shape, np.float32)
+        return safetensors_io.f32_to_bf16_bits(values) if dtype == "BF16" else values.astype(
+            safetensors_io.DTYPES[dtype][0])
+    safetensors_io.write(path, specs, produce)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"transformer.layers.1.norm2.alpha": None}, "tensor 'transformer.layers.1.norm2.alpha' is missing"),
+    ({"extra.weight": ("BF16", (4, 4))}, "unexpected tensor 'extra.weight'"),
+    ({"text_linear.weight": ("BF16", (8000, 64))}, "tensor 'text_linear.weight' has shape [8000, 64]"),
+    ({"emb.3.weight": ("F16", (2049, 128))}, "tensor 'emb.3.weight' has dtype F16, expected BF16"),
+])
+def test_bad_checkpoint_names_file_and_tensor(tiny, tmp_path, change, message):
+    ckpt = copy_with(tiny, tmp_path / "bad", **{LM_FILE: lambda p: lm_with(p, change)})
+    with pytest.raises(package.PackageError) as e:
+        convert.convert(ckpt, tmp_path / "pkg")
+    assert message in str(e.value) and str(ckpt / LM_FILE) in str(e.value)
+    assert list(tmp_path.iterdir()) == [ckpt]                   # nothing written
+
+
+def test_truncated_safetensors_leaves_nothing(tiny, tmp_path):
+    data = (tiny / LM_FILE).read_bytes()
+    ckpt = copy_with(tiny, tmp_path / "bad", **{LM_FILE: data[:-1000]})
+    with pytest.raises(safetensors_io.SafetensorsError, match=r"model.safetensors: tensor '.*' ends at .*truncated"):
+        convert.convert(ckpt, tmp_path / "pkg")
+    assert list(tmp_path.iterdir()) == [ckpt]
+
+
+def test_failure_mid_write_leaves_nothing(tiny, tmp_path, monkeypatch):
+    real = convert._produce_tensor
+
+    def failing(src, sources, plan):
+        if plan.name == "mimi.layers.3.ffn_in":
+            raise OSError("disk full (injected)")
+        return real(src, sources, plan)
+    monkeypatch.setattr(convert, "_produce_tensor", failing)
+    with pytest.raises(OSError, match="injected"):
+        convert.convert(tiny, tmp_path / "pkg", shard_mb=24)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_quant_type_and_existing_output(tiny, tmp_path, capsys):
+    assert cli.main(["convert", str(tiny), str(tmp_path / "pkg"), "--quant", "q3"]) == 1
+    assert "unknown quant type 'q3'" in capsys.readouterr().err
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "x").write_text("keep me")
+    assert cli.main(["convert", str(tiny), str(tmp_path / "pkg")]) == 1
+    assert "already exists" in capsys.readouterr().err and (tmp_path / "pkg" / "x").exists()
+    assert cli.main(["convert", str(tmp_path / "nowhere" / "ckpt"), str(tmp_path / "out")]) == 1
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_file(tiny, tmp_path):
+    ckpt = copy_with(tiny, tmp_path / "bad")
+    (ckpt / TINY_LM.mimi_name).unlink()
+    with pytest.raises(package.PackageError, match="mimi-pytorch-e351c8d8@125.safetensors: missing"):
+        convert.convert(ckpt, tmp_path / "pkg")
+
+
+# ---- the hub -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env", [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}])
+def test_hub_unreachable_is_a_clear_error(tmp_path, env):
+    environment = {**os.environ, "HF_HOME": str(tmp_path / "hf"), **env}
+    environment.pop("HF_HUB_OFFLINE", None) if "HF_ENDPOINT" in env else None
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "convert", hub.DEFAULT_REPO, str(tmp_path / "p")],
+                          env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and time.monotonic() - started < 30
+    assert f"could not download {hub.DEFAULT_REPO}" in done.stderr
+    assert "convert that directory instead" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_hub_download_then_same_local_path(tiny, monkeypatch):
+    import huggingface_hub
+    fetched = []
+
+    def fake_download(repo_id, filename, revision=None, local_files_only=False):
+        fetched.append(filename)
+        return str(tiny / filename)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(hub, "_reachable", lambda endpoint: True)
+    assert hub.checkpoint_dir("kyutai/stt-1b-en_fr-candle") == tiny
+    assert fetched == ["config.json", LM_FILE, TINY_LM.mimi_name, TINY_LM.tokenizer_name]
+
+
+# ---- full size ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_full_q4_package(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    try:
+        ckpt = synthetic.write_checkpoint(root / "ckpt", "full")["config"].parent
+        started, rows = time.perf_counter(), []
+        manifest = convert.convert(ckpt, root / "pkg", report=rows)
+        seconds = time.perf_counter() - started
+        on_disk = sum(f.stat().st_size for f in (root / "pkg").iterdir())
+        assert on_disk <= PACKAGE_LIMIT_BYTES, on_disk
+        assert on_disk == manifest["total_bytes"] + (root / "pkg" / package.MANIFEST).stat().st_size
+        for r in rows:
+            assert r.rel_rms <= ERROR_BOUND[r.quant], r
+        pkg = check_round_trip(root / "pkg", ckpt)                       # verifies every file's SHA-256
+        assert all(f["bytes"] <= convert.DEFAULT_SHARD_MB * 2**20 for f in manifest["files"])
+        assert seconds < 120, seconds
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 8 * 2**20       # KiB
+        assert pkg.config.num_params == 989_253_632
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
