@@ -22,6 +22,7 @@ READBACK_DEPTH = 2
 # Uniform bindings need 16-byte multiples.
 UNIFORM_ALIGN = 16
 
+_NUMPY = {"f32": np.float32, "u32": np.uint32}
 StreamReader = Callable[[str], "np.ndarray | memoryview | bytes"]
 
 
@@ -41,6 +42,8 @@ class Engine:
         self.plan = plan
         self.buffers = {b.name: self._create_buffer(b) for b in plan.buffers}
         for b in plan.buffers:
+            if b.kind == "const":
+                self.device.queue.write_buffer(self.buffers[b.name], 0, np.array(b.values, _NUMPY[b.dtype]))
             for source in b.sources:
                 data = np.frombuffer(memoryview(read_stream(source.stream)).cast("B"), np.uint8)
                 self.device.queue.write_buffer(self.buffers[b.name], source.offset, _pad4(data))

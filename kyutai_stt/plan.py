@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 PLAN_FORMAT = "kyutai-stt-plan"
 PLAN_VERSION = 1
-BUFFER_KINDS = ("weight", "state", "scratch", "input", "output", "step")
+BUFFER_KINDS = ("weight", "const", "state", "scratch", "input", "output", "step")
 STEP_FIELD_TYPES = ("u32",)
 
 
@@ -32,6 +32,7 @@ class Buffer:
     shape: list[int] = field(default_factory=list)                # informative: element shape
     dtype: str = "f32"                                            # informative: element type
     reset_fill: int = 0     # state buffers: the u32 pattern every word holds after reset (e.g. a start token)
+    values: list[float] = field(default_factory=list)             # const buffers: contents, in `dtype` (f32/u32)
 
 
 @dataclass
@@ -118,6 +119,8 @@ class Plan:
                 raise ValueError(f"buffer {b.name}: {b.size} bytes exceeds the {max_binding_size}-byte binding limit")
             if (b.kind == "weight") != bool(b.sources):
                 raise ValueError(f"buffer {b.name}: weight buffers, and only they, have sources")
+            if (b.kind == "const") != bool(b.values) or len(b.values) * 4 > b.size:
+                raise ValueError(f"buffer {b.name}: const buffers, and only they, have values that fit")
         pipelines = {p.name for p in self.pipelines}
         for i, d in enumerate(self.dispatches):
             if d.pipeline not in pipelines:
@@ -161,6 +164,12 @@ class PlanBuilder:
             sources.append(WeightSource(stream, offset))
             offset += _align4(nbytes)
         return self.buffer(name, "weight", offset, shape, dtype, sources)
+
+    def const(self, name: str, values, dtype: str = "f32") -> str:
+        """A small buffer computed from the config (e.g. RoPE frequencies), written once at load."""
+        values = [float(v) if dtype == "f32" else int(v) for v in values]
+        self.buffers[name] = Buffer(name, "const", 4 * len(values), shape=[len(values)], dtype=dtype, values=values)
+        return name
 
     def step_field(self, name: str, scale: int = 1, offset: int = 0, modulo: int = 0) -> int:
         """Declare a per-frame u32; returns its index in the step buffer."""

@@ -1,0 +1,1 @@
+"""Each network defined once, compiled to a plan (see docs/plan.md)."""
