@@ -17,6 +17,7 @@ COMMANDS = {
     "doctor": ("kyutai_stt.doctor", "check this machine: Python, wgpu, the WebGPU adapter and its limits, Chromium"),
     "synth": ("kyutai_stt.synth_command", "write a synthetic checkpoint in the official layout (random weights)"),
     "convert": ("kyutai_stt.convert", "convert an official checkpoint into a quantised model package"),
+    "bench": ("kyutai_stt.bench", "time the LM step on this machine's WebGPU adapter (one JSON line)"),
 }
 
 

@@ -1,0 +1,79 @@
+"""`kyutai-stt bench`: time the LM step on this machine's WebGPU adapter; prints one JSON line.
+
+Steady state of the streaming loop: one submission per step, readback pipelined (as the engine always runs).
+Reports the median and p95 of the interval between consecutive completed steps, and the effective bandwidth of
+the weight bytes one step must read (every matrix once; the embedding rows are negligible).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--package", type=Path, help="a model package directory (kyutai-stt convert)")
+    source.add_argument("--synthetic", choices=("tiny", "full"), default=None,
+                        help="build a synthetic checkpoint of this size and convert it first (default: tiny)")
+    parser.add_argument("--quant", default="q4", choices=("q4", "q8", "f16"), help="with --synthetic")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--position", type=int, default=0,
+                        help="start at this step index (e.g. 750: a full KV ring, the worst case)")
+
+
+def weight_bytes_per_step(package) -> int:
+    names = [n for n in package.tensor_names() if n.startswith("layers.") or n == "text_head"]
+    return sum(s.nbytes for n in names for s in package.tensor(n).streams.values())
+
+
+def run(args) -> int:
+    from . import gpu
+    from .engine import Engine
+    from .models.lm import build_lm_plan, tensors_of
+    from .package import open_package
+
+    with tempfile.TemporaryDirectory(prefix="kyutai-stt-bench-") as tmp:
+        path = args.package
+        if path is None:
+            from .convert import convert
+            from .synthetic import write_checkpoint
+            write_checkpoint(Path(tmp) / "ckpt", args.synthetic or "tiny", seed=0)
+            path = Path(tmp) / "pkg"
+            convert(str(Path(tmp) / "ckpt"), path, args.quant)
+        if not Path(path).exists():
+            raise UserError(f"{path}: no such package directory (make one with `kyutai-stt convert`)")
+        package = open_package(path, verify_hashes=False)
+        plan = build_lm_plan(package.config, tensors_of(package))
+
+        def read(stream: str):
+            tensor, kind = stream.rsplit(".", 1)
+            return package.streams(tensor)[kind]
+
+        engine = Engine(plan, read)
+        engine.frame = args.position
+        rng = np.random.default_rng(0)
+        codes = rng.integers(0, package.config.card, (16, package.config.n_q)).astype(np.uint32)
+        stamps = []
+        for i in range(args.warmup + args.steps):
+            ready = engine.submit({"codes": codes[i % len(codes)]})
+            if ready and i >= args.warmup:
+                stamps.append(time.perf_counter())
+        engine.drain()
+    intervals = np.diff(stamps) * 1e3
+    p50, p95 = float(np.median(intervals)), float(np.percentile(intervals, 95))
+    bytes_per_step = weight_bytes_per_step(package)
+    print(json.dumps({
+        "bench": "lm_step", "adapter": gpu.adapter_summary()["name"], "package_quant": package.quant,
+        "dim": package.config.dim, "layers": package.config.num_layers, "start_position": args.position,
+        "p50_ms": round(p50, 4), "p95_ms": round(p95, 4),
+        "weight_MB_per_step": round(bytes_per_step / 1e6, 1),
+        "effective_GBps": round(bytes_per_step / (p50 * 1e-3) / 1e9, 1),
+        "dispatches_per_step": len(plan.dispatches)}))
+    return 0
