@@ -1,0 +1,495 @@
+#!/usr/bin/env python3
+"""Reference fixtures from the official implementation (moshi 0.2.13, PyTorch, fp32, CPU).
+
+This is the ONLY code in the project that imports torch or moshi (DESIGN.md, decision 4). It loads a checkpoint
+directory in the official layout strictly through the official loaders, runs Mimi and the STT LM over a 24 kHz
+WAV, and writes OUT.npz (arrays) + OUT.json (metadata). docs/reference.md lists every array and field.
+
+    python tools/make_reference.py --synth tiny --seed 0 --audio tests/fixtures/speech_en_fr_24k.wav \
+        --steps 40 --out tests/fixtures/reference_tiny_seed0
+    python tools/make_reference.py --checkpoint DIR --audio A.wav --out OUT     # any official-layout directory
+
+Determinism: fp32, a fixed number of CPU threads (default 1), deterministic kernels, torch.compile disabled
+(moshi would otherwise compile the LM's final RMSNorm with Inductor on CPU: 30 s of compiling, machine-specific
+code). Re-running on the same machine reproduces every array bit for bit.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+import wave
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+# Before moshi is imported: its @torch_compile_lazy decorator reads NO_TORCH_COMPILE at import time, and nothing
+# must reach Hugging Face (every path is given explicitly; HF_HUB_OFFLINE makes a slip fail instead of hang).
+os.environ.setdefault("NO_TORCH_COMPILE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+import moshi  # noqa: E402
+from moshi.models import LMGen, loaders  # noqa: E402
+from moshi.utils.compile import no_compile  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+DEFAULT_AUDIO = FIXTURES / "speech_en_fr_24k.wav"
+SAMPLE_RATE = 24_000
+FRAME_SIZE = 1920                       # samples per Mimi frame (80 ms), one LM step each
+FORMAT_VERSION = 1
+
+ALIGNMENT = (
+    "step 0: text = text_card (start), audio = card (start) for all codebooks; "
+    "step k >= 1: text = greedy token of step k-1, audio = Mimi codes of frame k-1. "
+    "Driven through moshi's LMGen (delays all 0) as moshi.run_inference feeds it: frame 0 at calls 0 and 1, "
+    "frame k-1 at call k. LMGen replaces the codes of its first call by the start tokens, so calling it once "
+    "per frame (frame k at call k) would drop frame 0.")
+
+# Every array in the .npz: name -> (shape, meaning). F = Mimi frames, S = LM steps, H = VAD heads, D = LM dim.
+ARRAYS = {
+    "mimi_codes": ("[F, 32] int32", "streaming encode, one 1920-sample chunk per call"),
+    "mimi_latents": ("[F, 512] f32", "streaming: the 12.5 Hz latent after the downsample, input of the quantizer"),
+    "mimi_code_margins": ("[F, 32] f32", "streaming: distance to the 2nd-nearest codebook entry minus the nearest"),
+    "mimi_offline_codes": ("[F, 32] int32", "offline encode of the whole signal in one call"),
+    "mimi_offline_latents": ("[F, 512] f32", "offline latent"),
+    "lm_input_tokens": ("[S, 33] int32", "what the LM embedded at each step: column 0 text, 1..32 audio"),
+    "lm_text_logits": ("[S, text_card] f32", "text logits"),
+    "lm_tokens": ("[S] int32", "greedy text token (argmax of the logits, ties to the lowest index)"),
+    "lm_hidden": ("[S, D] f32", "out_norm output: the normalised transformer output fed to text_linear"),
+    "lm_extra_heads_probs": ("[S, H, 6] f32", "softmax(extra_heads[h](lm_hidden))"),
+    "lm_vad_probs": ("[S, H] f32", "lm_extra_heads_probs[:, :, 0]: probability of no voice activity"),
+}
+
+
+# ---------------------------------------------------------------------------------------------------- setup
+@contextmanager
+def deterministic_torch(threads: int):
+    """Same inputs, same bits: a fixed thread count (reduction splits depend on it), deterministic kernels, and
+    eager mode (no torch.compile). The process's previous settings come back afterwards."""
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with no_compile():
+            yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
+
+
+def checkpoint_paths(checkpoint_dir: Path) -> dict[str, Path]:
+    """The four files of an official checkpoint directory; the file names come from its config.json."""
+    config_path = checkpoint_dir / "config.json"
+    raw = json.loads(config_path.read_text())
+    paths = {"config": config_path,
+             "lm": checkpoint_dir / raw.get("moshi_name", loaders.MOSHI_NAME),
+             "mimi": checkpoint_dir / raw["mimi_name"],
+             "tokenizer": checkpoint_dir / raw["tokenizer_name"]}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"checkpoint {checkpoint_dir} lacks: {', '.join(missing)}")
+    return paths
+
+
+def load_official(checkpoint_dir: Path, lm_dtype=torch.float32, with_lm: bool = True, with_mimi: bool = True):
+    """(CheckpointInfo, LMModel | None, MimiModel | None) through moshi's own loaders, nothing downloaded.
+
+    Both loads are strict: get_moshi_lm calls load_state_dict(state, assign=True) with strict=True on a model
+    built on the meta device (a missing tensor would also leave a meta parameter behind: checked below), and
+    get_mimi calls load_state_dict(state) with strict=True. Any missing or unexpected key raises."""
+    paths = checkpoint_paths(checkpoint_dir)
+    info = loaders.CheckpointInfo.from_hf_repo(
+        "local/offline",                       # never contacted: every file below is an explicit local Path
+        moshi_weights=paths["lm"], mimi_weights=paths["mimi"], tokenizer=paths["tokenizer"],
+        config_path=paths["config"])
+    lm = mimi = None
+    if with_lm:
+        lm = info.get_moshi(device="cpu", dtype=lm_dtype)
+        on_meta = [n for n, p in lm.named_parameters() if p.is_meta]
+        if on_meta:
+            raise RuntimeError(f"LM parameters never loaded: {on_meta[:5]}")
+    if with_mimi:
+        mimi = info.get_mimi(device="cpu")     # num_codebooks = n_q - dep_q = 32
+    return info, lm, mimi
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """16-bit PCM mono 24 kHz WAV -> float32 samples in [-1, 1): int16 / 32768, as soundfile/sphn read it."""
+    with wave.open(str(path), "rb") as w:
+        if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, 2, SAMPLE_RATE):
+            raise ValueError(f"{path}: need 16-bit PCM mono {SAMPLE_RATE} Hz, got {w.getnchannels()} ch, "
+                             f"{8 * w.getsampwidth()} bit, {w.getframerate()} Hz (resample with sox first)")
+        data = w.readframes(w.getnframes())
+    return (np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32768.0))   # [N]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------- Mimi
+@torch.no_grad()
+def encode_streaming(mimi, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One 1920-sample chunk per call in streaming mode, as a live engine sees audio.
+
+    The two calls are exactly the body of MimiModel.encode; split so the latent between them is recorded.
+    Returns codes [F, 32] int32 and latents [F, 512] f32."""
+    frames = len(pcm) // FRAME_SIZE
+    codes, latents = [], []
+    with mimi.streaming(1):
+        for f in range(frames):
+            chunk = torch.from_numpy(pcm[f * FRAME_SIZE:(f + 1) * FRAME_SIZE]).view(1, 1, FRAME_SIZE)
+            latent = mimi._encode_to_unquantized_latent(chunk)           # [1, 512, 1]
+            codes.append(mimi.quantizer.encode(latent)[0, :, 0])          # [32]
+            latents.append(latent[0, :, 0])                                # [512]
+    return torch.stack(codes).numpy().astype(np.int32), torch.stack(latents).numpy()
+
+
+@torch.no_grad()
+def encode_offline(mimi, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The whole signal in one non-streaming call. Returns codes [F, 32] int32 and latents [F, 512] f32."""
+    x = torch.from_numpy(pcm).view(1, 1, -1)
+    latent = mimi._encode_to_unquantized_latent(x)                        # [1, 512, F]
+    codes = mimi.quantizer.encode(latent)                                 # [1, 32, F]
+    assert torch.equal(codes, mimi.encode(x)), "split encode differs from MimiModel.encode"
+    return codes[0].T.numpy().astype(np.int32), latent[0].T.numpy().copy()
+
+
+@torch.no_grad()
+def code_margins(mimi, latents: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """How clear each nearest-neighbour choice was: d2 - d1 per frame and codebook, [F, 32] f32, where d1 <= d2
+    are the two smallest Euclidean distances (torch.cdist, as the official _quantize) from the residual to the
+    codebook. A tiny margin marks a near-tie that may flip between implementations. Replays the official RVQ
+    loop on the official modules' tensors, and checks it lands on the same codes."""
+    x = torch.from_numpy(latents).T[None]                                  # [1, 512, F]
+    margins, replayed = [], []
+    for rvq in (mimi.quantizer.rvq_first, mimi.quantizer.rvq_rest):
+        residual = rvq.input_proj(x)[0].T                                  # [F, 256]: own projection, same latent
+        for layer in rvq.vq.layers[:rvq.n_q]:
+            book = layer._codebook.embedding                               # [2048, 256] = sum / usage
+            dist = torch.cdist(residual[None], book[None])[0]              # [F, 2048]
+            two = dist.topk(2, dim=1, largest=False)
+            margins.append(two.values[:, 1] - two.values[:, 0])            # [F]
+            replayed.append(dist.argmin(dim=1))                            # [F]
+            residual = residual - book[replayed[-1]]
+    if not np.array_equal(torch.stack(replayed, dim=1).numpy(), codes):
+        raise AssertionError("replaying the RVQ gave other codes than the quantizer")
+    return torch.stack(margins, dim=1).numpy()                             # [F, 32]
+
+
+# ---------------------------------------------------------------------------------------------------- LM
+class _Recorder:
+    """Forward hooks on official modules: what the LM actually embedded, and its normalised output.
+
+    Recording the embeddings' inputs (rather than what we meant to feed) is what proves the alignment."""
+
+    def __init__(self, lm):
+        self.text: list[int] = []
+        self.audio: list[list[int]] = []
+        self.hidden: list[torch.Tensor] = []
+        self._n_q = lm.n_q
+        self._handles = [lm.text_emb.register_forward_pre_hook(self._on_text),
+                         lm.out_norm.register_forward_hook(self._on_out_norm)]
+        self._handles += [emb.register_forward_pre_hook(self._on_audio) for emb in lm.emb]
+
+    def _on_text(self, module, args):
+        self.text.append(int(args[0][0, -1]))                              # args[0]: [B, T] token ids
+
+    def _on_audio(self, module, args):
+        if not self.audio or len(self.audio[-1]) == self._n_q:            # emb 0 starts a new step
+            self.audio.append([])
+        self.audio[-1].append(int(args[0][0, -1]))
+
+    def _on_out_norm(self, module, args, output):
+        self.hidden.append(output[0, -1].clone())                          # [D]
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+@torch.no_grad()
+def run_lm(lm, codes: np.ndarray, steps: int) -> dict[str, np.ndarray]:
+    """Greedy streaming decode through the official LMGen, fed as moshi.run_inference feeds it (see ALIGNMENT):
+    call 0 gets frame 0, which LMGen discards in favour of the start tokens; call k >= 1 gets frame k-1.
+
+    codes: [F, 32] with F >= steps - 1. Returns the lm_* arrays of ARRAYS."""
+    assert 1 <= len(codes) and steps <= len(codes) + 1, f"{steps} steps need {steps - 1} frames, have {len(codes)}"
+    logits: list[torch.Tensor] = []
+    gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0,
+                on_text_logits_hook=lambda t: logits.append(t[0, 0, 0].float().clone()))   # t: [1, 1, 1, V]
+    recorder = _Recorder(lm)
+    tokens, heads = [], []
+    try:
+        with gen.streaming(1):
+            for k in range(steps):
+                audio = torch.from_numpy(codes[max(k - 1, 0)]).long().view(1, -1, 1)     # [1, 32, 1]
+                out, probs = gen.step_with_extra_heads(audio)            # out: [1, 1, 1]; probs: H x [1, 1, 6]
+                tokens.append(int(out[0, 0, 0]))
+                heads.append(torch.stack([p[0, 0] for p in probs]) if probs else torch.zeros(0, 6))
+    finally:
+        recorder.close()
+    inputs = np.concatenate([np.array(recorder.text)[:, None], np.array(recorder.audio)], axis=1)
+    probs = torch.stack(heads).numpy()                                    # [S, H, 6]
+    return {"lm_input_tokens": inputs.astype(np.int32),
+            "lm_text_logits": torch.stack(logits).numpy(),
+            "lm_tokens": np.array(tokens, dtype=np.int32),
+            "lm_hidden": torch.stack(recorder.hidden).numpy(),
+            "lm_extra_heads_probs": probs,
+            "lm_vad_probs": probs[:, :, 0].copy()}
+
+
+def expected_inputs(lm_cfg: dict, codes: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """The intended alignment, [S, 33]: row 0 the start tokens, row k (token k-1, codes of frame k-1)."""
+    steps = len(tokens)
+    out = np.empty((steps, 1 + lm_cfg["n_q"]), np.int32)
+    out[0, 0], out[0, 1:] = lm_cfg["text_card"], lm_cfg["card"]
+    out[1:, 0] = tokens[:-1]
+    out[1:, 1:] = codes[:steps - 1]
+    return out
+
+
+@torch.no_grad()
+def run_lm_explicit(lm, input_tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """Cross-check without LMGen: the LM's own streaming forward_text on explicit inputs [S, 33].
+
+    Returns text logits [S, V], hidden [S, D] and extra-head probabilities [S, H, 6]."""
+    logits, hidden, probs = [], [], []
+    with lm.streaming(1):
+        for row in input_tokens:
+            x = torch.from_numpy(row).long().view(1, -1, 1)              # [B=1, K=33, T=1]
+            out, text_logits = lm.forward_text(x)                         # [1, 1, D], [1, 1, 1, V]
+            logits.append(text_logits[0, 0, 0].float())
+            hidden.append(out[0, 0])
+            heads = [torch.softmax(h(out), dim=-1)[0, 0] for h in lm.extra_heads]
+            probs.append(torch.stack(heads) if heads else torch.zeros(0, 6))
+    return {"lm_text_logits": torch.stack(logits).numpy(), "lm_hidden": torch.stack(hidden).numpy(),
+            "lm_extra_heads_probs": torch.stack(probs).numpy()}
+
+
+# ---------------------------------------------------------------------------------------------------- sanity
+def sanity(arrays: dict[str, np.ndarray]) -> dict:
+    """Is the synthetic model degenerate? Code and token diversity, VAD saturation, top-1 vs top-2 logit margins.
+    Pure numpy, so tests recompute it from a stored fixture."""
+    out: dict = {}
+    codes = arrays.get("mimi_codes")
+    if codes is not None and len(codes):
+        distinct = [len(np.unique(codes[:, q])) for q in range(codes.shape[1])]   # per codebook, over frames
+        out["codes"] = {
+            "frames": int(len(codes)), "all_zero": bool((codes == 0).all()),
+            "distinct_per_codebook_min": int(min(distinct)),
+            "distinct_per_codebook_median": float(np.median(distinct)),
+            "distinct_per_frame_min": int(min(len(np.unique(c)) for c in codes)),
+            "frames_equal_to_previous": int((codes[1:] == codes[:-1]).all(axis=1).sum()),
+        }
+        if "mimi_code_margins" in arrays:
+            m = arrays["mimi_code_margins"]
+            out["codes"].update({"margin_min": float(m.min()), "margin_median": float(np.median(m)),
+                                 "margins_below_1e-3": int((m < 1e-3).sum())})
+    logits = arrays.get("lm_text_logits")
+    if logits is not None and len(logits):
+        top2 = np.sort(logits, axis=1)[:, -2:]                             # [S, 2]
+        margin = top2[:, 1] - top2[:, 0]
+        tokens = arrays["lm_tokens"]
+        out["tokens"] = {
+            "steps": int(len(tokens)), "distinct": int(len(np.unique(tokens))),
+            "repeats_of_previous": int((tokens[1:] == tokens[:-1]).sum()),
+            "logit_margin_min": float(margin.min()), "logit_margin_median": float(np.median(margin)),
+            "logit_std_median": float(np.median(logits.std(axis=1))),
+        }
+        vad = arrays["lm_vad_probs"]
+        if vad.size:
+            out["vad"] = {"min": float(vad.min()), "max": float(vad.max()),
+                          "exactly_0_or_1": int(((vad == 0) | (vad == 1)).sum()),
+                          "p2_above_half": int((vad[:, min(2, vad.shape[1] - 1)] > 0.5).sum())}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+def make_reference(checkpoint_dir: Path, audio: Path, steps: int | None = None, frames: int | None = None,
+                   threads: int = 1, cross_check_steps: int = 12,
+                   synthetic: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Run everything; return (arrays, metadata). steps defaults to frames + 1 (every frame fed to the LM)."""
+    started = time.perf_counter()
+    pcm = read_wav(audio)                                                  # [N]
+    samples = len(pcm)
+    padding = -len(pcm) % FRAME_SIZE                                      # zeros to a whole number of frames,
+    pcm = np.concatenate([pcm, np.zeros(padding, np.float32)])           # as Mimi's offline path pads too
+    if frames is not None:
+        pcm = pcm[:frames * FRAME_SIZE]
+    frames = len(pcm) // FRAME_SIZE
+    steps = frames + 1 if steps is None else steps
+    if not 1 <= steps <= frames + 1:
+        raise ValueError(f"--steps {steps}: must be in 1..{frames + 1} for {frames} frames")
+
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict = {"format_version": FORMAT_VERSION, "alignment": ALIGNMENT, "arrays": ARRAYS}
+    with deterministic_torch(threads):
+        info, lm, mimi = load_official(checkpoint_dir)
+        t0 = time.perf_counter()
+        arrays["mimi_codes"], arrays["mimi_latents"] = encode_streaming(mimi, pcm)
+        arrays["mimi_code_margins"] = code_margins(mimi, arrays["mimi_latents"], arrays["mimi_codes"])
+        t1 = time.perf_counter()
+        arrays["mimi_offline_codes"], arrays["mimi_offline_latents"] = encode_offline(mimi, pcm)
+        t2 = time.perf_counter()
+        del mimi
+        arrays.update(run_lm(lm, arrays["mimi_codes"], steps))
+        t3 = time.perf_counter()
+        check = run_lm_explicit(lm, arrays["lm_input_tokens"][:cross_check_steps])
+        cfg = info.raw_config
+        expected = expected_inputs(cfg, arrays["mimi_codes"], arrays["lm_tokens"])
+        if not np.array_equal(expected, arrays["lm_input_tokens"]):
+            raise AssertionError("LMGen did not feed the intended alignment (see ALIGNMENT)")
+        argmax = arrays["lm_text_logits"].argmax(axis=1)
+        if not np.array_equal(argmax, arrays["lm_tokens"]):
+            raise AssertionError("LMGen's greedy token differs from the argmax of its logits")
+
+    diff = arrays["mimi_latents"] - arrays["mimi_offline_latents"]
+    n = len(check["lm_text_logits"])
+    meta.update({
+        "created_by": "tools/make_reference.py " + (" ".join(sys.argv[1:]) if __name__ == "__main__" else
+                                                    "(imported)"),
+        "versions": {"moshi": moshi.__version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version(), "machine": platform.machine()},
+        "runtime": {"device": "cpu", "dtype": "float32", "threads": threads, "torch_compile": False,
+                    "deterministic_algorithms": True, "seconds_total": round(time.perf_counter() - started, 2),
+                    "seconds_mimi_streaming": round(t1 - t0, 2), "seconds_mimi_offline": round(t2 - t1, 2),
+                    "seconds_lm": round(t3 - t2, 2)},
+        "checkpoint": {"dir": None if synthetic else str(checkpoint_dir), "synthetic": synthetic,
+                       "files": {k: {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                                 for k, p in checkpoint_paths(checkpoint_dir).items()},
+                       "config": cfg},
+        "audio": {"file": audio.name, "sha256": sha256_file(audio), "sample_rate": SAMPLE_RATE,
+                  "samples": samples, "zero_padding_samples": padding, "frames_used": frames,
+                  "frame_size": FRAME_SIZE, "pcm_scaling": "int16 / 32768"},
+        "lm": {"steps": steps, "text_card": cfg["text_card"], "card": cfg["card"], "n_q": cfg["n_q"],
+               "context": cfg["context"], "vad_heads": cfg.get("extra_heads_num_heads", 0)},
+        "mimi_streaming_vs_offline": {
+            "codes_equal": bool(np.array_equal(arrays["mimi_codes"], arrays["mimi_offline_codes"])),
+            "codes_mismatches": int((arrays["mimi_codes"] != arrays["mimi_offline_codes"]).sum()),
+            "latent_max_abs_diff": float(np.abs(diff).max()),
+            "latent_max_abs": float(np.abs(arrays["mimi_offline_latents"]).max())},
+        "lmgen_vs_explicit_forward": {
+            "steps": n,
+            "text_logits_max_abs_diff": float(np.abs(check["lm_text_logits"] - arrays["lm_text_logits"][:n]).max()),
+            "hidden_max_abs_diff": float(np.abs(check["lm_hidden"] - arrays["lm_hidden"][:n]).max()),
+            "extra_heads_max_abs_diff": float(np.abs(check["lm_extra_heads_probs"]
+                                                     - arrays["lm_extra_heads_probs"][:n]).max(initial=0.0))},
+        "sanity": sanity(arrays),
+    })
+    return arrays, meta
+
+
+def save(out: Path, arrays: dict[str, np.ndarray], meta: dict) -> tuple[Path, Path]:
+    """OUT.npz (compressed arrays) and OUT.json (metadata); the JSON is written last, so it marks completeness."""
+    out = out.with_suffix("") if out.suffix in (".npz", ".json") else out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    npz, js = out.with_name(out.name + ".npz"), out.with_name(out.name + ".json")
+    np.savez_compressed(npz, **arrays)
+    tmp = js.with_name(js.name + ".partial")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, js)
+    return npz, js
+
+
+def load(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Read back what save() wrote (path with or without a suffix)."""
+    path = path.with_suffix("") if path.suffix in (".npz", ".json") else path
+    with np.load(path.with_name(path.name + ".npz")) as z:
+        arrays = {k: z[k] for k in z.files}
+    return arrays, json.loads(path.with_name(path.name + ".json").read_text())
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kyutai-stt"
+
+
+def synthetic_code_digest() -> str:
+    """Short hash of the code that writes synthetic checkpoints: part of every cache name, so that a change to
+    synthetic.py (its scale constants, say) never serves stale weights from the cache."""
+    h = hashlib.sha256()
+    for name in ("synthetic.py", "checkpoint.py", "safetensors_io.py", "config.py"):
+        h.update((REPO / "kyutai_stt" / name).read_bytes())
+    return h.hexdigest()[:10]
+
+
+def synth_checkpoint(size: str, seed: int, vad_heads: bool = True, root: Path | None = None) -> Path:
+    """A synthetic checkpoint in the official layout, written once into the cache (config.json is written last,
+    atomically, so its presence means the directory is complete)."""
+    sys.path.insert(0, str(REPO))                                         # run from a checkout without install
+    from kyutai_stt.synthetic import write_checkpoint
+    name = f"{size}-seed{seed}{'' if vad_heads else '-novad'}-{synthetic_code_digest()}"
+    directory = (root or cache_dir() / "synthetic") / name
+    if not (directory / "config.json").is_file():
+        write_checkpoint(directory, size, seed, vad_heads=vad_heads)
+    return directory
+
+
+def cached_reference_path(checkpoint: Path, audio: Path, steps: int | None, frames: int | None = None) -> Path:
+    """Where the fixture of a cached synthetic checkpoint goes: named by everything that determines it."""
+    name = f"{checkpoint.name}-audio{sha256_file(audio)[:10]}-steps{steps or 'all'}"
+    return cache_dir() / "reference" / (name + (f"-frames{frames}" if frames else ""))
+
+
+def cached_reference(size: str = "full", seed: int = 0, steps: int | None = None, audio: Path = DEFAULT_AUDIO,
+                     threads: int = 1) -> Path:
+    """For slow tests: the fixture of a synthetic checkpoint over `audio`, made on first use into the cache
+    (~2.5 min for the full size). Returns the path without suffix (pass it to load())."""
+    checkpoint = synth_checkpoint(size, seed)
+    out = cached_reference_path(checkpoint, audio, steps)
+    if not out.with_name(out.name + ".json").is_file():
+        arrays, meta = make_reference(checkpoint, audio, steps, threads=threads,
+                                      synthetic={"size": size, "seed": seed, "vad_heads": True})
+        save(out, arrays, meta)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="a directory in the official layout (config.json, ...)")
+    src.add_argument("--synth", choices=["tiny", "full"], help="synthesise a checkpoint into the cache first")
+    p.add_argument("--seed", type=int, default=0, help="seed of --synth (default 0)")
+    p.add_argument("--no-vad-heads", action="store_true", help="--synth without the 4 semantic-VAD heads")
+    p.add_argument("--audio", type=Path, default=DEFAULT_AUDIO, help="16-bit mono 24 kHz WAV (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="output path without suffix (default: the cache, for --synth)")
+    p.add_argument("--steps", type=int, help="LM steps (default: frames + 1)")
+    p.add_argument("--frames", type=int, help="use only the first N Mimi frames of the audio")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for determinism; default 1)")
+    p.add_argument("--cross-check-steps", type=int, default=12,
+                   help="re-run the first N steps through lm.forward_text directly (default 12)")
+    args = p.parse_args(argv)
+
+    synthetic = None
+    if args.synth:
+        synthetic = {"size": args.synth, "seed": args.seed, "vad_heads": not args.no_vad_heads}
+        checkpoint = synth_checkpoint(args.synth, args.seed, not args.no_vad_heads)
+        out = args.out or cached_reference_path(checkpoint, args.audio, args.steps, args.frames)
+    else:
+        checkpoint, out = args.checkpoint, args.out
+        if out is None:
+            p.error("--out is required with --checkpoint")
+    arrays, meta = make_reference(checkpoint, args.audio, args.steps, args.frames, args.threads,
+                                  args.cross_check_steps, synthetic=synthetic)
+    npz, js = save(out, arrays, meta)
+    print(json.dumps({"npz": str(npz), "bytes": npz.stat().st_size, "json": str(js),
+                      "runtime": meta["runtime"], "mimi_streaming_vs_offline": meta["mimi_streaming_vs_offline"],
+                      "lmgen_vs_explicit_forward": meta["lmgen_vs_explicit_forward"],
+                      "sanity": meta["sanity"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
