@@ -233,6 +233,8 @@ def replace(cfg, **changes):
 
 
 FULL_LM = LMConfig()
-# Same code paths, small dimensions; 32 codebooks kept; a context of 8 frames so tests cross the KV-ring wrap.
-TINY_LM = LMConfig(dim=128, num_heads=4, num_layers=2, context=8, model_id={"sig": "synthetic-tiny", "epoch": 0})
+# Same code paths, small dimensions; 32 codebooks kept; a context of 8 frames so tests cross the KV-ring wrap;
+# hidden_scale 4.5 makes the FFN width 384, a multiple of 64, so every matrix takes the q4 path as at full size.
+TINY_LM = LMConfig(dim=128, num_heads=4, num_layers=2, hidden_scale=4.5, context=8,
+                   model_id={"sig": "synthetic-tiny", "epoch": 0})
 MIMI = MimiConfig()

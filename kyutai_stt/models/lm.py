@@ -150,4 +150,5 @@ def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor]) -> Plan:
     codes = b.buffer("lm.codes", "state", 4 * cfg.n_q, (cfg.n_q,), "u32", reset_fill=cfg.card)
     b.inputs["codes"] = codes
     b.outputs["results"] = build_lm(b, cfg, tensors, codes, position)
+    b.inputs["token"] = "lm.token"      # optional: a host may force the fed-back text token (teacher forcing)
     return b.build(step_buffer="step")
