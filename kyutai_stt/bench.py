@@ -36,7 +36,7 @@ def weight_bytes_per_step(package) -> int:
 def run(args) -> int:
     from . import gpu
     from .engine import Engine
-    from .models.lm import build_lm_plan, tensors_of
+    from .models.lm import build_lm_plan, tensors_of, tuning_for
     from .package import open_package
 
     with tempfile.TemporaryDirectory(prefix="kyutai-stt-bench-") as tmp:
@@ -50,7 +50,7 @@ def run(args) -> int:
         if not Path(path).exists():
             raise UserError(f"{path}: no such package directory (make one with `kyutai-stt convert`)")
         package = open_package(path, verify_hashes=False)
-        plan = build_lm_plan(package.config, tensors_of(package))
+        plan = build_lm_plan(package.config, tensors_of(package), tuning_for(gpu.adapter_summary()["adapter_type"]))
 
         def read(stream: str):
             tensor, kind = stream.rsplit(".", 1)

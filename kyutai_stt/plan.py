@@ -177,11 +177,11 @@ class PlanBuilder:
         return len(self.step_fields) - 1
 
     def dispatch(self, kernel: str, bindings: dict[int, str], workgroups, constants=None, label: str = "",
-                 features: tuple[str, ...] = ()) -> None:
+                 features: tuple[str, ...] = (), entry: str = "main") -> None:
         constants = dict(constants or {})
-        key = (kernel, tuple(sorted(constants.items())))
+        key = (kernel, entry, tuple(sorted(constants.items())))
         if key not in self.pipelines:
-            self.pipelines[key] = Pipeline(f"{kernel}#{len(self.pipelines)}", kernel, constants)
+            self.pipelines[key] = Pipeline(f"{kernel}#{len(self.pipelines)}", kernel, constants, entry)
         self.required_features.update(features)
         wg = list(workgroups) + [1] * (3 - len(workgroups))
         self.dispatches.append(Dispatch(self.pipelines[key].name, dict(bindings), wg, label))

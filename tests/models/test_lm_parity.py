@@ -18,7 +18,8 @@ import pytest
 
 from kyutai_stt.convert import convert
 from kyutai_stt.engine import Engine
-from kyutai_stt.models.lm import build_lm_plan, tensors_of
+from kyutai_stt import gpu
+from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
 from kyutai_stt.package import open_package
 from kyutai_stt.synthetic import write_checkpoint
 
@@ -39,7 +40,8 @@ def engine_for(package) -> Engine:
     def read(stream: str):
         tensor, kind = stream.rsplit(".", 1)
         return package.streams(tensor)[kind]
-    return Engine(build_lm_plan(package.config, tensors_of(package)), read)
+    tuning = tuning_for(gpu.adapter_summary()["adapter_type"])
+    return Engine(build_lm_plan(package.config, tensors_of(package), tuning), read)
 
 
 def run_teacher_forced(engine: Engine, input_tokens: np.ndarray, steps: int):

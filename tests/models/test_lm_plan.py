@@ -7,7 +7,7 @@ import pytest
 from kyutai_stt import lm_reference as ref
 from kyutai_stt.convert import convert
 from kyutai_stt.engine import Engine
-from kyutai_stt.models.lm import build_lm_plan, tensors_of
+from kyutai_stt.models.lm import GPU_TUNING, MatvecTuning, Tuning, build_lm_plan, tensors_of
 from kyutai_stt.package import open_package
 from kyutai_stt.synthetic import write_checkpoint
 
@@ -29,9 +29,13 @@ def stream_reader(package):
     return read
 
 
-def test_plan_matches_numpy_reference(tiny_package):
+# Launch shapes change speed, never results: the GPU profile, and one with 3 attention splits over the ring of 8
+# (some empty early on) and small matvec teams, so the split + combine path runs too.
+@pytest.mark.parametrize("tuning", [GPU_TUNING, Tuning({"default": MatvecTuning(64, 16, 2)}, 3)],
+                         ids=["gpu-tuning", "split-attention"])
+def test_plan_matches_numpy_reference(tiny_package, tuning):
     cfg = tiny_package.config
-    plan = build_lm_plan(cfg, tensors_of(tiny_package))
+    plan = build_lm_plan(cfg, tensors_of(tiny_package), tuning)
     engine = Engine(plan, stream_reader(tiny_package))
     weights = {name: tiny_package.dequantize(name) for name in tiny_package.tensor_names()
                if not name.startswith("mimi.")}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every GPU benchmark in one run, for a lent NVIDIA machine with no registry access (see BENCHMARKS.md):
+# carried .gl/*.deb (Vulkan loader + glvnd) and .whl/*.whl (wgpu, cffi, gguf, moshi, ...), then
+#   doctor; a full synthetic checkpoint -> q4 package; kyutai-stt bench at position 0 and 750 (full KV ring);
+#   the per-kernel matvec benchmark; the official implementation (moshi, bf16, CUDA graphs) on the same GPU.
+# Output: one JSON line per benchmark, also in $OUT/bench.log when OUT is set.
+set -uo pipefail
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 WGPU_BACKEND_TYPE=Vulkan XDG_RUNTIME_DIR="$(mktemp -d)"
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && export VK_DRIVER_FILES="$icd"
+log="${OUT:-/tmp}/bench.log"
+run() { echo "+ $*" >&2; "$@" 2>&1 | tee -a "$log"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$log"
+run python3 -m kyutai_stt.cli doctor
+run python3 -m kyutai_stt.cli synth --size full /tmp/ckpt >/dev/null
+run python3 -m kyutai_stt.cli convert /tmp/ckpt /tmp/pkg-q4 --quant q4 >/dev/null
+for position in 0 750; do
+    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position "$position"
+done
+[ -n "${KERNELS:-}" ] && run python3 benchmarks/kernels.py   # KERNELS=1: per-kernel lines too
+run python3 tools/bench_official.py --steps 300

@@ -1,0 +1,82 @@
+// Greedy text token: the index of the largest logit, the lowest index on ties; written where the next step's
+// embedding reads it (no CPU round trip) and where the host reads results back.
+//
+//   logits: [STREAMS, LOGITS_STRIDE] f32   (the COUNT logits of stream s start at s * LOGITS_STRIDE + LOGITS_OFFSET)
+//   token_s = min { i < COUNT : logits[s, LOGITS_OFFSET + i] = max_j logits[s, LOGITS_OFFSET + j] }
+//   tokens[s * TOKEN_STRIDE + TOKEN_INDEX] = token_s     (the next step's text id: embed_sum's ids)
+//   results[s * RESULT_STRIDE + RESULT_INDEX] = token_s  (the step's results, copied out for readback)
+// NaN logits are never chosen (all NaN or -inf: token 0).
+//
+// Bindings (group 0): 0 = logits (read), 1 = tokens (read_write, u32), 2 = results (read_write, u32).
+// Dispatch: (STREAMS, 1, 1) workgroups of WORKGROUP_SIZE invocations (one workgroup per stream).
+
+// The text vocabulary: 8000 for the LM.
+override COUNT: u32;
+// Where the logits sit in their buffer (e.g. the text head and the VAD heads sharing one output buffer).
+override LOGITS_OFFSET: u32 = 0u;
+override LOGITS_STRIDE: u32 = COUNT;
+// Where the token goes for the next step (e.g. TOKEN_INDEX 32 of a [codes | token] ids row, TOKEN_STRIDE 33).
+override TOKEN_STRIDE: u32 = 1u;
+override TOKEN_INDEX: u32 = 0u;
+// Where it goes in the readback results (e.g. [token, 4 VAD probabilities] per stream).
+override RESULT_STRIDE: u32 = 1u;
+override RESULT_INDEX: u32 = 0u;
+// 256: the portable maximum; 8000 logits are ~32 per invocation before the reduction.
+override WORKGROUP_SIZE: u32 = 256u;
+
+const LOWEST = -3.402823e38;
+const NONE = 0xFFFFFFFFu;  // index of "no candidate": loses every tie
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read_write> tokens: array<u32>;
+@group(0) @binding(2) var<storage, read_write> results: array<u32>;
+
+var<workgroup> best_values: array<f32, WORKGROUP_SIZE>;
+var<workgroup> best_indices: array<u32, WORKGROUP_SIZE>;
+
+// Whether candidate (value, index) beats the current best: larger, or equal with a lower index.
+fn beats(value: f32, index: u32, best_value: f32, best_index: u32) -> bool {
+    return value > best_value || (value == best_value && index < best_index);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let stream = workgroup.x;
+    let base = stream * LOGITS_STRIDE + LOGITS_OFFSET;
+
+    // Each invocation scans its strided indices in increasing order: strict > keeps the lowest of equals.
+    var best_value = LOWEST;
+    var best_index = NONE;
+    for (var i = lane; i < COUNT; i += WORKGROUP_SIZE) {
+        let value = logits[base + i];
+        if (value > best_value) {
+            best_value = value;
+            best_index = i;
+        }
+    }
+    best_values[lane] = best_value;
+    best_indices[lane] = best_index;
+    workgroupBarrier();
+
+    // Tree reduction halving the active count (rounding up): any WORKGROUP_SIZE works.
+    var active_count = WORKGROUP_SIZE;
+    while (active_count > 1u) {
+        let upper_half_start = (active_count + 1u) / 2u;
+        if (lane + upper_half_start < active_count) {
+            let other = lane + upper_half_start;
+            if (beats(best_values[other], best_indices[other], best_values[lane], best_indices[lane])) {
+                best_values[lane] = best_values[other];
+                best_indices[lane] = best_indices[other];
+            }
+        }
+        workgroupBarrier();
+        active_count = upper_half_start;
+    }
+
+    if (lane == 0u) {
+        // No candidate only if every logit is NaN or -inf: token 0 keeps the next step's table read in range.
+        let token = select(best_indices[0], 0u, best_indices[0] == NONE);
+        tokens[stream * TOKEN_STRIDE + TOKEN_INDEX] = token;
+        results[stream * RESULT_STRIDE + RESULT_INDEX] = token;
+    }
+}

@@ -1,0 +1,230 @@
+// One step of causal self-attention over a ring KV cache, with interleaved RoPE and the ring write fused in.
+//
+//   qkv:       [STREAMS, 3 * D] f32   this step's q, k, v (the QKV matvec's output; head-major inside each),
+//                                      D = HEADS * HEAD_DIM
+//   positions: u32[POSITION_INDEX + STREAMS]   stream s's absolute step index since reset (not modulo CONTEXT)
+//                                      at POSITION_INDEX + s, e.g. a field of the plan's step buffer
+//   freqs:     f32[HEAD_DIM / 2]      RoPE frequencies freq_i = theta^(-2i/HEAD_DIM) (lm_reference.rope_frequencies)
+//   k_cache:   [STREAMS, HEADS, CONTEXT, HEAD_DIM] f32   (the ring: slot j of head h is one row)
+//   v_cache:   [STREAMS, HEADS, CONTEXT, HEAD_DIM] f32
+//
+//   p = positions[POSITION_INDEX + s], slot = p % CONTEXT,
+//   valid = min(p + 1, CONTEXT)  (slots [0, valid) hold this step and the previous min(p, CONTEXT - 1))
+//   rope(v)[2i], rope(v)[2i+1] = v[2i] cos(a_i) - v[2i+1] sin(a_i), v[2i] sin(a_i) + v[2i+1] cos(a_i),
+//        a_i = f32(p) * freqs[i] rounded to f32 (as moshi), reduced modulo 2 pi before cos/sin
+//   k_cache[s, h, slot, :] = rope(k_h);  v_cache[s, h, slot, :] = v_h
+//   out[s, h*HEAD_DIM + d] = sum_{j < valid} softmax_j(rope(q_h) . k_cache[s, h, j, :] / sqrt(HEAD_DIM))
+//                            * v_cache[s, h, j, d]
+//
+// Split over the slots (flash decoding) so that the whole GPU reads the cache: workgroup (h, split, s) of `main`
+// attends to slots [split * SLOTS_PER_SPLIT, (split + 1) * SLOTS_PER_SPLIT) of [0, valid), with
+// SLOTS_PER_SPLIT = ceil(CONTEXT / SPLITS), and writes
+//   SPLITS == 1: partial_out[s, h*HEAD_DIM + d] = out[s, h*HEAD_DIM + d] (final; `combine` is not dispatched)
+//   SPLITS > 1:  partial_out[s, split, h, d] = sum_j exp(score_j - m) v_j[d] (unnormalised),
+//                partial_stats[s, split, h] = (m = max_j score_j, l = sum_j exp(score_j - m));
+//                an empty split writes (m, l, o) = (LOWEST, 0, 0).
+// Entry `combine` merges the splits: out[s, h*HEAD_DIM + d] = sum_k e_k o_k[d] / sum_k e_k l_k, e_k = exp(m_k - max m).
+// The workgroup whose split holds `slot` writes the new key and value (no other workgroup reads that slot).
+//
+// Scores: teams of SCORE_TEAM invocations per slot (a few vec4 loads each), WORKGROUP_SIZE / SCORE_TEAM slots at
+// once; values: groups of HEAD_DIM / 4 invocations (one output vec4 each) over interleaved slots, summed at the end.
+//
+// Bindings (group 0): main: 0 = qkv (read, as vec4), 1 = positions (read), 2 = freqs (read), 3 = k_cache (read_write),
+//   4 = v_cache (read_write), 5 = partial_out (read_write), 6 = partial_stats (read_write; written only when
+//   SPLITS > 1 but always bound: any buffer of >= 8 bytes when SPLITS == 1).
+//   combine: 5 = partial_out, 6 = partial_stats (read), 7 = out (read_write, [STREAMS, D]). Caches and outputs
+//   are bound as vec4<f32>.
+// Dispatch: main (HEADS, SPLITS, STREAMS); combine (HEADS, 1, STREAMS); workgroups of WORKGROUP_SIZE invocations.
+// Pass the same constants to both entry points.
+
+override HEADS: u32;
+// A multiple of 4 (RoPE rotates pairs; keys and values are read as vec4).
+override HEAD_DIM: u32;
+// Ring capacity: the current step and the previous CONTEXT - 1 (750 for the LM).
+override CONTEXT: u32;
+// Slot ranges per head: 1 needs no combine pass; more spreads the ring's reads over more workgroups (an H100 wants
+// ~256 workgroups in flight: 16 for the LM's 16 heads).
+override SPLITS: u32 = 1u;
+// Where stream 0's position sits in the positions (step) buffer.
+override POSITION_INDEX: u32 = 0u;
+// 128: one vec4 of the output per invocation in 4 slot groups for the LM (HEAD_DIM / 4 = 32 per group).
+override WORKGROUP_SIZE: u32 = 128u;
+// Invocations per slot in the score pass: each reads HEAD_DIM / (4 SCORE_TEAM) vec4 of the key (4 for the LM), so
+// WORKGROUP_SIZE / SCORE_TEAM slots are scored at once with few loads each.
+override SCORE_TEAM: u32 = 8u;
+
+const LOWEST = -3.402823e38;  // the score of nothing (finite: exp(LOWEST - m) is 0 without inf arithmetic)
+// 2 pi in three parts (Cody-Waite): n * part is exact for |n| < 2^16 turns (positions below ~400k steps), so the
+// reduction of an angle modulo 2 pi loses nothing to the size of the angle.
+const TWO_PI_HIGH = 6.28125;
+const TWO_PI_MIDDLE = 0.0019378662109375;
+const TWO_PI_LOW = -2.559031372584286e-06;
+const INVERSE_TWO_PI = 0.15915493667125702;
+
+@group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> freqs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> k_cache: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> v_cache: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> partial_out: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> partial_stats: array<vec2<f32>>;
+@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;
+
+var<workgroup> q_rotated: array<vec4<f32>, HEAD_DIM / 4u>;
+// Scores, then softmax numerators, of this workgroup's slots.
+var<workgroup> weights: array<f32, (CONTEXT + SPLITS - 1u) / SPLITS>;
+// Reductions: per-member partial scores, max and sum, then the slot groups' partial outputs.
+var<workgroup> reduction: array<vec4<f32>, max(WORKGROUP_SIZE, HEAD_DIM / 4u)>;
+
+// (cos, sin) of an angle of any size: reduced to [-pi, pi] first, where GPU cos/sin are accurate.
+fn cos_sin(angle: f32) -> vec2<f32> {
+    let turns = round(angle * INVERSE_TWO_PI);
+    let reduced = ((angle - turns * TWO_PI_HIGH) - turns * TWO_PI_MIDDLE) - turns * TWO_PI_LOW;
+    return vec2<f32>(cos(reduced), sin(reduced));
+}
+
+// Pairs (x, y) and (z, w) of v rotated by their angles: rotation = (cos a0, sin a0, cos a1, sin a1).
+fn rotate(v: vec4<f32>, rotation: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(v.x * rotation.x - v.y * rotation.y, v.x * rotation.y + v.y * rotation.x,
+                     v.z * rotation.z - v.w * rotation.w, v.z * rotation.w + v.w * rotation.z);
+}
+
+// Tree reduction (max or sum) over the workgroup, any WORKGROUP_SIZE; every invocation gets the result.
+fn reduce_workgroup(value: f32, take_max: bool, lane: u32) -> f32 {
+    reduction[lane].x = value;
+    workgroupBarrier();
+    var active_count = WORKGROUP_SIZE;
+    while (active_count > 1u) {
+        let upper_half_start = (active_count + 1u) / 2u;
+        if (lane + upper_half_start < active_count) {
+            let other = reduction[lane + upper_half_start].x;
+            reduction[lane].x = select(reduction[lane].x + other, max(reduction[lane].x, other), take_max);
+        }
+        workgroupBarrier();
+        active_count = upper_half_start;
+    }
+    let result = reduction[0].x;
+    workgroupBarrier();  // reduction[] is reused next
+    return result;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let head = workgroup.x;
+    let split = workgroup.y;
+    let stream = workgroup.z;
+    let dim = HEADS * HEAD_DIM;
+    let vectors = HEAD_DIM / 4u;  // vec4 per key, value or output row
+    let slots_per_split = (CONTEXT + SPLITS - 1u) / SPLITS;
+
+    let position = positions[POSITION_INDEX + stream];
+    let slot = position % CONTEXT;
+    let valid = min(position, CONTEXT - 1u) + 1u;
+    let first = split * slots_per_split;
+    let end = min(first + slots_per_split, valid);  // this workgroup's slots: [first, end), maybe empty
+    let cache_base = (stream * HEADS + head) * CONTEXT * vectors;  // cache[stream, head, j] = cache_base + j*vectors
+    let q_in = (stream * 3u * dim + head * HEAD_DIM) / 4u;       // this head's q in qkv; k at + dim/4, v at + dim/2
+    let owns_slot = slot / slots_per_split == split;
+
+    // RoPE on q (kept in workgroup memory, pre-scaled by 1/sqrt(HEAD_DIM)) and, by the owner of the slot, on k;
+    // the owner also stores v.
+    let scale = inverseSqrt(f32(HEAD_DIM));
+    for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
+        let angles = f32(position) * vec2<f32>(freqs[2u * i], freqs[2u * i + 1u]);
+        let rotation = vec4<f32>(cos_sin(angles.x), cos_sin(angles.y));
+        q_rotated[i] = rotate(qkv[q_in + i], rotation) * scale;
+        if (owns_slot) {
+            k_cache[cache_base + slot * vectors + i] = rotate(qkv[q_in + dim / 4u + i], rotation);
+            v_cache[cache_base + slot * vectors + i] = qkv[q_in + dim / 2u + i];
+        }
+    }
+    storageBarrier();    // the new key and value are visible to the whole workgroup
+    workgroupBarrier();  // and so is q_rotated
+
+    // Scores: teams of SCORE_TEAM invocations per slot, each member reading a few vec4 of the key.
+    let team_size = min(SCORE_TEAM, WORKGROUP_SIZE);
+    let teams = WORKGROUP_SIZE / team_size;
+    let team = lane / team_size;
+    let member = lane % team_size;
+    var local_max = LOWEST;
+    for (var pass_first = first; pass_first < first + slots_per_split; pass_first += teams) {
+        let j = pass_first + team;
+        var partial = 0.0;
+        if (j < end && team < teams) {
+            for (var i = member; i < vectors; i += team_size) {
+                partial += dot(q_rotated[i], k_cache[cache_base + j * vectors + i]);
+            }
+        }
+        reduction[lane].x = partial;
+        workgroupBarrier();
+        if (j < end && team < teams && member == 0u) {
+            var score = 0.0;
+            for (var m = 0u; m < team_size; m++) {
+                score += reduction[lane + m].x;
+            }
+            weights[j - first] = score;
+            local_max = max(local_max, score);
+        }
+        workgroupBarrier();
+    }
+    let score_max = reduce_workgroup(local_max, true, lane);
+
+    var local_sum = 0.0;
+    for (var j = first + lane; j < end; j += WORKGROUP_SIZE) {
+        let numerator = exp(weights[j - first] - score_max);
+        weights[j - first] = numerator;
+        local_sum += numerator;
+    }
+    let denominator = reduce_workgroup(local_sum, false, lane);  // its barriers also publish weights[]
+
+    // Weighted sum of the values: slot groups of HEAD_DIM / 4 invocations, one vec4 of the output each, over every
+    // groups-th slot; then the groups' sums are added.
+    let groups = max(WORKGROUP_SIZE / vectors, 1u);
+    let group = lane / vectors;
+    if (group < groups) {
+        for (var i = lane % vectors; i < vectors; i += WORKGROUP_SIZE) {
+            var sum = vec4<f32>(0.0);
+            for (var j = first + group; j < end; j += groups) {
+                sum += weights[j - first] * v_cache[cache_base + j * vectors + i];
+            }
+            reduction[group * vectors + i] = sum;
+        }
+    }
+    workgroupBarrier();
+    let out_base = ((stream * SPLITS + split) * dim + head * HEAD_DIM) / 4u;
+    for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
+        var sum = vec4<f32>(0.0);
+        for (var g = 0u; g < groups; g++) {
+            sum += reduction[g * vectors + i];
+        }
+        partial_out[out_base + i] = select(sum, sum / denominator, SPLITS == 1u);
+    }
+    if (SPLITS > 1u && lane == 0u) {
+        partial_stats[(stream * SPLITS + split) * HEADS + head] = vec2<f32>(score_max, denominator);
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn combine(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let head = workgroup.x;
+    let stream = workgroup.z;
+    let dim = HEADS * HEAD_DIM;
+
+    var score_max = LOWEST;
+    for (var split = 0u; split < SPLITS; split++) {
+        score_max = max(score_max, partial_stats[(stream * SPLITS + split) * HEADS + head].x);
+    }
+    var denominator = 0.0;
+    for (var split = 0u; split < SPLITS; split++) {
+        let stats = partial_stats[(stream * SPLITS + split) * HEADS + head];
+        denominator += exp(stats.x - score_max) * stats.y;
+    }
+    for (var i = lane; i < HEAD_DIM / 4u; i += WORKGROUP_SIZE) {
+        var sum = vec4<f32>(0.0);
+        for (var split = 0u; split < SPLITS; split++) {
+            let weight = exp(partial_stats[(stream * SPLITS + split) * HEADS + head].x - score_max);
+            sum += weight * partial_out[((stream * SPLITS + split) * dim + head * HEAD_DIM) / 4u + i];
+        }
+        out[(stream * dim + head * HEAD_DIM) / 4u + i] = sum / denominator;
+    }
+}

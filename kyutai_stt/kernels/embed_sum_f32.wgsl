@@ -1,0 +1,83 @@
+// Embedding sum: the LM's input, the sum of one row of each of several f32 tables (a gather + add).
+//
+//   table: [TABLES * TABLE_ROWS, DIM] in the f32 layout of kyutai_stt/quant.py (tables concatenated: row r of
+//          table t is row t * TABLE_ROWS + r): f32[rows, DIM]
+//   ids:   u32[STREAMS, IDS_STRIDE]   (TABLES ids from IDS_OFFSET of each stream's row are used)
+//   x[s, e] = (ACCUMULATE ? x[s, e] : 0) + sum_{t = 0, 1, .. TABLES-1} table[t * TABLE_ROWS + ids[s, IDS_OFFSET + t], e]
+//          summed in order t = 0, 1, ... (as PyTorch adds the streams), for e < DIM
+// The LM step uses it twice: the 32 audio codebooks (TABLES 32, TABLE_ROWS 2049, ids = the Mimi codes), then the
+// text table (TABLES 1, ids = the token the previous step's argmax wrote, ACCUMULATE): no CPU in the loop. A host
+// whose concatenated tables exceed a binding (128 MiB portable) splits them over several ACCUMULATE dispatches.
+//
+// Bindings (group 0): 0 = w (read), 2 = ids (read), 3 = x (read_write, [STREAMS, DIM] f32).
+// Dispatch: (ceil(DIM / (ELEMENTS_PER_WORD * WORDS_PER_WORKGROUP)), STREAMS, 1) workgroups of
+//   (WORDS_PER_WORKGROUP, TABLE_THREADS) invocations: invocation (w, t) decodes word w of the rows of tables
+//   t, t + TABLE_THREADS, ... into workgroup memory; then each element's pieces are added in table order.
+
+override DIM: u32;
+// Tables summed by one dispatch, and rows per table (2049 for an audio codebook: 2048 codes + the start token).
+override TABLES: u32;
+override TABLE_ROWS: u32;
+// ids per stream (e.g. 33 when the codes and the text token share one buffer).
+override IDS_STRIDE: u32 = TABLES;
+// First id of this dispatch in each stream's row: tables over one binding are summed by several dispatches.
+override IDS_OFFSET: u32 = 0u;
+// true: x += sum (a further group of tables); false: x = sum.
+override ACCUMULATE: bool = false;
+// Words of a row per workgroup, and invocations over the tables: 8 x 32 = 256 invocations, so the LM's 32 audio rows
+// are read all at once (the kernel is latency-bound: 2048 words per 2048-wide row).
+override WORDS_PER_WORKGROUP: u32 = 8u;
+override TABLE_THREADS: u32 = 32u;
+
+@group(0) @binding(2) var<storage, read> ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;
+
+// pieces[(t * WORDS_PER_WORKGROUP + w) * ELEMENTS_PER_WORD + i]: element i of word w of table t's row.
+var<workgroup> pieces: array<f32, TABLES * WORDS_PER_WORKGROUP * ELEMENTS_PER_WORD>;
+
+// Elements of a row per word.
+const ELEMENTS_PER_WORD = 1u;
+
+@group(0) @binding(0) var<storage, read> w: array<f32>;
+
+// sum[0] += table[row, word].
+fn add_row_word(row: u32, word: u32, sum: ptr<function, array<f32, ELEMENTS_PER_WORD>>) {
+    (*sum)[0] += w[row * DIM + word];
+}
+
+@compute @workgroup_size(WORDS_PER_WORKGROUP, TABLE_THREADS)
+fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>,
+        @builtin(local_invocation_index) lane: u32) {
+    let stream = workgroup.y;
+    let first_word = workgroup.x * WORDS_PER_WORKGROUP;
+    let word = first_word + local.x;
+
+    // Every (word, table) row piece at once: one id and one row load per invocation and table, all in flight.
+    if (word < DIM / ELEMENTS_PER_WORD) {
+        for (var t = local.y; t < TABLES; t += TABLE_THREADS) {
+            var values = array<f32, ELEMENTS_PER_WORD>();
+            add_row_word(t * TABLE_ROWS + ids[stream * IDS_STRIDE + IDS_OFFSET + t], word, &values);
+            for (var i = 0u; i < ELEMENTS_PER_WORD; i++) {
+                pieces[(t * WORDS_PER_WORKGROUP + local.x) * ELEMENTS_PER_WORD + i] = values[i];
+            }
+        }
+    }
+    workgroupBarrier();
+
+    // Then each output element adds its TABLES pieces in table order (the reference's order: exact same sums).
+    let elements = WORDS_PER_WORKGROUP * ELEMENTS_PER_WORD;
+    for (var e = lane; e < elements; e += WORDS_PER_WORKGROUP * TABLE_THREADS) {
+        let column = first_word * ELEMENTS_PER_WORD + e;
+        if (column < DIM) {
+            var sum = 0.0;
+            for (var t = 0u; t < TABLES; t++) {
+                sum += pieces[t * elements + e];
+            }
+            let index = stream * DIM + column;
+            if (ACCUMULATE) {
+                sum = x[index] + sum;
+            }
+            x[index] = sum;
+        }
+    }
+}

@@ -1,0 +1,179 @@
+enable subgroups;
+
+// Matrix-vector product with Q4 weights dequantised on the fly; optional fused input transform and residual add.
+// Subgroup variant of matvec_q4.wgsl (needs the `subgroups` feature): teams reduce with subgroup shuffles instead of
+// workgroup memory and barriers. Same bindings, constants, dispatch and results.
+//
+//   W: [ROWS, COLUMNS] in the q4 layout of kyutai_stt/quant.py (COLUMNS a multiple of 64):
+//        qs: u32[ROWS, COLUMNS/8]   nibble i (bits 4i..4i+3) of word j = q[n, 8j+i] in 0..15
+//        d:  f16[ROWS, COLUMNS/32]  one scale per block of 32 weights, two per u32 (even block in the low half)
+//        W[n, k] = d[n, k/32] * (q[n, k] - 8)
+//   x: [BATCH, X_STRIDE] f32, one row per stream; in(x)[s, :COLUMNS] by INPUT_MODE:
+//        0 = PLAIN:    x[s, k]
+//        1 = RMS_NORM: x[s, k] * alpha[k] * inverseSqrt(mean_k(x[s, :COLUMNS]^2) + EPS)   (the LM's pre-norms)
+//        2 = SWIGLU:   silu(x[s, k]) * x[s, COLUMNS + k]   (x = the FFN's [gate | up], 2*COLUMNS wide)
+//   y[s * Y_STRIDE + Y_OFFSET + n] = (ACCUMULATE ? y[...] : 0) + sum_k W[n, k] * in(x)[s, k]
+//        for s < BATCH, n < ROWS   (ACCUMULATE fuses the residual add: x += W h)
+//
+// Bindings (group 0): 0 = qs (read, as vec4<u32>: one unit = one 32-weight block), 1 = d (read, as u32),
+//   2 = x (read, as vec4<f32>), 3 = y (read_write), 4 = alpha (read, [COLUMNS] f32: read only in RMS_NORM mode
+//   but always bound; bind any f32 buffer, e.g. x again, in the other modes).
+// Dispatch: (ceil(ROWS / rows_per_workgroup), 1, 1) workgroups of WORKGROUP_SIZE invocations, where
+//   rows_per_workgroup = (WORKGROUP_SIZE / THREADS_PER_ROW) * ROWS_PER_THREAD.
+// Constraints (the host checks them; WGSL cannot): COLUMNS % 64 == 0, X_STRIDE % 4 == 0,
+//   WORKGROUP_SIZE % THREADS_PER_ROW == 0, ROWS_PER_THREAD * BATCH (+ BATCH in RMS_NORM mode) <= MAX_SUMS,
+//   THREADS_PER_ROW a power of two <= the adapter's minimum subgroup size (so a team lies inside one subgroup:
+//   subgroups are runs of consecutive local invocation indices on every implementation, though WGSL does not
+//   promise it).
+//
+// Structure, for memory bandwidth: the workgroup is split into teams of THREADS_PER_ROW invocations; a team owns
+// ROWS_PER_THREAD consecutive rows and its members stride over the row's units (UNIT weights each). Per unit a
+// member loads and transforms the UNIT inputs once into registers, then reads that unit of each of its rows with
+// aligned 16-byte loads (neighbouring members read neighbouring units: coalesced), so ROWS_PER_THREAD independent
+// loads are in flight per member. The members' partial sums are reduced over the team by subgroup shuffles.
+
+// Problem shape: fixed per layer, so pipeline constants.
+override ROWS: u32;
+override COLUMNS: u32;
+// Streams decoded together: each weight unit is then read from memory once for all of them.
+override BATCH: u32 = 1u;
+// Elements between consecutive streams' inputs (SwiGLU inputs are [gate | up], twice as wide).
+override X_STRIDE: u32 = select(COLUMNS, 2u * COLUMNS, INPUT_MODE == 2u);
+// Output placement: several heads (text logits, VAD) can write disjoint ranges of one buffer.
+override Y_STRIDE: u32 = ROWS;
+override Y_OFFSET: u32 = 0u;
+// true: y += W in(x) (the residual add, fused); false: y = W in(x).
+override ACCUMULATE: bool = false;
+// 0 = plain x; 1 = RMSNorm(x) with alpha (saves the norm's dispatch); 2 = SwiGLU of [gate | up] (likewise).
+override INPUT_MODE: u32 = 0u;
+// RMSNorm epsilon of the LM (INPUT_MODE 1 only).
+override EPS: f32 = 1e-8;
+// Tuning (benchmarks/kernels.py sweeps these). 256 = the portable maximum of invocations per workgroup.
+override WORKGROUP_SIZE: u32 = 256u;
+// Members per team: no default, the host derives it from the adapter's subgroup sizes (e.g. 32 on NVIDIA: 32 x
+// 16-byte loads coalesce 512 bytes per row and pass; 4 on SwiftShader).
+override THREADS_PER_ROW: u32;
+// Rows per team: independent loads in flight per member, and reuse of the inputs it holds in registers.
+override ROWS_PER_THREAD: u32 = 4u;
+
+// Accumulators per member (a private array needs a constant size); as in matvec_q4.wgsl.
+const MAX_SUMS = 16u;
+const MODE_RMS_NORM = 1u;
+const MODE_SWIGLU = 2u;
+
+// ---- format-specific: q4 ----------------------------------------------------------------------------------------
+// Weights per unit: one scale block = 32 nibbles = one vec4<u32>.
+const UNIT = 32u;
+// 2^23 as f32 bits: OR-ing a small integer q into the mantissa gives the float 2^23 + q exactly, a cheaper
+// integer-to-float conversion than the conversion instruction (quarter rate or slower on many GPUs).
+const FLOAT_MAGIC = 0x4B000000u;
+// Subtracting 2^23 + 8 then leaves q - 8 exactly: the q4 offset.
+const MAGIC_PLUS_OFFSET = 8388616.0;
+
+@group(0) @binding(0) var<storage, read> qs: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> scales: array<u32>;
+
+// sum_{j < 8} W[row, 8 word + j] * inputs[j] for the 8 nibbles of one word (low: j < 4, high: j >= 4).
+fn word_dot(word: u32, low: vec4<f32>, high: vec4<f32>) -> f32 {
+    let nibbles = vec4<u32>(word);
+    let mask = vec4<u32>(0xFu);
+    let magic = vec4<u32>(FLOAT_MAGIC);
+    let low_q = bitcast<vec4<f32>>(((nibbles >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) | magic) - MAGIC_PLUS_OFFSET;
+    let high_q = bitcast<vec4<f32>>(((nibbles >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) | magic) - MAGIC_PLUS_OFFSET;
+    return dot(low_q, low) + dot(high_q, high);
+}
+
+// sum_{j < UNIT} W[row, UNIT * unit + j] * inputs[j].
+fn unit_dot(row: u32, unit: u32, inputs: array<vec4<f32>, UNIT / 4u>) -> f32 {
+    let block_index = row * (COLUMNS / UNIT) + unit;
+    let words = qs[block_index];
+    let scale = unpack2x16float(scales[block_index / 2u])[block_index % 2u];
+    return scale * (word_dot(words.x, inputs[0], inputs[1]) + word_dot(words.y, inputs[2], inputs[3])
+                    + word_dot(words.z, inputs[4], inputs[5]) + word_dot(words.w, inputs[6], inputs[7]));
+}
+
+// The UNIT inputs of unit u of stream s (see input_vector).
+fn load_inputs(s: u32, u: u32, ss: ptr<function, f32>) -> array<vec4<f32>, UNIT / 4u> {
+    return array(input_vector(s, u, 0u, ss), input_vector(s, u, 1u, ss), input_vector(s, u, 2u, ss),
+                 input_vector(s, u, 3u, ss), input_vector(s, u, 4u, ss), input_vector(s, u, 5u, ss),
+                 input_vector(s, u, 6u, ss), input_vector(s, u, 7u, ss));
+}
+// ---- end of format-specific part --------------------------------------------------------------------------------
+
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> alpha: array<vec4<f32>>;
+
+fn silu(v: vec4<f32>) -> vec4<f32> {
+    // v * sigmoid(v), taking exp of non-positive arguments only (no overflow for large |v|).
+    let e = exp(-abs(v));
+    return v * select(e / (1.0 + e), 1.0 / (1.0 + e), v >= vec4<f32>(0.0));
+}
+
+// Inputs 4i .. 4i+3 of unit `unit` of stream `stream`, transformed by INPUT_MODE; *sum_of_squares accumulates the
+// squares of the raw inputs (RMS_NORM mode). Each format's load_inputs() calls it with constant i: the inputs then
+// stay in registers (no dynamically indexed private array, which some compilers leave in memory).
+fn input_vector(stream: u32, unit: u32, i: u32, sum_of_squares: ptr<function, f32>) -> vec4<f32> {
+    let index = (stream * X_STRIDE + unit * UNIT) / 4u + i;
+    let value = x[index];
+    if (INPUT_MODE == MODE_RMS_NORM) {
+        *sum_of_squares += dot(value, value);
+        return value * alpha[unit * (UNIT / 4u) + i];
+    } else if (INPUT_MODE == MODE_SWIGLU) {
+        return silu(value) * x[index + COLUMNS / 4u];
+    }
+    return value;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let teams = WORKGROUP_SIZE / THREADS_PER_ROW;
+    let team = lane / THREADS_PER_ROW;
+    let member = lane % THREADS_PER_ROW;
+    let first_row = (workgroup.x * teams + team) * ROWS_PER_THREAD;
+    // sums[s * ROWS_PER_THREAD + r]: dot products; then, in RMS_NORM mode, sums[dot_count + s]: sums of squares.
+    let dot_count = ROWS_PER_THREAD * BATCH;
+    let sum_count = select(dot_count, dot_count + BATCH, INPUT_MODE == MODE_RMS_NORM);
+
+    var sums: array<f32, MAX_SUMS>;
+    for (var unit = member; unit < COLUMNS / UNIT; unit += THREADS_PER_ROW) {
+        for (var stream = 0u; stream < BATCH; stream++) {
+            var sum_of_squares = 0.0;
+            let inputs = load_inputs(stream, unit, &sum_of_squares);
+            if (INPUT_MODE == MODE_RMS_NORM) {
+                sums[dot_count + stream] += sum_of_squares;
+            }
+            for (var r = 0u; r < ROWS_PER_THREAD; r++) {
+                // Rows past the end repeat the last row (uniform work, no branch) and are never written.
+                let row = min(first_row + r, ROWS - 1u);
+                sums[stream * ROWS_PER_THREAD + r] += unit_dot(row, unit, inputs);
+            }
+        }
+    }
+
+    // Butterfly over the team inside its subgroup: after log2(THREADS_PER_ROW) exchanges every member holds the
+    // team's totals. No workgroup memory, no barrier.
+    for (var i = 0u; i < sum_count; i++) {
+        var value = sums[i];
+        for (var offset = THREADS_PER_ROW / 2u; offset > 0u; offset /= 2u) {
+            value += subgroupShuffleXor(value, offset);
+        }
+        sums[i] = value;
+    }
+
+    for (var i = 0u; i < dot_count; i++) {
+        let stream = i / ROWS_PER_THREAD;
+        let row = first_row + i % ROWS_PER_THREAD;
+        if (i % THREADS_PER_ROW == member && row < ROWS) {
+            var value = sums[i];
+            if (INPUT_MODE == MODE_RMS_NORM) {
+                value *= inverseSqrt(sums[dot_count + stream] / f32(COLUMNS) + EPS);
+            }
+            let index = stream * Y_STRIDE + Y_OFFSET + row;
+            if (ACCUMULATE) {
+                value += y[index];
+            }
+            y[index] = value;
+        }
+    }
+}
