@@ -51,13 +51,8 @@ def run(args) -> int:
             raise UserError(f"{path}: no such package directory (make one with `kyutai-stt convert`)")
         package = open_package(path, verify_hashes=False)
         plan = build_lm_plan(package.config, tensors_of(package), tuning_for(gpu.adapter_summary()["adapter_type"]))
-
-        def read(stream: str):
-            tensor, kind = stream.rsplit(".", 1)
-            return package.streams(tensor)[kind]
-
-        engine = Engine(plan, read)
-        engine.frame = args.position
+        engine = Engine(plan, package.read_stream)
+        engine.reset(first_frame=args.position)
         rng = np.random.default_rng(0)
         codes = rng.integers(0, package.config.card, (16, package.config.n_q)).astype(np.uint32)
         stamps = []

@@ -75,14 +75,15 @@ class Engine:
             layout="auto", label=p.name,
             compute={"module": module, "entry_point": p.entry, "constants": dict(p.constants)})
 
-    def reset(self) -> None:
-        """Start a new stream: drop frames in flight, refill state buffers, frame index back to 0."""
+    def reset(self, first_frame: int = 0) -> None:
+        """Start a new stream: drop frames in flight, refill state buffers, frame index back to first_frame
+        (benchmarks start at a full KV ring this way)."""
         self.drain()
         for b in self.plan.buffers:
             if b.kind == "state":
                 fill = np.full(b.size // 4, b.reset_fill, np.uint32)
                 self.device.queue.write_buffer(self.buffers[b.name], 0, fill)
-        self.frame = 0
+        self.frame = first_frame
 
     def submit(self, inputs: dict[str, np.ndarray] | None = None) -> list[FrameResult]:
         """Run one frame. Returns the results that became ready (at most one frame late; empty at first)."""

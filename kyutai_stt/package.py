@@ -247,6 +247,11 @@ class Package:
             out[key] = raw.view(STREAM_DTYPES[s.dtype]).reshape(s.shape)
         return out
 
+    def read_stream(self, stream: str) -> np.ndarray:
+        """One stream by its plan name '<tensor>.<qs|d|w>' (what a plan's weight buffers are made of)."""
+        tensor, kind = stream.rsplit(".", 1)
+        return self.streams(tensor)[kind]
+
     def dequantize(self, name: str) -> np.ndarray:
         """The tensor in float32 through quant.dequantize: the numpy reference for the GPU kernels."""
         entry = self.tensor(name)

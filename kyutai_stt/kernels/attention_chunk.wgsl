@@ -1,41 +1,53 @@
-// Causal self-attention of a chunk of STEPS consecutive steps over a ring KV cache, as moshi's streaming
-// StreamingMultiheadAttention + RingKVCache compute it (all the chunk's keys enter the ring before any query
-// attends), with interleaved RoPE fused in (angles in f32 as moshi computes them).
+// The attention half of a pre-norm transformer layer for a chunk of STEPS consecutive steps, up to the output
+// projection: LayerNorm, the QKV projection of one head, interleaved RoPE, the ring KV cache and causal attention,
+// as moshi's streaming StreamingTransformerLayer computes them (all the chunk's keys enter the ring before any
+// query attends).
 //
-//   qkv:     [STEPS, 3 * D] f32   (q | k | v per step, head-major inside each; D = HEADS * HEAD_DIM)
-//   base = frame_values[POSITION_INDEX]: the absolute position of step 0 of the chunk; step t is at p_t = base + t
-//   freqs:   f32[HEAD_DIM / 2]          freq_i = max_period^(-2i/HEAD_DIM) as moshi computes it in fp32
-//                                        (lm_reference.rope_frequencies: a const buffer of the plan)
+//   x:       [STEPS, D] f32                 the residual stream (D = HEADS * HEAD_DIM)
+//   norm:    f32[2 * D]                     LayerNorm weight, then bias; eps EPS, biased variance (torch)
+//   W:       [3 * D, D] in the package layout of FORMAT (0 f32, 1 f16, 2 q8, 3 q4): rows q | k | v, head-major
+//   h_j = LayerNorm(x_j);  q_j = W[0:D] h_j,  k_j = W[D:2D] h_j,  v_j = W[2D:3D] h_j   (no biases)
+//   base = frame_values[POSITION_INDEX]: the absolute position of step 0 of the chunk; step j is at p_j = base + j
+//   freqs:   f32[HEAD_DIM / 2]              freq_i = max_period^(-2i/HEAD_DIM) as moshi computes it in fp32
+//                                            (lm_reference.rope_frequencies: a const buffer of the plan)
 //   rope(v, p)[2i], [2i+1] = v[2i] c - v[2i+1] s, v[2i] s + v[2i+1] c,  (c, s) = cos/sin(f32(p) * freq_i)
-//   k_cache, v_cache: [HEADS, RING, HEAD_DIM] (a slot's vector contiguous); position p lives in slot p % RING
-//   k_cache[h, :, p_t % RING] = rope(k_t,h, p_t);  v_cache[h, p_t % RING, :] = v_t,h      for every step t
+//   kv:      [2, HEADS, RING, HEAD_DIM] f32  keys (rotated), then values; position p lives in slot p % RING
+//   kv[0, h, p_j % RING] = rope(k_j,h, p_j);  kv[1, h, p_j % RING] = v_j,h      for every step j
 //   query t attends to positions s in [lo_t, p_t], lo_t = max(0, p_t - CONTEXT + 1, base + STEPS - RING):
 //     out[t, h*HEAD_DIM + d] = sum_s softmax_s(rope(q_t,h, p_t) . key_s / sqrt(HEAD_DIM)) value_s[d]
 //   (the third bound: the chunk's later keys overwrote the oldest slots. moshi's Mimi has RING = CONTEXT = 250
 //   and STEPS = 2, so from step 250 on the first query of each chunk sees 249 keys where an offline pass sees 250:
 //   docs/reference.md, quirk 1. RING = CONTEXT + STEPS - 1 gives the exact sliding window of the offline pass.)
 //
-// Workgroup (h, t) computes query t of head h and writes step t's key and value into the ring. Keys and values of
-// the chunk's own steps (s >= base) are taken from qkv (rotated here), older ones from the ring: the slots written
-// by this dispatch ((base + j) % RING, j < STEPS) are never among the older positions read ([lo, base), with
-// lo >= base + STEPS - RING), so no workgroup reads what another writes.
+// Workgroup (h, t) normalises x_0 .. x_t, projects q_t and k_j, v_j (j <= t) of head h (one row per invocation,
+// 8-column chunks of weights, independent loads), writes step t's key and value into the ring and attends. Keys
+// and values of the chunk's steps come from workgroup memory, older ones from the ring: the slots written by this
+// dispatch ((base + j) % RING, j < STEPS) are never among the older positions read ([lo, base), with
+// lo >= base + STEPS - RING), so no workgroup reads what another writes. Workgroup t recomputes the keys and
+// values of steps < t (STEPS is 2: 4/3 of the projection work, one dispatch fewer per layer).
 //
-// Bindings (group 0): 0 = qkv (read), 1 = frame_values (read, u32: the step buffer), 2 = freqs (read),
-//   3 = k_cache (read_write), 4 = v_cache (read_write), 5 = out (read_write, [STEPS, D])   (0-4 as attention.wgsl).
+// Bindings (group 0): 0 = W (read, u32 words as vec4: `w` or `qs`), 1 = scales (read, u32: `d`; bind any buffer
+//   for f32/f16), 2 = x (read), 3 = norm (read), 4 = frame_values (read, u32: the step buffer), 5 = freqs (read),
+//   6 = kv (read_write), 7 = out (read_write, [STEPS, D]).
 // Dispatch: (HEADS, STEPS, 1) workgroups of WORKGROUP_SIZE invocations. Scores: one slot per invocation per pass,
 //   its key read as HEAD_DIM / 4 independent 16-byte loads; values: invocation i accumulates elements
 //   4 (i % (HEAD_DIM / 4)) .. + 3 over the slots j = i / (HEAD_DIM / 4) (mod GROUPS), then the GROUPS partial sums
 //   are added in workgroup memory. (Short chains of independent loads: the kernel is latency-bound otherwise.)
-// Constraints: HEAD_DIM % 4 == 0, STEPS <= MAX_STEPS, RING >= STEPS, CONTEXT >= 1.
+// Constraints: HEAD_DIM % 4 == 0, D % 32 == 0, STEPS <= MAX_STEPS, RING >= STEPS, CONTEXT >= 1.
 
+override FORMAT: u32;
 override HEADS: u32;
 override HEAD_DIM: u32;
 override STEPS: u32 = 2u;
 override RING: u32;
 override CONTEXT: u32 = RING;
 override POSITION_INDEX: u32 = 0u;
+override EPS: f32 = 1e-5;
 override WORKGROUP_SIZE: u32 = 128u;
 
+const FORMAT_F32 = 0u;
+const FORMAT_F16 = 1u;
+const FORMAT_Q8 = 2u;
 const LOWEST = -3.402823e38;
 // 2 pi in three parts (Cody-Waite), as attention.wgsl: the reduction modulo 2 pi is exact for large angles.
 const TWO_PI_HIGH = 6.28125;
@@ -44,21 +56,53 @@ const TWO_PI_LOW = -2.559031372584286e-06;
 const INVERSE_TWO_PI = 0.15915493667125702;
 const MAX_STEPS = 4u;
 
-@group(0) @binding(0) var<storage, read> qkv: array<f32>;
-@group(0) @binding(1) var<storage, read> frame_values: array<u32>;
-@group(0) @binding(2) var<storage, read> freqs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> k_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> v_cache: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-
+override D: u32 = HEADS * HEAD_DIM;
 // Slot groups of the value pass.
 override GROUPS: u32 = max(1u, WORKGROUP_SIZE / (HEAD_DIM / 4u));
 
+@group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> scales: array<u32>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> norm: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> frame_values: array<u32>;
+@group(0) @binding(5) var<storage, read> freqs: array<f32>;
+@group(0) @binding(6) var<storage, read_write> kv: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+
+var<workgroup> normalized: array<vec4<f32>, STEPS * D / 4u>;           // LayerNorm(x_j), j <= t
+var<workgroup> projected: array<f32, (1u + 2u * STEPS) * HEAD_DIM>;    // q_t | k_0 .. k_{STEPS-1} | v_0 ..
+var<workgroup> chunk_keys: array<vec4<f32>, HEAD_DIM / 4u * MAX_STEPS>; // rope(k_j), j <= t
 var<workgroup> q_rotated: array<vec4<f32>, HEAD_DIM / 4u>;
-var<workgroup> chunk_keys: array<vec4<f32>, HEAD_DIM / 4u * MAX_STEPS>;   // rope(k_j) of the chunk's steps j <= t
 var<workgroup> weights: array<f32, RING>;
 var<workgroup> reduction: array<f32, WORKGROUP_SIZE>;
 var<workgroup> partial_values: array<vec4<f32>, GROUPS * HEAD_DIM / 4u>;
+
+// Weights W[row, col .. col + 8) (col % 8 == 0) as two vec4, dequantised exactly as quant.dequantize does.
+fn weights8(row: u32, col: u32) -> array<vec4<f32>, 2> {
+    let index = row * D + col;
+    if (FORMAT == FORMAT_F32) {
+        return array(bitcast<vec4<f32>>(w[index / 4u]), bitcast<vec4<f32>>(w[index / 4u + 1u]));
+    } else if (FORMAT == FORMAT_F16) {
+        let words = w[index / 8u];
+        return array(vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y)),
+                     vec4<f32>(unpack2x16float(words.z), unpack2x16float(words.w)));
+    }
+    let block = index / 32u;
+    let scale = unpack2x16float(scales[block / 2u])[block % 2u];
+    if (FORMAT == FORMAT_Q8) {
+        let words = w[index / 16u];
+        let pair = select(words.xy, words.zw, (index / 8u) % 2u == 1u);
+        let shifts = vec4<u32>(24u, 16u, 8u, 0u);
+        let low = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.x) << shifts) >> vec4<u32>(24u));
+        let high = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.y) << shifts) >> vec4<u32>(24u));
+        return array(low * scale, high * scale);
+    }
+    let word = w[index / 32u][(index / 8u) % 4u];
+    let mask = vec4<u32>(0xFu);
+    let low = vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) - 8.0;
+    let high = vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) - 8.0;
+    return array(low * scale, high * scale);
+}
 
 fn cos_sin(angle: f32) -> vec2<f32> {
     let turns = round(angle * INVERSE_TWO_PI);
@@ -92,35 +136,79 @@ fn reduce_workgroup(value: f32, take_max: bool, lane: u32) -> f32 {
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let head = workgroup.x;
     let t = workgroup.y;
-    let dim = HEADS * HEAD_DIM;
     let quads = HEAD_DIM / 4u;
     let base = frame_values[POSITION_INDEX];
     let position = base + t;
-    let cache_base = head * RING * quads;   // k_cache[head, slot, 4 q .. 4 q + 3] = cache_base + slot * quads + q
 
-    // RoPE: q_t and the keys of the chunk's steps j <= t (two pairs = one vec4 per invocation); step t's key and
-    // value also go into the ring.
-    for (var i = lane; i < (t + 1u) * quads; i += WORKGROUP_SIZE) {
-        let j = i / quads;
-        let quad = i % quads;
-        let row = j * 3u * dim + head * HEAD_DIM + 4u * quad;
-        let first = cos_sin(f32(base + j) * freqs[2u * quad]);
-        let second = cos_sin(f32(base + j) * freqs[2u * quad + 1u]);
-        let k = vec4<f32>(rotate(vec2<f32>(qkv[row + dim], qkv[row + dim + 1u]), first),
-                          rotate(vec2<f32>(qkv[row + dim + 2u], qkv[row + dim + 3u]), second));
-        chunk_keys[j * quads + quad] = k;
-        if (j == t) {
-            q_rotated[quad] = vec4<f32>(rotate(vec2<f32>(qkv[row], qkv[row + 1u]), first),
-                                        rotate(vec2<f32>(qkv[row + 2u], qkv[row + 3u]), second));
-            let slot = cache_base + (position % RING) * quads + quad;
-            k_cache[slot] = k;
-            let v = row + 2u * dim;
-            v_cache[slot] = vec4<f32>(qkv[v], qkv[v + 1u], qkv[v + 2u], qkv[v + 3u]);
+    // 1. LayerNorm of x_0 .. x_t (two-pass: mean, then the mean of squared deviations).
+    for (var j = 0u; j <= t; j++) {
+        var sum = 0.0;
+        for (var q = lane; q < D / 4u; q += WORKGROUP_SIZE) {
+            let v = x[j * D / 4u + q];
+            sum += v.x + v.y + v.z + v.w;
+        }
+        let mean = reduce_workgroup(sum, false, lane) / f32(D);
+        var squares = 0.0;
+        for (var q = lane; q < D / 4u; q += WORKGROUP_SIZE) {
+            let v = x[j * D / 4u + q] - mean;
+            squares += dot(v, v);
+        }
+        let inverse_std = inverseSqrt(reduce_workgroup(squares, false, lane) / f32(D) + EPS);
+        for (var q = lane; q < D / 4u; q += WORKGROUP_SIZE) {
+            normalized[j * D / 4u + q] = (x[j * D / 4u + q] - mean) * inverse_std * norm[q] + norm[D / 4u + q];
         }
     }
     workgroupBarrier();
 
-    // lo = max(0, position + 1 - CONTEXT, base + STEPS - RING), in i32 to keep the negatives.
+    // 2. This head's q_t and k_j, v_j for j <= t: one weight row per invocation, all its steps at once.
+    for (var r = lane; r < 3u * HEAD_DIM; r += WORKGROUP_SIZE) {
+        let part = r / HEAD_DIM;                          // 0 q, 1 k, 2 v
+        let row = part * D + head * HEAD_DIM + r % HEAD_DIM;
+        let first_step = select(0u, t, part == 0u);
+        // (An explicit initializer: Naga zero-initialises a declaration without one only once per invocation,
+        // not each time the loop body runs.)
+        var sums = array<f32, MAX_STEPS>(0.0, 0.0, 0.0, 0.0);
+        for (var col = 0u; col < D; col += 8u) {
+            let wv = weights8(row, col);
+            for (var j = first_step; j <= t; j++) {
+                sums[j] += dot(wv[0], normalized[(j * D + col) / 4u]) + dot(wv[1], normalized[(j * D + col) / 4u + 1u]);
+            }
+        }
+        if (part == 0u) {
+            projected[r] = sums[t];
+        } else {
+            for (var j = 0u; j <= t; j++) {
+                projected[HEAD_DIM + ((part - 1u) * STEPS + j) * HEAD_DIM + r % HEAD_DIM] = sums[j];
+            }
+        }
+    }
+    workgroupBarrier();
+
+    // 3. RoPE of q_t and k_j (two pairs = one vec4 per invocation); step t's key and value go into the ring.
+    let keys = head * RING * quads;                      // kv[0, head, slot, quad] = keys + slot * quads + quad
+    let values = (HEADS + head) * RING * quads;          // kv[1, head, slot, quad]
+    for (var i = lane; i < (t + 1u) * quads; i += WORKGROUP_SIZE) {
+        let j = i / quads;
+        let quad = i % quads;
+        let first = cos_sin(f32(base + j) * freqs[2u * quad]);
+        let second = cos_sin(f32(base + j) * freqs[2u * quad + 1u]);
+        let k_at = HEAD_DIM + j * HEAD_DIM + 4u * quad;
+        let k = vec4<f32>(rotate(vec2<f32>(projected[k_at], projected[k_at + 1u]), first),
+                          rotate(vec2<f32>(projected[k_at + 2u], projected[k_at + 3u]), second));
+        chunk_keys[j * quads + quad] = k;
+        if (j == t) {
+            q_rotated[quad] = vec4<f32>(rotate(vec2<f32>(projected[4u * quad], projected[4u * quad + 1u]), first),
+                                        rotate(vec2<f32>(projected[4u * quad + 2u], projected[4u * quad + 3u]), second));
+            let slot = (position % RING) * quads + quad;
+            kv[keys + slot] = k;
+            let v_at = HEAD_DIM + (STEPS + t) * HEAD_DIM + 4u * quad;
+            kv[values + slot] = vec4<f32>(projected[v_at], projected[v_at + 1u], projected[v_at + 2u],
+                                          projected[v_at + 3u]);
+        }
+    }
+    workgroupBarrier();
+
+    // 4. Attention of q_t over [lo, position]. lo = max(0, position + 1 - CONTEXT, base + STEPS - RING).
     let lo = u32(max(max(0, i32(position) + 1 - i32(CONTEXT)), i32(base + STEPS) - i32(RING)));
     let count = position + 1u - lo;   // <= min(CONTEXT, RING)
     let scale = inverseSqrt(f32(HEAD_DIM));
@@ -129,9 +217,9 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         let s = lo + j;
         var score = 0.0;
         if (s < base) {
-            let key = cache_base + (s % RING) * quads;
+            let key = keys + (s % RING) * quads;
             for (var q = 0u; q < quads; q++) {
-                score += dot(q_rotated[q], k_cache[key + q]);
+                score += dot(q_rotated[q], kv[key + q]);
             }
         } else {
             for (var q = 0u; q < quads; q++) {
@@ -159,10 +247,10 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             let s = lo + j;
             var value: vec4<f32>;
             if (s < base) {
-                value = v_cache[cache_base + (s % RING) * quads + quad];
+                value = kv[values + (s % RING) * quads + quad];
             } else {
-                let v = (s - base) * 3u * dim + 2u * dim + head * HEAD_DIM + 4u * quad;
-                value = vec4<f32>(qkv[v], qkv[v + 1u], qkv[v + 2u], qkv[v + 3u]);
+                let v_at = HEAD_DIM + (STEPS + s - base) * HEAD_DIM + 4u * quad;
+                value = vec4<f32>(projected[v_at], projected[v_at + 1u], projected[v_at + 2u], projected[v_at + 3u]);
             }
             sum += weights[j] * value;
         }
@@ -174,7 +262,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         for (var group = 0u; group < GROUPS; group++) {
             sum += partial_values[group * quads + quad];
         }
-        let o = t * dim + head * HEAD_DIM + 4u * quad;
+        let o = t * D + head * HEAD_DIM + 4u * quad;
         let result = sum / denominator;
         out[o] = result.x;
         out[o + 1u] = result.y;

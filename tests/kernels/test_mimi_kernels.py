@@ -199,62 +199,50 @@ def test_conv1d_pcm_keeps_its_sample_history_across_frames(rng):
 
 
 # --------------------------------------------------------------------------------------------- attention_chunk
-@pytest.mark.parametrize("ring,steps", [(7, 2), (8, 2), (9, 3)])
-def test_attention_chunk_over_ring_wraps(rng, ring, steps):
-    """Chunks of `steps` steps over a small ring (context 7), far past the wrap (positions 0..40): the ring = context
-    case reproduces moshi's streaming quirk (the chunk's later keys overwrite the slot the first query still
-    wanted), ring = context + steps - 1 gives the exact sliding window. Unwritten slots hold garbage."""
-    heads, head_dim, context = 3, 8, 7
+@pytest.mark.parametrize("ring,steps,fmt", [(7, 2, "q4"), (8, 2, "f32"), (9, 3, "q8")])
+def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt):
+    """LayerNorm + QKV + RoPE + ring + attention, chunks of `steps` steps over a small ring (context 7), far past
+    the wrap (positions 0..41): ring = context reproduces moshi's streaming quirk (the chunk's later keys overwrite
+    the slot the first query still wanted), ring = context + steps - 1 gives the exact sliding window. Unwritten
+    slots hold garbage. 4 heads of 16 (D = 64: the q4/q8 layouts need K % 64 == 0)."""
+    heads, head_dim, context = 4, 16, 7
     dim = heads * head_dim
     freqs = rope_frequencies(head_dim, 10_000.0)
-    k_cache = np.full((heads, ring, head_dim), GARBAGE, np.float32)
-    v_cache = np.full((heads, ring, head_dim), GARBAGE, np.float32)
-    ref_k, ref_v = k_cache.astype(np.float64), v_cache.astype(np.float64)
-    constants = {"HEADS": heads, "HEAD_DIM": head_dim, "STEPS": steps, "RING": ring, "CONTEXT": context,
-                 "POSITION_INDEX": 1, "WORKGROUP_SIZE": 16}
+    main, scales, w = weight_streams(rng, (3 * dim, dim), fmt)
+    norm_w = rng.uniform(0.5, 1.5, dim).astype(np.float32)
+    norm_b = (0.1 * rng.standard_normal(dim)).astype(np.float32)
+    kv = np.full((2, heads, ring, head_dim), GARBAGE, np.float32)
+    ref_k, ref_v = kv[0].astype(np.float64), kv[1].astype(np.float64)
+    constants = {"FORMAT": FORMATS[fmt], "HEADS": heads, "HEAD_DIM": head_dim, "STEPS": steps, "RING": ring,
+                 "CONTEXT": context, "POSITION_INDEX": 1, "WORKGROUP_SIZE": 32}
     for chunk in range(14):
         base = chunk * steps
-        qkv = rng.standard_normal((steps, 3 * dim)).astype(np.float32)
-        out = gpu.run_kernel("attention_chunk", {0: qkv.reshape(-1), 1: np.array([99, base], np.uint32), 2: freqs,
-                                                 3: in_out(k_cache), 4: in_out(v_cache), 5: poisoned(steps * dim)},
-                             (heads, steps), constants)
-        k_cache, v_cache = out[3], out[4]
+        x = (0.5 + rng.standard_normal((steps, dim))).astype(np.float32)
+        out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),
+                                                 3: np.concatenate([norm_w, norm_b]),
+                                                 4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv),
+                                                 7: poisoned(steps * dim)}, (heads, steps), constants)
+        kv = out[6]
+        qkv = mr.layer_norm(x, norm_w, norm_b) @ w.T.astype(np.float64)
         expected = mr.attention_chunk(qkv, base, ref_k, ref_v, freqs, context)
-        # |v| ~ 1 and softmax weights sum to 1: the float error is ~(head_dim + window) u; 1e-5 is far above it
-        # and far below any wrong slot (garbage 1e4) or missing/extra key (O(0.1)).
-        assert_within(out[5].reshape(steps, dim), expected, 1e-5, f"chunk {chunk}")
-        assert_within(k_cache, ref_k, 1e-5 * np.abs(ref_k) + 1e-6, f"keys after chunk {chunk}")
+        # q, k, v ~ N(0, 1) (unit LayerNorm outputs, 1/sqrt(D) weights) and softmax weights sum to 1: the float
+        # error is ~(D + head_dim + window) u ~ 1e-6; 1e-5 is far below any wrong slot (garbage 1e4), missing or
+        # extra key, wrong rotation or wrong head (all O(0.1)).
+        assert_within(out[7].reshape(steps, dim), expected, 1e-5, f"chunk {chunk}")
+        assert_within(kv[0], ref_k, 1e-5 * np.abs(ref_k) + 1e-5, f"keys after chunk {chunk}")
+        assert_within(kv[1], ref_v, 1e-5 * np.abs(ref_v) + 1e-5, f"values after chunk {chunk}")
 
 
 # ---------------------------------------------------------------------------------------------------------- rvq
-def run_rvq(books, scales, sqnorms, proj, fmt, levels, bins, dim, tuning, codes_offset=3):
-    workgroup, tpe, ept = (64, 1, 4) if tuning == "cpu" else (256, 8, 2)
-    entries = workgroup // tpe * ept
-    blocks = bins // entries
-    common = {"FORMAT": FORMATS[fmt], "DIM": dim, "BINS": bins, "LEVELS": levels, "SEMANTIC": 1,
-              "CODES_OFFSET": codes_offset, "WORKGROUP_SIZE": workgroup, "THREADS_PER_ENTRY": tpe,
-              "ENTRIES_PER_THREAD": ept}
-    partials = np.zeros(2 * levels * blocks, np.uint32)
-    codes = np.full(codes_offset + levels + 1, 0xDEADBEEF, np.uint32)
-    residuals = np.full(levels * dim, np.nan, np.float32)
-    for level in list(range(1, levels)) + [levels]:
-        out = gpu.run_kernel("rvq", {0: books, 1: scales, 2: sqnorms, 3: proj, 4: in_out(partials), 5: in_out(codes),
-                                     6: in_out(residuals)},
-                             (1, 2) if level == levels else (blocks, 2 if level == 1 else 1),
-                             {**common, "LEVEL": level})
-        partials, codes, residuals = out[4], out[5], out[6]
-    assert codes[:codes_offset].tolist() == [0xDEADBEEF] * codes_offset and codes[-1] == 0xDEADBEEF
-    return codes[codes_offset:codes_offset + levels]
-
-
 @pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
-@pytest.mark.parametrize("tuning", ["gpu", "cpu"])
-def test_rvq_split_levels_match_the_reference(rng, fmt, tuning):
-    """5 levels (1 semantic + 4 acoustic from their own projection) of 512 entries x 64 dims, 4 latents; the
-    residual chain and the codes equal the reference wherever its margin is clear of float noise; duplicated
-    entries (exact ties) resolve to the lowest index."""
-    levels, bins, dim = 5, 512, 64
-    values = rng.standard_normal((levels * bins, dim)).astype(np.float32) * rng.uniform(0.5, 1.5, (levels * bins, 1))
+@pytest.mark.parametrize("workgroup", [256, 64])
+def test_rvq_serial_split_levels_match_the_reference(rng, fmt, workgroup):
+    """5 levels (1 semantic + 4 acoustic from their own projection) of 512 entries x 64 dims, 4 latents: codes
+    equal the reference wherever its margin is clear of float noise (after a differing code a group's residual
+    differs: not compared); duplicated entries (exact ties) resolve to the lowest index; nothing is written
+    outside codes[CODES_OFFSET : CODES_OFFSET + LEVELS]."""
+    levels, bins, dim, offset = 5, 512, 64, 3
+    values = rng.standard_normal((levels * bins, dim)) * rng.uniform(0.5, 1.5, (levels * bins, 1))
     values = values.astype(np.float32)
     for level in range(levels):                          # exact ties: entry 300 = entry 7 in every level
         values[level * bins + 300] = values[level * bins + 7]
@@ -263,17 +251,22 @@ def test_rvq_split_levels_match_the_reference(rng, fmt, tuning):
     sqnorms = np.einsum("nd,nd->n", books, books).astype(np.float32)
     main = streams.get("qs", streams.get("w"))
     scales = streams["d"].view(np.uint32) if "d" in streams else main
+    constants = {"FORMAT": FORMATS[fmt], "DIM": dim, "BINS": bins, "LEVELS": levels, "SEMANTIC": 1,
+                 "CODES_OFFSET": offset, "WORKGROUP_SIZE": workgroup}
     for trial in range(4):
         proj = rng.standard_normal(2 * dim).astype(np.float32)
-        if trial == 0:                                   # the residual lands on the tied entries
+        if trial == 0:                                   # the residuals land on the tied entries
             proj[:dim] = books[7] * 1.01
             proj[dim:] = books[bins + 7] * 1.01
-        got = run_rvq(main, scales, sqnorms, proj, fmt, levels, bins, dim, tuning)
+        codes = gpu.run_kernel("rvq_serial", {0: main, 1: scales, 2: sqnorms, 3: proj,
+                                              4: poisoned(offset + levels + 1, np.uint32)}, (1, 2), constants)[4]
+        assert (codes[:offset] == 0xFFFFFFFF).all() and codes[-1] == 0xFFFFFFFF
+        got = codes[offset:offset + levels]
         expected, margins = mr.rvq_encode(proj, books, sqnorms, levels, bins, 1)
         if trial == 0:
             assert got[0] == 7 and got[1] == 7
         for level in range(levels):
-            if level > 0 and got[level - 1] != expected[level - 1] and level != 1:
+            if level > 1 and got[level - 1] != expected[level - 1]:
                 break                                    # the group's residual diverged after a near-tie
             if margins[level] > 1e-4:
                 assert got[level] == expected[level], f"trial {trial} level {level} margin {margins[level]}"

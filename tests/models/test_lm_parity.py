@@ -37,11 +37,8 @@ def make_reference_tool():
 
 
 def engine_for(package) -> Engine:
-    def read(stream: str):
-        tensor, kind = stream.rsplit(".", 1)
-        return package.streams(tensor)[kind]
     tuning = tuning_for(gpu.adapter_summary()["adapter_type"])
-    return Engine(build_lm_plan(package.config, tensors_of(package), tuning), read)
+    return Engine(build_lm_plan(package.config, tensors_of(package), tuning), package.read_stream)
 
 
 def run_teacher_forced(engine: Engine, input_tokens: np.ndarray, steps: int):

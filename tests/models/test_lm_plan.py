@@ -22,13 +22,6 @@ def tiny_package(tmp_path_factory):
     return open_package(root / "pkg")
 
 
-def stream_reader(package):
-    def read(stream: str):
-        tensor, kind = stream.rsplit(".", 1)
-        return package.streams(tensor)[kind]
-    return read
-
-
 # Launch shapes change speed, never results: the GPU profile, and one with 3 attention splits over the ring of 8
 # (some empty early on) and small matvec teams, so the split + combine path runs too.
 @pytest.mark.parametrize("tuning", [GPU_TUNING, Tuning({"default": MatvecTuning(64, 16, 2)}, 3)],
@@ -36,7 +29,7 @@ def stream_reader(package):
 def test_plan_matches_numpy_reference(tiny_package, tuning):
     cfg = tiny_package.config
     plan = build_lm_plan(cfg, tensors_of(tiny_package), tuning)
-    engine = Engine(plan, stream_reader(tiny_package))
+    engine = Engine(plan, tiny_package.read_stream)
     weights = {name: tiny_package.dequantize(name) for name in tiny_package.tensor_names()
                if not name.startswith("mimi.")}
     weights = {k: v.reshape(-1) if v.ndim == 1 or v.shape[0] == 1 else v for k, v in weights.items()}
