@@ -16,6 +16,8 @@ TORCH_VERSION=2.13.0
 MOSHI_VERSION=0.2.13
 
 say() { printf '[dev.sh] %s\n' "$*" >&2; }
+# pip, without the warnings that this machine's extra (file://) indexes print for every package.
+pip() { "$PY" -m pip "$@" 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'; }
 
 ensure_system_packages() {
     local missing=() p
@@ -48,8 +50,8 @@ ensure_venv() {
     local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
     if [ ! -e "$stamp" ]; then
         say "installing kyutai-stt and its dependencies into $VENV"
-        "$PY" -m pip install -q --upgrade pip
-        "$PY" -m pip install -q -e ".[test]"
+        pip install -q --upgrade pip
+        pip install -q -e ".[test]"
         rm -f "$VENV"/.installed-*; touch "$stamp"
     fi
 }
@@ -58,10 +60,10 @@ ensure_reference() {
     "$PY" -c "import torch, moshi; assert torch.__version__.startswith('$TORCH_VERSION') and moshi.__version__ == '$MOSHI_VERSION'" \
         2>/dev/null && return 0
     say "installing the official implementation: torch $TORCH_VERSION (CPU) and moshi $MOSHI_VERSION"
-    "$PY" -m pip install -q "torch==$TORCH_VERSION"
+    pip install -q "torch==$TORCH_VERSION"
     # moshi's own pins exclude this torch; its other needs are listed explicitly.
-    "$PY" -m pip install -q --no-deps "moshi==$MOSHI_VERSION"
-    "$PY" -m pip install -q einops "huggingface-hub<1" safetensors sentencepiece
+    pip install -q --no-deps "moshi==$MOSHI_VERSION"
+    pip install -q einops "huggingface-hub<1" safetensors sentencepiece
 }
 
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
