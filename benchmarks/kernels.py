@@ -260,22 +260,6 @@ def small_jobs(device, rng) -> list[tuple[Job, object]]:
     return jobs
 
 
-SUBGROUP_PROBE = """
-enable subgroups;
-@group(0) @binding(0) var<storage, read_write> size: array<u32>;
-@compute @workgroup_size(256)
-fn main(@builtin(subgroup_size) subgroup_size: u32, @builtin(local_invocation_index) lane: u32) {
-    if (lane == 0u) { size[0] = subgroup_size; }
-}
-"""
-
-
-def subgroup_size() -> int:
-    """The subgroup size a compute pipeline of 256 invocations gets here (NVIDIA: 32). wgpu reports only the range
-    the API allows (4..128), so a host choosing THREADS_PER_ROW for matvec_q4_subgroup has to measure it."""
-    return int(gpu.run_shader(SUBGROUP_PROBE, {0: gpu.Output((1,), np.uint32)}, (1, 1, 1))[0][0])
-
-
 def tuning_text(constants: dict) -> str:
     return (f" WG {constants['WORKGROUP_SIZE']} TPR {constants['THREADS_PER_ROW']} "
             f"RPT {constants['ROWS_PER_THREAD']}")
@@ -304,7 +288,7 @@ def main(argv=None) -> int:
           f"features: {', '.join(sorted(f for f in gpu.WANTED_FEATURES if f in device.features))}; "
           f"{iterations} dispatches per line", flush=True)
     rng = np.random.default_rng(0)
-    subgroups = subgroup_size() if "subgroup" in device.features else 0
+    subgroups = gpu.subgroup_size()
     if subgroups:
         print(f"subgroup size (measured): {subgroups}")
     best = {}  # (variant, matrix) -> ms, for the step estimate

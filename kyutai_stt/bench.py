@@ -50,7 +50,7 @@ def run(args) -> int:
         if not Path(path).exists():
             raise UserError(f"{path}: no such package directory (make one with `kyutai-stt convert`)")
         package = open_package(path, verify_hashes=False)
-        plan = build_lm_plan(package.config, tensors_of(package), tuning_for(gpu.adapter_summary()["adapter_type"]))
+        plan = build_lm_plan(package.config, tensors_of(package), tuning_for(*gpu.device_traits()))
         engine = Engine(plan, package.read_stream)
         engine.reset(first_frame=args.position)
         rng = np.random.default_rng(0)

@@ -219,3 +219,18 @@ def wait_for_gpu() -> None:
     _, device = get_device()
     marker = device.create_buffer(size=4, usage=wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST)
     device.queue.read_buffer(marker)
+
+
+@cache
+def subgroup_size() -> int:
+    """The subgroup size compute pipelines get on this device (0 without the subgroup feature)."""
+    _, device = get_device()
+    if "subgroup" not in device.features:
+        return 0
+    return int(run_kernel("subgroup_size", {0: Output((1,), np.uint32)}, (1, 1, 1))[0][0])
+
+
+def device_traits() -> tuple[str, tuple[str, ...], int]:
+    """(adapter type, enabled features, subgroup size): what a model's tuning is chosen from."""
+    _, device = get_device()
+    return adapter_summary()["adapter_type"], tuple(sorted(device.features)), subgroup_size()

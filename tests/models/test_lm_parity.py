@@ -37,7 +37,7 @@ def make_reference_tool():
 
 
 def engine_for(package) -> Engine:
-    tuning = tuning_for(gpu.adapter_summary()["adapter_type"])
+    tuning = tuning_for(*gpu.device_traits())
     return Engine(build_lm_plan(package.config, tensors_of(package), tuning), package.read_stream)
 
 

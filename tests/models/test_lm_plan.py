@@ -24,8 +24,10 @@ def tiny_package(tmp_path_factory):
 
 # Launch shapes change speed, never results: the GPU profile, and one with 3 attention splits over the ring of 8
 # (some empty early on) and small matvec teams, so the split + combine path runs too.
-@pytest.mark.parametrize("tuning", [GPU_TUNING, Tuning({"default": MatvecTuning(64, 16, 2)}, 3)],
-                         ids=["gpu-tuning", "split-attention"])
+# The third uses matvec_q4_subgroup for every matrix, with teams of 4 (any subgroup size here is >= 4).
+@pytest.mark.parametrize("tuning", [GPU_TUNING, Tuning({"default": MatvecTuning(64, 16, 2)}, 3),
+                                    Tuning({"default": MatvecTuning(64, 4, 2, subgroup=True)}, 8)],
+                         ids=["gpu-tuning", "split-attention", "subgroup-matvec"])
 def test_plan_matches_numpy_reference(tiny_package, tuning):
     cfg = tiny_package.config
     plan = build_lm_plan(cfg, tensors_of(tiny_package), tuning)
