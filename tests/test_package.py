@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kyutai_stt import convert, package, quant, synthetic
+from kyutai_stt.config import TINY_LM
 from kyutai_stt.package import PackageError, TensorPlan, open_package
 
 
@@ -33,7 +34,7 @@ def test_manifest_files_sizes_and_hashes(pkg_dir):
     manifest = manifest_of(pkg_dir)
     assert manifest["format"] == package.FORMAT and manifest["format_version"] == package.FORMAT_VERSION
     assert manifest["variant"] == "vad" and manifest["quant"] == "q4"
-    assert manifest["config"]["lm"]["dim"] == 128 and manifest["config"]["derived"]["ffn_dim"] == 352
+    assert manifest["config"]["lm"]["dim"] == 128 and manifest["config"]["derived"]["ffn_dim"] == TINY_LM.ffn_dim == 384
     assert manifest["config"]["mimi"]["ratios"] == [8, 6, 5, 4]
     on_disk = sorted(p.name for p in pkg_dir.iterdir())
     assert on_disk == sorted([f["name"] for f in manifest["files"]] + [package.MANIFEST])
@@ -143,9 +144,9 @@ def test_missing_shard_and_missing_manifest(copy, tmp_path):
 
 def test_manifest_disagreeing_with_gguf(copy):
     manifest = manifest_of(copy)
-    manifest["tensors"]["layers.1.ffn_out"]["streams"]["w"]["offset"] += package.ALIGNMENT
+    manifest["tensors"]["layers.1.ffn_out"]["streams"]["qs"]["offset"] += package.ALIGNMENT
     (copy / package.MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(PackageError, match="GGUF tensor 'layers.1.ffn_out.w' is not where the manifest places it"):
+    with pytest.raises(PackageError, match="GGUF tensor 'layers.1.ffn_out.qs' is not where the manifest places it"):
         open_package(copy, verify_hashes=False)
 
 

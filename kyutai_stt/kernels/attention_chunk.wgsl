@@ -197,8 +197,9 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
                           rotate(vec2<f32>(projected[k_at + 2u], projected[k_at + 3u]), second));
         chunk_keys[j * quads + quad] = k;
         if (j == t) {
-            q_rotated[quad] = vec4<f32>(rotate(vec2<f32>(projected[4u * quad], projected[4u * quad + 1u]), first),
-                                        rotate(vec2<f32>(projected[4u * quad + 2u], projected[4u * quad + 3u]), second));
+            let q_at = 4u * quad;
+            q_rotated[quad] = vec4<f32>(rotate(vec2<f32>(projected[q_at], projected[q_at + 1u]), first),
+                                        rotate(vec2<f32>(projected[q_at + 2u], projected[q_at + 3u]), second));
             let slot = (position % RING) * quads + quad;
             kv[keys + slot] = k;
             let v_at = HEAD_DIM + (STEPS + t) * HEAD_DIM + 4u * quad;

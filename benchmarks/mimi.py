@@ -1,0 +1,203 @@
+"""Benchmark: the Mimi encoder plan (1920 samples -> 32 codes) on the native engine, as one line: ms per frame.
+
+    python benchmarks/mimi.py                         # synthetic seed-0 Mimi, q4 package policy, 40 frames
+    python benchmarks/mimi.py --package PKG           # a converted package's Mimi tensors
+    python benchmarks/mimi.py --profile               # also GPU time per dispatch group (slowest first)
+    python benchmarks/mimi.py --precision             # no GPU: each precision policy vs the official fp32 encode
+
+The line gives the GPU time of one frame's compute pass (timestamp queries around the pass: the dispatches, their
+barriers; median over the frames) and the wall time per frame with frames submitted back to back and read back
+pipelined, as the engine runs live (this includes the host's per-frame recording of every dispatch). Frames are
+random audio-like noise (the work does not depend on the values); the first frames (pipeline JIT, clocks) are not
+timed. Without timestamp queries only the wall time is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kyutai_stt import gpu, mimi_reference  # noqa: E402
+from kyutai_stt.engine import Engine  # noqa: E402
+from kyutai_stt.models.mimi import build_mimi_plan  # noqa: E402
+
+import wgpu  # noqa: E402  (after kyutai_stt.gpu, which sets the backend environment)
+
+
+def load(package: str | None, quant: str):
+    """(manifest-form tensors, read_stream) of a package's Mimi tensors, or of the synthetic seed-0 Mimi."""
+    if package:
+        from kyutai_stt.package import open_package
+        pkg = open_package(package, verify_hashes=False)
+        tensors = {k: v for k, v in pkg.manifest["tensors"].items() if k.startswith("mimi.")}
+        return tensors, pkg.read_stream, f"package {package} ({pkg.quant})"
+    values = mimi_reference.official_encoder_tensors(0)
+    tensors, streams, _ = mimi_reference.package_tensors(values, None if quant == "f32" else quant)
+    return tensors, streams.__getitem__, f"synthetic seed 0, {quant} policy"
+
+
+def record(engine: Engine, encoder, queries=None, index: int = 0):
+    """One frame's dispatches in one compute pass (as Engine.submit records them), optionally timestamped."""
+    writes = {"query_set": queries, "beginning_of_pass_write_index": index,
+              "end_of_pass_write_index": index + 1} if queries is not None else None
+    compute = encoder.begin_compute_pass(timestamp_writes=writes) if writes else encoder.begin_compute_pass()
+    for pipeline, group, workgroups in engine._commands:
+        compute.set_pipeline(pipeline)
+        compute.set_bind_group(0, group)
+        compute.dispatch_workgroups(*workgroups)
+    compute.end()
+
+
+def gpu_times(engine: Engine, frames: int) -> list[float]:
+    """GPU milliseconds of each of `frames` frames (one timestamped pass each, submitted together)."""
+    device = engine.device
+    queries = device.create_query_set(type="timestamp", count=2 * frames)
+    step = engine.buffers[engine.plan.step_buffer]
+    encoder = device.create_command_encoder()
+    for f in range(frames):
+        record(engine, encoder, queries, 2 * f)
+    resolved = device.create_buffer(size=16 * frames, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+    encoder.resolve_query_set(queries, 0, 2 * frames, resolved, 0)
+    device.queue.write_buffer(step, 0, np.array(engine.plan.step_values(engine.frame), np.uint32))
+    device.queue.submit([encoder.finish()])
+    stamps = np.frombuffer(device.queue.read_buffer(resolved), np.uint64).reshape(frames, 2)
+    return list((stamps[:, 1] - stamps[:, 0]).astype(np.float64) / 1e6)
+
+
+def profile(engine: Engine, repeats: int = 3) -> list[tuple[str, float]]:
+    """GPU milliseconds per dispatch (median of `repeats` frames, one pass per dispatch), summed by label group."""
+    device = engine.device
+    plan = engine.plan
+    count = len(engine._commands)
+    totals: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        queries = device.create_query_set(type="timestamp", count=2 * count)
+        encoder = device.create_command_encoder()
+        for i, (pipeline, group, workgroups) in enumerate(engine._commands):
+            compute = encoder.begin_compute_pass(timestamp_writes={
+                "query_set": queries, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1})
+            compute.set_pipeline(pipeline)
+            compute.set_bind_group(0, group)
+            compute.dispatch_workgroups(*workgroups)
+            compute.end()
+        resolved = device.create_buffer(size=16 * count,
+                                         usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+        encoder.resolve_query_set(queries, 0, 2 * count, resolved, 0)
+        device.queue.submit([encoder.finish()])
+        stamps = np.frombuffer(device.queue.read_buffer(resolved), np.uint64).reshape(count, 2)
+        for d, (begin, end) in zip(plan.dispatches, stamps):
+            group = _group(d.label)
+            totals.setdefault(group, [])
+            totals[group].append(float(end - begin) / 1e6)
+    per_frame = {g: sum(v) / repeats for g, v in totals.items()}
+    return sorted(per_frame.items(), key=lambda kv: -kv[1])
+
+
+def dispatch_floor(engine: Engine, label: str = "mimi.downsample", repeats: int = 88) -> float:
+    """GPU microseconds per dispatch of one small dispatch repeated back to back in one pass (each writes what the
+    next one overwrites, so the host inserts a barrier between them, as between a frame's dependent dispatches)."""
+    device = engine.device
+    index = [d.label for d in engine.plan.dispatches].index(label)
+    pipeline, group, workgroups = engine._commands[index]
+    queries = device.create_query_set(type="timestamp", count=2)
+    encoder = device.create_command_encoder()
+    compute = encoder.begin_compute_pass(timestamp_writes={
+        "query_set": queries, "beginning_of_pass_write_index": 0, "end_of_pass_write_index": 1})
+    for _ in range(repeats):
+        compute.set_pipeline(pipeline)
+        compute.set_bind_group(0, group)
+        compute.dispatch_workgroups(*workgroups)
+    compute.end()
+    resolved = device.create_buffer(size=16, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+    encoder.resolve_query_set(queries, 0, 2, resolved, 0)
+    device.queue.submit([encoder.finish()])
+    begin, end = np.frombuffer(device.queue.read_buffer(resolved), np.uint64)
+    return float(end - begin) / 1e3 / repeats
+
+
+def _group(label: str) -> str:
+    parts = label.split(".")
+    if parts[1] == "layers":                 # mimi.layers.3.ffn_in -> transformer.ffn_in (8 layers summed)
+        return "transformer." + parts[3]
+    if parts[1] == "rvq":
+        return "rvq (32 dispatches)"
+    return ".".join(parts[1:])
+
+
+def precision(frames: int) -> None:
+    """The quantisation error of the Mimi encoder, per precision policy: the numpy reference (float64) on each
+    policy's dequantised weights vs the official fp32 streaming encode of the fixture audio (the f32 line is the
+    reference itself: its distance from moshi is float rounding)."""
+    import wave
+    root = Path(__file__).resolve().parents[1]
+    with np.load(root / "tests" / "fixtures" / "reference_tiny_seed0.npz") as z:
+        official_latents, official_codes = z["mimi_latents"][:frames], z["mimi_codes"][:frames]
+    with wave.open(str(root / "tests" / "fixtures" / "speech_en_fr_24k.wav")) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+    values = mimi_reference.official_encoder_tensors(0)
+    for policy in ("f32", "f16", "q8", "q4"):
+        tensors, _, dequantised = mimi_reference.package_tensors(values, None if policy == "f32" else policy)
+        latents, codes, _ = mimi_reference.encode(dequantised, pcm, frames=frames)
+        error = latents - official_latents
+        relative = float(np.sqrt((error ** 2).sum() / (official_latents ** 2).sum()))
+        equal = codes == official_codes
+        megabytes = sum(s["nbytes"] for t in tensors.values() for s in t["streams"].values()) / 1e6
+        print(f"mimi precision {policy:>3}: {megabytes:6.1f} MB, latent relative RMS error {relative:.2e}, "
+              f"codes equal {equal.mean():6.1%} (semantic {equal[:, 0].mean():6.1%}, acoustic level 1 "
+              f"{equal[:, 1].mean():6.1%}), {frames} frames")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--package", help="a package directory (default: synthetic seed-0 Mimi weights)")
+    parser.add_argument("--quant", default="q4", choices=("q4", "q8", "f16", "f32"),
+                        help="precision policy of the synthetic weights (default q4, the package default)")
+    parser.add_argument("--frames", type=int, default=0, help="timed frames (default 40 on a GPU, 6 on a CPU)")
+    parser.add_argument("--tuning", default="auto", choices=("auto", "gpu", "cpu"))
+    parser.add_argument("--profile", action="store_true", help="also print GPU time per dispatch group")
+    parser.add_argument("--precision", action="store_true",
+                        help="instead: each precision policy's error vs the official encode (numpy, ~10 s each)")
+    args = parser.parse_args()
+    if args.precision:
+        precision(args.frames or 150)
+        return 0
+
+    summary = gpu.adapter_summary()
+    cpu = summary["adapter_type"].lower() == "cpu"
+    tuning = args.tuning if args.tuning != "auto" else ("cpu" if cpu else "gpu")
+    frames = args.frames or (6 if cpu else 40)
+    tensors, read, source = load(args.package, args.quant)
+    plan = build_mimi_plan(tensors, tuning=tuning)
+    engine = Engine(plan, read)
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal((frames + 3, 1920))).astype(np.float32)
+    for f in range(3):                       # JIT compilation, first-frame paths, clocks
+        engine.submit({"pcm": audio[f]})
+    engine.drain()
+    start = time.perf_counter()
+    for f in range(frames):
+        engine.submit({"pcm": audio[3 + f]})
+    engine.drain()
+    wall = (time.perf_counter() - start) / frames * 1e3
+    timing = ""
+    if "timestamp-query" in engine.device.features:
+        times = gpu_times(engine, frames)
+        timing = f"GPU {statistics.median(times):.3f} ms per frame (min {min(times):.3f}), "
+    print(f"mimi: {timing}wall {wall:.3f} ms per frame pipelined; {len(plan.dispatches)} dispatches, "
+          f"{frames} frames, tuning {tuning}, {source}, on {summary['name']} ({summary['backend']})")
+    if args.profile and "timestamp-query" in engine.device.features:
+        for group, ms in profile(engine):
+            print(f"  {group:<32} {ms:8.3f} ms")
+        floor = min(dispatch_floor(engine) for _ in range(3))
+        print(f"  (one small dependent dispatch in a pass: {floor:.1f} us; x {len(plan.dispatches)} dispatches = "
+              f"{floor * len(plan.dispatches) / 1e3:.3f} ms per frame)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

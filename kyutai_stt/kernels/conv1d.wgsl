@@ -1,0 +1,357 @@
+// Streaming 1-D convolution over time-major activations (a linear layer when TAPS = 1), weights in any package
+// format dequantised on the fly, with a fused input transform, a fused epilogue and the conv history kept in
+// double-buffered regions (no copy dispatch). Mimi's encoder runs every conv and linear layer through it.
+//
+//   W: [C_OUT, K] in the package layout of FORMAT (0 f32, 1 f16, 2 q8, 3 q4: kyutai_stt/quant.py), K = TAPS * C_IN,
+//      column = tap * C_IN + c_in (docs/weights.md: convs are stored k-major);   K % 32 == 0
+//   X: time-major rows of C_IN floats; region r of X starts at X_OFFSET + r * X_REGION (one region when X_REGION
+//      is 0). The window of output step t is the K contiguous floats at row t * STRIDE of the current region:
+//        win(t)[j] = X[x_base + t * STRIDE * C_IN + j],   x_base = X_OFFSET + parity * X_REGION
+//      (a producer with history P wrote the P rows before this frame's rows, so the window spans both).
+//      REPLICATE: on the first frame (frame_values[POSITION_INDEX] == 0) rows < X_HISTORY read row X_HISTORY
+//      instead: moshi's replicate padding of the downsampling conv.
+//   in(win)[j] by INPUT_MODE: 0 plain; 1 ELU (alpha 1); 2 LayerNorm over the window (TAPS = 1, K = C_IN):
+//        (v - mean) * inverseSqrt(var + EPS) * params[NORM_OFFSET + j] + params[NORM_OFFSET + K + j]
+//   acc[t, o] = sum_j W[o, j] * in(win(t))[j]
+//   v = acc (+ params[BIAS_OFFSET + o] if HAS_BIAS) (* params[SCALE_OFFSET + o] if HAS_SCALE)
+//         (+ residual[r_base + (R_ROW + t) * C_OUT + o] if HAS_RESIDUAL,  r_base = R_OFFSET + parity * R_REGION)
+//         (+ y[current destination] if ACCUMULATE)
+//   v = act(v) by OUTPUT_MODE: 0 none; 1 ELU; 2 GELU (exact: 0.5 v (1 + erf(v / sqrt 2)), erf below)
+//   y[y_base + (Y_HISTORY + t) * C_OUT + o] = v,   y_base = Y_OFFSET + parity * Y_REGION
+//   and, for the consumer's history (Y_HISTORY > 0, Y_REGION > 0), the last Y_HISTORY steps also go to the front
+//   of the other region: y[Y_OFFSET + (1 - parity) * Y_REGION + (t - (T_OUT - Y_HISTORY)) * C_OUT + o] = v
+//   where parity = frame_values[PARITY_INDEX] (the frame index modulo 2): next frame reads the other region, whose
+//   first Y_HISTORY rows then hold this frame's last rows. Zero-filled state regions = zero padding at the start.
+//
+// Bindings (group 0): 0 = W (read, u32 words as vec4: the f32/f16 `w` stream or the q8/q4 `qs` stream),
+//   1 = scales (read, u32: the `d` stream of q8/q4; bind any buffer otherwise), 2 = x (read), 3 = y (read_write),
+//   4 = params (read, f32 vectors: biases, LayerScales, LayerNorm weight then bias, at 16-byte aligned offsets),
+//   5 = residual (read; bind any buffer but y when unused), 6 = step (read, u32: the plan's step buffer).
+// Dispatch: (ceil(C_OUT / (TEAMS_O * ROWS_PER_THREAD)), ceil(T_OUT / (TEAMS_T * STEPS_PER_THREAD)), 1) workgroups
+//   of WORKGROUP_SIZE invocations; TEAMS_O = WORKGROUP_SIZE / (THREADS_PER_ROW * TEAMS_T).
+// Work split: a team of THREADS_PER_ROW invocations owns ROWS_PER_THREAD output channels x STEPS_PER_THREAD steps
+//   and splits K into 32-column units between its members (neighbours read neighbouring units: coalesced); every
+//   8-column chunk of weights is read once per row and used for all the thread's steps. Members' sums meet in
+//   workgroup memory (one barrier); the member writing an output adds them. kyutai_stt.models.mimi._tiling
+//   chooses the split per layer and device kind.
+// Constraints (the host checks them): K % 32 == 0, C_IN % 4 == 0, all offsets and regions multiples of 4,
+//   ROWS_PER_THREAD <= 4, STEPS_PER_THREAD <= 4, WORKGROUP_SIZE % (THREADS_PER_ROW * TEAMS_T) == 0,
+//   LayerNorm: K == C_IN and TEAMS_T * STEPS_PER_THREAD <= 16.
+//
+// erf: Juffa's single-precision erff (max error 1.16 ulp = 6.9e-8 absolute over [-6, 6] with a correctly rounded
+// exp, measured against math.erf on 1.2M points); WGSL's exp may add a few ulp on the |x| > 0.93 branch.
+
+override FORMAT: u32;
+override C_OUT: u32;
+override K: u32;
+override C_IN: u32 = K;
+override T_OUT: u32;
+override STRIDE: u32 = 1u;
+
+override X_OFFSET: u32 = 0u;
+override X_REGION: u32 = 0u;
+override X_HISTORY: u32 = 0u;
+override REPLICATE: bool = false;
+override Y_OFFSET: u32 = 0u;
+override Y_REGION: u32 = 0u;
+override Y_HISTORY: u32 = 0u;
+override R_OFFSET: u32 = 0u;
+override R_REGION: u32 = 0u;
+override R_ROW: u32 = 0u;
+
+override INPUT_MODE: u32 = 0u;
+override OUTPUT_MODE: u32 = 0u;
+override HAS_BIAS: bool = false;
+override HAS_SCALE: bool = false;
+override HAS_RESIDUAL: bool = false;
+override ACCUMULATE: bool = false;
+override BIAS_OFFSET: u32 = 0u;
+override SCALE_OFFSET: u32 = 0u;
+override NORM_OFFSET: u32 = 0u;
+override EPS: f32 = 1e-5;
+
+override PARITY_INDEX: u32 = 0u;
+override POSITION_INDEX: u32 = 0u;
+
+override WORKGROUP_SIZE: u32 = 64u;
+override THREADS_PER_ROW: u32 = 1u;
+override TEAMS_T: u32 = 1u;
+override ROWS_PER_THREAD: u32 = 4u;
+override STEPS_PER_THREAD: u32 = 4u;
+
+const FORMAT_F32 = 0u;
+const FORMAT_F16 = 1u;
+const FORMAT_Q8 = 2u;
+const FORMAT_Q4 = 3u;
+const MODE_ELU = 1u;
+const MODE_LAYER_NORM = 2u;
+const MODE_GELU = 2u;
+const MAX_ROWS = 4u;
+const MAX_STEPS = 4u;
+const MAX_NORM_STEPS = 16u;
+
+@group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> scales: array<u32>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> params: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(6) var<storage, read> frame_values: array<u32>;
+
+// Team members' sums [sum index][invocation]; also the LayerNorm statistics' reduction scratch.
+var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE * ROWS_PER_THREAD * STEPS_PER_THREAD>;
+// (mean, 1 / std) of each of the workgroup's steps (LayerNorm input mode).
+var<workgroup> norm_stats: array<vec2<f32>, MAX_NORM_STEPS>;
+
+// expm1 without cancellation near 0 (Kahan): exact where exp rounds to 1, else (u - 1) * v / log(u).
+fn expm1(v: f32) -> f32 {
+    let u = exp(v);
+    if (u == 1.0) {
+        return v;
+    }
+    let um1 = u - 1.0;
+    if (um1 == -1.0) {
+        return -1.0;
+    }
+    return um1 * v / log(u);
+}
+
+fn elu(v: f32) -> f32 {
+    return select(expm1(v), v, v > 0.0);
+}
+
+fn elu4(v: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(elu(v.x), elu(v.y), elu(v.z), elu(v.w));
+}
+
+// Single-precision erf (N. Juffa): max error 1.16 ulp with a correctly rounded exp.
+fn erf(a: f32) -> f32 {
+    let t = abs(a);
+    let s = a * a;
+    if (t > 0.927734375) {
+        var r = fma(-1.72853470e-5, t, 3.83197126e-4);
+        let u = fma(-3.88396438e-3, t, 2.42546219e-2);
+        r = fma(r, s, u);
+        r = fma(r, t, -1.06777877e-1);
+        r = fma(r, t, -6.34846687e-1);
+        r = fma(r, t, -1.28717512e-1);
+        r = fma(r, t, -t);
+        return sign(a) * (1.0 - exp(r));
+    }
+    var r = -5.96761703e-4;
+    r = fma(r, s, 4.99119423e-3);
+    r = fma(r, s, -2.67681349e-2);
+    r = fma(r, s, 1.12819925e-1);
+    r = fma(r, s, -3.76125336e-1);
+    r = fma(r, s, 1.28379166e-1);
+    return fma(r, a, a);
+}
+
+fn gelu(v: f32) -> f32 {
+    return 0.5 * v * (1.0 + erf(v * 0.70710678118654752));
+}
+
+fn param(i: u32) -> f32 {
+    return params[i / 4u][i % 4u];
+}
+
+// Weights W[row, col .. col + 8) (col % 8 == 0) as two vec4, dequantised exactly as quant.dequantize does.
+fn weights8(row: u32, col: u32) -> array<vec4<f32>, 2> {
+    let index = row * K + col;   // element index; multiple of 8
+    if (FORMAT == FORMAT_F32) {
+        return array(bitcast<vec4<f32>>(w[index / 4u]), bitcast<vec4<f32>>(w[index / 4u + 1u]));
+    } else if (FORMAT == FORMAT_F16) {
+        let words = w[index / 8u];
+        return array(vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y)),
+                     vec4<f32>(unpack2x16float(words.z), unpack2x16float(words.w)));
+    }
+    let block = index / 32u;
+    let scale = unpack2x16float(scales[block / 2u])[block % 2u];
+    if (FORMAT == FORMAT_Q8) {
+        let words = w[index / 16u];
+        let pair = select(words.xy, words.zw, (index / 8u) % 2u == 1u);
+        let shifts = vec4<u32>(24u, 16u, 8u, 0u);
+        let low = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.x) << shifts) >> vec4<u32>(24u));
+        let high = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.y) << shifts) >> vec4<u32>(24u));
+        return array(low * scale, high * scale);
+    }
+    let word = w[index / 32u][(index / 8u) % 4u];
+    let mask = vec4<u32>(0xFu);
+    let low = vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) - 8.0;
+    let high = vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) - 8.0;
+    return array(low * scale, high * scale);
+}
+
+fn parity() -> u32 {
+    return frame_values[PARITY_INDEX] % 2u;
+}
+
+// Float index of window element j of step t (REPLICATE handled).
+fn window_index(t: u32, j: u32, x_base: u32, first_frame: bool) -> u32 {
+    var flat = t * STRIDE * C_IN + j;
+    if (REPLICATE && first_frame && flat < X_HISTORY * C_IN) {
+        flat = X_HISTORY * C_IN + flat % C_IN;
+    }
+    return x_base + flat;
+}
+
+// Inputs in(win(t))[col .. col + 8) as two vec4 (col % 8 == 0; 8 consecutive columns never straddle two rows).
+fn inputs8(t: u32, col: u32, x_base: u32, first_frame: bool, local_step: u32) -> array<vec4<f32>, 2> {
+    let index = window_index(t, col, x_base, first_frame) / 4u;
+    var a = x[index];
+    var b = x[index + 1u];
+    if (INPUT_MODE == MODE_ELU) {
+        a = elu4(a);
+        b = elu4(b);
+    } else if (INPUT_MODE == MODE_LAYER_NORM) {
+        let stats = norm_stats[local_step];
+        let p = (NORM_OFFSET + col) / 4u;
+        let q = (NORM_OFFSET + K + col) / 4u;
+        a = (a - stats.x) * stats.y * params[p] + params[q];
+        b = (b - stats.x) * stats.y * params[p + 1u] + params[q + 1u];
+    }
+    return array(a, b);
+}
+
+// partial_sums[i * WORKGROUP_SIZE] = sum over lanes of partial_sums[i * WORKGROUP_SIZE + lane], for i < count
+// (uniform control flow: a tree over the lanes, all count sums at once).
+fn workgroup_sums(count: u32, lane: u32) {
+    workgroupBarrier();
+    var active_count = WORKGROUP_SIZE;
+    while (active_count > 1u) {
+        let upper_half_start = (active_count + 1u) / 2u;
+        if (lane + upper_half_start < active_count) {
+            for (var i = 0u; i < count; i++) {
+                partial_sums[i * WORKGROUP_SIZE + lane] += partial_sums[i * WORKGROUP_SIZE + lane + upper_half_start];
+            }
+        }
+        workgroupBarrier();
+        active_count = upper_half_start;
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let teams_o = WORKGROUP_SIZE / (THREADS_PER_ROW * TEAMS_T);
+    let team = lane / THREADS_PER_ROW;
+    let member = lane % THREADS_PER_ROW;
+    let team_o = team % teams_o;
+    let team_t = team / teams_o;
+    let first_row = (workgroup.x * teams_o + team_o) * ROWS_PER_THREAD;
+    let workgroup_first_step = workgroup.y * TEAMS_T * STEPS_PER_THREAD;
+    let first_step = workgroup_first_step + team_t * STEPS_PER_THREAD;
+
+    let p = parity();
+    let x_base = X_OFFSET + p * X_REGION;
+    let first_frame = REPLICATE && frame_values[POSITION_INDEX] == 0u;
+
+    if (INPUT_MODE == MODE_LAYER_NORM) {
+        // Two-pass mean and variance of each of the workgroup's windows (biased variance, as torch), all the
+        // workgroup's steps reduced together (partial_sums[s * WORKGROUP_SIZE + lane]).
+        let norm_steps = TEAMS_T * STEPS_PER_THREAD;
+        for (var s = 0u; s < norm_steps; s++) {
+            let t = min(workgroup_first_step + s, T_OUT - 1u);
+            var sum = 0.0;
+            for (var j = lane; j < K; j += WORKGROUP_SIZE) {
+                sum += x[window_index(t, j, x_base, first_frame) / 4u][j % 4u];
+            }
+            partial_sums[s * WORKGROUP_SIZE + lane] = sum;
+        }
+        workgroup_sums(norm_steps, lane);
+        var means: array<f32, MAX_NORM_STEPS>;
+        for (var s = 0u; s < norm_steps; s++) {
+            means[s] = partial_sums[s * WORKGROUP_SIZE] / f32(K);
+        }
+        workgroupBarrier();
+        for (var s = 0u; s < norm_steps; s++) {
+            let t = min(workgroup_first_step + s, T_OUT - 1u);
+            var squares = 0.0;
+            for (var j = lane; j < K; j += WORKGROUP_SIZE) {
+                let d = x[window_index(t, j, x_base, first_frame) / 4u][j % 4u] - means[s];
+                squares += d * d;
+            }
+            partial_sums[s * WORKGROUP_SIZE + lane] = squares;
+        }
+        workgroup_sums(norm_steps, lane);
+        if (lane < norm_steps) {
+            let variance = partial_sums[lane * WORKGROUP_SIZE] / f32(K);
+            norm_stats[lane] = vec2<f32>(means[lane], inverseSqrt(variance + EPS));
+        }
+        workgroupBarrier();
+    }
+
+    var sums: array<f32, 16>;   // [row * MAX_STEPS + step]
+    for (var unit = member; unit < K / 32u; unit += THREADS_PER_ROW) {
+        for (var chunk = 0u; chunk < 4u; chunk++) {
+            let col = unit * 32u + chunk * 8u;
+            var inputs: array<vec4<f32>, 8>;   // [2 * step + half]
+            for (var s = 0u; s < STEPS_PER_THREAD; s++) {
+                // Steps past the end repeat the last step (uniform work) and are never written.
+                let t = min(first_step + s, T_OUT - 1u);
+                let v = inputs8(t, col, x_base, first_frame, team_t * STEPS_PER_THREAD + s);
+                inputs[2u * s] = v[0];
+                inputs[2u * s + 1u] = v[1];
+            }
+            for (var r = 0u; r < ROWS_PER_THREAD; r++) {
+                let wv = weights8(min(first_row + r, C_OUT - 1u), col);
+                for (var s = 0u; s < STEPS_PER_THREAD; s++) {
+                    sums[r * MAX_STEPS + s] += dot(wv[0], inputs[2u * s]) + dot(wv[1], inputs[2u * s + 1u]);
+                }
+            }
+        }
+    }
+
+    if (THREADS_PER_ROW > 1u) {
+        // Members' sums side by side, [sum index][invocation]; after one barrier, the member that writes an
+        // output adds its team's THREADS_PER_ROW partial sums (independent loads, no further barrier).
+        for (var i = 0u; i < ROWS_PER_THREAD * STEPS_PER_THREAD; i++) {
+            partial_sums[i * WORKGROUP_SIZE + lane] = sums[(i / STEPS_PER_THREAD) * MAX_STEPS + i % STEPS_PER_THREAD];
+        }
+        workgroupBarrier();
+    }
+
+    let r_base = R_OFFSET + p * R_REGION;
+    let y_base = Y_OFFSET + p * Y_REGION;
+    let y_other = Y_OFFSET + (1u - p) * Y_REGION;
+    let team_lane = team * THREADS_PER_ROW;
+    // Each member writes some of its team's outputs.
+    for (var i = member; i < ROWS_PER_THREAD * STEPS_PER_THREAD; i += THREADS_PER_ROW) {
+        let r = i / STEPS_PER_THREAD;
+        let s = i % STEPS_PER_THREAD;
+        let o = first_row + r;
+        let t = first_step + s;
+        if (o < C_OUT && t < T_OUT) {
+            var v: f32;
+            if (THREADS_PER_ROW > 1u) {
+                v = 0.0;
+                for (var m = 0u; m < THREADS_PER_ROW; m++) {
+                    v += partial_sums[i * WORKGROUP_SIZE + team_lane + m];
+                }
+            } else {
+                v = sums[r * MAX_STEPS + s];
+            }
+            if (HAS_BIAS) {
+                v += param(BIAS_OFFSET + o);
+            }
+            if (HAS_SCALE) {
+                v *= param(SCALE_OFFSET + o);
+            }
+            if (HAS_RESIDUAL) {
+                v += residual[r_base + (R_ROW + t) * C_OUT + o];
+            }
+            let destination = y_base + (Y_HISTORY + t) * C_OUT + o;
+            if (ACCUMULATE) {
+                v += y[destination];
+            }
+            if (OUTPUT_MODE == MODE_ELU) {
+                v = elu(v);
+            } else if (OUTPUT_MODE == MODE_GELU) {
+                v = gelu(v);
+            }
+            y[destination] = v;
+            if (Y_REGION > 0u && Y_HISTORY > 0u && t + Y_HISTORY >= T_OUT) {
+                y[y_other + (t + Y_HISTORY - T_OUT) * C_OUT + o] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+// Split residual vector quantisation, one level per dispatch: nearest codebook entry by
+// argmin_e (|c_e|^2 - 2 r . c_e) (= argmin |r - c_e|, ties -> lowest index), residual r -= c_code.
+//
+//   proj:      f32[GROUPS * DIM]        the latent's projection per group (group 0: levels [0, SEMANTIC),
+//                                        group 1: levels [SEMANTIC, LEVELS)), e.g. Mimi's rvq_in output
+//   codebooks: [LEVELS * BINS, DIM]     in the package layout of FORMAT (0 f32, 1 f16, 2 q8, 3 q4); entry e of
+//                                        level l = row l * BINS + e
+//   sqnorms:   f32[LEVELS * BINS]       |c|^2 of each entry as stored (dequantised)
+//   partials:  [LEVELS, BLOCKS] x (score f32 bits, index u32)   each workgroup's best entry of a level
+//   codes:     u32[CODES_OFFSET + LEVELS]
+//
+//   residuals: f32[LEVELS, DIM]          the residual each level quantises (scratch, rewritten every frame)
+//
+// Dispatch LEVEL (1 <= LEVEL < LEVELS): workgroup (b, job) scores entries [b * ENTRIES, (b + 1) * ENTRIES) of
+//   level l = LEVEL (job 0) or l = 0 (job 1: dispatched only with LEVEL == 1, so that the two groups' first levels
+//   run together). Its residual: r = proj[group] at the group's first level, else
+//   r = residuals[l - 1] - codebook[l - 1][code_{l-1}], code_{l-1} resolved from level l - 1's partials by every
+//   workgroup (cheap: BLOCKS pairs); workgroup 0 also writes codes[l - 1] and residuals[l] (read by dispatch l + 1).
+//   The subtraction order is moshi's (residual = residual - quantized, level by level).
+// LEVEL == LEVELS (the last dispatch): job 0 resolves level LEVELS - 1 and job 1 level SEMANTIC - 1 (the groups'
+//   last levels) into codes.
+//
+// Bindings (group 0): 0 = codebooks (read, u32 words as vec4: `w` or `qs`), 1 = scales (read, u32: the `d`
+//   stream; bind any buffer for f32/f16), 2 = sqnorms (read), 3 = proj (read), 4 = partials (read_write),
+//   5 = codes (read_write, u32), 6 = residuals (read_write).
+// Dispatch: (BINS / ENTRIES, 2 if LEVEL == 1 else 1, 1) for LEVEL = 1 .. LEVELS - 1, then (1, 2, 1) with
+//   LEVEL = LEVELS; workgroups of WORKGROUP_SIZE invocations.
+//   ENTRIES = (WORKGROUP_SIZE / THREADS_PER_ENTRY) * ENTRIES_PER_THREAD; BLOCKS = BINS / ENTRIES.
+// Constraints: DIM % 32 == 0, THREADS_PER_ENTRY <= DIM / 32, ENTRIES_PER_THREAD <= 4, BINS % ENTRIES == 0,
+//   BLOCKS <= WORKGROUP_SIZE.
+
+override FORMAT: u32;
+override DIM: u32;
+override BINS: u32;
+override LEVELS: u32;
+override SEMANTIC: u32 = 1u;
+override LEVEL: u32 = 1u;
+override CODES_OFFSET: u32 = 0u;
+override WORKGROUP_SIZE: u32 = 256u;
+override THREADS_PER_ENTRY: u32 = 8u;
+override ENTRIES_PER_THREAD: u32 = 2u;
+
+const FORMAT_F32 = 0u;
+const FORMAT_F16 = 1u;
+const FORMAT_Q8 = 2u;
+const NONE = 0xFFFFFFFFu;
+const HIGHEST = 3.402823e38;
+
+@group(0) @binding(0) var<storage, read> books: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> scales: array<u32>;
+@group(0) @binding(2) var<storage, read> sqnorms: array<f32>;
+@group(0) @binding(3) var<storage, read> proj: array<f32>;
+@group(0) @binding(4) var<storage, read_write> partials: array<vec2<u32>>;
+@group(0) @binding(5) var<storage, read_write> codes: array<u32>;
+@group(0) @binding(6) var<storage, read_write> residuals: array<f32>;
+
+var<workgroup> residual: array<f32, DIM>;
+var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE * ENTRIES_PER_THREAD>;
+var<workgroup> best_scores: array<f32, WORKGROUP_SIZE>;
+var<workgroup> best_indices: array<u32, WORKGROUP_SIZE>;
+
+// Entry row [col, col + 8) as two vec4 (as conv1d.wgsl's weights8).
+fn entry8(row: u32, col: u32) -> array<vec4<f32>, 2> {
+    let index = row * DIM + col;
+    if (FORMAT == FORMAT_F32) {
+        return array(bitcast<vec4<f32>>(books[index / 4u]), bitcast<vec4<f32>>(books[index / 4u + 1u]));
+    } else if (FORMAT == FORMAT_F16) {
+        let words = books[index / 8u];
+        return array(vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y)),
+                     vec4<f32>(unpack2x16float(words.z), unpack2x16float(words.w)));
+    }
+    let block = index / 32u;
+    let scale = unpack2x16float(scales[block / 2u])[block % 2u];
+    if (FORMAT == FORMAT_Q8) {
+        let words = books[index / 16u];
+        let pair = select(words.xy, words.zw, (index / 8u) % 2u == 1u);
+        let shifts = vec4<u32>(24u, 16u, 8u, 0u);
+        let low = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.x) << shifts) >> vec4<u32>(24u));
+        let high = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.y) << shifts) >> vec4<u32>(24u));
+        return array(low * scale, high * scale);
+    }
+    let word = books[index / 32u][(index / 8u) % 4u];
+    let mask = vec4<u32>(0xFu);
+    let low = vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) - 8.0;
+    let high = vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) - 8.0;
+    return array(low * scale, high * scale);
+}
+
+// Element d of entry `row`, dequantised alone.
+fn entry_element(row: u32, d: u32) -> f32 {
+    let index = row * DIM + d;
+    if (FORMAT == FORMAT_F32) {
+        return bitcast<f32>(books[index / 4u][index % 4u]);
+    } else if (FORMAT == FORMAT_F16) {
+        return unpack2x16float(books[index / 8u][(index / 2u) % 4u])[index % 2u];
+    }
+    let block = index / 32u;
+    let scale = unpack2x16float(scales[block / 2u])[block % 2u];
+    if (FORMAT == FORMAT_Q8) {
+        let word = books[index / 16u][(index / 4u) % 4u];
+        return f32(bitcast<i32>(word << (24u - 8u * (index % 4u))) >> 24u) * scale;
+    }
+    let word = books[index / 32u][(index / 8u) % 4u];
+    return (f32((word >> (4u * (index % 8u))) & 0xFu) - 8.0) * scale;
+}
+
+fn beats(score: f32, index: u32, best_score: f32, best_index: u32) -> bool {
+    return score < best_score || (score == best_score && index < best_index);
+}
+
+// The code of `level`: the best of its BLOCKS partial results. The partials are loaded in parallel into workgroup
+// memory, then every invocation scans them (call in uniform control flow: it has a barrier).
+fn resolve_level(level: u32, lane: u32) -> u32 {
+    let blocks = BINS / ((WORKGROUP_SIZE / THREADS_PER_ENTRY) * ENTRIES_PER_THREAD);
+    for (var b = lane; b < blocks; b += WORKGROUP_SIZE) {
+        let p = partials[level * blocks + b];
+        best_scores[b] = bitcast<f32>(p.x);
+        best_indices[b] = p.y;
+    }
+    workgroupBarrier();
+    var best_score = HIGHEST;
+    var best_index = NONE;
+    for (var b = 0u; b < min(blocks, WORKGROUP_SIZE); b++) {
+        if (beats(best_scores[b], best_indices[b], best_score, best_index)) {
+            best_score = best_scores[b];
+            best_index = best_indices[b];
+        }
+    }
+    workgroupBarrier();   // best_scores[] is reused
+    return select(best_index, 0u, best_index == NONE);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    if (LEVEL == LEVELS) {
+        let last = select(LEVELS - 1u, SEMANTIC - 1u, workgroup.y == 1u);
+        let code = resolve_level(last, lane);
+        if (lane == 0u) {
+            codes[CODES_OFFSET + last] = code;
+        }
+        return;
+    }
+    let level = select(LEVEL, 0u, workgroup.y == 1u);
+    let group = select(1u, 0u, level < SEMANTIC);
+    let group_start = select(SEMANTIC, 0u, level < SEMANTIC);
+
+    // The residual of this level.
+    var previous = NONE;
+    if (level > group_start) {
+        previous = resolve_level(level - 1u, lane);
+        if (workgroup.x == 0u && lane == 0u) {
+            codes[CODES_OFFSET + level - 1u] = previous;
+        }
+    }
+    for (var d = lane; d < DIM; d += WORKGROUP_SIZE) {
+        var r: f32;
+        if (level == group_start) {
+            r = proj[group * DIM + d];
+        } else {
+            r = residuals[(level - 1u) * DIM + d] - entry_element((level - 1u) * BINS + previous, d);
+        }
+        residual[d] = r;
+        if (workgroup.x == 0u) {
+            residuals[level * DIM + d] = r;
+        }
+    }
+    workgroupBarrier();
+
+    // Scores: a team of THREADS_PER_ENTRY invocations per ENTRIES_PER_THREAD entries, splitting DIM in units of 32.
+    let teams = WORKGROUP_SIZE / THREADS_PER_ENTRY;
+    let team = lane / THREADS_PER_ENTRY;
+    let member = lane % THREADS_PER_ENTRY;
+    let first_entry = (workgroup.x * teams + team) * ENTRIES_PER_THREAD;
+    var sums: array<f32, 4>;
+    for (var unit = member; unit < DIM / 32u; unit += THREADS_PER_ENTRY) {
+        for (var chunk = 0u; chunk < 4u; chunk++) {
+            let col = unit * 32u + chunk * 8u;
+            let ra = vec4<f32>(residual[col], residual[col + 1u], residual[col + 2u], residual[col + 3u]);
+            let rb = vec4<f32>(residual[col + 4u], residual[col + 5u], residual[col + 6u], residual[col + 7u]);
+            for (var e = 0u; e < ENTRIES_PER_THREAD; e++) {
+                let c = entry8(level * BINS + first_entry + e, col);
+                sums[e] += dot(c[0], ra) + dot(c[1], rb);
+            }
+        }
+    }
+    for (var e = 0u; e < ENTRIES_PER_THREAD; e++) {
+        partial_sums[e * WORKGROUP_SIZE + lane] = sums[e];
+    }
+    workgroupBarrier();
+    var active_count = THREADS_PER_ENTRY;
+    while (active_count > 1u) {
+        let upper_half_start = (active_count + 1u) / 2u;
+        if (member + upper_half_start < active_count) {
+            for (var e = 0u; e < ENTRIES_PER_THREAD; e++) {
+                let index = e * WORKGROUP_SIZE + lane;
+                partial_sums[index] += partial_sums[index + upper_half_start];
+            }
+        }
+        workgroupBarrier();
+        active_count = upper_half_start;
+    }
+
+    // The workgroup's best entry: each team leader offers its entries, then a tree reduction.
+    var best_score = HIGHEST;
+    var best_index = NONE;
+    if (member == 0u) {
+        for (var e = 0u; e < ENTRIES_PER_THREAD; e++) {
+            let entry = first_entry + e;
+            let score = sqnorms[level * BINS + entry] - 2.0 * partial_sums[e * WORKGROUP_SIZE + lane];
+            if (beats(score, entry, best_score, best_index)) {
+                best_score = score;
+                best_index = entry;
+            }
+        }
+    }
+    best_scores[lane] = best_score;
+    best_indices[lane] = best_index;
+    workgroupBarrier();
+    var count = WORKGROUP_SIZE;
+    while (count > 1u) {
+        let upper_half_start = (count + 1u) / 2u;
+        if (lane + upper_half_start < count) {
+            let other = lane + upper_half_start;
+            if (beats(best_scores[other], best_indices[other], best_scores[lane], best_indices[lane])) {
+                best_scores[lane] = best_scores[other];
+                best_indices[lane] = best_indices[other];
+            }
+        }
+        workgroupBarrier();
+        count = upper_half_start;
+    }
+    if (lane == 0u) {
+        let blocks = BINS / (teams * ENTRIES_PER_THREAD);
+        partials[level * blocks + workgroup.x] = vec2<u32>(bitcast<u32>(best_scores[0]), best_indices[0]);
+    }
+}

@@ -1,0 +1,325 @@
+"""The Mimi encode path, defined once: 1920 samples of 24 kHz PCM in, 32 codes out, as plan dispatches.
+
+The network is moshi 0.2.13's streaming MimiModel encode (docs/mimi.md; numpy twin: kyutai_stt/mimi_reference.py):
+SEANet (conv_in, 4 stages of residual block + strided conv, conv_out) at 24 kHz -> 25 Hz, the 8-layer transformer
+on the frame's 2 steps, the 25 -> 12.5 Hz downsample, the rvq_in projection and the split RVQ.
+
+How it maps to kernels (all buffers are named `mimi.*`):
+- Activations are time-major ([T, C], channels contiguous). Every conv and linear layer is one conv1d.wgsl
+  dispatch: the window of output step t is one contiguous run of k * C_in floats, and the package stores convs as
+  [C_out, k * C_in] k-major matrices (docs/weights.md), so a conv is a matrix times a strided set of windows.
+- Conv histories (the last k - stride input rows, zero at reset) cost no dispatch: an activation that a conv reads
+  with history P lives in a state buffer of two regions of (P + T) rows; at frame n the producer writes its T rows
+  after the P history rows of region n % 2, and also its last P rows to the front of region (n + 1) % 2, which is
+  what frame n + 1 reads. The frame's parity is a step field.
+- ELU is fused into the consumer (res_conv1 reads ELU(x)) or the producer (values only ever read through an ELU
+  are stored ELU'd); LayerNorm + the QKV projection are fused into the attention kernel (attention_chunk.wgsl:
+  each workgroup projects its own head), LayerNorm into FFN-in, GELU into FFN-in's output, LayerScale and the
+  residual adds into the output projections: 4 dispatches per layer.
+- Transformer: the frame's 2 steps run together (batch of 2: each weight is read once per frame), attention over a
+  ring KV cache of 250 slots written for both steps before either attends (moshi's streaming semantics).
+- RVQ: one dispatch per level (the two groups' first levels share one), each rebuilding its residual from the
+  chosen codes, then a resolve; codes land as u32 in the `codes` buffer the LM step reads.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from ..config import MIMI, MimiConfig
+from ..lm_reference import rope_frequencies
+from ..plan import Plan, PlanBuilder
+
+FORMATS = {"f32": 0, "f16": 1, "q8": 2, "q4": 3}
+INPUT_PLAIN, INPUT_ELU, INPUT_LAYER_NORM = 0, 1, 2
+OUTPUT_PLAIN, OUTPUT_ELU, OUTPUT_GELU = 0, 1, 2
+PCM_HISTORY_REGION = 8         # floats per region of the PCM history (kernel_size - 1 = 6 used)
+STEPS_PER_FRAME = 2            # transformer steps per 80 ms frame (25 Hz)
+TUNINGS = ("gpu", "cpu")       # work splits: see _tiling
+
+
+@dataclass
+class MimiFragment:
+    """What build_mimi added to the builder: the names a caller wires, and the step-field indices."""
+    pcm: str
+    codes: str
+    latent: str
+    position_field: int
+    parity_field: int
+    dispatches: int = 0
+    buffers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Act:
+    """An activation buffer region: rows of `channels` floats; `history` rows precede the frame's `steps` rows
+    in each of the 2 regions (or a single region without history)."""
+    name: str
+    channels: int
+    steps: int
+    history: int = 0
+
+    @property
+    def region(self) -> int:
+        return (self.history + self.steps) * self.channels if self.history else 0
+
+
+class _MimiBuilder:
+    def __init__(self, b: PlanBuilder, tensors: Mapping[str, Mapping], cfg: MimiConfig, step_buffer: str,
+                 ring: int | None, codes_offset: int, tuning: str):
+        if tuning not in TUNINGS:
+            raise ValueError(f"unknown tuning {tuning!r}: one of {', '.join(TUNINGS)}")
+        self.b, self.tensors, self.cfg, self.step, self.tuning = b, tensors, cfg, step_buffer, tuning
+        self.ring = ring or cfg.context
+        self.codes_offset = codes_offset
+        self.weights: dict[str, str] = {}
+        self.start = len(b.dispatches)
+        self.names: list[str] = []
+
+    # ---- buffers -------------------------------------------------------------------------------------------
+    def buffer(self, name, kind, floats, shape=(), dtype="f32", reset_fill=0) -> str:
+        self.names.append(name)
+        return self.b.buffer(name, kind, 4 * int(floats), shape, dtype, reset_fill=reset_fill)
+
+    def act(self, name: str, channels: int, steps: int, history: int = 0, kind: str | None = None) -> _Act:
+        a = _Act(f"mimi.{name}", channels, steps, history)
+        size = 2 * a.region if history else steps * channels
+        self.buffer(a.name, kind or ("state" if history else "scratch"), size,
+                    (2, history + steps, channels) if history else (steps, channels))
+        return a
+
+    def weight(self, *tensor_names: str) -> str:
+        """One weight buffer holding the given tensors' streams back to back (e.g. a LayerNorm's weight + bias),
+        or, for one quantised matrix, its `qs` (or `w`) stream. Returns the buffer name."""
+        key = "+".join(tensor_names)
+        if key in self.weights:
+            return self.weights[key]
+        streams = []
+        for t in tensor_names:
+            entry = self.tensors[t]
+            for stream_key in (("qs",) if "qs" in entry["streams"] else ("w",)):
+                streams.append((f"{t}.{stream_key}", int(entry["streams"][stream_key]["nbytes"])))
+        name = streams[0][0] if len(streams) == 1 else key
+        self.names.append(name)
+        self.weights[key] = self.b.weight(name, streams, tuple(self.tensors[tensor_names[0]]["shape"]), "u32")
+        return self.weights[key]
+
+    def scales(self, tensor: str) -> str:
+        """The `d` stream of a q4/q8 matrix as a buffer, or (f32/f16: unused by the kernel) its weight buffer."""
+        entry = self.tensors[tensor]
+        if "d" not in entry["streams"]:
+            return self.weight(tensor)
+        key = f"{tensor}.d"
+        if key not in self.weights:
+            self.names.append(key)
+            self.weights[key] = self.b.weight(key, [(key, int(entry["streams"]["d"]["nbytes"]))],
+                                              tuple(entry["streams"]["d"]["shape"]), "f16")
+        return self.weights[key]
+
+    def fmt(self, tensor: str) -> int:
+        return FORMATS[self.tensors[tensor]["quant"]]
+
+    # ---- dispatches ----------------------------------------------------------------------------------------
+    def conv(self, label: str, tensor: str, x: _Act, y: _Act, stride: int = 1, *, input_mode=INPUT_PLAIN,
+             output_mode=OUTPUT_PLAIN, bias: str | None = None, scale: str | None = None, norm: tuple | None = None,
+             residual: _Act | None = None, accumulate=False, replicate=False) -> None:
+        c_out, k = (int(v) for v in self.tensors[tensor]["shape"])
+        c_in = x.channels
+        assert k % c_in == 0 and k % 32 == 0 and c_in % 4 == 0, (label, k, c_in)
+        assert y.channels == c_out and x.steps == y.steps * stride, (label, x, y, stride)
+        t_out = y.steps
+        tiling = _tiling(t_out, c_out, k, self.tuning)
+        constants = {"FORMAT": self.fmt(tensor), "C_OUT": c_out, "K": k, "C_IN": c_in, "T_OUT": t_out,
+                     "STRIDE": stride, "X_REGION": x.region, "X_HISTORY": x.history, "REPLICATE": replicate,
+                     "Y_REGION": y.region, "Y_HISTORY": y.history, "INPUT_MODE": input_mode,
+                     "OUTPUT_MODE": output_mode, "HAS_BIAS": bias is not None, "HAS_SCALE": scale is not None,
+                     "HAS_RESIDUAL": residual is not None, "ACCUMULATE": accumulate,
+                     "EPS": self.cfg.layer_norm_eps, "PARITY_INDEX": self.parity, "POSITION_INDEX": self.position,
+                     **tiling["constants"]}
+        if residual is not None:
+            assert residual.channels == c_out
+            constants |= {"R_REGION": residual.region, "R_ROW": residual.history}
+        constants = {k_: v for k_, v in constants.items() if v not in (0, False) or k_ in ("FORMAT",)}
+        # One params buffer per dispatch, at offset 0 (so layers share pipelines): the LayerNorm's weight + bias,
+        # the conv's bias or the LayerScale; unused: bind x (read-only here too).
+        assert sum(v is not None for v in (bias, scale, norm)) <= 1, label
+        params = self.weight(*(norm or [t for t in (bias, scale) if t])) if (norm or bias or scale) else x.name
+        bindings = {0: self.weight(tensor), 1: self.scales(tensor), 2: x.name, 3: y.name, 4: params,
+                    5: residual.name if residual is not None else x.name, 6: self.step}
+        self.b.dispatch("conv1d", bindings, tiling["workgroups"], constants, label=f"mimi.{label}")
+
+    # ---- the network ---------------------------------------------------------------------------------------
+    def build(self, pcm: str, codes: str) -> MimiFragment:
+        cfg, b = self.cfg, self.b
+        self.position = b.step_field("mimi.position", scale=STEPS_PER_FRAME)
+        self.parity = b.step_field("mimi.parity", modulo=2)
+        frame = cfg.frame_size
+        stages = [(cfg.n_filters * 2 ** s, r) for s, r in enumerate(reversed(cfg.ratios))]
+        res_history = cfg.residual_kernel_size - 1
+
+        # conv_in on raw PCM with its own 6-sample history.
+        pcm_history = self.buffer("mimi.pcm_history", "state", 2 * PCM_HISTORY_REGION, (2, PCM_HISTORY_REGION))
+        steps = frame
+        x = self.act("stage0.in", stages[0][0], steps, res_history)
+        c_out, taps = (int(v) for v in self.tensors["mimi.conv_in"]["shape"])
+        assert self.tensors["mimi.conv_in"]["quant"] == "f32" and taps - 1 <= PCM_HISTORY_REGION
+        steps_per_workgroup = 16
+        b.dispatch("conv1d_pcm", {0: self.weight("mimi.conv_in"), 1: self.weight("mimi.conv_in.bias"), 2: pcm,
+                                  3: pcm_history, 4: x.name, 5: self.step},
+                   (math.ceil(frame / steps_per_workgroup),),
+                   {"C_OUT": c_out, "TAPS": taps, "FRAME": frame, "HISTORY_REGION": PCM_HISTORY_REGION,
+                    "Y_REGION": x.region, "Y_HISTORY": x.history, "PARITY_INDEX": self.parity,
+                    "STEPS_PER_WORKGROUP": steps_per_workgroup, "WORKGROUP_SIZE": 64}, label="mimi.conv_in")
+
+        for s, (c, r) in enumerate(stages):
+            p = f"mimi.blocks.{s}."
+            hidden = self.act(f"stage{s}.hidden", c // 2, steps)                    # ELU(res_conv1(ELU(x)))
+            self.conv(f"blocks.{s}.res_conv1", p + "res_conv1", x, hidden, input_mode=INPUT_ELU,
+                      output_mode=OUTPUT_ELU, bias=p + "res_conv1.bias")
+            block_out = self.act(f"stage{s}.out", c, steps, r)                      # ELU(x + res_conv2(hidden))
+            self.conv(f"blocks.{s}.res_conv2", p + "res_conv2", hidden, block_out, output_mode=OUTPUT_ELU,
+                      bias=p + "res_conv2.bias", residual=x)
+            steps //= r
+            last = s == len(stages) - 1
+            nxt = self.act("conv_out.in" if last else f"stage{s + 1}.in", 2 * c, steps,
+                           cfg.last_kernel_size - 1 if last else res_history)
+            self.conv(f"blocks.{s}.down", p + "down", block_out, nxt, r,
+                      output_mode=OUTPUT_ELU if last else OUTPUT_PLAIN, bias=p + "down.bias")
+            x = nxt
+
+        d = cfg.dimension
+        assert steps == STEPS_PER_FRAME, steps
+        h = self.act("x", d, steps)                                                 # the residual stream
+        self.conv("conv_out", "mimi.conv_out", x, h, bias="mimi.conv_out.bias")
+
+        att = self.act("attention", d, steps)
+        ffn = self.act("ffn", cfg.dim_feedforward, steps)
+        stride = cfg.downsample_stride
+        ds_in = self.act("downsample.in", d, steps, int(self.tensors["mimi.downsample"]["shape"][1]) // d - stride)
+        hd = d // cfg.num_heads
+        freqs = b.const("mimi.rope_freqs", rope_frequencies(hd, cfg.max_period))
+        self.names.append(freqs)
+        for i in range(cfg.num_layers):
+            p = f"mimi.layers.{i}."
+            kv = self.buffer(f"mimi.layers.{i}.kv_cache", "state", 2 * cfg.num_heads * self.ring * hd,
+                             (2, cfg.num_heads, self.ring, hd))
+            qkv = p + "attn_qkv"
+            b.dispatch("attention_chunk", {0: self.weight(qkv), 1: self.scales(qkv), 2: h.name,
+                                           3: self.weight(p + "attn_norm", p + "attn_norm.bias"), 4: self.step,
+                                           5: freqs, 6: kv, 7: att.name},
+                       (cfg.num_heads, steps),
+                       {"FORMAT": self.fmt(qkv), "HEADS": cfg.num_heads, "HEAD_DIM": hd, "STEPS": steps,
+                        "RING": self.ring, "CONTEXT": cfg.context, "POSITION_INDEX": self.position,
+                        "EPS": cfg.layer_norm_eps, "WORKGROUP_SIZE": 64 if self.tuning == "cpu" else 256},
+                       label=f"mimi.layers.{i}.attention")
+            self.conv(f"layers.{i}.attn_out", p + "attn_out", att, h, scale=p + "attn_scale", accumulate=True)
+            self.conv(f"layers.{i}.ffn_in", p + "ffn_in", h, ffn, input_mode=INPUT_LAYER_NORM,
+                      output_mode=OUTPUT_GELU, norm=(p + "ffn_norm", p + "ffn_norm.bias"))
+            if i < cfg.num_layers - 1:
+                self.conv(f"layers.{i}.ffn_out", p + "ffn_out", ffn, h, scale=p + "ffn_scale", accumulate=True)
+            else:   # the last layer writes the downsample's input (with its history) instead
+                self.conv(f"layers.{i}.ffn_out", p + "ffn_out", ffn, ds_in, scale=p + "ffn_scale", residual=h)
+
+        latent = self.act("latent", d, 1)
+        self.conv("downsample", "mimi.downsample", ds_in, latent, stride, replicate=True)
+        proj = self.act("rvq_proj", int(self.tensors["mimi.rvq_in"]["shape"][0]), 1)
+        self.conv("rvq_in", "mimi.rvq_in", latent, proj)
+        self.rvq(proj, codes)
+        return MimiFragment(pcm, codes, latent.name, self.position, self.parity,
+                            len(b.dispatches) - self.start, self.names)
+
+    def rvq(self, proj: _Act, codes: str) -> None:
+        """rvq.wgsl: one dispatch per level (the two groups' first levels together), then a resolve. (One
+        workgroup per group running all its levels in one dispatch was measured 4.7x slower on an H100 and 1.3x
+        on lavapipe: a level's 2048 x 256 scores need more than one workgroup.)"""
+        cfg = self.cfg
+        books = "mimi.codebooks"
+        dim = int(self.tensors[books]["shape"][1])
+        # gpu: teams of 8 split each entry's 256 dims (32 workgroups); cpu: whole dot products (8 workgroups).
+        workgroup, threads_per_entry, entries_per_thread = (64, 1, 4) if self.tuning == "cpu" else (256, 8, 2)
+        entries = workgroup // threads_per_entry * entries_per_thread
+        blocks = cfg.bins // entries
+        assert cfg.bins % entries == 0
+        partials = self.buffer("mimi.rvq_partials", "scratch", 2 * cfg.n_q * blocks, (cfg.n_q, blocks, 2), "u32")
+        residuals = self.buffer("mimi.rvq_residuals", "scratch", cfg.n_q * dim, (cfg.n_q, dim))
+        common = {"FORMAT": self.fmt(books), "DIM": dim, "BINS": cfg.bins, "LEVELS": cfg.n_q, "SEMANTIC": 1,
+                  "CODES_OFFSET": self.codes_offset, "WORKGROUP_SIZE": workgroup,
+                  "THREADS_PER_ENTRY": threads_per_entry, "ENTRIES_PER_THREAD": entries_per_thread}
+        bindings = {0: self.weight(books), 1: self.scales(books), 2: self.weight("mimi.codebook_sqnorms"),
+                    3: proj.name, 4: partials, 5: codes, 6: residuals}
+        for level in range(1, cfg.n_q):
+            self.b.dispatch("rvq", bindings, (blocks, 2 if level == 1 else 1), {**common, "LEVEL": level},
+                            label=f"mimi.rvq.level{level}" + ("+0" if level == 1 else ""))
+        self.b.dispatch("rvq", bindings, (1, 2), {**common, "LEVEL": cfg.n_q}, label="mimi.rvq.resolve")
+
+
+# "gpu" work splits aim at this many invocations per dispatch (an H100 holds 270k resident; most of a frame's
+# layers have far fewer outputs, so K is split across team members until the dispatch is this wide).
+GPU_TARGET_INVOCATIONS = 1 << 16
+
+
+def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu") -> dict:
+    """conv1d.wgsl's work split for one layer (see the kernel's header).
+
+    "cpu" (a software rasteriser such as lavapipe: few fat invocations; barriers are expensive): each invocation
+    owns whole dot products (no split of K, no reduction), a 4 x 4 block of (rows x steps), or 4 rows x all steps.
+    "gpu": teams split K (up to 32 members) until the dispatch has ~GPU_TARGET_INVOCATIONS invocations, with
+    1 (few steps) or 2 rows x up to 4 steps per invocation and up to 4 teams along time in a workgroup."""
+    units = k // 32
+    steps_per_thread = min(t_out, 4)
+    step_groups = math.ceil(t_out / steps_per_thread)
+    if tuning == "cpu":
+        rows_per_thread, threads_per_row, size = 4, 1, 64
+        teams_o = 1 << (min(16, max(1, c_out // rows_per_thread)).bit_length() - 1)   # a power of two
+        teams_t = size // teams_o
+        if t_out < 16:
+            teams_t, teams_o = 1, size
+    else:
+        rows_per_thread = 1 if t_out <= 4 else 2
+        base = step_groups * math.ceil(c_out / rows_per_thread)
+        threads_per_row = 1
+        while threads_per_row * 2 <= min(32, units) and base * threads_per_row * 2 <= GPU_TARGET_INVOCATIONS:
+            threads_per_row *= 2
+        size = 128
+        teams = size // threads_per_row
+        teams_t = 1
+        while teams_t * 2 <= min(teams, 4, step_groups):
+            teams_t *= 2
+        teams_o = teams // teams_t
+    rows = teams_o * rows_per_thread
+    steps = teams_t * steps_per_thread
+    return {"constants": {"WORKGROUP_SIZE": size, "THREADS_PER_ROW": threads_per_row, "TEAMS_T": teams_t,
+                          "ROWS_PER_THREAD": rows_per_thread, "STEPS_PER_THREAD": steps_per_thread},
+            "workgroups": (math.ceil(c_out / rows), math.ceil(t_out / steps))}
+
+
+# ---------------------------------------------------------------------------------------------------- public API
+def build_mimi(b: PlanBuilder, tensors: Mapping[str, Mapping], pcm: str, codes: str, step_buffer: str = "step",
+               cfg: MimiConfig = MIMI, codes_offset: int = 0, ring: int | None = None,
+               tuning: str = "gpu") -> MimiFragment:
+    """Append the Mimi encoder's buffers and dispatches to `b`.
+
+    tensors: the package manifest's "tensors" (name -> {"quant", "shape", "streams": {key: {"nbytes", ...}}}),
+    e.g. Package.manifest["tensors"]; weight buffers are filled from streams "<tensor>.<qs|d|w>".
+    pcm: an existing buffer of cfg.frame_size f32 samples (written before the frame); codes: an existing u32 buffer
+    receiving the 32 codes at codes_offset (e.g. the LM's ids row [codes | text token] with offset 0).
+    step_buffer: the plan's step buffer (declared by the caller, sized for all step fields, before build()).
+    ring: KV ring slots (default cfg.context = moshi's streaming behaviour; cfg.context + 1: offline's window).
+    tuning: "gpu" or "cpu" work splits (same results up to float summation order; see _tiling).
+    Adds the step fields mimi.position (= 2 * frame) and mimi.parity (= frame % 2)."""
+    return _MimiBuilder(b, tensors, cfg, step_buffer, ring, codes_offset, tuning).build(pcm, codes)
+
+
+def build_mimi_plan(tensors: Mapping[str, Mapping], cfg: MimiConfig = MIMI, ring: int | None = None,
+                    tuning: str = "gpu", name: str = "mimi") -> Plan:
+    """A standalone plan: input "pcm" (f32[1920]); outputs "codes" (u32[32]) and "latent" (f32[512])."""
+    b = PlanBuilder(name)
+    pcm = b.buffer("pcm", "input", 4 * cfg.frame_size, (cfg.frame_size,))
+    codes = b.buffer("codes", "state", 4 * cfg.n_q, (cfg.n_q,), "u32")
+    fragment = build_mimi(b, tensors, pcm, codes, "step", cfg, ring=ring, tuning=tuning)
+    b.buffer("step", "step", 4 * len(b.step_fields), (len(b.step_fields),), "u32")
+    b.inputs["pcm"] = pcm
+    b.outputs["codes"] = codes
+    b.outputs["latent"] = fragment.latent
+    return b.build(step_buffer="step")

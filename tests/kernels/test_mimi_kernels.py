@@ -1,0 +1,288 @@
+"""The Mimi encoder's kernels vs numpy (float64): conv1d.wgsl, conv1d_pcm.wgsl, attention_chunk.wgsl, rvq.wgsl.
+
+Awkward shapes throughout (channel counts that do not fill a workgroup's tile, step counts that do not divide it,
+strides that do not divide the taps), every weight format, both work splits of kyutai_stt.models.mimi._tiling,
+and the parity of the double-buffered history regions both ways.
+
+Tolerance (conv1d): an output is a K-term dot product, accumulated in f32 in chunks of 8 (the members' partial
+sums then added): |error| <= (K + 8) u sum_j |W_j in_j| for exact inputs. The fused input transforms add their own
+error per input (ELU: expm1 within a few u of |in_j|; LayerNorm: mean and variance over K in f32, ~K u relative),
+bounded together by 16 K u sum_j |W_j| |in_j| (+ the LayerNorm bias' share); GELU of the result adds
+1.13 x that (its slope is at most 1.13) and erf's error (1.2 ulp of erf, plus a few for WGSL's exp) times |v| / 2.
+Seen: ~1e-4 of the bound (a worst case; typical errors are ~sqrt(K) u). A wrong tap, channel, row, region or step
+is off by O(1), far beyond it.
+"""
+
+import numpy as np
+import pytest
+
+from kernel_helpers import U32, assert_within, in_out, poisoned
+from kyutai_stt import gpu, quant
+from kyutai_stt import mimi_reference as mr
+from kyutai_stt.lm_reference import rope_frequencies
+from kyutai_stt.models.mimi import FORMATS, _tiling
+
+GARBAGE = 1.0e4
+
+
+def weight_streams(rng, shape, fmt, scale=1.0):
+    w = (scale * rng.standard_normal(shape) / np.sqrt(shape[1])).astype(np.float32)
+    streams = quant.quantize(w, fmt)
+    main = streams.get("qs", streams.get("w"))
+    scales = streams["d"].view(np.uint32) if "d" in streams else main
+    return main, scales, quant.dequantize(streams, fmt, shape)
+
+
+def tiling_constants(t_out, c_out, k, tuning):
+    t = _tiling(t_out, c_out, k, tuning)
+    return t["constants"], t["workgroups"]
+
+
+# ------------------------------------------------------------------------------------------------------ conv1d
+def conv_reference(w, xs, taps, stride, c_in, t_out, x_base, x_history, *, first_frame=False, replicate=False,
+                   input_mode=0, norm=None):
+    """(acc [t_out, c_out] float64, S = sum_j |W_j| |in_j| [t_out, c_out]) from the flat x buffer."""
+    k = taps * c_in
+    windows = np.empty((t_out, k))
+    for t in range(t_out):
+        flat = t * stride * c_in + np.arange(k)
+        if replicate and first_frame:
+            low = flat < x_history * c_in
+            flat[low] = x_history * c_in + flat[low] % c_in
+        windows[t] = xs[x_base + flat]
+    if input_mode == 1:
+        windows = mr.elu(windows)
+    elif input_mode == 2:
+        windows = mr.layer_norm(windows, norm[0], norm[1])
+    w64 = w.astype(np.float64)
+    return windows @ w64.T, np.abs(windows) @ np.abs(w64).T
+
+
+@pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu"])
+@pytest.mark.parametrize("parity", [0, 1])
+def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
+    """A SEANet-style strided conv: taps 5, stride 3, 64 -> 37 channels, 19 steps (or 3: the few-steps split),
+    reading the current region of a history buffer, writing the consumer's history into the other region, with
+    bias, residual (from a region too) and ELU on both sides."""
+    c_in, taps, stride, c_out = 64, 5, 3, 37
+    k = taps * c_in
+    for t_out in (19, 3):
+        x_history = taps - stride
+        rows = x_history + t_out * stride
+        x_region = rows * c_in
+        xs = rng.standard_normal(2 * x_region + 4).astype(np.float32)
+        x_offset = 4
+        xs_buffer = np.concatenate([np.full(x_offset, GARBAGE, np.float32), xs[:2 * x_region]])
+        main, scales, w = weight_streams(rng, (c_out, k), fmt)
+        bias = rng.standard_normal(c_out).astype(np.float32)
+        y_history = 2
+        y_region = (y_history + t_out) * c_out
+        r_row = 1
+        r_region = (r_row + t_out) * c_out
+        residual = rng.standard_normal(2 * r_region).astype(np.float32)
+        y0 = rng.standard_normal(2 * y_region).astype(np.float32)
+        step = np.array([parity + 2, 77, 7], np.uint32)          # parity index 0 (value % 2), position index 2
+        constants, workgroups = tiling_constants(t_out, c_out, k, tuning)
+        constants |= {"FORMAT": FORMATS[fmt], "C_OUT": c_out, "K": k, "C_IN": c_in, "T_OUT": t_out,
+                      "STRIDE": stride, "X_OFFSET": x_offset, "X_REGION": x_region, "X_HISTORY": x_history,
+                      "Y_REGION": y_region, "Y_HISTORY": y_history, "R_REGION": r_region, "R_ROW": r_row,
+                      "INPUT_MODE": 1, "OUTPUT_MODE": 1, "HAS_BIAS": True, "HAS_RESIDUAL": True,
+                      "PARITY_INDEX": 0, "POSITION_INDEX": 2}
+        out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: xs_buffer, 3: in_out(y0), 4: bias, 5: residual,
+                                        6: step}, workgroups, constants)[3]
+        acc, size = conv_reference(w, xs_buffer, taps, stride, c_in, t_out, x_offset + parity * x_region, x_history,
+                                   input_mode=1)
+        v = acc + bias + residual[parity * r_region:][:r_region].reshape(-1, c_out)[r_row:]
+        expected = mr.elu(v)
+        bound = 16 * k * U32 * size + 4 * U32 * np.abs(v) + 1e-30
+        got = out[parity * y_region:][:y_region].reshape(-1, c_out)
+        assert_within(got[y_history:], expected, bound, f"{fmt} {tuning} T{t_out} current region")
+        np.testing.assert_array_equal(got[:y_history], y0[parity * y_region:][:y_region].reshape(-1, c_out)[:2],
+                                      "the current region's history rows are the producer's business only")
+        other = out[(1 - parity) * y_region:][:y_region].reshape(-1, c_out)
+        np.testing.assert_array_equal(other[:y_history], got[-y_history:], "next frame's history")
+        np.testing.assert_array_equal(other[y_history:], y0[(1 - parity) * y_region:][:y_region]
+                                      .reshape(-1, c_out)[y_history:], "the other region's rows are untouched")
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q4"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu"])
+def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
+    """The transformer's FFN-in: LayerNorm fused on the input (two steps, weight and bias from one params buffer),
+    exact GELU on the output; inputs with a large mean (the two-pass variance must not cancel)."""
+    c_in, c_out, t_out = 192, 75, 2
+    x = (3.0 + rng.standard_normal((t_out, c_in))).astype(np.float32)
+    main, scales, w = weight_streams(rng, (c_out, c_in), fmt, scale=3.0)
+    norm_w = rng.uniform(0.5, 1.5, c_in).astype(np.float32)
+    norm_b = (0.1 * rng.standard_normal(c_in)).astype(np.float32)
+    constants, workgroups = tiling_constants(t_out, c_out, c_in, tuning)
+    constants |= {"FORMAT": FORMATS[fmt], "C_OUT": c_out, "K": c_in, "T_OUT": t_out, "INPUT_MODE": 2,
+                  "OUTPUT_MODE": 2, "EPS": 1e-5}
+    out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: poisoned(t_out * c_out),
+                                    4: np.concatenate([norm_w, norm_b]), 5: x.reshape(-1),
+                                    6: np.zeros(2, np.uint32)}, workgroups, constants)[3]
+    acc, size = conv_reference(w, x.reshape(-1), 1, 1, c_in, t_out, 0, 0, input_mode=2, norm=(norm_w, norm_b))
+    expected = mr.gelu(acc)
+    bound = 1.2 * 16 * c_in * U32 * (size + np.abs(norm_b) @ np.abs(w.T)) + 8 * U32 * np.abs(acc) + 1e-30
+    assert_within(out.reshape(t_out, c_out), expected, bound, f"{fmt} {tuning}")
+
+
+@pytest.mark.parametrize("tuning", ["gpu", "cpu"])
+def test_conv1d_accumulate_with_layer_scale(rng, tuning):
+    """The attention output projection: y += scale * (W x), in place (the residual stream)."""
+    c_in, c_out, t_out = 128, 40, 2
+    x = rng.standard_normal((t_out, c_in)).astype(np.float32)
+    y0 = rng.standard_normal((t_out, c_out)).astype(np.float32)
+    main, scales, w = weight_streams(rng, (c_out, c_in), "q8")
+    layer_scale = rng.uniform(0.05, 0.2, c_out).astype(np.float32)
+    constants, workgroups = tiling_constants(t_out, c_out, c_in, tuning)
+    constants |= {"FORMAT": FORMATS["q8"], "C_OUT": c_out, "K": c_in, "T_OUT": t_out, "HAS_SCALE": True,
+                  "ACCUMULATE": True}
+    out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: in_out(y0.reshape(-1)),
+                                    4: layer_scale, 5: x.reshape(-1), 6: np.zeros(2, np.uint32)},
+                         workgroups, constants)[3]
+    acc, size = conv_reference(w, x.reshape(-1), 1, 1, c_in, t_out, 0, 0)
+    expected = y0 + layer_scale * acc
+    bound = (c_in + 8) * U32 * size * layer_scale + 2 * U32 * np.abs(expected)
+    assert_within(out.reshape(t_out, c_out), expected, bound)
+
+
+@pytest.mark.parametrize("position", [0, 2])
+def test_conv1d_replicate_padding_on_the_first_frame_only(rng, position):
+    """The downsample: k 4, stride 2, one output step; at position 0 its 2 history rows read the first input row."""
+    c_in, c_out, taps, stride = 64, 24, 4, 2
+    history = taps - stride
+    x_region = (history + stride) * c_in
+    xs = rng.standard_normal(2 * x_region).astype(np.float32)
+    main, scales, w = weight_streams(rng, (c_out, taps * c_in), "q8")
+    constants, workgroups = tiling_constants(1, c_out, taps * c_in, "gpu")
+    constants |= {"FORMAT": FORMATS["q8"], "C_OUT": c_out, "K": taps * c_in, "C_IN": c_in, "T_OUT": 1,
+                  "STRIDE": stride, "X_REGION": x_region, "X_HISTORY": history, "REPLICATE": True,
+                  "PARITY_INDEX": 1, "POSITION_INDEX": 0}
+    step = np.array([position, 1], np.uint32)      # parity 1: the second region
+    out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: xs, 3: poisoned(c_out), 4: xs, 5: xs, 6: step},
+                         workgroups, constants)[3]
+    acc, size = conv_reference(w, xs, taps, stride, c_in, 1, x_region, history, first_frame=position == 0,
+                               replicate=True)
+    assert_within(out, acc[0], (taps * c_in + 8) * U32 * size[0], f"position {position}")
+
+
+# -------------------------------------------------------------------------------------------------- conv1d_pcm
+def test_conv1d_pcm_keeps_its_sample_history_across_frames(rng):
+    """Three frames through the first conv (7 taps, 1 -> 24 channels, 100-sample frames): equal to one conv over
+    the concatenated audio with 6 zeros in front; each frame's output lands in the region of its parity."""
+    c_out, taps, frame, region, y_history = 24, 7, 100, 8, 2
+    w = rng.standard_normal((c_out, taps)).astype(np.float32)
+    bias = rng.standard_normal(c_out).astype(np.float32)
+    audio = rng.standard_normal(3 * frame).astype(np.float32)
+    full = np.concatenate([np.zeros(taps - 1), audio])
+    history = np.full(2 * region, 0.0, np.float32)
+    y_region = (y_history + frame) * c_out
+    y = np.zeros(2 * y_region, np.float32)
+    constants = {"C_OUT": c_out, "TAPS": taps, "FRAME": frame, "HISTORY_REGION": region, "Y_REGION": y_region,
+                 "Y_HISTORY": y_history, "STEPS_PER_WORKGROUP": 16, "WORKGROUP_SIZE": 16}
+    for f in range(3):
+        out = gpu.run_kernel("conv1d_pcm", {0: w, 1: bias, 2: audio[f * frame:(f + 1) * frame],
+                                            3: in_out(history), 4: in_out(y), 5: np.array([f], np.uint32)},
+                             (-(-frame // 16),), constants)
+        history, y = out[3], out[4]
+        p = f % 2
+        windows = np.lib.stride_tricks.sliding_window_view(full[f * frame:(f + 1) * frame + taps - 1], taps)
+        expected = windows @ w.T.astype(np.float64) + bias
+        got = y[p * y_region:][:y_region].reshape(-1, c_out)
+        assert_within(got[y_history:], expected, (taps + 2) * U32 * (np.abs(windows) @ np.abs(w.T) + np.abs(bias)),
+                      f"frame {f}")
+        other = y[(1 - p) * y_region:][:y_region].reshape(-1, c_out)
+        np.testing.assert_array_equal(other[:y_history], got[-y_history:])
+        np.testing.assert_array_equal(history[(1 - p) * region:][:taps - 1], audio[(f + 1) * frame - taps + 1:
+                                                                                   (f + 1) * frame])
+
+
+# --------------------------------------------------------------------------------------------- attention_chunk
+@pytest.mark.parametrize("ring,steps,fmt", [(7, 2, "q4"), (8, 2, "f32"), (9, 3, "q8")])
+def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt):
+    """LayerNorm + QKV + RoPE + ring + attention, chunks of `steps` steps over a small ring (context 7), far past
+    the wrap (positions 0..41): ring = context reproduces moshi's streaming quirk (the chunk's later keys overwrite
+    the slot the first query still wanted), ring = context + steps - 1 gives the exact sliding window. Unwritten
+    slots hold garbage. 4 heads of 16 (D = 64: the q4/q8 layouts need K % 64 == 0)."""
+    heads, head_dim, context = 4, 16, 7
+    dim = heads * head_dim
+    freqs = rope_frequencies(head_dim, 10_000.0)
+    main, scales, w = weight_streams(rng, (3 * dim, dim), fmt)
+    norm_w = rng.uniform(0.5, 1.5, dim).astype(np.float32)
+    norm_b = (0.1 * rng.standard_normal(dim)).astype(np.float32)
+    kv = np.full((2, heads, ring, head_dim), GARBAGE, np.float32)
+    ref_k, ref_v = kv[0].astype(np.float64), kv[1].astype(np.float64)
+    constants = {"FORMAT": FORMATS[fmt], "HEADS": heads, "HEAD_DIM": head_dim, "STEPS": steps, "RING": ring,
+                 "CONTEXT": context, "POSITION_INDEX": 1, "WORKGROUP_SIZE": 32}
+    for chunk in range(14):
+        base = chunk * steps
+        x = (0.5 + rng.standard_normal((steps, dim))).astype(np.float32)
+        out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),
+                                                 3: np.concatenate([norm_w, norm_b]),
+                                                 4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv),
+                                                 7: poisoned(steps * dim)}, (heads, steps), constants)
+        kv = out[6]
+        qkv = mr.layer_norm(x, norm_w, norm_b) @ w.T.astype(np.float64)
+        expected = mr.attention_chunk(qkv, base, ref_k, ref_v, freqs, context)
+        # q, k, v ~ N(0, 1) (unit LayerNorm outputs, 1/sqrt(D) weights) and softmax weights sum to 1: the float
+        # error is ~(D + head_dim + window) u ~ 1e-6; 1e-5 is far below any wrong slot (garbage 1e4), missing or
+        # extra key, wrong rotation or wrong head (all O(0.1)).
+        assert_within(out[7].reshape(steps, dim), expected, 1e-5, f"chunk {chunk}")
+        assert_within(kv[0], ref_k, 1e-5 * np.abs(ref_k) + 1e-5, f"keys after chunk {chunk}")
+        assert_within(kv[1], ref_v, 1e-5 * np.abs(ref_v) + 1e-5, f"values after chunk {chunk}")
+
+
+# ---------------------------------------------------------------------------------------------------------- rvq
+def run_rvq(books, scales, sqnorms, proj, fmt, levels, bins, dim, tuning, codes_offset=3):
+    workgroup, tpe, ept = (64, 1, 4) if tuning == "cpu" else (256, 8, 2)
+    entries = workgroup // tpe * ept
+    blocks = bins // entries
+    common = {"FORMAT": FORMATS[fmt], "DIM": dim, "BINS": bins, "LEVELS": levels, "SEMANTIC": 1,
+              "CODES_OFFSET": codes_offset, "WORKGROUP_SIZE": workgroup, "THREADS_PER_ENTRY": tpe,
+              "ENTRIES_PER_THREAD": ept}
+    partials = np.zeros(2 * levels * blocks, np.uint32)
+    codes = np.full(codes_offset + levels + 1, 0xDEADBEEF, np.uint32)
+    residuals = np.full(levels * dim, np.nan, np.float32)
+    for level in list(range(1, levels)) + [levels]:
+        out = gpu.run_kernel("rvq", {0: books, 1: scales, 2: sqnorms, 3: proj, 4: in_out(partials), 5: in_out(codes),
+                                     6: in_out(residuals)},
+                             (1, 2) if level == levels else (blocks, 2 if level == 1 else 1),
+                             {**common, "LEVEL": level})
+        partials, codes, residuals = out[4], out[5], out[6]
+    assert codes[:codes_offset].tolist() == [0xDEADBEEF] * codes_offset and codes[-1] == 0xDEADBEEF
+    return codes[codes_offset:codes_offset + levels]
+
+
+@pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu"])
+def test_rvq_split_levels_match_the_reference(rng, fmt, tuning):
+    """5 levels (1 semantic + 4 acoustic from their own projection) of 512 entries x 64 dims, 4 latents, one
+    dispatch per level as the plan records them: codes equal the reference wherever its margin is clear of float
+    noise (after a differing code a group's residual differs: not compared); duplicated entries (exact ties)
+    resolve to the lowest index; nothing is written outside codes[CODES_OFFSET : CODES_OFFSET + LEVELS]."""
+    levels, bins, dim = 5, 512, 64
+    values = rng.standard_normal((levels * bins, dim)) * rng.uniform(0.5, 1.5, (levels * bins, 1))
+    values = values.astype(np.float32)
+    for level in range(levels):                          # exact ties: entry 300 = entry 7 in every level
+        values[level * bins + 300] = values[level * bins + 7]
+    streams = quant.quantize(values, fmt)
+    books = quant.dequantize(streams, fmt, values.shape)
+    sqnorms = np.einsum("nd,nd->n", books, books).astype(np.float32)
+    main = streams.get("qs", streams.get("w"))
+    scales = streams["d"].view(np.uint32) if "d" in streams else main
+    for trial in range(4):
+        proj = rng.standard_normal(2 * dim).astype(np.float32)
+        if trial == 0:                                   # the residual lands on the tied entries
+            proj[:dim] = books[7] * 1.01
+            proj[dim:] = books[bins + 7] * 1.01
+        got = run_rvq(main, scales, sqnorms, proj, fmt, levels, bins, dim, tuning)
+        expected, margins = mr.rvq_encode(proj, books, sqnorms, levels, bins, 1)
+        if trial == 0:
+            assert got[0] == 7 and got[1] == 7
+        for level in range(levels):
+            if level > 1 and got[level - 1] != expected[level - 1]:
+                break                                    # the group's residual diverged after a near-tie
+            if margins[level] > 1e-4:
+                assert got[level] == expected[level], f"trial {trial} level {level} margin {margins[level]}"
