@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU benchmark in one run, for a lent NVIDIA machine with no registry access (see BENCHMARKS.md):
 # carried .gl/*.deb (Vulkan loader + glvnd) and .whl/*.whl (wgpu, cffi, gguf, moshi, ...), then
-#   doctor; a full synthetic checkpoint -> q4 package; kyutai-stt bench at position 0 and 750 (full KV ring);
+#   doctor; a full synthetic checkpoint -> q4 package; kyutai-stt bench at position 0 and 750 (full KV ring),
+#   the whole frame (LM + Mimi), the Mimi encoder alone;
 #   the per-kernel matvec benchmark; the official implementation (moshi, bf16, CUDA graphs) on the same GPU.
 # Output: one JSON line per benchmark, also in $OUT/bench.log when OUT is set.
 set -uo pipefail
@@ -19,5 +20,7 @@ run python3 -m kyutai_stt.cli convert /tmp/ckpt /tmp/pkg-q4 --quant q4 >/dev/nul
 for position in 0 750; do
     run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position "$position"
 done
+run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --whole-frame
+run python3 benchmarks/mimi.py
 [ -n "${KERNELS:-}" ] && run python3 benchmarks/kernels.py   # KERNELS=1: per-kernel lines too
 run python3 tools/bench_official.py --steps 300

@@ -1,4 +1,4 @@
-"""`kyutai-stt bench`: time the LM step on this machine's WebGPU adapter; prints one JSON line.
+"""`kyutai-stt bench`: time the LM step, or the whole frame (LM + Mimi); prints one JSON line.
 
 Steady state of the streaming loop: one submission per step, readback pipelined (as the engine always runs).
 Reports the median and p95 of the interval between consecutive completed steps, and the effective bandwidth of
@@ -24,6 +24,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quant", default="q4", choices=("q4", "q8", "f16"), help="with --synthetic")
     parser.add_argument("--steps", type=int, default=200, help="timed steps (after warm-up)")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--whole-frame", action="store_true",
+                        help="time the whole frame (LM step + Mimi encoder on 1920 samples), one submission")
     parser.add_argument("--position", type=int, default=0,
                         help="start at this step index (e.g. 750: a full KV ring, the worst case)")
 
@@ -37,6 +39,7 @@ def run(args) -> int:
     from . import gpu
     from .engine import Engine
     from .models.lm import build_lm_plan, tensors_of, tuning_for
+    from .models.stt import build_stt_plan
     from .package import open_package
 
     with tempfile.TemporaryDirectory(prefix="kyutai-stt-bench-") as tmp:
@@ -50,14 +53,22 @@ def run(args) -> int:
         if not Path(path).exists():
             raise UserError(f"{path}: no such package directory (make one with `kyutai-stt convert`)")
         package = open_package(path, verify_hashes=False)
-        plan = build_lm_plan(package.config, tensors_of(package), tuning_for(*gpu.device_traits()))
+        tuning = tuning_for(*gpu.device_traits())
+        if args.whole_frame:
+            plan = build_stt_plan(package.config, tensors_of(package), package.manifest["tensors"], tuning)
+        else:
+            plan = build_lm_plan(package.config, tensors_of(package), tuning)
         engine = Engine(plan, package.read_stream)
         engine.reset(first_frame=args.position)
         rng = np.random.default_rng(0)
-        codes = rng.integers(0, package.config.card, (16, package.config.n_q)).astype(np.uint32)
+        if args.whole_frame:   # noise at speech level: the work does not depend on the values
+            inputs = [{"pcm": (0.1 * rng.standard_normal(1920)).astype(np.float32)} for _ in range(16)]
+        else:
+            inputs = [{"codes": rng.integers(0, package.config.card, package.config.n_q).astype(np.uint32)}
+                      for _ in range(16)]
         stamps = []
         for i in range(args.warmup + args.steps):
-            ready = engine.submit({"codes": codes[i % len(codes)]})
+            ready = engine.submit(inputs[i % len(inputs)])
             if ready and i >= args.warmup:
                 stamps.append(time.perf_counter())
         engine.drain()
@@ -65,7 +76,7 @@ def run(args) -> int:
     p50, p95 = float(np.median(intervals)), float(np.percentile(intervals, 95))
     bytes_per_step = weight_bytes_per_step(package)
     print(json.dumps({
-        "bench": "lm_step", "adapter": gpu.adapter_summary()["name"], "package_quant": package.quant,
+        "bench": "whole_frame" if args.whole_frame else "lm_step", "adapter": gpu.adapter_summary()["name"], "package_quant": package.quant,
         "dim": package.config.dim, "layers": package.config.num_layers, "start_position": args.position,
         "p50_ms": round(p50, 4), "p95_ms": round(p95, 4),
         "weight_MB_per_step": round(bytes_per_step / 1e6, 1),

@@ -40,6 +40,7 @@ class Tuning:
     """Kernel launch shapes: they change speed, never results (the kernel tests cover each)."""
     matvec: dict                      # tensor role ('attn_qkv', ..., 'text_head') -> MatvecTuning
     attention_slots_per_split: int    # the ring is read by ceil(context / this) workgroups per head
+    mimi: str = "gpu"                 # models/mimi.py work splits: "gpu" or "cpu"
 
     def for_matvec(self, name: str) -> MatvecTuning:
         return self.matvec.get(name.rsplit(".", 1)[-1], self.matvec["default"])
@@ -52,7 +53,7 @@ GPU_TUNING = Tuning({"default": MatvecTuning(), "ffn_in": MatvecTuning(rows_per_
                      "attn_out": MatvecTuning(workgroup_size=128, rows_per_thread=2),
                      "ffn_out": MatvecTuning(workgroup_size=128)}, attention_slots_per_split=48)
 # CPU adapters (lavapipe, SwiftShader): workgroup barriers are expensive, small teams are ~8x faster.
-CPU_TUNING = Tuning({"default": MatvecTuning(32, 8, 4)}, attention_slots_per_split=1 << 30)
+CPU_TUNING = Tuning({"default": MatvecTuning(32, 8, 4)}, attention_slots_per_split=1 << 30, mimi="cpu")
 
 
 # With subgroups of >= 32 invocations (NVIDIA), the subgroup variant is faster on the two tallest matrices

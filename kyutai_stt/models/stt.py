@@ -1,0 +1,28 @@
+"""A whole streaming frame: the LM step, then the Mimi encoder, in one plan (one submission per 80 ms frame).
+
+Order gives the official alignment for free: the LM step of frame k reads the codes Mimi wrote during frame k-1
+(start tokens after reset), then Mimi encodes frame k's 1920 samples into the same buffer for step k+1. The text
+token is fed back on the GPU too, so nothing comes back to the CPU inside or between frames except the results.
+"""
+from __future__ import annotations
+
+from ..config import MIMI, LMConfig
+from ..plan import Plan, PlanBuilder
+from .lm import Tensor, Tuning, build_lm
+from .mimi import build_mimi
+
+STEP_FIELDS = 3      # LM position, Mimi position (2 x frame), Mimi history parity
+
+
+def build_stt_plan(lm_cfg: LMConfig, lm_tensors: dict[str, Tensor], manifest_tensors: dict, tuning: Tuning) -> Plan:
+    """Inputs: "pcm" f32[frame_size] per frame (24 kHz mono). Outputs: "results" [token, VAD probabilities] of the LM step."""
+    b = PlanBuilder("stt")
+    b.buffer("step", "step", 4 * STEP_FIELDS, (STEP_FIELDS,), "u32")
+    position = b.step_field("position")
+    codes = b.buffer("codes", "state", 4 * lm_cfg.n_q, (lm_cfg.n_q,), "u32", reset_fill=lm_cfg.card)
+    pcm = b.buffer("pcm", "input", 4 * MIMI.frame_size, (MIMI.frame_size,))
+    b.inputs["pcm"] = pcm
+    b.outputs["results"] = build_lm(b, lm_cfg, lm_tensors, codes, position, tuning)
+    build_mimi(b, manifest_tensors, pcm, codes, "step", tuning=tuning.mimi)
+    assert len(b.step_fields) == STEP_FIELDS
+    return b.build(step_buffer="step")
