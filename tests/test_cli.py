@@ -66,3 +66,11 @@ def test_doctor_finds_the_adapter():
 def test_bad_arguments_exit_with_usage_error(argv):
     proc = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", *argv], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_readme_main_command_runs():
+    """`./dev.sh start` on this machine (already set up by `./dev.sh test`, so it installs nothing)."""
+    proc = subprocess.run(["bash", str(ROOT / "dev.sh"), "start"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "WebGPU adapter" in proc.stdout
+    assert (ROOT / "models" / "synthetic-tiny" / "model.safetensors").is_file()
