@@ -9,7 +9,6 @@ identical wherever the official top-2 margin exceeds twice that, VAD probabiliti
 """
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -17,30 +16,27 @@ import pytest
 from kyutai_stt import checkpoint, safetensors_io
 from kyutai_stt.config import LMConfig
 from kyutai_stt.dequantized import official_sources, write_dequantized_checkpoint
-from kyutai_stt.synthetic import write_checkpoint
 
 # Shared with the f16 rung (same directory; pytest puts it on sys.path): one definition of the run and tolerances.
 from test_lm_parity import (FIXTURE, LOGIT_TOLERANCE, assert_matches_official, engine_for, make_reference_tool,
-                            package_of, run_teacher_forced)
+                            run_teacher_forced)
 
 STEPS = 40                      # steps - 1 Mimi frames of the committed audio feed them
 
 
 @pytest.fixture(scope="module")
-def dequantized(tmp_path_factory):
-    """(tmp, q4 package, dequantised checkpoint paths, official arrays, official metadata)."""
+def dequantized(tmp_path_factory, tiny_checkpoint, tiny_packages):
+    """(source checkpoint, q4 package, dequantised checkpoint paths, official arrays, official metadata)."""
     tmp = tmp_path_factory.mktemp("dequantized")
-    seed = json.loads(FIXTURE.with_suffix(".json").read_text())["checkpoint"]["synthetic"]["seed"]
-    write_checkpoint(tmp / "ckpt", "tiny", seed=seed)
-    package = package_of(tmp, tmp / "ckpt", "q4")
-    paths = write_dequantized_checkpoint(package, tmp / "ckpt", tmp / "dequantized")
+    package = tiny_packages("q4")
+    paths = write_dequantized_checkpoint(package, tiny_checkpoint, tmp / "dequantized")
     tool = make_reference_tool()
     arrays, meta = tool.make_reference(tmp / "dequantized", tool.DEFAULT_AUDIO, steps=STEPS, frames=STEPS - 1)
-    return tmp, package, paths, arrays, meta
+    return tiny_checkpoint, package, paths, arrays, meta
 
 
 def test_dequantized_checkpoint_is_the_official_layout_holding_the_package_values(dequantized):
-    tmp, package, paths, _, _ = dequantized
+    source, package, paths, _, _ = dequantized
     cfg = LMConfig.load(paths["config"])
     layout = checkpoint.lm_layout(cfg)
     index = safetensors_io.read_index(paths["lm"])
@@ -50,7 +46,7 @@ def test_dequantized_checkpoint_is_the_official_layout_holding_the_package_value
         np.testing.assert_array_equal(values, package.dequantize(package_name).reshape(-1), err_msg=package_name)
     assert len(official_sources(cfg)["vad_heads"]) == cfg.extra_heads_num_heads == 4
     for key in ("config", "mimi", "tokenizer"):
-        assert paths[key].read_bytes() == (tmp / "ckpt" / paths[key].name).read_bytes(), key
+        assert paths[key].read_bytes() == (source / paths[key].name).read_bytes(), key
 
 
 def test_q4_engine_equals_official_on_dequantized_weights_across_the_ring_wrap(dequantized, capsys):

@@ -10,7 +10,6 @@ The q4 package is then compared with the same engine on f16 weights: the quantis
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from kyutai_stt.engine import Engine
 from kyutai_stt import gpu
 from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
 from kyutai_stt.package import open_package
-from kyutai_stt.synthetic import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny_seed0"
@@ -75,26 +73,19 @@ def package_of(tmp: Path, checkpoint: Path, quant: str):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("parity")
-    meta = json.loads(FIXTURE.with_suffix(".json").read_text())
-    assert meta["checkpoint"]["synthetic"]["size"] == "tiny"
-    write_checkpoint(tmp / "ckpt", "tiny", seed=meta["checkpoint"]["synthetic"]["seed"])
-    arrays = dict(np.load(FIXTURE.with_suffix(".npz")))
-    return tmp, arrays
+def arrays():
+    return dict(np.load(FIXTURE.with_suffix(".npz")))
 
 
-def test_tiny_f16_engine_equals_official_across_the_ring_wrap(tiny):
-    tmp, arrays = tiny
+def test_tiny_f16_engine_equals_official_across_the_ring_wrap(tiny_packages, arrays):
     steps = len(arrays["lm_tokens"])                       # 40 = 5 x the tiny context
-    package = package_of(tmp, tmp / "ckpt", "f16")
+    package = tiny_packages("f16")
     assert_matches_official(run_teacher_forced(engine_for(package), arrays["lm_input_tokens"], steps), arrays, steps)
 
 
-def test_tiny_q4_quantisation_error_is_reported_and_bounded(tiny, capsys):
-    tmp, arrays = tiny
+def test_tiny_q4_quantisation_error_is_reported_and_bounded(tiny_packages, arrays, capsys):
     steps = len(arrays["lm_tokens"])
-    q4 = run_teacher_forced(engine_for(package_of(tmp, tmp / "ckpt", "q4")), arrays["lm_input_tokens"], steps)
+    q4 = run_teacher_forced(engine_for(tiny_packages("q4")), arrays["lm_input_tokens"], steps)
     logits = np.stack([s[0] for s in q4])
     expected = arrays["lm_text_logits"][:steps]
     relative_rms = float(np.sqrt(((logits - expected) ** 2).mean() / (expected ** 2).mean()))

@@ -5,21 +5,15 @@ import numpy as np
 import pytest
 
 from kyutai_stt import lm_reference as ref
-from kyutai_stt.convert import convert
 from kyutai_stt.engine import Engine
 from kyutai_stt.models.lm import GPU_TUNING, MatvecTuning, Tuning, build_lm_plan, tensors_of
-from kyutai_stt.package import open_package
-from kyutai_stt.synthetic import write_checkpoint
 
 STEPS = 20          # > 2 x the tiny context (8): the KV ring wraps twice
 
 
 @pytest.fixture(scope="module")
-def tiny_package(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lm")
-    write_checkpoint(root / "ckpt", "tiny", seed=0)
-    convert(str(root / "ckpt"), root / "pkg", "q4")
-    return open_package(root / "pkg")
+def tiny_package(tiny_packages):
+    return tiny_packages("q4")
 
 
 # Launch shapes change speed, never results: the GPU profile, and one with 3 attention splits over the ring of 8

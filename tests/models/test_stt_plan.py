@@ -10,13 +10,10 @@ import pytest
 
 from kyutai_stt import gpu
 from kyutai_stt.config import MIMI
-from kyutai_stt.convert import convert
 from kyutai_stt.engine import Engine
 from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
 from kyutai_stt.models.mimi import build_mimi_plan
 from kyutai_stt.models.stt import build_stt_plan
-from kyutai_stt.package import open_package
-from kyutai_stt.synthetic import write_checkpoint
 
 AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "speech_en_fr_24k.wav"
 FRAMES = 12      # > the tiny LM's context of 8: the LM ring wraps inside the whole-frame run too
@@ -29,11 +26,8 @@ def fixture_frames(count: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stt")
-    write_checkpoint(root / "ckpt", "tiny", seed=0)
-    convert(str(root / "ckpt"), root / "pkg", "q4")
-    return open_package(root / "pkg")
+def package(tiny_packages):
+    return tiny_packages("q4")
 
 
 def run(plan, package, inputs):

@@ -1,0 +1,37 @@
+"""Inputs shared by the model tests: the tiny seed-0 checkpoint the committed fixtures were made from, and its
+packages, each written once per test session."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kyutai_stt.convert import convert
+from kyutai_stt.package import open_package
+from kyutai_stt.synthetic import write_checkpoint
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_tiny_seed0"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    synthetic = json.loads(FIXTURE.with_suffix(".json").read_text())["checkpoint"]["synthetic"]
+    assert synthetic["size"] == "tiny"
+    path = tmp_path_factory.mktemp("tiny") / "ckpt"
+    write_checkpoint(path, "tiny", seed=synthetic["seed"])
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_packages(tiny_checkpoint):
+    """tiny_packages(quant) -> the opened package of the tiny checkpoint in that --quant policy."""
+    opened = {}
+
+    def get(quant: str = "q4"):
+        if quant not in opened:
+            out = tiny_checkpoint.parent / f"pkg-{quant}"
+            convert(str(tiny_checkpoint), out, quant)
+            opened[quant] = open_package(out)
+        return opened[quant]
+    return get
