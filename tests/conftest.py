@@ -1,5 +1,5 @@
-"""Inputs shared by the model tests: the tiny seed-0 checkpoint the committed fixtures were made from, and its
-packages, each written once per test session."""
+"""Inputs shared by the model, transcription and browser tests: the tiny seed-0 checkpoint the committed
+fixtures were made from, and its packages, each written once per test session."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from kyutai_stt.convert import convert
 from kyutai_stt.package import open_package
 from kyutai_stt.synthetic import write_checkpoint
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_tiny_seed0"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "reference_tiny_seed0"
 
 
 @pytest.fixture(scope="session")
