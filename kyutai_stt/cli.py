@@ -18,6 +18,8 @@ COMMANDS = {
     "synth": ("kyutai_stt.synth_command", "write a synthetic checkpoint in the official layout (random weights)"),
     "convert": ("kyutai_stt.convert", "convert an official checkpoint into a quantised model package"),
     "bench": ("kyutai_stt.bench", "time the LM step on this machine's WebGPU adapter (one JSON line)"),
+    "transcribe": ("kyutai_stt.transcribe_command", "transcribe audio files to text, json, srt or vtt"),
+    "eval": ("kyutai_stt.evaluate", "word error rate and real-time factor on a dataset folder (e.g. LibriSpeech)"),
 }
 
 

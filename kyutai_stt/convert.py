@@ -8,6 +8,7 @@ writer, inside a temporary directory that is renamed to OUT_DIR only when everyt
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import numpy as np
 from . import checkpoint, hub, package, quant, safetensors_io
 from .config import LM_FILE, MIMI, LMConfig, MimiConfig
 from .errors import UserError
+from .synthetic import MARKER_FILE
 from .tokenizer import read_sentencepiece
 
 # 64 MiB files: under GitHub Pages' 100 MiB and most CDNs' per-file limits, a small unit of retry/resume, and a
@@ -302,8 +304,10 @@ def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_m
     if len(tokenizer) != cfg.text_card:
         raise package.PackageError(f"{directory / cfg.tokenizer_name}: {len(tokenizer)} pieces, but config.json "
                                    f"says text_card {cfg.text_card}")
+    marker = directory / MARKER_FILE
     meta = {"variant": "vad" if cfg.has_vad_heads else "plain", "quant": choice,
-            "config": package.config_json(cfg, mimi), "tokenizer": tokenizer.to_manifest()}
+            "config": package.config_json(cfg, mimi), "tokenizer": tokenizer.to_manifest(),
+            "synthetic": json.loads(marker.read_text()) if marker.is_file() else None}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     tmp.chmod(0o777 & ~_umask())                 # mkdtemp's 0700 would hide the package from a web server

@@ -4,3 +4,8 @@ without a traceback. Messages name the problem (the file, the key, the tensor) a
 
 class UserError(Exception):
     pass
+
+
+class AudioError(UserError, ValueError):
+    """An audio input the user must fix: a missing, unreadable, corrupt or empty file, a bad sample rate, NaN
+    samples. Defined here (and re-exported by kyutai_stt.audio) so that audio.py and resample.py share it."""

@@ -171,7 +171,7 @@ def write_package(out_dir: Path, tensors: list[TensorPlan], produce: Callable[[T
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "created_by": f"kyutai-stt {__version__}",
                 **{k: meta[k] for k in ("variant", "quant", "config")},
                 "total_bytes": sum(f["bytes"] for f in files), "files": files, "tensors": entries,
-                "tokenizer": meta["tokenizer"]}
+                "tokenizer": meta["tokenizer"], "synthetic": meta.get("synthetic")}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return manifest
 
@@ -225,6 +225,8 @@ class Package:
         self.tokenizer = Tokenizer.from_manifest(manifest["tokenizer"], str(root / MANIFEST))
         self.variant: str = manifest["variant"]
         self.quant: str = manifest["quant"]
+        # Set when converted from a synthetic checkpoint (random weights): transcripts are then meaningless.
+        self.synthetic: dict | None = manifest.get("synthetic")
         self._tensors = tensors
         self._maps: dict[str, np.memmap] = {}
 

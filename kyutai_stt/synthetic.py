@@ -20,12 +20,20 @@ from .config import LM_FILE, MIMI, TINY_LM, FULL_LM, LMConfig, MimiConfig
 # Text-head rows are scaled by 2**u, u ~ U(-1, 2): a few dozen large-norm rows dominate the argmax, so the winning
 # logit usually leads by several units and token-exact comparisons do not hinge on rounding noise.
 TEXT_ROW_SCALE_EXPONENTS = (-1.0, 2.0)
+# Rows 0 (word boundary) and 3 (padding) get STRUCTURAL_ROW_NORM x the largest row norm: with plain random rows
+# the model never emits them, and words, timestamps and ends of turn would only ever appear at flush. With it,
+# the tiny model's transcripts of the fixture speech have several words and ends of turn, like a real stream.
+STRUCTURAL_TOKENS = (0, 3)
+STRUCTURAL_ROW_NORM = 2.0
 TEXT_LOGIT_GAIN = 2.0
 VAD_LOGIT_GAIN = 2.0
 # Codebook entries get a per-entry norm in [0.5, 1.5] so nearest-neighbour margins are wider than for equal norms.
 CODEBOOK_NORM_RANGE = (0.5, 1.5)
 TOKENIZER_VOCAB = 8000
 SPECIAL_PIECES = ("<unk>", "<s>", "</s>", "<pad>")       # ids 0..3, as in the official tokenizer
+# Written next to the official files: the converter copies it into the package manifest ("synthetic"), so every
+# tool can say that a package's transcripts are meaningless. Official checkpoints have no such file.
+MARKER_FILE = "SYNTHETIC.json"
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:
@@ -46,7 +54,11 @@ def lm_tensor(cfg: LMConfig, name: str, shape, seed: int) -> np.ndarray:
         return _normal(rng, shape, 1.0)
     if name == "text_linear.weight":
         w = _normal(rng, shape, TEXT_LOGIT_GAIN / np.sqrt(fan_in))
-        return w * (2.0 ** rng.uniform(*TEXT_ROW_SCALE_EXPONENTS, (shape[0], 1))).astype(np.float32)
+        w *= (2.0 ** rng.uniform(*TEXT_ROW_SCALE_EXPONENTS, (shape[0], 1))).astype(np.float32)
+        norms = np.linalg.norm(w, axis=1)
+        rows = list(STRUCTURAL_TOKENS)
+        w[rows] *= (STRUCTURAL_ROW_NORM * norms.max() / norms[rows])[:, None]
+        return w
     if name.startswith("extra_heads."):
         return _normal(rng, shape, VAD_LOGIT_GAIN / np.sqrt(fan_in))
     return _normal(rng, shape, 1.0 / np.sqrt(fan_in))                  # linear layers
@@ -174,6 +186,8 @@ def write_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, vad
     write_lm(paths["lm"], cfg, seed)
     write_mimi(paths["mimi"], mimi, seed)
     write_tokenizer(paths["tokenizer"])
+    (out / MARKER_FILE).write_text(json.dumps({"size": size, "seed": seed, "vad_heads": vad_heads,
+                                               "note": "random weights: any transcript is meaningless"}) + "\n")
     tmp = paths["config"].with_suffix(".json.partial")
     tmp.write_text(json.dumps(cfg.to_official_json(), indent=2) + "\n")
     os.replace(tmp, paths["config"])

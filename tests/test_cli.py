@@ -1,6 +1,7 @@
 """The README's commands exist and run; the CLI reports user errors without a traceback."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -52,7 +53,8 @@ def test_synth_command_writes_a_checkpoint(tmp_path, capsys):
     assert cli.main(["synth", "--size", "tiny", "--seed", "3", str(tmp_path / "m")]) == 0
     names = {p.name for p in (tmp_path / "m").iterdir()}
     assert names == {"config.json", "model.safetensors", "mimi-pytorch-e351c8d8@125.safetensors",
-                     "tokenizer_en_fr_audio_8000.model"}
+                     "tokenizer_en_fr_audio_8000.model", "SYNTHETIC.json"}
+    assert json.loads((tmp_path / "m" / "SYNTHETIC.json").read_text())["seed"] == 3
     assert "meaningless" in capsys.readouterr().out
 
 

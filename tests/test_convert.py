@@ -281,3 +281,18 @@ def test_full_q4_package(tmp_path_factory):
         assert pkg.config.num_params == 989_253_632
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_synthetic_origin_is_recorded_in_the_manifest(tiny, tiny_q4, tmp_path):
+    """A package converted from a synthetic checkpoint says so (every tool then labels its transcripts
+    meaningless); one converted from a checkpoint without the marker, like the official ones, does not."""
+    pkg = package.open_package(tiny_q4)
+    assert pkg.synthetic["size"] == "tiny" and pkg.synthetic["seed"] == 1
+    assert "meaningless" in pkg.synthetic["note"]
+    unmarked = tmp_path / "unmarked"
+    unmarked.mkdir()
+    for f in tiny.iterdir():
+        if f.name != synthetic.MARKER_FILE:
+            (unmarked / f.name).symlink_to(f)
+    convert.convert(unmarked, tmp_path / "pkg", "q4")
+    assert package.open_package(tmp_path / "pkg").synthetic is None

@@ -1,0 +1,138 @@
+"""The Python API: PCM in (any rate, any channel count, chunks of any size), events out.
+
+    t = Transcriber(resolve_model(None))             # or a package directory
+    for chunk in chunks:                              # float32/int16, shape [n] or [n, channels]
+        for event in t.feed(chunk, sample_rate=44100):
+            ...                                       # Word, Partial, EndOfTurn, Step (kyutai_stt.stream)
+    events = t.flush()                                # the last words, at once; then ready for a new stream
+
+Audio is downmixed and resampled to 24 kHz (resample.py), cut into 80 ms frames, and each frame is one
+submission of the whole-frame plan (models/stt.py: the LM step, then Mimi, on the GPU). Results come back one
+frame late (engine.py pipelines the readback) and go through the delayed-streams decoder (stream.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import gpu
+from .config import MIMI
+from .engine import Engine
+from .models.lm import tensors_of, tuning_for
+from .models.stt import build_stt_plan
+from .package import Package, open_package
+from .stream import DecoderConfig, Event, StreamDecoder
+
+# Silence fed by flush(): the text lags the audio by delay_steps frames; two more let the last word's closing
+# token out (the official notes: "≥ 0.5 s + 1 frame").
+FLUSH_EXTRA_FRAMES = 2
+# Silence fed before the caller's audio: a clip that starts mid-word otherwise loses its first words (observed by
+# a third-party harness on the official model); times are reported without it.
+DEFAULT_SILENCE_PREFIX_S = 1.0
+
+
+@dataclass
+class Stats:
+    frames: int = 0                 # 80 ms frames submitted (prefix and flush silence included)
+    audio_seconds: float = 0.0      # of the caller's audio
+    engine_seconds: float = 0.0     # wall time inside the GPU engine (submit + readback)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.engine_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000 * self.engine_seconds / self.frames if self.frames else 0.0
+
+
+class Transcriber:
+    def __init__(self, package: Package | str | Path, *, silence_prefix: float = DEFAULT_SILENCE_PREFIX_S,
+                 decoder: DecoderConfig | None = None, verify_hashes: bool = True):
+        self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
+        self.synthetic = self.package.synthetic is not None
+        if silence_prefix < 0:
+            raise ValueError("silence_prefix must be >= 0 seconds")
+        self.silence_prefix = silence_prefix
+        self.decoder_config = replace(decoder or DecoderConfig(), silence_prefix=silence_prefix)
+        tuning = tuning_for(*gpu.device_traits())
+        plan = build_stt_plan(self.package.config, tensors_of(self.package), self.package.manifest["tensors"], tuning)
+        self.engine = Engine(plan, self.package.read_stream)
+        self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
+        self.stats = Stats()
+        self._start_stream()
+
+    def reset(self) -> None:
+        """Drop the current stream (nothing is released) and start a new one on the same loaded model."""
+        self.engine.reset()
+        self.decoder.reset()
+        self.stats = Stats()
+        self._start_stream()
+
+    def feed(self, pcm: np.ndarray, sample_rate: int) -> list[Event]:
+        """Audio of shape [n] or [n, channels] (float in [-1, 1] or int16). The rate and channel count must stay
+        the same within a stream."""
+        from .resample import StreamResampler
+        pcm = np.asarray(pcm)
+        channels = 1 if pcm.ndim == 1 else pcm.shape[1]
+        if self._resampler is None:
+            self._resampler = StreamResampler(sample_rate, channels)
+            self._format = (sample_rate, channels)
+        elif (sample_rate, channels) != self._format:
+            raise ValueError(f"this stream is {self._format[0]} Hz x {self._format[1]} channels; call flush() or "
+                             f"reset() before feeding {sample_rate} Hz x {channels}")
+        return self._push(self._resampler.process(pcm), audio=True)
+
+    def flush(self) -> list[Event]:
+        """Release the last words now: pad the last frame, feed silence at full speed, drain the GPU. The
+        transcriber is then ready for a new stream. A stream that received no audio gives nothing."""
+        if self._resampler is None:
+            return []
+        events = []
+        events += self._push(self._resampler.flush(), audio=True)
+        frames = -(-self._pending.size // MIMI.frame_size) + self.decoder_config.delay_steps + FLUSH_EXTRA_FRAMES
+        events += self._push(np.zeros(frames * MIMI.frame_size - self._pending.size, np.float32))
+        start = time.perf_counter()
+        results = self.engine.drain()
+        self.stats.engine_seconds += time.perf_counter() - start
+        events += self._decode(results)
+        events += self.decoder.finish(audio_end=self._stream_samples / MIMI.sample_rate)
+        self.engine.reset()
+        self.decoder.reset()
+        self._start_stream()
+        return events
+
+    def _start_stream(self) -> None:
+        self._resampler = None
+        self._format = None
+        self._stream_samples = 0          # caller's audio in this stream, 24 kHz samples
+        # 24 kHz samples not yet submitted (less than a frame after each _push); the stream starts with the prefix.
+        self._pending = np.zeros(int(round(self.silence_prefix * MIMI.sample_rate)), np.float32)
+
+    def _push(self, mono: np.ndarray, audio: bool = False) -> list[Event]:
+        """Append 24 kHz samples (the caller's audio, or silence); submit every whole frame; decode the results
+        that came back."""
+        if audio:
+            self.stats.audio_seconds += mono.size / MIMI.sample_rate
+            self._stream_samples += mono.size
+        pending = np.concatenate([self._pending, mono.astype(np.float32, copy=False)])
+        whole = pending.size // MIMI.frame_size
+        events = []
+        for k in range(whole):
+            start = time.perf_counter()
+            results = self.engine.submit({"pcm": pending[k * MIMI.frame_size:(k + 1) * MIMI.frame_size]})
+            self.stats.engine_seconds += time.perf_counter() - start
+            self.stats.frames += 1
+            events += self._decode(results)
+        self._pending = pending[whole * MIMI.frame_size:].copy()
+        return events
+
+    def _decode(self, results) -> list[Event]:
+        events = []
+        for r in results:
+            words = r.outputs["results"]
+            events += self.decoder.step(int(words[0]), words[1:].view(np.float32).tolist())
+        return events

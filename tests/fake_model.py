@@ -1,0 +1,106 @@
+"""A stand-in for kyutai_stt.transcriber / kyutai_stt.models_cache, so the transcribe and eval commands can be
+tested on their own (the real model is exercised by the tests marked `real_model`).
+
+The fake follows the Transcriber contract and "hears" the audio: for each full second it is fed it emits one Word
+named after that second's dominant frequency rounded to 10 Hz ("440hz"), so the words prove that the decoded,
+resampled audio reached it intact; flush() emits the remainder (if >= 0.1 s) and an end of turn.
+"""
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+
+from audio_helpers import peak_hz
+from kyutai_stt.errors import UserError
+
+RATE = 24000
+
+
+class _Event:
+    kind = ""
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, **{k: v for k, v in vars(self).items()}}
+
+
+class Word(_Event):
+    kind = "word"
+
+    def __init__(self, text, start, end):
+        self.text, self.start, self.end = text, start, end
+
+
+class EndOfTurn(_Event):
+    kind = "endOfTurn"
+
+    def __init__(self, time, probability):
+        self.time, self.probability = time, probability
+
+
+class Step(_Event):
+    kind = "step"
+
+    def __init__(self, frame):
+        self.frame = frame
+
+
+class FakeTranscriber:
+    synthetic = True
+    instances: list["FakeTranscriber"] = []
+
+    def __init__(self, package_dir, *, silence_prefix: float = 1.0):
+        self.package_dir, self.silence_prefix = Path(package_dir), silence_prefix
+        self.package = types.SimpleNamespace(manifest={"variant": "fake", "quant": "q4", "created_by": "tests"})
+        self.resets = 0
+        self.fed_seconds: list[float] = []
+        FakeTranscriber.instances.append(self)
+        self.reset()
+
+    def reset(self) -> None:
+        self.buf, self.t = np.zeros(0, np.float32), 0.0
+        self.resets += 1
+
+    def _word(self, x: np.ndarray) -> Word:
+        hz = int(round(peak_hz(x, RATE) / 10) * 10)
+        word = Word(f"{hz}hz", self.t, self.t + 0.8 * len(x) / RATE)
+        self.t += len(x) / RATE
+        return word
+
+    def feed(self, pcm, sample_rate):
+        assert sample_rate == RATE, sample_rate
+        assert pcm.dtype == np.float32 and pcm.ndim == 1, (pcm.dtype, pcm.shape)
+        self.fed_seconds.append(len(pcm) / RATE)
+        self.buf = np.concatenate([self.buf, pcm])
+        out = [Step(len(self.fed_seconds))]
+        while len(self.buf) >= RATE:
+            out.append(self._word(self.buf[:RATE]))
+            self.buf = self.buf[RATE:]
+        return out
+
+    def flush(self):
+        out = [self._word(self.buf)] if len(self.buf) >= RATE // 10 else []
+        self.buf = np.zeros(0, np.float32)
+        return out + [EndOfTurn(self.t + 0.5, 0.9)]
+
+
+def resolve_model(spec, progress=None):
+    if spec is None:
+        raise UserError("tests: the fake has no default model")
+    if not Path(spec).is_dir():
+        raise UserError(f"{spec}: no such model package")
+    return Path(spec)
+
+
+def install(monkeypatch) -> type[FakeTranscriber]:
+    """Put the fake modules in place of the real ones for this test."""
+    FakeTranscriber.instances = []
+    transcriber = types.ModuleType("kyutai_stt.transcriber")
+    transcriber.Transcriber = FakeTranscriber
+    cache = types.ModuleType("kyutai_stt.models_cache")
+    cache.resolve_model = resolve_model
+    monkeypatch.setitem(sys.modules, "kyutai_stt.transcriber", transcriber)
+    monkeypatch.setitem(sys.modules, "kyutai_stt.models_cache", cache)
+    return FakeTranscriber

@@ -1,0 +1,66 @@
+"""The Python delayed-streams decoder against the shared vectors (the browser test runs stream.js on the same
+files), and the vectors against the script that derives them from the official rules."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from kyutai_stt.stream import DecoderConfig, StreamDecoder
+from kyutai_stt.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = sorted((ROOT / "tests" / "vectors" / "stream").glob("*.json"))
+sys.path.insert(0, str(ROOT / "tools"))
+import make_stream_vectors  # noqa: E402
+
+
+def decode_vector(vector: dict) -> list[dict]:
+    decoder = StreamDecoder(Tokenizer.from_manifest(vector["tokenizer"]), DecoderConfig(**vector["config"]))
+    events = []
+    for token, vad in vector["steps"]:
+        events += decoder.step(token, vad)
+    events += decoder.finish(vector["audio_end"])
+    return [e.to_dict() for e in events if e.type != "step"]
+
+
+def test_vectors_exist_and_cover_every_event_type():
+    assert len(VECTORS) >= 8
+    types = {e["type"] for v in VECTORS for e in json.loads(v.read_text())["events"]}
+    assert types == {"word", "partial", "endOfTurn"}
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
+def test_python_decoder_matches_vector(path):
+    vector = json.loads(path.read_text(encoding="utf-8"))
+    got = decode_vector(vector)
+    assert make_stream_vectors.events_equal(got, vector["events"]), \
+        f"\n got:      {got}\n expected: {vector['events']}"
+
+
+def test_committed_vectors_are_what_the_script_writes():
+    for name, text in make_stream_vectors.all_vectors().items():
+        committed = ROOT / "tests" / "vectors" / "stream" / name
+        assert committed.read_text(encoding="utf-8") == text, f"{name} is stale: run tools/make_stream_vectors.py"
+
+
+def test_step_events_carry_every_frame():
+    vector = json.loads((ROOT / "tests/vectors/stream/end_of_turn.json").read_text())
+    decoder = StreamDecoder(Tokenizer.from_manifest(vector["tokenizer"]))
+    steps = [e for token, vad in vector["steps"] for e in decoder.step(token, vad) if e.type == "step"]
+    assert [s.frame for s in steps] == list(range(len(vector["steps"])))
+    assert [s.token for s in steps] == [t for t, _ in vector["steps"]]
+    assert steps[-1].vad == tuple(vector["steps"][-1][1])
+
+
+def test_reset_starts_a_new_stream():
+    vector = json.loads((ROOT / "tests/vectors/stream/words_and_boundaries.json").read_text())
+    decoder = StreamDecoder(Tokenizer.from_manifest(vector["tokenizer"]))
+    for token, vad in vector["steps"][:10]:
+        decoder.step(token, vad)
+    decoder.reset()
+    events = [e.to_dict() for t, v in vector["steps"] for e in decoder.step(t, v)] + \
+             [e.to_dict() for e in decoder.finish()]
+    assert make_stream_vectors.events_equal([e for e in events if e["type"] != "step"], vector["events"])

@@ -1,0 +1,137 @@
+"""The Transcriber on the tiny model: the official loop's token stream, the official rules' events, and the API's
+promises (chunking, rates and channels, flush, reset)."""
+from __future__ import annotations
+
+import copy
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kyutai_stt import mimi_reference as mr
+from kyutai_stt.stream import DecoderConfig
+from kyutai_stt.transcriber import Transcriber
+
+ROOT = Path(__file__).resolve().parent.parent
+AUDIO = ROOT / "tests" / "fixtures" / "speech_en_fr_24k.wav"
+FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny_seed0.npz"
+sys.path.insert(0, str(ROOT / "tools"))
+import make_stream_vectors  # noqa: E402
+
+STEPS = 40                      # the fixture's official LM steps
+VAD_TOLERANCE = 1e-4            # absolute, on probabilities: fp32 summation order (f16 weights equal bf16 exactly)
+
+
+def fixture_pcm(seconds: float | None = None) -> np.ndarray:
+    with wave.open(str(AUDIO)) as f:
+        n = f.getnframes() if seconds is None else int(seconds * f.getframerate())
+        return np.frombuffer(f.readframes(n), np.int16).astype(np.float32) / 32768
+
+
+def official_weights_package(tiny_packages):
+    """The f16 package (its LM weights equal the bf16 checkpoint bit for bit) with the Mimi tensors in f32, as
+    the official encoder holds them: the engine then differs from moshi by summation order only."""
+    package = copy.copy(tiny_packages("f16"))
+    mimi_tensors, mimi_streams, _ = mr.package_tensors(mr.official_encoder_tensors(0), None)
+    package.manifest = {**package.manifest, "tensors": {**package.manifest["tensors"], **mimi_tensors}}
+    package_read = tiny_packages("f16").read_stream
+    package.read_stream = lambda name: mimi_streams[name] if name in mimi_streams else package_read(name)
+    return package
+
+
+def run(transcriber: Transcriber, pcm: np.ndarray, rate: int = 24000, chunk: int | None = None) -> list:
+    chunk = chunk or len(pcm)
+    events = []
+    for i in range(0, len(pcm), chunk):
+        events += transcriber.feed(pcm[i:i + chunk], rate)
+    return events + transcriber.flush()
+
+
+def non_step(events) -> list[dict]:
+    return [e.to_dict() for e in events if e.type != "step"]
+
+
+@pytest.fixture(scope="module")
+def transcriber(tiny_packages):
+    return Transcriber(tiny_packages("q4"), silence_prefix=0.0)
+
+
+def test_token_stream_equals_the_official_loop_and_events_the_official_rules(tiny_packages):
+    with np.load(FIXTURE) as z:
+        tokens, vad = z["lm_tokens"], z["lm_vad_probs"]
+    t = Transcriber(official_weights_package(tiny_packages), silence_prefix=0.0)
+    pcm = fixture_pcm(STEPS * 0.08)
+    events = run(t, pcm)
+    steps = [e for e in events if e.type == "step"]
+    assert len(steps) == STEPS + t.decoder_config.delay_steps + 2        # the audio, then the flush's silence
+    np.testing.assert_array_equal([s.token for s in steps[:STEPS]], tokens)
+    np.testing.assert_allclose([s.vad for s in steps[:STEPS]], vad, atol=VAD_TOLERANCE)
+    config = {**make_stream_vectors.DEFAULTS, "silence_prefix": 0.0}
+    expected = make_stream_vectors.official_events([s.token for s in steps], [s.vad for s in steps],
+                                                   t.package.tokenizer, config, audio_end=len(pcm) / 24000)
+    assert make_stream_vectors.events_equal(non_step(events), expected)
+    words = [e for e in events if e.type == "word"]
+    assert words and words[-1].end <= len(pcm) / 24000, "the flush releases the open word within the audio"
+
+
+def test_chunk_size_does_not_change_anything(transcriber):
+    pcm = fixture_pcm(1.2)
+    whole = run(transcriber, pcm)
+    for chunk in (1, 777, 5000):
+        if chunk == 1:
+            pcm_small = pcm[:2000]          # sample-by-sample is slow in Python: a short stretch proves the point
+            assert non_step(run(transcriber, pcm_small, chunk=1)) == non_step(run(transcriber, pcm_small))
+            continue
+        assert [e.to_dict() for e in run(transcriber, pcm, chunk=chunk)] == [e.to_dict() for e in whole]
+
+
+def test_flush_leaves_the_transcriber_ready_and_reset_drops_a_stream(transcriber):
+    pcm = fixture_pcm(1.2)
+    first = [e.to_dict() for e in run(transcriber, pcm)]
+    transcriber.feed(fixture_pcm(0.5)[::-1].copy(), 24000)         # a stream abandoned half-way
+    transcriber.reset()
+    assert [e.to_dict() for e in run(transcriber, pcm)] == first
+    assert [e.to_dict() for e in run(transcriber, pcm)] == first
+    assert transcriber.flush() == [], "flushing an empty stream feeds nothing"
+
+
+def test_any_rate_and_channel_count(transcriber):
+    """44.1 kHz stereo int16 and 96 kHz x 6 channels go through; the transcript timing stays in the caller's
+    seconds (the last word ends within the audio)."""
+    pcm = fixture_pcm(1.0)
+    for rate, channels, dtype in ((44100, 2, np.int16), (96000, 6, np.float32), (8000, 1, np.float32)):
+        n = int(len(pcm) * rate / 24000)
+        mono = np.interp(np.arange(n) * 24000 / rate, np.arange(len(pcm)), pcm).astype(np.float32)
+        multi = np.repeat(mono[:, None], channels, axis=1)
+        if dtype == np.int16:
+            multi = (multi * 32767).astype(np.int16)
+        before = transcriber.stats.audio_seconds
+        events = run(transcriber, multi, rate, chunk=3000)
+        assert transcriber.stats.audio_seconds - before == pytest.approx(1.0, abs=0.01)
+        words = [e for e in events if e.type == "word"]
+        assert all(w.end <= 1.0 + 1e-6 for w in words), (rate, channels, words)
+        assert any(e.type == "step" for e in events)
+
+
+def test_silence_prefix_shifts_nothing_in_the_callers_time(tiny_packages):
+    t = Transcriber(tiny_packages("q4"), silence_prefix=0.48)
+    events = run(t, fixture_pcm(1.0))
+    steps = [e for e in events if e.type == "step"]
+    assert len(steps) == 6 + 13 + 8                                # prefix frames, the audio's, flush
+    words = [e for e in events if e.type == "word"]
+    assert words and all(0 <= w.start <= w.end <= 1.0 for w in words)
+    assert all(e.time >= 0 for e in events if e.type == "endOfTurn")
+
+
+def test_rate_change_mid_stream_is_refused(transcriber):
+    transcriber.feed(np.zeros(4800, np.float32), 48000)
+    with pytest.raises(ValueError, match="48000 Hz x 1 channels"):
+        transcriber.feed(np.zeros(2400, np.float32), 24000)
+    transcriber.reset()
+
+
+def test_decoder_settings_reach_the_decoder(tiny_packages):
+    t = Transcriber(tiny_packages("q4"), decoder=DecoderConfig(eot_threshold=0.9, eot_head=1), silence_prefix=0.2)
+    assert (t.decoder.config.eot_threshold, t.decoder.config.eot_head, t.decoder.config.silence_prefix) == (0.9, 1, 0.2)
