@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-SYSTEM_PACKAGES=(mesa-vulkan-drivers libvulkan1 chromium espeak-ng)
+SYSTEM_PACKAGES=(mesa-vulkan-drivers libvulkan1 chromium espeak-ng libportaudio2)
 VENV=.venv
 PY="$VENV/bin/python"
 # The official implementation, pinned: the versions the fixtures were made with (docs/reference.md).

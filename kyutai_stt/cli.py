@@ -19,6 +19,7 @@ COMMANDS = {
     "convert": ("kyutai_stt.convert", "convert an official checkpoint into a quantised model package"),
     "bench": ("kyutai_stt.bench", "time the LM step on this machine's WebGPU adapter (one JSON line)"),
     "transcribe": ("kyutai_stt.transcribe_command", "transcribe audio files to text, json, srt or vtt"),
+    "mic": ("kyutai_stt.mic", "transcribe the microphone live: words as they come, ends of turn marked"),
     "eval": ("kyutai_stt.evaluate", "word error rate and real-time factor on a dataset folder (e.g. LibriSpeech)"),
 }
 
