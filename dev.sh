@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's two set-up commands on a fresh Debian/Ubuntu machine:
-#   ./dev.sh start   the main job (today: check the machine, write a synthetic model package source)
+#   ./dev.sh start   the main job: check the machine, then serve the browser app and the model on localhost
 #   ./dev.sh test    the whole test suite
 # Each installs what is missing: system packages (software Vulkan so WebGPU runs without a GPU, Chromium,
 # espeak-ng), a virtualenv in .venv with the project and its test dependencies, and the official
@@ -74,8 +74,9 @@ case "${1:-}" in
     start)
         ensure_system_packages; ensure_venv
         "$VENV/bin/kyutai-stt" doctor
-        "$VENV/bin/kyutai-stt" synth --size tiny --seed 0 models/synthetic-tiny
-        say "wrote a synthetic checkpoint (random weights, meaningless text) to models/synthetic-tiny"
+        # The app and a model on http://localhost:$PORT/. The official model is downloaded and converted once;
+        # where the hub is unreachable, a tiny synthetic model (random weights, labelled in the page) is served.
+        exec "$VENV/bin/kyutai-stt" serve --or-synthetic --port "${PORT:-8000}"
         ;;
     test)
         shift

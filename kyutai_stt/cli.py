@@ -20,6 +20,8 @@ COMMANDS = {
     "bench": ("kyutai_stt.bench", "time the LM step on this machine's WebGPU adapter (one JSON line)"),
     "transcribe": ("kyutai_stt.transcribe_command", "transcribe audio files to text, json, srt or vtt"),
     "mic": ("kyutai_stt.mic", "transcribe the microphone live: words as they come, ends of turn marked"),
+    "serve": ("kyutai_stt.serve", "serve the browser app and a model package on this machine (--https for a phone)"),
+    "export-web": ("kyutai_stt.export_web", "write the browser app and a model package as a static site"),
     "eval": ("kyutai_stt.evaluate", "word error rate and real-time factor on a dataset folder (e.g. LibriSpeech)"),
 }
 

@@ -71,7 +71,7 @@ def _converted(source: str, say, default: bool = False) -> Path:
     if (out / MANIFEST).is_file():
         return out
     from .convert import convert
-    say(f"converting {source} into {out} (once)")
+    say(f"getting and converting {source} into {out} (first use only)")
     try:
         convert(source, out, DEFAULT_QUANT)
     except hub.HubError as e:
