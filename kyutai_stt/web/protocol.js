@@ -1,0 +1,59 @@
+// Messages between the page (stt-client.js) and the inference worker (worker.js). Every message is a plain object
+// {type, ...fields}. Requests carry an `id`; the worker answers each with one REPLY {id, result} or {id, error}.
+// Events (no id) may come at any time. Errors are {code, message, fix} (errors.js).
+// Audio from the microphone does not pass through here: the AudioWorklet posts 1920-sample Float32Array frames
+// (and a final {type: 'end'}) straight to the worker over the MessagePort given in START.
+
+// page -> worker (requests)
+export const ToWorker = Object.freeze({
+  // {modelUrl, plansUrl, kernelsUrl, variant?, silencePrefix?, decoder?, retries?, backoffMs?}: fetch plans +
+  // manifest, pick the plan variant, download/cache the package into GPU buffers, compile, warm up -> {ready info}
+  LOAD: 'load',
+  // {port}: a MessagePort carrying the AudioWorklet's frames; consume them as a live stream
+  START: 'start',
+  // stop consuming the port (after its 'end' marker), then FLUSH; -> {stats}
+  STOP: 'stop',
+  // {pcm: Float32Array}: 24 kHz mono samples appended to the live stream (any length; for custom sources)
+  AUDIO: 'audio',
+  // feed silence at full speed until the last words are out, release them, start a new stream; -> {stats}
+  FLUSH: 'flush',
+  // drop the current stream and start a new one (state buffers, decoder, frame counter)
+  RESET: 'reset',
+  // {pcm: Float32Array}: a whole recording at 24 kHz, processed as fast as the GPU goes; -> {words, stats}
+  TRANSCRIBE: 'transcribe',
+  // delete the cached model files of every version
+  CLEAR_CACHE: 'clearCache',
+});
+
+// worker -> page
+export const FromWorker = Object.freeze({
+  // {id, result} | {id, error}: the answer to a request
+  REPLY: 'reply',
+  // {phase: 'download', loaded, total, file, cached} | {phase: 'compile', done, total} | {phase: 'warmup'}
+  PROGRESS: 'progress',
+  // {adapter, variant, timings, package}: sent once a LOAD finished (also its reply)
+  READY: 'ready',
+  // the first audio frame of a live stream arrived from the microphone
+  LISTENING: 'listening',
+  // {text, start, end}: a final word, times in seconds of the stream's audio
+  WORD: 'word',
+  // {text}: the words recognised but not yet final (replaces the previous partial)
+  PARTIAL: 'partial',
+  // {time, probability}: the speaker finished a turn (semantic VAD)
+  END_OF_TURN: 'endOfTurn',
+  // {frame, time, token, vad}: one engine step's raw output (debugging, tests)
+  STEP: 'step',
+  // {frames, msPerFrame, realTimeFactor, framesBehind, audioSeconds, level (dBFS RMS of the audio since the last
+  // report, null if none)}: about once a second while audio flows, and after each flush
+  STATS: 'stats',
+  // {id, done, total}: samples of a TRANSCRIBE recording processed so far
+  TRANSCRIBE_PROGRESS: 'transcribeProgress',
+  // {error: {code, message, fix}}: a failure outside any request (device lost, a live frame failed)
+  ERROR: 'error',
+});
+
+// The AudioWorklet <-> page messages on the node's own port (audio-processor.js).
+export const ToProcessor = Object.freeze({
+  PORT: 'port',   // {port}: where to post frames
+  STOP: 'stop',   // post the last partial frame (zero-padded), then {type: 'end'} to the worker, 'stopped' here
+});

@@ -1,0 +1,382 @@
+// The browser host of a plan (docs/plan.md): the WebGPU twin of kyutai_stt/engine.py. It knows nothing of the model;
+// the plan names the buffers, pipelines (kernel file + override constants) and the ordered dispatches of a frame.
+//
+// Load: create every buffer (the step buffer also as a uniform, rounded up to 16 bytes), write const values, fill
+// weight buffers from the package's stream bytes (uploadShard), compile every pipeline from the same kernels/*.wgsl
+// files as the native host, create one bind group per dispatch, reset.
+// Frame: write the step fields and the inputs, record every dispatch into one compute pass, copy the outputs into a
+// staging buffer, submit, then map that staging buffer. Readback is pipelined: a frame's submission waits only for
+// the readback of the frame READBACK_DEPTH earlier (whose staging buffer it reuses), never for the previous one.
+
+import {ErrorCode, SttError} from './errors.js';
+
+export const PLAN_FORMAT = 'kyutai-stt-plan';
+export const PLAN_VERSION = 1;
+// Frames in flight: 2 keeps the GPU busy while the host reads the previous frame's token (as engine.py).
+export const READBACK_DEPTH = 2;
+// Uniform bindings need 16-byte multiples.
+export const UNIFORM_ALIGN = 16;
+// Plans spell features as wgpu-py does ("subgroup"); WebGPU's names differ.
+const WEBGPU_FEATURE = {'subgroup': 'subgroups', 'subgroups': 'subgroups', 'shader-f16': 'shader-f16'};
+// Limits the plan's buffers and kernels depend on: the device asks for the adapter's values, not the defaults
+// (the defaults are far below what most GPUs offer; gpu.py's WANTED_LIMITS natively).
+export const WANTED_LIMITS = [
+  'maxStorageBufferBindingSize', 'maxBufferSize', 'maxUniformBufferBindingSize', 'maxStorageBuffersPerShaderStage',
+  'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ', 'maxComputeWorkgroupStorageSize', 'maxComputeWorkgroupsPerDimension',
+  'maxBindGroups', 'maxBindingsPerBindGroup',
+];
+// Subgroup teams of the gpu-subgroup variant have 32 members (models/lm.py GPU_SUBGROUP_TUNING).
+export const SUBGROUP_VARIANT_MIN_SIZE = 32;
+// Adapters that are CPU rasterisers, by what they report (SwiftShader in Chrome, Mesa's llvmpipe/lavapipe).
+const CPU_ADAPTER = /swiftshader|llvmpipe|lavapipe|software|cpu/i;
+
+// ---- adapter and device -------------------------------------------------------------------------------------
+
+export async function requestAdapter() {
+  if (!globalThis.navigator?.gpu) {
+    throw new SttError(ErrorCode.NO_WEBGPU, 'This browser has no WebGPU (navigator.gpu is missing).');
+  }
+  const adapter = await navigator.gpu.requestAdapter({powerPreference: 'high-performance'});
+  if (!adapter) {
+    throw new SttError(ErrorCode.NO_WEBGPU, 'This browser has WebGPU but offers no GPU adapter ' +
+      '(WebGPU may be disabled, or the GPU is blocklisted).');
+  }
+  return adapter;
+}
+
+export function adapterSummary(adapter) {
+  const info = adapter.info ?? {};
+  return {
+    vendor: info.vendor ?? '', architecture: info.architecture ?? '', device: info.device ?? '',
+    description: info.description ?? '', isFallback: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter),
+    subgroupMinSize: info.subgroupMinSize ?? 0, subgroupMaxSize: info.subgroupMaxSize ?? 0,
+    features: [...adapter.features].filter((f) => Object.values(WEBGPU_FEATURE).includes(f)).sort(),
+  };
+}
+
+export function isCpuAdapter(adapter) {
+  const s = adapterSummary(adapter);
+  return s.isFallback || CPU_ADAPTER.test(`${s.architecture} ${s.description} ${s.device}`);
+}
+
+// Which plan variant of plans.json suits this adapter (webapp.py VARIANTS; models/lm.py tuning_for natively).
+export function chooseVariant(adapter) {
+  if (isCpuAdapter(adapter)) return 'cpu';
+  const s = adapterSummary(adapter);
+  if (adapter.features.has('subgroups') && s.subgroupMinSize >= SUBGROUP_VARIANT_MIN_SIZE) return 'gpu-subgroup';
+  return 'gpu';
+}
+
+function webgpuFeatures(plan) {
+  return plan.required_features.map((f) => WEBGPU_FEATURE[f] ?? f);
+}
+
+// What stops this plan from running with these limits and features: [] when it fits.
+export function planProblems(plan, limits, features) {
+  const problems = [];
+  for (const f of webgpuFeatures(plan)) {
+    if (!features.has(f)) problems.push(`the GPU lacks the feature "${f}"`);
+  }
+  const biggest = plan.buffers.reduce((a, b) => (b.size > a.size ? b : a));
+  if (biggest.size > limits.maxStorageBufferBindingSize || biggest.size > limits.maxBufferSize) {
+    problems.push(`buffer ${biggest.name} needs ${biggest.size} bytes, the GPU binds at most ` +
+      `${Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize)}`);
+  }
+  const bindings = Math.max(...plan.dispatches.map((d) => Object.keys(d.bindings).length));
+  if (bindings > limits.maxStorageBuffersPerShaderStage) {
+    problems.push(`a kernel binds ${bindings} buffers, the GPU allows ${limits.maxStorageBuffersPerShaderStage}`);
+  }
+  for (const p of plan.pipelines) {
+    const size = p.constants.WORKGROUP_SIZE;
+    if (size > limits.maxComputeInvocationsPerWorkgroup || size > limits.maxComputeWorkgroupSizeX) {
+      problems.push(`kernel ${p.kernel} runs ${size} invocations per workgroup, the GPU allows ` +
+        `${limits.maxComputeInvocationsPerWorkgroup}`);
+      break;
+    }
+  }
+  const groups = Math.max(...plan.dispatches.flatMap((d) => d.workgroups));
+  if (groups > limits.maxComputeWorkgroupsPerDimension) {
+    problems.push(`a dispatch needs ${groups} workgroups, the GPU allows ${limits.maxComputeWorkgroupsPerDimension}`);
+  }
+  return problems;
+}
+
+// A device with the adapter's own limits and exactly the features the plan needs; throws a clear SttError when
+// the plan does not fit the adapter.
+export async function requestDevice(adapter, plan) {
+  checkPlanFormat(plan);
+  const problems = planProblems(plan, adapter.limits, adapter.features);
+  if (problems.length) {
+    throw new SttError(ErrorCode.ADAPTER_LIMITS, `This GPU cannot run the model: ${problems.join('; ')}.`);
+  }
+  const requiredLimits = {};
+  for (const name of WANTED_LIMITS) {
+    if (adapter.limits[name] !== undefined) requiredLimits[name] = adapter.limits[name];
+  }
+  try {
+    return await adapter.requestDevice({label: 'kyutai-stt', requiredFeatures: webgpuFeatures(plan), requiredLimits});
+  } catch (error) {
+    throw new SttError(ErrorCode.ADAPTER_LIMITS, `The GPU refused a device for the model: ${error.message}`);
+  }
+}
+
+export function checkPlanFormat(plan) {
+  if (plan?.format !== PLAN_FORMAT || plan?.version !== PLAN_VERSION) {
+    throw new SttError(ErrorCode.PACKAGE_MISMATCH,
+      `plans.json holds a ${plan?.format} v${plan?.version} plan; this page reads ${PLAN_FORMAT} v${PLAN_VERSION}.`);
+  }
+}
+
+// ---- kernels ------------------------------------------------------------------------------------------------
+
+// Fetches kernels/<name>.wgsl relative to kernelsUrl (used as is: Chrome's Tint needs the `enable subgroups;`
+// directive that the native host strips for Naga).
+export function kernelFetcher(kernelsUrl) {
+  const base = new URL(kernelsUrl, globalThis.location?.href);
+  const cache = new Map();
+  return (name) => {
+    if (!cache.has(name)) {
+      cache.set(name, fetch(new URL(`${name}.wgsl`, base)).then(async (response) => {
+        if (!response.ok) throw new SttError(ErrorCode.DOWNLOAD, `kernel ${name}.wgsl: HTTP ${response.status}`);
+        return response.text();
+      }));
+    }
+    return cache.get(name);
+  };
+}
+
+// Override constants as WebGPU takes them: numbers only (plans hold JSON booleans for bool overrides).
+export function pipelineConstants(constants) {
+  return Object.fromEntries(Object.entries(constants).map(([k, v]) => [k, typeof v === 'boolean' ? Number(v) : v]));
+}
+
+export async function createPipeline(device, source, {name, kernel, constants = {}, entry = 'main'}) {
+  const module = device.createShaderModule({label: kernel, code: source});
+  try {
+    return await device.createComputePipelineAsync({
+      label: name ?? kernel, layout: 'auto',
+      compute: {module, entryPoint: entry, constants: pipelineConstants(constants)},
+    });
+  } catch (error) {
+    const info = await module.getCompilationInfo();
+    const messages = info.messages.filter((m) => m.type === 'error')
+      .map((m) => `${kernel}.wgsl:${m.lineNum}:${m.linePos}: ${m.message}`);
+    throw new SttError(ErrorCode.GPU, `kernel ${kernel} (${name}) does not compile on this GPU: ` +
+      `${messages.join('; ') || error.message}`);
+  }
+}
+
+// ---- the plan interpreter -----------------------------------------------------------------------------------
+
+export function stepValue(field, frame) {
+  const v = frame * field.scale + field.offset;
+  return field.modulo ? v % field.modulo : v;
+}
+
+export class PlanRuntime {
+  // Buffers, compiled pipelines and bind groups, reset; the weights still to upload (uploadShard).
+  // loadKernel(name) -> Promise<WGSL text>; onProgress({phase: 'compile', done, total}).
+  static async create(device, plan, {loadKernel, onProgress, readbackDepth = READBACK_DEPTH} = {}) {
+    const runtime = new PlanRuntime(device, plan, {readbackDepth});
+    await runtime.compile(loadKernel, onProgress);
+    return runtime;
+  }
+
+  // Creates the buffers (so weights can be uploaded while compile() runs).
+  constructor(device, plan, {readbackDepth = READBACK_DEPTH} = {}) {
+    checkPlanFormat(plan);
+    this.device = device;
+    this.plan = plan;
+    this.frame = 0;
+    device.pushErrorScope('out-of-memory');
+    this.buffers = new Map(plan.buffers.map((b) => [b.name, this._createBuffer(b)]));
+    this._memoryCheck = device.popErrorScope();
+    for (const b of plan.buffers) {
+      if (b.kind === 'const') {
+        const values = b.dtype === 'u32' ? new Uint32Array(b.values) : new Float32Array(b.values);
+        device.queue.writeBuffer(this.buffers.get(b.name), 0, values);
+      }
+    }
+    this._weightsPending = new Set(plan.buffers.flatMap((b) => b.sources.map((s) => s.stream)));
+    this._staging = Array.from({length: readbackDepth}, () => Object.fromEntries(
+      Object.entries(plan.outputs).map(([role, name]) => [role, device.createBuffer({
+        label: `staging ${role}`, size: this.buffers.get(name).size,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      })])));
+    this._slots = new Array(readbackDepth).fill(Promise.resolve());   // readback of the frame using each slot
+    this._pending = [];                                                // result promises not yet drained
+    this._chain = Promise.resolve();                                   // submissions, in call order
+    this._stepWords = new Uint32Array(plan.step_fields.length);
+  }
+
+  _createBuffer(b) {
+    let usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    let size = b.size;
+    if (b.kind === 'step') {
+      usage |= GPUBufferUsage.UNIFORM;
+      size = Math.ceil(size / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+    }
+    return this.device.createBuffer({label: b.name, size, usage});
+  }
+
+  async compile(loadKernel, onProgress = () => {}) {
+    const memoryError = await this._memoryCheck;
+    if (memoryError) {
+      throw new SttError(ErrorCode.ADAPTER_LIMITS, `Not enough GPU memory for the model: ${memoryError.message}`);
+    }
+    let done = 0;
+    const total = this.plan.pipelines.length;
+    const pipelines = await Promise.all(this.plan.pipelines.map(async (p) => {
+      const pipeline = await createPipeline(this.device, await loadKernel(p.kernel), p);
+      onProgress({phase: 'compile', done: ++done, total});
+      return [p.name, pipeline];
+    }));
+    const byName = new Map(pipelines);
+    this.device.pushErrorScope('validation');
+    this._commands = this.plan.dispatches.map((d) => {
+      const pipeline = byName.get(d.pipeline);
+      const entries = Object.entries(d.bindings).map(([binding, name]) => (
+        {binding: Number(binding), resource: {buffer: this.buffers.get(name)}}));
+      const group = this.device.createBindGroup({label: d.label, layout: pipeline.getBindGroupLayout(0), entries});
+      return [pipeline, group, d.workgroups];
+    });
+    const error = await this.device.popErrorScope();
+    if (error) throw new SttError(ErrorCode.GPU, `the plan's bind groups are invalid: ${error.message}`);
+    await this.reset();
+  }
+
+  // Where each package stream of a shard file goes: [{stream, buffer, bufferOffset, fileOffset, nbytes}] by file.
+  weightUploads(manifest) {
+    const byFile = new Map();
+    for (const b of this.plan.buffers) {
+      for (const source of b.sources) {
+        const dot = source.stream.lastIndexOf('.');
+        const stream = manifest.tensors[source.stream.slice(0, dot)]?.streams?.[source.stream.slice(dot + 1)];
+        if (!stream) {
+          throw new SttError(ErrorCode.PACKAGE_MISMATCH, `the plan needs stream ${source.stream}, ` +
+            'which this model package lacks');
+        }
+        if (!byFile.has(stream.file)) byFile.set(stream.file, []);
+        byFile.get(stream.file).push({stream: source.stream, buffer: this.buffers.get(b.name),
+          bufferOffset: source.offset, fileOffset: stream.offset, nbytes: stream.nbytes});
+      }
+    }
+    return byFile;
+  }
+
+  // Write the streams that live in one shard file (its bytes as an ArrayBuffer) into their weight buffers.
+  uploadShard(uploads, bytes) {
+    for (const u of uploads ?? []) {
+      if (u.fileOffset + u.nbytes > bytes.byteLength) {
+        throw new SttError(ErrorCode.INTEGRITY, `stream ${u.stream} runs past the end of its file`);
+      }
+      this.device.queue.writeBuffer(u.buffer, u.bufferOffset, bytes, u.fileOffset, u.nbytes);
+      this._weightsPending.delete(u.stream);
+    }
+  }
+
+  checkWeightsComplete() {
+    if (this._weightsPending.size) {
+      throw new SttError(ErrorCode.PACKAGE_MISMATCH, `${this._weightsPending.size} weight streams were never ` +
+        `uploaded (first: ${[...this._weightsPending][0]})`);
+    }
+  }
+
+  // A new stream: wait for frames in flight, refill the state buffers, frame index back to firstFrame.
+  async reset(firstFrame = 0) {
+    await this.drain();
+    const states = this.plan.buffers.filter((b) => b.kind === 'state');
+    const words = new Uint32Array(Math.max(0, ...states.map((b) => b.size / 4)));
+    for (const b of states) {
+      const fill = words.subarray(0, b.size / 4).fill(b.reset_fill);
+      this.device.queue.writeBuffer(this.buffers.get(b.name), 0, fill);
+    }
+    this.frame = firstFrame;
+  }
+
+  // Run one frame. inputs: {role: typed array} (e.g. {pcm: Float32Array(1920)}), not modified until this resolves.
+  // Resolves, once the frame is submitted, to {frame, result}: result is a Promise of {frame, outputs: {role:
+  // Uint32Array}} (raw words; the caller views them). Calls are queued: call it again without awaiting.
+  submit(inputs = {}) {
+    const next = this._chain.then(() => this._submit(inputs));
+    this._chain = next.catch(() => {});
+    return next;
+  }
+
+  async _submit(inputs) {
+    const frame = this.frame;
+    const slot = frame % this._staging.length;
+    await this._slots[slot];          // frame - depth's readback must be done with this staging buffer
+    const queue = this.device.queue;
+    this.plan.step_fields.forEach((f, i) => { this._stepWords[i] = stepValue(f, frame); });
+    queue.writeBuffer(this.buffers.get(this.plan.step_buffer), 0, this._stepWords);
+    for (const [role, data] of Object.entries(inputs)) {
+      const name = this.plan.inputs[role];
+      if (!name) throw new Error(`the plan has no input "${role}"`);
+      queue.writeBuffer(this.buffers.get(name), 0, data);
+    }
+    const encoder = this.device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    for (const [pipeline, group, [x, y, z]] of this._commands) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(x, y, z);
+    }
+    pass.end();
+    const staging = this._staging[slot];
+    for (const [role, name] of Object.entries(this.plan.outputs)) {
+      encoder.copyBufferToBuffer(this.buffers.get(name), 0, staging[role], 0, staging[role].size);
+    }
+    queue.submit([encoder.finish()]);
+    this.frame = frame + 1;
+    const result = this._readback(frame, staging);
+    this._slots[slot] = result.catch(() => {});
+    this._pending.push(result);
+    result.finally(() => { this._pending.splice(this._pending.indexOf(result), 1); }).catch(() => {});
+    return {frame, result};
+  }
+
+  async _readback(frame, staging) {
+    const outputs = {};
+    const buffers = Object.entries(staging);
+    await Promise.all(buffers.map(([, buffer]) => buffer.mapAsync(GPUMapMode.READ)));
+    for (const [role, buffer] of buffers) {
+      outputs[role] = new Uint32Array(buffer.getMappedRange().slice(0));
+      buffer.unmap();
+    }
+    return {frame, outputs};
+  }
+
+  // One throwaway frame of zeros (the first dispatch of each pipeline is slower on many drivers), then reset.
+  async warmUp() {
+    const inputs = Object.fromEntries(Object.entries(this.plan.inputs).map(
+      ([role, name]) => [role, new Uint8Array(this.buffers.get(name).size)]));
+    await this.submit(inputs);
+    await this.reset();
+  }
+
+  // Wait for every frame submitted (or queued) so far; returns their results in frame order.
+  async drain() {
+    await this._chain;
+    return Promise.all([...this._pending]);
+  }
+
+  // Debugging/tests: a buffer's current contents as u32 words (waits for the GPU).
+  async read(name) {
+    const source = this.buffers.get(name);
+    const usage = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
+    const copy = this.device.createBuffer({size: source.size, usage});
+    const encoder = this.device.createCommandEncoder();
+    encoder.copyBufferToBuffer(source, 0, copy, 0, source.size);
+    this.device.queue.submit([encoder.finish()]);
+    await copy.mapAsync(GPUMapMode.READ);
+    const words = new Uint32Array(copy.getMappedRange().slice(0));
+    copy.destroy();
+    return words;
+  }
+
+  destroy() {
+    this.device.destroy();
+  }
+}

@@ -1,0 +1,325 @@
+// The inference worker: owns the GPU device, the plan runtime and the delayed-streams decoder. The page talks to it
+// through protocol.js messages; live audio arrives as 1920-sample frames on a MessagePort from the AudioWorklet.
+//
+// A stream mirrors kyutai_stt/transcriber.py: `silencePrefix` seconds of silence first, then the caller's 24 kHz
+// audio cut into frames (each one submission of the whole-frame plan), results decoded in frame order; a flush pads
+// the last frame, feeds delay_steps + FLUSH_EXTRA_FRAMES silent frames at full speed, releases the last words and
+// starts a new stream. All GPU work runs through one serial task queue, so requests (flush, reset, transcribe) act
+// after the audio that arrived before them. Submission never waits for the previous frame's readback (runtime.js).
+
+import {ErrorCode, SttError, errorPayload} from './errors.js';
+import {clearCache, fetchManifest, loadShards} from './package.js';
+import {FromWorker, ToWorker} from './protocol.js';
+import {PlanRuntime, adapterSummary, chooseVariant, kernelFetcher, requestAdapter, requestDevice} from './runtime.js';
+import {StreamDecoder} from './stream.js';
+
+// Silence before the caller's audio: a clip that starts mid-word otherwise loses its first words (transcriber.py).
+export const DEFAULT_SILENCE_PREFIX_S = 1.0;
+// Silent frames after delay_steps in a flush: they let the last word's closing token out (transcriber.py).
+export const FLUSH_EXTRA_FRAMES = 2;
+// A STATS event (and a TRANSCRIBE_PROGRESS event) every this many frames: about once a second of audio.
+const REPORT_EVERY_FRAMES = 12;
+// Added to the mean square before the log in the audio level: digital silence reads -120 dB instead of -inf.
+const SILENCE_POWER = 1e-12;
+// How long STOP waits for the AudioWorklet's last frame ('end' marker) before flushing anyway.
+const END_WAIT_MS = 1000;
+
+let engine = null;        // {runtime, decoder, manifest, frameSize, sampleRate, silencePrefix, info}
+let stream = null;        // the current stream: pending samples, counters (newStream())
+let live = null;          // {port, ended: Promise, first: bool}
+let tasks = Promise.resolve();
+let results = Promise.resolve();
+let collector = null;     // word events of a TRANSCRIBE in progress
+const stats = {frames: 0, completed: 0, windowMs: 0, windowFrames: 0, lastResultAt: 0, energy: 0, samples: 0};
+
+function post(type, fields = {}, transfer = []) {
+  self.postMessage({type, ...fields}, transfer);
+}
+
+// Serial queue of GPU work: each task starts when the previous one settled.
+function enqueue(task) {
+  const next = tasks.then(task);
+  tasks = next.catch(() => {});
+  return next;
+}
+
+self.onmessage = ({data}) => {
+  const handler = HANDLERS[data?.type];
+  const run = handler ? handler(data) : Promise.reject(new Error(`unknown message ${data?.type}`));
+  Promise.resolve(run).then(
+    (result) => post(FromWorker.REPLY, {id: data?.id, result: result ?? null}),
+    (error) => post(FromWorker.REPLY, {id: data?.id, error: errorPayload(error)}));
+};
+
+// Requests that touch the GPU are queued behind the audio received before them; STOP queues its flush itself
+// (after the worklet's last frame), CLEAR_CACHE needs no GPU.
+const HANDLERS = {
+  [ToWorker.LOAD]: (msg) => enqueue(() => load(msg)),
+  [ToWorker.START]: (msg) => enqueue(() => start(msg)),
+  [ToWorker.STOP]: stop,
+  [ToWorker.AUDIO]: ({pcm}) => enqueue(() => { requireEngine(); return push(pcm, true); }),
+  [ToWorker.FLUSH]: () => enqueue(flush),
+  [ToWorker.RESET]: () => enqueue(reset),
+  [ToWorker.TRANSCRIBE]: (msg) => enqueue(() => transcribe(msg)),
+  [ToWorker.CLEAR_CACHE]: clearCache,
+};
+
+function requireEngine() {
+  if (!engine) throw new SttError(ErrorCode.INTERNAL, 'the engine is not loaded (call load() first, or again after ' +
+    'a device loss)');
+  return engine;
+}
+
+// ---- loading ----------------------------------------------------------------------------------------------------
+
+async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix = DEFAULT_SILENCE_PREFIX_S,
+                     decoder = {}, retries, backoffMs}) {
+  const t0 = performance.now();
+  if (engine) {
+    engine.runtime.destroy();
+    engine = null;
+  }
+  const [plans, {manifest, sha256}] = await Promise.all([fetchJson(plansUrl, 'plans.json'), fetchManifest(modelUrl)]);
+  if (plans.package_sha !== sha256) {
+    throw new SttError(ErrorCode.PACKAGE_MISMATCH, 'This site was exported for another model package (plans.json ' +
+      `names manifest ${String(plans.package_sha).slice(0, 12)}…, ${modelUrl} serves ${sha256.slice(0, 12)}…); ` +
+      're-run kyutai-stt export-web --model ... for this package.');
+  }
+  const adapter = await requestAdapter();
+  const chosen = variant ?? chooseVariant(adapter);
+  const plan = plans.variants?.[chosen];
+  if (!plan) throw new SttError(ErrorCode.PACKAGE_MISMATCH, `plans.json has no "${chosen}" variant`);
+  const device = await requestDevice(adapter, plan);
+  watchDevice(device);
+  const tDevice = performance.now();
+
+  // Pipelines compile while the shards download and upload.
+  const runtime = new PlanRuntime(device, plan);
+  let download, compile, warm;
+  try {
+    const compiled = timed(runtime.compile(kernelFetcher(kernelsUrl), (p) => post(FromWorker.PROGRESS, p)));
+    compiled.catch(() => {});            // awaited below; a failure must not count as unhandled meanwhile
+    const uploads = runtime.weightUploads(manifest);
+    download = await timed(loadShards({
+      baseUrl: modelUrl, manifest, retries, backoffMs,
+      onProgress: (p) => post(FromWorker.PROGRESS, {phase: 'download', ...p}),
+      onShard: (name, bytes) => runtime.uploadShard(uploads.get(name), bytes),
+    }));
+    runtime.checkWeightsComplete();
+    compile = await compiled;
+    post(FromWorker.PROGRESS, {phase: 'warmup'});
+    warm = await timed(runtime.warmUp());
+  } catch (error) {
+    runtime.destroy();                   // a failed load keeps no GPU memory
+    throw error;
+  }
+
+  const input = plan.buffers.find((b) => b.name === plan.inputs.pcm);
+  const info = {
+    adapter: adapterSummary(adapter), variant: chosen,
+    package: {quant: manifest.quant, variant: manifest.variant, bytes: manifest.total_bytes, sha256,
+      synthetic: manifest.synthetic ?? null},
+    plan: {dispatches: plan.dispatches.length, pipelines: plan.pipelines.length},
+    timings: {
+      totalMs: Math.round(performance.now() - t0), deviceMs: Math.round(tDevice - t0),
+      downloadMs: Math.round(download.ms), compileMs: Math.round(compile.ms), warmUpMs: Math.round(warm.ms),
+      cached: download.value.downloadedFiles === 0,
+    },
+  };
+  engine = {runtime, manifest, info, silencePrefix, frameSize: input.size / 4,
+    sampleRate: manifest.config.mimi.sample_rate,
+    decoder: new StreamDecoder(manifest.tokenizer, {...decoder, silence_prefix: silencePrefix})};
+  newStream();
+  post(FromWorker.READY, info);
+  return info;
+}
+
+async function fetchJson(url, what) {
+  let response;
+  try {
+    response = await fetch(url, {cache: 'no-cache'});
+  } catch (error) {
+    throw new SttError(ErrorCode.DOWNLOAD, `could not fetch ${what} (${url}): ${error.message}`);
+  }
+  if (!response.ok) throw new SttError(ErrorCode.DOWNLOAD, `could not fetch ${what} (${url}): HTTP ${response.status}`);
+  return response.json();
+}
+
+async function timed(promise) {
+  const t0 = performance.now();
+  const value = await promise;
+  return {value, ms: performance.now() - t0};
+}
+
+function watchDevice(device) {
+  let reported = false;
+  device.lost.then((info) => {
+    if (info.reason === 'destroyed') return;             // our own destroy() (a new LOAD)
+    if (engine?.runtime.device === device) engine = null;
+    post(FromWorker.ERROR, {error: errorPayload(new SttError(ErrorCode.DEVICE_LOST,
+      `The GPU device was lost: ${info.message || 'no reason given'}.`))});
+  });
+  device.onuncapturederror = (event) => {
+    if (reported) return;                                // one report: the next ones are usually consequences
+    reported = true;
+    post(FromWorker.ERROR, {error: errorPayload(new SttError(ErrorCode.GPU, `WebGPU error: ${event.error.message}`))});
+  };
+}
+
+// ---- streams ------------------------------------------------------------------------------------------------------
+
+function newStream() {
+  const {sampleRate, silencePrefix} = engine;
+  stream = {pending: new Float32Array(Math.round(silencePrefix * sampleRate)), samples: 0, words: 0};
+}
+
+// Append samples (the caller's audio, or silence) and submit every whole frame.
+async function push(samples, audio) {
+  const {frameSize} = requireEngine();
+  if (audio) {
+    stream.samples += samples.length;
+    for (const v of samples) stats.energy += v * v;
+    stats.samples += samples.length;
+  }
+  const all = new Float32Array(stream.pending.length + samples.length);
+  all.set(stream.pending);
+  all.set(samples, stream.pending.length);
+  let at = 0;
+  for (; at + frameSize <= all.length; at += frameSize) await submitFrame(all.slice(at, at + frameSize));
+  stream.pending = all.slice(at);
+}
+
+async function submitFrame(frame) {
+  const submittedAt = performance.now();
+  const {result} = await engine.runtime.submit({pcm: frame});
+  stats.frames += 1;
+  results = results.then(() => result).then((r) => onResult(r, submittedAt)).catch(reportError);
+}
+
+function onResult({outputs}, submittedAt) {
+  if (!engine) return;                   // the device was lost meanwhile: its error was reported once
+  const words = outputs.results;
+  const vad = new Float32Array(words.buffer, words.byteOffset + 4, words.length - 1);
+  for (const event of engine.decoder.step(words[0], vad)) emit(event);
+  // Service time: from submission, or from the previous result when this frame was queued behind it.
+  const now = performance.now();
+  stats.windowMs += now - Math.max(submittedAt, stats.lastResultAt);
+  stats.windowFrames += 1;
+  stats.completed += 1;
+  stats.lastResultAt = now;
+  if (stats.windowFrames >= REPORT_EVERY_FRAMES) postStats();
+}
+
+function emit(event) {
+  const {type, ...fields} = event;
+  if (type === 'word') {
+    stream.words += 1;
+    collector?.push({text: fields.text, start: fields.start, end: fields.end});
+  }
+  post(type, fields);
+}
+
+function postStats() {
+  const msPerFrame = stats.windowFrames ? stats.windowMs / stats.windowFrames : 0;
+  const frameMs = 1000 * engine.frameSize / engine.sampleRate;
+  // The caller's audio since the last report, RMS in dB relative to full scale (null: none arrived).
+  const level = stats.samples ? 10 * Math.log10(stats.energy / stats.samples + SILENCE_POWER) : null;
+  const summary = {frames: stats.completed, msPerFrame, realTimeFactor: msPerFrame / frameMs,
+    framesBehind: stats.frames - stats.completed + queuedFrames(), audioSeconds: stream.samples / engine.sampleRate,
+    level};
+  Object.assign(stats, {windowMs: 0, windowFrames: 0, energy: 0, samples: 0});
+  post(FromWorker.STATS, summary);
+  return summary;
+}
+
+function queuedFrames() {
+  return live ? live.queued : 0;
+}
+
+async function flush() {
+  requireEngine();
+  const {frameSize, decoder, runtime, sampleRate} = engine;
+  if (!stream.samples) {                 // no audio in this stream: nothing to release (as transcriber.py)
+    await reset();
+    return {stats: null};
+  }
+  const frames = Math.ceil(stream.pending.length / frameSize) + decoder.config.delay_steps + FLUSH_EXTRA_FRAMES;
+  await push(new Float32Array(frames * frameSize - stream.pending.length), false);
+  await runtime.drain();
+  await results;
+  for (const event of decoder.finish(stream.samples / sampleRate)) emit(event);
+  const summary = postStats();
+  await runtime.reset();
+  decoder.reset();
+  newStream();
+  return {stats: summary};
+}
+
+async function reset() {
+  requireEngine();
+  await engine.runtime.drain();
+  await results;
+  await engine.runtime.reset();
+  engine.decoder.reset();
+  newStream();
+}
+
+function reportError(error) {
+  post(FromWorker.ERROR, {error: errorPayload(error)});
+}
+
+// ---- live audio ---------------------------------------------------------------------------------------------------
+
+async function start({port}) {
+  requireEngine();
+  if (live) throw new SttError(ErrorCode.INTERNAL, 'already listening: stop() first');
+  let ended;
+  live = {port, ended: new Promise((resolve) => { ended = resolve; }), first: true, queued: 0};
+  const session = live;
+  port.onmessage = ({data}) => {
+    if (data instanceof Float32Array) {
+      if (!engine) return;               // the device was lost: reported once, the page reloads the engine
+      if (session.first) {
+        session.first = false;
+        post(FromWorker.LISTENING);
+      }
+      session.queued += 1;
+      enqueue(() => { session.queued -= 1; return push(data, true); }).catch(reportError);
+    } else if (data?.type === 'end') {
+      ended();
+    }
+  };
+}
+
+// Waits (briefly) for the worklet's last frame, detaches the port, then flushes behind every frame received.
+async function stop() {
+  if (live) {
+    const session = live;
+    await Promise.race([session.ended, new Promise((resolve) => setTimeout(resolve, END_WAIT_MS))]);
+    session.port.onmessage = null;
+    session.port.close();
+    if (live === session) live = null;
+  }
+  return enqueue(() => (engine ? flush() : {stats: null}));
+}
+
+// ---- whole recordings ---------------------------------------------------------------------------------------------
+
+async function transcribe({id, pcm}) {
+  requireEngine();
+  if (live) throw new SttError(ErrorCode.INTERNAL, 'stop the microphone before transcribing a file');
+  await reset();
+  const {frameSize} = engine;
+  collector = [];
+  try {
+    const chunk = REPORT_EVERY_FRAMES * frameSize;
+    for (let at = 0; at < pcm.length; at += chunk) {
+      await push(pcm.subarray(at, at + chunk), true);
+      post(FromWorker.TRANSCRIBE_PROGRESS, {id, done: Math.min(pcm.length, at + chunk), total: pcm.length});
+    }
+    const {stats: summary} = await flush();
+    return {words: collector, stats: summary};
+  } finally {
+    collector = null;
+  }
+}

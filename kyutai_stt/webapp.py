@@ -1,0 +1,118 @@
+"""The browser app as a static site: the web/ modules, the shared kernels, the plans, and (optionally) a model package.
+
+    site/
+      *.js, *.html          kyutai_stt/web/* (the engine modules and the page)
+      kernels/*.wgsl        kyutai_stt/kernels/*.wgsl: the very files the native engine runs
+      plans.json            {"package_sha": sha256 of the package's manifest.json bytes, "variants": {name: plan}}
+      model/                the model package (manifest.json + GGUF shards), when one is copied in
+      .kyutai-stt-site      marks the directory as an export (so a re-export may replace it)
+
+The browser never defines the network: the plans are built here, by the same code that builds the native engine's
+plans (models/stt.py), once per kernel-tuning variant; web/runtime.js picks the variant from the adapter.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import UserError
+from .models.lm import CPU_TUNING, GPU_SUBGROUP_TUNING, GPU_TUNING, Tuning, tensors_of
+from .models.stt import build_stt_plan
+from .package import MANIFEST, Package, open_package
+from .plan import Plan
+
+WEB_DIR = Path(__file__).parent / "web"
+KERNEL_DIR = Path(__file__).parent / "kernels"
+PLANS_FILE = "plans.json"
+MODEL_SUBDIR = "model"
+MARKER = ".kyutai-stt-site"
+SITE_FORMAT = {"format": "kyutai-stt-site", "version": 1}
+# Variant name -> kernel launch shapes. runtime.js chooses: CPU/fallback adapter -> "cpu"; subgroups of >= 32
+# invocations -> "gpu-subgroup"; otherwise "gpu" (the same rule as models/lm.py's tuning_for natively).
+VARIANTS: dict[str, Tuning] = {"gpu": GPU_TUNING, "gpu-subgroup": GPU_SUBGROUP_TUNING, "cpu": CPU_TUNING}
+
+
+class SiteError(UserError, ValueError):
+    pass
+
+
+def build_plans(package: Package) -> dict[str, Plan]:
+    """The whole-frame STT plan of an opened package, for every variant in VARIANTS."""
+    tensors = tensors_of(package)
+    return {name: build_stt_plan(package.config, tensors, package.manifest["tensors"], tuning)
+            for name, tuning in VARIANTS.items()}
+
+
+def manifest_sha256(package_dir: str | Path) -> str:
+    """The identity of a package as the browser checks it: SHA-256 of its manifest.json bytes."""
+    return hashlib.sha256((Path(package_dir) / MANIFEST).read_bytes()).hexdigest()
+
+
+def plans_document(package: Package) -> dict:
+    """The content of plans.json for a package (a dev server can serve this without exporting)."""
+    return {"package_sha": manifest_sha256(package.root),
+            "variants": {name: json.loads(plan.to_json()) for name, plan in build_plans(package).items()}}
+
+
+def export_site(out_dir: str | Path, package_dir: str | Path | None = None, *, copy_model: bool = True) -> Path:
+    """Write the static site into out_dir and return its path.
+
+    package_dir: a model package (kyutai-stt convert's output). Its plans go into plans.json and, when copy_model,
+    the package itself into site/model/ (hard links where the filesystem allows, else copies); with
+    copy_model=False the page must be given the package's URL (the same package: plans.json names its manifest's
+    SHA-256 and the page refuses any other). None: only the code and kernels, no plans.json (a page that needs
+    a plans.json from elsewhere, e.g. a dev server calling plans_document()).
+
+    Atomic: everything is written to a temporary directory next to out_dir and renamed into place, so a failure
+    leaves out_dir as it was. out_dir may exist only if it is an earlier export (it is then replaced)."""
+    out = Path(out_dir).resolve()
+    if out.exists() and not (out / MARKER).is_file():
+        raise SiteError(f"{out} exists and is not a kyutai-stt site export: choose a new directory or remove it")
+    package = open_package(package_dir) if package_dir is not None else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        _write_site(partial, package, copy_model)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(partial, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_site(site: Path, package: Package | None, copy_model: bool) -> None:
+    os.chmod(site, 0o755)          # mkdtemp makes it 0700; a static server running as another user must read it
+    for f in sorted(WEB_DIR.iterdir()):
+        if f.is_dir():
+            shutil.copytree(f, site / f.name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif f.is_file():
+            shutil.copy2(f, site / f.name)
+    (site / "kernels").mkdir()
+    for f in sorted(KERNEL_DIR.glob("*.wgsl")):
+        shutil.copy2(f, site / "kernels" / f.name)
+    if package is not None:
+        (site / PLANS_FILE).write_text(json.dumps(plans_document(package), separators=(",", ":")) + "\n")
+        if copy_model:
+            model = site / MODEL_SUBDIR
+            model.mkdir()
+            for name in [MANIFEST] + [f["name"] for f in package.manifest["files"]]:
+                _link_or_copy(package.root / name, model / name)
+    (site / MARKER).write_text(json.dumps(SITE_FORMAT) + "\n")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    # Package files are never modified in place (convert writes a new directory), so a hard link is a safe copy.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,206 @@
+"""The app end to end in headless Chromium: the page loads the tiny package with a progress bar, a fake microphone
+plays speech and words and an end of turn appear, file transcription equals the native engine's, downloads, the
+network stays on localhost, and the failures a user can meet show a message that says what to do."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import wave
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from kyutai_stt import formats
+from kyutai_stt.transcriber import Transcriber
+
+from chromium import AUDIO, CHROMIUM, CHROMIUM_ARGS, microphone_args, write_microphone_wav
+
+LOAD_TIMEOUT_MS = 300_000          # SwiftShader compiles ~50 pipelines and the tiny model's full-size Mimi
+RUN_TIMEOUT_MS = 600_000           # every frame of the full-size Mimi encoder on a CPU rasteriser: ~1 s each
+EOT_THRESHOLD = 0.2                # random weights: a lower end-of-turn threshold makes one likely in 2 s
+FILE_SECONDS = 1.5
+
+
+def open_app(context, server, query: str = "silence=0"):
+    page = context.new_page()
+    console, requests = [], []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"{server.url}/index.html?{query}")
+    return page, console, requests
+
+
+def wait_state(page, states, timeout=LOAD_TIMEOUT_MS, console=()):
+    try:
+        page.wait_for_function(f"{json.dumps(states)}.includes(document.body.dataset.state)", timeout=timeout)
+    except Exception as e:
+        raise AssertionError(f"page state {page.evaluate('document.body.dataset.state')!r}, expected {states}: "
+                             f"{e}\nconsole:\n" + "\n".join(list(console)[-20:])) from None
+    return page.evaluate("document.body.dataset.state")
+
+
+def test_microphone_words_end_of_turn_screenshot_and_no_foreign_requests(browser, server, tmp_path):
+    page, console, requests = open_app(browser, server, f"silence=0&eot={EOT_THRESHOLD}")
+    assert wait_state(page, ["ready", "error"], console=console) == "ready", page.inner_text("#error")
+    manifest = json.loads((server.root / "model" / "manifest.json").read_text())
+    assert page.evaluate("document.getElementById('progress').max") == manifest["total_bytes"]
+    assert page.evaluate("document.getElementById('progress').value") == manifest["total_bytes"]
+    assert "Model ready" in page.inner_text("#progress-text")
+    assert page.is_visible("#synthetic"), "a synthetic package is labelled as producing meaningless text"
+
+    page.click("#mic")
+    wait_state(page, ["listening"], timeout=30_000, console=console)
+    # The fake microphone plays its clip once; the engine runs behind real time here, so wait for the audio to
+    # have been taken in (stats report it), then stop: the flush releases the last words.
+    page.wait_for_function("window.sttApp.transcript.words.length > 0 || "
+                           "document.getElementById('partial').textContent.length > 0", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_timeout(3000)
+    page.click("#mic")
+    assert wait_state(page, ["ready", "error"], timeout=RUN_TIMEOUT_MS, console=console) == "ready"
+    words = page.evaluate("window.sttApp.transcript.words")
+    turns = page.evaluate("window.sttApp.transcript.endOfTurns")
+    assert words and all(w["text"] and 0 <= w["start"] <= w["end"] for w in words)
+    assert page.locator("#final .word").count() == len(words)
+    assert len(turns) >= 1 and page.locator("#final .eot").count() == len(turns)
+    assert "ms per 80 ms frame" in page.inner_text("#stats")
+
+    shot = tmp_path / "app.png"
+    page.screenshot(path=str(shot), full_page=True)
+    check_screenshot(shot)
+    foreign = [u for u in requests if urlparse(u).hostname not in ("127.0.0.1", "localhost")
+               and not u.startswith(("blob:", "data:"))]
+    assert not foreign, f"the page reached outside localhost: {foreign}"
+    page.close()
+
+
+def check_screenshot(path: Path):
+    """The screenshot shows a page with text on it: mostly light background, and dark pixels of the transcript."""
+    from PIL import Image
+    image = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    assert image.shape[0] > 300 and image.shape[1] > 600
+    dark = (image < 100).mean()
+    assert 0.002 < dark < 0.3, f"{dark:.4f} of the pixels are dark: blank or garbled page"
+
+
+def test_file_transcription_equals_the_native_engine_and_downloads(browser, server, tmp_path, tiny_packages):
+    clip = tmp_path / "clip.wav"
+    with wave.open(str(AUDIO)) as f:
+        params, frames = f.getparams(), f.readframes(int(FILE_SECONDS * f.getframerate()))
+    with wave.open(str(clip), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames)
+    page, console, _ = open_app(browser, server)
+    assert wait_state(page, ["ready", "error"], console=console) == "ready"
+    page.set_input_files("#file", str(clip))
+    wait_state(page, ["busy"], timeout=30_000, console=console)
+    assert wait_state(page, ["ready", "error"], timeout=RUN_TIMEOUT_MS, console=console) == "ready"
+    assert "Transcribed clip.wav" in page.inner_text("#progress-text")
+    words = page.evaluate("window.sttApp.transcript.words")
+
+    # The same samples through the native engine (24 kHz mono in: the browser's decoder resamples nothing).
+    pcm = np.frombuffer(frames, np.int16).astype(np.float32) / 32768
+    native = Transcriber(tiny_packages("q4"), silence_prefix=0.0)
+    expected = [e for e in native.feed(pcm, 24000) + native.flush() if e.type == "word"]
+    assert [w["text"] for w in words] == [w.text for w in expected]
+    np.testing.assert_allclose([[w["start"], w["end"]] for w in words], [[w.start, w.end] for w in expected],
+                               atol=1e-6)
+
+    with page.expect_download() as download:
+        page.click("#downloads [data-format=srt]")
+    assert download.value.suggested_filename == "transcript.srt"
+    srt = Path(download.value.path()).read_text()
+    assert srt == formats.to_srt(expected, page.evaluate("window.sttApp.transcript.endOfTurns"))
+    with page.expect_download() as download:
+        page.click("#downloads [data-format=txt]")
+    assert Path(download.value.path()).read_text() == \
+        formats.to_text(expected, page.evaluate("window.sttApp.transcript.endOfTurns"))
+    page.close()
+
+
+def test_corrupt_shard_is_named_and_retry_recovers(browser, server):
+    page, console, _ = open_app(browser, server)
+    assert wait_state(page, ["ready", "error"], console=console) == "ready"
+    page.click("#clear-cache")
+    page.wait_for_function("document.getElementById('progress-text').textContent.includes('deleted')")
+    page.close()
+    shard = json.loads((server.root / "model" / "manifest.json").read_text())["files"][0]["name"]
+    server.corrupt(f"/model/{shard}", 1000)
+    try:
+        page, console, _ = open_app(browser, server)
+        assert wait_state(page, ["ready", "error"], console=console) == "error"
+        assert page.get_attribute("#error", "data-code") == "integrity"
+        assert shard in page.inner_text("#error-message")
+        assert page.inner_text("#error-fix")
+    finally:
+        server.clear_overrides()
+    page.click("#retry")
+    assert wait_state(page, ["ready", "error"], console=console) == "ready", page.inner_text("#error")
+    page.close()
+
+
+def launch(playwright, extra_args: list[str], without: tuple[str, ...] = ()):
+    """A second Chromium with other flags (no WebGPU, or no fake microphone permission)."""
+    profile = tempfile.mkdtemp(prefix="kyutai-stt-chromium-")
+    args = [a for a in CHROMIUM_ARGS if a not in without] + extra_args
+    context = playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=args,
+                                                            headless=False)
+
+    def close():
+        context.close()
+        shutil.rmtree(profile, ignore_errors=True)
+    return context, close
+
+
+def test_no_webgpu_says_which_browsers_work(server, playwright):
+    context, close = launch(playwright, [], without=("--enable-unsafe-webgpu",))
+    try:
+        page, _, _ = open_app(context, server)
+        assert wait_state(page, ["ready", "error"]) == "error"
+        assert page.get_attribute("#error", "data-code") == "no-webgpu"
+        assert "WebGPU" in page.inner_text("#error-message")
+        assert "Chrome" in page.inner_text("#error-fix")
+        assert page.is_disabled("#mic")
+    finally:
+        close()
+
+
+def test_microphone_denied_says_how_to_allow_it(server, playwright, tmp_path):
+    mic = write_microphone_wav(tmp_path / "mic.wav")
+    args = [a for a in microphone_args(mic) if a != "--use-fake-ui-for-media-stream"]
+    context, close = launch(playwright, args)
+    try:
+        page, console, _ = open_app(context, server)
+        assert wait_state(page, ["ready", "error"], console=console) == "ready"
+        page.click("#mic")              # headless Chromium without the fake-UI flag denies the permission prompt
+        assert wait_state(page, ["error"], timeout=30_000, console=console) == "error"
+        assert page.get_attribute("#error", "data-code") == "mic-denied"
+        assert "Allow microphone access" in page.inner_text("#error-fix")
+    finally:
+        close()
+
+
+def test_readme_embedding_example(browser, server):
+    """The README's embedding example, served next to the exported site: load, talk, stop, words on the page."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = re.search(r"<!-- embedding example[^>]*-->\n```html\n(.*?)```", readme, re.S).group(1)
+    assert len(example.strip().splitlines()) <= 12
+    server.overrides["/embed.html"] = f"<!doctype html><meta charset=utf-8>\n{example}".encode()
+    try:
+        page = browser.new_page()
+        console = []
+        page.on("console", lambda m: console.append(m.text))
+        page.goto(f"{server.url}/embed.html")
+        page.wait_for_function("!document.getElementById('talk').disabled", timeout=LOAD_TIMEOUT_MS)
+        assert any(line.startswith("model: ") and "of" in line for line in console), console[-5:]
+        page.click("#talk")
+        page.wait_for_timeout(4000)              # the fake microphone plays its 2 s clip
+        page.click("#stop")
+        page.wait_for_function("document.getElementById('text').textContent.trim().length > 0",
+                               timeout=RUN_TIMEOUT_MS)
+        page.close()
+    finally:
+        server.overrides.pop("/embed.html", None)

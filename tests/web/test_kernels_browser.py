@@ -1,0 +1,199 @@
+"""Every WGSL kernel in Chromium's WebGPU (SwiftShader) against the same numpy references as natively.
+
+The native kernel tests (tests/kernels/*) run here: their cases, references and error bounds are imported and
+gpu.run_kernel is answered by the browser (conftest.BrowserKernels: one dispatch of the kernels/*.wgsl file the
+site serves; bindings and results as raw bytes). A kernel that is right on lavapipe and wrong under Chrome's Tint
+compiler, or a host difference in how constants or bindings are passed, fails here.
+
+Differences from the native runs, each for a stated reason:
+  - RoPE (attention, attention_chunk): WGSL, like Vulkan, allows cos/sin an absolute error of 2^-11 on [-pi, pi];
+    SwiftShader uses it (measured 1.9e-4), lavapipe's libm is exact to a few ulp, and the native bounds assume the
+    latter. The attention cases below add the propagated trigonometric error to the native bound (derivation in
+    trig_score_error); wrong slots, rotations or heads are still orders of magnitude beyond it.
+  - Subsets, for time (SwiftShader runs these ~10x slower than lavapipe): RVQ runs each format once (alternating
+    the two work splits), the realistic 16-head x 750-slot LM attention is replaced by the LM's head size on a
+    short ring; the native subgroup test reads the native adapter's subgroup size, so its cases run here with the
+    browser's.
+Nothing needs shader-f16 (SwiftShader lacks it): the f16 layouts are read through unpack2x16float, so every format
+runs here.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kyutai_stt import gpu
+from kyutai_stt import lm_reference as ref
+from kyutai_stt import mimi_reference as mr
+from kyutai_stt.lm_reference import rope_frequencies
+from kyutai_stt.models.mimi import FORMATS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))
+
+import test_attention  # noqa: E402
+import test_matvec  # noqa: E402
+import test_mimi_kernels  # noqa: E402
+from kernel_helpers import U32, assert_within, in_out, poisoned  # noqa: E402
+from test_embed_sum import (test_codebook_group, test_realistic_width_and_codebook_count,  # noqa: E402,F401
+                            test_single_table_accumulates_text_row, test_streams_with_ids_sharing_a_buffer,
+                            test_tables_looped_over_few_invocations_and_a_ragged_last_workgroup)
+from test_matvec import (test_batch_with_rms_norm_uses_per_stream_norms,  # noqa: E402,F401
+                         test_odd_rows_and_columns_accumulate, test_one_row_of_minimal_width,
+                         test_q4_realistic_attention_input, test_q4_realistic_ffn_output, test_rms_norm_input,
+                         test_swiglu_input_batch_offset_and_odd_tuning)
+from test_mimi_kernels import (test_conv1d_accumulate_with_layer_scale,  # noqa: E402,F401
+                               test_conv1d_layer_norm_in_gelu_out,
+                               test_conv1d_pcm_keeps_its_sample_history_across_frames,
+                               test_conv1d_replicate_padding_on_the_first_frame_only,
+                               test_conv1d_strided_with_history_regions)
+from test_output_heads import (test_argmax_all_equal_and_tiny_counts,  # noqa: E402,F401
+                               test_argmax_at_the_edges_of_invocation_ranges, test_argmax_realistic_vocabulary,
+                               test_argmax_skips_nan, test_argmax_streams_offsets_and_destinations,
+                               test_argmax_ties_go_to_the_lowest_index, test_vad_realistic,
+                               test_vad_streams_offsets_and_small_teams)
+from test_swiglu import test_swiglu_matches_numpy  # noqa: E402,F401
+
+# WGSL's accuracy for cos and sin: absolute error <= 2^-11 on [-pi, pi] (the kernels reduce angles there first).
+WGSL_TRIG_ERROR = 2.0**-11
+
+
+@pytest.fixture(autouse=True)
+def in_the_browser(monkeypatch, browser_kernels):
+    monkeypatch.setattr(gpu, "run_kernel", browser_kernels.run_kernel)
+
+
+@pytest.fixture
+def rng():
+    # As tests/kernels/conftest.py: a fresh seed per test, printed so that a failure says how to replay it.
+    seed = int(os.environ.get("KERNEL_TEST_SEED") or np.random.SeedSequence().entropy % 2**63)
+    print(f"replay with KERNEL_TEST_SEED={seed}")
+    return np.random.default_rng(seed)
+
+
+# ---- subgroups ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser_subgroup_size(page):
+    info = page.call("adapterInfo")
+    assert "subgroups" in info["features"], "Chromium's SwiftShader adapter offers subgroups (platform.md §1)"
+    return int(info["subgroupMinSize"])
+
+
+@pytest.mark.parametrize("case", ["rms_batch", "swiglu_offset", "realistic"])
+def test_q4_subgroup_in_the_browser(rng, case, browser_subgroup_size):
+    # test_matvec.test_q4_subgroup_variant's cases, teams as wide as this adapter's smallest subgroup (4 here);
+    # the kernel's `enable subgroups;` directive, which Tint requires and the native host strips, is used as is.
+    teams = {"THREADS_PER_ROW": browser_subgroup_size}
+    if case == "rms_batch":
+        test_matvec.check("q4", rng, rows=13, columns=192, input_mode=test_matvec.RMS_NORM, batch=2,
+                          kernel="matvec_q4_subgroup", **teams)
+    elif case == "swiglu_offset":
+        test_matvec.check("q4", rng, rows=6, columns=128, input_mode=test_matvec.SWIGLU, accumulate=True,
+                          y_offset=1, y_padding=2, kernel="matvec_q4_subgroup", WORKGROUP_SIZE=32,
+                          THREADS_PER_ROW=2, ROWS_PER_THREAD=3)
+    else:
+        test_matvec.check("q4", rng, rows=40, columns=2048, input_mode=test_matvec.RMS_NORM,
+                          kernel="matvec_q4_subgroup", **teams)
+
+
+# ---- RVQ ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt, tuning", [("q8", "gpu"), ("q4", "cpu"), ("f16", "gpu"), ("f32", "cpu")])
+def test_rvq_split_levels(rng, fmt, tuning):
+    test_mimi_kernels.test_rvq_split_levels_match_the_reference(rng, fmt, tuning)
+
+
+# ---- attention with WGSL's trigonometric accuracy ----------------------------------------------------------------
+def trig_score_error(q_norm, k_norm, head_dim):
+    """Bound on |score error| from cos/sin errors <= e: each rotated pair (a, b) moves by at most
+    e (|a| + |b|) <= sqrt(2) e |(a, b)| per component, so a rotated vector moves by at most sqrt(2) e |v| (2-norm);
+    q.k / sqrt(hd) then moves by at most (|dq| |k| + |q| |dk|) / sqrt(hd) = 2 sqrt(2) e |q| |k| / sqrt(hd)."""
+    return 2 * np.sqrt(2) * WGSL_TRIG_ERROR * q_norm * k_norm / np.sqrt(head_dim)
+
+
+def check_attention(rng, positions, heads=2, head_dim=8, context=8, splits=1, **tuning):
+    """test_attention.check with the trigonometric term: a softmax weight moves by at most 2 max|score error|
+    relative, so an output element by 2 max|score error| max_j |v_jd| more."""
+    freqs = ref.rope_frequencies(head_dim, 100_000.0)
+    streams, dim = len(positions), heads * head_dim
+    rings = [test_attention.make_ring(rng, heads, head_dim, context, p) for p in positions]
+    qkv = rng.standard_normal((streams, 3 * dim)).astype(np.float32)
+    out, k_gpu, v_gpu = test_attention.run_attention(
+        qkv, positions, np.stack([k for k, _ in rings]), np.stack([v for _, v in rings]), freqs,
+        heads=heads, head_dim=head_dim, context=context, splits=splits, **tuning)
+    k_gpu = k_gpu.reshape(streams, heads, context, head_dim)
+    v_gpu = v_gpu.reshape(streams, heads, context, head_dim)
+    for s, position in enumerate(positions):
+        expected, k_ref, v_ref, bound = test_attention.expected_and_bound(qkv[s].astype(np.float64), position,
+                                                                          *rings[s], freqs)
+        valid = ref.ring_valid_slots(position, context)
+        q_norm = np.linalg.norm(qkv[s, :dim].reshape(heads, head_dim), axis=1)           # rotation keeps norms
+        k_norm = np.linalg.norm(k_ref[:, :valid, :], axis=2).max(axis=1)
+        v_max = np.abs(v_ref[:, :valid, :]).max(axis=1)                                  # [H, hd]
+        trig = 2 * trig_score_error(q_norm, k_norm, head_dim)[:, None] * v_max
+        assert_within(out[s], expected, bound + trig.reshape(dim), f"attention, stream {s}, position {position}")
+        slot = position % context
+        new_k = np.abs(qkv[s, dim:2 * dim]).reshape(heads, head_dim)
+        k_bound = 8 * U32 * new_k.max() + 1e-6 + 2 * WGSL_TRIG_ERROR * new_k.max()      # e (|a| + |b|) per element
+        assert_within(k_gpu[s][:, slot, :], k_ref[:, slot, :], k_bound, "new key")
+        np.testing.assert_array_equal(v_gpu[s][:, slot, :], v_ref[:, slot, :])
+        others = np.arange(context) != slot
+        np.testing.assert_array_equal(k_gpu[s][:, others, :], rings[s][0][:, others, :])
+        np.testing.assert_array_equal(v_gpu[s][:, others, :], rings[s][1][:, others, :])
+
+
+ATTENTION_CASES = {      # test_attention.py's cases (see there), plus the LM's head size on a short ring
+    "first step": dict(positions=[0]),
+    **{f"ring at {p}": dict(positions=[p]) for p in (1, 5, 7, 8, 9, 19)},
+    **{f"3 splits at {p}": dict(positions=[p], splits=3) for p in (1, 4, 30)},
+    "streams": dict(positions=[0, 13, 6], splits=2),
+    "position field": dict(positions=[3, 9], POSITION_INDEX=2),
+    "large position": dict(positions=[100_003], head_dim=16),
+    **{f"workgroup {w}, team {t}": dict(positions=[11], head_dim=64, context=10, splits=2, WORKGROUP_SIZE=w,
+                                        SCORE_TEAM=t) for w, t in [(1, 8), (48, 5), (16, 1), (128, 32)]},
+    "LM heads, short ring": dict(positions=[50], heads=4, head_dim=128, context=20, splits=3),
+}
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES)
+def test_lm_attention(rng, case):
+    check_attention(rng, **ATTENTION_CASES[case])
+
+
+@pytest.mark.parametrize("ring,steps,fmt", [(7, 2, "q4"), (8, 2, "f32"), (9, 3, "q8")])
+def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt):
+    """test_mimi_kernels' case (14 chunks of LayerNorm + QKV + RoPE + ring + attention, far past the wrap), with
+    its 1e-5 float bound plus the trigonometric term. The GPU's ring carries over between chunks as natively; its
+    keys differ from the reference's by the rotation error only (each slot is rewritten from fresh inputs)."""
+    heads, head_dim, context = 4, 16, 7
+    dim = heads * head_dim
+    freqs = rope_frequencies(head_dim, 10_000.0)
+    main, scales, w = test_mimi_kernels.weight_streams(rng, (3 * dim, dim), fmt)
+    norm_w = rng.uniform(0.5, 1.5, dim).astype(np.float32)
+    norm_b = (0.1 * rng.standard_normal(dim)).astype(np.float32)
+    kv = np.full((2, heads, ring, head_dim), test_mimi_kernels.GARBAGE, np.float32)
+    ref_k, ref_v = kv[0].astype(np.float64), kv[1].astype(np.float64)
+    constants = {"FORMAT": FORMATS[fmt], "HEADS": heads, "HEAD_DIM": head_dim, "STEPS": steps, "RING": ring,
+                 "CONTEXT": context, "POSITION_INDEX": 1, "WORKGROUP_SIZE": 32}
+    k_norm = k_max = v_max = 0.0               # over every key/value written so far (what a query can attend)
+    for chunk in range(14):
+        base = chunk * steps
+        x = (0.5 + rng.standard_normal((steps, dim))).astype(np.float32)
+        out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),
+                                                 3: np.concatenate([norm_w, norm_b]),
+                                                 4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv),
+                                                 7: poisoned(steps * dim)}, (heads, steps), constants)
+        kv = out[6]
+        qkv = mr.layer_norm(x, norm_w, norm_b) @ w.T.astype(np.float64)
+        expected = mr.attention_chunk(qkv, base, ref_k, ref_v, freqs, context)
+        q, k, v = (qkv[:, i * dim:(i + 1) * dim].reshape(steps, heads, head_dim) for i in range(3))
+        k_norm = max(k_norm, np.linalg.norm(k, axis=2).max())
+        k_max = max(k_max, np.abs(k).max())
+        v_max = max(v_max, np.abs(v).max())
+        score_error = trig_score_error(np.linalg.norm(q, axis=2).max(), k_norm, head_dim)
+        assert_within(out[7].reshape(steps, dim), expected, 1e-5 + 2 * score_error * v_max, f"chunk {chunk}")
+        key_bound = 1e-5 * np.abs(ref_k) + 1e-5 + 2 * WGSL_TRIG_ERROR * k_max
+        assert_within(kv[0], ref_k, key_bound, f"keys after chunk {chunk}")
+        assert_within(kv[1], ref_v, 1e-5 * np.abs(ref_v) + 1e-5, f"values after chunk {chunk}")

@@ -1,0 +1,81 @@
+"""Small pieces of the browser engine, in Chromium: the plan variant a given adapter gets, the limits check, and
+the AudioWorklet's resampler (run as a plain module, in the same 128-sample blocks an AudioWorklet delivers)."""
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+OUT_RATE = 24_000
+# Spec defaults of WebGPU (platform.md §3), and an adapter far below them.
+DEFAULT_LIMITS = {"maxStorageBufferBindingSize": 128 << 20, "maxBufferSize": 256 << 20,
+                  "maxStorageBuffersPerShaderStage": 8, "maxComputeInvocationsPerWorkgroup": 256,
+                  "maxComputeWorkgroupSizeX": 256, "maxComputeWorkgroupsPerDimension": 65535}
+TINY_LIMITS = {**DEFAULT_LIMITS, "maxStorageBufferBindingSize": 1 << 16, "maxComputeInvocationsPerWorkgroup": 64,
+               "maxComputeWorkgroupSizeX": 64}
+
+
+@pytest.mark.parametrize("adapter, variant", [
+    ({"info": {"architecture": "swiftshader", "vendor": "google"}, "features": ["subgroups"]}, "cpu"),
+    ({"info": {"isFallbackAdapter": True, "vendor": "mesa"}}, "cpu"),
+    ({"info": {"description": "llvmpipe (LLVM 15.0.6, 256 bits)"}}, "cpu"),
+    ({"info": {"vendor": "nvidia", "architecture": "hopper", "subgroupMinSize": 32, "subgroupMaxSize": 32},
+      "features": ["subgroups", "shader-f16"]}, "gpu-subgroup"),
+    ({"info": {"vendor": "intel", "architecture": "gen-12lp", "subgroupMinSize": 8, "subgroupMaxSize": 32},
+      "features": ["subgroups"]}, "gpu"),
+    ({"info": {"vendor": "apple", "architecture": "metal-3", "subgroupMinSize": 32}}, "gpu"),   # no feature
+])
+def test_variant_choice(page, adapter, variant):
+    assert page.call("variantFor", adapter) == variant
+
+
+def test_limits_check(page):
+    for variant in ("cpu", "gpu"):
+        assert page.call("planFit", {"variant": variant, "limits": DEFAULT_LIMITS, "features": []}) == [], \
+            "the tiny model fits WebGPU's default limits"
+    problems = page.call("planFit", {"variant": "gpu", "limits": TINY_LIMITS, "features": []})
+    assert any("binds at most 65536" in p for p in problems)
+    assert any("invocations per workgroup" in p for p in problems)
+    missing = page.call("planFit", {"variant": "gpu-subgroup", "limits": DEFAULT_LIMITS, "features": []})
+    assert missing == ['the GPU lacks the feature "subgroups"']
+    error = page.call("deviceError", {"variant": "gpu", "limits": TINY_LIMITS})
+    assert error["code"] == "adapter-limits" and "cannot run the model" in error["message"]
+
+
+def resample(page, samples: np.ndarray, in_rate: int, block: int = 128) -> np.ndarray:
+    got = page.call("resample", {"samples": base64.b64encode(samples.astype(np.float32).tobytes()).decode(),
+                                 "inRate": in_rate, "outRate": OUT_RATE, "block": block})
+    return np.frombuffer(base64.b64decode(got["samples"]), np.float32)
+
+
+def tone(frequency: float, rate: int, seconds: float = 0.5) -> np.ndarray:
+    return np.sin(2 * np.pi * frequency * np.arange(int(rate * seconds)) / rate)
+
+
+@pytest.mark.parametrize("in_rate", [48_000, 44_100, 16_000])
+def test_resampler_passes_speech_band_tones(page, in_rate):
+    """A 1 kHz tone comes out as the same tone sampled at 24 kHz, aligned (output n is input time n / 24 kHz):
+    the windowed sinc's passband error is ~1e-4; 1e-3 allows for float32 and the kernel table's interpolation."""
+    out = resample(page, tone(1000, in_rate), in_rate)
+    expected_length = int(0.5 * OUT_RATE)
+    assert abs(len(out) - expected_length) <= 64, "all but the last few ms come out"
+    t = np.arange(len(out)) / OUT_RATE
+    settled = slice(64, None)                     # the first outputs see the zeros before the input's start
+    np.testing.assert_allclose(out[settled], np.sin(2 * np.pi * 1000 * t)[settled], atol=1e-3)
+
+
+@pytest.mark.parametrize("in_rate", [48_000, 44_100])
+def test_resampler_removes_what_would_alias(page, in_rate):
+    """15 kHz is above the 12 kHz output Nyquist frequency: without the low-pass it would fold to 9 kHz at full
+    amplitude; the filter leaves less than -60 dB."""
+    out = resample(page, tone(15_000, in_rate), in_rate)[64:]
+    assert np.sqrt(np.mean(out**2)) < 1e-3 * np.sqrt(0.5)
+
+
+def test_resampler_is_independent_of_block_size(page):
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(44_100 // 4).astype(np.float32)
+    whole = resample(page, noise, 44_100, block=len(noise))
+    blocks = resample(page, noise, 44_100, block=128)
+    np.testing.assert_array_equal(blocks, whole)
