@@ -3,7 +3,9 @@
 # carried .gl/*.deb (Vulkan loader + glvnd) and .whl/*.whl (wgpu, cffi, gguf, moshi, ...), then
 #   doctor; a full synthetic checkpoint -> q4 package; kyutai-stt bench at position 0 and 750 (full KV ring),
 #   the whole frame (LM + Mimi), the Mimi encoder alone;
-#   the per-kernel matvec benchmark; the official implementation (moshi, bf16, CUDA graphs) on the same GPU.
+#   `kyutai-stt transcribe` of a 10-minute file (RTF); the per-kernel matvec benchmark; the official
+#   implementation (moshi, bf16, CUDA graphs) on the same GPU.
+# BENCHES selects (default: all): lm frame mimi transcribe official. KERNELS=1 adds the per-kernel lines.
 # Output: one JSON line per benchmark, also in $OUT/bench.log when OUT is set.
 set -uo pipefail
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
@@ -17,10 +19,18 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 run python3 -m kyutai_stt.cli doctor
 run python3 -m kyutai_stt.cli synth --size full /tmp/ckpt >/dev/null
 run python3 -m kyutai_stt.cli convert /tmp/ckpt /tmp/pkg-q4 --quant q4 >/dev/null
-for position in 0 750; do
-    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position "$position"
-done
-run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --whole-frame
-run python3 benchmarks/mimi.py
-[ -n "${KERNELS:-}" ] && run python3 benchmarks/kernels.py   # KERNELS=1: per-kernel lines too
-run python3 tools/bench_official.py --steps 300
+want() { [[ " ${BENCHES:-lm frame mimi transcribe official} " == *" $1 "* ]]; }
+if want lm; then
+    for position in 0 750; do
+        run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position "$position"
+    done
+fi
+if want frame; then
+    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --whole-frame
+    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --whole-frame \
+        --readback-depth 16 --batch-readback
+fi
+want mimi && run python3 benchmarks/mimi.py
+want transcribe && run python3 benchmarks/transcribe.py --package /tmp/pkg-q4 --seconds 600
+[ -n "${KERNELS:-}" ] && run python3 benchmarks/kernels.py
+want official && run python3 tools/bench_official.py --steps 300

@@ -33,8 +33,12 @@ class FrameResult:
 
 
 class Engine:
-    def __init__(self, plan: Plan, read_stream: StreamReader, readback_depth: int = READBACK_DEPTH):
-        """read_stream(name) returns the bytes of a package tensor stream (e.g. Package.stream_bytes)."""
+    def __init__(self, plan: Plan, read_stream: StreamReader, readback_depth: int = READBACK_DEPTH,
+                 batch_readback: bool = False):
+        """read_stream(name) returns the bytes of a package tensor stream (e.g. Package.stream_bytes).
+
+        batch_readback: once readback_depth frames are in flight, read them all back at once (one wait per
+        batch instead of one per frame: for files, where results may come in bursts)."""
         _, self.device = gpu.get_device()
         missing = set(plan.required_features) - set(self.device.features)
         if missing:
@@ -58,6 +62,7 @@ class Engine:
                                                           usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
                           for role, name in plan.outputs.items()} for _ in range(readback_depth)]
         self._pending: deque[int] = deque()
+        self._batch_readback = batch_readback
         self.frame = 0
         self.reset()
 
@@ -105,10 +110,11 @@ class Engine:
         queue.submit([encoder.finish()])
         self._pending.append(self.frame)
         self.frame += 1
-        ready = []
-        while len(self._pending) >= len(self._staging):
-            ready.append(self._collect())
-        return ready
+        if len(self._pending) < len(self._staging):
+            return []
+        if self._batch_readback:
+            return self.drain()
+        return [self._collect()]
 
     def drain(self) -> list[FrameResult]:
         """Wait for every frame in flight."""

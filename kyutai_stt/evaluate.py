@@ -313,7 +313,7 @@ def run(args) -> int:
     from .audio import check
     from .models_cache import resolve_model
     from .resample import low_rate_warning
-    from .transcribe_command import model_info, synthetic_note, transcribe_file, write_atomic
+    from .transcribe_command import FILE_READBACK_BATCH, model_info, synthetic_note, transcribe_file, write_atomic
     from .transcriber import Transcriber
 
     for item in items:                       # every file readable before the model loads (ms per file)
@@ -321,7 +321,7 @@ def run(args) -> int:
         if note:
             print(f"warning: {item.audio}: {note}", file=sys.stderr)
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
-    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix)
+    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH)
     synthetic = bool(transcriber.synthetic)
     model = model_info(package_dir, transcriber)
     if synthetic:

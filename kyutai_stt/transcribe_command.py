@@ -19,6 +19,8 @@ from pathlib import Path
 from .errors import UserError
 from .formats import EXTENSIONS, FORMATS, render
 
+# Files need no per-frame latency: results are read back this many frames at a time (one GPU wait per batch).
+FILE_READBACK_BATCH = 16
 CHUNK_S = 1.0                # seconds of audio per Transcriber.feed call (and per progress update)
 TTY_REFRESH_S = 0.1          # the progress bar redraws at most this often
 PLAIN_INTERVAL_S = 30.0      # without a terminal, one progress line per this many seconds
@@ -228,7 +230,7 @@ def run(args) -> int:
 
     started = time.perf_counter()
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
-    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix)
+    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH)
     load_s = time.perf_counter() - started
     synthetic = bool(transcriber.synthetic)
     if synthetic:

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import gpu
 from .config import MIMI
-from .engine import Engine
+from .engine import READBACK_DEPTH, Engine
 from .models.lm import tensors_of, tuning_for
 from .models.stt import build_stt_plan
 from .package import Package, open_package
@@ -51,7 +51,9 @@ class Stats:
 
 class Transcriber:
     def __init__(self, package: Package | str | Path, *, silence_prefix: float = DEFAULT_SILENCE_PREFIX_S,
-                 decoder: DecoderConfig | None = None, verify_hashes: bool = True):
+                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0):
+        """readback_batch: 0 for live audio (each frame's result one frame late); N > 1 for files: results are
+        read back N frames at a time, one GPU wait per N frames (faster; events come in bursts)."""
         self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
         self.synthetic = self.package.synthetic is not None
         if silence_prefix < 0:
@@ -60,7 +62,7 @@ class Transcriber:
         self.decoder_config = replace(decoder or DecoderConfig(), silence_prefix=silence_prefix)
         tuning = tuning_for(*gpu.device_traits())
         plan = build_stt_plan(self.package.config, tensors_of(self.package), self.package.manifest["tensors"], tuning)
-        self.engine = Engine(plan, self.package.read_stream)
+        self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
         self.stats = Stats()
         self._start_stream()

@@ -135,3 +135,10 @@ def test_rate_change_mid_stream_is_refused(transcriber):
 def test_decoder_settings_reach_the_decoder(tiny_packages):
     t = Transcriber(tiny_packages("q4"), decoder=DecoderConfig(eot_threshold=0.9, eot_head=1), silence_prefix=0.2)
     assert (t.decoder.config.eot_threshold, t.decoder.config.eot_head, t.decoder.config.silence_prefix) == (0.9, 1, 0.2)
+
+
+def test_batched_readback_gives_the_same_events(tiny_packages, transcriber):
+    """Files read results back 16 frames at a time (one GPU wait per batch): the same events, in bursts."""
+    pcm = fixture_pcm(1.6)
+    batched = Transcriber(tiny_packages("q4"), silence_prefix=0.0, readback_batch=16)
+    assert [e.to_dict() for e in run(batched, pcm, chunk=4000)] == [e.to_dict() for e in run(transcriber, pcm)]
