@@ -69,7 +69,7 @@ async function load() {
   }
   const t = info.timings;
   $('progress-text').textContent = `Model ready in ${(t.totalMs / 1000).toFixed(1)} s` +
-    (t.cached ? ' (cached)' : '') + ` on ${info.adapter.description || info.adapter.vendor || 'this GPU'}.`;
+    (t.cached ? ' (cached)' : '') + ` on ${[info.adapter.vendor, info.adapter.architecture, info.adapter.description].filter(Boolean).join(' ') || 'this GPU'} (${info.variant} kernels).`;
   $('synthetic').hidden = !info.package.synthetic;
   setState('ready');
 }
