@@ -2,7 +2,9 @@
 promises (chunking, rates and channels, flush, reset)."""
 from __future__ import annotations
 
+import ast
 import copy
+import re
 import sys
 import wave
 from pathlib import Path
@@ -142,3 +144,21 @@ def test_batched_readback_gives_the_same_events(tiny_packages, transcriber):
     pcm = fixture_pcm(1.6)
     batched = Transcriber(tiny_packages("q4"), silence_prefix=0.0, readback_batch=16)
     assert [e.to_dict() for e in run(batched, pcm, chunk=4000)] == [e.to_dict() for e in run(transcriber, pcm)]
+
+
+def test_readme_python_example(tiny_packages, tmp_path, capsys):
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"<!-- python example[^>]*-->\n```python\n(.*?)```", readme, re.S).group(1)
+    clip = tmp_path / "talk.wav"
+    with wave.open(str(AUDIO)) as src, wave.open(str(clip), "wb") as out:
+        out.setparams(src.getparams())
+        out.writeframes(src.readframes(int(2.0 * src.getframerate())))
+    package = str(tiny_packages("q4").root)
+    assert code.count("resolve_model(None)") == 1 and code.count('"talk.mp3"') == 1
+    exec(code.replace("resolve_model(None)", f"resolve_model({package!r})").replace('"talk.mp3"', repr(str(clip))),
+         {})
+    printed = capsys.readouterr().out.splitlines()
+    timed = [line for line in printed[:-1] if re.match(r"^ *\d+\.\d\d- *\d+\.\d\d \S", line)]
+    flushed = ast.literal_eval(printed[-1])
+    assert len(timed) == len(printed) - 1 and isinstance(flushed, list)
+    assert timed or flushed, "2 s of speech give words"
