@@ -116,33 +116,45 @@ def check(path) -> AudioInfo:
     """probe(), plus what reading the file would refuse at once: a sample rate outside 8..384 kHz, and a file
     whose audio stream decodes to no sample at all. Decodes only up to the first frame with samples (cheap); NaN
     samples and damage further in are found while reading."""
-    import av
-
     from .resample import check_rate
 
     info = probe(path)
     check_rate(info.sample_rate, str(path))
+    damage = _Damage()
     container, stream = _open(path)
     with container:
-        damaged = 0
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError:
-                damaged += 1
-                break
-            try:
-                if any(frame.samples for frame in packet.decode()):
-                    return info
-            except av.error.FFmpegError:
-                damaged += 1
+        if any(frame.samples for frame in _decoded_frames(container, stream, damage)):
+            return info
+    damaged = damage.packets
     if damaged:
         raise AudioError(f"{path}: no audio could be decoded ({damaged} damaged packet(s)): the file is corrupt or "
                          "truncated")
     raise AudioError(f"{path}: the file holds no audio samples")
+
+
+class _Damage:
+    packets = 0          # packets that could not be read or decoded
+
+
+def _decoded_frames(container, stream, damage: _Damage):
+    """The stream's decoded frames; a packet that fails to decode is skipped (counted), and a container that
+    fails to demux ends the stream there (counted): a truncated download still gives what it holds."""
+    import av
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError:
+            damage.packets += 1
+            return
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            damage.packets += 1
+            continue
+        yield from frames
 
 
 class _Chunker:
@@ -179,7 +191,7 @@ def read_chunks(path, chunk_seconds: float = DEFAULT_CHUNK_S, *,
     chunker = _Chunker(max(1, round(chunk_seconds * TARGET_RATE)))
     converter = av.AudioResampler(format="fltp")       # sample format only: rate and layout stay the file's
     resampler: StreamResampler | None = None
-    damaged = total = 0
+    total = 0
 
     def to_24k(frame) -> np.ndarray:
         nonlocal resampler
@@ -193,26 +205,13 @@ def read_chunks(path, chunk_seconds: float = DEFAULT_CHUNK_S, *,
                              "format first (e.g. ffmpeg -i IN -ar 24000 -ac 1 OUT.wav)")
         return resampler.process(planes.T)
 
+    damage = _Damage()
     with container:
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError:              # the container itself is cut or damaged: stop reading
-                damaged += 1
-                break
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                damaged += 1
-                continue
-            for frame in frames:
-                for converted in converter.resample(frame):
-                    for chunk in chunker.add(to_24k(converted)):
-                        total += len(chunk)
-                        yield chunk
+        for frame in _decoded_frames(container, stream, damage):
+            for converted in converter.resample(frame):
+                for chunk in chunker.add(to_24k(converted)):
+                    total += len(chunk)
+                    yield chunk
         for converted in converter.resample(None):
             for chunk in chunker.add(to_24k(converted)):
                 total += len(chunk)
@@ -225,6 +224,7 @@ def read_chunks(path, chunk_seconds: float = DEFAULT_CHUNK_S, *,
     if last is not None:
         total += len(last)
         yield last
+    damaged = damage.packets
     if total == 0:
         if damaged:
             raise AudioError(f"{name}: no audio could be decoded ({damaged} damaged packet(s)): the file is "

@@ -89,8 +89,11 @@ def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
                       "Y_REGION": y_region, "Y_HISTORY": y_history, "R_REGION": r_region, "R_ROW": r_row,
                       "INPUT_MODE": 1, "OUTPUT_MODE": 1, "HAS_BIAS": True, "HAS_RESIDUAL": True,
                       "PARITY_INDEX": 0, "POSITION_INDEX": 2}
-        out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: xs_buffer, 3: in_out(y0), 4: bias, 5: residual,
-                                        6: step}, workgroups, constants)[3]
+        # The kernel reads the bias as vec4s: a binding must hold whole vec4s, as every plan's does (browsers clamp
+        # a vector read that crosses the end; lavapipe would read the allocation's padding).
+        bias_binding = np.concatenate([bias, np.zeros(-c_out % 4, np.float32)])
+        out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: xs_buffer, 3: in_out(y0), 4: bias_binding,
+                                        5: residual, 6: step}, workgroups, constants)[3]
         acc, size = conv_reference(w, xs_buffer, taps, stride, c_in, t_out, x_offset + parity * x_region, x_history,
                                    input_mode=1)
         v = acc + bias + residual[parity * r_region:][:r_region].reshape(-1, c_out)[r_row:]

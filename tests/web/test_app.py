@@ -12,7 +12,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
-import pytest
 
 from kyutai_stt import formats
 from kyutai_stt.transcriber import Transcriber
