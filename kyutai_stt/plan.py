@@ -66,6 +66,14 @@ class Dispatch:
 
 
 @dataclass
+class Stage:
+    """A named run of dispatches, from dispatch `first` to the next stage's first (or the end): what a host may
+    time separately (e.g. the LM step and the Mimi encoder, with GPU timestamps)."""
+    name: str
+    first: int
+
+
+@dataclass
 class Plan:
     name: str
     buffers: list[Buffer]
@@ -76,6 +84,7 @@ class Plan:
     inputs: dict[str, str]               # host-written per frame: role -> buffer name (e.g. "codes")
     outputs: dict[str, str]              # read back per frame: role -> buffer name (e.g. "token", "vad")
     required_features: list[str] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
     format: str = PLAN_FORMAT
     version: int = PLAN_VERSION
 
@@ -103,7 +112,8 @@ class Plan:
             dispatches=[Dispatch(**{**d, "bindings": {int(k): v for k, v in d["bindings"].items()}})
                         for d in raw["dispatches"]],
             step_buffer=raw["step_buffer"], step_fields=[StepField(**f) for f in raw["step_fields"]],
-            inputs=raw["inputs"], outputs=raw["outputs"], required_features=raw["required_features"])
+            inputs=raw["inputs"], outputs=raw["outputs"], required_features=raw["required_features"],
+            stages=[Stage(**st) for st in raw.get("stages", [])])
 
     def validate(self, max_binding_size: int = 128 << 20) -> None:
         """Structural checks a host relies on: names resolve, sizes are aligned and bindable."""
@@ -135,6 +145,9 @@ class Plan:
                 raise ValueError(f"{role}: unknown buffer {name}")
         if buffers[self.step_buffer].size < 4 * len(self.step_fields):
             raise ValueError("step buffer smaller than its fields")
+        firsts = [st.first for st in self.stages]
+        if firsts and (firsts[0] != 0 or firsts != sorted(set(firsts)) or firsts[-1] >= len(self.dispatches)):
+            raise ValueError(f"stages must start at dispatch 0 and at increasing dispatches: {firsts}")
 
 
 class PlanBuilder:
@@ -149,6 +162,11 @@ class PlanBuilder:
         self.inputs: dict[str, str] = {}
         self.outputs: dict[str, str] = {}
         self.required_features: set[str] = set()
+        self.stages: list[Stage] = []
+
+    def stage(self, name: str) -> None:
+        """The dispatches appended from now on belong to stage `name` (until the next stage)."""
+        self.stages.append(Stage(name, len(self.dispatches)))
 
     def buffer(self, name: str, kind: str, size: int, shape=(), dtype: str = "f32",
                sources: list[WeightSource] | None = None, reset_fill: int = 0) -> str:
@@ -188,7 +206,8 @@ class PlanBuilder:
 
     def build(self, step_buffer: str) -> Plan:
         plan = Plan(self.name, list(self.buffers.values()), list(self.pipelines.values()), self.dispatches,
-                    step_buffer, self.step_fields, self.inputs, self.outputs, sorted(self.required_features))
+                    step_buffer, self.step_fields, self.inputs, self.outputs, sorted(self.required_features),
+                    self.stages)
         plan.validate()
         return plan
 

@@ -22,7 +22,9 @@ def build_stt_plan(lm_cfg: LMConfig, lm_tensors: dict[str, Tensor], manifest_ten
     codes = b.buffer("codes", "state", 4 * lm_cfg.n_q, (lm_cfg.n_q,), "u32", reset_fill=lm_cfg.card)
     pcm = b.buffer("pcm", "input", 4 * MIMI.frame_size, (MIMI.frame_size,))
     b.inputs["pcm"] = pcm
+    b.stage("lm")
     b.outputs["results"] = build_lm(b, lm_cfg, lm_tensors, codes, position, tuning)
+    b.stage("mimi")
     build_mimi(b, manifest_tensors, pcm, codes, "step", tuning=tuning.mimi)
     assert len(b.step_fields) == STEP_FIELDS
     return b.build(step_buffer="step")

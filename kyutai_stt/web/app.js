@@ -16,6 +16,7 @@ const transcript = {words: [], endOfTurns: []};
 let info = null;
 let turnTimer = null;
 const TURN_FLASH_MS = 1500;    // how long the end-of-turn indicator stays lit
+const STAGE_NAMES = {lm: 'LM', mimi: 'Mimi'};
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -122,7 +123,9 @@ client.on('word', addWord);
 client.on('endOfTurn', addEndOfTurn);
 client.on('partial', ({text}) => { $('partial').textContent = text; updateDownloads(); });
 client.on('stats', (s) => {
-  $('stats').textContent = `${s.msPerFrame.toFixed(1)} ms per 80 ms frame · real-time factor ` +
+  const stages = s.stageMs ? ` (GPU: ${Object.entries(s.stageMs).map(([name, ms]) =>
+    `${STAGE_NAMES[name] ?? name} ${ms.toFixed(1)} ms`).join(', ')})` : '';
+  $('stats').textContent = `${s.msPerFrame.toFixed(1)} ms per 80 ms frame${stages} · real-time factor ` +
     `${s.realTimeFactor.toFixed(2)} · ${s.framesBehind} frames behind · ${info?.variant ?? ''} kernels · ` +
     `${s.audioSeconds.toFixed(1)} s of audio`;
 });

@@ -43,8 +43,9 @@ export const FromWorker = Object.freeze({
   END_OF_TURN: 'endOfTurn',
   // {frame, time, token, vad}: one engine step's raw output (debugging, tests)
   STEP: 'step',
-  // {frames, msPerFrame, realTimeFactor, framesBehind, audioSeconds, level (dBFS RMS of the audio since the last
-  // report, null if none)}: about once a second while audio flows, and after each flush
+  // {frames, msPerFrame, stageMs ({lm, mimi}: GPU ms per frame from timestamp queries, null without them),
+  // realTimeFactor, framesBehind, audioSeconds, level (dBFS RMS of the audio since the last report, null if
+  // none)}: about once a second while audio flows, and after each flush
   STATS: 'stats',
   // {id, done, total}: samples of a TRANSCRIBE recording processed so far
   TRANSCRIBE_PROGRESS: 'transcribeProgress',

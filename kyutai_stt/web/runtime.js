@@ -16,6 +16,8 @@ export const PLAN_VERSION = 1;
 export const READBACK_DEPTH = 2;
 // Uniform bindings need 16-byte multiples.
 export const UNIFORM_ALIGN = 16;
+// resolveQuerySet writes at multiples of 256 bytes of its destination.
+const QUERY_RESOLVE_ALIGN = 256;
 // Plans spell features as wgpu-py does ("subgroup"); WebGPU's names differ.
 const WEBGPU_FEATURE = {'subgroup': 'subgroups', 'subgroups': 'subgroups', 'shader-f16': 'shader-f16'};
 // Limits the plan's buffers and kernels depend on: the device asks for the adapter's values, not the defaults
@@ -115,7 +117,10 @@ export async function requestDevice(adapter, plan) {
     if (adapter.limits[name] !== undefined) requiredLimits[name] = adapter.limits[name];
   }
   try {
-    return await adapter.requestDevice({label: 'kyutai-stt', requiredFeatures: webgpuFeatures(plan), requiredLimits});
+    // Timestamps only measure (the stats' per-stage times): asked for when offered, never required.
+    const timing = plan.stages?.length && adapter.features.has('timestamp-query') ? ['timestamp-query'] : [];
+    return await adapter.requestDevice({label: 'kyutai-stt', requiredFeatures: [...webgpuFeatures(plan), ...timing],
+      requiredLimits});
   } catch (error) {
     throw new SttError(ErrorCode.ADAPTER_LIMITS, `The GPU refused a device for the model: ${error.message}`);
   }
@@ -204,10 +209,29 @@ export class PlanRuntime {
         label: `staging ${role}`, size: this.buffers.get(name).size,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       })])));
+    this._timing = this._createTiming(readbackDepth);
     this._slots = new Array(readbackDepth).fill(Promise.resolve());   // readback of the frame using each slot
     this._pending = [];                                                // result promises not yet drained
     this._chain = Promise.resolve();                                   // submissions, in call order
     this._stepWords = new Uint32Array(plan.step_fields.length);
+  }
+
+  // With timestamp queries and plan stages: a begin/end timestamp per stage and slot, resolved into a buffer and
+  // read back with the outputs (result.stageMs). Without: null, and the frame is one compute pass.
+  _createTiming(depth) {
+    const stages = this.plan.stages ?? [];
+    if (!stages.length || !this.device.features.has('timestamp-query')) return null;
+    const perSlot = 2 * stages.length;
+    const bytes = 8 * perSlot;              // one u64 per timestamp
+    const slotBytes = Math.ceil(bytes / QUERY_RESOLVE_ALIGN) * QUERY_RESOLVE_ALIGN;
+    return {
+      stages, perSlot, slotBytes,
+      querySet: this.device.createQuerySet({type: 'timestamp', count: perSlot * depth}),
+      resolve: this.device.createBuffer({label: 'timestamps', size: slotBytes * depth,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC}),
+      staging: Array.from({length: depth}, () => this.device.createBuffer({label: 'staging timestamps', size: bytes,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST})),
+    };
   }
 
   _createBuffer(b) {
@@ -317,35 +341,59 @@ export class PlanRuntime {
       queue.writeBuffer(this.buffers.get(name), 0, data);
     }
     const encoder = this.device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    for (const [pipeline, group, [x, y, z]] of this._commands) {
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(x, y, z);
+    const timing = this._timing;
+    if (timing) {
+      const first = slot * timing.perSlot;
+      timing.stages.forEach((stage, i) => {
+        const end = timing.stages[i + 1]?.first ?? this._commands.length;
+        this._record(encoder.beginComputePass({timestampWrites: {querySet: timing.querySet,
+          beginningOfPassWriteIndex: first + 2 * i, endOfPassWriteIndex: first + 2 * i + 1}}), stage.first, end);
+      });
+      encoder.resolveQuerySet(timing.querySet, first, timing.perSlot, timing.resolve, slot * timing.slotBytes);
+      encoder.copyBufferToBuffer(timing.resolve, slot * timing.slotBytes, timing.staging[slot], 0, 8 * timing.perSlot);
+    } else {
+      this._record(encoder.beginComputePass(), 0, this._commands.length);
     }
-    pass.end();
     const staging = this._staging[slot];
     for (const [role, name] of Object.entries(this.plan.outputs)) {
       encoder.copyBufferToBuffer(this.buffers.get(name), 0, staging[role], 0, staging[role].size);
     }
     queue.submit([encoder.finish()]);
     this.frame = frame + 1;
-    const result = this._readback(frame, staging);
+    const result = this._readback(frame, staging, timing?.staging[slot]);
     this._slots[slot] = result.catch(() => {});
     this._pending.push(result);
     result.finally(() => { this._pending.splice(this._pending.indexOf(result), 1); }).catch(() => {});
     return {frame, result};
   }
 
-  async _readback(frame, staging) {
+  _record(pass, first, end) {
+    for (const [pipeline, group, [x, y, z]] of this._commands.slice(first, end)) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(x, y, z);
+    }
+    pass.end();
+  }
+
+  // {frame, outputs: {role: Uint32Array}, stageMs: {stage: GPU ms} | null}
+  async _readback(frame, staging, timestamps) {
     const outputs = {};
     const buffers = Object.entries(staging);
-    await Promise.all(buffers.map(([, buffer]) => buffer.mapAsync(GPUMapMode.READ)));
+    await Promise.all([...buffers.map(([, buffer]) => buffer.mapAsync(GPUMapMode.READ)),
+      timestamps?.mapAsync(GPUMapMode.READ)]);
     for (const [role, buffer] of buffers) {
       outputs[role] = new Uint32Array(buffer.getMappedRange().slice(0));
       buffer.unmap();
     }
-    return {frame, outputs};
+    let stageMs = null;
+    if (timestamps) {
+      const ns = new BigUint64Array(timestamps.getMappedRange().slice(0));
+      stageMs = Object.fromEntries(this._timing.stages.map((stage, i) =>
+        [stage.name, Number(ns[2 * i + 1] - ns[2 * i]) / 1e6]));
+      timestamps.unmap();
+    }
+    return {frame, outputs, stageMs};
   }
 
   // One throwaway frame of zeros (the first dispatch of each pipeline is slower on many drivers), then reset.

@@ -30,7 +30,8 @@ let live = null;          // {port, ended: Promise, first: bool}
 let tasks = Promise.resolve();
 let results = Promise.resolve();
 let collector = null;     // word events of a TRANSCRIBE in progress
-const stats = {frames: 0, completed: 0, windowMs: 0, windowFrames: 0, lastResultAt: 0, energy: 0, samples: 0};
+const stats = {frames: 0, completed: 0, windowMs: 0, windowFrames: 0, lastResultAt: 0, energy: 0, samples: 0,
+  stageMs: {}};
 
 function post(type, fields = {}, transfer = []) {
   self.postMessage({type, ...fields}, transfer);
@@ -196,7 +197,7 @@ async function submitFrame(frame) {
   results = results.then(() => result).then((r) => onResult(r, submittedAt)).catch(reportError);
 }
 
-function onResult({outputs}, submittedAt) {
+function onResult({outputs, stageMs}, submittedAt) {
   if (!engine) return;                   // the device was lost meanwhile: its error was reported once
   const words = outputs.results;
   const vad = new Float32Array(words.buffer, words.byteOffset + 4, words.length - 1);
@@ -205,6 +206,7 @@ function onResult({outputs}, submittedAt) {
   const now = performance.now();
   stats.windowMs += now - Math.max(submittedAt, stats.lastResultAt);
   stats.windowFrames += 1;
+  for (const [stage, ms] of Object.entries(stageMs ?? {})) stats.stageMs[stage] = (stats.stageMs[stage] ?? 0) + ms;
   stats.completed += 1;
   stats.lastResultAt = now;
   if (stats.windowFrames >= REPORT_EVERY_FRAMES) postStats();
@@ -224,10 +226,13 @@ function postStats() {
   const frameMs = 1000 * engine.frameSize / engine.sampleRate;
   // The caller's audio since the last report, RMS in dB relative to full scale (null: none arrived).
   const level = stats.samples ? 10 * Math.log10(stats.energy / stats.samples + SILENCE_POWER) : null;
-  const summary = {frames: stats.completed, msPerFrame, realTimeFactor: msPerFrame / frameMs,
+  // GPU time of each plan stage (LM, Mimi) per frame, from timestamp queries; null where the GPU has none.
+  const stageMs = Object.keys(stats.stageMs).length && stats.windowFrames ? Object.fromEntries(
+    Object.entries(stats.stageMs).map(([stage, ms]) => [stage, ms / stats.windowFrames])) : null;
+  const summary = {frames: stats.completed, msPerFrame, stageMs, realTimeFactor: msPerFrame / frameMs,
     framesBehind: stats.frames - stats.completed + queuedFrames(), audioSeconds: stream.samples / engine.sampleRate,
     level};
-  Object.assign(stats, {windowMs: 0, windowFrames: 0, energy: 0, samples: 0});
+  Object.assign(stats, {windowMs: 0, windowFrames: 0, energy: 0, samples: 0, stageMs: {}});
   post(FromWorker.STATS, summary);
   return summary;
 }

@@ -14,6 +14,7 @@ from kyutai_stt.engine import Engine
 from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
 from kyutai_stt.models.mimi import build_mimi_plan
 from kyutai_stt.models.stt import build_stt_plan
+from kyutai_stt.plan import Plan
 
 AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "speech_en_fr_24k.wav"
 FRAMES = 12      # > the tiny LM's context of 8: the LM ring wraps inside the whole-frame run too
@@ -52,3 +53,15 @@ def test_whole_frame_equals_mimi_then_lm(package):
     assert len({tuple(c) for c in codes}) > FRAMES // 2, "Mimi codes barely vary: the comparison says little"
     for k, (a, b) in enumerate(zip(whole, lm_only)):
         np.testing.assert_array_equal(a.outputs["results"], b.outputs["results"], err_msg=f"frame {k}")
+
+
+def test_stages_mark_the_lm_then_mimi_and_survive_json(package):
+    """The plan names its stages so a host can time them (the app's "LM x ms, Mimi y ms"): the LM's dispatches
+    come first, Mimi's from the first conv."""
+    tuning = tuning_for(*gpu.device_traits())
+    plan = build_stt_plan(package.config, tensors_of(package), package.manifest["tensors"], tuning)
+    assert [(s.name, s.first) for s in plan.stages][0] == ("lm", 0)
+    mimi = plan.stages[1]
+    assert mimi.name == "mimi" and plan.dispatches[mimi.first].label.startswith("mimi")
+    assert all(not d.label.startswith("mimi") for d in plan.dispatches[:mimi.first])
+    assert Plan.from_json(plan.to_json()).stages == plan.stages
