@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ import numpy as np
 
 from . import checkpoint, hub, package, quant, safetensors_io
 from .config import LM_FILE, MIMI, LMConfig, MimiConfig
+from .atomic import new_directory_for, replace_directory
 from .errors import UserError
 from .synthetic import MARKER_FILE
 from .tokenizer import read_sentencepiece
@@ -308,20 +308,13 @@ def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_m
     meta = {"variant": "vad" if cfg.has_vad_heads else "plain", "quant": choice,
             "config": package.config_json(cfg, mimi), "tokenizer": tokenizer.to_manifest(),
             "synthetic": json.loads(marker.read_text()) if marker.is_file() else None}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = new_directory_for(out)
     tmp.chmod(0o777 & ~_umask())                 # mkdtemp's 0700 would hide the package from a web server
     producer = _Prefetcher(conversion, report)
     try:
         manifest = package.write_package(tmp, conversion.plans, producer, meta, shard_mb * 2**20, on_file)
         package.open_package(tmp, verify_hashes=False)          # sizes, offsets and GGUF headers agree
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_directory(tmp, out)
     finally:
         producer.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -313,7 +313,8 @@ def run(args) -> int:
     from .audio import check
     from .models_cache import resolve_model
     from .resample import low_rate_warning
-    from .transcribe_command import FILE_READBACK_BATCH, model_info, synthetic_note, transcribe_file, write_atomic
+    from .atomic import write_atomic
+    from .transcribe_command import FILE_READBACK_BATCH, model_info, synthetic_note, transcribe_file
     from .transcriber import Transcriber
 
     for item in items:                       # every file readable before the model loads (ms per file)

@@ -15,15 +15,15 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from . import hub
 from .config import LM_FILE
+from .atomic import write_atomic
 from .errors import UserError
-from .package import MANIFEST
+from .package import MANIFEST, sha256_file
 
 DEFAULT_QUANT = "q4"
 DOWNLOAD_CHUNK = 1 << 20
@@ -108,11 +108,11 @@ def _downloaded(url: str, say) -> Path:
         raise ModelError(f"{base + MANIFEST}: not a kyutai-stt package manifest ({e!r})") from None
     for name, size, sha in files:
         target = out / name
-        if target.is_file() and target.stat().st_size == size and _sha256(target) == sha:
+        if target.is_file() and target.stat().st_size == size and sha256_file(target) == sha:
             continue
         say(f"downloading {name} ({size / 1e6:.1f} MB)")
         _download_file(base + name, target, size, sha)
-    _atomic_write(out / MANIFEST, manifest_bytes)
+    write_atomic(out / MANIFEST, manifest_bytes)
     return out
 
 
@@ -133,24 +133,8 @@ def _download_file(url: str, target: Path, size: int, sha: str) -> None:
                 f.write(chunk)
     except (urllib.error.URLError, OSError) as e:
         raise ModelError(f"download of {url} failed ({e}); run the command again to resume it") from None
-    if partial.stat().st_size != size or _sha256(partial) != sha:
+    if partial.stat().st_size != size or sha256_file(partial) != sha:
         partial.unlink()
         raise ModelError(f"{url}: the downloaded file does not match the manifest (size or SHA-256); "
                          f"run again to retry, or check that the host serves the package unchanged")
     os.replace(partial, target)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(DOWNLOAD_CHUNK * 8):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-

@@ -12,10 +12,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from .atomic import write_atomic
 from .errors import UserError
 from .formats import EXTENSIONS, FORMATS, render
 
@@ -58,28 +58,6 @@ def model_info(package_dir, transcriber) -> dict:
     manifest = getattr(getattr(transcriber, "package", None), "manifest", None) or {}
     return {"package": str(package_dir), **{k: manifest[k] for k in ("variant", "quant", "created_by")
                                              if k in manifest}}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same folder and a rename: never a half-written file."""
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise UserError(f"{path}: the folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise UserError(f"{path}: cannot write in {folder} ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write it ({e.strerror or e})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- progress -------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .engine import READBACK_DEPTH, Engine
 from .models.lm import tensors_of, tuning_for
 from .models.stt import build_stt_plan
 from .package import Package, open_package
+from .resample import StreamResampler
 from .stream import DecoderConfig, Event, StreamDecoder
 
 # Silence fed by flush(): the text lags the audio by delay_steps frames; two more let the last word's closing
@@ -77,7 +78,6 @@ class Transcriber:
     def feed(self, pcm: np.ndarray, sample_rate: int) -> list[Event]:
         """Audio of shape [n] or [n, channels] (float in [-1, 1] or int16). The rate and channel count must stay
         the same within a stream."""
-        from .resample import StreamResampler
         pcm = np.asarray(pcm)
         channels = 1 if pcm.ndim == 1 else pcm.shape[1]
         if self._resampler is None:

@@ -16,9 +16,9 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from .atomic import new_directory_for, replace_directory
 from .errors import UserError
 from .models.lm import CPU_TUNING, GPU_SUBGROUP_TUNING, GPU_TUNING, Tuning, tensors_of
 from .models.stt import build_stt_plan
@@ -73,17 +73,10 @@ def export_site(out_dir: str | Path, package_dir: str | Path | None = None, *, c
     if out.exists() and not (out / MARKER).is_file():
         raise SiteError(f"{out} exists and is not a kyutai-stt site export: choose a new directory or remove it")
     package = open_package(package_dir) if package_dir is not None else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    partial = new_directory_for(out)
     try:
         _write_site(partial, package, copy_model)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(partial, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, out)
+        replace_directory(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -23,13 +23,13 @@ import numpy as np
 import pytest
 
 from kyutai_stt import gpu
+from kyutai_stt.serve import MIME_TYPES
 from kyutai_stt.webapp import export_site
 
 from chromium import CHROMIUM, CHROMIUM_ARGS, microphone_args, write_microphone_wav
 
 HARNESS = Path(__file__).parent / "harness"
-MIME = {".js": "text/javascript", ".mjs": "text/javascript", ".wgsl": "text/wgsl", ".json": "application/json",
-        ".gguf": "application/octet-stream", ".html": "text/html", ".wav": "audio/wav"}
+MIME = {**MIME_TYPES, ".wav": "audio/wav"}        # what `kyutai-stt serve` sends, and the test clips
 
 
 @pytest.fixture(scope="session")
