@@ -59,7 +59,6 @@ class Transcriber:
         self.synthetic = self.package.synthetic is not None
         if silence_prefix < 0:
             raise ValueError("silence_prefix must be >= 0 seconds")
-        self.silence_prefix = silence_prefix
         self.decoder_config = replace(decoder or DecoderConfig(), silence_prefix=silence_prefix)
         tuning = tuning_for(*gpu.device_traits())
         plan = build_stt_plan(self.package.config, tensors_of(self.package), self.package.manifest["tensors"], tuning)
@@ -82,10 +81,9 @@ class Transcriber:
         channels = 1 if pcm.ndim == 1 else pcm.shape[1]
         if self._resampler is None:
             self._resampler = StreamResampler(sample_rate, channels)
-            self._format = (sample_rate, channels)
-        elif (sample_rate, channels) != self._format:
-            raise ValueError(f"this stream is {self._format[0]} Hz x {self._format[1]} channels; call flush() or "
-                             f"reset() before feeding {sample_rate} Hz x {channels}")
+        elif (sample_rate, channels) != (self._resampler.in_rate, self._resampler.channels):
+            raise ValueError(f"this stream is {self._resampler.in_rate} Hz x {self._resampler.channels} channels; "
+                             f"call flush() or reset() before feeding {sample_rate} Hz x {channels}")
         return self._push(self._resampler.process(pcm), audio=True)
 
     def flush(self) -> list[Event]:
@@ -93,8 +91,7 @@ class Transcriber:
         transcriber is then ready for a new stream. A stream that received no audio gives nothing."""
         if self._resampler is None:
             return []
-        events = []
-        events += self._push(self._resampler.flush(), audio=True)
+        events = self._push(self._resampler.flush(), audio=True)
         frames = -(-self._pending.size // MIMI.frame_size) + self.decoder_config.delay_steps + FLUSH_EXTRA_FRAMES
         events += self._push(np.zeros(frames * MIMI.frame_size - self._pending.size, np.float32))
         start = time.perf_counter()
@@ -108,11 +105,10 @@ class Transcriber:
         return events
 
     def _start_stream(self) -> None:
-        self._resampler = None
-        self._format = None
+        self._resampler = None            # made by the first feed(), for its rate and channel count
         self._stream_samples = 0          # caller's audio in this stream, 24 kHz samples
         # 24 kHz samples not yet submitted (less than a frame after each _push); the stream starts with the prefix.
-        self._pending = np.zeros(int(round(self.silence_prefix * MIMI.sample_rate)), np.float32)
+        self._pending = np.zeros(int(round(self.decoder_config.silence_prefix * MIMI.sample_rate)), np.float32)
 
     def _push(self, mono: np.ndarray, audio: bool = False) -> list[Event]:
         """Append 24 kHz samples (the caller's audio, or silence); submit every whole frame; decode the results
