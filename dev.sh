@@ -16,8 +16,9 @@ TORCH_VERSION=2.13.0
 MOSHI_VERSION=0.2.13
 
 say() { printf '[dev.sh] %s\n' "$*" >&2; }
-# pip, without the warnings that this machine's extra (file://) indexes print for every package.
-pip() { "$PY" -m pip "$@" 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'; }
+# pip, quiet (-qq: errors only; a build backend's informational notes are not shown), without the warnings that
+# this machine's extra (file://) indexes print for every package. A failed install still prints and stops.
+pip() { "$PY" -m pip -qq "$@" 2>&1 | sed '/is ignored: it is neither a file nor a directory/d'; }
 
 ensure_system_packages() {
     local missing=() p
@@ -50,20 +51,28 @@ ensure_venv() {
     local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
     if [ ! -e "$stamp" ]; then
         say "installing kyutai-stt and its dependencies into $VENV"
-        pip install -q --upgrade pip
-        pip install -q -e ".[test]"
+        pip install --upgrade pip
+        # moshi (installed by ensure_reference, tests only) declares pins that we knowingly do not meet (torch<2.10,
+        # numpy<2.3, ...); its real needs are installed explicitly, so pip's conflict report about it is noise.
+        pip install $(has_reference && echo --no-warn-conflicts) -e ".[test]"
         rm -f "$VENV"/.installed-*; touch "$stamp"
     fi
 }
 
-ensure_reference() {
+has_reference() {
     "$PY" -c "import torch, moshi; assert torch.__version__.startswith('$TORCH_VERSION') and moshi.__version__ == '$MOSHI_VERSION'" \
-        2>/dev/null && return 0
+        2>/dev/null
+}
+
+ensure_reference() {
+    has_reference && return 0
     say "installing the official implementation: torch $TORCH_VERSION (CPU) and moshi $MOSHI_VERSION"
-    pip install -q "torch==$TORCH_VERSION"
-    # moshi's own pins exclude this torch; its other needs are listed explicitly.
-    pip install -q --no-deps "moshi==$MOSHI_VERSION"
-    pip install -q einops "huggingface-hub<1" safetensors sentencepiece
+    # What moshi really needs to load and run the STT model on the CPU, named explicitly and installed first...
+    pip install "torch==$TORCH_VERSION" einops "huggingface-hub<1" safetensors sentencepiece
+    # ...then moshi itself without its declared pins (they exclude this torch and numpy, and pull in CUDA-only
+    # bitsandbytes, aiohttp, sphn): with --no-deps pip checks no pins, so a working install prints nothing.
+    pip install --no-deps "moshi==$MOSHI_VERSION"
+    has_reference || { say "the official implementation does not import; see the messages above"; exit 1; }
 }
 
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"

@@ -35,3 +35,10 @@ def tiny_packages(tiny_checkpoint):
             opened[quant] = open_package(out)
         return opened[quant]
     return get
+
+
+def pytest_collection_modifyitems(items):
+    """Every test under tests/web/ drives headless Chromium: `-m "not browser"` leaves them out of a quick loop."""
+    for item in items:
+        if "/web/" in item.path.as_posix() and "/tests/" in item.path.as_posix():
+            item.add_marker(pytest.mark.browser)

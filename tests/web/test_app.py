@@ -29,6 +29,7 @@ def open_app(context, server, query: str = "silence=0"):
     page = context.new_page()
     console, requests = [], []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"error: uncaught {e}"))
     page.on("request", lambda r: requests.append(r.url))
     page.goto(f"{server.url}/index.html?{query}")
     return page, console, requests
@@ -74,6 +75,9 @@ def test_microphone_words_end_of_turn_screenshot_and_no_foreign_requests(browser
     foreign = [u for u in requests if urlparse(u).hostname not in ("127.0.0.1", "localhost")
                and not u.startswith(("blob:", "data:"))]
     assert not foreign, f"the page reached outside localhost: {foreign}"
+    assert any(urlparse(u).path.endswith("/icon.svg") for u in requests), "the page names its icon"
+    errors = [line for line in console if line.startswith("error:")]
+    assert not errors, f"a clean session logged errors in the console: {errors}"     # e.g. a 404 for an icon
     page.close()
 
 
