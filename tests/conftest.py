@@ -3,6 +3,7 @@ fixtures were made from, and its packages, each written once per test session.""
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/web/" in item.path.as_posix() and "/tests/" in item.path.as_posix():
             item.add_marker(pytest.mark.browser)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The suite's memory, for docs/testing.md: this process's peak, and the largest peak of any child process
+    (the official implementation at full size, the converter, Chromium)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20             # KiB -> GiB
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    terminalreporter.write_line(f"peak RSS: test process {own:.1f} GiB, largest child process {child:.1f} GiB")
