@@ -18,8 +18,10 @@ import {StreamDecoder} from './stream.js';
 export const DEFAULT_SILENCE_PREFIX_S = 1.0;
 // Silent frames after delay_steps in a flush: they let the last word's closing token out (transcriber.py).
 export const FLUSH_EXTRA_FRAMES = 2;
-// A STATS event (and a TRANSCRIBE_PROGRESS event) every this many frames: about once a second of audio.
+// A STATS event (and a TRANSCRIBE_PROGRESS event) every this many frames: about once a second of audio; live, also
+// once a second of wall time (on a device slower than real time, 12 frames take far longer than a second).
 const REPORT_EVERY_FRAMES = 12;
+const REPORT_INTERVAL_MS = 1000;
 // Added to the mean square before the log in the audio level: digital silence reads -120 dB instead of -inf.
 const SILENCE_POWER = 1e-12;
 // How long STOP waits for the AudioWorklet's last frame ('end' marker) before flushing anyway.
@@ -32,7 +34,7 @@ let tasks = Promise.resolve();
 let results = Promise.resolve();
 let collector = null;     // word events of a TRANSCRIBE in progress
 const stats = {frames: 0, completed: 0, windowMs: 0, windowFrames: 0, lastResultAt: 0, energy: 0, samples: 0,
-  stageMs: {}};
+  stageMs: {}, reportedAt: 0};
 
 function post(type, fields = {}, transfer = []) {
   self.postMessage({type, ...fields}, transfer);
@@ -216,7 +218,7 @@ function onResult({outputs, stageMs}, submittedAt) {
   for (const [stage, ms] of Object.entries(stageMs ?? {})) stats.stageMs[stage] = (stats.stageMs[stage] ?? 0) + ms;
   stats.completed += 1;
   stats.lastResultAt = now;
-  if (stats.windowFrames >= REPORT_EVERY_FRAMES) postStats();
+  if (stats.windowFrames >= REPORT_EVERY_FRAMES || (live && now - stats.reportedAt >= REPORT_INTERVAL_MS)) postStats();
 }
 
 function emit(event) {
@@ -239,7 +241,8 @@ function postStats() {
   const summary = {frames: stats.completed, msPerFrame, stageMs, realTimeFactor: msPerFrame / frameMs,
     framesBehind: stats.frames - stats.completed + queuedFrames(), audioSeconds: stream.samples / engine.sampleRate,
     droppedSeconds: stream.dropped / engine.sampleRate, level};
-  Object.assign(stats, {windowMs: 0, windowFrames: 0, energy: 0, samples: 0, stageMs: {}});
+  Object.assign(stats, {windowMs: 0, windowFrames: 0, energy: 0, samples: 0, stageMs: {},
+    reportedAt: performance.now()});
   post(FromWorker.STATS, summary);
   return summary;
 }
