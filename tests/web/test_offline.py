@@ -11,6 +11,7 @@ import io
 import json
 import shutil
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -33,6 +34,14 @@ APP_CACHES = """async () => { await navigator.serviceWorker.ready;
 CACHE_PATHS = """async (name) => (await (await caches.open(name)).keys()).map((r) => new URL(r.url).pathname)"""
 FORGET = """async () => { for (const r of await navigator.serviceWorker.getRegistrations()) await r.unregister();
   for (const name of await caches.keys()) await caches.delete(name); }"""
+
+
+def until(page, predicate: str, timeout_s: float = 60) -> None:
+    """Poll an async predicate in the page (page.wait_for_function does not await a returned promise)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(predicate):
+        assert time.monotonic() < deadline, f"still false after {timeout_s} s: {predicate}"
+        time.sleep(0.2)
 
 
 def site_version(site: Path) -> dict:
@@ -164,9 +173,11 @@ def test_a_new_site_version_replaces_the_old_app_cache(browser, serve_directory,
         new = f"{APP_CACHE_PREFIX}{site_version(site)['version']}"
         assert new != old
         page.evaluate("async () => (await navigator.serviceWorker.getRegistration()).update()")
-        page.wait_for_function(f"""async () => {{ const names = await caches.keys();
-            return names.includes('{new}') && !names.includes('{old}'); }}""", timeout=60_000)
-        css = page.evaluate(f"async () => (await (await caches.open('{new}')).match('/app.css')).text()")
+        until(page, f"async () => {{ const names = await caches.keys(); const r = await "
+                    f"navigator.serviceWorker.getRegistration(); return r.active?.state === 'activated' && "
+                    f"!r.installing && !r.waiting && names.includes('{new}') && !names.includes('{old}'); }}")
+        assert sorted(page.evaluate(CACHE_PATHS, new)) == sorted(f"/{f}" for f in app_files(site))
+        css = page.evaluate(f"async () => (await (await caches.open('{new}')).match('app.css')).text()")
         assert css.endswith("/* version 2 */\n")
         assert page.evaluate("async () => (await caches.keys()).sort()") == sorted([new, MODEL_CACHE]), \
             "the update leaves the model's cache alone"
