@@ -3,7 +3,8 @@ loads and the kernels; its TypeScript declarations pass `tsc --strict` on a page
 wrong use); Node resolves its `exports`; the README's embedding example runs from the installed tarball in Chromium.
 
 npm and TypeScript: npm comes with Node (Debian's nodejs/npm); TypeScript is installed from the npm registry into
-.cache/npm-tools/ of the repository (ignored by git) the first time, then reused."""
+.cache/npm-tools/ of the repository (ignored by git) the first time, then reused. A machine without npm fails
+these tests (./dev.sh installs it), it does not skip them."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,12 +39,19 @@ def npm(*args, cwd: Path, timeout: int = 300) -> str:
 
 @pytest.fixture(scope="session")
 def tsc() -> Path:
-    binary = TOOLS / "node_modules" / ".bin" / "tsc"
-    if not binary.exists():
+    """tsc of TYPESCRIPT, installed once into .cache/npm-tools/<version>/ (whole or not at all: a temporary
+    directory renamed into place)."""
+    home = TOOLS / TYPESCRIPT.replace("@", "-")
+    if not (home / "node_modules" / ".bin" / "tsc").exists():
         TOOLS.mkdir(parents=True, exist_ok=True)
-        (TOOLS / "package.json").write_text('{"private": true}\n')
-        npm("install", TYPESCRIPT, cwd=TOOLS)
-    return binary
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=TOOLS))
+        try:
+            (partial / "package.json").write_text('{"private": true}\n')
+            npm("install", TYPESCRIPT, cwd=partial)
+            partial.rename(home)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return home / "node_modules" / ".bin" / "tsc"
 
 
 @pytest.fixture(scope="module")
