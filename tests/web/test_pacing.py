@@ -4,7 +4,9 @@ artificially slow engine (the test-frame-delay page parameter) gets a message wi
 its backlog stays within the bound."""
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +61,7 @@ def test_verdict_after_two_seconds_of_audio(page):
     assert pace["realTimeFactor"] == pytest.approx((24 * 80 - 10) / 80)
 
 
-def test_slow_device_says_so_and_bounds_the_backlog(browser, server):
+def test_slow_device_says_so_and_bounds_the_backlog(browser, server, tmp_path):
     page, console, _ = open_app(browser, server, "silence=0&backlog=1&test-frame-delay=300")
     assert wait_state(page, ["ready", "error"], console=console) == "ready", page.inner_text("#error")
     assert page.is_hidden("#slow")
@@ -74,4 +76,6 @@ def test_slow_device_says_so_and_bounds_the_backlog(browser, server):
     stats = page.inner_text("#stats")
     behind = int(re.search(r"(\d+) frames behind", stats).group(1))
     assert behind <= 12 + 3, f"the backlog is bounded to 1 s (12 frames) + frames in flight: {stats}"
+    shot = Path(os.environ.get("KYUTAI_STT_SCREENSHOT_DIR", tmp_path)) / "app-slow-device.png"
+    page.screenshot(path=str(shot), full_page=True)
     page.close()                                 # (stopping would flush the bounded backlog: tested elsewhere)
