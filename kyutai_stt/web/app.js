@@ -152,7 +152,7 @@ function showSlow({realTimeFactor, msPerFrame, lowerBound = false, maxBacklogSec
     ? `To keep the text at most ${backlog} s behind you, audio it cannot process in time is skipped, and the ` +
       'words spoken in it are lost. '
     : 'The text will fall further and further behind you. ') +
-    'To transcribe everything, record and use "Transcribe a file…" (it runs at this device\'s own pace), or use ' +
+    'To transcribe everything, record it and use "Transcribe a file…" (it runs at this device\'s own pace), or use ' +
     'a device with a faster GPU (and close other tabs that use it). A smaller model is not available yet.';
   $('slow').hidden = false;
 }
