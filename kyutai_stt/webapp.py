@@ -154,10 +154,12 @@ def client_modules(entry: str = NPM_ENTRY) -> list[str]:
 def npm_package_json() -> dict:
     return {
         "name": NPM_NAME, "version": __version__,
-        "description": "Private real-time speech-to-text (Kyutai STT) on WebGPU, in a Web Worker: the embeddable client",
+        "description": "Private real-time speech-to-text (Kyutai STT) on WebGPU in a Web Worker: the embeddable "
+                       "client",
         "license": "MIT", "type": "module", "sideEffects": False,
         "main": f"./{NPM_ENTRY}", "types": "./stt-client.d.ts",
-        "exports": {".": {"types": "./stt-client.d.ts", "default": f"./{NPM_ENTRY}"}, "./package.json": "./package.json"},
+        "exports": {".": {"types": "./stt-client.d.ts", "default": f"./{NPM_ENTRY}"},
+                    "./package.json": "./package.json"},
         "files": ["*.js", "*.d.ts", "kernels/"],
     }
 

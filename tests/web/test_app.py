@@ -169,6 +169,11 @@ def test_no_webgpu_says_which_browsers_work(server, playwright):
         assert "WebGPU" in page.inner_text("#error-message")
         assert "Chrome" in page.inner_text("#error-fix")
         assert page.is_disabled("#mic")
+        page.click("#diagnostics summary")         # the bug report works without WebGPU too
+        page.wait_for_function("document.getElementById('diagnostics-text').textContent.startsWith('{')")
+        report = json.loads(page.inner_text("#diagnostics-text"))
+        assert report["webgpu"] == "navigator.gpu is missing" and report["adapter"] is None
+        assert report["page"]["lastError"]["code"] == "no-webgpu" and report["userAgent"]
     finally:
         close()
 

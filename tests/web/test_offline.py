@@ -129,6 +129,8 @@ def test_offline_after_the_first_visit_installable_with_diagnostics(browser, ser
         assert report["adapter"]["info"]["architecture"] == "swiftshader"
         assert report["page"]["offline"] == {"serviceWorker": True, "appCaches": [f"{APP_CACHE_PREFIX}{version}"]}
         assert report["userAgent"] and report["secureContext"] is True
+        page.click("#copy-diagnostics")            # the clipboard, or (no permission) the text selected for Ctrl-C
+        page.wait_for_function("/Copied|Selected/.test(document.getElementById('copy-status').textContent)")
 
         # Offline: the network off and the server gone; the page reloads and transcribes from the caches.
         browser.set_offline(True)
