@@ -172,7 +172,8 @@ def test_no_webgpu_says_which_browsers_work(server, playwright):
         page.click("#diagnostics summary")         # the bug report works without WebGPU too
         page.wait_for_function("document.getElementById('diagnostics-text').textContent.startsWith('{')")
         report = json.loads(page.inner_text("#diagnostics-text"))
-        assert report["webgpu"] == "navigator.gpu is missing" and report["adapter"] is None
+        # This Chromium without the flag has navigator.gpu but no adapter for SwiftShader (blocklisted).
+        assert report["webgpu"] == "present" and report["adapter"].startswith("requestAdapter() returned null")
         assert report["page"]["lastError"]["code"] == "no-webgpu" and report["userAgent"]
     finally:
         close()

@@ -23,7 +23,7 @@ from kyutai_stt.transcriber import Transcriber
 from kyutai_stt.webapp import MARKER, SERVICE_WORKER, WEB_DIR, app_files, export_site
 
 from chromium import AUDIO
-from test_app import LOAD_TIMEOUT_MS, RUN_TIMEOUT_MS, open_app, wait_state
+from test_app import RUN_TIMEOUT_MS, open_app, wait_state
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_CACHE_PREFIX = "kyutai-stt-app-"
