@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kyutai_stt import __version__
-from kyutai_stt.webapp import KERNEL_DIR, NPM_NAME, client_modules, export_npm
+from kyutai_stt.webapp import KERNEL_DIR, NPM_NAME, SiteError, client_modules, export_npm
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".cache" / "npm-tools"
@@ -83,6 +84,24 @@ def test_tarball_holds_the_client_its_modules_and_kernels(tarball):
     assert meta["name"] == NPM_NAME and meta["version"] == __version__ and meta["type"] == "module"
     assert meta["exports"]["."] == {"types": "./stt-client.d.ts", "default": "./stt-client.js"}
     assert not meta.get("dependencies") and not meta.get("peerDependencies"), "no framework, no dependency"
+
+
+def test_export_npm_replaces_only_its_own_exports(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "export-web", str(tmp_path / "pkg"), "--npm"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "npm pack" in done.stdout, done.stderr
+    assert json.loads((tmp_path / "pkg" / "package.json").read_text())["name"] == NPM_NAME
+    (tmp_path / "pkg" / "stale.js").write_text("from an older export")
+    export_npm(tmp_path / "pkg")
+    assert not (tmp_path / "pkg" / "stale.js").exists(), "an earlier export is replaced whole"
+
+    project = tmp_path / "my-project"            # a user's npm project: never replaced
+    project.mkdir()
+    (project / "package.json").write_text('{"name": "mine"}')
+    with pytest.raises(SiteError, match="not an npm package export"):
+        export_npm(project)
+    assert (project / "package.json").read_text() == '{"name": "mine"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my-project", "pkg"], "no partial directory left behind"
 
 
 USE_EVERYTHING = """
