@@ -3,12 +3,13 @@
 #   ./dev.sh start   the main job: check the machine, then serve the browser app and the model on localhost
 #   ./dev.sh test    the whole test suite
 # Each installs what is missing: system packages (software Vulkan so WebGPU runs without a GPU, Chromium,
-# espeak-ng), a virtualenv in .venv with the project and its test dependencies, and the official
-# implementation (torch CPU + moshi) that the reference tests run.
+# espeak-ng, Node.js and npm), a virtualenv in .venv with the project and its test dependencies, and the official
+# implementation (torch CPU + moshi) that the reference tests run. TypeScript (the npm package tests) is installed
+# by those tests into .cache/npm-tools/.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-SYSTEM_PACKAGES=(mesa-vulkan-drivers libvulkan1 chromium espeak-ng libportaudio2)
+SYSTEM_PACKAGES=(mesa-vulkan-drivers libvulkan1 chromium espeak-ng libportaudio2 nodejs)
 VENV=.venv
 PY="$VENV/bin/python"
 # The official implementation, pinned: the versions the fixtures were made with (docs/reference.md).
@@ -25,6 +26,8 @@ ensure_system_packages() {
     for p in "${SYSTEM_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
+    # npm (the npm package tests): Debian packages it apart from nodejs, NodeSource's nodejs includes it.
+    command -v npm >/dev/null || missing+=(npm)
     [ ${#missing[@]} -eq 0 ] && return 0
     if ! command -v apt-get >/dev/null; then
         say "missing system packages: ${missing[*]}; this machine has no apt-get."

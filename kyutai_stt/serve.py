@@ -29,7 +29,8 @@ SYNTHETIC_SEED = 0
 CERT_DAYS = 825                # the longest validity Apple platforms accept for a TLS server certificate
 MIME_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wgsl": "text/plain; charset=utf-8",
               ".json": "application/json", ".gguf": "application/octet-stream", ".css": "text/css",
-              ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml"}
+              ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+              ".webmanifest": "application/manifest+json"}
 
 
 def add_arguments(parser) -> None:

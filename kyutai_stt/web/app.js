@@ -4,9 +4,12 @@
 //   plans=URL    plans.json (default: next to this page)
 //   silence=S    seconds of silence fed before each stream (default: the engine's, 1 s)
 //   eot=P        end-of-turn threshold on the semantic VAD's no-voice probability (default 0.5)
+//   backlog=S    live text at most S seconds behind on a device too slow for real time (default 3; pacing.js)
+//   test-frame-delay=MS   tests only: every frame MS ms slower (an artificially slow device)
 
 import {SttClient, webGpuProblem} from './stt-client.js';
 import {FORMATS} from './formats.js';
+import {DEFAULT_MAX_BACKLOG_SECONDS} from './pacing.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -14,6 +17,8 @@ const client = new SttClient({modelUrl: params.get('model') ?? 'model/', plansUr
 // What the downloads contain: the words and ends of turn shown in the transcript.
 const transcript = {words: [], endOfTurns: []};
 let info = null;
+let lastStats = null;
+let lastError = null;
 let turnTimer = null;
 const TURN_FLASH_MS = 1500;    // how long the end-of-turn indicator stays lit
 const STAGE_NAMES = {lm: 'LM', mimi: 'Mimi'};
@@ -27,6 +32,7 @@ function setState(state) {
 }
 
 function showError(error) {
+  lastError = {code: error.code ?? 'internal', message: error.message ?? String(error)};
   $('error-message').textContent = error.message ?? String(error);
   $('error-fix').textContent = error.fix ?? '';
   $('error').hidden = false;
@@ -55,6 +61,8 @@ function loadOptions() {
   const options = {};
   if (params.has('silence')) options.silencePrefix = Number(params.get('silence'));
   if (params.has('eot')) options.decoder = {eot_threshold: Number(params.get('eot'))};
+  if (params.has('backlog')) options.maxBacklogSeconds = Number(params.get('backlog'));
+  if (params.has('test-frame-delay')) options.testFrameDelayMs = Number(params.get('test-frame-delay'));
   return options;
 }
 
@@ -123,12 +131,31 @@ client.on('word', addWord);
 client.on('endOfTurn', addEndOfTurn);
 client.on('partial', ({text}) => { $('partial').textContent = text; updateDownloads(); });
 client.on('stats', (s) => {
+  lastStats = s;
   const stages = s.stageMs ? ` (GPU: ${Object.entries(s.stageMs).map(([name, ms]) =>
     `${STAGE_NAMES[name] ?? name} ${ms.toFixed(1)} ms`).join(', ')})` : '';
   $('stats').textContent = `${s.msPerFrame.toFixed(1)} ms per 80 ms frame${stages} · real-time factor ` +
     `${s.realTimeFactor.toFixed(2)} · ${s.framesBehind} frames behind · ${info?.variant ?? ''} kernels · ` +
-    `${s.audioSeconds.toFixed(1)} s of audio`;
+    `${s.audioSeconds.toFixed(1)} s of audio` +
+    (s.droppedSeconds ? ` · ${s.droppedSeconds.toFixed(1)} s skipped (too slow for live)` : '');
+  if (s.droppedSeconds && $('slow').hidden) showSlow({realTimeFactor: s.realTimeFactor, msPerFrame: s.msPerFrame});
 });
+client.on('pace', (pace) => { if (!pace.keepsUp) showSlow(pace); });
+
+// A device that cannot keep up with live audio: the figure, what the app does about it, and what the user can do.
+function showSlow({realTimeFactor, msPerFrame, lowerBound = false, maxBacklogSeconds}) {
+  const backlog = maxBacklogSeconds ?? loadOptions().maxBacklogSeconds ?? DEFAULT_MAX_BACKLOG_SECONDS;
+  const more = lowerBound ? 'more than ' : '';
+  $('slow-message').textContent = `This device is too slow for live transcription: it needs ${more}` +
+    `${Math.round(msPerFrame)} ms for each 80 ms of audio (real-time factor ${more}${realTimeFactor.toFixed(1)}).`;
+  $('slow-fix').textContent = (Number.isFinite(backlog)
+    ? `To keep the text at most ${backlog} s behind you, audio it cannot process in time is skipped, and the ` +
+      'words spoken in it are lost. '
+    : 'The text will fall further and further behind you. ') +
+    'To transcribe everything, record it and use "Transcribe a file…" (it runs at this device\'s own pace), or use ' +
+    'a device with a faster GPU (and close other tabs that use it). A smaller model is not available yet.';
+  $('slow').hidden = false;
+}
 client.on('error', (error) => {
   setState('error');
   showError(error);
@@ -151,6 +178,7 @@ async function toggleMic() {
     return;
   }
   clearTranscript();
+  $('slow').hidden = true;
   try {
     await client.start();
   } catch (error) {
@@ -198,6 +226,35 @@ drop.addEventListener('drop', (e) => {
   transcribeFile(e.dataTransfer.files[0]);
 });
 
-// For embedding pages and tests: the client and what the transcript holds.
-window.sttApp = {client, transcript};
+// ---- diagnostics, offline ---------------------------------------------------------------------------------------
+async function diagnosticsText() {
+  const report = await client.diagnostics();
+  const appCaches = globalThis.caches ? (await caches.keys()).filter((n) => n.startsWith('kyutai-stt-app-')) : [];
+  report.page = {url: location.href, offline: {serviceWorker: Boolean(navigator.serviceWorker?.controller),
+    appCaches}, lastStats, lastError};
+  return JSON.stringify(report, null, 2);
+}
+
+async function showDiagnostics() {
+  $('diagnostics-text').textContent = await diagnosticsText();
+}
+
+$('diagnostics').addEventListener('toggle', () => { if ($('diagnostics').open) showDiagnostics(); });
+$('copy-diagnostics').addEventListener('click', async () => {
+  await showDiagnostics();
+  try {
+    await navigator.clipboard.writeText($('diagnostics-text').textContent);
+    $('copy-status').textContent = 'Copied.';
+  } catch {
+    getSelection().selectAllChildren($('diagnostics-text'));      // no clipboard access: select it for Ctrl-C
+    $('copy-status').textContent = 'Selected: press Ctrl-C (Cmd-C) to copy.';
+  }
+});
+
+// The app's files are kept for offline use by sw.js (the model by the engine's own cache). Only where the
+// browser allows service workers (https or localhost); a failure costs offline use only.
+navigator.serviceWorker?.register('sw.js').catch((error) => console.warn(`offline use unavailable: ${error}`));
+
+// For embedding pages and tests: the client, what the transcript holds, the diagnostics report.
+window.sttApp = {client, transcript, diagnosticsText};
 load();

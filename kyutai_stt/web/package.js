@@ -10,6 +10,8 @@ import {ErrorCode, SttError} from './errors.js';
 // Bump the version when the cache layout changes: old caches are then ignored (and removed by clearCache()).
 export const CACHE_NAME = 'kyutai-stt-v1';
 export const CACHE_PREFIX = 'kyutai-stt-';
+// The app's own files (sw.js): not the model, so clearCache() leaves them.
+const APP_CACHE_PREFIX = 'kyutai-stt-app-';
 export const MANIFEST = 'manifest.json';
 export const PACKAGE_FORMAT = 'kyutai-stt-package';
 export const PACKAGE_VERSION = 1;
@@ -28,10 +30,14 @@ export async function sha256Hex(bytes) {
 export async function fetchManifest(baseUrl) {
   const url = new URL(MANIFEST, withSlash(baseUrl));
   let response;
+  let offline = false;
   try {
     response = await fetch(url, {cache: 'no-cache'});
   } catch (error) {
-    throw new SttError(ErrorCode.DOWNLOAD, `could not fetch ${url}: ${error.message}`);
+    // Offline: the copy kept with the shards by the last load (the shards are checked against it as always).
+    response = await cachedManifest(url);
+    offline = Boolean(response);
+    if (!response) throw new SttError(ErrorCode.DOWNLOAD, `could not fetch ${url}: ${error.message}`);
   }
   if (!response.ok) throw new SttError(ErrorCode.DOWNLOAD, `could not fetch ${url}: HTTP ${response.status}`);
   const bytes = await response.arrayBuffer();
@@ -45,7 +51,22 @@ export async function fetchManifest(baseUrl) {
     throw new SttError(ErrorCode.PACKAGE_MISMATCH, `${url} is not a ${PACKAGE_FORMAT} v${PACKAGE_VERSION} manifest`,
       'Convert the model again with this version of kyutai-stt and re-export the site.');
   }
+  if (!offline) await keepManifest(url, bytes);
   return {manifest, sha256: await sha256Hex(bytes), url: url.href};
+}
+
+// The manifest lives in the model's cache, next to its shards, under its own URL.
+async function cachedManifest(url) {
+  return globalThis.caches ? (await caches.open(CACHE_NAME)).match(url.href) : undefined;
+}
+
+async function keepManifest(url, bytes) {
+  try {
+    await (await globalThis.caches?.open(CACHE_NAME))?.put(url.href, new Response(bytes.slice(0),
+      {headers: {'Content-Type': 'application/json'}}));
+  } catch {
+    // No room or no Cache API: only offline use is lost; loadShards reports the quota when it matters.
+  }
 }
 
 // Ask the browser not to evict the model under storage pressure (window only: workers have no persist()).
@@ -60,7 +81,7 @@ export async function requestPersistence() {
 export async function clearCache() {
   if (!globalThis.caches) return;
   for (const name of await caches.keys()) {
-    if (name.startsWith(CACHE_PREFIX)) await caches.delete(name);
+    if (name.startsWith(CACHE_PREFIX) && !name.startsWith(APP_CACHE_PREFIX)) await caches.delete(name);
   }
 }
 

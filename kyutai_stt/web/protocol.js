@@ -6,8 +6,9 @@
 
 // page -> worker (requests)
 export const ToWorker = Object.freeze({
-  // {modelUrl, plansUrl, kernelsUrl, variant?, silencePrefix?, decoder?, retries?, backoffMs?}: fetch plans +
-  // manifest, pick the plan variant, download/cache the package into GPU buffers, compile, warm up -> {ready info}
+  // {modelUrl, plansUrl, kernelsUrl, variant?, silencePrefix?, decoder?, retries?, backoffMs?, maxBacklogSeconds?,
+  // testFrameDelayMs? (tests: an artificially slow device)}: fetch plans + manifest, pick the plan variant,
+  // download/cache the package into GPU buffers, compile, warm up -> {ready info}
   LOAD: 'load',
   // {port}: a MessagePort carrying the AudioWorklet's frames; consume them as a live stream
   START: 'start',
@@ -44,9 +45,13 @@ export const FromWorker = Object.freeze({
   // {frame, time, token, vad}: one engine step's raw output (debugging, tests)
   STEP: 'step',
   // {frames, msPerFrame, stageMs ({lm, mimi}: GPU ms per frame from timestamp queries, null without them),
-  // realTimeFactor, framesBehind, audioSeconds, level (dBFS RMS of the audio since the last report, null if
-  // none)}: about once a second while audio flows, and after each flush
+  // realTimeFactor, framesBehind, audioSeconds, droppedSeconds (live audio skipped to bound the delay: pacing.js),
+  // level (dBFS RMS of the audio since the last report, null if none)}: about once a second while audio flows, and
+  // after each flush
   STATS: 'stats',
+  // {realTimeFactor, msPerFrame, keepsUp, frames, lowerBound, maxBacklogSeconds}: whether this device keeps up
+  // with live audio, measured over the first seconds of each live stream (pacing.js)
+  PACE: 'pace',
   // {id, done, total}: samples of a TRANSCRIBE recording processed so far
   TRANSCRIBE_PROGRESS: 'transcribeProgress',
   // {error: {code, message, fix}}: a failure outside any request (device lost, a live frame failed)

@@ -2,19 +2,21 @@
 //
 //   import {SttClient} from './stt-client.js';
 //   const stt = new SttClient({modelUrl: 'model/'});          // URLs relative to this file's directory
-//   stt.on('word', ({text, start, end}) => ...);               // also: partial, endOfTurn, stats, error, progress
+//   stt.on('word', ({text, start, end}) => ...);               // also: partial, endOfTurn, stats, pace, error...
 //   await stt.load({}, ({phase, loaded, total}) => ...);       // download (or cache), compile, warm up
 //   await stt.start();                                         // microphone -> live events
 //   await stt.stop();                                          // the last words arrive before this resolves
 //   const words = await stt.transcribeFile(file);              // a File/Blob of any format the browser decodes
 //
 // Every failure is an SttError {code, message, fix} (errors.js): thrown by the call that failed, or, when no call
-// is waiting (device lost mid-stream), dispatched as an 'error' event.
+// is waiting (device lost mid-stream), dispatched as an 'error' event. TypeScript: stt-client.d.ts.
 
 import {ErrorCode, SttError, fromPayload, microphoneError} from './errors.js';
 import {FRAME_SIZE, PROCESSOR_NAME, TARGET_RATE} from './audio-processor.js';
 import {requestPersistence} from './package.js';
 import {FromWorker, ToProcessor, ToWorker} from './protocol.js';
+
+export {ErrorCode, SttError} from './errors.js';
 
 // How long stop() waits for the AudioWorklet to hand over its last partial frame.
 const PROCESSOR_STOP_WAIT_MS = 500;
@@ -33,16 +35,16 @@ export class SttClient extends EventTarget {
     this._nextId = 1;
   }
 
-  // fn(detail) for events 'word', 'partial', 'endOfTurn', 'step', 'stats', 'error', 'progress', 'listening',
-  // 'ready', 'transcribeProgress'. Returns a function that removes the listener.
+  // fn(detail) for events 'word', 'partial', 'endOfTurn', 'step', 'stats', 'pace', 'error', 'progress',
+  // 'listening', 'ready', 'transcribeProgress' (protocol.js). Returns a function that removes the listener.
   on(name, fn) {
     const listener = (event) => fn(event.detail);
     this.addEventListener(name, listener);
     return () => this.removeEventListener(name, listener);
   }
 
-  // options: {variant, silencePrefix, decoder, retries, backoffMs} (worker.js LOAD). Resolves with the engine's
-  // info: {adapter, variant, package, plan, timings}.
+  // options: {variant, silencePrefix, decoder, retries, backoffMs, maxBacklogSeconds} (protocol.js LOAD). Resolves
+  // with the engine's info: {adapter, variant, package, plan, timings}.
   async load(options = {}, onProgress = null) {
     if (!globalThis.navigator?.gpu) {
       throw webGpuProblem();
@@ -150,6 +152,13 @@ export class SttClient extends EventTarget {
     } finally {
       off?.();
     }
+  }
+
+  // Browser, adapter (info, features, limits), the variant it gets and, once loaded, the engine's info: for bug
+  // reports (diagnostics.js). Works before load() and after a failed one.
+  async diagnostics() {
+    const {collectDiagnostics} = await import('./diagnostics.js');
+    return collectDiagnostics(this.info);
   }
 
   // Delete the cached model files (the next load downloads them again).

@@ -9,6 +9,7 @@
 
 import {ErrorCode, SttError, errorPayload} from './errors.js';
 import {clearCache, fetchManifest, loadShards} from './package.js';
+import {DEFAULT_MAX_BACKLOG_SECONDS, LivePacer} from './pacing.js';
 import {FromWorker, ToWorker} from './protocol.js';
 import {PlanRuntime, adapterSummary, chooseVariant, kernelFetcher, requestAdapter, requestDevice} from './runtime.js';
 import {StreamDecoder} from './stream.js';
@@ -17,8 +18,10 @@ import {StreamDecoder} from './stream.js';
 export const DEFAULT_SILENCE_PREFIX_S = 1.0;
 // Silent frames after delay_steps in a flush: they let the last word's closing token out (transcriber.py).
 export const FLUSH_EXTRA_FRAMES = 2;
-// A STATS event (and a TRANSCRIBE_PROGRESS event) every this many frames: about once a second of audio.
+// A STATS event (and a TRANSCRIBE_PROGRESS event) every this many frames: about once a second of audio; live, also
+// once a second of wall time (on a device slower than real time, 12 frames take far longer than a second).
 const REPORT_EVERY_FRAMES = 12;
+const REPORT_INTERVAL_MS = 1000;
 // Added to the mean square before the log in the audio level: digital silence reads -120 dB instead of -inf.
 const SILENCE_POWER = 1e-12;
 // How long STOP waits for the AudioWorklet's last frame ('end' marker) before flushing anyway.
@@ -26,12 +29,12 @@ const END_WAIT_MS = 1000;
 
 let engine = null;        // {runtime, decoder, manifest, frameSize, sampleRate, silencePrefix, info}
 let stream = null;        // the current stream: pending samples, counters (newStream())
-let live = null;          // {port, ended: Promise, first: bool}
+let live = null;          // {port, ended: Promise, first: bool, pacer: LivePacer (the bounded frame queue)}
 let tasks = Promise.resolve();
 let results = Promise.resolve();
 let collector = null;     // word events of a TRANSCRIBE in progress
 const stats = {frames: 0, completed: 0, windowMs: 0, windowFrames: 0, lastResultAt: 0, energy: 0, samples: 0,
-  stageMs: {}};
+  stageMs: {}, reportedAt: 0};
 
 function post(type, fields = {}, transfer = []) {
   self.postMessage({type, ...fields}, transfer);
@@ -74,7 +77,8 @@ function requireEngine() {
 // ---- loading ----------------------------------------------------------------------------------------------------
 
 async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix = DEFAULT_SILENCE_PREFIX_S,
-                     decoder = {}, retries, backoffMs}) {
+                     decoder = {}, retries, backoffMs, maxBacklogSeconds = DEFAULT_MAX_BACKLOG_SECONDS,
+                     testFrameDelayMs = 0}) {
   const t0 = performance.now();
   if (engine) {
     engine.runtime.destroy();
@@ -127,7 +131,9 @@ async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix = DE
       cached: download.value.downloadedFiles === 0,
     },
   };
-  engine = {runtime, manifest, info, silencePrefix, frameSize: input.size / 4,
+  // testFrameDelayMs: a test hook that makes every frame slower (an artificially slow device); 0 otherwise.
+  engine = {runtime, manifest, info, silencePrefix, frameSize: input.size / 4, maxBacklogSeconds,
+    frameDelayMs: Math.max(0, Number(testFrameDelayMs) || 0),
     sampleRate: manifest.config.mimi.sample_rate,
     decoder: new StreamDecoder(manifest.tokenizer, {...decoder, silence_prefix: silencePrefix})};
   newStream();
@@ -171,7 +177,7 @@ function watchDevice(device) {
 
 function newStream() {
   const {sampleRate, silencePrefix} = engine;
-  stream = {pending: new Float32Array(Math.round(silencePrefix * sampleRate)), samples: 0, words: 0};
+  stream = {pending: new Float32Array(Math.round(silencePrefix * sampleRate)), samples: 0, words: 0, dropped: 0};
 }
 
 // Append samples (the caller's audio, or silence) and submit every whole frame.
@@ -192,6 +198,7 @@ async function push(samples, audio) {
 
 async function submitFrame(frame) {
   const submittedAt = performance.now();
+  if (engine.frameDelayMs) await new Promise((resolve) => setTimeout(resolve, engine.frameDelayMs));
   const {result} = await engine.runtime.submit({pcm: frame});
   stats.frames += 1;
   results = results.then(() => result).then((r) => onResult(r, submittedAt)).catch(reportError);
@@ -204,12 +211,14 @@ function onResult({outputs, stageMs}, submittedAt) {
   for (const event of engine.decoder.step(words[0], vad)) emit(event);
   // Service time: from submission, or from the previous result when this frame was queued behind it.
   const now = performance.now();
-  stats.windowMs += now - Math.max(submittedAt, stats.lastResultAt);
+  const serviceMs = now - Math.max(submittedAt, stats.lastResultAt);
+  live?.pacer.done(serviceMs);
+  stats.windowMs += serviceMs;
   stats.windowFrames += 1;
   for (const [stage, ms] of Object.entries(stageMs ?? {})) stats.stageMs[stage] = (stats.stageMs[stage] ?? 0) + ms;
   stats.completed += 1;
   stats.lastResultAt = now;
-  if (stats.windowFrames >= REPORT_EVERY_FRAMES) postStats();
+  if (stats.windowFrames >= REPORT_EVERY_FRAMES || (live && now - stats.reportedAt >= REPORT_INTERVAL_MS)) postStats();
 }
 
 function emit(event) {
@@ -231,14 +240,15 @@ function postStats() {
     Object.entries(stats.stageMs).map(([stage, ms]) => [stage, ms / stats.windowFrames])) : null;
   const summary = {frames: stats.completed, msPerFrame, stageMs, realTimeFactor: msPerFrame / frameMs,
     framesBehind: stats.frames - stats.completed + queuedFrames(), audioSeconds: stream.samples / engine.sampleRate,
-    level};
-  Object.assign(stats, {windowMs: 0, windowFrames: 0, energy: 0, samples: 0, stageMs: {}});
+    droppedSeconds: stream.dropped / engine.sampleRate, level};
+  Object.assign(stats, {windowMs: 0, windowFrames: 0, energy: 0, samples: 0, stageMs: {},
+    reportedAt: performance.now()});
   post(FromWorker.STATS, summary);
   return summary;
 }
 
 function queuedFrames() {
-  return live ? live.queued : 0;
+  return live ? live.pacer.waiting : 0;
 }
 
 async function flush() {
@@ -279,7 +289,9 @@ async function start({port}) {
   requireEngine();
   if (live) throw new SttError(ErrorCode.INTERNAL, 'already listening: stop() first');
   let ended;
-  live = {port, ended: new Promise((resolve) => { ended = resolve; }), first: true, queued: 0};
+  const frameMs = (1000 * engine.frameSize) / engine.sampleRate;
+  live = {port, ended: new Promise((resolve) => { ended = resolve; }), first: true,
+    pacer: new LivePacer(frameMs, engine.maxBacklogSeconds)};
   const session = live;
   port.onmessage = ({data}) => {
     if (data instanceof Float32Array) {
@@ -288,8 +300,14 @@ async function start({port}) {
         session.first = false;
         post(FromWorker.LISTENING);
       }
-      session.queued += 1;
-      enqueue(() => { session.queued -= 1; return push(data, true); }).catch(reportError);
+      // Bounded: beyond maxBacklogSeconds waiting, the oldest frames are dropped (pacing.js says why).
+      const {dropped, pace} = session.pacer.add(data, performance.now());
+      for (const frame of dropped) stream.dropped += frame.length;
+      if (pace) post(FromWorker.PACE, pace);
+      enqueue(() => {
+        const frame = session.pacer.take(performance.now());
+        return frame && push(frame, true);
+      }).catch(reportError);
     } else if (data?.type === 'end') {
       ended();
     }

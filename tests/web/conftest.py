@@ -4,7 +4,8 @@ Fixtures:
   site        the static site export_site() writes for the tiny q4 package (tests/conftest.py's tiny_packages)
   server      a threaded HTTP server on 127.0.0.1 serving the site at / and tests/web/harness/ at /test/; it
               records the paths it served (server.requests), can serve other bytes for a path
-              (server.overrides, server.corrupt) or fail requests with HTTP 503 (server.failures)
+              (server.overrides, server.corrupt) or fail requests with HTTP 503 (server.failures), and serve
+              other directories under a path (server.mounts, e.g. an npm package's node_modules/)
   browser     one Chromium for the session (launched from /usr/bin/chromium with a fresh profile; never
               `playwright install`): missing Chromium or no WebGPU adapter fails the tests, they are not skipped
   page        a page of the harness (tests/web/harness/index.html) with the console captured
@@ -48,6 +49,9 @@ class _Handler(SimpleHTTPRequestHandler):
         path = path.split("?", 1)[0].split("#", 1)[0]
         if path.startswith("/test/"):
             return str(HARNESS / path[len("/test/"):])
+        for prefix, directory in self.state.mounts.items():
+            if path.startswith(prefix):
+                return str(directory / path[len(prefix):])
         return str(self.state.root / path.lstrip("/"))
 
     def end_headers(self):
@@ -83,6 +87,7 @@ class Server:
         self.requests: list[str] = []
         self.overrides: dict[str, bytes] = {}  # served path -> the bytes sent instead of the file's
         self.failures: dict[str, int] = {}     # served path -> how many more requests get HTTP 503
+        self.mounts: dict[str, Path] = {}      # path prefix ("/x/") -> the directory served there
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, state=self))
         self.httpd.daemon_threads = True
@@ -109,6 +114,20 @@ def server(site):
     s = Server(site)
     yield s
     s.close()
+
+
+@pytest.fixture
+def serve_directory():
+    """serve_directory(root) -> a Server of another directory on its own port: another origin, so its service
+    worker and caches are its own (closed after the test)."""
+    servers = []
+
+    def start(root: Path) -> Server:
+        servers.append(Server(root))
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.close()
 
 
 @pytest.fixture(scope="session")
