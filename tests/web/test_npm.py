@@ -21,38 +21,17 @@ import pytest
 from kyutai_stt import __version__
 from kyutai_stt.webapp import KERNEL_DIR, NPM_NAME, SiteError, client_modules, export_npm
 
+from npm_tools import install_tools, npm
+
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ROOT / ".cache" / "npm-tools"
 TYPESCRIPT = "typescript@5.9.3"
 LOAD_TIMEOUT_MS = 300_000
 RUN_TIMEOUT_MS = 600_000
 
 
-def npm(*args, cwd: Path, timeout: int = 300) -> str:
-    if not shutil.which("npm"):
-        pytest.fail("npm not found: install Node.js and npm (Debian: apt-get install nodejs npm); the npm package "
-                    "tests need it")
-    done = subprocess.run(["npm", "--no-audit", "--no-fund", "--loglevel=error", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"npm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 @pytest.fixture(scope="session")
 def tsc() -> Path:
-    """tsc of TYPESCRIPT, installed once into .cache/npm-tools/<version>/ (whole or not at all: a temporary
-    directory renamed into place)."""
-    home = TOOLS / TYPESCRIPT.replace("@", "-")
-    if not (home / "node_modules" / ".bin" / "tsc").exists():
-        TOOLS.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=TOOLS))
-        try:
-            (partial / "package.json").write_text('{"private": true}\n')
-            npm("install", TYPESCRIPT, cwd=partial)
-            partial.rename(home)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-    return home / "node_modules" / ".bin" / "tsc"
+    return install_tools(TYPESCRIPT.replace("@", "-"), TYPESCRIPT) / "node_modules" / ".bin" / "tsc"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,16 @@
+// ESLint's recommended rules for the browser modules (tests/test_lint.py copies this file next to the ESLint it
+// installs, where its imports resolve, and runs it over kyutai_stt/web/ and tests/web/harness/).
+import js from "@eslint/js";
+import globals from "globals";
+
+export default [
+  js.configs.recommended,
+  {
+    languageOptions: {
+      ecmaVersion: 2023,
+      sourceType: "module",
+      // The page, its Worker, its AudioWorklet and its service worker.
+      globals: {...globals.browser, ...globals.worker, ...globals.serviceworker, ...globals.audioWorklet},
+    },
+  },
+];
