@@ -79,7 +79,7 @@ def test_serve_offline_without_a_model_says_what_to_do(tmp_path):
     env = {**os.environ, "KYUTAI_STT_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "serve", "--port", "0"], capture_output=True,
                        text=True, timeout=120, env=env)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--model PACKAGE_DIR" in r.stderr and "--or-synthetic" in r.stderr
 
 
@@ -120,6 +120,6 @@ def test_export_web_writes_a_static_site_and_refuses_to_overwrite_other_director
     other = tmp_path / "mine"
     other.mkdir()
     (other / "keep.txt").write_text("precious")
-    assert cli.main(["export-web", str(other), "--model", str(package.root)]) == 1
+    assert cli.main(["export-web", str(other), "--model", str(package.root)]) == 2
     assert "not a kyutai-stt site export" in capsys.readouterr().err
     assert (other / "keep.txt").read_text() == "precious" and len(list(other.iterdir())) == 1
