@@ -144,6 +144,11 @@ def _parse_lm(raw: Any, source: str) -> LMConfig:
     for key, expected in _SUPPORTED.items():
         if raw[key] != expected:
             raise ConfigError(key, f"unsupported value {raw[key]!r} (this engine runs {expected!r})", source)
+    for key in ("mimi_name", "tokenizer_name"):      # joined to the checkpoint's directory: a name, not a path
+        name = raw[key]
+        if not name or len(name) > 255 or name in (".", "..") or name.startswith(".") \
+                or any(c in name for c in "/\\\0"):
+            raise ConfigError(key, f"{name[:80]!r} is not a plain file name in the checkpoint directory", source)
     if raw.get("layer_scale") is not None:
         raise ConfigError("layer_scale", "unsupported (the STT LM has none)", source)
     if raw.get("cross_attention"):

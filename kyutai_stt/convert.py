@@ -296,11 +296,12 @@ def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_m
     if shard_mb < 1:
         raise UserError(f"--shard-mb must be at least 1, got {shard_mb}")
     out = Path(out_dir).resolve()
+    local = Path(source).expanduser()
+    if local.is_dir():
+        _check_not_source(out, local)
     _check_output(out, force)
     directory = hub.checkpoint_dir(str(source))
-    if out == directory.resolve() or out in directory.resolve().parents:
-        raise UserError(f"{out}: OUT_DIR would replace the checkpoint {directory} (it is the checkpoint or a "
-                        "folder holding it): choose another OUT_DIR")
+    _check_not_source(out, directory)
     cfg, mimi, conversion = build(directory, choice)
     tokenizer = read_sentencepiece(directory / cfg.tokenizer_name)
     if len(tokenizer) != cfg.text_card:
@@ -330,6 +331,13 @@ def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_m
         order = {p.name: i for i, p in enumerate(conversion.plans)}
         report.sort(key=lambda r: order[r.name])
     return manifest
+
+
+def _check_not_source(out: Path, directory: Path) -> None:
+    directory = directory.resolve()
+    if out == directory or out in directory.parents:
+        raise UserError(f"{out}: OUT_DIR would replace the checkpoint {directory} (it is the checkpoint or a "
+                        "folder holding it): choose another OUT_DIR")
 
 
 def _check_output(out: Path, force: bool) -> None:

@@ -495,14 +495,6 @@ def _check_config(manifest: dict, tensors: dict[str, TensorEntry], source: str) 
     if not isinstance(config.get("lm"), dict) or not isinstance(config.get("mimi"), dict):
         raise PackageError(f"{source}: config must hold objects 'lm' and 'mimi'")
     lm = LMConfig.from_official_json(config["lm"], f"{source}: config.lm")
-    claimed = json.loads(json.dumps(config_json(lm, MIMI)))
-    for key in ("mimi", "derived"):
-        if config.get(key) != claimed[key]:
-            diff = sorted(k for k in {**claimed[key], **(config.get(key) or {})}
-                          if (config.get(key) or {}).get(k) != claimed[key].get(k))
-            raise PackageError(f"{source}: config.{key} disagrees with what this kyutai-stt runs for this model "
-                               f"(keys {diff[:5]}): the package was edited or made for another model; convert "
-                               f"the checkpoint again")
     expected = expected_tensors(lm, MIMI)
     for name, (shape, quants) in expected.items():
         entry = tensors.get(name)
@@ -520,6 +512,14 @@ def _check_config(manifest: dict, tensors: dict[str, TensorEntry], source: str) 
     if extra:
         raise PackageError(f"{source}: tensor '{extra[0][:100]}' is not part of the model config.lm describes "
                            f"({len(extra)} such tensors)")
+    claimed = json.loads(json.dumps(config_json(lm, MIMI)))
+    for key in ("mimi", "derived"):
+        if config.get(key) != claimed[key]:
+            diff = sorted(k for k in {**claimed[key], **(config.get(key) or {})}
+                          if (config.get(key) or {}).get(k) != claimed[key].get(k))
+            raise PackageError(f"{source}: config.{key} disagrees with what this kyutai-stt runs for this model "
+                               f"(keys {diff[:5]}): the package was edited or made for another model; convert "
+                               f"the checkpoint again")
     if manifest["variant"] != ("vad" if lm.has_vad_heads else "plain"):
         raise PackageError(f"{source}: variant {manifest['variant'][:20]!r} disagrees with config.lm "
                            f"(extra_heads_num_heads {lm.extra_heads_num_heads})")

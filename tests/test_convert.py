@@ -13,6 +13,7 @@ import pytest
 
 from kyutai_stt import checkpoint, cli, convert, hub, package, quant, safetensors_io, synthetic
 from kyutai_stt.config import LM_FILE, MIMI, TINY_LM, replace
+from kyutai_stt.errors import UserError
 
 # Relative RMS error of a dequantised tensor against its source (bf16 for the LM, fp32 for Mimi). Measured on
 # the synthetic weights (gaussian, or gaussian rows of varied scale): q4 0.0856-0.0867, q8 0.00533-0.00537,
@@ -210,7 +211,7 @@ def test_failure_mid_write_leaves_nothing(tiny, tmp_path, monkeypatch):
             raise OSError("disk full (injected)")
         return real(src, sources, plan)
     monkeypatch.setattr(convert, "_produce_tensor", failing)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(UserError, match="writing the package failed .*injected.*nothing was left behind"):
         convert.convert(tiny, tmp_path / "pkg", shard_mb=24)
     assert list(tmp_path.iterdir()) == []
 
