@@ -199,11 +199,19 @@ def sha256_file(path: Path, chunk: int = 8 * 2**20) -> str:
 
 def config_json(lm: LMConfig, mimi: MimiConfig) -> dict:
     """The manifest's config: the official config.json, the Mimi settings, and values derived from both."""
-    derived = {"head_dim": lm.head_dim, "ffn_dim": lm.ffn_dim, "num_params": lm.num_params,
-               "has_vad_heads": lm.has_vad_heads, "mimi_hop_length": mimi.hop_length,
-               "mimi_frame_size": mimi.frame_size, "mimi_downsample_stride": mimi.downsample_stride,
-               "mimi_head_dim": mimi.dimension // mimi.num_heads}
-    return {"lm": lm.to_official_json(), "mimi": asdict(mimi), "derived": derived}
+    return {"lm": lm.to_official_json(), "mimi": asdict(mimi), "derived": _derived(lm, mimi)}
+
+
+def _derived(lm: LMConfig, mimi: MimiConfig) -> dict:
+    return {"head_dim": lm.head_dim, "ffn_dim": lm.ffn_dim, "num_params": lm.num_params,
+            "has_vad_heads": lm.has_vad_heads, "mimi_hop_length": mimi.hop_length,
+            "mimi_frame_size": mimi.frame_size, "mimi_downsample_stride": mimi.downsample_stride,
+            "mimi_head_dim": mimi.dimension // mimi.num_heads}
+
+
+@functools.lru_cache(maxsize=4)
+def _mimi_json(mimi: MimiConfig) -> str:
+    return json.dumps(asdict(mimi))
 
 
 # ---- reading --------------------------------------------------------------------------------------------------
@@ -512,7 +520,7 @@ def _check_config(manifest: dict, tensors: dict[str, TensorEntry], source: str) 
     if extra:
         raise PackageError(f"{source}: tensor '{extra[0][:100]}' is not part of the model config.lm describes "
                            f"({len(extra)} such tensors)")
-    claimed = json.loads(json.dumps(config_json(lm, MIMI)))
+    claimed = {"mimi": json.loads(_mimi_json(MIMI)), "derived": json.loads(json.dumps(_derived(lm, MIMI)))}
     for key in ("mimi", "derived"):
         if config.get(key) != claimed[key]:
             diff = sorted(k for k in {**claimed[key], **(config.get(key) or {})}
