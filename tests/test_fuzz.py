@@ -20,8 +20,6 @@ import sys
 import traceback
 from pathlib import Path
 
-import numpy as np
-import pytest
 
 from kyutai_stt import package
 from kyutai_stt.convert import convert
@@ -237,7 +235,8 @@ def test_package_mutants_through_the_api(tmp_path, tiny_packages):
     for i in range(MANIFEST_MUTANTS):
         label, content = manifest_mutant(text, paths, rng)
         _place_manifest(root, content)
-        outcomes.run(f"manifest mutant {i} ({label})", lambda: open_package(root), _same_as_claimed(original, root / MANIFEST))
+        outcomes.run(f"manifest mutant {i} ({label})", lambda: open_package(root),
+                     _same_as_claimed(original, root / MANIFEST))
     _place_manifest(root, b"")
     assert tree_of(tmp_path) == {**before, "pkg/manifest.json": 0}, "a file appeared or changed"
 

@@ -4,7 +4,6 @@ The fuzzers are in test_fuzz.py; the server's findings in test_serve.py."""
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 from kyutai_stt import cli, models_cache, package
-from kyutai_stt.errors import AudioError, UserError
+from kyutai_stt.errors import AudioError
 from kyutai_stt.package import PackageError, open_package
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "file_names.json"
@@ -292,3 +291,28 @@ def test_user_errors_exit_2_without_a_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "transcribe", str(tmp_path / "none.wav")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ---- convert checks offsets --------------------------------------------------------------------------------------
+def _safetensors(path: Path, header, data: bytes = b"\0" * 64) -> Path:
+    import struct
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+@pytest.mark.parametrize("header,message", [
+    ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+      "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, "tensors 'a' and 'b' overlap"),
+    ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [-8, 8]}}, "is not \\[begin, end\\]"),
+    ({"a": {"dtype": "F32", "shape": [4], "data_offsets": ["0", "16"]}}, "is not \\[begin, end\\]"),
+    ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}}, "12 bytes .* for shape \\[4\\] F32"),
+    ({"a": {"dtype": "F32", "shape": [4], "data_offsets": [60, 76]}}, "the file is truncated"),
+    ({"a": {"dtype": ["F32"], "shape": [4], "data_offsets": [0, 16]}}, "unsupported dtype"),
+    ([1, 2], "not an object of tensors"),
+    (7, "not an object of tensors"),
+])
+def test_safetensors_offsets_inside_the_data_exact_and_disjoint(tmp_path, header, message):
+    from kyutai_stt import safetensors_io
+    with pytest.raises(safetensors_io.SafetensorsError, match=message):
+        safetensors_io.read_index(_safetensors(tmp_path / "x.safetensors", header))
