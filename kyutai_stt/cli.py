@@ -93,8 +93,13 @@ def _exit_on_sigterm():
 def _write_traceback(command: str) -> str:
     text = f"kyutai-stt {__version__} {command}, argv {sys.argv!r}\n{traceback.format_exc()}"
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-    from .models_cache import cache_root
-    for folder in (cache_root() / "crashes", Path(tempfile.gettempdir())):
+    folders = [Path(tempfile.gettempdir())]
+    try:
+        from .models_cache import cache_root
+        folders.insert(0, cache_root() / "crashes")
+    except Exception:           # noqa: BLE001 - the report must not fail for want of a cache folder
+        pass
+    for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(text, encoding="utf-8")

@@ -16,6 +16,7 @@ SAMPLE_RATE = 24_000        # Mimi's input rate, Hz
 FRAME_SIZE = 1920           # samples per 80 ms frame
 FRAME_RATE = 12.5           # LM steps per second
 LM_FILE = "model.safetensors"
+MAX_SILENCE_PREFIX_S = 30.0  # a longer silence prefix is no help, and it is held in memory (30 s = 2.9 MB)
 
 
 class ConfigError(UserError, ValueError):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import gpu
-from .config import MIMI
+from .config import MAX_SILENCE_PREFIX_S, MIMI
 from .errors import AudioError
 from .engine import READBACK_DEPTH, Engine
 from .models.lm import tensors_of, tuning_for
@@ -34,7 +34,6 @@ FLUSH_EXTRA_FRAMES = 2
 # Silence fed before the caller's audio: a clip that starts mid-word otherwise loses its first words (observed by
 # a third-party harness on the official model); times are reported without it.
 DEFAULT_SILENCE_PREFIX_S = 1.0
-MAX_SILENCE_PREFIX_S = 30.0     # more is no help, and the prefix is held in memory (30 s = 2.9 MB)
 # feed() takes [n] or [n, channels] with at most this many channels. A 2-D array with more columns is refused (it
 # is most likely channels-first [channels, n]), as is a stream's first block with fewer rows than columns (it
 # could be either): the layout is never guessed.
