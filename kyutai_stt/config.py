@@ -16,6 +16,7 @@ SAMPLE_RATE = 24_000        # Mimi's input rate, Hz
 FRAME_SIZE = 1920           # samples per 80 ms frame
 FRAME_RATE = 12.5           # LM steps per second
 LM_FILE = "model.safetensors"
+MAX_SILENCE_PREFIX_S = 30.0  # a longer silence prefix is no help, and it is held in memory (30 s = 2.9 MB)
 
 
 class ConfigError(UserError, ValueError):
@@ -109,8 +110,10 @@ class LMConfig:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError("<file>", "not found", str(path)) from None
-        except json.JSONDecodeError as e:
-            raise ConfigError("<file>", f"not valid JSON ({e})", str(path)) from None
+        except (ValueError, RecursionError) as e:     # JSON, UTF-8, a 5000-digit number, nesting
+            raise ConfigError("<file>", f"not valid JSON ({str(e)[:200] or type(e).__name__})", str(path)) from None
+        except OSError as e:
+            raise ConfigError("<file>", f"cannot read it ({e.strerror or e})", str(path)) from None
         return _parse_lm(raw, str(path))
 
 
@@ -121,6 +124,10 @@ _REQUIRED = {
     "causal": bool, "context": int, "max_period": (int, float), "gating": str, "norm": str,
     "positional_embedding": str, "mimi_name": str, "tokenizer_name": str,
 }
+# Upper bounds far above any real model (the 1B: dim 2048, 16 layers): a config beyond them is damaged, and would
+# make the layout tables (checkpoint.py) or the buffers enormous before any tensor is compared.
+_LIMITS = {"card": 65536, "n_q": 64, "dim": 16384, "text_card": 2**20, "num_heads": 256, "num_layers": 256,
+           "context": 65536}
 # Architecture choices this engine implements; anything else is another model.
 _SUPPORTED = {"gating": "silu", "norm": "rms_norm_f32", "positional_embedding": "rope", "causal": True,
               "dep_q": 0}
@@ -138,6 +145,11 @@ def _parse_lm(raw: Any, source: str) -> LMConfig:
     for key, expected in _SUPPORTED.items():
         if raw[key] != expected:
             raise ConfigError(key, f"unsupported value {raw[key]!r} (this engine runs {expected!r})", source)
+    for key in ("mimi_name", "tokenizer_name"):      # joined to the checkpoint's directory: a name, not a path
+        name = raw[key]
+        if not name or len(name) > 255 or name in (".", "..") or name.startswith(".") \
+                or any(c in name for c in "/\\\0"):
+            raise ConfigError(key, f"{name[:80]!r} is not a plain file name in the checkpoint directory", source)
     if raw.get("layer_scale") is not None:
         raise ConfigError("layer_scale", "unsupported (the STT LM has none)", source)
     if raw.get("cross_attention"):
@@ -147,6 +159,11 @@ def _parse_lm(raw: Any, source: str) -> LMConfig:
     for key in ("card", "n_q", "dim", "text_card", "num_heads", "num_layers", "context"):
         if raw[key] <= 0:
             raise ConfigError(key, f"must be positive, got {raw[key]}", source)
+        if raw[key] > _LIMITS[key]:
+            raise ConfigError(key, f"{raw[key]} is beyond any model this engine runs (at most {_LIMITS[key]})", source)
+    for key, high in (("hidden_scale", 64.0), ("max_period", 1e9)):
+        if not 0 < raw[key] <= high:         # also refuses NaN; 1e308 would overflow the FFN size
+            raise ConfigError(key, f"must be a number in (0, {high:g}], got {raw[key]}", source)
     if raw["dim"] % raw["num_heads"] or (raw["dim"] // raw["num_heads"]) % 2:
         raise ConfigError("num_heads", f"dim {raw['dim']} must split into heads of even size", source)
     delays = raw["delays"]
@@ -156,16 +173,21 @@ def _parse_lm(raw: Any, source: str) -> LMConfig:
         raise ConfigError("existing_text_padding_id", "outside the text vocabulary", source)
     heads = raw.get("extra_heads_num_heads", 0)
     heads_dim = raw.get("extra_heads_dim", 6)
-    if not isinstance(heads, int) or heads < 0:
+    if not isinstance(heads, int) or isinstance(heads, bool) or not 0 <= heads <= 64:
         raise ConfigError("extra_heads_num_heads", f"expected a non-negative integer, got {heads!r}", source)
-    if not isinstance(heads_dim, int) or heads_dim < 1:
+    if not isinstance(heads_dim, int) or isinstance(heads_dim, bool) or not 1 <= heads_dim <= 64:
         raise ConfigError("extra_heads_dim", f"expected a positive integer, got {heads_dim!r}", source)
     stt = raw.get("stt_config", {})
     if not isinstance(stt, dict):
         raise ConfigError("stt_config", "expected an object", source)
     for key in ("audio_delay_seconds", "audio_silence_prefix_seconds"):
-        if key in stt and not isinstance(stt[key], (int, float)):
-            raise ConfigError(f"stt_config.{key}", f"expected a number, got {stt[key]!r}", source)
+        if key in stt and (not isinstance(stt[key], (int, float)) or isinstance(stt[key], bool)
+                           or not 0 <= stt[key] <= 60):
+            raise ConfigError(f"stt_config.{key}", f"expected a number of seconds in [0, 60], got {stt[key]!r}",
+                              source)
+    for key in ("lm_gen_config", "model_id"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise ConfigError(key, "expected an object", source)
     defaults = LMConfig()
     return LMConfig(
         dim=raw["dim"], num_heads=raw["num_heads"], num_layers=raw["num_layers"],

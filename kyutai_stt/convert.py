@@ -296,9 +296,12 @@ def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_m
     if shard_mb < 1:
         raise UserError(f"--shard-mb must be at least 1, got {shard_mb}")
     out = Path(out_dir).resolve()
-    if out.exists() and not force and not (out.is_dir() and not any(out.iterdir())):
-        raise UserError(f"{out}: already exists; choose another OUT_DIR or pass --force to replace it")
+    local = Path(source).expanduser()
+    if local.is_dir():
+        _check_not_source(out, local)
+    _check_output(out, force)
     directory = hub.checkpoint_dir(str(source))
+    _check_not_source(out, directory)
     cfg, mimi, conversion = build(directory, choice)
     tokenizer = read_sentencepiece(directory / cfg.tokenizer_name)
     if len(tokenizer) != cfg.text_card:
@@ -307,14 +310,20 @@ def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_m
     marker = directory / MARKER_FILE
     meta = {"variant": "vad" if cfg.has_vad_heads else "plain", "quant": choice,
             "config": package.config_json(cfg, mimi), "tokenizer": tokenizer.to_manifest(),
-            "synthetic": json.loads(marker.read_text()) if marker.is_file() else None}
-    tmp = new_directory_for(out)
-    tmp.chmod(0o777 & ~_umask())                 # mkdtemp's 0700 would hide the package from a web server
+            "synthetic": _synthetic_marker(marker) if marker.is_file() else None}
+    try:
+        tmp = new_directory_for(out)
+        tmp.chmod(0o777 & ~_umask())             # mkdtemp's 0700 would hide the package from a web server
+    except OSError as e:
+        raise UserError(f"{out}: cannot write there ({e.strerror or e}); choose a writable OUT_DIR") from None
     producer = _Prefetcher(conversion, report)
     try:
         manifest = package.write_package(tmp, conversion.plans, producer, meta, shard_mb * 2**20, on_file)
         package.open_package(tmp, verify_hashes=False)          # sizes, offsets and GGUF headers agree
         replace_directory(tmp, out)
+    except OSError as e:                         # a full disk, a folder made read-only meanwhile
+        raise UserError(f"{out}: writing the package failed ({e.strerror or e}); nothing was left behind: free "
+                        "some space or choose another OUT_DIR") from None
     finally:
         producer.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -322,6 +331,55 @@ def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_m
         order = {p.name: i for i, p in enumerate(conversion.plans)}
         report.sort(key=lambda r: order[r.name])
     return manifest
+
+
+def _check_not_source(out: Path, directory: Path) -> None:
+    directory = directory.resolve()
+    if out == directory or out in directory.parents:
+        raise UserError(f"{out}: OUT_DIR would replace the checkpoint {directory} (it is the checkpoint or a "
+                        "folder holding it): choose another OUT_DIR")
+
+
+def _check_output(out: Path, force: bool) -> None:
+    """OUT_DIR may be new or an empty directory; with --force also one of our packages or site exports (its
+    manifest or marker says so). Anything else is the user's, and is never replaced."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory; choose another OUT_DIR")
+    try:
+        if not any(out.iterdir()):
+            return
+    except OSError as e:
+        raise UserError(f"{out}: cannot read it ({e.strerror or e})") from None
+    if not force:
+        raise UserError(f"{out}: already exists; choose another OUT_DIR or pass --force to replace it")
+    if not _is_ours(out):
+        raise UserError(f"{out}: --force replaces only an empty directory, a kyutai-stt package or a site export, "
+                        "and this is neither: choose another OUT_DIR (nothing was changed)")
+
+
+def _is_ours(directory: Path) -> bool:
+    from .webapp import MARKER
+    if (directory / MARKER).is_file():
+        return True
+    try:
+        manifest = json.loads(package.read_manifest(directory / package.MANIFEST))
+    except (UserError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == package.FORMAT
+
+
+def _synthetic_marker(path: Path) -> dict:
+    """The checkpoint's SYNTHETIC.json (synthetic.py writes it): an object, copied into the manifest."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"{path}: not valid JSON ({str(e)[:200]}): fix or delete it (it only marks a synthetic "
+                        "checkpoint)") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: expected a JSON object; fix or delete it (it only marks a synthetic checkpoint)")
+    return value
 
 
 def _umask() -> int:

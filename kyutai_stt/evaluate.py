@@ -302,8 +302,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, not {args.limit}")
-    if not args.silence_prefix >= 0:
-        raise UserError(f"--silence-prefix must be 0 or more seconds, not {args.silence_prefix}")
+    from .config import MAX_SILENCE_PREFIX_S
+    if not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:          # also refuses nan
+        raise UserError(f"--silence-prefix must be 0 or more seconds (at most {MAX_SILENCE_PREFIX_S:g}), not "
+                        f"{args.silence_prefix}")
     layout, items = discover(args.dataset)
     if args.limit is not None:
         items = items[:args.limit]

@@ -6,13 +6,12 @@ checkpoints) is the path the real download takes.
 """
 from __future__ import annotations
 
-import json
 import re
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .config import LM_FILE
+from .config import LM_FILE, LMConfig
 from .errors import UserError
 
 DEFAULT_REPO = "kyutai/stt-1b-en_fr-candle"
@@ -55,11 +54,11 @@ def download(repo_id: str, revision: str | None = None) -> Path:
             return Path(huggingface_hub.hf_hub_download(repo_id, name, revision=revision,
                                                         local_files_only=local_only))
         config_path = fetch(CONFIG_FILE)
-        config = json.loads(config_path.read_text())
-        for name in (LM_FILE, config["mimi_name"], config["tokenizer_name"]):
+        config = LMConfig.load(config_path)    # checked first: the file names in it are plain names
+        for name in (LM_FILE, config.mimi_name, config.tokenizer_name):
             fetch(name)
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise HubError(f"{repo_id}: {CONFIG_FILE} lacks the file names of an STT checkpoint ({e!r})") from None
+    except UserError:
+        raise
     except Exception as e:            # offline, DNS, refused connection, 404, gated repo: all user-fixable
         if local_only:
             e = ConnectionError(f"{offline}, and the files are not in the Hugging Face cache")

@@ -12,7 +12,6 @@ The cache lives in $KYUTAI_STT_CACHE, else $XDG_CACHE_HOME/kyutai-stt, else ~/.c
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import urllib.error
@@ -23,7 +22,7 @@ from . import hub
 from .config import LM_FILE
 from .atomic import write_atomic
 from .errors import UserError
-from .package import MANIFEST, sha256_file
+from .package import MANIFEST, MAX_MANIFEST_BYTES, PackageError, parse_manifest, sha256_file
 
 DEFAULT_QUANT = "q4"
 DOWNLOAD_CHUNK = 1 << 20
@@ -92,20 +91,27 @@ def _downloaded(url: str, say) -> Path:
     base = url.removesuffix(MANIFEST)
     base = base if base.endswith("/") else base + "/"
     out = cache_root() / "downloads" / hashlib.sha256(base.encode()).hexdigest()[:16]
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelError(f"cannot create the download cache {out} ({e.strerror or e}): set KYUTAI_STT_CACHE to "
+                         "a writable folder") from None
     try:
         manifest_bytes = _fetch(base + MANIFEST)
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, ValueError) as e:
         if (out / MANIFEST).is_file():
             say(f"{base} unreachable ({e}); using the cached copy")
             return out
         raise ModelError(f"could not download {base + MANIFEST}: {e}\n  Check the URL and the network, or "
                          f"download the package's files and pass their directory: --model PACKAGE_DIR") from None
+    # Every field, file name and the config against the tensors are checked before anything is written: a name
+    # is then a plain file name (package.SAFE_FILE_NAME), so out / name stays inside out.
     try:
-        manifest = json.loads(manifest_bytes)
-        files = [(f["name"], int(f["bytes"]), f["sha256"]) for f in manifest["files"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelError(f"{base + MANIFEST}: not a kyutai-stt package manifest ({e!r})") from None
+        manifest = parse_manifest(manifest_bytes, base + MANIFEST)
+    except PackageError as e:
+        raise ModelError(f"{e}\n  This URL does not serve a usable kyutai-stt package; nothing was downloaded.") \
+            from None
+    files = [(f["name"], f["bytes"], f["sha256"]) for f in manifest["files"]]
     for name, size, sha in files:
         target = out / name
         if target.is_file() and target.stat().st_size == size and sha256_file(target) == sha:
@@ -117,24 +123,52 @@ def _downloaded(url: str, say) -> Path:
 
 
 def _fetch(url: str) -> bytes:
+    """A manifest: at most MAX_MANIFEST_BYTES are read (a host streaming more is refused, not stored)."""
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
-        return r.read()
+        data = r.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ModelError(f"{url}: more than {MAX_MANIFEST_BYTES} bytes: not a kyutai-stt package manifest")
+    return data
 
 
 def _download_file(url: str, target: Path, size: int, sha: str) -> None:
-    """Resumes a partial download (HTTP Range) and only renames the file into place once its SHA-256 matches."""
+    """Resumes a partial download (HTTP Range) and only renames the file into place once its SHA-256 matches.
+    The size and hash are checked as the bytes stream in: a host sending more than the manifest declares is cut
+    off at the first byte too many, and nothing of it is kept."""
     partial = target.with_name(target.name + ".partial")
-    have = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if 0 < have < size else {})
+    have = partial.stat().st_size if partial.is_file() else 0
+    resume = 0 < have < size
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if resume else {})
+    digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as r, \
-                open(partial, "ab" if r.status == 206 else "wb") as f:
-            while chunk := r.read(DOWNLOAD_CHUNK):
-                f.write(chunk)
-    except (urllib.error.URLError, OSError) as e:
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as r:
+            if resume and r.status == 206 and r.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                with open(partial, "rb") as f:
+                    while block := f.read(DOWNLOAD_CHUNK):
+                        digest.update(block)
+                mode, written = "ab", have
+            else:
+                mode, written = "wb", 0
+            with open(partial, mode) as f:
+                while chunk := r.read(DOWNLOAD_CHUNK):
+                    written += len(chunk)
+                    if written > size:
+                        raise _TooLong()
+                    digest.update(chunk)
+                    f.write(chunk)
+    except _TooLong:
+        partial.unlink(missing_ok=True)
+        raise ModelError(f"{url}: the host sent more than the {size} bytes the manifest declares; the download "
+                         "was stopped and deleted: check that the host serves the package unchanged") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
         raise ModelError(f"download of {url} failed ({e}); run the command again to resume it") from None
-    if partial.stat().st_size != size or sha256_file(partial) != sha:
-        partial.unlink()
-        raise ModelError(f"{url}: the downloaded file does not match the manifest (size or SHA-256); "
-                         f"run again to retry, or check that the host serves the package unchanged")
+    if written != size or digest.hexdigest() != sha:
+        partial.unlink(missing_ok=True)
+        raise ModelError(f"{url}: the downloaded file does not match the manifest ({written} of {size} bytes, "
+                         f"or the SHA-256 differs); run again to retry, or check that the host serves the package "
+                         f"unchanged")
     os.replace(partial, target)
+
+
+class _TooLong(Exception):
+    pass

@@ -15,8 +15,12 @@ headers agree with the manifest; every error names the file and, where one is at
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import re
+import stat
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +29,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import __version__, quant
-from .config import LMConfig, MimiConfig
+from .config import MIMI, LMConfig, MimiConfig
 from .errors import UserError
 from .tokenizer import Tokenizer
 
@@ -37,6 +41,14 @@ MAX_STREAM_BYTES = 128 * 2**20               # WebGPU's default maxStorageBuffer
 STREAM_DTYPES = {"u32": np.uint32, "f16": np.float16, "f32": np.float32}
 _GGUF_STORAGE = {"u32": np.int32, "f16": np.float16, "f32": np.float32}   # GGUF has no U32 tensor type
 GGUF_ARCH = "kyutai-stt"
+# A manifest's file names are data, never paths: one plain name of this form, checked before anything is opened,
+# fetched or written (web/package.js has the same rule; tests/vectors/file_names.json pins both). No separators,
+# no leading dot or dash, no "..", no URL syntax; not the manifest itself, not a download's temporary name.
+SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+RESERVED_SUFFIX = ".partial"                 # models_cache downloads into NAME.partial
+MAX_MANIFEST_BYTES = 64 * 2**20              # the real model's manifest is ~0.3 MB (the tokenizer's pieces)
+MAX_FILES = 4096
+MAX_FILE_BYTES = 2**40
 
 
 class PackageError(UserError, ValueError):
@@ -186,11 +198,19 @@ def sha256_file(path: Path, chunk: int = 8 * 2**20) -> str:
 
 def config_json(lm: LMConfig, mimi: MimiConfig) -> dict:
     """The manifest's config: the official config.json, the Mimi settings, and values derived from both."""
-    derived = {"head_dim": lm.head_dim, "ffn_dim": lm.ffn_dim, "num_params": lm.num_params,
-               "has_vad_heads": lm.has_vad_heads, "mimi_hop_length": mimi.hop_length,
-               "mimi_frame_size": mimi.frame_size, "mimi_downsample_stride": mimi.downsample_stride,
-               "mimi_head_dim": mimi.dimension // mimi.num_heads}
-    return {"lm": lm.to_official_json(), "mimi": asdict(mimi), "derived": derived}
+    return {"lm": lm.to_official_json(), "mimi": asdict(mimi), "derived": _derived(lm, mimi)}
+
+
+def _derived(lm: LMConfig, mimi: MimiConfig) -> dict:
+    return {"head_dim": lm.head_dim, "ffn_dim": lm.ffn_dim, "num_params": lm.num_params,
+            "has_vad_heads": lm.has_vad_heads, "mimi_hop_length": mimi.hop_length,
+            "mimi_frame_size": mimi.frame_size, "mimi_downsample_stride": mimi.downsample_stride,
+            "mimi_head_dim": mimi.dimension // mimi.num_heads}
+
+
+@functools.lru_cache(maxsize=4)
+def _mimi_json(mimi: MimiConfig) -> str:
+    return json.dumps(asdict(mimi))
 
 
 # ---- reading --------------------------------------------------------------------------------------------------
@@ -223,6 +243,9 @@ class Package:
         mimi = dict(manifest["config"]["mimi"])
         self.mimi_config = MimiConfig(**{**mimi, "ratios": tuple(mimi["ratios"])})
         self.tokenizer = Tokenizer.from_manifest(manifest["tokenizer"], str(root / MANIFEST))
+        if len(self.tokenizer) != self.config.text_card:
+            raise PackageError(f"{root / MANIFEST}: the tokenizer has {len(self.tokenizer)} pieces, but config.lm "
+                               f"says text_card {self.config.text_card}")
         self.variant: str = manifest["variant"]
         self.quant: str = manifest["quant"]
         # Set when converted from a synthetic checkpoint (random weights): transcripts are then meaningless.
@@ -265,36 +288,154 @@ class Package:
 
 
 def open_package(path: str | Path, verify_hashes: bool = True) -> Package:
-    """Open a package directory: check the manifest, the files' sizes, (optionally) their SHA-256, and that each
-    GGUF header agrees with the manifest. verify_hashes=False skips hashing (a package verified before)."""
+    """Open a package directory: check the manifest (fields, file names, config against every tensor), the
+    files' sizes, (optionally) their SHA-256, and that each GGUF header agrees with the manifest.
+    verify_hashes=False skips hashing (a package verified before)."""
     root = Path(path)
     manifest_path = root / MANIFEST
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PackageError(f"{manifest_path}: not found ({root} is not a model package)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PackageError(f"{manifest_path}: not valid JSON ({e})") from None
-    tensors = _parse_manifest(manifest, str(manifest_path))
+    manifest = _load_json(read_manifest(manifest_path), str(manifest_path))
+    tensors = check_manifest(manifest, str(manifest_path))
     for f in manifest["files"]:
         _check_file(root, f, tensors, verify_hashes)
     _check_gguf_headers(root, manifest, tensors)
-    return Package(root, manifest, tensors)
+    try:
+        return Package(root, manifest, tensors)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, UserError):
+            raise
+        raise PackageError(f"{manifest_path}: malformed manifest ({type(e).__name__}: {e})") from None
+
+
+def read_manifest(path: Path) -> bytes:
+    """The bytes of a manifest.json: a regular file (not a FIFO, which would block, nor a directory) of at most
+    MAX_MANIFEST_BYTES."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise PackageError(f"{path}: not a regular file ({path.parent} is not a model package)")
+        if info.st_size > MAX_MANIFEST_BYTES:
+            raise PackageError(f"{path}: {info.st_size} bytes, more than a manifest's {MAX_MANIFEST_BYTES}")
+        with open(path, "rb") as f:
+            return f.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        raise PackageError(f"{path}: not found ({path.parent} is not a model package)") from None
+    except OSError as e:
+        raise PackageError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
+def parse_manifest(data: bytes, source: str) -> dict:
+    """manifest.json bytes -> its object, every field checked (check_manifest). Raises PackageError."""
+    manifest = _load_json(data, source)
+    check_manifest(manifest, source)
+    return manifest
+
+
+def _load_json(data: bytes, source: str):
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise PackageError(f"{source}: more than a manifest's {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise PackageError(f"{source}: not a manifest (nested too deeply)") from None
+    except ValueError as e:                      # JSONDecodeError, UnicodeDecodeError, a 5000-digit integer
+        raise PackageError(f"{source}: not valid JSON ({str(e)[:200]})") from None
+    return manifest
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check_manifest(manifest, source: str) -> dict[str, TensorEntry]:
+    """Every field of a manifest object, without reading a byte of its files: types, file names (SAFE_FILE_NAME),
+    sizes, hashes, each stream inside its file, and the config against every tensor's shape and type. What a
+    download checks before it writes anything; returns the tensors."""
+    tensors = _parse_manifest(manifest, source)
+    _check_config(manifest, tensors, source)
+    return tensors
+
+
+def check_file_name(name, where: str) -> str:
+    """A manifest's file name, refused unless it is a plain name of SAFE_FILE_NAME's form."""
+    if not isinstance(name, str):
+        raise PackageError(f"{where}: file name {name!r} is not a string")
+    if not SAFE_FILE_NAME.fullmatch(name) or ".." in name or name.lower() == MANIFEST \
+            or name.endswith(RESERVED_SUFFIX):
+        raise PackageError(f"{where}: file name {name[:140]!r} is not a plain file name (letters, digits, '.', '_',"
+                           f" '-'; no path, no leading dot, no '..'): this package is not safe to use")
+    return name
+
+
+def _integer(value, where: str, low: int = 0, high: int = 2**53) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise PackageError(f"{where}: expected an integer in [{low}, {high}], got {str(value)[:60]}")
+    return value
+
+
+def _check_files(manifest, source: str) -> dict[str, int]:
+    """files: [{name, bytes, sha256}] -> {name: bytes}."""
+    files = manifest.get("files")
+    if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES:
+        raise PackageError(f"{source}: 'files' must be a list of 1 to {MAX_FILES} entries")
+    sizes: dict[str, int] = {}
+    for i, f in enumerate(files):
+        where = f"{source}: files[{i}]"
+        if not isinstance(f, dict):
+            raise PackageError(f"{where}: expected an object {{name, bytes, sha256}}")
+        name = check_file_name(f.get("name"), where)
+        if name.lower() in {n.lower() for n in sizes}:
+            raise PackageError(f"{where}: file name {name!r} is listed twice")
+        sizes[name] = _integer(f.get("bytes"), f"{where} ({name}): bytes", 1, MAX_FILE_BYTES)
+        sha = f.get("sha256")
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise PackageError(f"{where} ({name}): sha256 must be 64 lowercase hex digits")
+    if manifest.get("total_bytes") != sum(sizes.values()) or isinstance(manifest.get("total_bytes"), bool):
+        raise PackageError(f"{source}: total_bytes {str(manifest.get('total_bytes'))[:40]} is not the sum of the "
+                           f"files' bytes ({sum(sizes.values())})")
+    return sizes
+
+
+def _check_stream(raw, where: str, files: dict[str, int]) -> Stream:
+    if not isinstance(raw, dict):
+        raise PackageError(f"{where}: expected an object")
+    file = raw.get("file")
+    if file not in files:
+        check_file_name(file, where)
+        raise PackageError(f"{where}: file {file!r} is not listed in 'files'")
+    offset = _integer(raw.get("offset"), f"{where}: offset")
+    nbytes = _integer(raw.get("nbytes"), f"{where}: nbytes", 0, MAX_STREAM_BYTES)
+    if offset + nbytes > files[file]:
+        raise PackageError(f"{where}: bytes {offset}..{offset + nbytes} lie outside {file} ({files[file]} bytes)")
+    dtype, shape = raw.get("dtype"), raw.get("shape")
+    if not isinstance(dtype, str) or dtype not in STREAM_DTYPES:
+        raise PackageError(f"{where}: dtype {str(dtype)[:40]!r} is not one of {sorted(STREAM_DTYPES)}")
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 4:
+        raise PackageError(f"{where}: shape must be a list of 1 to 4 sizes")
+    shape = tuple(_integer(d, f"{where}: shape", 1, 2**31) for d in shape)
+    return Stream(file, offset, nbytes, dtype, shape, _integer(raw.get("crc32"), f"{where}: crc32", 0, 2**32 - 1))
 
 
 def _parse_manifest(manifest, source: str) -> dict[str, TensorEntry]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise PackageError(f"{source}: not a {FORMAT} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise PackageError(f"{source}: format version {manifest.get('format_version')!r}, but this kyutai-stt reads"
-                           f" version {FORMAT_VERSION}: convert the checkpoint again with this version")
+    if manifest.get("format_version") != FORMAT_VERSION or isinstance(manifest.get("format_version"), bool):
+        raise PackageError(f"{source}: format version {str(manifest.get('format_version'))[:40]}, but this "
+                           f"kyutai-stt reads version {FORMAT_VERSION}: convert the checkpoint again with this version")
+    files = _check_files(manifest, source)
+    raw_tensors = manifest.get("tensors")
+    if not isinstance(raw_tensors, dict) or not raw_tensors:
+        raise PackageError(f"{source}: 'tensors' must be an object of tensor entries")
     tensors = {}
     try:
-        files = {f["name"] for f in manifest["files"]}
-        for name, raw in manifest["tensors"].items():
-            streams = {k: Stream(s["file"], int(s["offset"]), int(s["nbytes"]), s["dtype"], tuple(s["shape"]),
-                                 int(s["crc32"])) for k, s in raw["streams"].items()}
-            entry = TensorEntry(name, raw["quant"], tuple(raw["shape"]), streams)
+        for name, raw in raw_tensors.items():
+            where = f"{source}: tensor '{name[:100]}'"
+            if not isinstance(raw, dict) or not isinstance(raw.get("streams"), dict) \
+                    or not isinstance(raw.get("quant"), str) or not isinstance(raw.get("shape"), list) \
+                    or not 1 <= len(raw["shape"]) <= 4:
+                raise PackageError(f"{where}: expected {{quant, shape, streams}}")
+            shape = tuple(_integer(d, f"{where}: shape", 1, 2**31) for d in raw["shape"])
+            streams = {k: _check_stream(s, f"{where}: stream '{k[:20]}'", files) for k, s in raw["streams"].items()}
+            entry = TensorEntry(name, raw["quant"], shape, streams)
             try:
                 expected = {s.name: s for s in stream_specs(entry.quant, entry.shape)}
             except quant.QuantError as e:
@@ -302,7 +443,7 @@ def _parse_manifest(manifest, source: str) -> dict[str, TensorEntry]:
             for key, s in streams.items():
                 spec = expected.pop(key, None)
                 if spec is None or (s.dtype, s.shape, s.nbytes) != (spec.dtype, spec.shape, spec.nbytes) \
-                        or s.file not in files or s.offset % ALIGNMENT:
+                        or s.offset % ALIGNMENT:
                     raise PackageError(f"{source}: tensor '{name}': stream '{key}' does not match its {entry.quant}"
                                        f" layout {list(entry.shape)} (or names an unlisted file)")
             if expected:
@@ -311,11 +452,84 @@ def _parse_manifest(manifest, source: str) -> dict[str, TensorEntry]:
         missing = [k for k in ("variant", "quant", "config", "tokenizer", "total_bytes") if k not in manifest]
         if missing:
             raise PackageError(f"{source}: malformed manifest: no field '{missing[0]}'")
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        for key, typ in (("variant", str), ("quant", str), ("config", dict), ("tokenizer", dict)):
+            if not isinstance(manifest[key], typ):
+                raise PackageError(f"{source}: field '{key}' must be a{'n object' if typ is dict else ' string'}")
+        if manifest.get("synthetic") is not None and not isinstance(manifest["synthetic"], dict):
+            raise PackageError(f"{source}: field 'synthetic' must be an object or null")
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         if isinstance(e, UserError):
             raise
         raise PackageError(f"{source}: malformed manifest ({type(e).__name__}: {e})") from None
     return tensors
+
+
+def expected_tensors(lm: LMConfig, mimi: MimiConfig) -> dict[str, tuple[tuple[int, ...], set[str]]]:
+    """Package tensor -> (logical shape, the quant types a conversion may give it), derived from the configs
+    through the converter's name map and precision policy (convert.py: the one definition of a package's
+    tensors). An official [C_out, C_in, k] conv is a [C_out, k * C_in] matrix, a [1, 1, D] norm a [D] vector, and
+    official tensors mapped to one package name are stacked along rows."""
+    return dict(_expected_tensors((lm.dim, lm.hidden_scale, lm.num_layers, lm.n_q, lm.card, lm.text_card,
+                                   lm.extra_heads_num_heads, lm.extra_heads_dim), mimi))
+
+
+@functools.lru_cache(maxsize=16)
+def _expected_tensors(key: tuple, mimi: MimiConfig) -> dict:
+    """expected_tensors for the LMConfig fields the layout depends on (an LMConfig holds dicts: not hashable)."""
+    from . import checkpoint, convert
+
+    fields = ("dim", "hidden_scale", "num_layers", "n_q", "card", "text_card", "extra_heads_num_heads",
+              "extra_heads_dim")
+    lm = LMConfig(**dict(zip(fields, key)))
+    out = {}
+    for layout, names, dropped in ((checkpoint.lm_layout(lm), convert.LM_NAMES, None),
+                                   (checkpoint.mimi_layout(mimi), convert.MIMI_NAMES, convert.MIMI_DROPPED)):
+        for name, sources in convert.package_sources(list(layout), names, dropped).items():
+            shapes = [(layout[n][-1],) if n.endswith(".alpha") else
+                      (layout[n][0], layout[n][1] * layout[n][2]) if len(layout[n]) == 3 else layout[n]
+                      for n in sources]
+            out[name] = (shapes[0][0] if len(shapes) == 1 else sum(s[0] for s in shapes), *shapes[0][1:])
+    out[convert.SQNORMS] = (mimi.n_q, mimi.bins)
+    return {name: (shape, {convert.precision(name, shape, c) for c in convert.QUANT_CHOICES})
+            for name, shape in out.items()}
+
+
+def _check_config(manifest: dict, tensors: dict[str, TensorEntry], source: str) -> None:
+    """The config a package claims must be the one its tensors were made for: every tensor of that config present
+    with its shape and a quant type the converter gives it, nothing else; the Mimi config the one this engine
+    runs; the derived values recomputed. Else the engine would run meaningless arithmetic without an error."""
+    config = manifest["config"]
+    if not isinstance(config.get("lm"), dict) or not isinstance(config.get("mimi"), dict):
+        raise PackageError(f"{source}: config must hold objects 'lm' and 'mimi'")
+    lm = LMConfig.from_official_json(config["lm"], f"{source}: config.lm")
+    expected = expected_tensors(lm, MIMI)
+    for name, (shape, quants) in expected.items():
+        entry = tensors.get(name)
+        if entry is None:
+            raise PackageError(f"{source}: tensor '{name}' is missing, but config.lm (dim {lm.dim}, "
+                               f"{lm.num_layers} layers, n_q {lm.n_q}) needs it")
+        if entry.shape != shape:
+            raise PackageError(f"{source}: tensor '{name}' has shape {list(entry.shape)}, but config.lm (dim "
+                               f"{lm.dim}, n_q {lm.n_q}, text_card {lm.text_card}) gives {list(shape)}: the "
+                               "config and the tensors disagree; convert the checkpoint again")
+        if entry.quant not in quants:
+            raise PackageError(f"{source}: tensor '{name}' is {entry.quant}; this engine runs it as "
+                               f"{'/'.join(sorted(quants))} only")
+    extra = [n for n in tensors if n not in expected]
+    if extra:
+        raise PackageError(f"{source}: tensor '{extra[0][:100]}' is not part of the model config.lm describes "
+                           f"({len(extra)} such tensors)")
+    claimed = {"mimi": json.loads(_mimi_json(MIMI)), "derived": json.loads(json.dumps(_derived(lm, MIMI)))}
+    for key in ("mimi", "derived"):
+        if config.get(key) != claimed[key]:
+            diff = sorted(k for k in {**claimed[key], **(config.get(key) or {})}
+                          if (config.get(key) or {}).get(k) != claimed[key].get(k))
+            raise PackageError(f"{source}: config.{key} disagrees with what this kyutai-stt runs for this model "
+                               f"(keys {diff[:5]}): the package was edited or made for another model; convert "
+                               f"the checkpoint again")
+    if manifest["variant"] != ("vad" if lm.has_vad_heads else "plain"):
+        raise PackageError(f"{source}: variant {manifest['variant'][:20]!r} disagrees with config.lm "
+                           f"(extra_heads_num_heads {lm.extra_heads_num_heads})")
 
 
 def _check_file(root: Path, entry: dict, tensors: dict[str, TensorEntry], verify_hash: bool) -> None:
@@ -362,15 +576,18 @@ def _check_gguf_headers(root: Path, manifest: dict, tensors: dict[str, TensorEnt
         path = root / f["name"]
         try:
             reader = gguf.GGUFReader(path)
-        except (ValueError, OSError) as e:
-            raise PackageError(f"{path}: not a readable GGUF file ({e})") from None
-        version = reader.get_field("kyutai_stt.format_version")
-        if version is None or version.contents() != FORMAT_VERSION:
+            version = reader.get_field("kyutai_stt.format_version")
+            version = None if version is None else version.contents()
+            infos = [(str(info.name), int(info.data_offset), int(info.n_bytes)) for info in reader.tensors]
+        except Exception as e:      # noqa: BLE001 - the gguf library on damaged bytes: IndexError, struct, numpy...
+            raise PackageError(f"{path}: not a readable GGUF file ({type(e).__name__}: {str(e)[:200]}): the "
+                               "file is damaged; download or convert it again") from None
+        if version != FORMAT_VERSION:
             raise PackageError(f"{path}: GGUF key kyutai_stt.format_version is not {FORMAT_VERSION}")
         expected = dict(placed.get(f["name"], {}))
-        for info in reader.tensors:
-            s = expected.pop(info.name, None)
-            if s is None or (int(info.data_offset), int(info.n_bytes)) != (s.offset, s.nbytes):
-                raise PackageError(f"{path}: GGUF tensor '{info.name}' is not where the manifest places it")
+        for name, offset, nbytes in infos:
+            s = expected.pop(name, None)
+            if s is None or (offset, nbytes) != (s.offset, s.nbytes):
+                raise PackageError(f"{path}: GGUF tensor '{name[:100]}' is not where the manifest places it")
         if expected:
             raise PackageError(f"{path}: GGUF lacks tensor '{next(iter(expected))}' listed in the manifest")

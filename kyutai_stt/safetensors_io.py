@@ -40,40 +40,69 @@ class TensorInfo:
 
 
 def read_index(path: str | Path) -> dict[str, TensorInfo]:
-    """Parse and check a file's header: every tensor lies inside the file and its size matches its shape."""
+    """Parse and check a file's header: every entry well-typed, every tensor inside the data section (after the
+    header), its size exactly its shape's, no two tensors overlapping. Errors name the file and the tensor."""
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise SafetensorsError(f"{path}: truncated ({size} bytes), not a safetensors file")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > _MAX_HEADER or 8 + header_len > size:
-            raise SafetensorsError(f"{path}: header length {header_len} does not fit in the file ({size} bytes):"
-                                   " truncated or not a safetensors file")
-        try:
-            header = json.loads(f.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SafetensorsError(f"{path}: header is not valid JSON ({e})") from None
-    data_start = 8 + header_len
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise SafetensorsError(f"{path}: truncated ({size} bytes), not a safetensors file")
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > _MAX_HEADER or 8 + header_len > size:
+                raise SafetensorsError(f"{path}: header length {header_len} does not fit in the file ({size} "
+                                       "bytes): truncated or not a safetensors file")
+            raw = f.read(header_len)
+    except OSError as e:
+        raise SafetensorsError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError) as e:      # JSON, UTF-8, a 5000-digit number, nesting
+        raise SafetensorsError(f"{path}: header is not valid JSON ({str(e)[:200] or type(e).__name__})") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{path}: header is a JSON {type(header).__name__}, not an object of tensors")
+    data_start, data_size = 8 + header_len, size - 8 - header_len
     out = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{path}: tensor '{name}': malformed header entry {entry!r}") from None
-        if dtype not in DTYPES:
-            raise SafetensorsError(f"{path}: tensor '{name}': unsupported dtype {dtype}")
-        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1]
-        if end - begin != expected:
-            raise SafetensorsError(f"{path}: tensor '{name}': {end - begin} bytes for shape {list(shape)} {dtype}")
-        if data_start + end > size:
-            raise SafetensorsError(f"{path}: tensor '{name}' ends at byte {data_start + end} but the file has "
-                                   f"{size} bytes: the file is truncated (download it again)")
-        out[name] = TensorInfo(name, dtype, shape, data_start + begin, end - begin)
+        out[name] = _entry(path, name, entry, data_start, data_size)
+    spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in out.values() if t.nbytes)
+    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+        if begin < end:
+            raise SafetensorsError(f"{path}: tensors '{first}' and '{second}' overlap (data_offsets): the file is "
+                                   "damaged")
     return out
+
+
+def _entry(path: Path, name: str, entry, data_start: int, data_size: int) -> TensorInfo:
+    """One header entry {dtype, shape, data_offsets: [begin, end]} (offsets relative to the data section)."""
+    def bad(problem: str) -> SafetensorsError:
+        return SafetensorsError(f"{path}: tensor '{name[:100]}': {problem}")
+
+    def integer(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(entry, dict):
+        raise bad(f"malformed header entry {str(entry)[:80]}")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise bad(f"unsupported dtype {str(dtype)[:40]}")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(integer(d) for d in shape):
+        raise bad(f"shape {str(shape)[:80]} is not a list of sizes")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(integer(o) for o in offsets):
+        raise bad(f"data_offsets {str(offsets)[:80]} is not [begin, end]")
+    begin, end = offsets
+    expected = DTYPES[dtype][1]
+    for d in shape:
+        expected *= d
+    if begin > end or end - begin != expected:
+        raise bad(f"{end - begin} bytes (data_offsets {begin}..{end}) for shape {list(shape)} {dtype}")
+    if end > data_size:
+        raise SafetensorsError(f"{path}: tensor '{name[:100]}' ends at byte {data_start + end} but the file has "
+                               f"{data_start + data_size} bytes: the file is truncated (download it again)")
+    return TensorInfo(name, dtype, tuple(shape), data_start + begin, end - begin)
 
 
 def load_tensor(path: str | Path, info: TensorInfo) -> np.ndarray:

@@ -1,9 +1,14 @@
 """`kyutai-stt serve`: the browser app and a model package on this machine, for a browser to open.
 
 The site is exported (webapp.export_site: the app, the shared kernels, the plans, the package hard-linked) into
-the cache once per package and code version, then served by a small threaded static server bound to localhost
-(or, with --https, to every interface with a self-signed certificate, so that a phone on the LAN may use its
-microphone: browsers give getUserMedia and WebGPU to https pages and to localhost only).
+the cache once per package and code version, then served by a small static server bound to localhost unless
+--host says otherwise (with --https and --host 0.0.0.0 a phone on the LAN may use its microphone: browsers give
+getUserMedia and WebGPU to https pages and to localhost only; a self-signed certificate is made for it).
+
+The server is made for a LAN: each connection has its own thread, whose TLS handshake and reads time out (a
+client that connects and says nothing holds one thread for a while, never the server); a URL that does not decode
+to a plain path is answered 400; directories are never listed; single byte ranges are served (206, 416), so an
+interrupted shard download resumes.
 
 Model: --model as everywhere (models_cache.resolve_model). The default is the official model, downloaded and
 converted once; where the hub is unreachable the message says how to serve a local or synthetic package instead,
@@ -15,9 +20,12 @@ import functools
 import hashlib
 import http.server
 import ipaddress
+import os
+import re
 import socket
 import ssl
 import sys
+import urllib.parse
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +33,8 @@ from . import __version__
 from .errors import UserError
 
 DEFAULT_PORT = 8000
+HANDSHAKE_TIMEOUT_S = 10       # a connection that does not finish its TLS handshake by then is closed
+READ_TIMEOUT_S = 30            # and one that sends nothing for this long while a request is read
 SYNTHETIC_SEED = 0
 CERT_DAYS = 825                # the longest validity Apple platforms accept for a TLS server certificate
 MIME_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wgsl": "text/plain; charset=utf-8",
@@ -39,7 +49,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--or-synthetic", action="store_true",
                         help="if the model cannot be had (e.g. offline), serve a tiny synthetic model instead")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
-    parser.add_argument("--host", help="address to bind (default 127.0.0.1; with --https 0.0.0.0)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 lets "
+                                       "other devices on the network connect, e.g. a phone with --https)")
     parser.add_argument("--https", action="store_true",
                         help="serve over https with a self-signed certificate (for a phone on the LAN)")
 
@@ -77,14 +88,119 @@ def synthetic_package(say) -> Path:
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME_TYPES}
+    timeout = READ_TIMEOUT_S                   # socket timeout while a request is read (StreamRequestHandler)
 
     def end_headers(self):
         # The app's files change with the code: always revalidate. The model is cached by the page (Cache API).
         self.send_header("Cache-Control", "no-cache")
+        self.send_header("Accept-Ranges", "bytes")
         super().end_headers()
 
     def log_message(self, format, *args):      # noqa: A002 (the base class's name)
         pass
+
+    def send_head(self):
+        if not _plain_url_path(self.path):
+            self.send_error(400, "Bad request: the URL is not a plain path")
+            return None
+        path = self.translate_path(self.path)
+        if "Range" not in self.headers or not os.path.isfile(path) or self.path.split("?", 1)[0].endswith("/"):
+            return super().send_head()     # directories: index.html or 404 (list_directory); redirects; 404s
+        try:
+            f = open(path, "rb")
+        except OSError:
+            self.send_error(404, "File not found")
+            return None
+        size = os.fstat(f.fileno()).st_size
+        span = _byte_range(self.headers["Range"], size)
+        if span is None:                            # several ranges, or not bytes: the whole file (RFC 9110)
+            f.close()
+            return super().send_head()
+        if span == "unsatisfiable":
+            f.close()
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        first, last = span
+        f.seek(first)
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+        self.send_header("Content-Length", str(last - first + 1))
+        self.end_headers()
+        self._remaining = last - first + 1
+        return f
+
+    def copyfile(self, source, outputfile):
+        remaining = getattr(self, "_remaining", None)
+        if remaining is None:
+            return super().copyfile(source, outputfile)
+        self._remaining = None
+        while remaining > 0:
+            block = source.read(min(remaining, 1 << 20))
+            if not block:
+                break
+            outputfile.write(block)
+            remaining -= len(block)
+
+    def list_directory(self, path):
+        self.send_error(404, "File not found")
+        return None
+
+
+def _plain_url_path(raw: str) -> bool:
+    """An absolute path whose escapes decode to printable UTF-8 without NUL or control characters (a %00 made
+    the standard handler raise), and no backslash."""
+    path = raw.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith("/") or re.search(r"%(?![0-9A-Fa-f]{2})", path):
+        return False
+    try:
+        decoded = urllib.parse.unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return not any(ord(c) < 32 or c in "\x7f\\" for c in decoded)
+
+
+def _byte_range(header: str, size: int):
+    """A Range header -> (first, last) inclusive, 'unsatisfiable', or None (not a single byte range: ignored)."""
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not m or m.group(1) == m.group(2) == "":
+        return None
+    if m.group(1) == "":                            # the last N bytes
+        n = int(m.group(2))
+        return (max(0, size - n), size - 1) if n > 0 and size > 0 else "unsatisfiable"
+    first = int(m.group(1))
+    last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    if first >= size or last < first:
+        return "unsatisfiable"
+    return first, last
+
+
+class SiteServer(http.server.ThreadingHTTPServer):
+    """One thread per connection (ThreadingHTTPServer); with TLS, the handshake happens in that thread under a
+    timeout, so that a client that connects and never speaks holds its own thread only, never the accept loop."""
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address):
+        if self.tls is not None:
+            request.settimeout(HANDSHAKE_TIMEOUT_S)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                request.close()
+                return
+            try:
+                super().finish_request(request, client_address)
+            finally:
+                request.close()
+            return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request, client_address):
+        pass            # a client that hung up or timed out: nothing to report
 
 
 def lan_addresses() -> list[str]:
@@ -148,6 +264,8 @@ def run(args) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port}: a port is 0 to 65535 (0: any free port)")
     try:
         package_dir = resolve_model(args.model, progress=say)
     except UserError as e:
@@ -156,24 +274,28 @@ def run(args) -> int:
                             f"(a tiny model with random weights: meaningless text)") from None
         say(f"{e}\n--or-synthetic: serving a SYNTHETIC model instead (random weights: the text is meaningless)")
         package_dir = synthetic_package(say)
+    host = args.host or "127.0.0.1"
     package = open_package(package_dir)
     site = site_for(package_dir)
-    host = args.host or ("0.0.0.0" if args.https else "127.0.0.1")
     handler = functools.partial(Handler, directory=str(site))
     try:
-        server = http.server.ThreadingHTTPServer((host, args.port), handler)
-    except OSError as e:
-        raise UserError(f"cannot listen on {host}:{args.port} ({e.strerror or e}); choose another --port") from None
+        server = SiteServer((host, args.port), handler)
+    except (OSError, OverflowError) as e:
+        raise UserError(f"cannot listen on {host}:{args.port} ({getattr(e, 'strerror', None) or e}); choose "
+                        "another --port or --host") from None
     scheme = "https" if args.https else "http"
     port = server.server_address[1]
     urls = [f"{scheme}://localhost:{port}/"]
+    everywhere = host not in ("127.0.0.1", "::1", "localhost")
+    lan = (lan_addresses() if host in ("0.0.0.0", "::", "") else [host]) if everywhere else []
     if args.https:
-        lan = lan_addresses()
         cert, key = self_signed_certificate(cache_root() / "tls", lan)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        urls += [f"https://{a}:{port}/" for a in lan]
+        server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.tls.load_cert_chain(cert, key)
+    if everywhere:
+        urls += [f"{scheme}://{a}:{port}/" for a in lan]
+    elif args.https:
+        say("listening on this machine only; for a phone on the network add --host 0.0.0.0")
     label = " (SYNTHETIC: random weights, meaningless text)" if package.synthetic else ""
     say(f"serving the app and the model {package_dir}{label}")
     if args.https:

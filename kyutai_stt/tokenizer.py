@@ -137,12 +137,15 @@ def read_sentencepiece(path: str | Path) -> Tokenizer:
         sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
     except (RuntimeError, OSError) as e:
         raise TokenizerError(f"{path}: not a SentencePiece model ({e})") from None
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(sp.serialized_model_proto())
+    try:
+        proto = sentencepiece_model_pb2.ModelProto()
+        proto.ParseFromString(sp.serialized_model_proto())
+        size = sp.get_piece_size()
+        pieces = tuple(sp.id_to_piece(i) for i in range(size))
+    except (RuntimeError, ValueError) as e:                 # a piece that is not UTF-8 (UnicodeDecodeError), ...
+        raise TokenizerError(f"{path}: damaged SentencePiece model ({type(e).__name__}: {str(e)[:120]})") from None
     if proto.trainer_spec.treat_whitespace_as_suffix:      # '▁' would end pieces instead of starting them
         raise TokenizerError(f"{path}: unsupported SentencePiece option treat_whitespace_as_suffix")
-    size = sp.get_piece_size()
-    pieces = tuple(sp.id_to_piece(i) for i in range(size))
     byte_ids = frozenset(i for i in range(size) if sp.is_byte(i))
     bad = [pieces[i] for i in byte_ids if not _is_byte_piece(pieces[i])]
     if bad:

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def _targets(files: list[Path], output: Path | None, fmt: str) -> list[Path | No
     if len(files) == 1 and not output.is_dir():
         if not output.parent.is_dir():
             raise UserError(f"--output {output}: the folder {output.parent} does not exist")
-        return [output]
+        return _checked_targets(files, [output])
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output}: with several input files, --output must be a folder "
                         "(it receives one transcript per file)")
@@ -157,6 +158,30 @@ def _targets(files: list[Path], output: Path | None, fmt: str) -> list[Path | No
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--output {output}: cannot create the folder ({e.strerror or e})") from None
+    return _checked_targets(files, targets)
+
+
+def _checked_targets(files: list[Path], targets: list[Path]) -> list[Path]:
+    """An input is never an output (the transcript would replace the recording), a target is a file or nothing,
+    and its folder is writable: all known before the model is loaded, not after the transcription."""
+    inputs = {f.resolve(): f for f in files}
+    for target in targets:
+        same = inputs.get(target.resolve())
+        if same is None and target.exists():
+            same = next((f for f in files if f.exists() and os.path.samefile(f, target)), None)
+        if same is not None:
+            raise UserError(f"--output {target} is the input file {same}: the transcript would replace the "
+                            "recording; choose another --output")
+        if target.exists() and not target.is_file():
+            raise UserError(f"--output {target}: exists and is not a file")
+    for folder in dict.fromkeys(t.parent for t in targets):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".kyutai-stt-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise UserError(f"--output: cannot write in {folder} ({e.strerror or e}); choose another --output") \
+                from None
     return targets
 
 
@@ -192,8 +217,10 @@ def run(args) -> int:
     from .audio import check
     from .resample import low_rate_warning
 
-    if not args.silence_prefix >= 0:
-        raise UserError(f"--silence-prefix must be 0 or more seconds, not {args.silence_prefix}")
+    from .config import MAX_SILENCE_PREFIX_S
+    if not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:          # also refuses nan
+        raise UserError(f"--silence-prefix must be 0 or more seconds (at most {MAX_SILENCE_PREFIX_S:g}), not "
+                        f"{args.silence_prefix}")
     infos = []
     for path in args.files:
         info = check(path)

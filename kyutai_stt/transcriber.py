@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from . import gpu
-from .config import MIMI
+from .config import MAX_SILENCE_PREFIX_S, MIMI
+from .errors import AudioError
 from .engine import READBACK_DEPTH, Engine
 from .models.lm import tensors_of, tuning_for
 from .models.stt import build_stt_plan
@@ -33,6 +34,10 @@ FLUSH_EXTRA_FRAMES = 2
 # Silence fed before the caller's audio: a clip that starts mid-word otherwise loses its first words (observed by
 # a third-party harness on the official model); times are reported without it.
 DEFAULT_SILENCE_PREFIX_S = 1.0
+# feed() takes [n] or [n, channels] with at most this many channels. A 2-D array with more columns is refused (it
+# is most likely channels-first [channels, n]), as is a stream's first block with fewer rows than columns (it
+# could be either): the layout is never guessed.
+MAX_CHANNELS = 8
 
 
 @dataclass
@@ -55,10 +60,10 @@ class Transcriber:
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0):
         """readback_batch: 0 for live audio (each frame's result one frame late); N > 1 for files: results are
         read back N frames at a time, one GPU wait per N frames (faster; events come in bursts)."""
+        if not isinstance(silence_prefix, (int, float)) or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S:
+            raise AudioError(f"silence_prefix must be 0 to {MAX_SILENCE_PREFIX_S:g} seconds, not {silence_prefix!r}")
         self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
         self.synthetic = self.package.synthetic is not None
-        if silence_prefix < 0:
-            raise ValueError("silence_prefix must be >= 0 seconds")
         self.decoder_config = replace(decoder or DecoderConfig(), silence_prefix=silence_prefix)
         tuning = tuning_for(*gpu.device_traits())
         plan = build_stt_plan(self.package.config, tensors_of(self.package), self.package.manifest["tensors"], tuning)
@@ -75,9 +80,10 @@ class Transcriber:
         self._start_stream()
 
     def feed(self, pcm: np.ndarray, sample_rate: int) -> list[Event]:
-        """Audio of shape [n] or [n, channels] (float in [-1, 1] or int16). The rate and channel count must stay
-        the same within a stream."""
-        pcm = np.asarray(pcm)
+        """Audio of shape [n] or [n, channels] (float in [-1, 1] or int16; at most MAX_CHANNELS channels, and a
+        stream's first block needs n >= channels: see MAX_CHANNELS). The rate and channel count must stay the same
+        within a stream."""
+        pcm = _samples(pcm, first=self._resampler is None)
         channels = 1 if pcm.ndim == 1 else pcm.shape[1]
         if self._resampler is None:
             self._resampler = StreamResampler(sample_rate, channels)
@@ -134,3 +140,20 @@ class Transcriber:
             words = r.outputs["results"]
             events += self.decoder.step(int(words[0]), words[1:].view(np.float32).tolist())
         return events
+
+
+def _samples(pcm, first: bool) -> np.ndarray:
+    """feed()'s audio as an array of shape [n] or [n, channels], or an AudioError saying what to pass."""
+    if pcm is None or isinstance(pcm, (bytes, bytearray, memoryview, str)) or np.ndim(pcm) == 0:
+        hint = " (raw bytes: np.frombuffer(data, np.int16))" if isinstance(pcm, (bytes, bytearray, memoryview)) \
+            else ""
+        raise AudioError(f"feed() takes an array of samples shaped [n] or [n, channels], not "
+                         f"{type(pcm).__name__}{hint}")
+    pcm = np.asarray(pcm)
+    if pcm.ndim == 2:
+        n, channels = pcm.shape
+        if channels > MAX_CHANNELS or (first and n < channels):
+            raise AudioError(f"feed() got shape {list(pcm.shape)}: samples must be shaped [n, channels] with at "
+                             f"most {MAX_CHANNELS} channels (and, in a stream's first block, n >= channels); "
+                             f"channels-first audio [channels, n] must be transposed: pcm.T")
+    return pcm

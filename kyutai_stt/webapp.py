@@ -86,16 +86,24 @@ def export_site(out_dir: str | Path, package_dir: str | Path | None = None, *, c
     Atomic: everything is written to a temporary directory next to out_dir and renamed into place, so a failure
     leaves out_dir as it was. out_dir may exist only if it is an earlier export (it is then replaced)."""
     out = Path(out_dir).resolve()
-    if out.exists() and not (out / MARKER).is_file():
+    if package_dir is not None and (out == Path(package_dir).resolve() or out in Path(package_dir).resolve().parents):
+        raise SiteError(f"{out}: the site would replace the model package {package_dir} (it is the package or a "
+                        "folder holding it): choose another directory")
+    if out.exists() and not (out / MARKER).is_file() and not (out.is_dir() and not any(out.iterdir())):
         raise SiteError(f"{out} exists and is not a kyutai-stt site export: choose a new directory or remove it")
     package = open_package(package_dir) if package_dir is not None else None
-    partial = new_directory_for(out)
+    try:
+        partial = new_directory_for(out)
+    except OSError as e:
+        raise SiteError(f"{out}: cannot write there ({e.strerror or e}); choose a writable directory") from None
     try:
         _write_site(partial, package, copy_model)
         replace_directory(partial, out)
-    except BaseException:
+    except OSError as e:                   # a full disk, a folder made read-only meanwhile
+        raise SiteError(f"{out}: writing the site failed ({e.strerror or e}); nothing was left behind: free some "
+                        "space or choose another directory") from None
+    finally:
         shutil.rmtree(partial, ignore_errors=True)
-        raise
     return out
 
 

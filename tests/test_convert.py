@@ -12,6 +12,7 @@ import pytest
 
 from kyutai_stt import checkpoint, cli, convert, hub, package, quant, safetensors_io, synthetic
 from kyutai_stt.config import LM_FILE, MIMI, TINY_LM, replace
+from kyutai_stt.errors import UserError
 
 # Relative RMS error of a dequantised tensor against its source (bf16 for the LM, fp32 for Mimi). Measured on
 # the synthetic weights (gaussian, or gaussian rows of varied scale): q4 0.0856-0.0867, q8 0.00533-0.00537,
@@ -245,19 +246,19 @@ def test_failure_mid_write_leaves_nothing(tiny, tmp_path, monkeypatch):
             raise OSError("disk full (injected)")
         return real(src, sources, plan)
     monkeypatch.setattr(convert, "_produce_tensor", failing)
-    with pytest.raises(OSError, match="injected"):
+    with pytest.raises(UserError, match="writing the package failed .*injected.*nothing was left behind"):
         convert.convert(tiny, tmp_path / "pkg", shard_mb=24)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_quant_type_and_existing_output(tiny, tmp_path, capsys):
-    assert cli.main(["convert", str(tiny), str(tmp_path / "pkg"), "--quant", "q3"]) == 1
+    assert cli.main(["convert", str(tiny), str(tmp_path / "pkg"), "--quant", "q3"]) == 2
     assert "unknown quant type 'q3'" in capsys.readouterr().err
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "x").write_text("keep me")
-    assert cli.main(["convert", str(tiny), str(tmp_path / "pkg")]) == 1
+    assert cli.main(["convert", str(tiny), str(tmp_path / "pkg")]) == 2
     assert "already exists" in capsys.readouterr().err and (tmp_path / "pkg" / "x").exists()
-    assert cli.main(["convert", str(tmp_path / "nowhere" / "ckpt"), str(tmp_path / "out")]) == 1
+    assert cli.main(["convert", str(tmp_path / "nowhere" / "ckpt"), str(tmp_path / "out")]) == 2
     assert "no such directory" in capsys.readouterr().err
 
 
@@ -276,7 +277,7 @@ def test_hub_unreachable_is_a_clear_error(tmp_path, env):
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "convert", hub.DEFAULT_REPO, str(tmp_path / "p")],
                           env=environment, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and time.monotonic() - started < 30
+    assert done.returncode == 2 and time.monotonic() - started < 30
     assert f"could not download {hub.DEFAULT_REPO}" in done.stderr
     assert "convert that directory instead" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "p").exists()

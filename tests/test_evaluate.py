@@ -203,7 +203,7 @@ def test_eval_command_bad_datasets(tmp_path, capsys, monkeypatch, setup, message
     root = tmp_path / "d"
     root.mkdir()
     setup(root)
-    assert cli.main(["eval", str(root), "--model", str(tmp_path)]) == 1
+    assert cli.main(["eval", str(root), "--model", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kyutai-stt eval: error: ") and message in err and "Traceback" not in err
     assert fake.instances == []

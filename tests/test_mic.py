@@ -92,10 +92,10 @@ def test_device_choice():
 
 
 def test_mic_command_on_a_machine_without_a_microphone(tmp_path):
-    """This machine has no sound card: the command says so (or that PortAudio is missing) and exits 1."""
+    """This machine has no sound card: the command says so (or that PortAudio is missing) and exits 2."""
     env = {**os.environ, "KYUTAI_STT_CACHE": str(tmp_path)}
     r = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "mic", "--model", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, env=env)
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert "microphone" in r.stderr, r.stderr

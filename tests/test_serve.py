@@ -8,6 +8,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_serve_offline_without_a_model_says_what_to_do(tmp_path):
     env = {**os.environ, "KYUTAI_STT_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "serve", "--port", "0"], capture_output=True,
                        text=True, timeout=120, env=env)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--model PACKAGE_DIR" in r.stderr and "--or-synthetic" in r.stderr
 
 
@@ -120,6 +121,98 @@ def test_export_web_writes_a_static_site_and_refuses_to_overwrite_other_director
     other = tmp_path / "mine"
     other.mkdir()
     (other / "keep.txt").write_text("precious")
-    assert cli.main(["export-web", str(other), "--model", str(package.root)]) == 1
+    assert cli.main(["export-web", str(other), "--model", str(package.root)]) == 2
     assert "not a kyutai-stt site export" in capsys.readouterr().err
     assert (other / "keep.txt").read_text() == "precious" and len(list(other.iterdir())) == 1
+
+
+# ---- a server a phone can use safely (issue 12) ---------------------------------------------------------------------
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on `port` (from /proc/net/tcp: state 0A = LISTEN)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def shard_name(package) -> str:
+    return package.manifest["files"][0]["name"]
+
+
+def raw_request(port: int, request: bytes, context=None) -> bytes:
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        conn = context.wrap_socket(s, server_hostname="localhost") if context else s
+        conn.sendall(request)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        return data
+
+
+def test_serve_binds_localhost_unless_told_and_a_silent_tls_client_freezes_nothing(served, tiny_packages):
+    server = served("--model", str(tiny_packages("q4").root), "--https")
+    port = int(server.url.rsplit(":", 1)[1].strip("/"))
+    assert _listening_addresses(port) == {"127.0.0.1"}           # not 0.0.0.0, even with --https
+    import socket
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]   # connect, never start TLS
+    try:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        started = time.monotonic()
+        status, _, body = get(server.url, context)
+        assert status == 200 and b"Private speech-to-text" in body and time.monotonic() - started < 5
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_serve_on_all_interfaces_prints_the_lan_address(served, tiny_packages):
+    server = served("--model", str(tiny_packages("q4").root), "--host", "0.0.0.0")
+    port = int(server.url.rsplit(":", 1)[1].strip("/"))
+    assert _listening_addresses(port) == {"0.0.0.0"}
+    from kyutai_stt.serve import lan_addresses
+    assert server.urls[1:] == [f"http://{a}:{port}/" for a in lan_addresses()]
+    if not lan_addresses():
+        print("NOTE: this machine has no LAN address: only the localhost URL could be checked")
+
+
+def test_serve_bad_urls_listings_and_ranges(served, tiny_packages):
+    package = tiny_packages("q4")
+    server = served("--model", str(package.root))
+    port = int(server.url.rsplit(":", 1)[1].strip("/"))
+    for path in ("/%00", "/model/manifest.json%00.txt", "/%ff%fe", "/a%zz", "/a%0d%0ab", "/..%5c..%5cetc"):
+        reply = raw_request(port, f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        assert reply.startswith(b"HTTP/1.0 400"), (path, reply[:100])
+    assert get(server.url)[0] == 200                                  # the server is still there
+    for path in ("kernels/", "model/", "model"):                   # "model" redirects to "model/"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            get(server.url + path)
+        assert e.value.code == 404, (path, e.value.code)
+        body = e.value.read()
+        assert b"matvec_q4.wgsl" not in body and shard_name(package).encode() not in body
+    shard = package.manifest["files"][0]
+    data = (package.root / shard["name"]).read_bytes()
+    url = server.url + "model/" + shard["name"]
+
+    def ranged(spec):
+        request = urllib.request.Request(url, headers={"Range": spec})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+    status, headers, body = ranged("bytes=100-299")
+    assert status == 206 and body == data[100:300] and headers["Content-Range"] == f"bytes 100-299/{len(data)}"
+    status, headers, body = ranged(f"bytes={len(data) - 1000}-")
+    assert status == 206 and body == data[-1000:]
+    status, headers, body = ranged("bytes=-10")
+    assert status == 206 and body == data[-10:]
+    status, headers, _ = ranged(f"bytes={len(data)}-")
+    assert status == 416 and headers["Content-Range"] == f"bytes */{len(data)}"
+    status, _, body = ranged("bytes=0-1,5-9")                       # several ranges: the whole file (allowed)
+    assert status == 200 and body == data
+    assert get(url)[1]["Accept-Ranges"] == "bytes"

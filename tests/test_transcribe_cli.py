@@ -167,7 +167,7 @@ def test_bad_input_in_process(tmp_path, capsys, fake, pkg, case):
     path, message = bad_inputs(tmp_path)[case]
     good = tone(tmp_path / "good.flac", 440, 1.0)
     code, out, err = main(capsys, good, path, "--model", pkg, "--output", tmp_path / "outs")
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("kyutai-stt transcribe: error: ") and message in err
     if case == "nan":             # found when its turn comes: the file before it is done, its transcript kept
@@ -181,7 +181,7 @@ def test_unreadable_file_in_process(tmp_path, capsys, fake, pkg):
     with unreadable_file() as path:
         code = cli.main(["transcribe", str(path), "--model", str(pkg)])
     out, err = capsys.readouterr()
-    assert code == 1 and out == "" and "Traceback" not in err
+    assert code == 2 and out == "" and "Traceback" not in err
     assert "secret.wav: permission denied" in err
 
 
@@ -190,7 +190,7 @@ def test_bad_input_in_a_subprocess(tmp_path, case):
     """The real command line; these inputs fail before the model is looked up, so no model is needed."""
     path, message = bad_inputs(tmp_path)[case]
     proc = run_cli("transcribe", path, "--model", tmp_path / "no-such-package", timeout=120)
-    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -200,22 +200,22 @@ def test_output_name_collision_and_missing_output_folder(tmp_path, capsys, fake,
     (tmp_path / "y").mkdir()
     a, b = tone(tmp_path / "x" / "talk.flac", 440, 1.0), tone(tmp_path / "y" / "talk.flac", 440, 1.0)
     code, _, err = main(capsys, a, b, "--model", pkg, "--output", tmp_path / "out")
-    assert code == 1 and "would both be written to" in err and "Traceback" not in err
+    assert code == 2 and "would both be written to" in err and "Traceback" not in err
     code, _, err = main(capsys, a, "--model", pkg, "--output", tmp_path / "no" / "such" / "t.txt")
-    assert code == 1 and "does not exist" in err
+    assert code == 2 and "does not exist" in err
     (tmp_path / "file.txt").write_text("")
     code, _, err = main(capsys, a, b, "--model", pkg, "--output", tmp_path / "file.txt")
-    assert code == 1 and "--output must be a folder" in err
+    assert code == 2 and "--output must be a folder" in err
 
 
 def test_bad_silence_prefix(tmp_path, capsys, fake, pkg):
     code, _, err = main(capsys, tone(tmp_path / "a.flac", 440, 1.0), "--model", pkg, "--silence-prefix", "-1")
-    assert code == 1 and "--silence-prefix must be 0 or more" in err
+    assert code == 2 and "--silence-prefix must be 0 or more" in err
 
 
 def test_model_that_does_not_resolve(tmp_path, capsys, fake):
     code, _, err = main(capsys, tone(tmp_path / "a.flac", 440, 1.0), "--model", tmp_path / "nothing")
-    assert code == 1 and "nothing: no such model package" in err and "Traceback" not in err
+    assert code == 2 and "nothing: no such model package" in err and "Traceback" not in err
 
 
 # ---- progress ----------------------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ def test_real_transcriber_text_to_stdout(tmp_path, tiny_packages):
 def test_real_package_that_does_not_exist(tmp_path):
     proc = run_cli("transcribe", tone(tmp_path / "a.flac", 440, 1.0), "--model", tmp_path / "missing-package",
                    timeout=120)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "missing-package" in proc.stderr and proc.stderr.startswith("kyutai-stt transcribe: error: ")
 
 
@@ -325,5 +325,5 @@ def test_real_command_with_nan_samples_and_an_empty_file(tmp_path, tiny_packages
     for case in ("nan", "empty"):
         path, message = cases[case]
         proc = run_cli("transcribe", path, "--model", package)
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert message in proc.stderr and proc.stdout == ""

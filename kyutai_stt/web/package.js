@@ -18,6 +18,13 @@ export const PACKAGE_VERSION = 1;
 // Download attempts per file after the first, and the first backoff (doubled each time).
 export const RETRIES = 3;
 export const BACKOFF_MS = 1000;
+// A manifest's file names are data, never paths or URLs: one plain name of this form (no '/', '\\', ':', '?', '#',
+// '%', no leading dot, no '..'), so that new URL(name, base) always stays inside the package's folder and no
+// request goes anywhere else. kyutai_stt/package.py has the same rule; tests/vectors/file_names.json pins both.
+export const SAFE_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const RESERVED_SUFFIX = '.partial';
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+const MAX_FILE_BYTES = 2 ** 40;
 // Free space to keep beyond the download itself (the quota is shared with everything else of this origin).
 const QUOTA_MARGIN_BYTES = 16 * 2 ** 20;
 
@@ -47,10 +54,11 @@ export async function fetchManifest(baseUrl) {
   } catch (error) {
     throw new SttError(ErrorCode.INTEGRITY, `${url} is not valid JSON (${error.message})`);
   }
-  if (manifest.format !== PACKAGE_FORMAT || manifest.format_version !== PACKAGE_VERSION) {
+  if (manifest?.format !== PACKAGE_FORMAT || manifest.format_version !== PACKAGE_VERSION) {
     throw new SttError(ErrorCode.PACKAGE_MISMATCH, `${url} is not a ${PACKAGE_FORMAT} v${PACKAGE_VERSION} manifest`,
       'Convert the model again with this version of kyutai-stt and re-export the site.');
   }
+  checkManifestFiles(manifest, url.href);
   if (!offline) await keepManifest(url, bytes);
   return {manifest, sha256: await sha256Hex(bytes), url: url.href};
 }
@@ -66,6 +74,43 @@ async function keepManifest(url, bytes) {
       {headers: {'Content-Type': 'application/json'}}));
   } catch {
     // No room or no Cache API: only offline use is lost; loadShards reports the quota when it matters.
+  }
+}
+
+// True for a plain file name a manifest may list (SAFE_FILE_NAME, no '..', not the manifest, not a temporary name).
+export function isSafeFileName(name) {
+  return typeof name === 'string' && SAFE_FILE_NAME.test(name) && !name.includes('..') &&
+    name.toLowerCase() !== MANIFEST && !name.endsWith(RESERVED_SUFFIX);
+}
+
+// The manifest's files[] (and the file each tensor stream names), checked before anything is fetched: a name
+// that is not a plain file name, a size or hash of the wrong type, a name listed twice: refused, naming the entry.
+export function checkManifestFiles(manifest, source = MANIFEST) {
+  const refuse = (what) => new SttError(ErrorCode.INTEGRITY, `${source}: ${what}: this model package is not safe ` +
+    'to use.', 'Use a package made by kyutai-stt convert, from a host you trust.');
+  const files = manifest?.files;
+  if (!Array.isArray(files) || files.length === 0) throw refuse("'files' is not a list of files");
+  const seen = new Set();
+  files.forEach((file, i) => {
+    const name = file?.name;
+    if (!isSafeFileName(name)) {
+      throw refuse(`files[${i}]: ${JSON.stringify(String(name)).slice(0, 140)} is not a plain file name`);
+    }
+    if (seen.has(name.toLowerCase())) throw refuse(`files[${i}]: ${name} is listed twice`);
+    seen.add(name.toLowerCase());
+    if (!Number.isSafeInteger(file.bytes) || file.bytes < 1 || file.bytes > MAX_FILE_BYTES) {
+      throw refuse(`files[${i}] (${name}): bytes is not a positive whole number`);
+    }
+    if (typeof file.sha256 !== 'string' || !SHA256_HEX.test(file.sha256)) {
+      throw refuse(`files[${i}] (${name}): sha256 is not 64 lowercase hex digits`);
+    }
+  });
+  for (const [tensor, entry] of Object.entries(manifest.tensors ?? {})) {
+    for (const [key, stream] of Object.entries(entry?.streams ?? {})) {
+      if (!seen.has(String(stream?.file).toLowerCase()) || !isSafeFileName(stream.file)) {
+        throw refuse(`tensor ${tensor.slice(0, 100)}: stream ${key.slice(0, 20)} names a file not in 'files'`);
+      }
+    }
   }
 }
 
@@ -89,6 +134,7 @@ export async function clearCache() {
 // onShard(name, arrayBuffer): awaited before the next shard is read. onProgress({loaded, total, file, cached}).
 export async function loadShards({baseUrl, manifest, onShard, onProgress = () => {}, cacheName = CACHE_NAME,
                                   retries = RETRIES, backoffMs = BACKOFF_MS}) {
+  checkManifestFiles(manifest);             // also here: a caller may hand over a manifest it did not fetch
   const base = withSlash(baseUrl);
   const cache = globalThis.caches ? await caches.open(cacheName) : null;   // none outside secure contexts
   const keyOf = (file) => `${new URL(file.name, base).href}?sha256=${file.sha256}`;

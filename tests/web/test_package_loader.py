@@ -6,6 +6,7 @@ given; the server records every path it serves, so "from the cache" means "no re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,33 @@ def test_not_enough_storage_is_reported_before_downloading(page, server, manifes
     failed = page.call("loadPackage", {"fakeQuota": manifest["total_bytes"] // 2})
     assert failed["error"]["code"] == "quota" and "storage" in failed["error"]["message"]
     assert len(shard_requests(server, manifest)) == before, "nothing downloaded when it cannot be stored"
+
+
+def test_manifest_file_names_are_checked_before_any_request(page, server, manifest):
+    """Names are data: the shared vectors (tests/vectors/file_names.json, also run by tests/test_package_names.py
+    against package.py) through package.js's check; a manifest with one bad name is refused before any fetch."""
+    vectors = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "file_names.json").read_text())
+    verdicts = page.page.evaluate("""async (v) => {
+        const m = await import('/package.js');
+        return {accepted: v.accepted.map(m.isSafeFileName), refused: v.refused.map(m.isSafeFileName),
+                not_strings: v.not_strings.map(m.isSafeFileName)};
+    }""", vectors)
+    assert verdicts["accepted"] == [True] * len(vectors["accepted"])
+    assert [n for n, ok in zip(vectors["refused"], verdicts["refused"]) if ok] == []
+    assert verdicts["not_strings"] == [False] * len(vectors["not_strings"])
+    good = manifest["files"][0]
+    for bad in ("../../x.sh", "/etc/passwd", "https://evil.example/x.gguf", "//evil.example/x", ".hidden"):
+        doctored = {**manifest, "files": [{**good, "name": bad}]}
+        with server.lock:
+            before = len(server.requests)
+        error = page.page.evaluate("""async (m) => {
+            const pkg = await import('/package.js');
+            try {
+                await pkg.loadShards({baseUrl: '/model/', manifest: m, onShard: () => {}});
+                return null;
+            } catch (e) { return {code: e.code, message: e.message}; }
+        }""", doctored)
+        with server.lock:
+            after = len(server.requests)
+        assert error is not None and error["code"] == "integrity" and "not a plain file name" in error["message"], bad
+        assert after == before, f"{bad}: requests were made before the manifest was refused"

@@ -51,7 +51,7 @@ def test_reexport_replaces_atomically_and_strangers_are_left_alone(tmp_path, tin
         (site / "half-written").write_text("x")
         raise OSError("disk full")
     monkeypatch.setattr(webapp, "_write_site", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SiteError, match="writing the site failed .*disk full.*nothing was left behind"):
         export_site(out, package.root)
     assert (out / "plans.json").is_file() and not (out / "half-written").exists(), "the old export is intact"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"], "no partial directory left behind"
