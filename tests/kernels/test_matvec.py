@@ -1,4 +1,4 @@
-"""matvec_{q4,q8,f16,f32}.wgsl vs the float64 numpy reference on the dequantised weights (kyutai_stt.lm_reference).
+"""matvec.wgsl (every FORMAT) and matvec_subgroup.wgsl vs the float64 numpy reference on the dequantised weights (kyutai_stt.lm_reference).
 
 Tolerance: the a-priori bound of a float32 dot product, |error| <= n u sum_k |W[n, k] in(x)[k]|, where n counts the
 roundings on the longest chain of one output: a member accumulates its units serially (COLUMNS / THREADS_PER_ROW
@@ -15,6 +15,7 @@ import pytest
 from kernel_helpers import U32, assert_within, in_out, poisoned, random_weights, weight_bindings
 from kyutai_stt import gpu
 from kyutai_stt import lm_reference as ref
+from kyutai_stt.quant import FORMATS
 
 PLAIN, RMS_NORM, SWIGLU = ref.INPUT_PLAIN, ref.INPUT_RMS_NORM, ref.INPUT_SWIGLU
 UNIT = {"q4": 32, "q8": 32, "f16": 8, "f32": 4}  # weights per member load; q4/q8 need COLUMNS % 64 == 0
@@ -23,7 +24,8 @@ DEFAULTS = {"WORKGROUP_SIZE": 256, "THREADS_PER_ROW": 64, "ROWS_PER_THREAD": 4}
 
 
 def run_matvec(quant_type, streams, x, rows, columns, *, y=None, alpha=None, kernel=None, **constants):
-    """Dispatch matvec_<quant_type> once. y: the initial output buffer (else NaN-poisoned [BATCH, ROWS])."""
+    """Dispatch matvec (or `kernel`) once with FORMAT = quant_type's. y: the initial output buffer (else
+    NaN-poisoned [BATCH, ROWS])."""
     tuning = {**DEFAULTS, **{k: v for k, v in constants.items() if k in DEFAULTS}}
     rows_per_workgroup = tuning["WORKGROUP_SIZE"] // tuning["THREADS_PER_ROW"] * tuning["ROWS_PER_THREAD"]
     batch = constants.get("BATCH", 1)
@@ -34,8 +36,8 @@ def run_matvec(quant_type, streams, x, rows, columns, *, y=None, alpha=None, ker
         4: alpha if alpha is not None else np.zeros(4, np.float32),  # read in RMS_NORM mode only; always bound
     }
     workgroups = (-(-rows // rows_per_workgroup), 1, 1)
-    constants = {"ROWS": rows, "COLUMNS": columns, **constants}
-    return gpu.run_kernel(kernel or f"matvec_{quant_type}", bindings, workgroups, constants)[3]
+    constants = {"FORMAT": FORMATS[quant_type], "ROWS": rows, "COLUMNS": columns, **constants}
+    return gpu.run_kernel(kernel or "matvec", bindings, workgroups, constants)[3]
 
 
 def error_bound(w, transformed_x, columns, threads_per_row):
@@ -66,7 +68,7 @@ def check(quant_type, rng, rows, columns, input_mode=PLAIN, accumulate=False, ba
     bound = error_bound(w, transformed, columns, tuning.get("THREADS_PER_ROW", 64))
     if accumulate:
         bound = bound + U32 * np.abs(expected)
-    assert_within(y[:, y_offset:y_offset + rows], expected, bound, kernel or f"matvec_{quant_type}")
+    assert_within(y[:, y_offset:y_offset + rows], expected, bound, f"{kernel or 'matvec'} {quant_type}")
     # Nothing written outside the output range.
     assert np.isnan(y[:, :y_offset]).all() and np.isnan(y[:, y_offset + rows:]).all()
 
@@ -130,20 +132,17 @@ def minimum_subgroup_size():
 def test_q4_subgroup_variant(rng, case):
     teams = {"THREADS_PER_ROW": minimum_subgroup_size()}
     if case == "rms_batch":
-        check("q4", rng, rows=13, columns=192, input_mode=RMS_NORM, batch=2, kernel="matvec_q4_subgroup", **teams)
+        check("q4", rng, rows=13, columns=192, input_mode=RMS_NORM, batch=2, kernel="matvec_subgroup", **teams)
     elif case == "swiglu_offset":
         check("q4", rng, rows=6, columns=128, input_mode=SWIGLU, accumulate=True, y_offset=1, y_padding=2,
-              kernel="matvec_q4_subgroup", WORKGROUP_SIZE=32, THREADS_PER_ROW=2, ROWS_PER_THREAD=3)
+              kernel="matvec_subgroup", WORKGROUP_SIZE=32, THREADS_PER_ROW=2, ROWS_PER_THREAD=3)
     else:
-        check("q4", rng, rows=40, columns=2048, input_mode=RMS_NORM, kernel="matvec_q4_subgroup", **teams)
+        check("q4", rng, rows=40, columns=2048, input_mode=RMS_NORM, kernel="matvec_subgroup", **teams)
 
 
-def test_variants_share_the_skeleton():
-    # matvec_{q4,q8,f16,f32}.wgsl differ only in their header text and the "format-specific" section.
-    def skeleton(name):
-        text = (gpu.KERNEL_DIR / f"matvec_{name}.wgsl").read_text()
-        start, end = text.index("// ---- format-specific"), text.index("// ---- end of format-specific part")
-        return text[text.index("// Problem shape"):start] + text[end:]
-
-    for name in QUANTS[1:]:
-        assert skeleton(name) == skeleton("q4"), name
+@pytest.mark.parametrize("quant_type", ["q8", "f16", "f32"])
+def test_subgroup_variant_other_formats(quant_type, rng):
+    # The plans use the subgroup variant for q4 only, but it takes every FORMAT as matvec.wgsl does.
+    columns = {"q8": 192, "f16": 136, "f32": 68}[quant_type]
+    check(quant_type, rng, rows=13, columns=columns, input_mode=RMS_NORM, batch=2, kernel="matvec_subgroup",
+          THREADS_PER_ROW=minimum_subgroup_size())
