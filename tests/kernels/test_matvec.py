@@ -1,4 +1,5 @@
-"""matvec.wgsl (every FORMAT) and matvec_subgroup.wgsl vs the float64 numpy reference on the dequantised weights (kyutai_stt.lm_reference).
+"""matvec.wgsl (every FORMAT) and matvec_subgroup.wgsl vs the float64 numpy reference on the dequantised weights
+(kyutai_stt.lm_reference).
 
 Tolerance: the a-priori bound of a float32 dot product, |error| <= n u sum_k |W[n, k] in(x)[k]|, where n counts the
 roundings on the longest chain of one output: a member accumulates its units serially (COLUMNS / THREADS_PER_ROW
