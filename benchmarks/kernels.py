@@ -1,6 +1,7 @@
 """Per-kernel GPU timings of the LM step's kernels: one line per kernel and shape.
 
-    python benchmarks/kernels.py                     # every matvec variant at the LM shapes, then the other kernels
+    python benchmarks/kernels.py                     # matvec in every format (and its subgroup variant for q4)
+                                                     # at the LM shapes, then the other kernels
     python benchmarks/kernels.py --quants q4 --sweep     # also try tuning constants; print the best per shape
 
 Each line: the median time of one dispatch in its own compute pass over --iterations passes (timestamp queries at
@@ -11,6 +12,8 @@ between dependent dispatches included), each with the effective bandwidth of the
 (lavapipe and NVIDIA's Vulkan tick in ns). Without timestamp queries the line gives the wall clock around one
 submission of all dispatches ("wall"). Each job first runs for 50 ms: an idle GPU runs at a fraction of its clocks.
 The last lines add the kernel times of one LM step per matvec variant (no dispatch overhead, no combine pass).
+A variant is a weight format (FORMAT of kernels/matvec.wgsl), `_subgroup` for kernels/matvec_subgroup.wgsl,
+`_int8` for kernels/matvec_int8.wgsl (q4/q8: inputs rounded to int8, dot4I8Packed).
 
 Weights rotate through enough copies to exceed --rotate-mib, so that repeated dispatches read memory, not the last
 level cache (an H100 has 50 MB of L2: the default 256 MiB is 5x that). Contents are random bits of the right layout:
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kyutai_stt import gpu, quant  # noqa: E402
 from kyutai_stt.config import FULL_LM  # noqa: E402
 from kyutai_stt.lm_reference import rope_frequencies  # noqa: E402
+from kyutai_stt.quant import FORMATS  # noqa: E402
 
 import wgpu  # noqa: E402  (after kyutai_stt.gpu, which sets the backend environment)
 
@@ -146,7 +150,8 @@ def time_job(device, job: Job, pipe, iterations: int, warmup_seconds: float = 0.
 
 
 def random_streams(rng, quant_type: str, rows: int, columns: int) -> dict[int, np.ndarray]:
-    """Weight bindings of a random [rows, columns] tensor in a package layout (random bits; scales small, finite)."""
+    """Weight bindings of a random [rows, columns] tensor in a package layout (random bits; scales small, finite).
+    f32/f16 have no scales: binding 1 is then bound to the weights again (see with_scales)."""
     n = rows * columns
     if quant_type in ("q4", "q8"):
         words = n // (8 if quant_type == "q4" else 4)
@@ -172,20 +177,28 @@ def weight_copies(device, rng, quant_type: str, rows: int, columns: int, rotate_
     return copies
 
 
+def with_scales(weights: dict[int, object]) -> dict[int, object]:
+    """Bindings 0 and 1 of the FORMAT kernels: the scales, or the weights again where the format has none."""
+    return {1: weights[0], **weights}
+
+
 def matvec_job(device, rng, variant, name, rows, columns, input_mode, tuning, weights) -> tuple[Job, object]:
-    """matvec_<variant> at one LM shape with the step's input mode (weights: from weight_copies)."""
+    """matvec (FORMAT of the variant; matvec_subgroup or matvec_int8 for `<format>_subgroup` or `<format>_int8`) at
+    one LM shape with the step's input mode (weights: from weight_copies)."""
     quant_type = variant.split("_")[0]
     tuning = {**DEFAULT_TUNING, **tuning}
     rows_per_workgroup = tuning["WORKGROUP_SIZE"] // tuning["THREADS_PER_ROW"] * tuning["ROWS_PER_THREAD"]
-    job = Job(f"matvec_{variant:<12} {name:<10} [{rows:>5} x {columns:>4}]", f"matvec_{variant}",
-              {"ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode, "ACCUMULATE": input_mode == 2, **tuning},
+    kernel = {"subgroup": "matvec_subgroup", "int8": "matvec_int8"}.get(variant.partition("_")[2], "matvec")
+    job = Job(f"matvec {variant:<12} {name:<10} [{rows:>5} x {columns:>4}]", kernel,
+              {"FORMAT": FORMATS[quant_type], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
+               "ACCUMULATE": input_mode == 2, **tuning},
               (-(-rows // rows_per_workgroup), 1, 1), bytes_read=quant.nbytes(quant_type, (rows, columns)))
     pipe = pipeline(device, job)
     width = 2 * columns if input_mode == 2 else columns
     x = buffer(device, rng.standard_normal(width).astype(np.float32))
     alpha = buffer(device, np.ones(columns, np.float32))
     y = buffer(device, np.zeros(rows, np.float32))
-    job.bind_groups = [bind(device, pipe, {**copy, 2: x, 3: y, 4: alpha}) for copy in weights]
+    job.bind_groups = [bind(device, pipe, {**with_scales(copy), 2: x, 3: y, 4: alpha}) for copy in weights]
     return job, pipe
 
 
@@ -231,8 +244,8 @@ def small_jobs(device, rng) -> list[tuple[Job, object]]:
     cfg = FULL_LM
     jobs = []
     rows = 64  # table rows present (the ids stay below): the kernel's cost does not depend on the table's length
-    embed = Job(f"embed_sum_q4 [{cfg.n_q} rows x {D}]", "embed_sum_q4",
-                {"DIM": D, "TABLES": cfg.n_q, "TABLE_ROWS": 2}, (-(-D // (8 * 8)), 1, 1),
+    embed = Job(f"embed_sum q4 [{cfg.n_q} rows x {D}]", "embed_sum",
+                {"FORMAT": FORMATS["q4"], "DIM": D, "TABLES": cfg.n_q, "TABLE_ROWS": 2}, (-(-D // (8 * 8)), 1, 1),
                 bytes_read=cfg.n_q * quant.nbytes("q4", (1, D)))
     pipe = pipeline(device, embed)
     streams = random_streams(rng, "q4", cfg.n_q * 2 * rows // 2, D)
@@ -272,7 +285,8 @@ def report(job: Job, ms: float, how: str, extra: str = "") -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quants", default="q4,q4_subgroup,q8,f16,f32", help="matvec variants (comma-separated)")
+    parser.add_argument("--quants", default="q4,q4_subgroup,q4_int8,q8,q8_int8,f16,f32",
+                        help="matvec variants (comma-separated)")
     parser.add_argument("--shapes", default=",".join(LM_SHAPES), help="LM matrices (comma-separated)")
     parser.add_argument("--iterations", type=int, help="dispatches timed per line (default 200; 3 on a CPU)")
     parser.add_argument("--rotate-mib", type=int, help="weight copies to cycle through (default 256; 0 on a CPU)")
@@ -294,7 +308,7 @@ def main(argv=None) -> int:
     best = {}  # (variant, matrix) -> ms, for the step estimate
     for variant in args.quants.split(","):
         if variant.endswith("_subgroup") and "subgroup" not in device.features:
-            print(f"matvec_{variant}: skipped (no subgroups)")
+            print(f"matvec {variant}: skipped (no subgroups)")
             continue
         # The subgroup variant's teams must fit in a subgroup (a power of two <= the minimum subgroup size).
         default = {"THREADS_PER_ROW": min(subgroups, 32)} if variant.endswith("_subgroup") else {}
@@ -332,7 +346,7 @@ def main(argv=None) -> int:
         if all((variant, name) in best for name in LM_SHAPES):
             per_layer = sum(best[variant, name] for name in LM_SHAPES if name != "text_head")
             total = layers * (per_layer + attention_ms) + best[variant, "text_head"] + small_ms
-            print(f"LM step, all matrices matvec_{variant}: {total:.3f} ms of kernel time ({layers} layers x "
+            print(f"LM step, all matrices matvec {variant}: {total:.3f} ms of kernel time ({layers} layers x "
                   f"({per_layer:.4f} matvec + {attention_ms:.4f} attention) + text head + small kernels; "
                   f"dispatch overhead and the attention combine pass not included)", flush=True)
     return 0

@@ -31,13 +31,13 @@ from .config import LMConfig
 
 RMS_EPS = 1e-8            # the LM's RMSNorm epsilon (moshi: norm "rms_norm_f32", eps 1e-8 for the LM)
 
-# INPUT_MODE of the matvec kernels.
+# INPUT_MODE of matvec.wgsl.
 INPUT_PLAIN, INPUT_RMS_NORM, INPUT_SWIGLU = 0, 1, 2
 
 
 # ---------------------------------------------------------------------------------------------------- single ops
 def rms_norm(x: np.ndarray, alpha: np.ndarray, eps: float = RMS_EPS, dtype=np.float64) -> np.ndarray:
-    """y = x * alpha * rsqrt(mean(x^2, last axis) + eps) (rms_norm.wgsl, and INPUT_MODE 1 of the matvecs)."""
+    """y = x * alpha * rsqrt(mean(x^2, last axis) + eps) (INPUT_MODE 1 of matvec.wgsl, and vad_heads.wgsl)."""
     x = np.asarray(x, dtype)
     return x * np.asarray(alpha, dtype) / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
 
@@ -47,7 +47,7 @@ def silu(v: np.ndarray) -> np.ndarray:
 
 
 def swiglu(h: np.ndarray, dtype=np.float64) -> np.ndarray:
-    """[..., 2F] (gate | up) -> [..., F] = silu(gate) * up (swiglu.wgsl, INPUT_MODE 2 of the matvecs)."""
+    """[..., 2F] (gate | up) -> [..., F] = silu(gate) * up (INPUT_MODE 2 of matvec.wgsl)."""
     h = np.asarray(h, dtype)
     width = h.shape[-1] // 2
     return silu(h[..., :width]) * h[..., width:]
@@ -55,7 +55,7 @@ def swiglu(h: np.ndarray, dtype=np.float64) -> np.ndarray:
 
 def matvec(w: np.ndarray, x: np.ndarray, input_mode: int = INPUT_PLAIN, alpha: np.ndarray | None = None,
            eps: float = RMS_EPS, accumulate_into: np.ndarray | None = None, dtype=np.float64) -> np.ndarray:
-    """The matvec kernels: y[s] = (accumulate_into[s] or 0) + W . in(x[s]) for x of shape [K] or [B, K].
+    """matvec.wgsl: y[s] = (accumulate_into[s] or 0) + W . in(x[s]) for x of shape [K] or [B, K].
 
     w: [N, K] dequantised. in(x) = x (PLAIN), rms_norm(x, alpha) (RMS_NORM) or swiglu(x) of x [.., 2K] (SWIGLU).
     """
@@ -72,7 +72,7 @@ def matvec(w: np.ndarray, x: np.ndarray, input_mode: int = INPUT_PLAIN, alpha: n
 
 def embed_sum(table: np.ndarray, ids: np.ndarray, table_rows: int, accumulate_into: np.ndarray | None = None,
               dtype=np.float64) -> np.ndarray:
-    """The embed_sum kernels: x = (accumulate_into or 0) + sum_t table[t * table_rows + ids[t]], in order t = 0, 1...
+    """embed_sum.wgsl: x = (accumulate_into or 0) + sum_t table[t * table_rows + ids[t]], in order t = 0, 1...
 
     table: [tables * table_rows, D] dequantised (the host concatenates per-codebook tables); ids: [T] or [B, T].
     """

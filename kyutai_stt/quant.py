@@ -23,6 +23,7 @@ Q4_OFFSET = 8               # stored nibble q means q - 8: symmetric range -8..7
 Q8_MAX = 127                # symmetric int8; -128 unused so that -q is representable
 QUANT_TYPES = ("q4", "q8", "f16", "f32")
 BITS_PER_WEIGHT = {"q4": 4 + 16 / BLOCK, "q8": 8 + 16 / BLOCK, "f16": 16, "f32": 32}
+FORMATS = {"f32": 0, "f16": 1, "q8": 2, "q4": 3}   # the kernels' FORMAT override constant per layout
 
 
 class QuantError(UserError, ValueError):

@@ -1,4 +1,5 @@
-"""The plan schema and the native host's mechanics, on a toy plan (rms_norm over an input, a weight stream)."""
+"""The plan schema and the native host's mechanics, on a toy plan: the RMSNorm of an input with two weight streams
+(matvec.wgsl's fused RMSNorm input mode, times an identity matrix)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 
 from kyutai_stt.engine import Engine
 from kyutai_stt.plan import Plan, PlanBuilder
+from kyutai_stt.quant import FORMATS
 
 ROWS, LENGTH = 3, 40
 
@@ -14,12 +16,16 @@ def toy_plan() -> Plan:
     b = PlanBuilder("toy")
     b.inputs["x"] = b.buffer("x", "input", ROWS * LENGTH * 4, (ROWS, LENGTH))
     alpha = b.weight("alpha", [("norm.w", LENGTH * 4)], (LENGTH,), "f32")
+    identity = b.weight("identity", [("eye.w", LENGTH * LENGTH * 4)], (LENGTH, LENGTH), "f32")
     b.outputs["y"] = b.buffer("y", "output", ROWS * LENGTH * 4, (ROWS, LENGTH))
     b.buffer("counter", "state", 8, (2,), "u32", reset_fill=7)
     b.buffer("step", "step", 8, (2,), "u32")
     b.step_field("position")
     b.step_field("slot", modulo=4)
-    b.dispatch("rms_norm", {0: "x", 1: alpha, 2: "y"}, (ROWS,), {"ROW_LENGTH": LENGTH}, label="norm")
+    # matvec's default launch shape: 256 invocations, teams of 64, 4 rows each = 16 rows per workgroup.
+    b.dispatch("matvec", {0: identity, 1: identity, 2: "x", 3: "y", 4: alpha}, (-(-LENGTH // 16),),
+               {"FORMAT": FORMATS["f32"], "ROWS": LENGTH, "COLUMNS": LENGTH, "BATCH": ROWS, "INPUT_MODE": 1},
+               label="norm")
     return b.build(step_buffer="step")
 
 
@@ -36,7 +42,7 @@ def test_plan_round_trips_through_json():
 
 def test_plan_validation_names_the_problem():
     plan = toy_plan()
-    plan.dispatches[0].bindings[1] = "nowhere"
+    plan.dispatches[0].bindings[4] = "nowhere"
     with pytest.raises(ValueError, match="unknown buffer nowhere"):
         plan.validate()
     with pytest.raises(ValueError, match="v99"):
@@ -46,7 +52,7 @@ def test_plan_validation_names_the_problem():
 def test_engine_runs_frames_pipelined_and_resets():
     rng = np.random.default_rng(0)
     alpha = rng.uniform(0.5, 1.5, LENGTH).astype(np.float32)
-    engine = Engine(toy_plan(), {"norm.w": alpha}.__getitem__)
+    engine = Engine(toy_plan(), {"norm.w": alpha, "eye.w": np.eye(LENGTH, dtype=np.float32)}.__getitem__)
     frames = [rng.standard_normal((ROWS, LENGTH)).astype(np.float32) for _ in range(4)]
     assert engine.submit({"x": frames[0]}) == []          # frame 0 is still in flight
     ready = engine.submit({"x": frames[1]})

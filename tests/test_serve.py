@@ -65,7 +65,7 @@ def test_serve_a_package_gives_the_app_kernels_plans_and_model(served, tiny_pack
     status, headers, body = get(server.url)
     assert status == 200 and b"Private speech-to-text" in body and headers["Cache-Control"] == "no-cache"
     for path, mime in (("app.js", "text/javascript"), ("worker.js", "text/javascript"),
-                       ("kernels/matvec_q4.wgsl", "text/plain"), ("plans.json", "application/json")):
+                       ("kernels/matvec.wgsl", "text/plain"), ("plans.json", "application/json")):
         assert get(server.url + path)[1]["Content-Type"].startswith(mime), path
     plans = json.loads(get(server.url + "plans.json")[2])
     assert plans["package_sha"] == webapp.manifest_sha256(package.root)
@@ -114,7 +114,7 @@ def test_export_web_writes_a_static_site_and_refuses_to_overwrite_other_director
     package = tiny_packages("q4")
     site = tmp_path / "site"
     assert cli.main(["export-web", str(site), "--model", str(package.root)]) == 0
-    assert (site / "index.html").is_file() and (site / "kernels" / "rms_norm.wgsl").is_file()
+    assert (site / "index.html").is_file() and (site / "kernels" / "matvec.wgsl").is_file()
     assert (site / "model" / "manifest.json").read_bytes() == (package.root / "manifest.json").read_bytes()
     assert cli.main(["export-web", str(site), "--model", str(package.root), "--no-model"]) == 0   # re-export
     assert not (site / "model").exists() and (site / "plans.json").is_file()

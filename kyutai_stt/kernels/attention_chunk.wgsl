@@ -77,9 +77,9 @@ var<workgroup> weights: array<f32, RING>;
 var<workgroup> reduction: array<f32, WORKGROUP_SIZE>;
 var<workgroup> partial_values: array<vec4<f32>, GROUPS * HEAD_DIM / 4u>;
 
-// Weights W[row, col .. col + 8) (col % 8 == 0) as two vec4, dequantised exactly as quant.dequantize does.
-fn weights8(row: u32, col: u32) -> array<vec4<f32>, 2> {
-    let index = row * D + col;
+// Weights W[row, col .. col + 8) at element index = row * D + col (a multiple of 8) as two vec4, dequantised exactly
+// as quant.dequantize does. Text-equal to conv1d.wgsl's (tests/kernels/test_kernel_sources.py).
+fn weights8(index: u32) -> array<vec4<f32>, 2> {
     if (FORMAT == FORMAT_F32) {
         return array(bitcast<vec4<f32>>(w[index / 4u]), bitcast<vec4<f32>>(w[index / 4u + 1u]));
     } else if (FORMAT == FORMAT_F16) {
@@ -169,7 +169,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         // not each time the loop body runs.)
         var sums = array<f32, MAX_STEPS>(0.0, 0.0, 0.0, 0.0);
         for (var col = 0u; col < D; col += 8u) {
-            let wv = weights8(row, col);
+            let wv = weights8(row * D + col);
             for (var j = first_step; j <= t; j++) {
                 sums[j] += dot(wv[0], normalized[(j * D + col) / 4u]) + dot(wv[1], normalized[(j * D + col) / 4u + 1u]);
             }

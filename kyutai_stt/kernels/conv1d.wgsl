@@ -155,9 +155,9 @@ fn param(i: u32) -> f32 {
     return params[i / 4u][i % 4u];
 }
 
-// Weights W[row, col .. col + 8) (col % 8 == 0) as two vec4, dequantised exactly as quant.dequantize does.
-fn weights8(row: u32, col: u32) -> array<vec4<f32>, 2> {
-    let index = row * K + col;   // element index; multiple of 8
+// Weights W[row, col .. col + 8) at element index = row * K + col (a multiple of 8) as two vec4, dequantised exactly
+// as quant.dequantize does. Text-equal to attention_chunk.wgsl's (tests/kernels/test_kernel_sources.py).
+fn weights8(index: u32) -> array<vec4<f32>, 2> {
     if (FORMAT == FORMAT_F32) {
         return array(bitcast<vec4<f32>>(w[index / 4u]), bitcast<vec4<f32>>(w[index / 4u + 1u]));
     } else if (FORMAT == FORMAT_F16) {
@@ -293,7 +293,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
                 inputs[2u * s + 1u] = v[1];
             }
             for (var r = 0u; r < ROWS_PER_THREAD; r++) {
-                let wv = weights8(min(first_row + r, C_OUT - 1u), col);
+                let wv = weights8(min(first_row + r, C_OUT - 1u) * K + col);
                 for (var s = 0u; s < STEPS_PER_THREAD; s++) {
                     sums[r * MAX_STEPS + s] += dot(wv[0], inputs[2u * s]) + dot(wv[1], inputs[2u * s + 1u]);
                 }

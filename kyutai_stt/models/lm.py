@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from .. import lm_reference
 from ..config import LMConfig
 from ..plan import Plan, PlanBuilder
+from ..quant import FORMATS
 
 PORTABLE_MAX_BINDING = 128 << 20     # bytes: WebGPU's default maxStorageBufferBindingSize
 INPUT_PLAIN, INPUT_RMS_NORM, INPUT_SWIGLU = 0, 1, 2
 ELEMENTS_PER_WORD = {"q4": 8, "q8": 4, "f16": 2, "f32": 1}   # weights per u32 of a stream
-EMBED_WORDS_PER_WORKGROUP = 8        # kernels/embed_sum_*.wgsl's default: 8 u32 words of a row per workgroup
+EMBED_WORDS_PER_WORKGROUP = 8        # kernels/embed_sum.wgsl's default: 8 u32 words of a row per workgroup
 
 
 @dataclass(frozen=True)
@@ -111,17 +112,23 @@ class _Weights:
         return out
 
 
+def with_scales_binding(bindings: dict[int, str]) -> dict[int, str]:
+    """Bindings 0 and 1 of the FORMAT kernels (matvec, embed_sum): {0: weights or quants[, 1: scales]} ->
+    {0: ..., 1: the scales, or the weights again where the format has none (every format declares binding 1)}."""
+    return {1: bindings[0], **bindings}
+
+
 def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: str,
             input_mode: int = INPUT_PLAIN, alpha: str | None = None, accumulate: bool = False):
     t = w.tensors[name]
     rows, columns = t.shape
     shape = tuning.for_matvec(name)
-    constants = {"ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode, "ACCUMULATE": accumulate,
-                 **shape.constants()}
+    constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
+                 "ACCUMULATE": accumulate, **shape.constants()}
     # Binding 4 (alpha) is read only in RMS_NORM mode but always bound: x stands in for it.
-    bindings = {**w.bindings(name), 2: x, 3: y, 4: alpha or x}
+    bindings = {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x}
     subgroup = shape.subgroup and t.quant == "q4"
-    b.dispatch(f"matvec_{t.quant}" + ("_subgroup" if subgroup else ""), bindings,
+    b.dispatch("matvec_subgroup" if subgroup else "matvec", bindings,
                (-(-rows // shape.rows_per_workgroup),), constants, label=name,
                features=("subgroup",) if subgroup else ())
 
@@ -137,11 +144,11 @@ def _embed(b: PlanBuilder, w: _Weights, cfg: LMConfig, x: str, codes: str, token
         quant = w.tensors[names[0]].quant
         bindings = w.bindings(names[0]) if len(names) == 1 and names[0] == "text_emb" else \
             w.concatenated(f"audio_emb[{first}:{first + len(names)}]", names)
-        b.dispatch(f"embed_sum_{quant}", {**bindings, 2: ids, 3: x},
+        b.dispatch("embed_sum", {**with_scales_binding(bindings), 2: ids, 3: x},
                    (-(-cfg.dim // (EMBED_WORDS_PER_WORKGROUP * ELEMENTS_PER_WORD[quant])),),
-                   {"DIM": cfg.dim, "TABLES": len(names), "TABLE_ROWS": rows, "IDS_OFFSET": first,
-                    "IDS_STRIDE": ids_stride,
-                    "ACCUMULATE": n > 0}, label=f"embeddings {names[0]}..")
+                   {"FORMAT": FORMATS[quant], "DIM": cfg.dim, "TABLES": len(names), "TABLE_ROWS": rows,
+                    "IDS_OFFSET": first, "IDS_STRIDE": ids_stride, "ACCUMULATE": n > 0},
+                   label=f"embeddings {names[0]}..")
 
 
 def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: str, position_field: int,

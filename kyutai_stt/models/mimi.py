@@ -30,8 +30,8 @@ from typing import Mapping
 from ..config import MIMI, MimiConfig
 from ..lm_reference import rope_frequencies
 from ..plan import Plan, PlanBuilder
+from ..quant import FORMATS
 
-FORMATS = {"f32": 0, "f16": 1, "q8": 2, "q4": 3}
 INPUT_PLAIN, INPUT_ELU, INPUT_LAYER_NORM = 0, 1, 2
 OUTPUT_PLAIN, OUTPUT_ELU, OUTPUT_GELU = 0, 1, 2
 PCM_HISTORY_REGION = 8         # floats per region of the PCM history (kernel_size - 1 = 6 used)

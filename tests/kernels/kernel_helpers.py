@@ -9,11 +9,11 @@ U32 = 2.0**-24
 
 
 def weight_bindings(streams: dict[str, np.ndarray], first_binding: int = 0) -> dict[int, np.ndarray]:
-    """A tensor's quant streams as the kernels bind them: weights (or qs) first, then the f16 scales as u32 words."""
-    bindings = {first_binding: streams["qs"] if "qs" in streams else streams["w"]}
-    if "d" in streams:
-        bindings[first_binding + 1] = np.ascontiguousarray(streams["d"]).view(np.uint32)
-    return bindings
+    """A tensor's quant streams as the FORMAT kernels bind them: weights (or qs) first, then the f16 scales as u32
+    words, or the weights again for f32/f16 (every format declares the scales binding)."""
+    main = streams["qs"] if "qs" in streams else streams["w"]
+    scales = np.ascontiguousarray(streams["d"]).view(np.uint32) if "d" in streams else main
+    return {first_binding: main, first_binding + 1: scales}
 
 
 def random_weights(rng: np.random.Generator, shape: tuple[int, int], quant_type: str, scale: float = 1.0):

@@ -1,4 +1,4 @@
-"""embed_sum_{q4,q8,f16,f32}.wgsl vs lm_reference.embed_sum.
+"""embed_sum.wgsl (every FORMAT) vs lm_reference.embed_sum.
 
 Exact: every dequantised element (f16 scale x small integer, or an f16/f32 value) is exact in f32, and the kernel
 adds the rows in the reference's order (0, 1, ..., then the accumulated group), so a float32 reference summed in
@@ -11,6 +11,7 @@ import pytest
 from kernel_helpers import in_out, poisoned, random_weights, weight_bindings
 from kyutai_stt import gpu
 from kyutai_stt import lm_reference as ref
+from kyutai_stt.quant import FORMATS
 
 ELEMENTS_PER_WORD = {"q4": 8, "q8": 4, "f16": 2, "f32": 1}
 QUANTS = list(ELEMENTS_PER_WORD)
@@ -26,8 +27,9 @@ def run_embed_sum(quant_type, streams, ids, dim, tables, table_rows, x=None, **c
     }
     words = dim // ELEMENTS_PER_WORD[quant_type]
     workgroups = (-(-words // words_per_workgroup), batch, 1)
-    constants = {"DIM": dim, "TABLES": tables, "TABLE_ROWS": table_rows, "IDS_STRIDE": ids.shape[1], **constants}
-    return gpu.run_kernel(f"embed_sum_{quant_type}", bindings, workgroups, constants)[3]
+    constants = {"FORMAT": FORMATS[quant_type], "DIM": dim, "TABLES": tables, "TABLE_ROWS": table_rows,
+                 "IDS_STRIDE": ids.shape[1], **constants}
+    return gpu.run_kernel("embed_sum", bindings, workgroups, constants)[3]
 
 
 def check(rng, quant_type, dim, tables, table_rows, batch=1, extra_ids=0, accumulate=False, **constants):

@@ -55,7 +55,6 @@ from test_output_heads import (test_argmax_all_equal_and_tiny_counts,  # noqa: E
                                test_argmax_skips_nan, test_argmax_streams_offsets_and_destinations,
                                test_argmax_ties_go_to_the_lowest_index, test_vad_realistic,
                                test_vad_streams_offsets_and_small_teams)
-from test_swiglu import test_swiglu_matches_numpy  # noqa: E402,F401
 
 # WGSL's accuracy for cos and sin: absolute error <= 2^-11 on [-pi, pi] (the kernels reduce angles there first).
 WGSL_TRIG_ERROR = 2.0**-11
@@ -89,14 +88,22 @@ def test_q4_subgroup_in_the_browser(rng, case, browser_subgroup_size):
     teams = {"THREADS_PER_ROW": browser_subgroup_size}
     if case == "rms_batch":
         test_matvec.check("q4", rng, rows=13, columns=192, input_mode=test_matvec.RMS_NORM, batch=2,
-                          kernel="matvec_q4_subgroup", **teams)
+                          kernel="matvec_subgroup", **teams)
     elif case == "swiglu_offset":
         test_matvec.check("q4", rng, rows=6, columns=128, input_mode=test_matvec.SWIGLU, accumulate=True,
-                          y_offset=1, y_padding=2, kernel="matvec_q4_subgroup", WORKGROUP_SIZE=32,
+                          y_offset=1, y_padding=2, kernel="matvec_subgroup", WORKGROUP_SIZE=32,
                           THREADS_PER_ROW=2, ROWS_PER_THREAD=3)
     else:
         test_matvec.check("q4", rng, rows=40, columns=2048, input_mode=test_matvec.RMS_NORM,
-                          kernel="matvec_q4_subgroup", **teams)
+                          kernel="matvec_subgroup", **teams)
+
+
+@pytest.mark.parametrize("quant_type", ["q8", "f16", "f32"])
+def test_subgroup_variant_other_formats_in_the_browser(rng, quant_type, browser_subgroup_size):
+    # test_matvec.test_subgroup_variant_other_formats with this adapter's subgroups: Tint compiles every FORMAT.
+    columns = {"q8": 192, "f16": 136, "f32": 68}[quant_type]
+    test_matvec.check(quant_type, rng, rows=13, columns=columns, input_mode=test_matvec.RMS_NORM, batch=2,
+                      kernel="matvec_subgroup", THREADS_PER_ROW=browser_subgroup_size)
 
 
 # ---- RVQ ------------------------------------------------------------------------------------------------------

@@ -1,13 +1,18 @@
 enable subgroups;
 
-// Matrix-vector product with Q4 weights dequantised on the fly; optional fused input transform and residual add.
-// Subgroup variant of matvec_q4.wgsl (needs the `subgroups` feature): teams reduce with subgroup shuffles instead of
-// workgroup memory and barriers. Same bindings, constants, dispatch and results.
+// Matrix-vector product with weights in any package format, dequantised on the fly; optional fused input
+// transform and residual add. Subgroup variant of matvec.wgsl (needs the `subgroups` feature): teams reduce with
+// subgroup shuffles instead of workgroup memory and barriers. Same formats, bindings, constants, dispatch and
+// results; a separate file so that `enable subgroups;` never reaches a device without them.
 //
-//   W: [ROWS, COLUMNS] in the q4 layout of kyutai_stt/quant.py (COLUMNS a multiple of 64):
-//        qs: u32[ROWS, COLUMNS/8]   nibble i (bits 4i..4i+3) of word j = q[n, 8j+i] in 0..15
-//        d:  f16[ROWS, COLUMNS/32]  one scale per block of 32 weights, two per u32 (even block in the low half)
-//        W[n, k] = d[n, k/32] * (q[n, k] - 8)
+//   W: [ROWS, COLUMNS] in the package layout of FORMAT (0 f32, 1 f16, 2 q8, 3 q4: kyutai_stt/quant.py):
+//        f32: w  f32[ROWS, COLUMNS]                                         W[n, k] = w[n, k]
+//        f16: w  f16[ROWS, COLUMNS], two per u32 (even column in the low half)
+//        q8:  qs u32[ROWS, COLUMNS/4]  byte i (bits 8i..8i+7) of word j = q[n, 4j+i] as int8 in -127..127
+//             W[n, k] = d[n, k/32] * q[n, k]
+//        q4:  qs u32[ROWS, COLUMNS/8]  nibble i (bits 4i..4i+3) of word j = q[n, 8j+i] in 0..15
+//             W[n, k] = d[n, k/32] * (q[n, k] - 8)
+//        q8/q4: d f16[ROWS, COLUMNS/32], one scale per block of 32 weights, two per u32 (even block in the low half)
 //   x: [BATCH, X_STRIDE] f32, one row per stream; in(x)[s, :COLUMNS] by INPUT_MODE:
 //        0 = PLAIN:    x[s, k]
 //        1 = RMS_NORM: x[s, k] * alpha[k] * inverseSqrt(mean_k(x[s, :COLUMNS]^2) + EPS)   (the LM's pre-norms)
@@ -15,13 +20,14 @@ enable subgroups;
 //   y[s * Y_STRIDE + Y_OFFSET + n] = (ACCUMULATE ? y[...] : 0) + sum_k W[n, k] * in(x)[s, k]
 //        for s < BATCH, n < ROWS   (ACCUMULATE fuses the residual add: x += W h)
 //
-// Bindings (group 0): 0 = qs (read, as vec4<u32>: one unit = one 32-weight block), 1 = d (read, as u32),
-//   2 = x (read, as vec4<f32>), 3 = y (read_write), 4 = alpha (read, [COLUMNS] f32: read only in RMS_NORM mode
-//   but always bound; bind any f32 buffer, e.g. x again, in the other modes).
+// Bindings (group 0): 0 = w or qs (read, as vec4<u32>: one unit = UNIT weights), 1 = d (read, as u32: q8/q4; bind
+//   any buffer, e.g. the weights again, for f32/f16), 2 = x (read, as vec4<f32>), 3 = y (read_write), 4 = alpha
+//   (read, [COLUMNS] f32: read only in RMS_NORM mode but always bound; bind any f32 buffer, e.g. x, otherwise).
 // Dispatch: (ceil(ROWS / rows_per_workgroup), 1, 1) workgroups of WORKGROUP_SIZE invocations, where
 //   rows_per_workgroup = (WORKGROUP_SIZE / THREADS_PER_ROW) * ROWS_PER_THREAD.
-// Constraints (the host checks them; WGSL cannot): COLUMNS % 64 == 0, X_STRIDE % 4 == 0,
-//   WORKGROUP_SIZE % THREADS_PER_ROW == 0, ROWS_PER_THREAD * BATCH (+ BATCH in RMS_NORM mode) <= MAX_SUMS,
+// Constraints (the host checks them; WGSL cannot): COLUMNS % UNIT == 0 (q8/q4: COLUMNS % 64 == 0),
+//   X_STRIDE % 4 == 0, WORKGROUP_SIZE % THREADS_PER_ROW == 0,
+//   ROWS_PER_THREAD * BATCH (+ BATCH in RMS_NORM mode) <= MAX_SUMS,
 //   THREADS_PER_ROW a power of two <= the adapter's minimum subgroup size (so a team lies inside one subgroup:
 //   subgroups are runs of consecutive local invocation indices on every implementation, though WGSL does not
 //   promise it).
@@ -31,7 +37,11 @@ enable subgroups;
 // member loads and transforms the UNIT inputs once into registers, then reads that unit of each of its rows with
 // aligned 16-byte loads (neighbouring members read neighbouring units: coalesced), so ROWS_PER_THREAD independent
 // loads are in flight per member. The members' partial sums are reduced over the team by subgroup shuffles.
+// FORMAT is a pipeline constant: each pipeline keeps one format's branch, the compiler drops the others.
+// The functions and constants it shares with matvec.wgsl are text-equal (tests/kernels/test_kernel_sources.py).
 
+// Weight layout: 0 f32, 1 f16, 2 q8, 3 q4 (as conv1d.wgsl and rvq.wgsl).
+override FORMAT: u32;
 // Problem shape: fixed per layer, so pipeline constants.
 override ROWS: u32;
 override COLUMNS: u32;
@@ -56,49 +66,96 @@ override THREADS_PER_ROW: u32;
 // Rows per team: independent loads in flight per member, and reuse of the inputs it holds in registers.
 override ROWS_PER_THREAD: u32 = 4u;
 
-// Accumulators per member (a private array needs a constant size); as in matvec_q4.wgsl.
+// Accumulators per member (a private array needs a constant size); as in matvec.wgsl.
 const MAX_SUMS = 16u;
 const MODE_RMS_NORM = 1u;
 const MODE_SWIGLU = 2u;
 
-// ---- format-specific: q4 ----------------------------------------------------------------------------------------
-// Weights per unit: one scale block = 32 nibbles = one vec4<u32>.
-const UNIT = 32u;
-// 2^23 as f32 bits: OR-ing a small integer q into the mantissa gives the float 2^23 + q exactly, a cheaper
+// ---- formats ------------------------------------------------------------------------------------------------
+const FORMAT_F32 = 0u;
+const FORMAT_F16 = 1u;
+const FORMAT_Q8 = 2u;
+const FORMAT_Q4 = 3u;
+// Weights per unit (one 16-byte load per row and unit, two for q8), from FORMAT: f32 4, f16 8, q8/q4 32 (one
+// scale block). UNIT is derived, not for the host to set; private arrays are sized by MAX_UNIT (an override cannot
+// size them).
+const MAX_UNIT = 32u;
+override UNIT: u32 = select(select(4u, 8u, FORMAT == FORMAT_F16), MAX_UNIT, FORMAT >= FORMAT_Q8);
+// 2^23 as f32 bits: OR-ing a small integer u into the mantissa gives the float 2^23 + u exactly, a cheaper
 // integer-to-float conversion than the conversion instruction (quarter rate or slower on many GPUs).
 const FLOAT_MAGIC = 0x4B000000u;
-// Subtracting 2^23 + 8 then leaves q - 8 exactly: the q4 offset.
-const MAGIC_PLUS_OFFSET = 8388616.0;
+// q4: subtracting 2^23 + 8 then leaves q - 8 exactly (the q4 offset).
+const Q4_MAGIC_PLUS_OFFSET = 8388616.0;
+// q8: flipping each byte's sign bit maps the int8 q to the unsigned q + 128; subtracting 2^23 + 128 leaves q.
+const Q8_SIGN_BITS = 0x80808080u;
+const Q8_MAGIC_PLUS_OFFSET = 8388736.0;
 
-@group(0) @binding(0) var<storage, read> qs: array<vec4<u32>>;
+@group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> scales: array<u32>;
 
-// sum_{j < 8} W[row, 8 word + j] * inputs[j] for the 8 nibbles of one word (low: j < 4, high: j >= 4).
-fn word_dot(word: u32, low: vec4<f32>, high: vec4<f32>) -> f32 {
+// sum_{j < 8} W[row, 8 word + j] * inputs[j] for the 8 nibbles of one q4 word (low: j < 4, high: j >= 4), unscaled.
+fn q4_word_dot(word: u32, low: vec4<f32>, high: vec4<f32>) -> f32 {
     let nibbles = vec4<u32>(word);
     let mask = vec4<u32>(0xFu);
     let magic = vec4<u32>(FLOAT_MAGIC);
-    let low_q = bitcast<vec4<f32>>(((nibbles >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) | magic) - MAGIC_PLUS_OFFSET;
-    let high_q = bitcast<vec4<f32>>(((nibbles >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) | magic) - MAGIC_PLUS_OFFSET;
+    let low_q = bitcast<vec4<f32>>(((nibbles >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) | magic) - Q4_MAGIC_PLUS_OFFSET;
+    let high_q = bitcast<vec4<f32>>(((nibbles >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) | magic) - Q4_MAGIC_PLUS_OFFSET;
     return dot(low_q, low) + dot(high_q, high);
 }
 
-// sum_{j < UNIT} W[row, UNIT * unit + j] * inputs[j].
-fn unit_dot(row: u32, unit: u32, inputs: array<vec4<f32>, UNIT / 4u>) -> f32 {
-    let block_index = row * (COLUMNS / UNIT) + unit;
-    let words = qs[block_index];
-    let scale = unpack2x16float(scales[block_index / 2u])[block_index % 2u];
-    return scale * (word_dot(words.x, inputs[0], inputs[1]) + word_dot(words.y, inputs[2], inputs[3])
-                    + word_dot(words.z, inputs[4], inputs[5]) + word_dot(words.w, inputs[6], inputs[7]));
+// sum_{j < 4} W[row, 4 word + j] * inputs[j] for the 4 bytes of one q8 word, unscaled.
+fn q8_word_dot(word: u32, inputs: vec4<f32>) -> f32 {
+    let bytes = vec4<u32>(word ^ Q8_SIGN_BITS);
+    let q = bitcast<vec4<f32>>(((bytes >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xFFu)) | vec4<u32>(FLOAT_MAGIC));
+    return dot(q - Q8_MAGIC_PLUS_OFFSET, inputs);
 }
 
-// The UNIT inputs of unit u of stream s (see input_vector).
-fn load_inputs(s: u32, u: u32, ss: ptr<function, f32>) -> array<vec4<f32>, UNIT / 4u> {
-    return array(input_vector(s, u, 0u, ss), input_vector(s, u, 1u, ss), input_vector(s, u, 2u, ss),
-                 input_vector(s, u, 3u, ss), input_vector(s, u, 4u, ss), input_vector(s, u, 5u, ss),
-                 input_vector(s, u, 6u, ss), input_vector(s, u, 7u, ss));
+// sum_{j < UNIT} W[row, UNIT * unit + j] * inputs[j] (inputs[UNIT / 4 ..] unused).
+fn unit_dot(row: u32, unit: u32, inputs: array<vec4<f32>, MAX_UNIT / 4u>) -> f32 {
+    let index = row * (COLUMNS / UNIT) + unit;
+    if (FORMAT == FORMAT_F32) {
+        return dot(bitcast<vec4<f32>>(w[index]), inputs[0]);
+    }
+    if (FORMAT == FORMAT_F16) {
+        let words = w[index];
+        let low = vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y));
+        let high = vec4<f32>(unpack2x16float(words.z), unpack2x16float(words.w));
+        return dot(low, inputs[0]) + dot(high, inputs[1]);
+    }
+    let scale = unpack2x16float(scales[index / 2u])[index % 2u];
+    if (FORMAT == FORMAT_Q8) {
+        let low = w[2u * index];
+        let high = w[2u * index + 1u];
+        return scale * (q8_word_dot(low.x, inputs[0]) + q8_word_dot(low.y, inputs[1]) + q8_word_dot(low.z, inputs[2])
+                        + q8_word_dot(low.w, inputs[3]) + q8_word_dot(high.x, inputs[4])
+                        + q8_word_dot(high.y, inputs[5]) + q8_word_dot(high.z, inputs[6])
+                        + q8_word_dot(high.w, inputs[7]));
+    }
+    let words = w[index];
+    return scale * (q4_word_dot(words.x, inputs[0], inputs[1]) + q4_word_dot(words.y, inputs[2], inputs[3])
+                    + q4_word_dot(words.z, inputs[4], inputs[5]) + q4_word_dot(words.w, inputs[6], inputs[7]));
 }
-// ---- end of format-specific part --------------------------------------------------------------------------------
+
+// The UNIT inputs of unit u of stream s (see input_vector); the rest of the array stays zero. Constant indices
+// only: the inputs then stay in registers (no dynamically indexed private array, which some compilers leave in
+// memory), and the branches fold away with FORMAT.
+fn load_inputs(s: u32, u: u32, ss: ptr<function, f32>) -> array<vec4<f32>, MAX_UNIT / 4u> {
+    var inputs: array<vec4<f32>, MAX_UNIT / 4u>;
+    inputs[0] = input_vector(s, u, 0u, ss);
+    if (UNIT >= 8u) {
+        inputs[1] = input_vector(s, u, 1u, ss);
+    }
+    if (UNIT >= 32u) {
+        inputs[2] = input_vector(s, u, 2u, ss);
+        inputs[3] = input_vector(s, u, 3u, ss);
+        inputs[4] = input_vector(s, u, 4u, ss);
+        inputs[5] = input_vector(s, u, 5u, ss);
+        inputs[6] = input_vector(s, u, 6u, ss);
+        inputs[7] = input_vector(s, u, 7u, ss);
+    }
+    return inputs;
+}
+// ---- end of formats -----------------------------------------------------------------------------------------
 
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
@@ -111,8 +168,7 @@ fn silu(v: vec4<f32>) -> vec4<f32> {
 }
 
 // Inputs 4i .. 4i+3 of unit `unit` of stream `stream`, transformed by INPUT_MODE; *sum_of_squares accumulates the
-// squares of the raw inputs (RMS_NORM mode). Each format's load_inputs() calls it with constant i: the inputs then
-// stay in registers (no dynamically indexed private array, which some compilers leave in memory).
+// squares of the raw inputs (RMS_NORM mode). load_inputs() calls it with constant i.
 fn input_vector(stream: u32, unit: u32, i: u32, sum_of_squares: ptr<function, f32>) -> vec4<f32> {
     let index = (stream * X_STRIDE + unit * UNIT) / 4u + i;
     let value = x[index];

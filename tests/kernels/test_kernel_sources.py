@@ -1,0 +1,61 @@
+"""The kernel files' shared helpers: WGSL has no include, so a helper two kernels need is written in both; here every
+function and constant defined in more than one kernels/*.wgsl file must be text-equal in all of them (a fix made
+in one copy and not the other fails here). Names that mean a different function per kernel are listed, with why.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from kyutai_stt import gpu
+
+# Same name, different function by design.
+DIFFERENT_PER_KERNEL = {
+    "main": "every kernel's entry point",
+    "beats": "argmax keeps the highest logit, rvq the lowest distance",
+    "reduce_workgroup": "attention reduces in vec4 scratch (reused for outputs), attention_chunk in f32 scratch",
+    "rotate": "attention rotates two pairs (vec4), attention_chunk one pair (vec2)",
+}
+
+
+def definitions(source: str) -> dict[str, str]:
+    """Module-scope `fn` (signature and body, to the matching brace) and `const` declarations, by name."""
+    found = {}
+    for match in re.finditer(r"^(fn|const) (\w+)", source, re.MULTILINE):
+        kind, name = match.groups()
+        if kind == "const":
+            found[name] = source[match.start():source.index(";", match.end()) + 1]
+            continue
+        depth, end = 0, source.index("{", match.end())
+        while True:
+            depth += {"{": 1, "}": -1}.get(source[end], 0)
+            if depth == 0:
+                break
+            end += 1
+        found[name] = source[match.start():end + 1]
+    return found
+
+
+def copies() -> dict[str, dict[str, str]]:
+    """name -> {file: definition} for the names defined in more than one kernel file."""
+    by_name = defaultdict(dict)
+    for path in sorted(gpu.KERNEL_DIR.glob("*.wgsl")):
+        for name, text in definitions(path.read_text()).items():
+            by_name[name][path.name] = text
+    return {name: files for name, files in by_name.items() if len(files) > 1}
+
+
+def test_definitions_parser():
+    source = "const A = 1u;\nfn f(x: u32) -> u32 {\n    if (x > A) { return 1u; }\n    return x;\n}\nfn g() {}\n"
+    assert definitions(source) == {"A": "const A = 1u;", "g": "fn g() {}",
+                                   "f": "fn f(x: u32) -> u32 {\n    if (x > A) { return 1u; }\n    return x;\n}"}
+
+
+def test_helpers_copied_between_kernels_are_identical():
+    shared = copies()
+    # The copies this test exists for (matvec and its subgroup variant share their whole format section).
+    for name in ("silu", "input_vector", "load_inputs", "unit_dot", "q4_word_dot", "q8_word_dot", "weights8"):
+        assert name in shared, f"{name} is no longer defined in several kernels: update this test"
+    differing = {name: sorted(files) for name, files in shared.items()
+                 if name not in DIFFERENT_PER_KERNEL and len(set(files.values())) > 1}
+    assert not differing, f"helpers that differ between the kernel files that define them: {differing}"
