@@ -56,7 +56,7 @@ def measure(package: Package, source: Callable[[str], np.ndarray], pcm: np.ndarr
             steps: int = 12) -> Effect:
     """pcm: float32 mono 24 kHz samples; source(name): the package tensor's values before quantisation."""
     frames = min(frames, len(pcm) // FRAME_SIZE)
-    steps = min(steps, frames + 1)
+    steps = min(steps, frames)            # step k >= 1 is fed the codes of frame k - 1
     mimi_names = [n for n in package.tensor_names() if n.startswith("mimi.")]
     reference = {n: source(n) for n in mimi_names}
     _, ref_codes, _ = mimi_reference.encode(reference, pcm, frames=frames)
