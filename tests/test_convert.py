@@ -199,6 +199,35 @@ def test_q4_small_prints_its_cost_and_report_shows_both_scale_methods(tiny, tmp_
     assert codes_equal < 60, line                                     # q4 Mimi: most codes differ
 
 
+def test_full_size_bytes_of_each_policy(capsys):
+    """Tensor bytes of each --quant policy at full size, from the official layout alone (no checkpoint needed):
+    the default stays within the 680 MB budget with its f16 Mimi encoder (docs/weights.md's size table)."""
+    from kyutai_stt.config import FULL_LM
+
+    def logical(names, layout):
+        shapes = [(layout[n][-1],) if n.endswith(".alpha") else (layout[n][0], layout[n][1] * layout[n][2])
+                  if len(layout[n]) == 3 else layout[n] for n in names]
+        return shapes[0] if len(shapes) == 1 else (sum(x[0] for x in shapes), *shapes[0][1:])
+    tensors = {}
+    for layout, names, dropped in ((checkpoint.lm_layout(FULL_LM), convert.LM_NAMES, None),
+                                   (checkpoint.mimi_layout(MIMI), convert.MIMI_NAMES, convert.MIMI_DROPPED)):
+        for name, sources in convert.package_sources(list(layout), names, dropped).items():
+            tensors[name] = logical(sources, layout)
+    tensors[convert.SQNORMS] = (MIMI.n_q, MIMI.bins)
+    sizes = {}
+    for choice in convert.QUANT_CHOICES:
+        parts = {"lm": 0, "mimi": 0}
+        for name, shape in tensors.items():
+            parts["mimi" if name.startswith("mimi.") else "lm"] += quant.nbytes(
+                convert.precision(name, shape, choice), shape)
+        sizes[choice] = parts
+        with capsys.disabled():
+            print(f"\n[full size, --quant {choice}] tensor data {sum(parts.values()) / 1e6:.2f} MB: LM "
+                  f"{parts['lm'] / 1e6:.2f} MB, Mimi encoder {parts['mimi'] / 1e6:.2f} MB", end="")
+    assert sum(sizes["q4"].values()) < PACKAGE_LIMIT_BYTES - 5_000_000      # headers, manifest: ~0.3 MB
+    assert sizes["q4"]["lm"] == sizes["q4-small"]["lm"] and sizes["q4-small"]["mimi"] < sizes["q4"]["mimi"] / 2
+
+
 def test_report_bounds_and_bytes(tiny, tmp_path):
     rows = []
     manifest = convert.convert(tiny, tmp_path / "pkg", "q4", report=rows)
