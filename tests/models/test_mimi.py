@@ -116,7 +116,7 @@ def report(capsys, what, latents, ref_latents, decided, differing):
 def test_plan_fragment_composes_into_a_shared_builder(official):
     """build_mimi appends to any builder: its buffers are all `mimi.*` (plus what the caller passed), it adds two
     step fields, writes the codes at the given offset of the caller's buffer, and the plan survives JSON."""
-    tensors, _, _ = mr.package_tensors(official, "q4")
+    tensors, _, _ = mr.package_tensors(official, "q4-small")
     b = PlanBuilder("frame")
     b.step_field("position")                                          # e.g. the LM's
     ids = b.buffer("lm.ids", "state", 4 * 33, (33,), "u32")
@@ -135,7 +135,7 @@ def test_plan_fragment_composes_into_a_shared_builder(official):
     pipelines = {p.name: p for p in plan.pipelines}
     formats = {pipelines[d.pipeline].constants["FORMAT"] for d in plan.dispatches
                if d.label.startswith("mimi.layers") and pipelines[d.pipeline].kernel == "conv1d"}
-    assert formats == {3}                                             # the transformer reads q4
+    assert formats == {3}                                             # q4-small: the transformer reads q4
 
 
 def test_engine_f32_equals_official_streaming_across_the_context(fixture, pcm, official, tuning, capsys):
