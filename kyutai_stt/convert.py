@@ -267,7 +267,10 @@ def _source_values(src: Source, sources: list[str], plan: package.TensorPlan) ->
 
 def _produce_tensor(src: Source, sources: list[str], plan: package.TensorPlan):
     values = _source_values(src, sources, plan)
-    return values, quant.quantize(values, plan.quant)
+    try:
+        return values, quant.quantize(values, plan.quant)
+    except quant.QuantError as e:
+        raise quant.QuantError(f"{src.path}: tensor '{plan.name}' as {plan.quant}: {e}") from None
 
 
 # ---- 4. Converting: temporary directory, prefetching producer, report ------------------------------------------

@@ -58,7 +58,11 @@ def quantize(w: np.ndarray, quant: str, method: str = "lsq") -> dict[str, np.nda
     if quant == "f32":
         return {"w": w.copy()}
     if quant == "f16":
-        return {"w": w.astype(np.float16)}
+        with np.errstate(over="ignore"):                    # checked just below
+            half = w.astype(np.float16)
+        if not np.isfinite(half).all() and np.isfinite(w).all():
+            raise QuantError(f"a value of {np.abs(w).max():.4g} exceeds f16's range (65504)")
+        return {"w": half}
     n, k = w.shape
     candidates = SCALE_CANDIDATES[quant][:1 if method == "absmax" else None]
     d = np.empty((n, k // BLOCK), np.float16)

@@ -57,3 +57,10 @@ def test_zero_blocks_and_tiny_values():
 def test_unknown_method():
     with pytest.raises(quant.QuantError, match="scale method"):
         quant.quantize(weights("gaussian", (2, 64)), "q4", "minmax")
+
+
+def test_f16_refuses_values_beyond_its_range():
+    w = weights("gaussian", (2, 64))
+    w[1, 3] = 70000.0
+    with pytest.raises(quant.QuantError, match="exceeds f16's range"):
+        quant.quantize(w, "f16")
