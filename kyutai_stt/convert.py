@@ -33,6 +33,7 @@ from .tokenizer import read_sentencepiece
 # small transient ArrayBuffer in a browser tab (phones kill tabs past ~1.5 GB); 600 MB -> 10 requests.
 DEFAULT_SHARD_MB = 64
 CONFIG_FILE = "config.json"
+REPORT_AUDIO = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "speech_en_fr_24k.wav"
 
 # ---- 1. The name map: official name ({} = an index) -> package name --------------------------------------------
 # Several official tensors mapping to one package name without {} are stacked along rows in checkpoint order.
@@ -88,20 +89,30 @@ SQNORMS = "mimi.codebook_sqnorms"                                              #
 MIMI_DROPPED = re.compile(r"^(decoder\.|decoder_transformer\.|upsample\.|quantizer\.rvq_\w+\.output_proj\.)"
                           r"|\._codebook\.(_initialized|cluster_usage)$")
 
-# ---- 2. The precision policy: first matching pattern wins; columns = --quant q4, q8, f16 ----------------------
-# Sizes and measured errors: docs/weights.md. A q4/q8 choice for a matrix whose K is not a multiple of 64 falls
-# back to f32 (mimi.blocks.0.res_conv2 [64, 32]; in the tiny test model also ffn_out, K = 352). f32 tensors are
-# all small (vectors, the VAD heads, mimi.conv_in: <= 0.27 MB each).
+# ---- 2. The precision policy: first matching pattern wins; columns = --quant q4, q4-small, q8, f16 ------------
+# Sizes and measured errors: docs/weights.md. The Mimi encoder is kept in f16 by q4 (the default) and q8: every code
+# it gets wrong is a wrong input token of the LM (q4-small: 23.6 % of codes equal the f32 encoder's, f16: 98.6 %,
+# docs/mimi.md). f16 is the exact package: Mimi in f32 as in the checkpoint, the LM's bf16 values in f16 (exact
+# but for the few below f16's normal range, which `--report` counts). A q4/q8 choice for a matrix whose K is not a
+# multiple of 64 falls back to f32 (mimi.blocks.0.res_conv2 [64, 32]). f32 tensors are all small (vectors, the VAD
+# heads, mimi.conv_in: <= 0.27 MB each).
 PRECISION = (
-    (("layers.*.attn_norm", "layers.*.ffn_norm", "out_norm"), ("f32", "f32", "f32")),    # RMSNorm scales
-    (("vad_heads",), ("f32", "f32", "f32")),                     # 24 rows (0.2 MB): end-of-turn probabilities
-    (("text_emb", "audio_emb.*", "layers.*", "text_head"), ("q4", "q8", "f16")),
-    (("mimi.conv_in", "mimi.*.bias", "mimi.layers.*_norm", "mimi.layers.*_scale", SQNORMS), ("f32", "f32", "f32")),
-    (("mimi.codebooks",), ("q8", "q8", "f16")),                  # argmin flips on small errors; q4 would be 8 MB less
-    (("mimi.blocks.0.*", "mimi.blocks.1.*", "mimi.downsample", "mimi.rvq_in"), ("q8", "q8", "f16")),   # 1.8M values
-    (("mimi.*",), ("q4", "q8", "f16")),                          # transformer, SEANet stages 2-3, conv_out
+    (("layers.*.attn_norm", "layers.*.ffn_norm", "out_norm"), ("f32", "f32", "f32", "f32")),    # RMSNorm scales
+    (("vad_heads",), ("f32", "f32", "f32", "f32")),              # 24 rows (0.2 MB): end-of-turn probabilities
+    (("text_emb", "audio_emb.*", "layers.*", "text_head"), ("q4", "q4", "q8", "f16")),
+    (("mimi.conv_in", "mimi.*.bias", "mimi.layers.*_norm", "mimi.layers.*_scale", SQNORMS),
+     ("f32", "f32", "f32", "f32")),
+    (("mimi.codebooks",), ("f16", "q8", "f16", "f32")),          # argmin flips on small errors
+    (("mimi.blocks.0.*", "mimi.blocks.1.*", "mimi.downsample", "mimi.rvq_in"), ("f16", "q8", "f16", "f32")),
+    (("mimi.*",), ("f16", "q4", "f16", "f32")),                  # transformer, SEANet stages 2-3, conv_out
 )
-QUANT_CHOICES = ("q4", "q8", "f16")
+QUANT_CHOICES = ("q4", "q4-small", "q8", "f16")
+# What q4-small costs, printed when it is chosen (`python benchmarks/mimi.py --precision`, synthetic seed-0 Mimi,
+# fixture audio, 150 frames; `--report` measures it on the checkpoint being converted).
+Q4_SMALL_NOTE = ("q4-small keeps the Mimi encoder in q4/q8 (41.1 MB instead of 112.1 MB in f16): measured on the "
+                 "synthetic seed-0 Mimi over the fixture audio, 23.6 % of its codes equal the f32 encoder's (72.7 % "
+                 "of level 0), against 98.6 % (100 %) for the default q4 policy's f16 encoder; every differing code "
+                 "is a different input token for the LM")
 
 
 def precision(name: str, shape: tuple[int, ...], choice: str) -> str:
@@ -194,6 +205,7 @@ def check_source(src: Source, layout: dict[str, tuple[int, ...]], dtype: str) ->
 class Conversion:
     plans: list[package.TensorPlan]
     produce: Callable[[package.TensorPlan], tuple[np.ndarray, dict]]    # -> (source values f32, streams)
+    source: Callable[[str], np.ndarray]         # package name -> its source values f32 (transformed, not quantised)
 
 
 def build(directory: Path, choice: str) -> tuple[LMConfig, MimiConfig, Conversion]:
@@ -236,15 +248,29 @@ def build(directory: Path, choice: str) -> tuple[LMConfig, MimiConfig, Conversio
             return values, quant.quantize(values, plan.quant)
         return _produce_tensor(*recipe[plan.name])
 
+    def source(name: str) -> np.ndarray:
+        if name == SQNORMS:                                  # of the source codebooks, for an f32 reference
+            books = source("mimi.codebooks")
+            return np.einsum("nd,nd->n", books, books).reshape(sq_plan.shape)
+        return _source_values(*recipe[name])
+
     plans = [r[2] for r in recipe.values()] + [sq_plan]
-    return cfg, mimi, Conversion(plans, produce)
+    return cfg, mimi, Conversion(plans, produce, source)
 
 
-def _produce_tensor(src: Source, sources: list[str], plan: package.TensorPlan):
+def _source_values(src: Source, sources: list[str], plan: package.TensorPlan) -> np.ndarray:
     parts = [_official_values(src, n) for n in sources]
     values = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
     assert values.shape == plan.shape, (plan.name, values.shape, plan.shape)
-    return values, quant.quantize(values, plan.quant)
+    return values
+
+
+def _produce_tensor(src: Source, sources: list[str], plan: package.TensorPlan):
+    values = _source_values(src, sources, plan)
+    try:
+        return values, quant.quantize(values, plan.quant)
+    except quant.QuantError as e:
+        raise quant.QuantError(f"{src.path}: tensor '{plan.name}' as {plan.quant}: {e}") from None
 
 
 # ---- 4. Converting: temporary directory, prefetching producer, report ------------------------------------------
@@ -255,6 +281,16 @@ class TensorReport:
     shape: tuple[int, ...]
     nbytes: int
     rel_rms: float            # |dequantised - source| / |source| over the whole tensor (source = bf16 or fp32)
+    rel_rms_absmax: float     # the same with absmax block scales (q4/q8; = rel_rms otherwise): what lsq gained
+    inexact: int              # values not stored exactly (dequantised != source): the f16 package's count
+
+
+def _error(streams: dict, plan: package.TensorPlan, values: np.ndarray) -> tuple[float, int]:
+    """(relative RMS error, count of values not stored exactly) of a tensor's streams against its source."""
+    error = quant.dequantize(streams, plan.quant, plan.shape) - values
+    norm = float(np.sqrt(np.sum(np.square(values, dtype=np.float64))))
+    rel = float(np.sqrt(np.sum(np.square(error, dtype=np.float64)))) / norm if norm else 0.0
+    return rel, int(np.count_nonzero(error))
 
 
 class _Prefetcher:
@@ -270,10 +306,10 @@ class _Prefetcher:
     def _work(self, plan: package.TensorPlan):
         values, streams = self.conversion.produce(plan)
         if self.report is not None:
-            error = quant.dequantize(streams, plan.quant, plan.shape) - values
-            norm = float(np.sqrt(np.sum(np.square(values, dtype=np.float64))))
-            rel = float(np.sqrt(np.sum(np.square(error, dtype=np.float64)))) / norm if norm else 0.0
-            self.report.append(TensorReport(plan.name, plan.quant, plan.shape, plan.nbytes, rel))
+            rel, inexact = _error(streams, plan, values)
+            absmax = _error(quant.quantize(values, plan.quant, "absmax"), plan, values)[0] \
+                if plan.quant in ("q4", "q8") else rel
+            self.report.append(TensorReport(plan.name, plan.quant, plan.shape, plan.nbytes, rel, absmax, inexact))
         return streams
 
     def __call__(self, plan: package.TensorPlan) -> dict:
@@ -287,13 +323,13 @@ class _Prefetcher:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_mb: int = DEFAULT_SHARD_MB,
+def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_mb: int | None = None,
             force: bool = False, report: list[TensorReport] | None = None, on_file=None) -> dict:
     """Convert SOURCE (checkpoint directory or Hugging Face repo id) into the package OUT_DIR; return its manifest.
     Pass a list as `report` to receive one TensorReport per tensor; on_file(name, bytes) reports progress."""
     if choice not in QUANT_CHOICES:
         raise quant.QuantError(f"unknown quant type {choice!r}: choose one of {', '.join(QUANT_CHOICES)}")
-    if shard_mb < 1:
+    if shard_mb is not None and shard_mb < 1:
         raise UserError(f"--shard-mb must be at least 1, got {shard_mb}")
     out = Path(out_dir).resolve()
     local = Path(source).expanduser()
@@ -318,7 +354,8 @@ def convert(source: str | Path, out_dir: str | Path, choice: str = "q4", shard_m
         raise UserError(f"{out}: cannot write there ({e.strerror or e}); choose a writable OUT_DIR") from None
     producer = _Prefetcher(conversion, report)
     try:
-        manifest = package.write_package(tmp, conversion.plans, producer, meta, shard_mb * 2**20, on_file)
+        manifest = package.write_package(tmp, conversion.plans, producer, meta, _shard_bytes(shard_mb, conversion),
+                                         on_file)
         package.open_package(tmp, verify_hashes=False)          # sizes, offsets and GGUF headers agree
         replace_directory(tmp, out)
     except OSError as e:                         # a full disk, a folder made read-only meanwhile
@@ -382,6 +419,31 @@ def _synthetic_marker(path: Path) -> dict:
     return value
 
 
+def _end_to_end(args) -> str:
+    """--report's last line: the policy's effect on Mimi codes and LM tokens (fidelity.py)."""
+    from . import fidelity
+    from .audio import read_chunks
+    if args.report_frames <= 0 or args.report_steps <= 0:
+        return "end to end: not measured (--report-frames or --report-steps is 0)"
+    audio = Path(args.report_audio)
+    if not audio.is_file():
+        return f"end to end: skipped ({audio} not found: pass --report-audio FILE)"
+    pcm = np.concatenate(list(read_chunks(audio)))
+    _, _, conversion = build(hub.checkpoint_dir(str(args.source)), args.quant)
+    effect = fidelity.measure(package.open_package(args.out_dir, verify_hashes=False), conversion.source, pcm,
+                              args.report_frames, args.report_steps)
+    return effect.describe(args.quant) + f" ({audio.name})"
+
+
+def _shard_bytes(shard_mb: int | None, conversion: Conversion) -> int:
+    """--shard-mb, or by default 64 MiB raised to whole MiB that fit the largest tensor and a header (only the f16
+    package needs more: its f32 codebooks are 64 MiB alone)."""
+    if shard_mb is not None:
+        return shard_mb * 2**20
+    largest = max(p.nbytes for p in conversion.plans)
+    return max(DEFAULT_SHARD_MB, -(-largest // 2**20) + 1) * 2**20
+
+
 def _umask() -> int:
     mask = os.umask(0o22)
     os.umask(mask)
@@ -389,10 +451,13 @@ def _umask() -> int:
 
 
 def format_report(rows: list[TensorReport]) -> str:
-    lines = [f"{'tensor':<34} {'quant':>5} {'shape':>16} {'bytes':>12} {'rel. RMS error':>15}"]
+    """Per tensor: type, bytes, relative RMS error with absmax block scales and as stored (least squares), values
+    not stored exactly; per group: the worst error; the LM values the policy does not store exactly."""
+    lines = [f"{'tensor':<34} {'quant':>5} {'shape':>16} {'bytes':>12} {'rel. RMS absmax':>15} "
+             f"{'rel. RMS stored':>15} {'inexact':>10}"]
     for r in rows:
         lines.append(f"{r.name:<34} {r.quant:>5} {'x'.join(map(str, r.shape)):>16} {r.nbytes:>12,} "
-                     f"{r.rel_rms:>15.2e}")
+                     f"{r.rel_rms_absmax:>15.2e} {r.rel_rms:>15.2e} {r.inexact:>10,}")
     groups: dict[str, list[TensorReport]] = {}
     for r in rows:
         groups.setdefault(_group(r.name), []).append(r)
@@ -401,8 +466,12 @@ def format_report(rows: list[TensorReport]) -> str:
         worst = max(members, key=lambda r: r.rel_rms)
         quants = "/".join(sorted({r.quant for r in members}))
         lines.append(f"{group:<22} {quants:>9} {sum(r.nbytes for r in members) / 1e6:>9.2f} MB   "
-                     f"worst {worst.rel_rms:.2e} ({worst.name})")
+                     f"worst {worst.rel_rms:.2e} ({worst.name}; absmax scales {worst.rel_rms_absmax:.2e})")
     lines.append(f"{'total':<22} {'':>9} {sum(r.nbytes for r in rows) / 1e6:>9.2f} MB (tensor data)")
+    for part, members in (("LM", [r for r in rows if not r.name.startswith("mimi.")]),
+                          ("Mimi", [r for r in rows if r.name.startswith("mimi.")])):
+        values = sum(int(np.prod(r.shape)) for r in members)
+        lines.append(f"{part} values not stored exactly: {sum(r.inexact for r in members):,} of {values:,}")
     return "\n".join(lines)
 
 
@@ -423,12 +492,24 @@ def add_arguments(parser) -> None:
                         help=f"a checkpoint directory in the official layout, or a Hugging Face repo id "
                              f"(default {hub.DEFAULT_REPO})")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="the package directory to write")
-    parser.add_argument("--quant", default="q4", help="precision policy: q4 (default, <= 600 MB), q8 or f16 "
-                                                       "(docs/weights.md lists each tensor's type)")
-    parser.add_argument("--shard-mb", type=int, default=DEFAULT_SHARD_MB,
-                        help=f"largest GGUF file in MiB (default {DEFAULT_SHARD_MB})")
+    parser.add_argument("--quant", default="q4",
+                        help="precision policy: q4 (default: LM q4, Mimi encoder f16, <= 680 MB), q4-small (Mimi "
+                             "q4/q8 too, ~600 MB, less accurate codes), q8, or f16 (the exact package: LM f16, "
+                             "Mimi f32); docs/weights.md lists each tensor's type")
+    parser.add_argument("--shard-mb", type=int, default=None,
+                        help=f"largest GGUF file in MiB (default {DEFAULT_SHARD_MB}, or what the largest tensor "
+                             f"needs: 65 for the f16 package's f32 codebooks)")
     parser.add_argument("--report", action="store_true",
-                        help="print each tensor's type, bytes and relative RMS error against the source")
+                        help="print each tensor's type, bytes and relative RMS error against the source (with "
+                             "absmax and with least-squares block scales), then the policy's end-to-end effect: "
+                             "Mimi codes and LM tokens vs the source weights in f32, on --report-audio")
+    parser.add_argument("--report-audio", type=Path, default=REPORT_AUDIO, metavar="FILE",
+                        help="audio for the end-to-end part of --report (default: the test fixture "
+                             "tests/fixtures/speech_en_fr_24k.wav of a source checkout)")
+    parser.add_argument("--report-frames", type=int, default=150, metavar="N",
+                        help="Mimi frames (80 ms each) of --report's end-to-end part (default 150; 0 skips that part)")
+    parser.add_argument("--report-steps", type=int, default=12, metavar="N",
+                        help="LM steps of --report's end-to-end part (default 12; seconds each at full size)")
     parser.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
 
 
@@ -437,9 +518,12 @@ def run(args) -> int:
     rows: list[TensorReport] | None = [] if args.report else None
     def progress(name: str, size: int) -> None:
         print(f"  {name}  {size / 1e6:.1f} MB", file=sys.stderr)
+    if args.quant == "q4-small":
+        print(Q4_SMALL_NOTE, file=sys.stderr)
     manifest = convert(args.source, args.out_dir, args.quant, args.shard_mb, args.force, rows, progress)
     if rows is not None:
         print(format_report(rows))
+        print(_end_to_end(args))
     print(f"wrote {args.out_dir}: {len(manifest['files'])} files, {manifest['total_bytes'] / 1e6:.1f} MB, "
           f"{manifest['quant']}, variant {manifest['variant']}, {len(manifest['tensors'])} tensors "
           f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -279,6 +280,109 @@ def run_lm_explicit(lm, input_tokens: np.ndarray) -> dict[str, np.ndarray]:
             "lm_extra_heads_probs": torch.stack(probs).numpy()}
 
 
+# ---------------------------------------------------------------------------------------------------- RoPE
+def official_rope_frequencies(head_dim: int, max_period: float) -> np.ndarray:
+    """The frequency table of moshi 0.2.13's apply_rope (modules/rope.py), computed by torch as it computes it:
+    exp(arange(D/2, float32) * (-ln(max_period) * 2 / D)) in float32. [head_dim / 2] f32."""
+    ds = torch.arange(head_dim // 2, dtype=torch.float32)
+    return torch.exp(ds * (-math.log(max_period) * 2 / head_dim)).numpy()
+
+
+def rope_tables() -> dict:
+    """kyutai_stt/data/rope_freqs.json: the table of every configuration the project knows (the tiny and full
+    LM, the Mimi encoder), as float32 bit patterns (lm_reference.rope_frequencies reads them)."""
+    sys.path.insert(0, str(REPO))
+    from kyutai_stt.config import MIMI
+    from kyutai_stt.synthetic import SIZES
+    configs = sorted({(c.head_dim, float(c.max_period)) for c in SIZES.values()}
+                     | {(MIMI.dimension // MIMI.num_heads, float(MIMI.max_period))})
+    return {"source": "moshi 0.2.13 modules/rope.py apply_rope: torch.exp(arange(D / 2) * (-ln(max_period) * 2 / D))"
+                      " in float32, CPU",
+            "created_by": "tools/make_reference.py --rope-tables",
+            "versions": {"torch": torch.__version__, "moshi": moshi.__version__, "machine": platform.machine(),
+                         "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+            "tables": [{"head_dim": d, "max_period": t,
+                        "f32_bits": official_rope_frequencies(d, t).view(np.uint32).tolist()} for d, t in configs]}
+
+
+# ---------------------------------------------------------------------------------------------------- long streams
+LONG_HOURS = (2, 10, 24)
+
+
+def set_stream_position(module, steps: int) -> None:
+    """Put a module in streaming mode at absolute step `steps` as if the stream had run that long with zero
+    history: every attention's RoPE offset and KV-ring end at `steps` (all ring slots then count as written, holding
+    zeros, as the engine's ring after reset at that position), and no conv treats the next call as the first
+    (replicate padding happens only at position 0, in moshi and in the engine)."""
+    for m in module.modules():
+        state = getattr(m, "_streaming_state", None)
+        if state is None:
+            continue
+        if hasattr(state, "offsets"):                                     # StreamingTransformer
+            state.offsets[:] = steps
+        if hasattr(state, "kv_cache"):                                    # StreamingMultiheadAttention
+            state.offset[:] = steps
+            state.offset_cpu = steps
+            if state.kv_cache is not None:
+                state.kv_cache.end_offset[:] = steps
+        if hasattr(state, "first"):                                       # StreamingConv1d
+            state.first[:] = False
+
+
+@torch.no_grad()
+def long_positions(checkpoint_dir: Path, audio: Path, lm_steps: int = 4, mimi_frames: int = 3,
+                   first_audio_frame: int = 40, threads: int = 1) -> tuple[dict[str, np.ndarray], dict]:
+    """Teacher-forced LM steps and streaming Mimi frames at the frame index of 2 h, 10 h and 24 h of audio
+    (12.5 frames/s: LM position = frame, Mimi transformer position = 2 * frame), from a zero state there.
+
+    LM inputs: a seeded random [lm_steps, 33] (text token, 32 codes); Mimi input: the audio frames
+    first_audio_frame... Arrays per hour mark h: long_{h}h_lm_logits [S, V], _lm_tokens [S], _lm_vad [S, H],
+    _mimi_codes [F, 32], _mimi_latents [F, 512], _mimi_margins [F, 32]; plus lm_input_tokens, pcm."""
+    pcm = read_wav(audio)[first_audio_frame * FRAME_SIZE:(first_audio_frame + mimi_frames) * FRAME_SIZE]
+    arrays: dict[str, np.ndarray] = {"pcm": pcm}
+    with deterministic_torch(threads):
+        info, lm, mimi = load_official(checkpoint_dir)
+        cfg = info.raw_config
+        rng = np.random.default_rng(0)
+        inputs = np.concatenate([rng.integers(0, cfg["text_card"], (lm_steps, 1)),
+                                 rng.integers(0, cfg["card"], (lm_steps, cfg["n_q"]))], axis=1).astype(np.int32)
+        arrays["lm_input_tokens"] = inputs
+        frames = {h: int(round(h * 3600 * SAMPLE_RATE / FRAME_SIZE)) for h in LONG_HOURS}
+        for h, frame in frames.items():
+            logits, probs = [], []
+            with lm.streaming(1):
+                set_stream_position(lm, frame)
+                for row in inputs:
+                    out, text_logits = lm.forward_text(torch.from_numpy(row).long().view(1, -1, 1))
+                    logits.append(text_logits[0, 0, 0].float())
+                    probs.append(torch.stack([torch.softmax(e(out), dim=-1)[0, 0, 0] for e in lm.extra_heads]))
+            arrays[f"long_{h}h_lm_logits"] = torch.stack(logits).numpy()
+            arrays[f"long_{h}h_lm_tokens"] = arrays[f"long_{h}h_lm_logits"].argmax(axis=1).astype(np.int32)
+            arrays[f"long_{h}h_lm_vad"] = torch.stack(probs).numpy()
+            codes, latents = [], []
+            with mimi.streaming(1):
+                set_stream_position(mimi, 2 * frame)
+                for f in range(mimi_frames):
+                    chunk = torch.from_numpy(pcm[f * FRAME_SIZE:(f + 1) * FRAME_SIZE]).view(1, 1, FRAME_SIZE)
+                    latent = mimi._encode_to_unquantized_latent(chunk)
+                    codes.append(mimi.quantizer.encode(latent)[0, :, 0])
+                    latents.append(latent[0, :, 0])
+            arrays[f"long_{h}h_mimi_codes"] = torch.stack(codes).numpy().astype(np.int32)
+            arrays[f"long_{h}h_mimi_latents"] = torch.stack(latents).numpy()
+            arrays[f"long_{h}h_mimi_margins"] = code_margins(mimi, arrays[f"long_{h}h_mimi_latents"],
+                                                             arrays[f"long_{h}h_mimi_codes"])
+    meta = {"format_version": FORMAT_VERSION,
+            "created_by": "tools/make_reference.py " + (" ".join(sys.argv[1:]) if __name__ == "__main__" else
+                                                        "(imported)"),
+            "versions": {"moshi": moshi.__version__, "torch": torch.__version__, "numpy": np.__version__},
+            "frames": {str(h): f for h, f in frames.items()}, "lm_steps": lm_steps, "mimi_frames": mimi_frames,
+            "first_audio_frame": first_audio_frame, "audio": {"file": audio.name, "sha256": sha256_file(audio)},
+            "checkpoint": {"files": {k: {"name": p.name, "sha256": sha256_file(p)}
+                                     for k, p in checkpoint_paths(checkpoint_dir).items()}},
+            "state": set_stream_position.__doc__.split("\n\n")[0].replace("\n    ", " ")}
+    return arrays, meta
+
+
 # ---------------------------------------------------------------------------------------------------- sanity
 def sanity(arrays: dict[str, np.ndarray]) -> dict:
     """Is the synthetic model degenerate? Code and token diversity, VAD saturation, top-1 vs top-2 logit margins.
@@ -464,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a directory in the official layout (config.json, ...)")
     src.add_argument("--synth", choices=["tiny", "full"], help="synthesise a checkpoint into the cache first")
+    src.add_argument("--rope-tables", type=Path, metavar="JSON",
+                     help="instead: write moshi's RoPE tables of every known configuration (kyutai_stt/data/"
+                          "rope_freqs.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of --synth (default 0)")
     p.add_argument("--no-vad-heads", action="store_true", help="--synth without the 4 semantic-VAD heads")
     p.add_argument("--audio", type=Path, default=DEFAULT_AUDIO, help="16-bit mono 24 kHz WAV (default: %(default)s)")
@@ -471,10 +578,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="LM steps (default: frames + 1)")
     p.add_argument("--frames", type=int, help="use only the first N Mimi frames of the audio")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for determinism; default 1)")
+    p.add_argument("--long-positions", action="store_true",
+                   help=f"instead of the usual run: LM steps and Mimi frames at {LONG_HOURS} hours (long_positions)")
     p.add_argument("--cross-check-steps", type=int, default=12,
                    help="re-run the first N steps through lm.forward_text directly (default 12)")
     args = p.parse_args(argv)
 
+    if args.rope_tables:
+        args.rope_tables.write_text(json.dumps(rope_tables(), indent=1) + "\n")
+        print(f"wrote {args.rope_tables}")
+        return 0
     synthetic = None
     if args.synth:
         synthetic = {"size": args.synth, "seed": args.seed, "vad_heads": not args.no_vad_heads}
@@ -484,6 +597,12 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, out = args.checkpoint, args.out
         if out is None:
             p.error("--out is required with --checkpoint")
+    if args.long_positions:
+        arrays, meta = long_positions(checkpoint, args.audio, threads=args.threads)
+        meta["checkpoint"]["synthetic"] = synthetic
+        npz, js = save(out, arrays, meta)
+        print(json.dumps({"npz": str(npz), "bytes": npz.stat().st_size}))
+        return 0
     arrays, meta = make_reference(checkpoint, args.audio, args.steps, args.frames, args.threads,
                                   args.cross_check_steps, synthetic=synthetic)
     npz, js = save(out, arrays, meta)

@@ -54,11 +54,19 @@ override WORKGROUP_SIZE: u32 = 128u;
 override SCORE_TEAM: u32 = 8u;
 
 const LOWEST = -3.402823e38;  // the score of nothing (finite: exp(LOWEST - m) is 0 without inf arithmetic)
-// 2 pi in three parts (Cody-Waite): n * part is exact for |n| < 2^16 turns (positions below ~400k steps), so the
-// reduction of an angle modulo 2 pi loses nothing to the size of the angle.
-const TWO_PI_HIGH = 6.28125;
-const TWO_PI_MIDDLE = 0.0019378662109375;
-const TWO_PI_LOW = -2.559031372584286e-06;
+// 2 pi in seven parts (Cody-Waite, docs/mimi.md "RoPE angles"): parts 0-5 have at most 3 significant bits, so
+// turns * part is exact for |turns| < 2^21, i.e. positions below 2^23 (the LM's 12.5 Hz: 186 h; Mimi's 25 Hz: 93 h),
+// and each subtraction is exact while the remainder is large; part 6 is the f32 rest. The reduced angle is then
+// within 1.3e-7 of the exact (f32 angle) mod 2 pi (tests/test_rope.py emulates this in numpy). The angle itself is
+// f32(position) * freq rounded to f32, exactly as moshi computes it: reducing the position first would change that
+// rounding (up to 0.06 rad at 24 h) and no longer match the official model.
+const TWO_PI_0 = 6.0;
+const TWO_PI_1 = 0.3125;
+const TWO_PI_2 = -0.03125;
+const TWO_PI_3 = 0.001953125;
+const TWO_PI_4 = -1.9073486328125e-05;
+const TWO_PI_5 = 1.1920928955078125e-06;
+const TWO_PI_6 = 6.357301884918343e-08;
 const INVERSE_TWO_PI = 0.15915493667125702;
 
 @group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
@@ -79,7 +87,8 @@ var<workgroup> reduction: array<vec4<f32>, max(WORKGROUP_SIZE, HEAD_DIM / 4u)>;
 // (cos, sin) of an angle of any size: reduced to [-pi, pi] first, where GPU cos/sin are accurate.
 fn cos_sin(angle: f32) -> vec2<f32> {
     let turns = round(angle * INVERSE_TWO_PI);
-    let reduced = ((angle - turns * TWO_PI_HIGH) - turns * TWO_PI_MIDDLE) - turns * TWO_PI_LOW;
+    let reduced = ((((((angle - turns * TWO_PI_0) - turns * TWO_PI_1) - turns * TWO_PI_2) - turns * TWO_PI_3)
+                   - turns * TWO_PI_4) - turns * TWO_PI_5) - turns * TWO_PI_6;
     return vec2<f32>(cos(reduced), sin(reduced));
 }
 

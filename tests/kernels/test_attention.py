@@ -126,6 +126,13 @@ def test_large_position_rope(rng):
     check(rng, [100_003], head_dim=16)
 
 
+@pytest.mark.parametrize("positions", [[1_080_000, 2_160_000], [8_388_607, 4_194_301]])
+def test_positions_of_24_hours_and_beyond(rng, positions):
+    # 24 h of audio: LM position 1,080,000 (12.5 Hz), Mimi transformer 2,160,000 (25 Hz); 2^23 - 1 is the last
+    # position whose reduction modulo 2 pi is exact (tests/test_rope.py). Angles up to 8.4e6 rad.
+    check(rng, positions, head_dim=16)
+
+
 @pytest.mark.parametrize("workgroup_size, score_team", [(1, 8), (48, 5), (16, 1), (128, 32)])
 def test_other_workgroup_sizes_and_score_teams(rng, workgroup_size, score_team):
     # Fewer invocations than output vectors (1, 16 < 64 / 4), teams that do not divide the workgroup (48 / 5) or

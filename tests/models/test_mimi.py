@@ -3,8 +3,8 @@
 The fixture (tests/fixtures/reference_tiny_seed0) holds the official streaming and offline encodes of the 12 s
 fixture audio (150 frames) by the seed-0 synthetic Mimi. The engine runs on those very weights in f32 (the
 "virtual package" of mimi_reference.package_tensors: the converter's name map and transforms, no quantisation), so
-it differs from moshi only by fp32 summation order. The quantised (q4 policy) plan is held to the numpy reference
-on its own dequantised weights; the quantisation error itself is measured separately (docs/mimi.md).
+it differs from moshi only by fp32 summation order. The quantised plans (q4-small and q4 policies) are held to the
+numpy reference on their own dequantised weights; the quantisation error itself is measured separately (docs/mimi.md).
 
 Tolerances (docs/mimi.md):
 - latents within LATENT_TOLERANCE x max |latent| (seen: 5e-6 of 2.1 over 150 frames, i.e. 2.4e-6 relative);
@@ -116,7 +116,7 @@ def report(capsys, what, latents, ref_latents, decided, differing):
 def test_plan_fragment_composes_into_a_shared_builder(official):
     """build_mimi appends to any builder: its buffers are all `mimi.*` (plus what the caller passed), it adds two
     step fields, writes the codes at the given offset of the caller's buffer, and the plan survives JSON."""
-    tensors, _, _ = mr.package_tensors(official, "q4")
+    tensors, _, _ = mr.package_tensors(official, "q4-small")
     b = PlanBuilder("frame")
     b.step_field("position")                                          # e.g. the LM's
     ids = b.buffer("lm.ids", "state", 4 * 33, (33,), "u32")
@@ -135,7 +135,7 @@ def test_plan_fragment_composes_into_a_shared_builder(official):
     pipelines = {p.name: p for p in plan.pipelines}
     formats = {pipelines[d.pipeline].constants["FORMAT"] for d in plan.dispatches
                if d.label.startswith("mimi.layers") and pipelines[d.pipeline].kernel == "conv1d"}
-    assert formats == {3}                                             # the transformer reads q4
+    assert formats == {3}                                             # q4-small: the transformer reads q4
 
 
 def test_engine_f32_equals_official_streaming_across_the_context(fixture, pcm, official, tuning, capsys):
@@ -160,21 +160,22 @@ def test_engine_f32_equals_official_streaming_across_the_context(fixture, pcm, o
     assert late > 10 * LATENT_TOLERANCE * np.abs(offline).max()
 
 
-@pytest.mark.parametrize("work_split", ["gpu", "cpu"])
-def test_engine_q4_equals_reference_on_its_weights_and_resets(fixture, pcm, official, work_split, capsys):
-    """The package's default precision policy (q4/q8/f32 per tensor, docs/weights.md) on the engine vs the numpy
-    reference on the same dequantised weights, 12 frames, with either work split; then reset() restarts the
-    stream exactly."""
+@pytest.mark.parametrize("policy, work_split", [("q4-small", "gpu"), ("q4-small", "cpu"), ("q4", "gpu")])
+def test_engine_quantised_equals_reference_on_its_weights_and_resets(fixture, pcm, official, policy, work_split,
+                                                                     capsys):
+    """A package precision policy (q4-small: q4/q8/f32 per tensor; q4, the default: f16/f32; docs/weights.md) on
+    the engine vs the numpy reference on the same dequantised weights, 12 frames, with either work split; then
+    reset() restarts the stream exactly."""
     frames = 12
-    tensors, streams, dequantised = mr.package_tensors(official, "q4")
+    tensors, streams, dequantised = mr.package_tensors(official, policy)
     engine = Engine(build_mimi_plan(tensors, tuning=work_split), streams.__getitem__)
     latents, codes = encode_on_engine(engine, pcm, frames)
     ref_latents, ref_codes, ref_margins = mr.encode(dequantised, pcm, frames=frames)
     decided, differing = compare_codes(codes, ref_codes, ref_margins, latents, ref_latents,
                                        dequantised["mimi.rvq_in"], dequantised["mimi.codebooks"],
                                        dequantised["mimi.codebook_sqnorms"])
-    report(capsys, f"q4-policy engine ({work_split} split) vs numpy reference on its weights, {frames} frames", latents,
-           ref_latents, decided, differing)
+    report(capsys, f"{policy}-policy engine ({work_split} split) vs numpy reference on its weights, {frames} frames",
+           latents, ref_latents, decided, differing)
     assert decided >= frames * 32 - 31
     again_latents, again_codes = encode_on_engine(engine, pcm, 3)
     np.testing.assert_array_equal(again_codes, codes[:3])

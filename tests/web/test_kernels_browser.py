@@ -158,6 +158,7 @@ ATTENTION_CASES = {      # test_attention.py's cases (see there), plus the LM's 
     "streams": dict(positions=[0, 13, 6], splits=2),
     "position field": dict(positions=[3, 9], POSITION_INDEX=2),
     "large position": dict(positions=[100_003], head_dim=16),
+    "24 h and beyond": dict(positions=[1_080_000, 2_160_000, 8_388_607], head_dim=16),
     **{f"workgroup {w}, team {t}": dict(positions=[11], head_dim=64, context=10, splits=2, WORKGROUP_SIZE=w,
                                         SCORE_TEAM=t) for w, t in [(1, 8), (48, 5), (16, 1), (128, 32)]},
     "LM heads, short ring": dict(positions=[50], heads=4, head_dim=128, context=20, splits=3),
