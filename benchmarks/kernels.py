@@ -36,6 +36,7 @@ from kyutai_stt.config import FULL_LM  # noqa: E402
 from kyutai_stt.lm_reference import rope_frequencies  # noqa: E402
 from kyutai_stt.quant import FORMATS  # noqa: E402
 
+# isort: split
 import wgpu  # noqa: E402  (after kyutai_stt.gpu, which sets the backend environment)
 
 D, F = FULL_LM.dim, FULL_LM.ffn_dim

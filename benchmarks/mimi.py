@@ -26,6 +26,7 @@ from kyutai_stt import gpu, mimi_reference  # noqa: E402
 from kyutai_stt.engine import Engine  # noqa: E402
 from kyutai_stt.models.mimi import build_mimi_plan  # noqa: E402
 
+# isort: split
 import wgpu  # noqa: E402  (after kyutai_stt.gpu, which sets the backend environment)
 
 

@@ -67,7 +67,7 @@ def main() -> int:
         audio = args.audio or write_speechlike(work / "speechlike.wav", args.seconds)
         done = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "transcribe", str(audio), "--model",
                                str(package), "--output", str(work / "transcript.txt")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              capture_output=True, text=True)
         if done.returncode:
             sys.stderr.write(done.stdout + done.stderr)
             return done.returncode

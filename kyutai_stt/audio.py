@@ -15,9 +15,9 @@ FFmpeg's own tools do, and reported once through `on_warning`.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 

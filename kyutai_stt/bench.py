@@ -85,7 +85,8 @@ def run(args) -> int:
     bytes_per_step = weight_bytes_per_step(package)
     per_step_ms = mean_ms if args.batch_readback else p50       # batched results arrive in bursts
     print(json.dumps({
-        "bench": "whole_frame" if args.whole_frame else "lm_step", "adapter": gpu.adapter_summary()["name"], "package_quant": package.quant,
+        "bench": "whole_frame" if args.whole_frame else "lm_step", "adapter": gpu.adapter_summary()["name"],
+        "package_quant": package.quant,
         "dim": package.config.dim, "layers": package.config.num_layers, "start_position": args.position,
         "p50_ms": round(p50, 4), "p95_ms": round(p95, 4), "mean_ms": round(mean_ms, 4),
         "readback_depth": args.readback_depth or READBACK_DEPTH, "batch_readback": args.batch_readback,

@@ -100,11 +100,11 @@ class LMConfig:
         return out
 
     @classmethod
-    def from_official_json(cls, raw: Any, source: str = "config.json") -> "LMConfig":
+    def from_official_json(cls, raw: Any, source: str = "config.json") -> LMConfig:
         return _parse_lm(raw, source)
 
     @classmethod
-    def load(cls, path: str | Path) -> "LMConfig":
+    def load(cls, path: str | Path) -> LMConfig:
         path = Path(path)
         try:
             raw = json.loads(path.read_text())

@@ -15,16 +15,16 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from . import checkpoint, hub, package, quant, safetensors_io
-from .config import LM_FILE, MIMI, LMConfig, MimiConfig
 from .atomic import new_directory_for, replace_directory
+from .config import LM_FILE, MIMI, LMConfig, MimiConfig
 from .errors import UserError
 from .synthetic import MARKER_FILE
 from .tokenizer import read_sentencepiece

@@ -7,8 +7,8 @@ frame n+1 is submitted (READBACK_DEPTH frames in flight), so the GPU never waits
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import wgpu

@@ -15,9 +15,9 @@ import json
 import sys
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .errors import UserError
 
@@ -79,7 +79,7 @@ class Score:
         """errors / reference words; None when the reference has no words (WER is undefined)."""
         return self.errors / self.ref_words if self.ref_words else None
 
-    def __add__(self, other: "Score") -> "Score":
+    def __add__(self, other: Score) -> Score:
         return Score(*(getattr(self, f) + getattr(other, f)
                        for f in ("ref_words", "hits", "substitutions", "deletions", "insertions")))
 
@@ -312,10 +312,10 @@ def run(args) -> int:
     if args.output is not None and (args.output.is_dir() or not args.output.parent.is_dir()):
         raise UserError(f"--output {args.output}: give a file name in an existing folder, such as report.json")
 
+    from .atomic import write_atomic
     from .audio import check
     from .models_cache import resolve_model
     from .resample import low_rate_warning
-    from .atomic import write_atomic
     from .transcribe_command import FILE_READBACK_BATCH, model_info, synthetic_note, transcribe_file
     from .transcriber import Transcriber
 

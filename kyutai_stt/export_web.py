@@ -12,7 +12,8 @@ import sys
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("out_dir", metavar="DIR", help="where to write the site (a new directory, or an earlier export)")
+    parser.add_argument("out_dir", metavar="DIR",
+                        help="where to write the site (a new directory, or an earlier export)")
     parser.add_argument("--model", metavar="DIR|URL|HF_ID",
                         help="model package the site is for (default: the official model, converted once)")
     parser.add_argument("--no-model", action="store_true",

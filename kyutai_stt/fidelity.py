@@ -11,8 +11,8 @@ of the full model re-reads and dequantises ~1 B values: seconds per step.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -22,8 +22,8 @@ srt / vtt
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 PAUSE_S = 0.8            # a silence longer than this between two words starts a new cue
 MAX_LINE_CHARS = 42      # characters per subtitle line (the common broadcast limit)

@@ -59,7 +59,7 @@ def download(repo_id: str, revision: str | None = None) -> Path:
             fetch(name)
     except UserError:
         raise
-    except Exception as e:            # offline, DNS, refused connection, 404, gated repo: all user-fixable
+    except Exception:            # offline, DNS, refused connection, 404, gated repo: all user-fixable
         if local_only:
             e = ConnectionError(f"{offline}, and the files are not in the Hugging Face cache")
         raise HubError(_unreachable_message(repo_id, e)) from None

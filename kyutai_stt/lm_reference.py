@@ -183,7 +183,7 @@ class LMState:
     v_cache: list[np.ndarray] = field(default_factory=list)   # per layer [H, context, hd]
 
     @classmethod
-    def new(cls, cfg: LMConfig, dtype=np.float64) -> "LMState":
+    def new(cls, cfg: LMConfig, dtype=np.float64) -> LMState:
         shape = (cfg.num_heads, cfg.context, cfg.head_dim)
         return cls(0, [np.zeros(shape, dtype) for _ in range(cfg.num_layers)],
                    [np.zeros(shape, dtype) for _ in range(cfg.num_layers)])

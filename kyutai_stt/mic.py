@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import queue
 import sys
-from typing import Iterable, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
 import numpy as np
 

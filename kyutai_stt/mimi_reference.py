@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import MIMI, MimiConfig
-from .lm_reference import rope_frequencies, rope
+from .lm_reference import rope, rope_frequencies
 
 LAYER_NORM_EPS = 1e-5
 CODEBOOK_USAGE_MIN = 1e-5       # moshi: codebook = embedding_sum / clamp(cluster_usage, min=1e-5)
@@ -151,7 +151,7 @@ class MimiState:
     frames: int = 0
 
     @classmethod
-    def new(cls, cfg: MimiConfig = MIMI, ring: int | None = None, dtype=np.float64) -> "MimiState":
+    def new(cls, cfg: MimiConfig = MIMI, ring: int | None = None, dtype=np.float64) -> MimiState:
         ring = ring or cfg.context
         hd = cfg.dimension // cfg.num_heads
         state = cls()

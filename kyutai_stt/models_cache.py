@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 from . import hub
-from .config import LM_FILE
 from .atomic import write_atomic
+from .config import LM_FILE
 from .errors import UserError
 from .package import MANIFEST, MAX_MANIFEST_BYTES, PackageError, parse_manifest, sha256_file
 

@@ -101,7 +101,7 @@ class Plan:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
         raw = json.loads(text)
         if raw.get("format") != PLAN_FORMAT or raw.get("version") != PLAN_VERSION:
             raise ValueError(f"not a {PLAN_FORMAT} v{PLAN_VERSION} plan: {raw.get('format')} v{raw.get('version')}")

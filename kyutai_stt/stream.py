@@ -84,7 +84,7 @@ class DecoderConfig:
     eot_smoothing: float = 0.0     # exponential smoothing weight of the previous value: 0 = none (official)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "DecoderConfig":
+    def from_dict(cls, raw: dict) -> DecoderConfig:
         return cls(**raw)
 
 

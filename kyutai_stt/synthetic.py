@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, safetensors_io
-from .config import LM_FILE, MIMI, TINY_LM, FULL_LM, LMConfig, MimiConfig
+from .config import FULL_LM, LM_FILE, MIMI, TINY_LM, LMConfig, MimiConfig
 
 # Text-head rows are scaled by 2**u, u ~ U(-1, 2): a few dozen large-norm rows dominate the argmax, so the winning
 # logit usually leads by several units and token-exact comparisons do not hinge on rounding noise.

@@ -11,9 +11,9 @@ The browser engine implements the same few rules from the same manifest fields.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from .errors import UserError
 
@@ -78,7 +78,7 @@ class Tokenizer:
         }
 
     @classmethod
-    def from_manifest(cls, raw: dict, source: str = "manifest.json") -> "Tokenizer":
+    def from_manifest(cls, raw: dict, source: str = "manifest.json") -> Tokenizer:
         try:
             pieces = tuple(raw["pieces"])
             tok = cls(pieces=pieces, unk_id=int(raw["unk_id"]), bos_id=int(raw["bos_id"]),

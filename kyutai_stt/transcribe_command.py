@@ -215,9 +215,8 @@ def transcribe_file(transcriber, path: Path, progress: Progress | None = None,
 
 def run(args) -> int:
     from .audio import check
-    from .resample import low_rate_warning
-
     from .config import MAX_SILENCE_PREFIX_S
+    from .resample import low_rate_warning
     if not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:          # also refuses nan
         raise UserError(f"--silence-prefix must be 0 or more seconds (at most {MAX_SILENCE_PREFIX_S:g}), not "
                         f"{args.silence_prefix}")

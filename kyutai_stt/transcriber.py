@@ -20,8 +20,8 @@ import numpy as np
 
 from . import gpu
 from .config import MAX_SILENCE_PREFIX_S, MIMI
-from .errors import AudioError
 from .engine import READBACK_DEPTH, Engine
+from .errors import AudioError
 from .models.lm import tensors_of, tuning_for
 from .models.stt import build_stt_plan
 from .package import Package, open_package

@@ -12,8 +12,8 @@ import types
 from pathlib import Path
 
 import numpy as np
-
 from audio_helpers import peak_hz
+
 from kyutai_stt.errors import UserError
 
 RATE = 24000
@@ -49,7 +49,7 @@ class Step(_Event):
 
 class FakeTranscriber:
     synthetic = True
-    instances: list["FakeTranscriber"] = []
+    instances: list[FakeTranscriber] = []
 
     def __init__(self, package_dir, *, silence_prefix: float = 1.0, readback_batch: int = 0):
         self.package_dir, self.silence_prefix = Path(package_dir), silence_prefix

@@ -5,8 +5,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
 from audio_helpers import peak_hz, sine, unreadable_file, write_audio, write_video_only, write_wav_int16
+
 from kyutai_stt.audio import AudioError, probe, read_chunks
 
 

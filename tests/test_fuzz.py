@@ -20,7 +20,6 @@ import sys
 import traceback
 from pathlib import Path
 
-
 from kyutai_stt import package
 from kyutai_stt.convert import convert
 from kyutai_stt.errors import UserError
@@ -484,7 +483,8 @@ def test_checkpoint_mutants_through_the_api(tmp_path, tiny_checkpoint):
         def correct(manifest, out=out):
             open_package(out)
             return None
-        outcomes.run(f"checkpoint mutant {i} ({label})", lambda: convert(mutant, out, "q4"), correct)
+        outcomes.run(f"checkpoint mutant {i} ({label})",
+                     lambda mutant=mutant, out=out: convert(mutant, out, "q4"), correct)
         assert tree_of(mutant) == before, f"mutant {i} ({label}): the checkpoint changed"
         left = sorted(p.name for p in work.iterdir() if p.name != "ckpt")
         assert left in ([], ["out"]), f"mutant {i} ({label}): left {left}"

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from audio_helpers import peak_hz, sine
+
 from kyutai_stt.errors import AudioError, UserError
 from kyutai_stt.resample import StreamResampler, check_rate, low_rate_warning
 

@@ -13,11 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fake_model
 import numpy as np
 import pytest
-
-import fake_model
 from audio_helpers import sine, unreadable_file, write_audio, write_wav_int16
+
 from kyutai_stt import cli
 from kyutai_stt.transcribe_command import PLAIN_INTERVAL_S, Progress
 
@@ -177,7 +177,7 @@ def test_bad_input_in_process(tmp_path, capsys, fake, pkg, case):
 
 
 def test_unreadable_file_in_process(tmp_path, capsys, fake, pkg):
-    import av, soxr  # noqa: F401,E401  (loaded before the effective user loses access to the virtualenv)
+    import av  # noqa: F401,E401  (loaded before the effective user loses access to the virtualenv)
     with unreadable_file() as path:
         code = cli.main(["transcribe", str(path), "--model", str(pkg)])
     out, err = capsys.readouterr()

@@ -35,8 +35,8 @@ import numpy as np
 os.environ.setdefault("NO_TORCH_COMPILE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
 import moshi  # noqa: E402
+import torch  # noqa: E402
 from moshi.models import LMGen, loaders  # noqa: E402
 from moshi.utils.compile import no_compile  # noqa: E402
 

@@ -45,7 +45,8 @@ def official_events(tokens, vads, tokenizer: Tokenizer, cfg: dict, audio_end=Non
     events, partial = [], ""
 
     def pending_text():
-        parts = ([tokenizer.decode(last_word[0]).strip()] if last_word else []) + [tokenizer.decode(word_tokens).strip()]
+        parts = (([tokenizer.decode(last_word[0]).strip()] if last_word else [])
+                 + [tokenizer.decode(word_tokens).strip()])
         return " ".join(p for p in parts if p)
 
     def word(tokens, start, stop):

@@ -24,8 +24,8 @@ def render(page, size: int) -> bytes:
 
 
 def main() -> int:
-    from playwright.sync_api import sync_playwright
     from PIL import Image
+    from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox"], headless=False)
         page = browser.new_page(device_scale_factor=1)

@@ -24,8 +24,8 @@ How it maps to kernels (all buffers are named `mimi.*`):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from ..config import MIMI, MimiConfig
 from ..lm_reference import rope_frequencies

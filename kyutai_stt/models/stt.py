@@ -15,7 +15,8 @@ STEP_FIELDS = 3      # LM position, Mimi position (2 x frame), Mimi history pari
 
 
 def build_stt_plan(lm_cfg: LMConfig, lm_tensors: dict[str, Tensor], manifest_tensors: dict, tuning: Tuning) -> Plan:
-    """Inputs: "pcm" f32[frame_size] per frame (24 kHz mono). Outputs: "results" [token, VAD probabilities] of the LM step."""
+    """Inputs: "pcm" f32[frame_size] per frame (24 kHz mono).
+    Outputs: "results" [token, VAD probabilities] of the LM step."""
     b = PlanBuilder("stt")
     b.buffer("step", "step", 4 * STEP_FIELDS, (STEP_FIELDS,), "u32")
     position = b.step_field("position")

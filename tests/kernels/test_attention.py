@@ -12,8 +12,8 @@ normal inputs that is ~1e-5 relative: a wrong slot, a missing rotation or a wron
 
 import numpy as np
 import pytest
-
 from kernel_helpers import U32, assert_within, in_out, poisoned
+
 from kyutai_stt import gpu
 from kyutai_stt import lm_reference as ref
 

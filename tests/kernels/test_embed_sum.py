@@ -7,8 +7,8 @@ the same order must match bit for bit (a fused multiply-add changes nothing: the
 
 import numpy as np
 import pytest
-
 from kernel_helpers import in_out, poisoned, random_weights, weight_bindings
+
 from kyutai_stt import gpu
 from kyutai_stt import lm_reference as ref
 from kyutai_stt.quant import FORMATS

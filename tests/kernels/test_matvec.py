@@ -12,8 +12,8 @@ weight moves an output by ~1 / (0.8 D) ~ 6e-4 of it: 100x above the bound.
 
 import numpy as np
 import pytest
-
 from kernel_helpers import U32, assert_within, in_out, poisoned, random_weights, weight_bindings
+
 from kyutai_stt import gpu
 from kyutai_stt import lm_reference as ref
 from kyutai_stt.quant import FORMATS

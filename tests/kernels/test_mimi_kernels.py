@@ -15,8 +15,8 @@ is off by O(1), far beyond it.
 
 import numpy as np
 import pytest
-
 from kernel_helpers import U32, assert_within, in_out, poisoned
+
 from kyutai_stt import gpu, quant
 from kyutai_stt import mimi_reference as mr
 from kyutai_stt.lm_reference import rope_frequencies

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from kernel_helpers import U32, assert_within, poisoned
+
 from kyutai_stt import gpu
 from kyutai_stt import lm_reference as ref
 

@@ -9,17 +9,22 @@ identical wherever the official top-2 margin exceeds twice that, VAD probabiliti
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
+
+# Shared with the f16 rung (same directory; pytest puts it on sys.path): one definition of the run and tolerances.
+from test_lm_parity import (
+    FIXTURE,
+    LOGIT_TOLERANCE,
+    assert_matches_official,
+    engine_for,
+    make_reference_tool,
+    run_teacher_forced,
+)
 
 from kyutai_stt import checkpoint, safetensors_io
 from kyutai_stt.config import LMConfig
 from kyutai_stt.dequantized import official_sources, write_dequantized_checkpoint
-
-# Shared with the f16 rung (same directory; pytest puts it on sys.path): one definition of the run and tolerances.
-from test_lm_parity import (FIXTURE, LOGIT_TOLERANCE, assert_matches_official, engine_for, make_reference_tool,
-                            run_teacher_forced)
 
 STEPS = 40                      # steps - 1 Mimi frames of the committed audio feed them
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kyutai_stt import gpu
 from kyutai_stt.convert import convert
 from kyutai_stt.engine import Engine
-from kyutai_stt import gpu
 from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
 from kyutai_stt.package import open_package
 

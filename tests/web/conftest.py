@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS, microphone_args, write_microphone_wav
 
 from kyutai_stt import gpu
 from kyutai_stt.serve import MIME_TYPES
 from kyutai_stt.webapp import export_site
-
-from chromium import CHROMIUM, CHROMIUM_ARGS, microphone_args, write_microphone_wav
 
 HARNESS = Path(__file__).parent / "harness"
 MIME = {**MIME_TYPES, ".wav": "audio/wav"}        # what `kyutai-stt serve` sends, and the test clips
@@ -182,7 +181,8 @@ class Page:
         try:
             return self.page.evaluate(script, [function, list(args), timeout_ms])
         except Exception as e:
-            raise AssertionError(f"{function} failed in the browser: {e}\nconsole:\n" + "\n".join(self.console[-20:]))
+            raise AssertionError(f"{function} failed in the browser: {e}\nconsole:\n"
+                                 + "\n".join(self.console[-20:])) from None
 
     def close(self):
         self.page.close()

@@ -38,23 +38,39 @@ import test_attention  # noqa: E402
 import test_matvec  # noqa: E402
 import test_mimi_kernels  # noqa: E402
 from kernel_helpers import U32, assert_within, in_out, poisoned  # noqa: E402
-from test_embed_sum import (test_codebook_group, test_realistic_width_and_codebook_count,  # noqa: E402,F401
-                            test_single_table_accumulates_text_row, test_streams_with_ids_sharing_a_buffer,
-                            test_tables_looped_over_few_invocations_and_a_ragged_last_workgroup)
-from test_matvec import (test_batch_with_rms_norm_uses_per_stream_norms,  # noqa: E402,F401
-                         test_odd_rows_and_columns_accumulate, test_one_row_of_minimal_width,
-                         test_q4_realistic_attention_input, test_q4_realistic_ffn_output, test_rms_norm_input,
-                         test_swiglu_input_batch_offset_and_odd_tuning)
-from test_mimi_kernels import (test_conv1d_accumulate_with_layer_scale,  # noqa: E402,F401
-                               test_conv1d_layer_norm_in_gelu_out,
-                               test_conv1d_pcm_keeps_its_sample_history_across_frames,
-                               test_conv1d_replicate_padding_on_the_first_frame_only,
-                               test_conv1d_strided_with_history_regions)
-from test_output_heads import (test_argmax_all_equal_and_tiny_counts,  # noqa: E402,F401
-                               test_argmax_at_the_edges_of_invocation_ranges, test_argmax_realistic_vocabulary,
-                               test_argmax_skips_nan, test_argmax_streams_offsets_and_destinations,
-                               test_argmax_ties_go_to_the_lowest_index, test_vad_realistic,
-                               test_vad_streams_offsets_and_small_teams)
+from test_embed_sum import (  # noqa: E402,F401
+    test_codebook_group,
+    test_realistic_width_and_codebook_count,
+    test_single_table_accumulates_text_row,
+    test_streams_with_ids_sharing_a_buffer,
+    test_tables_looped_over_few_invocations_and_a_ragged_last_workgroup,
+)
+from test_matvec import (  # noqa: E402,F401
+    test_batch_with_rms_norm_uses_per_stream_norms,
+    test_odd_rows_and_columns_accumulate,
+    test_one_row_of_minimal_width,
+    test_q4_realistic_attention_input,
+    test_q4_realistic_ffn_output,
+    test_rms_norm_input,
+    test_swiglu_input_batch_offset_and_odd_tuning,
+)
+from test_mimi_kernels import (  # noqa: E402,F401
+    test_conv1d_accumulate_with_layer_scale,
+    test_conv1d_layer_norm_in_gelu_out,
+    test_conv1d_pcm_keeps_its_sample_history_across_frames,
+    test_conv1d_replicate_padding_on_the_first_frame_only,
+    test_conv1d_strided_with_history_regions,
+)
+from test_output_heads import (  # noqa: E402,F401
+    test_argmax_all_equal_and_tiny_counts,
+    test_argmax_at_the_edges_of_invocation_ranges,
+    test_argmax_realistic_vocabulary,
+    test_argmax_skips_nan,
+    test_argmax_streams_offsets_and_destinations,
+    test_argmax_ties_go_to_the_lowest_index,
+    test_vad_realistic,
+    test_vad_streams_offsets_and_small_teams,
+)
 
 # WGSL's accuracy for cos and sin: absolute error <= 2^-11 on [-pi, pi] (the kernels reduce angles there first).
 WGSL_TRIG_ERROR = 2.0**-11

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
+from npm_tools import install_tools, npm
 
 from kyutai_stt import __version__
 from kyutai_stt.webapp import KERNEL_DIR, NPM_NAME, SiteError, client_modules, export_npm
-
-from npm_tools import install_tools, npm
 
 ROOT = Path(__file__).resolve().parents[2]
 TYPESCRIPT = "typescript@5.9.3"

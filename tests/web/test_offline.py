@@ -16,14 +16,13 @@ import wave
 from pathlib import Path
 
 import numpy as np
+from chromium import AUDIO
 from PIL import Image
+from test_app import RUN_TIMEOUT_MS, open_app, wait_state
 
 from kyutai_stt import webapp
 from kyutai_stt.transcriber import Transcriber
 from kyutai_stt.webapp import MARKER, SERVICE_WORKER, WEB_DIR, app_files, export_site
-
-from chromium import AUDIO
-from test_app import RUN_TIMEOUT_MS, open_app, wait_state
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_CACHE_PREFIX = "kyutai-stt-app-"
