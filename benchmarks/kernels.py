@@ -12,8 +12,7 @@ between dependent dispatches included), each with the effective bandwidth of the
 (lavapipe and NVIDIA's Vulkan tick in ns). Without timestamp queries the line gives the wall clock around one
 submission of all dispatches ("wall"). Each job first runs for 50 ms: an idle GPU runs at a fraction of its clocks.
 The last lines add the kernel times of one LM step per matvec variant (no dispatch overhead, no combine pass).
-A variant is a weight format (FORMAT of kernels/matvec.wgsl), `_subgroup` for kernels/matvec_subgroup.wgsl,
-`_int8` for kernels/matvec_int8.wgsl (q4/q8: inputs rounded to int8, dot4I8Packed).
+A variant is a weight format (FORMAT of kernels/matvec.wgsl), `_subgroup` for kernels/matvec_subgroup.wgsl.
 
 Weights rotate through enough copies to exceed --rotate-mib, so that repeated dispatches read memory, not the last
 level cache (an H100 has 50 MB of L2: the default 256 MiB is 5x that). Contents are random bits of the right layout:
@@ -184,12 +183,12 @@ def with_scales(weights: dict[int, object]) -> dict[int, object]:
 
 
 def matvec_job(device, rng, variant, name, rows, columns, input_mode, tuning, weights) -> tuple[Job, object]:
-    """matvec (FORMAT of the variant; matvec_subgroup or matvec_int8 for `<format>_subgroup` or `<format>_int8`) at
-    one LM shape with the step's input mode (weights: from weight_copies)."""
+    """matvec (FORMAT of the variant; matvec_subgroup for `<format>_subgroup`) at one LM shape with the step's input
+    mode (weights: from weight_copies)."""
     quant_type = variant.split("_")[0]
     tuning = {**DEFAULT_TUNING, **tuning}
     rows_per_workgroup = tuning["WORKGROUP_SIZE"] // tuning["THREADS_PER_ROW"] * tuning["ROWS_PER_THREAD"]
-    kernel = {"subgroup": "matvec_subgroup", "int8": "matvec_int8"}.get(variant.partition("_")[2], "matvec")
+    kernel = "matvec_subgroup" if variant.endswith("_subgroup") else "matvec"
     job = Job(f"matvec {variant:<12} {name:<10} [{rows:>5} x {columns:>4}]", kernel,
               {"FORMAT": FORMATS[quant_type], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
                "ACCUMULATE": input_mode == 2, **tuning},
@@ -286,8 +285,7 @@ def report(job: Job, ms: float, how: str, extra: str = "") -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quants", default="q4,q4_subgroup,q4_int8,q8,q8_int8,f16,f32",
-                        help="matvec variants (comma-separated)")
+    parser.add_argument("--quants", default="q4,q4_subgroup,q8,f16,f32", help="matvec variants (comma-separated)")
     parser.add_argument("--shapes", default=",".join(LM_SHAPES), help="LM matrices (comma-separated)")
     parser.add_argument("--iterations", type=int, help="dispatches timed per line (default 200; 3 on a CPU)")
     parser.add_argument("--rotate-mib", type=int, help="weight copies to cycle through (default 256; 0 on a CPU)")

@@ -59,3 +59,21 @@ def test_helpers_copied_between_kernels_are_identical():
     differing = {name: sorted(files) for name, files in shared.items()
                  if name not in DIFFERENT_PER_KERNEL and len(set(files.values())) > 1}
     assert not differing, f"helpers that differ between the kernel files that define them: {differing}"
+
+
+# Kernels no plan dispatches, with their one user.
+NOT_IN_PLANS = {"subgroup_size": "gpu.subgroup_size() probes the adapter with it once"}
+
+
+def test_every_kernel_file_is_used(tiny_packages):
+    """A kernel file that no plan variant dispatches (for the LM-only or whole-frame plans of a q4, q4-small and an
+    f16 package) is dead code: delete it, or name its user in NOT_IN_PLANS."""
+    from kyutai_stt.webapp import build_plans
+
+    used = set(NOT_IN_PLANS)
+    for quant in ("q4", "q4-small", "f16"):
+        for plan in build_plans(tiny_packages(quant)).values():
+            used |= {p.kernel for p in plan.pipelines}
+    files = {path.stem for path in gpu.KERNEL_DIR.glob("*.wgsl")}
+    assert files - used == set(), f"kernel files no plan uses: {sorted(files - used)}"
+    assert used - files == set(), f"plans name kernel files that do not exist: {sorted(used - files)}"

@@ -46,33 +46,6 @@ def error_bound(w, transformed_x, columns, threads_per_row):
     return roundings * U32 * (np.abs(transformed_x) @ np.abs(w).T)
 
 
-def int8_inputs_before_norm(x, input_mode, alpha):
-    """(in(x) before RMSNorm's per-stream factor [B, K], that factor [B, 1] or 1): what matvec_int8 quantises."""
-    if input_mode == RMS_NORM:
-        norm = 1 / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=-1, keepdims=True) + ref.RMS_EPS)
-        return x.astype(np.float64) * alpha, norm
-    return (ref.swiglu(x) if input_mode == SWIGLU else x.astype(np.float64)), 1.0
-
-
-def int8_input_error_bound(w, x, input_mode, alpha):
-    """matvec_int8.wgsl rounds each 32-input block of in(x) (before RMSNorm's per-stream factor) to int8 steps of
-    amax / 127: each input moves by at most amax / 254 (1% added for the f32 arithmetic of the scale)."""
-    before_norm, norm = int8_inputs_before_norm(x, input_mode, alpha)
-    batch, columns = before_norm.shape
-    amax = np.abs(before_norm).reshape(batch, columns // 32, 32).max(axis=2)             # [B, blocks]
-    weight_sums = np.abs(w.astype(np.float64)).reshape(w.shape[0], columns // 32, 32).sum(axis=2)  # [N, blocks]
-    return 1.01 * norm * (amax / 254) @ weight_sums.T
-
-
-def int8_input_error_variance(w, x, input_mode, alpha):
-    """[B, N]: the variance of matvec_int8's output error if each input's rounding error is uniform in +-step/2."""
-    before_norm, norm = int8_inputs_before_norm(x, input_mode, alpha)
-    batch, columns = before_norm.shape
-    step = np.abs(before_norm).reshape(batch, columns // 32, 32).max(axis=2) / 127                # [B, blocks]
-    weight_squares = (w.astype(np.float64) ** 2).reshape(w.shape[0], columns // 32, 32).sum(axis=2)  # [N, blocks]
-    return norm**2 * (step**2 / 12) @ weight_squares.T
-
-
 def check(quant_type, rng, rows, columns, input_mode=PLAIN, accumulate=False, batch=1, y_offset=0, y_padding=0,
           kernel=None, **tuning):
     streams, w = random_weights(rng, (rows, columns), quant_type)
@@ -94,17 +67,9 @@ def check(quant_type, rng, rows, columns, input_mode=PLAIN, accumulate=False, ba
     transformed = {PLAIN: x, RMS_NORM: ref.rms_norm(x, alpha) if alpha is not None else x,
                    SWIGLU: ref.swiglu(x)}[input_mode]
     bound = error_bound(w, transformed, columns, tuning.get("THREADS_PER_ROW", 64))
-    if kernel == "matvec_int8":
-        bound = bound + int8_input_error_bound(w, x, input_mode, alpha)
     if accumulate:
         bound = bound + U32 * np.abs(expected)
     assert_within(y[:, y_offset:y_offset + rows], expected, bound, f"{kernel or 'matvec'} {quant_type}")
-    if kernel == "matvec_int8" and rows * batch >= 20:
-        # Beyond the worst case: rounding errors are uniform in +-step/2, so the error's RMS over the outputs is
-        # about the RMS of norm * sqrt(sum_k W^2 step^2 / 12); a wrong step or input order would be several times it.
-        error = y[:, y_offset:y_offset + rows] - expected
-        expected_rms = np.sqrt(np.mean(int8_input_error_variance(w, x, input_mode, alpha)))
-        assert np.sqrt(np.mean(error**2)) <= 1.5 * expected_rms
     # Nothing written outside the output range.
     assert np.isnan(y[:, :y_offset]).all() and np.isnan(y[:, y_offset + rows:]).all()
 
@@ -182,25 +147,3 @@ def test_subgroup_variant_other_formats(quant_type, rng):
     columns = {"q8": 192, "f16": 136, "f32": 68}[quant_type]
     check(quant_type, rng, rows=13, columns=columns, input_mode=RMS_NORM, batch=2, kernel="matvec_subgroup",
           THREADS_PER_ROW=minimum_subgroup_size())
-
-
-def int8_path_or_skip():
-    """matvec_int8.wgsl needs WGSL's packed_4x8_integer_dot_product; Naga (wgpu-py 0.32) always has it."""
-    return "matvec_int8"
-
-
-@pytest.mark.parametrize("quant_type", ["q4", "q8"])
-@pytest.mark.parametrize("case", ["odd_accumulate", "rms_batch", "swiglu_offset", "realistic_rms", "realistic_swiglu"])
-def test_int8_path(quant_type, case, rng):
-    kernel = int8_path_or_skip()
-    if case == "odd_accumulate":
-        check(quant_type, rng, rows=37, columns=320, accumulate=True, kernel=kernel)
-    elif case == "rms_batch":
-        check(quant_type, rng, rows=11, columns=128, input_mode=RMS_NORM, batch=3, THREADS_PER_ROW=32, kernel=kernel)
-    elif case == "swiglu_offset":
-        check(quant_type, rng, rows=6, columns=128, input_mode=SWIGLU, accumulate=True, batch=2, y_offset=2,
-              y_padding=3, WORKGROUP_SIZE=96, THREADS_PER_ROW=3, ROWS_PER_THREAD=2, kernel=kernel)
-    elif case == "realistic_rms":
-        check(quant_type, rng, rows=48, columns=2048, input_mode=RMS_NORM, kernel=kernel)
-    else:
-        check(quant_type, rng, rows=20, columns=5632, input_mode=SWIGLU, accumulate=True, kernel=kernel)
