@@ -108,6 +108,18 @@ class Item:
     reference: str
 
 
+def dataset_files(items: list[Item]) -> list[Path]:
+    """The files a dataset's items were read from: each audio file and the transcripts beside it (name.txt, or the
+    chapter's *.trans.txt)."""
+    files = {}
+    for item in items:
+        files[item.audio] = None
+        for reference in (item.audio.with_suffix(".txt"), *item.audio.parent.glob("*" + LIBRISPEECH_SUFFIX)):
+            if reference.is_file():
+                files[reference] = None
+    return list(files)
+
+
 def _listing(names: list[str]) -> str:
     names = sorted(names)
     shown = ", ".join(names[:MAX_LISTED])
@@ -316,8 +328,11 @@ def run(args) -> int:
     from .audio import check
     from .models_cache import resolve_model
     from .resample import low_rate_warning
-    from .transcribe_command import FILE_READBACK_BATCH, model_info, synthetic_note, transcribe_file
+    from .transcribe_command import FILE_READBACK_BATCH, checked_targets, model_info, synthetic_note, transcribe_file
     from .transcriber import Transcriber
+
+    if args.output is not None:              # never one of the dataset's files; writable before the model loads
+        checked_targets(dataset_files(items), [args.output])
 
     for item in items:                       # every file readable before the model loads (ms per file)
         note = low_rate_warning(check(item.audio).sample_rate)

@@ -143,7 +143,7 @@ def _targets(files: list[Path], output: Path | None, fmt: str) -> list[Path | No
     if len(files) == 1 and not output.is_dir():
         if not output.parent.is_dir():
             raise UserError(f"--output {output}: the folder {output.parent} does not exist")
-        return _checked_targets(files, [output])
+        return checked_targets(files, [output])
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output}: with several input files, --output must be a folder "
                         "(it receives one transcript per file)")
@@ -158,10 +158,10 @@ def _targets(files: list[Path], output: Path | None, fmt: str) -> list[Path | No
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--output {output}: cannot create the folder ({e.strerror or e})") from None
-    return _checked_targets(files, targets)
+    return checked_targets(files, targets)
 
 
-def _checked_targets(files: list[Path], targets: list[Path]) -> list[Path]:
+def checked_targets(files: list[Path], targets: list[Path]) -> list[Path]:
     """An input is never an output (the transcript would replace the recording), a target is a file or nothing,
     and its folder is writable: all known before the model is loaded, not after the transcription."""
     inputs = {f.resolve(): f for f in files}
@@ -170,8 +170,8 @@ def _checked_targets(files: list[Path], targets: list[Path]) -> list[Path]:
         if same is None and target.exists():
             same = next((f for f in files if f.exists() and os.path.samefile(f, target)), None)
         if same is not None:
-            raise UserError(f"--output {target} is the input file {same}: the transcript would replace the "
-                            "recording; choose another --output")
+            raise UserError(f"--output {target} is the input file {same}: writing there would replace it; "
+                            "choose another --output")
         if target.exists() and not target.is_file():
             raise UserError(f"--output {target}: exists and is not a file")
     for folder in dict.fromkeys(t.parent for t in targets):

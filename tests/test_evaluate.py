@@ -219,3 +219,16 @@ def test_eval_command_on_the_tiny_package(tmp_path, tiny_packages):
     assert doc["synthetic"] is True and doc["summary"]["files"] == 1 and doc["summary"]["ref_words"] == 2
     assert doc["summary"]["audio_s"] == pytest.approx(2.0, abs=0.01) and doc["summary"]["rtf"] > 0
     assert "WER is meaningless" in proc.stderr
+
+
+@pytest.mark.parametrize("victim", ["a.txt", "b.wav"])
+def test_eval_output_is_never_a_dataset_file(tmp_path, capsys, monkeypatch, victim):
+    """--output naming one of the dataset's files (a transcript, a recording) is refused before the model loads,
+    and the file is left as it was."""
+    fake = fake_model.install(monkeypatch)
+    root = tone_dataset(tmp_path / "data")
+    before = (root / victim).read_bytes()
+    assert cli.main(["eval", str(root), "--model", str(tmp_path), "--output", str(root / victim)]) == 2
+    err = capsys.readouterr().err
+    assert "is the input file" in err and "Traceback" not in err
+    assert (root / victim).read_bytes() == before and fake.instances == []
