@@ -93,7 +93,9 @@ case "${1:-}" in
     test)
         shift
         ensure_system_packages; ensure_venv; ensure_reference
-        exec "$PY" -m pytest -q "$@"
+        # Two test processes (pytest-xdist; a file's tests stay in one process, so module fixtures are made once):
+        # most tests keep one core busy. KYUTAI_STT_TEST_WORKERS=0 runs them in this process.
+        exec "$PY" -m pytest -q -n "${KYUTAI_STT_TEST_WORKERS:-2}" --dist loadfile "$@"
         ;;
     *)
         echo "usage: ./dev.sh start | ./dev.sh test [pytest args]" >&2; exit 2 ;;

@@ -45,9 +45,30 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
+def _peaks() -> tuple[float, float]:
+    """(this process's peak RSS, the largest peak RSS of its finished child processes), in GiB."""
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,            # KiB -> GiB
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20)
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):                  # an xdist worker: report to the controller
+        session.config.workeroutput["peak_rss_gib"] = _peaks()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    node.config.stash.setdefault(_WORKER_PEAKS, []).append(getattr(node, "workeroutput", {}).get("peak_rss_gib"))
+
+
+_WORKER_PEAKS = pytest.StashKey[list]()
+
+
 def pytest_terminal_summary(terminalreporter):
-    """The suite's memory, for docs/testing.md: this process's peak, and the largest peak of any child process
-    (the official implementation at full size, the converter, Chromium)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20             # KiB -> GiB
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    terminalreporter.write_line(f"peak RSS: test process {own:.1f} GiB, largest child process {child:.1f} GiB")
+    """The suite's memory, for docs/testing.md: the largest peak of a test process (each xdist worker is one), and
+    the largest peak of any child process they waited for (the official implementation at full size, the
+    converter, Chromium)."""
+    peaks = [p for p in terminalreporter.config.stash.get(_WORKER_PEAKS, []) if p] or [_peaks()]
+    own, child = max(p[0] for p in peaks), max(p[1] for p in peaks)
+    terminalreporter.write_line(f"peak RSS: test process {own:.1f} GiB, largest child process {child:.1f} GiB"
+                                f" ({len(peaks)} test process{'es' if len(peaks) > 1 else ''})")

@@ -33,7 +33,7 @@ def manifest_of(path):
 def test_manifest_files_sizes_and_hashes(pkg_dir):
     manifest = manifest_of(pkg_dir)
     assert manifest["format"] == package.FORMAT and manifest["format_version"] == package.FORMAT_VERSION
-    assert manifest["variant"] == "vad" and manifest["quant"] == "q4"
+    assert manifest["variant"] == "vad" and manifest["quant"] == "q4-small"
     assert manifest["config"]["lm"]["dim"] == 128 and manifest["config"]["derived"]["ffn_dim"] == TINY_LM.ffn_dim == 384
     assert manifest["config"]["mimi"]["ratios"] == [8, 6, 5, 4]
     on_disk = sorted(p.name for p in pkg_dir.iterdir())
