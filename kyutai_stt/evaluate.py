@@ -114,9 +114,10 @@ def dataset_files(items: list[Item]) -> list[Path]:
     files = {}
     for item in items:
         files[item.audio] = None
-        for reference in (item.audio.with_suffix(".txt"), *item.audio.parent.glob("*" + LIBRISPEECH_SUFFIX)):
-            if reference.is_file():
-                files[reference] = None
+        if item.audio.with_suffix(".txt").is_file():
+            files[item.audio.with_suffix(".txt")] = None
+    for folder in {item.audio.parent for item in items}:         # each chapter's transcripts, listed once
+        files.update(dict.fromkeys(folder.glob("*" + LIBRISPEECH_SUFFIX)))
     return list(files)
 
 
