@@ -9,6 +9,8 @@
 Audio is downmixed and resampled to 24 kHz (resample.py), cut into 80 ms frames, and each frame is one
 submission of the whole-frame plan (models/stt.py: the LM step, then Mimi, on the GPU). Results come back one
 frame late (engine.py pipelines the readback) and go through the delayed-streams decoder (stream.py).
+prompt=Prompt(text=..., audio=...) steers every stream's transcript (prompt.py): the text prompt goes to the GPU with
+the stream's first frame, the audio prompt is fed after the silence prefix, and its words are hidden.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .errors import AudioError
 from .models.lm import tensors_of, tuning_for
 from .models.stt import build_stt_plan
 from .package import Package, open_package
+from .prompt import Prompt, prompt_ids
 from .resample import StreamResampler
 from .stream import DecoderConfig, Event, StreamDecoder
 
@@ -57,16 +60,30 @@ class Stats:
 
 class Transcriber:
     def __init__(self, package: Package | str | Path, *, silence_prefix: float = DEFAULT_SILENCE_PREFIX_S,
-                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0):
+                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0,
+                 prompt: Prompt | None = None):
         """readback_batch: 0 for live audio (each frame's result one frame late); N > 1 for files: results are
-        read back N frames at a time, one GPU wait per N frames (faster; events come in bursts)."""
+        read back N frames at a time, one GPU wait per N frames (faster; events come in bursts).
+        prompt: a text and/or audio prompt for every stream (prompt.py; PromptError when unusable)."""
         if not isinstance(silence_prefix, (int, float)) or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S:
             raise AudioError(f"silence_prefix must be 0 to {MAX_SILENCE_PREFIX_S:g} seconds, not {silence_prefix!r}")
+        if prompt is not None and not isinstance(prompt, Prompt):
+            raise TypeError(f"prompt must be a kyutai_stt.Prompt, not {type(prompt).__name__}")
         self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
         self.synthetic = self.package.synthetic is not None
-        self.decoder_config = replace(decoder or DecoderConfig(), silence_prefix=silence_prefix)
         tuning = tuning_for(*gpu.device_traits())
         plan = build_stt_plan(self.package.config, tensors_of(self.package), self.package.manifest["tensors"], tuning)
+        # The lead-in (prefix, then the audio prompt) and the prompt ids: fixed per transcriber, fed every stream.
+        prefix = int(round(silence_prefix * MIMI.sample_rate))
+        self.prompt = prompt
+        self._lead_in = prompt.lead_in(prefix) if prompt else np.zeros(prefix, np.float32)
+        room = plan.buffer(plan.inputs["prompt"]).shape[0] - 2          # [n, e, ids]
+        ids = prompt_ids(prompt, self.package.tokenizer, room)
+        self._prompt_words = np.zeros(2 + room, np.uint32)
+        self._prompt_words[0], self._prompt_words[2:2 + len(ids)] = len(ids), ids
+        lead_in_s = silence_prefix + (self._lead_in.size - prefix) / MIMI.sample_rate     # times count from after it
+        self.decoder_config = replace(decoder or DecoderConfig(), silence_prefix=lead_in_s,
+                                      hide_words_before=prompt.hidden_until(prefix) if prompt else 0.0)
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
         self.stats = Stats()
@@ -113,8 +130,10 @@ class Transcriber:
     def _start_stream(self) -> None:
         self._resampler = None            # made by the first feed(), for its rate and channel count
         self._stream_samples = 0          # caller's audio in this stream, 24 kHz samples
-        # 24 kHz samples not yet submitted (less than a frame after each _push); the stream starts with the prefix.
-        self._pending = np.zeros(int(round(self.decoder_config.silence_prefix * MIMI.sample_rate)), np.float32)
+        # 24 kHz samples not yet submitted (less than a frame after each _push); the stream starts with the
+        # lead-in (silence prefix, audio prompt); the first frame carries the text prompt to the GPU.
+        self._pending = self._lead_in.copy()
+        self._first_frame = True
 
     def _push(self, mono: np.ndarray, audio: bool = False) -> list[Event]:
         """Append 24 kHz samples (the caller's audio, or silence); submit every whole frame; decode the results
@@ -127,7 +146,10 @@ class Transcriber:
         events = []
         for k in range(whole):
             start = time.perf_counter()
-            results = self.engine.submit({"pcm": pending[k * MIMI.frame_size:(k + 1) * MIMI.frame_size]})
+            inputs = {"pcm": pending[k * MIMI.frame_size:(k + 1) * MIMI.frame_size]}
+            if self._first_frame:
+                inputs["prompt"], self._first_frame = self._prompt_words, False
+            results = self.engine.submit(inputs)
             self.stats.engine_seconds += time.perf_counter() - start
             self.stats.frames += 1
             events += self._decode(results)
