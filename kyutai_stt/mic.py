@@ -15,6 +15,8 @@ from typing import TextIO
 import numpy as np
 
 from .errors import UserError
+from .prompt import Prompt
+from .prompt import add_arguments as prompt_arguments
 
 BLOCK_S = 0.08                 # PortAudio block: one model frame of audio per callback
 QUEUE_BLOCKS = 1000            # 80 s of audio may wait for a slow GPU before capture reports an overflow
@@ -35,6 +37,7 @@ def add_arguments(parser) -> None:
                         help="end-of-turn probability threshold of the semantic VAD (default 0.5)")
     parser.add_argument("--silence-prefix", type=float, default=0.0,
                         help="seconds of silence fed before the microphone's audio (default 0)")
+    prompt_arguments(parser)
 
 
 def _sounddevice():
@@ -142,13 +145,14 @@ def run(args) -> int:
     except sd.PortAudioError as e:
         raise MicError(f"no microphone can be opened: the audio system failed ({e}); check that a sound "
                        f"server or ALSA device is available") from None
+    prompt = Prompt.load(args.prompt_text, args.prompt_audio)
     from .models_cache import resolve_model
     from .stream import DecoderConfig
     from .transcribe_command import synthetic_note
     from .transcriber import Transcriber
     package_dir = resolve_model(args.model, progress=lambda m: print(m, file=sys.stderr, flush=True))
     transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix,
-                              decoder=DecoderConfig(eot_threshold=args.eot_threshold))
+                              decoder=DecoderConfig(eot_threshold=args.eot_threshold), prompt=prompt)
     if transcriber.synthetic:
         print(synthetic_note(str(package_dir)), file=sys.stderr)
     rate = int(device["default_samplerate"])

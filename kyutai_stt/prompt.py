@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import read_chunks
 from .errors import UserError
 
 FRAME_SIZE = 1920                   # 80 ms at 24 kHz: the prompt audio is padded to whole frames
@@ -68,6 +67,7 @@ class Prompt:
                               "option out")
         audio = None
         if audio_path is not None:
+            from .audio import read_chunks
             chunks, total = [], 0
             for chunk in read_chunks(audio_path):       # AudioError names the file and the problem
                 chunks.append(chunk)
@@ -93,6 +93,16 @@ class Prompt:
         if self.audio is None:
             return 0.0
         return (silence_prefix_samples + self.lead_in(0).size - SEPARATOR_FRAMES * FRAME_SIZE / 2) / 24000
+
+
+def add_arguments(parser) -> None:
+    """--prompt-text / --prompt-audio, shared by the transcribe and mic commands (Prompt.load reads them)."""
+    parser.add_argument("--prompt-text", metavar="TEXT", default=None,
+                        help="experimental: a spelling the model must write first (e.g. a name: \"Loonah\"); "
+                             "very sensitive to the prompt")
+    parser.add_argument("--prompt-audio", metavar="FILE", type=Path, default=None,
+                        help="experimental: audio fed before each stream (e.g. someone saying the word of "
+                             "--prompt-text); its words are not in the transcript")
 
 
 def prompt_ids(prompt: Prompt | None, tokenizer, capacity: int, allowed_never=(0, 3)) -> list[int]:

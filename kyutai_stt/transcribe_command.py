@@ -19,6 +19,8 @@ from pathlib import Path
 from .atomic import write_atomic
 from .errors import UserError
 from .formats import EXTENSIONS, FORMATS, render
+from .prompt import Prompt
+from .prompt import add_arguments as prompt_arguments
 
 # Files need no per-frame latency: results are read back this many frames at a time (one GPU wait per batch).
 FILE_READBACK_BATCH = 16
@@ -133,6 +135,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--silence-prefix", type=float, default=1.0, metavar="S",
                         help="seconds of silence fed before the audio (helps clips that start mid-word; default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary line on stderr")
+    prompt_arguments(parser)
 
 
 def _targets(files: list[Path], output: Path | None, fmt: str) -> list[Path | None]:
@@ -228,13 +231,15 @@ def run(args) -> int:
             print(f"warning: {path}: {note}", file=sys.stderr)
         infos.append(info)
     targets = _targets(args.files, args.output, args.format)
+    prompt = Prompt.load(args.prompt_text, args.prompt_audio)
 
     from .models_cache import resolve_model
     from .transcriber import Transcriber
 
     started = time.perf_counter()
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
-    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH)
+    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH,
+                              prompt=prompt)
     load_s = time.perf_counter() - started
     synthetic = bool(transcriber.synthetic)
     if synthetic:
