@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from kyutai_stt.errors import AudioError
-from kyutai_stt.prompt import SEPARATOR_FRAMES, Prompt, PromptError, prompt_ids
-from kyutai_stt.stream import DecoderConfig, StreamDecoder
-from kyutai_stt.transcriber import Transcriber
+from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
+from kyutai_stt.streaming.prompt import SEPARATOR_FRAMES, Prompt, PromptError, prompt_ids
+from kyutai_stt.streaming.transcriber import Transcriber
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FIXTURE = FIXTURES / "prompt_tiny_seed0"
@@ -63,7 +63,7 @@ def test_frames_and_prompt_input_follow_the_official_layout(tiny_packages, fixtu
     """What reaches the GPU: silence prefix, the prompt audio padded to whole frames, 10 frames of silence, the
     audio, the flush's silence (the script's chain, frame for frame); the text prompt's [n, 0, ids] with the first
     frame only, every stream."""
-    monkeypatch.setattr("kyutai_stt.transcriber.Engine", RecordingEngine)
+    monkeypatch.setattr("kyutai_stt.streaming.transcriber.Engine", RecordingEngine)
     arrays, meta = fixture
     layout = meta["cases"]["audio_text"]["layout"]
     t = audio_text_transcriber(tiny_packages("q4"), meta)
@@ -88,7 +88,7 @@ def test_frames_and_prompt_input_follow_the_official_layout(tiny_packages, fixtu
 def test_audio_prompt_words_are_hidden_and_times_start_at_the_audio(tiny_packages, fixture, monkeypatch):
     """The official token stream through the Transcriber's decoder: no word of the prompt audio (the enforced
     "bonjour à tous" and what the tiny model glued to it), every time within the caller's audio."""
-    monkeypatch.setattr("kyutai_stt.transcriber.Engine", RecordingEngine)
+    monkeypatch.setattr("kyutai_stt.streaming.transcriber.Engine", RecordingEngine)
     arrays, meta = fixture
     t = audio_text_transcriber(tiny_packages("q4"), meta)
     tokens = arrays["audio_text_tokens"].tolist()
@@ -120,7 +120,7 @@ def test_audio_and_text_prompt_equal_the_official_script(official_package, fixtu
 
 def test_text_prompt_without_audio_prompt_hides_nothing(tiny_packages, fixture, monkeypatch):
     """No audio prompt: nothing is hidden (as the script), so the enforced prompt is the transcript's start."""
-    monkeypatch.setattr("kyutai_stt.transcriber.Engine", RecordingEngine)
+    monkeypatch.setattr("kyutai_stt.streaming.transcriber.Engine", RecordingEngine)
     arrays, meta = fixture
     case = meta["cases"]["text"]
     t = Transcriber(tiny_packages("q4"), silence_prefix=case["layout"]["prefix"] * 0.08,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from kernel_helpers import U32, assert_within, in_out, poisoned
 
-from kyutai_stt import gpu
-from kyutai_stt import lm_reference as ref
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.reference import lm as ref
 
 UNWRITTEN = np.iinfo(np.uint32).max  # what poisoned u32 outputs hold
 
@@ -91,7 +91,7 @@ def prompt_rows(prompts: list[list[int]], emitted: list[int], capacity: int) -> 
 
 
 def test_prompt_allows_only_padding_and_the_next_id_then_advances(rng):
-    """Many random steps of 3 streams against lm_reference.prompted_argmax: the token, and the position the GPU
+    """Many random steps of 3 streams against reference/lm.py prompted_argmax: the token, and the position the GPU
     keeps. Logits are drawn so that each of the allowed ids (0, 3, next) wins sometimes, and the global argmax is
     usually elsewhere (a kernel ignoring the prompt fails at once)."""
     count, capacity = 1000, 9

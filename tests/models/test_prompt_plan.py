@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt import gpu
-from kyutai_stt.engine import Engine
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "prompt_tiny_seed0"
