@@ -78,3 +78,12 @@ def test_without_a_prompt_the_stream_is_the_unprompted_one(engine, fixture):
     run_free(engine, arrays["text_codes"], arrays["text_prompt_ids"], 5)
     assert run_free(engine, codes, None, len(tokens)) == tokens.tolist()
     assert run_free(engine, codes, [], len(tokens)) == tokens.tolist()
+
+
+def test_fixture_was_made_from_the_tiny_checkpoint_of_the_other_fixtures(fixture):
+    """The prompt fixture and reference_tiny_seed0 (whose checkpoint tests/test_reference.py pins to
+    synthetic.py) come from the same checkpoint files: regenerate both after a change to the synthetic weights."""
+    _, meta = fixture
+    other = json.loads((FIXTURE.parent / "reference_tiny_seed0.json").read_text())["checkpoint"]["files"]
+    assert {k: v["sha256"] for k, v in meta["checkpoint"]["files"].items()} == \
+        {k: v["sha256"] for k, v in other.items()}
