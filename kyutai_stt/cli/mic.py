@@ -137,6 +137,8 @@ def _capture(sd, device: dict, rate: int):
 
 
 def run(args) -> int:
+    # A bad prompt is reported first: it needs no microphone to be checked.
+    prompt = None if args.list_devices else Prompt.load(args.prompt_text, args.prompt_audio)
     sd = _sounddevice()
     try:
         if args.list_devices:
@@ -149,7 +151,6 @@ def run(args) -> int:
     except sd.PortAudioError as e:
         raise MicError(f"no microphone can be opened: the audio system failed ({e}); check that a sound "
                        f"server or ALSA device is available") from None
-    prompt = Prompt.load(args.prompt_text, args.prompt_audio)
     package_dir = resolve_model(args.model, progress=lambda m: print(m, file=sys.stderr, flush=True))
     transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix,
                               decoder=DecoderConfig(eot_threshold=args.eot_threshold), prompt=prompt)
