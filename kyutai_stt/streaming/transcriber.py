@@ -64,11 +64,11 @@ class Transcriber:
                  prompt: Prompt | None = None):
         """readback_batch: 0 for live audio (each frame's result one frame late); N > 1 for files: results are
         read back N frames at a time, one GPU wait per N frames (faster; events come in bursts).
-        prompt: a text and/or audio prompt for every stream (prompt.py; PromptError when unusable)."""
+        prompt: a text and/or audio prompt for every stream (streaming/prompt.py; PromptError when unusable)."""
         if not isinstance(silence_prefix, (int, float)) or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S:
             raise AudioError(f"silence_prefix must be 0 to {MAX_SILENCE_PREFIX_S:g} seconds, not {silence_prefix!r}")
         if prompt is not None and not isinstance(prompt, Prompt):
-            raise TypeError(f"prompt must be a kyutai_stt.Prompt, not {type(prompt).__name__}")
+            raise TypeError(f"prompt must be a kyutai_stt.streaming.prompt.Prompt, not {type(prompt).__name__}")
         self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
         self.synthetic = self.package.synthetic is not None
         tuning = tuning_for(*gpu.device_traits())
