@@ -46,6 +46,10 @@ stderr:
   {"files": N, "audio_s": ..., "wall_s": ..., "rtf": ..., "load_s": ...}; wall_s is the time spent on the files
   (decoding + transcription, model loading excluded: that is load_s), rtf = wall_s / audio_s.
   --quiet drops the progress and the summary; warnings and errors remain.
+
+prompt (experimental, as the official prompting script; the model is very sensitive to the prompt):
+  --prompt-text "Loonah" makes the model write that first (a spelling); --prompt-audio loonah.mp3 is fed before
+  each file (someone saying it) and its words are left out of the transcript. docs/prompt.md.
 """
 
 
