@@ -16,8 +16,9 @@ import numpy as np
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import UserError
-from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
-from kyutai_stt.models.stt import build_stt_plan
+from kyutai_stt.models.lm import lm_plan
+from kyutai_stt.models.stt import stt_plan
+from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.weights.convert import convert
 from kyutai_stt.weights.package import open_package
 from kyutai_stt.weights.synthetic import write_checkpoint
@@ -58,9 +59,9 @@ def run(args) -> int:
         package = open_package(path, verify_hashes=False)
         tuning = tuning_for(*gpu.device_traits())
         if args.whole_frame:
-            plan = build_stt_plan(package.config, tensors_of(package), package.manifest["tensors"], tuning)
+            plan = stt_plan(package, tuning)
         else:
-            plan = build_lm_plan(package.config, tensors_of(package), tuning)
+            plan = lm_plan(package, tuning)
         engine = Engine(plan, package.read_stream, args.readback_depth or READBACK_DEPTH, args.batch_readback)
         engine.reset(first_frame=args.position)
         rng = np.random.default_rng(0)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kyutai_stt.engine.host import WANTED_LIMITS
+
 # wgpu reads these when it creates its instance, so they are set before the import.
 if sys.platform.startswith("linux"):
     # Only Vulkan: otherwise wgpu also enumerates a GL adapter (slow to start, never the one we want).
@@ -37,21 +39,6 @@ INSTALL_HINT = (
     "(with its Vulkan ICD), then run `kyutai-stt doctor` again."
 )
 
-# Limits the kernels and buffers depend on; the device asks for the adapter's values, not the spec defaults.
-WANTED_LIMITS = (
-    "max-storage-buffer-binding-size",
-    "max-buffer-size",
-    "max-uniform-buffer-binding-size",
-    "max-storage-buffers-per-shader-stage",
-    "max-compute-invocations-per-workgroup",
-    "max-compute-workgroup-size-x",
-    "max-compute-workgroup-size-y",
-    "max-compute-workgroup-size-z",
-    "max-compute-workgroup-storage-size",
-    "max-compute-workgroups-per-dimension",
-    "max-bind-groups",
-    "max-bindings-per-bind-group",
-)
 # Optional features that select faster kernel variants; every such kernel has a fallback without them.
 WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
 
@@ -230,7 +217,9 @@ def subgroup_size() -> int:
     return int(run_kernel("subgroup_size", {0: Output((1,), np.uint32)}, (1, 1, 1))[0][0])
 
 
-def device_traits() -> tuple[str, tuple[str, ...], int]:
-    """(adapter type, enabled features, subgroup size): what a model's tuning is chosen from."""
+def device_traits() -> tuple[str, tuple[str, ...], int, str]:
+    """(adapter type, enabled features, subgroup size, description): what a plan variant is chosen from
+    (models/variants.py)."""
     _, device = get_device()
-    return adapter_summary()["adapter_type"], tuple(sorted(device.features)), subgroup_size()
+    summary = adapter_summary()
+    return summary["adapter_type"], tuple(sorted(device.features)), subgroup_size(), summary.get("description", "")

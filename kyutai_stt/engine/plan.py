@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 PLAN_FORMAT = "kyutai-stt-plan"
 PLAN_VERSION = 1
 BUFFER_KINDS = ("weight", "const", "state", "scratch", "input", "output", "step")
@@ -24,6 +26,15 @@ class WeightSource:
 
 
 @dataclass
+class Field:
+    """A run of `count` words of one type inside a buffer: how a host reads an output (e.g. the LM's results are
+    token u32 x 1, then vad f32 x heads)."""
+    name: str
+    dtype: str           # "u32" or "f32"
+    count: int
+
+
+@dataclass
 class Buffer:
     name: str
     kind: str            # weight: from the package; state: kept across frames, zeroed on reset; scratch: per-frame
@@ -33,6 +44,7 @@ class Buffer:
     dtype: str = "f32"                                            # informative: element type
     reset_fill: int = 0     # state buffers: the u32 pattern every word holds after reset (e.g. a start token)
     values: list[float] = field(default_factory=list)             # const buffers: contents, in `dtype` (f32/u32)
+    fields: list[Field] = field(default_factory=list)             # output buffers: their words, in order
 
 
 @dataclass
@@ -94,6 +106,14 @@ class Plan:
     def _buffers(self) -> dict[str, Buffer]:
         return {b.name: b for b in self.buffers}
 
+    def decode(self, role: str, words) -> dict[str, list]:
+        """An output's raw u32 words (as read back) -> {field name: values}, by the buffer's fields."""
+        words, out, at = np.asarray(words, np.uint32), {}, 0
+        for f in self.buffer(self.outputs[role]).fields:
+            out[f.name] = words[at:at + f.count].view(np.float32 if f.dtype == "f32" else np.uint32).tolist()
+            at += f.count
+        return out
+
     def step_values(self, frame: int) -> list[int]:
         return [f.value(frame) for f in self.step_fields]
 
@@ -107,7 +127,8 @@ class Plan:
             raise ValueError(f"not a {PLAN_FORMAT} v{PLAN_VERSION} plan: {raw.get('format')} v{raw.get('version')}")
         return cls(
             name=raw["name"],
-            buffers=[Buffer(**{**b, "sources": [WeightSource(**s) for s in b["sources"]]}) for b in raw["buffers"]],
+            buffers=[Buffer(**{**b, "sources": [WeightSource(**s) for s in b["sources"]],
+                               "fields": [Field(**f) for f in b.get("fields", [])]}) for b in raw["buffers"]],
             pipelines=[Pipeline(**p) for p in raw["pipelines"]],
             dispatches=[Dispatch(**{**d, "bindings": {int(k): v for k, v in d["bindings"].items()}})
                         for d in raw["dispatches"]],
@@ -143,6 +164,11 @@ class Plan:
         for role, name in {**self.inputs, **self.outputs, "step": self.step_buffer}.items():
             if name not in buffers:
                 raise ValueError(f"{role}: unknown buffer {name}")
+        for role, name in self.outputs.items():
+            fields = buffers[name].fields
+            if fields and (sum(f.count for f in fields) * 4 > buffers[name].size
+                           or any(f.dtype not in ("u32", "f32") or f.count < 0 for f in fields)):
+                raise ValueError(f"output {role}: its fields do not describe u32/f32 words inside the buffer")
         if buffers[self.step_buffer].size < 4 * len(self.step_fields):
             raise ValueError("step buffer smaller than its fields")
         firsts = [st.first for st in self.stages]
@@ -169,10 +195,12 @@ class PlanBuilder:
         self.stages.append(Stage(name, len(self.dispatches)))
 
     def buffer(self, name: str, kind: str, size: int, shape=(), dtype: str = "f32",
-               sources: list[WeightSource] | None = None, reset_fill: int = 0) -> str:
+               sources: list[WeightSource] | None = None, reset_fill: int = 0, fields=()) -> str:
+        """fields: (name, dtype, count) runs of words, for an output buffer."""
         if name in self.buffers:
             raise ValueError(f"buffer {name} declared twice")
-        self.buffers[name] = Buffer(name, kind, _align4(size), list(sources or []), list(shape), dtype, reset_fill)
+        self.buffers[name] = Buffer(name, kind, _align4(size), list(sources or []), list(shape), dtype, reset_fill,
+                                    fields=[Field(*f) for f in fields])
         return name
 
     def weight(self, name: str, streams: list[tuple[str, int]], shape=(), dtype: str = "u32") -> str:

@@ -47,31 +47,6 @@ class Tuning:
         return self.matvec.get(name.rsplit(".", 1)[-1], self.matvec["default"])
 
 
-# Measured on an H100 (benchmarks/kernels.py --sweep, BENCHMARKS.md): more rows in flight for the tall matrices,
-# smaller workgroups for the short ones; attention split over ~16 slot ranges at full context.
-GPU_TUNING = Tuning({"default": MatvecTuning(), "ffn_in": MatvecTuning(rows_per_thread=8),
-                     "text_head": MatvecTuning(rows_per_thread=8),
-                     "attn_out": MatvecTuning(workgroup_size=128, rows_per_thread=2),
-                     "ffn_out": MatvecTuning(workgroup_size=128)}, attention_slots_per_split=48)
-# CPU adapters (lavapipe, SwiftShader): workgroup barriers are expensive, small teams are ~8x faster.
-CPU_TUNING = Tuning({"default": MatvecTuning(32, 8, 4)}, attention_slots_per_split=1 << 30, mimi="cpu")
-
-
-# With subgroups of >= 32 invocations (NVIDIA), the subgroup variant is faster on the two tallest matrices
-# (H100: ffn_in 27.3 vs 30.4 us, text_head 20.7 vs 26.4 us); elsewhere the portable kernel wins.
-GPU_SUBGROUP_TUNING = Tuning({**GPU_TUNING.matvec,
-                              "ffn_in": MatvecTuning(threads_per_row=32, subgroup=True),
-                              "text_head": MatvecTuning(threads_per_row=32, subgroup=True)},
-                             GPU_TUNING.attention_slots_per_split)
-
-
-def tuning_for(adapter_type: str, features=(), subgroup_size: int = 0) -> Tuning:
-    """The launch shapes for a device, from what it reports (gpu.device_traits() natively)."""
-    if "cpu" in adapter_type.lower():
-        return CPU_TUNING
-    return GPU_SUBGROUP_TUNING if "subgroup" in features and subgroup_size >= 32 else GPU_TUNING
-
-
 @dataclass(frozen=True)
 class Tensor:
     """What the plan needs to know of a package tensor: its layout and its streams' sizes."""
@@ -152,7 +127,7 @@ def _embed(b: PlanBuilder, w: _Weights, cfg: LMConfig, x: str, codes: str, token
 
 
 def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: str, position_field: int,
-             tuning: Tuning = GPU_TUNING) -> str:
+             tuning: Tuning) -> str:
     """Append one LM step to the builder; returns the name of the results buffer [token, VAD probabilities]."""
     w = _Weights(b, tensors)
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
@@ -166,7 +141,8 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     hidden = b.buffer("lm.hidden", "scratch", 4 * 2 * f, (2 * f,))        # FFN [gate | up]
     logits = b.buffer("lm.logits", "scratch", 4 * cfg.text_card, (cfg.text_card,))
     token = b.buffer("lm.token", "state", 4, (1,), "u32", reset_fill=cfg.text_card)    # fed back each step
-    results = b.buffer("lm.results", "output", 4 * (1 + heads), (1 + heads,), "u32")  # [token, p_0..p_heads-1]
+    results = b.buffer("lm.results", "output", 4 * (1 + heads), (1 + heads,), "u32",   # [token, p_0..p_heads-1]
+                       fields=[("token", "u32", 1), ("vad", "f32", heads)])
     freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
                  "POSITION_INDEX": position_field, "WORKGROUP_SIZE": hd}
@@ -198,7 +174,12 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     return results
 
 
-def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning = GPU_TUNING) -> Plan:
+def lm_plan(package, tuning: Tuning) -> Plan:
+    """The LM-alone plan of an opened package."""
+    return build_lm_plan(package.config, tensors_of(package), tuning)
+
+
+def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning) -> Plan:
     """The LM alone: the host writes `codes` each step (tests, and until Mimi runs in the same plan)."""
     b = PlanBuilder("lm")
     b.buffer("step", "step", 16, (4,), "u32")

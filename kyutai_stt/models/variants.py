@@ -1,5 +1,5 @@
-"""Plan variants as data (kyutai_stt/data/variants.json): launch shapes per kind of device, the rule that picks one,
-and the host constants both hosts share. The browser reads the same file's content from plans.json."""
+"""Plan variants as data (kyutai_stt/data/variants.json): launch shapes per kind of device and the rules that pick
+one. The browser host reads the same rules from plans.json (web/runtime.js chooseVariant)."""
 from __future__ import annotations
 
 import functools
@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+from kyutai_stt.engine.host import CPU_ADAPTER_PATTERN
 from kyutai_stt.models.lm import MatvecTuning, Tuning
 
 VARIANTS_FILE = Path(__file__).parents[1] / "data" / "variants.json"
@@ -15,11 +16,6 @@ VARIANTS_FILE = Path(__file__).parents[1] / "data" / "variants.json"
 @functools.cache
 def _data() -> dict:
     return json.loads(VARIANTS_FILE.read_text(encoding="utf-8"))
-
-
-def host() -> dict:
-    """{"readback_depth", "wanted_limits" (WebGPU's camelCase names), "cpu_adapter_pattern"}."""
-    return _data()["host"]
 
 
 def rules() -> list[dict]:
@@ -38,7 +34,7 @@ def tunings() -> dict[str, Tuning]:
 def choose(adapter_type: str, description: str, features=(), subgroup_size: int = 0) -> str:
     """The variant for a device, by the rules: a CPU adapter (its type, or a description matching the pattern),
     subgroups (the feature and at least min_subgroup_size invocations), else the last rule."""
-    cpu = "cpu" in adapter_type.lower() or re.search(host()["cpu_adapter_pattern"], description, re.IGNORECASE)
+    cpu = "cpu" in adapter_type.lower() or re.search(CPU_ADAPTER_PATTERN, description, re.IGNORECASE)
     for rule in rules():
         when = rule["when"]
         if (when == "always" or (when == "cpu_adapter" and cpu)
