@@ -221,6 +221,30 @@ def wait_for_gpu() -> None:
     device.queue.read_buffer(marker)
 
 
+# The WGSL language feature of dot4I8Packed (kernels/matvec_int8*.wgsl, the int8 path of q4 matrices).
+INT8_DOT = "packed_4x8_integer_dot_product"
+_INT8_DOT_PROBE = f"""requires {INT8_DOT};
+@group(0) @binding(0) var<storage, read_write> out: array<i32>;
+@compute @workgroup_size(1) fn main() {{ out[0] = dot4I8Packed(0x01020304u, 0x01010101u); }}"""
+
+
+@cache
+def wgsl_language_features() -> frozenset[str]:
+    """The WGSL language features this device's shader compiler accepts (browsers: navigator.gpu.
+    wgslLanguageFeatures). wgpu-py 0.32 reports an empty set though Naga accepts packed_4x8_integer_dot_product,
+    so that one is probed by compiling a shader that uses it."""
+    _, device = get_device()
+    found = set(getattr(wgpu.gpu, "wgsl_language_features", ()) or ())
+    if INT8_DOT not in found:
+        try:
+            module = device.create_shader_module(code=_INT8_DOT_PROBE)
+            device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
+            found.add(INT8_DOT)
+        except Exception:  # noqa: BLE001  (wgpu-py raises its own error types for a shader it rejects)
+            pass
+    return frozenset(found)
+
+
 @cache
 def subgroup_size() -> int:
     """The subgroup size compute pipelines get on this device (0 without the subgroup feature)."""
