@@ -56,6 +56,8 @@ const MAX_SUMS = 16u;
 // Weights per unit: one scale block, one 16-byte load of q4.
 const INT8_UNIT = 32u;
 const NIBBLES = 0x0F0F0F0Fu;
+// Units of a row per member (the last pass may be partial).
+override UNITS_PER_MEMBER: u32 = (COLUMNS / INT8_UNIT + THREADS_PER_ROW - 1u) / THREADS_PER_ROW;
 
 @group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> scales: array<u32>;
@@ -83,7 +85,12 @@ fn q4_unit_dot_int8(row: u32, unit: u32, low: vec4<u32>, high: vec4<u32>, block:
 // One member's partial sums over its units: sums[s * ROWS_PER_THREAD + r] for stream s and row first_row + r.
 fn member_sums(first_row: u32, member: u32) -> array<f32, MAX_SUMS> {
     var sums: array<f32, MAX_SUMS>;
-    for (var unit = member; unit < COLUMNS / INT8_UNIT; unit += THREADS_PER_ROW) {
+    // A constant trip count (after specialisation): the compiler can unroll it and issue every load up front.
+    for (var pass_index = 0u; pass_index < UNITS_PER_MEMBER; pass_index++) {
+        let unit = member + pass_index * THREADS_PER_ROW;
+        if (unit >= COLUMNS / INT8_UNIT) {
+            break;
+        }
         for (var stream = 0u; stream < BATCH; stream++) {
             let block = stream * (COLUMNS / INT8_UNIT) + unit;
             let low = xq[2u * block];

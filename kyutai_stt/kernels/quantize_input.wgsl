@@ -17,28 +17,34 @@
 //
 // Bindings (group 0): 0 = x (read, as vec4<f32>), 1 = alpha (read, [COLUMNS] f32: read only in RMS_NORM mode but
 //   always bound; bind x otherwise), 2 = xq (read_write), 3 = xs (read_write).
-// Dispatch: (ceil(COLUMNS / 32 / WORKGROUP_SIZE), BATCH, 1) workgroups: one invocation per block, one stream per
-//   workgroup row. Constraints (the host checks them): COLUMNS % 64 == 0 (q4's), X_STRIDE % 4 == 0,
-//   WORKGROUP_SIZE a power of two.
-// In RMS_NORM mode every workgroup sums the squares of its stream's whole input itself (COLUMNS floats from the
-// cache): cheaper than a second dispatch.
+// Dispatch: (ceil(COLUMNS / 8 / WORKGROUP_SIZE), BATCH, 1) workgroups: one invocation per 8 inputs (4 per block),
+//   one stream per workgroup row. Constraints (the host checks them): COLUMNS % 64 == 0 (q4's), X_STRIDE % 4 == 0,
+//   WORKGROUP_SIZE a power of two >= 4.
+// Structure, for latency (it runs between two dependent matvecs): one round of loads, the block's largest value
+// and integer sum exchanged through workgroup memory. In RMS_NORM mode every workgroup sums the squares of its
+// stream's whole input itself (COLUMNS floats, from the cache): cheaper than a second dispatch.
 
 override COLUMNS: u32;
 override BATCH: u32 = 1u;
 override X_STRIDE: u32 = select(COLUMNS, 2u * COLUMNS, INPUT_MODE == 2u);
 override INPUT_MODE: u32 = 0u;
 override EPS: f32 = 1e-8;
-override WORKGROUP_SIZE: u32 = 64u;
+override WORKGROUP_SIZE: u32 = 256u;
 
 const MODE_RMS_NORM = 1u;
 const MODE_SWIGLU = 2u;
 const BLOCK = 32u;
+// Inputs per invocation: one group of the packing order, two vec4 loads.
+const GROUP = 8u;
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> alpha: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> xq: array<u32>;
 @group(0) @binding(3) var<storage, read_write> xs: array<vec2<f32>>;
 
+// Per invocation: its group's largest |input|, then its integers' sum (read by the block's 4 invocations).
+var<workgroup> largest: array<f32, WORKGROUP_SIZE>;
+var<workgroup> integer_sums: array<i32, WORKGROUP_SIZE>;
 var<workgroup> squares: array<f32, WORKGROUP_SIZE>;
 
 fn silu(v: vec4<f32>) -> vec4<f32> {
@@ -74,38 +80,40 @@ fn rms_factor(stream: u32, lane: u32) -> f32 {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let stream = workgroup.y;
-    var norm = 1.0;
+    let group = workgroup.x * WORKGROUP_SIZE + lane;
+    // Past the end, a whole block of invocations repeats the last group (barriers need every invocation; blocks
+    // are 4 aligned invocations and COLUMNS / 8 is a multiple of 4) and writes nothing.
+    let valid = group < COLUMNS / GROUP;
+    let g = min(group, COLUMNS / GROUP - 1u);
+    let first = (stream * X_STRIDE + g * GROUP) / 4u;
+    var low = x[first];        // inputs 8g .. 8g+3
+    var high = x[first + 1u];  // inputs 8g+4 .. 8g+7
     if (INPUT_MODE == MODE_RMS_NORM) {
-        norm = rms_factor(stream, lane);  // uniform control flow: every lane takes part
+        let norm = rms_factor(stream, lane);
+        low *= alpha[2u * g] * norm;
+        high *= alpha[2u * g + 1u] * norm;
+    } else if (INPUT_MODE == MODE_SWIGLU) {
+        low = silu(low) * x[first + COLUMNS / 4u];
+        high = silu(high) * x[first + 1u + COLUMNS / 4u];
     }
-    let block = workgroup.x * WORKGROUP_SIZE + lane;
-    if (block >= COLUMNS / BLOCK) {
-        return;
-    }
-    // The block's 32 inputs as 8 vec4 (inputs 4i .. 4i+3), transformed by INPUT_MODE.
-    let first = (stream * X_STRIDE + block * BLOCK) / 4u;
-    var inputs: array<vec4<f32>, 8>;
-    var largest = vec4<f32>(0.0);
-    for (var i = 0u; i < 8u; i++) {
-        var v = x[first + i];
-        if (INPUT_MODE == MODE_RMS_NORM) {
-            v *= alpha[block * (BLOCK / 4u) + i] * norm;
-        } else if (INPUT_MODE == MODE_SWIGLU) {
-            v = silu(v) * x[first + i + COLUMNS / 4u];
-        }
-        inputs[i] = v;
-        largest = max(largest, abs(v));
-    }
-    let amax = max(max(largest.x, largest.y), max(largest.z, largest.w));
+    let m = max(abs(low), abs(high));
+    largest[lane] = max(max(m.x, m.y), max(m.z, m.w));
+    workgroupBarrier();
+    let base = lane & ~3u;  // the block's first invocation
+    let amax = max(max(largest[base], largest[base + 1u]), max(largest[base + 2u], largest[base + 3u]));
     let inverse = select(0.0, 127.0 / amax, amax > 0.0);
-    var total = vec4<i32>(0);
-    for (var j = 0u; j < 4u; j++) {
-        // Group j = inputs 8j .. 8j+7 = inputs[2j] (8j .. 8j+3) and inputs[2j+1] (8j+4 .. 8j+7).
-        let low = vec4<i32>(round(inputs[2u * j] * inverse));
-        let high = vec4<i32>(round(inputs[2u * j + 1u] * inverse));
-        total += low + high;
-        xq[(stream * COLUMNS + block * BLOCK) / 4u + 2u * j] = pack_int8(vec4<i32>(low.x, low.z, high.x, high.z));
-        xq[(stream * COLUMNS + block * BLOCK) / 4u + 2u * j + 1u] = pack_int8(vec4<i32>(low.y, low.w, high.y, high.w));
+    let q_low = vec4<i32>(round(low * inverse));
+    let q_high = vec4<i32>(round(high * inverse));
+    let total = q_low + q_high;
+    integer_sums[lane] = total.x + total.y + total.z + total.w;
+    workgroupBarrier();
+    if (valid) {
+        let word = (stream * COLUMNS + g * GROUP) / 4u;
+        xq[word] = pack_int8(vec4<i32>(q_low.x, q_low.z, q_high.x, q_high.z));       // even inputs
+        xq[word + 1u] = pack_int8(vec4<i32>(q_low.y, q_low.w, q_high.y, q_high.w));  // odd inputs
+        if (lane == base) {
+            let sum = integer_sums[base] + integer_sums[base + 1u] + integer_sums[base + 2u] + integer_sums[base + 3u];
+            xs[stream * (COLUMNS / BLOCK) + g / 4u] = vec2<f32>(amax / 127.0, f32(sum));
+        }
     }
-    xs[stream * (COLUMNS / BLOCK) + block] = vec2<f32>(amax / 127.0, f32(total.x + total.y + total.z + total.w));
 }

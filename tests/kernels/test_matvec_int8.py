@@ -41,7 +41,7 @@ def unpack_inputs(words: np.ndarray) -> np.ndarray:
     return q.reshape(words.shape[0], -1)
 
 
-def run_quantize(x, columns, input_mode=PLAIN, alpha=None, workgroup_size=64):
+def run_quantize(x, columns, input_mode=PLAIN, alpha=None, workgroup_size=256):
     batch = x.shape[0]
     blocks = columns // BLOCK
     constants = {"COLUMNS": columns, "BATCH": batch, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": workgroup_size}
@@ -50,7 +50,7 @@ def run_quantize(x, columns, input_mode=PLAIN, alpha=None, workgroup_size=64):
         1: alpha if alpha is not None else np.zeros(4, np.float32),             # [COLUMNS], RMS_NORM only
         2: poisoned((batch, columns // 4), np.uint32),                            # xq
         3: poisoned((batch, blocks, 2)),                                          # xs: (scale, sum)
-    }, (-(-blocks // workgroup_size), batch, 1), constants)
+    }, (-(-columns // 8 // workgroup_size), batch, 1), constants)
     return unpack_inputs(out[2]), out[3]
 
 
@@ -73,7 +73,7 @@ def awkward_input(rng, batch, width):
 @pytest.mark.parametrize("case", ["plain_multi_workgroup", "rms_batch", "swiglu_ffn_width", "rms_model_width"])
 def test_quantize_input(case, rng):
     columns, batch, mode, workgroup = {"plain_multi_workgroup": (320, 1, PLAIN, 4), "rms_batch": (64, 3, RMS_NORM, 64),
-                                       "swiglu_ffn_width": (5632, 1, SWIGLU, 64),
+                                       "swiglu_ffn_width": (5632, 1, SWIGLU, 256),
                                        "rms_model_width": (2048, 2, RMS_NORM, 32)}[case]
     x = awkward_input(rng, batch, 2 * columns if mode == SWIGLU else columns)
     if mode == RMS_NORM:
