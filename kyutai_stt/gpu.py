@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .plan import INT8_DOT
+
 # wgpu reads these when it creates its instance, so they are set before the import.
 if sys.platform.startswith("linux"):
     # Only Vulkan: otherwise wgpu also enumerates a GL adapter (slow to start, never the one we want).
@@ -221,8 +223,6 @@ def wait_for_gpu() -> None:
     device.queue.read_buffer(marker)
 
 
-# The WGSL language feature of dot4I8Packed (kernels/matvec_int8*.wgsl, the int8 path of q4 matrices).
-INT8_DOT = "packed_4x8_integer_dot_product"
 _INT8_DOT_PROBE = f"""requires {INT8_DOT};
 @group(0) @binding(0) var<storage, read_write> out: array<i32>;
 @compute @workgroup_size(1) fn main() {{ out[0] = dot4I8Packed(0x01020304u, 0x01010101u); }}"""
@@ -254,7 +254,9 @@ def subgroup_size() -> int:
     return int(run_kernel("subgroup_size", {0: Output((1,), np.uint32)}, (1, 1, 1))[0][0])
 
 
-def device_traits() -> tuple[str, tuple[str, ...], int]:
-    """(adapter type, enabled features, subgroup size): what a model's tuning is chosen from."""
+def device_traits() -> tuple[str, tuple[str, ...], int, tuple[str, ...]]:
+    """(adapter type, enabled features, subgroup size, WGSL language features): what a model's tuning is chosen
+    from (models/lm.py tuning_for)."""
     _, device = get_device()
-    return adapter_summary()["adapter_type"], tuple(sorted(device.features)), subgroup_size()
+    return (adapter_summary()["adapter_type"], tuple(sorted(device.features)), subgroup_size(),
+            tuple(sorted(wgsl_language_features())))

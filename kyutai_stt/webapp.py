@@ -26,7 +26,15 @@ from pathlib import Path
 from . import __version__
 from .atomic import new_directory_for, replace_directory
 from .errors import UserError
-from .models.lm import CPU_TUNING, GPU_SUBGROUP_TUNING, GPU_TUNING, Tuning, tensors_of
+from .models.lm import (
+    CPU_TUNING,
+    GPU_INT8_SUBGROUP_TUNING,
+    GPU_INT8_TUNING,
+    GPU_SUBGROUP_TUNING,
+    GPU_TUNING,
+    Tuning,
+    tensors_of,
+)
 from .models.stt import build_stt_plan
 from .package import MANIFEST, Package, open_package
 from .plan import Plan
@@ -47,9 +55,11 @@ NPM_MARKER = ".kyutai-stt-npm"           # marks an export_npm directory (not in
 # What a module of web/ loads of its siblings: static and dynamic imports, and new URL('./x.js', import.meta.url)
 # (the worker, the AudioWorklet).
 MODULE_REFERENCE = re.compile(r"""(?:from\s*|import\(\s*|new URL\(\s*)['"]\./([\w.-]+\.js)['"]""")
-# Variant name -> kernel launch shapes. runtime.js chooses: CPU/fallback adapter -> "cpu"; subgroups of >= 32
-# invocations -> "gpu-subgroup"; otherwise "gpu" (the same rule as models/lm.py's tuning_for natively).
-VARIANTS: dict[str, Tuning] = {"gpu": GPU_TUNING, "gpu-subgroup": GPU_SUBGROUP_TUNING, "cpu": CPU_TUNING}
+# Variant name -> kernel launch shapes. runtime.js chooses: CPU/fallback adapter -> "cpu"; otherwise "gpu", or
+# "gpu-int8" where WGSL has packed_4x8_integer_dot_product, with "-subgroup" for subgroups of >= 32 invocations
+# (the same rule as models/lm.py's tuning_for natively).
+VARIANTS: dict[str, Tuning] = {"gpu": GPU_TUNING, "gpu-subgroup": GPU_SUBGROUP_TUNING, "gpu-int8": GPU_INT8_TUNING,
+                               "gpu-int8-subgroup": GPU_INT8_SUBGROUP_TUNING, "cpu": CPU_TUNING}
 
 
 class SiteError(UserError, ValueError):

@@ -30,6 +30,8 @@ export const WANTED_LIMITS = [
 ];
 // Subgroup teams of the gpu-subgroup variant have 32 members (models/lm.py GPU_SUBGROUP_TUNING).
 export const SUBGROUP_VARIANT_MIN_SIZE = 32;
+// The WGSL language feature of dot4I8Packed: the int8 path of q4 matrices (plan.py INT8_DOT).
+export const INT8_DOT = 'packed_4x8_integer_dot_product';
 // Adapters that are CPU rasterisers, by what they report (SwiftShader in Chrome, Mesa's llvmpipe/lavapipe).
 const CPU_ADAPTER = /swiftshader|llvmpipe|lavapipe|software|cpu/i;
 
@@ -62,23 +64,33 @@ export function isCpuAdapter(adapter) {
   return s.isFallback || CPU_ADAPTER.test(`${s.architecture} ${s.description} ${s.device}`);
 }
 
-// Which plan variant of plans.json suits this adapter (webapp.py VARIANTS; models/lm.py tuning_for natively).
-export function chooseVariant(adapter) {
+// The WGSL language features of this browser's WebGPU (an empty set where it reports none).
+export function wgslLanguageFeatures() {
+  return globalThis.navigator?.gpu?.wgslLanguageFeatures ?? new Set();
+}
+
+// Which plan variant of plans.json suits this adapter (webapp.py VARIANTS; models/lm.py tuning_for natively):
+// CPU adapters keep the portable kernels; dot4I8Packed selects the int8 path of q4 matrices.
+export function chooseVariant(adapter, languageFeatures = wgslLanguageFeatures()) {
   if (isCpuAdapter(adapter)) return 'cpu';
   const s = adapterSummary(adapter);
-  if (adapter.features.has('subgroups') && s.subgroupMinSize >= SUBGROUP_VARIANT_MIN_SIZE) return 'gpu-subgroup';
-  return 'gpu';
+  const subgroups = adapter.features.has('subgroups') && s.subgroupMinSize >= SUBGROUP_VARIANT_MIN_SIZE;
+  const base = languageFeatures.has(INT8_DOT) ? 'gpu-int8' : 'gpu';
+  return subgroups ? `${base}-subgroup` : base;
 }
 
 function webgpuFeatures(plan) {
   return plan.required_features.map((f) => WEBGPU_FEATURE[f] ?? f);
 }
 
-// What stops this plan from running with these limits and features: [] when it fits.
-export function planProblems(plan, limits, features) {
+// What stops this plan from running with these limits, features and WGSL language features: [] when it fits.
+export function planProblems(plan, limits, features, languageFeatures = wgslLanguageFeatures()) {
   const problems = [];
   for (const f of webgpuFeatures(plan)) {
     if (!features.has(f)) problems.push(`the GPU lacks the feature "${f}"`);
+  }
+  for (const f of plan.required_language_features ?? []) {
+    if (!languageFeatures.has(f)) problems.push(`this browser's WGSL lacks the language feature "${f}"`);
   }
   const biggest = plan.buffers.reduce((a, b) => (b.size > a.size ? b : a));
   if (biggest.size > limits.maxStorageBufferBindingSize || biggest.size > limits.maxBufferSize) {

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 OUT_RATE = 24_000
+INT8 = "packed_4x8_integer_dot_product"
 # Spec defaults of WebGPU (platform.md §3), and an adapter far below them.
 DEFAULT_LIMITS = {"maxStorageBufferBindingSize": 128 << 20, "maxBufferSize": 256 << 20,
                   "maxStorageBuffersPerShaderStage": 8, "maxComputeInvocationsPerWorkgroup": 256,
@@ -25,6 +26,12 @@ TINY_LIMITS = {**DEFAULT_LIMITS, "maxStorageBufferBindingSize": 1 << 16, "maxCom
     ({"info": {"vendor": "intel", "architecture": "gen-12lp", "subgroupMinSize": 8, "subgroupMaxSize": 32},
       "features": ["subgroups"]}, "gpu"),
     ({"info": {"vendor": "apple", "architecture": "metal-3", "subgroupMinSize": 32}}, "gpu"),   # no feature
+    # WGSL's dot4I8Packed: the int8 path of q4 matrices, on GPUs only.
+    ({"info": {"vendor": "nvidia", "architecture": "hopper", "subgroupMinSize": 32}, "features": ["subgroups"],
+      "languageFeatures": [INT8]}, "gpu-int8-subgroup"),
+    ({"info": {"vendor": "apple", "architecture": "metal-3", "subgroupMinSize": 32}, "languageFeatures": [INT8]},
+     "gpu-int8"),
+    ({"info": {"architecture": "swiftshader", "vendor": "google"}, "languageFeatures": [INT8]}, "cpu"),
 ])
 def test_variant_choice(page, adapter, variant):
     assert page.call("variantFor", adapter) == variant
@@ -39,6 +46,10 @@ def test_limits_check(page):
     assert any("invocations per workgroup" in p for p in problems)
     missing = page.call("planFit", {"variant": "gpu-subgroup", "limits": DEFAULT_LIMITS, "features": []})
     assert missing == ['the GPU lacks the feature "subgroups"']
+    missing = page.call("planFit", {"variant": "gpu-int8", "limits": DEFAULT_LIMITS, "features": []})
+    assert missing == [f'this browser\'s WGSL lacks the language feature "{INT8}"']
+    assert page.call("planFit", {"variant": "gpu-int8", "limits": DEFAULT_LIMITS, "features": [],
+                                 "languageFeatures": [INT8]}) == []
     error = page.call("deviceError", {"variant": "gpu", "limits": TINY_LIMITS})
     assert error["code"] == "adapter-limits" and "cannot run the model" in error["message"]
 

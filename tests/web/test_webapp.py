@@ -8,7 +8,14 @@ import re
 
 import pytest
 
-from kyutai_stt.models.lm import CPU_TUNING, GPU_SUBGROUP_TUNING, GPU_TUNING, tensors_of
+from kyutai_stt.models.lm import (
+    CPU_TUNING,
+    GPU_INT8_SUBGROUP_TUNING,
+    GPU_INT8_TUNING,
+    GPU_SUBGROUP_TUNING,
+    GPU_TUNING,
+    tensors_of,
+)
 from kyutai_stt.models.stt import build_stt_plan
 from kyutai_stt.plan import Plan
 from kyutai_stt.webapp import KERNEL_DIR, WEB_DIR, SiteError, build_plans, export_site
@@ -29,13 +36,17 @@ def test_site_layout_plans_and_model(site, tiny_packages):
 
     document = json.loads((site / "plans.json").read_text())
     assert document["package_sha"] == hashlib.sha256((package.root / "manifest.json").read_bytes()).hexdigest()
-    tunings = {"gpu": GPU_TUNING, "gpu-subgroup": GPU_SUBGROUP_TUNING, "cpu": CPU_TUNING}
+    tunings = {"gpu": GPU_TUNING, "gpu-subgroup": GPU_SUBGROUP_TUNING, "gpu-int8": GPU_INT8_TUNING,
+               "gpu-int8-subgroup": GPU_INT8_SUBGROUP_TUNING, "cpu": CPU_TUNING}
     assert set(document["variants"]) == set(tunings)
     for name, tuning in tunings.items():
         expected = build_stt_plan(package.config, tensors_of(package), package.manifest["tensors"], tuning)
         assert Plan.from_json(json.dumps(document["variants"][name])) == expected, name
     assert document["variants"]["gpu-subgroup"]["required_features"] == ["subgroup"]
     assert document["variants"]["cpu"]["required_features"] == []
+    assert document["variants"]["gpu-int8"]["required_language_features"] == ["packed_4x8_integer_dot_product"]
+    assert document["variants"]["gpu-int8-subgroup"]["required_features"] == ["subgroup"]
+    assert document["variants"]["gpu"]["required_language_features"] == []
 
 
 def test_reexport_replaces_atomically_and_strangers_are_left_alone(tmp_path, tiny_packages, monkeypatch):
