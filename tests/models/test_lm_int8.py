@@ -87,3 +87,40 @@ def test_int8_path_against_the_portable_path(tiny_packages, arrays, int8, capsys
     assert worst <= LOGIT_TOLERANCE
     assert (int8_tokens[decided] == portable_tokens[decided]).all()
     assert decided.sum() >= len(inputs) // 2, "too many near-ties for a meaningful token comparison"
+
+
+@pytest.mark.slow
+def test_full_size_int8_path_against_the_portable_path(tmp_path, capsys):
+    """The same comparison at full size (2048 wide, 16 layers) over 24 steps of random codes and text tokens (the
+    comparison needs no official run). FULL_Q4_PACKAGE names an existing full-size q4 package (benchmarks/gpu_run.sh
+    makes one) instead of converting a synthetic checkpoint here."""
+    import os
+
+    from kyutai_stt.convert import convert
+    from kyutai_stt.package import open_package
+    from kyutai_stt.synthetic import write_checkpoint
+
+    path = os.environ.get("FULL_Q4_PACKAGE")
+    if not path:
+        write_checkpoint(tmp_path / "ckpt", "full", seed=0)
+        convert(str(tmp_path / "ckpt"), tmp_path / "q4", "q4")
+        path = tmp_path / "q4"
+    package = open_package(path, verify_hashes=False)
+    cfg = package.config
+    rng = np.random.default_rng(0)
+    steps = 24
+    inputs = np.concatenate([rng.integers(0, cfg.text_card, (steps, 1)), rng.integers(0, cfg.card, (steps, cfg.n_q))],
+                            axis=1)
+    portable_logits, portable_tokens = teacher_forced(package, PORTABLE, inputs)
+    int8_logits, int8_tokens = teacher_forced(package, INT8, inputs)
+    scale = np.abs(portable_logits).max(axis=1, keepdims=True)
+    worst = float((np.abs(int8_logits - portable_logits) / scale).max())
+    relative_rms = float(np.sqrt(((int8_logits - portable_logits) ** 2).mean() / (portable_logits**2).mean()))
+    top2 = np.sort(portable_logits, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 2 * LOGIT_TOLERANCE * scale[:, 0]
+    with capsys.disabled():
+        print(f"\n[int8 path vs portable, full size q4, {steps} steps] logits: max error {worst:.2e} of max |logit|, "
+              f"relative RMS {relative_rms:.2e}; tokens equal {np.mean(int8_tokens == portable_tokens):.0%} "
+              f"({decided.sum()} steps beyond the near-tie margin)")
+    assert worst <= LOGIT_TOLERANCE
+    assert (int8_tokens[decided] == portable_tokens[decided]).all()
