@@ -20,19 +20,20 @@ def native_traits(adapter: dict) -> tuple:
     kind = "CPU" if info.get("isFallbackAdapter") else "DiscreteGPU"
     description = " ".join(str(info.get(k, "")) for k in ("architecture", "description", "device"))
     features = tuple("subgroup" if f == "subgroups" else f for f in adapter.get("features", []))
-    return kind, features, info.get("subgroupMinSize", 0) if "subgroup" in features else 0, description
+    subgroup = info.get("subgroupMinSize", 0) if "subgroup" in features else 0
+    return kind, features, subgroup, description, tuple(adapter.get("languageFeatures", ()))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["variant"])
 def test_native_choice_matches_vector(case):
-    kind, features, subgroup, description = native_traits(case["adapter"])
-    assert variants.choose(kind, description, features, subgroup) == case["variant"]
+    kind, features, subgroup, description, language = native_traits(case["adapter"])
+    assert variants.choose(kind, description, features, subgroup, language) == case["variant"]
 
 
 def test_every_rule_names_a_variant_and_the_last_always_holds():
     names = set(variants.tunings())
     assert [r["variant"] for r in variants.rules()] and {r["variant"] for r in variants.rules()} <= names
-    assert variants.rules()[-1]["when"] == "always"
+    assert set(variants.rules()[-1]) == {"variant"}, "the last rule has no condition"
     for tuning in variants.tunings().values():
         assert "default" in tuning.matvec and all(isinstance(m, MatvecTuning) for m in tuning.matvec.values())
         for m in tuning.matvec.values():                # teams fit the workgroup, rows are whole

@@ -38,6 +38,9 @@ def add_arguments(parser) -> None:
                         help="frames in flight before a readback (default: the engine's); with --batch-readback, "
                              "all of them are read back at once")
     parser.add_argument("--batch-readback", action="store_true")
+    parser.add_argument("--kernels", choices=("auto", "no-int8"), default="auto",
+                        help="auto: the fast paths this device has (as every command); no-int8: without the int8 path "
+                             "of q4 matrices, as on devices without dot4I8Packed (an A/B of that path)")
     parser.add_argument("--position", type=int, default=0,
                         help="start at this step index (e.g. 750: a full KV ring, the worst case)")
 
@@ -57,7 +60,10 @@ def run(args) -> int:
         if not Path(path).exists():
             raise UserError(f"{path}: no such package directory (make one with `kyutai-stt convert`)")
         package = open_package(path, verify_hashes=False)
-        tuning = tuning_for(*gpu.device_traits())
+        adapter_type, features, subgroup_size, description, language_features = gpu.device_traits()
+        if args.kernels == "no-int8":    # the int8 path is chosen by this language feature alone
+            language_features = ()
+        tuning = tuning_for(adapter_type, features, subgroup_size, description, language_features)
         if args.whole_frame:
             plan = stt_plan(package, tuning)
         else:
@@ -86,7 +92,7 @@ def run(args) -> int:
     per_step_ms = mean_ms if args.batch_readback else p50       # batched results arrive in bursts
     print(json.dumps({
         "bench": "whole_frame" if args.whole_frame else "lm_step", "adapter": gpu.adapter_summary()["name"],
-        "package_quant": package.quant,
+        "package_quant": package.quant, "kernels": args.kernels, "int8_path": bool(tuning.int8_matvec),
         "dim": package.config.dim, "layers": package.config.num_layers, "start_position": args.position,
         "p50_ms": round(p50, 4), "p95_ms": round(p95, 4), "mean_ms": round(mean_ms, 4),
         "readback_depth": args.readback_depth or READBACK_DEPTH, "batch_readback": args.batch_readback,

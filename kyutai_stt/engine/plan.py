@@ -16,6 +16,9 @@ PLAN_FORMAT = "kyutai-stt-plan"
 PLAN_VERSION = 1
 BUFFER_KINDS = ("weight", "const", "state", "scratch", "input", "output", "step")
 STEP_FIELD_TYPES = ("u32",)
+# The WGSL language feature of dot4I8Packed (the int8 path of q4 matrices): browsers list it in
+# navigator.gpu.wgslLanguageFeatures, natively gpu.wgsl_language_features() probes for it.
+INT8_DOT = "packed_4x8_integer_dot_product"
 
 
 @dataclass
@@ -97,6 +100,7 @@ class Plan:
     outputs: dict[str, str]              # read back per frame: role -> buffer name (e.g. "token", "vad")
     required_features: list[str] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
+    required_language_features: list[str] = field(default_factory=list)   # WGSL language features (INT8_DOT)
     format: str = PLAN_FORMAT
     version: int = PLAN_VERSION
 
@@ -134,7 +138,8 @@ class Plan:
                         for d in raw["dispatches"]],
             step_buffer=raw["step_buffer"], step_fields=[StepField(**f) for f in raw["step_fields"]],
             inputs=raw["inputs"], outputs=raw["outputs"], required_features=raw["required_features"],
-            stages=[Stage(**st) for st in raw.get("stages", [])])
+            stages=[Stage(**st) for st in raw.get("stages", [])],
+            required_language_features=raw.get("required_language_features", []))
 
     def validate(self, max_binding_size: int = 128 << 20) -> None:
         """Structural checks a host relies on: names resolve, sizes are aligned and bindable."""
@@ -188,6 +193,7 @@ class PlanBuilder:
         self.inputs: dict[str, str] = {}
         self.outputs: dict[str, str] = {}
         self.required_features: set[str] = set()
+        self.required_language_features: set[str] = set()
         self.stages: list[Stage] = []
 
     def stage(self, name: str) -> None:
@@ -223,19 +229,20 @@ class PlanBuilder:
         return len(self.step_fields) - 1
 
     def dispatch(self, kernel: str, bindings: dict[int, str], workgroups, constants=None, label: str = "",
-                 features: tuple[str, ...] = (), entry: str = "main") -> None:
+                 features: tuple[str, ...] = (), entry: str = "main", language_features: tuple[str, ...] = ()) -> None:
         constants = dict(constants or {})
         key = (kernel, entry, tuple(sorted(constants.items())))
         if key not in self.pipelines:
             self.pipelines[key] = Pipeline(f"{kernel}#{len(self.pipelines)}", kernel, constants, entry)
         self.required_features.update(features)
+        self.required_language_features.update(language_features)
         wg = list(workgroups) + [1] * (3 - len(workgroups))
         self.dispatches.append(Dispatch(self.pipelines[key].name, dict(bindings), wg, label))
 
     def build(self, step_buffer: str) -> Plan:
         plan = Plan(self.name, list(self.buffers.values()), list(self.pipelines.values()), self.dispatches,
                     step_buffer, self.step_fields, self.inputs, self.outputs, sorted(self.required_features),
-                    self.stages)
+                    self.stages, sorted(self.required_language_features))
         plan.validate()
         return plan
 

@@ -42,6 +42,9 @@ class Engine:
         missing = set(plan.required_features) - set(self.device.features)
         if missing:
             raise gpu.NoAdapterError(f"the plan needs GPU features {sorted(missing)} this adapter lacks")
+        missing = set(plan.required_language_features) - gpu.wgsl_language_features()
+        if missing:
+            raise gpu.NoAdapterError(f"the plan needs WGSL language features {sorted(missing)} this device lacks")
         self.plan = plan
         self.buffers = {b.name: self._create_buffer(b) for b in plan.buffers}
         for b in plan.buffers:

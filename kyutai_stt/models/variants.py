@@ -19,30 +19,32 @@ def _data() -> dict:
 
 
 def rules() -> list[dict]:
-    """In order, the first that holds names the variant: {"variant", "when": "cpu_adapter" | "subgroups" | "always",
-    "min_subgroup_size"?}."""
+    """In order, the first that holds names the variant: {"variant", and conditions that must all hold:
+    "cpu_adapter": bool, "features": [...], "min_subgroup_size": n, "language_features": [...]}."""
     return _data()["rules"]
 
 
 def tunings() -> dict[str, Tuning]:
     """Variant name -> its launch shapes."""
     return {name: Tuning({role: MatvecTuning(**shape) for role, shape in v["matvec"].items()},
-                         v["attention_slots_per_split"], v["mimi"])
+                         v["attention_slots_per_split"], v["mimi"],
+                         {role: MatvecTuning(**shape) for role, shape in v.get("int8_matvec", {}).items()})
             for name, v in _data()["variants"].items()}
 
 
-def choose(adapter_type: str, description: str, features=(), subgroup_size: int = 0) -> str:
-    """The variant for a device, by the rules: a CPU adapter (its type, or a description matching the pattern),
-    subgroups (the feature and at least min_subgroup_size invocations), else the last rule."""
-    cpu = "cpu" in adapter_type.lower() or re.search(CPU_ADAPTER_PATTERN, description, re.IGNORECASE)
+def choose(adapter_type: str, description: str, features=(), subgroup_size: int = 0, language_features=()) -> str:
+    """The variant for a device, by the rules. A CPU adapter: its type says so, or its description matches the
+    host's pattern (SwiftShader, llvmpipe...)."""
+    cpu = "cpu" in adapter_type.lower() or bool(re.search(CPU_ADAPTER_PATTERN, description, re.IGNORECASE))
     for rule in rules():
-        when = rule["when"]
-        if (when == "always" or (when == "cpu_adapter" and cpu)
-                or (when == "subgroups" and "subgroup" in features and subgroup_size >= rule["min_subgroup_size"])):
+        if (rule.get("cpu_adapter", cpu) == cpu and set(rule.get("features", ())) <= set(features)
+                and subgroup_size >= rule.get("min_subgroup_size", 0)
+                and set(rule.get("language_features", ())) <= set(language_features)):
             return rule["variant"]
-    raise AssertionError("variants.json: no rule holds (the last must be 'always')")
+    raise AssertionError("variants.json: no rule holds (the last must have no condition)")
 
 
-def tuning_for(adapter_type: str, features=(), subgroup_size: int = 0, description: str = "") -> Tuning:
+def tuning_for(adapter_type: str, features=(), subgroup_size: int = 0, description: str = "",
+               language_features=()) -> Tuning:
     """The launch shapes for a device, from what it reports (engine/device.device_traits() natively)."""
-    return tunings()[choose(adapter_type, description, features, subgroup_size)]
+    return tunings()[choose(adapter_type, description, features, subgroup_size, language_features)]

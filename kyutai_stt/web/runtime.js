@@ -51,27 +51,39 @@ export function isCpuAdapter(adapter, host) {
   return s.isFallback || new RegExp(host.cpu_adapter_pattern, 'i').test(`${s.architecture} ${s.description} ${s.device}`);
 }
 
-// Which plan variant suits this adapter: the first of plans.json's rules that holds (models/variants.py natively).
-export function chooseVariant(adapter, {rules, host}) {
+// The WGSL language features of this browser's WebGPU (an empty set where it reports none).
+export function wgslLanguageFeatures() {
+  return globalThis.navigator?.gpu?.wgslLanguageFeatures ?? new Set();
+}
+
+// Which plan variant suits this adapter: the first of plans.json's rules whose conditions all hold
+// (models/variants.py natively; features in wgpu-py's names, as plans spell them).
+export function chooseVariant(adapter, {rules, host}, languageFeatures = wgslLanguageFeatures()) {
   const s = adapterSummary(adapter);
+  const cpu = isCpuAdapter(adapter, host);
   for (const rule of rules) {
-    if (rule.when === 'always' || (rule.when === 'cpu_adapter' && isCpuAdapter(adapter, host)) ||
-        (rule.when === 'subgroups' && adapter.features.has('subgroups') && s.subgroupMinSize >= rule.min_subgroup_size)) {
+    if ((rule.cpu_adapter ?? cpu) === cpu &&
+        (rule.features ?? []).every((f) => adapter.features.has(WEBGPU_FEATURE[f] ?? f)) &&
+        s.subgroupMinSize >= (rule.min_subgroup_size ?? 0) &&
+        (rule.language_features ?? []).every((f) => languageFeatures.has(f))) {
       return rule.variant;
     }
   }
-  throw new SttError(ErrorCode.PACKAGE_MISMATCH, 'plans.json: no variant rule holds (the last must be "always")');
+  throw new SttError(ErrorCode.PACKAGE_MISMATCH, 'plans.json: no variant rule holds (the last must have no condition)');
 }
 
 function webgpuFeatures(plan) {
   return plan.required_features.map((f) => WEBGPU_FEATURE[f] ?? f);
 }
 
-// What stops this plan from running with these limits and features: [] when it fits.
-export function planProblems(plan, limits, features) {
+// What stops this plan from running with these limits, features and WGSL language features: [] when it fits.
+export function planProblems(plan, limits, features, languageFeatures = wgslLanguageFeatures()) {
   const problems = [];
   for (const f of webgpuFeatures(plan)) {
     if (!features.has(f)) problems.push(`the GPU lacks the feature "${f}"`);
+  }
+  for (const f of plan.required_language_features ?? []) {
+    if (!languageFeatures.has(f)) problems.push(`this browser's WGSL lacks the language feature "${f}"`);
   }
   const biggest = plan.buffers.reduce((a, b) => (b.size > a.size ? b : a));
   if (biggest.size > limits.maxStorageBufferBindingSize || biggest.size > limits.maxBufferSize) {

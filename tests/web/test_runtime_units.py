@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 OUT_RATE = 24_000
+INT8 = "packed_4x8_integer_dot_product"
 VARIANT_CASES = json.loads((Path(__file__).parents[1] / "vectors" / "variant_choice.json").read_text())["cases"]
 # Spec defaults of WebGPU (platform.md §3), and an adapter far below them.
 DEFAULT_LIMITS = {"maxStorageBufferBindingSize": 128 << 20, "maxBufferSize": 256 << 20,
@@ -33,6 +34,10 @@ def test_limits_check(page):
     assert any("invocations per workgroup" in p for p in problems)
     missing = page.call("planFit", {"variant": "gpu-subgroup", "limits": DEFAULT_LIMITS, "features": []})
     assert missing == ['the GPU lacks the feature "subgroups"']
+    missing = page.call("planFit", {"variant": "gpu-int8", "limits": DEFAULT_LIMITS, "features": []})
+    assert missing == [f'this browser\'s WGSL lacks the language feature "{INT8}"']
+    assert page.call("planFit", {"variant": "gpu-int8", "limits": DEFAULT_LIMITS, "features": [],
+                                 "languageFeatures": [INT8]}) == []
     error = page.call("deviceError", {"variant": "gpu", "limits": TINY_LIMITS})
     assert error["code"] == "adapter-limits" and "cannot run the model" in error["message"]
 

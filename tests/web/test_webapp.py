@@ -30,12 +30,15 @@ def test_site_layout_plans_and_model(site, tiny_packages):
     document = json.loads((site / "plans.json").read_text())
     assert document["package_sha"] == hashlib.sha256((package.root / "manifest.json").read_bytes()).hexdigest()
     tunings = variants.tunings()
-    assert set(document["variants"]) == set(tunings) == {"gpu", "gpu-subgroup", "cpu"}
+    assert set(document["variants"]) == set(tunings) == {"gpu", "gpu-subgroup", "gpu-int8", "gpu-int8-subgroup", "cpu"}
     for name, tuning in tunings.items():
         assert Plan.from_json(json.dumps(document["variants"][name])) == stt_plan(package, tuning), name
     assert document["rules"] == variants.rules() and document["host"]["readback_depth"] == 2
     assert document["variants"]["gpu-subgroup"]["required_features"] == ["subgroup"]
     assert document["variants"]["cpu"]["required_features"] == []
+    assert document["variants"]["gpu-int8"]["required_language_features"] == ["packed_4x8_integer_dot_product"]
+    assert document["variants"]["gpu-int8-subgroup"]["required_features"] == ["subgroup"]
+    assert document["variants"]["gpu"]["required_language_features"] == []
 
 
 def test_reexport_replaces_atomically_and_strangers_are_left_alone(tmp_path, tiny_packages, monkeypatch):

@@ -129,12 +129,13 @@ async function sitePlans() {
   return (await fetch(new URL('plans.json', SITE))).json();
 }
 
+// adapter.languageFeatures: the WGSL language features to pretend (default none, whatever this browser has).
 async function variantFor(adapter) {
-  return chooseVariant(fakeAdapter(adapter), await sitePlans());
+  return chooseVariant(fakeAdapter(adapter), await sitePlans(), new Set(adapter.languageFeatures ?? []));
 }
 
-async function planFit({variant, limits, features}) {
-  return planProblems((await sitePlans()).variants[variant], limits, new Set(features));
+async function planFit({variant, limits, features, languageFeatures = []}) {
+  return planProblems((await sitePlans()).variants[variant], limits, new Set(features), new Set(languageFeatures));
 }
 
 async function deviceError({variant, ...adapter}) {
