@@ -15,7 +15,8 @@ import pytest
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
+from kyutai_stt.models.lm import lm_plan
+from kyutai_stt.models.variants import tuning_for
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "prompt_tiny_seed0"
 # The tiny model's logits are a few units to tens: engine-vs-official logit differences are ~1e-4 of that
@@ -31,7 +32,7 @@ def fixture():
 @pytest.fixture(scope="module")
 def engine(tiny_packages):
     package = tiny_packages("f16")
-    return Engine(build_lm_plan(package.config, tensors_of(package), tuning_for(*gpu.device_traits())),
+    return Engine(lm_plan(package, tuning_for(*gpu.device_traits())),
                   package.read_stream)
 
 
