@@ -389,9 +389,10 @@ def long_positions(checkpoint_dir: Path, audio: Path, lm_steps: int = 4, mimi_fr
 # frames = silence prefix | audio prompt, zero-padded to whole frames | 10 silence frames (0.8 s) | audio |
 # silence suffix; the text prompt's SentencePiece ids are enforced on the text logits: until all were emitted, every
 # logit but those of the padding tokens (0, 3) and of the next not-yet-emitted prompt id is -inf, and a step's
-# token advances the prompt only when it is that id and not a padding token. One deliberate difference: LMGen is
-# fed with the project's alignment (frame k-1 at step k, ALIGNMENT) where the script calls it once per frame
-# (dropping frame 0's codes); the masking and the frame layout are the script's.
+# token advances the prompt only when it is that id and not a padding token. The engine's alignment (frame k-1 at
+# step k, ALIGNMENT) differs from the script's, which calls LMGen once per frame (frame k at step k: frame 0's codes
+# never reach the model): each case is run both ways, {case}_tokens with the engine's alignment and
+# {case}_script_tokens exactly as the script feeds LMGen.
 PROMPT_PADDING_TOKENS = (0, 3)
 PROMPT_SEPARATOR_FRAMES = 10
 PROMPT_AUDIO = FIXTURES / "prompt_fr_24k.wav"
@@ -440,10 +441,10 @@ def prompt_frames(pcm: np.ndarray, prompt: np.ndarray | None, prefix: int, suffi
 
 
 @torch.no_grad()
-def run_prompted(lm, mimi, frames: np.ndarray, ids: list[int]) -> dict[str, np.ndarray]:
+def run_prompted(lm, mimi, frames: np.ndarray, ids: list[int], script: bool = False) -> dict[str, np.ndarray]:
     """Streaming Mimi + greedy LMGen with the prompt mask over the frames [F, 1920]; LMGen gets frame 0 twice
-    (ALIGNMENT), so S = F + 1 steps. Returns tokens [S], codes [F, 32], allowed-logit margins [S], and the
-    number of prompt ids emitted by each step [S]."""
+    (ALIGNMENT), so S = F + 1 steps, or with script=True each frame once, as the script (S = F). Returns tokens
+    [S], codes [F, 32], allowed-logit margins [S], and the number of prompt ids emitted by each step [S]."""
     mask = PromptMask(ids)
     gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0,
                 on_text_hook=mask.on_token, on_text_logits_hook=mask.on_logits)
@@ -452,7 +453,7 @@ def run_prompted(lm, mimi, frames: np.ndarray, ids: list[int]) -> dict[str, np.n
         for f, frame in enumerate(frames):
             c = mimi.encode(torch.from_numpy(frame).view(1, 1, FRAME_SIZE))           # [1, 32, 1]
             codes.append(c[0, :, 0])
-            for _ in range(2 if f == 0 else 1):
+            for _ in range(2 if f == 0 and not script else 1):
                 tokens.append(int(gen.step(c)[0, 0, 0]))
                 emitted.append(mask.emitted)
     return {"tokens": np.array(tokens, np.int32), "codes": torch.stack(codes).numpy().astype(np.int32),
@@ -462,7 +463,8 @@ def run_prompted(lm, mimi, frames: np.ndarray, ids: list[int]) -> dict[str, np.n
 def make_prompt_reference(checkpoint_dir: Path, audio: Path, audio_frames: int = 20, prefix_frames: int = 3,
                           threads: int = 1, synthetic: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Every PROMPT_CASES run over the first audio_frames frames of `audio`. Arrays per case: {case}_tokens [S],
-    {case}_codes [F, 32], {case}_margins [S], {case}_emitted [S], {case}_prompt_ids [P]."""
+    {case}_codes [F, 32], {case}_margins [S], {case}_emitted [S], {case}_prompt_ids [P], and the script's own
+    feeding: {case}_script_tokens [F], {case}_script_emitted [F]."""
     pcm = read_wav(audio)[:audio_frames * FRAME_SIZE]
     arrays: dict[str, np.ndarray] = {}
     cases: dict[str, dict] = {}
@@ -475,7 +477,11 @@ def make_prompt_reference(checkpoint_dir: Path, audio: Path, audio_frames: int =
             frames, layout = prompt_frames(pcm, read_wav(prompt_audio) if prompt_audio else None,
                                            prefix_frames, suffix)
             out = run_prompted(lm, mimi, frames, ids)
+            script = run_prompted(lm, mimi, frames, ids, script=True)
+            assert np.array_equal(script["codes"], out["codes"])
             arrays.update({f"{name}_{k}": v for k, v in out.items()})
+            arrays[f"{name}_script_tokens"] = script["tokens"]
+            arrays[f"{name}_script_emitted"] = script["emitted"]
             arrays[f"{name}_prompt_ids"] = np.array(ids, np.int32)
             cases[name] = {"prompt_text": text, "prompt_ids": len(ids), "layout": layout,
                            "prompt_audio": None if prompt_audio is None else
@@ -483,7 +489,9 @@ def make_prompt_reference(checkpoint_dir: Path, audio: Path, audio_frames: int =
                             "samples": len(read_wav(prompt_audio))},
                            "steps": len(out["tokens"]), "emitted_at_end": int(out["emitted"][-1]),
                            "emitted_when_audio_ends": int(out["emitted"][sum(layout.values()) - layout["suffix"]]),
-                           "min_margin": float(out["margins"].min())}
+                           "min_margin": float(out["margins"].min()),
+                           "script_min_margin": float(script["margins"].min()),
+                           "script_emitted_at_end": int(script["emitted"][-1])}
     meta = {"format_version": FORMAT_VERSION,
             "created_by": "tools/make_reference.py " + (" ".join(sys.argv[1:]) if __name__ == "__main__" else
                                                         "(imported)"),
@@ -640,7 +648,7 @@ def synthetic_code_digest() -> str:
     """Short hash of the code that writes synthetic checkpoints: part of every cache name, so that a change to
     synthetic.py (its scale constants, say) never serves stale weights from the cache."""
     h = hashlib.sha256()
-    for name in ("synthetic.py", "checkpoint.py", "safetensors_io.py", "config.py"):
+    for name in ("weights/synthetic.py", "weights/checkpoint.py", "weights/safetensors_io.py", "config.py"):
         h.update((REPO / "kyutai_stt" / name).read_bytes())
     return h.hexdigest()[:10]
 

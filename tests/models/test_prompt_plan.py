@@ -43,14 +43,15 @@ def prompt_words(ids, capacity: int) -> np.ndarray:
     return words
 
 
-def run_free(engine: Engine, codes: np.ndarray, ids, steps: int) -> list[int]:
-    """Step 0 start codes, step k the codes of frame k-1; the prompt written with the first frame only."""
+def run_free(engine: Engine, codes: np.ndarray, ids, steps: int, script: bool = False) -> list[int]:
+    """Step 0 start codes, step k the codes of frame k-1 (the engine's alignment), or with script=True those of
+    frame k (the prompting script's: frame 0 never reaches the model); the prompt written with the first frame."""
     engine.reset()
     start = np.full(codes.shape[1], engine.plan.buffer("lm.codes").reset_fill, np.uint32)
     capacity = engine.plan.buffer(engine.plan.inputs["prompt"]).shape[0] - 2
     out = []
     for k in range(steps):
-        inputs = {"codes": start if k == 0 else codes[k - 1].astype(np.uint32)}
+        inputs = {"codes": start if k == 0 else codes[k if script else k - 1].astype(np.uint32)}
         if k == 0 and ids is not None:          # None: the prompt buffer as reset left it
             inputs["prompt"] = prompt_words(ids, capacity)
         out += engine.submit(inputs)
@@ -69,6 +70,18 @@ def test_token_stream_equals_the_official_prompt_script(engine, fixture, case):
         assert emitted < len(ids), "the fixture's long prompt is still enforced when the audio ends"
     else:
         assert emitted == len(ids)
+
+
+@pytest.mark.parametrize("case", ["text", "audio_text", "long_text"])
+def test_token_stream_equals_the_script_fed_as_the_script_feeds_it(engine, fixture, case):
+    """The script calls LMGen once per frame (frame k's codes at step k): fed that way, the plan gives the script's
+    own token stream, token for token ({case}_script_tokens)."""
+    arrays, meta = fixture
+    tokens = arrays[f"{case}_script_tokens"]
+    assert meta["cases"][case]["script_min_margin"] > DECIDED_MARGIN, "near-ties: the comparison would be luck"
+    got = run_free(engine, arrays[f"{case}_codes"], arrays[f"{case}_prompt_ids"], len(tokens), script=True)
+    assert got == tokens.tolist()
+    assert int(engine.read("lm.prompt")[1]) == meta["cases"][case]["script_emitted_at_end"]
 
 
 def test_without_a_prompt_the_stream_is_the_unprompted_one(engine, fixture):
