@@ -358,15 +358,20 @@ def test_bad_prompts_exit_2_before_the_model_loads(tmp_path, capsys, fake, pkg, 
     assert err.startswith("kyutai-stt transcribe: error: ") and not fake.instances
 
 
-def test_real_transcriber_with_prompts(tmp_path, tiny_packages):
-    """The real command on the tiny package: a text prompt accepted (the audio prompt's frames cost ~1 s each on
-    lavapipe: tests/test_prompt.py covers them); one beyond the plan's room refused with exit 2 once the model (its
-    tokenizer) is known."""
-    package = tiny_packages("q4").root
+def test_real_command_refuses_a_prompt_beyond_the_plan_room(tmp_path, tiny_packages):
+    """Too many tokens is known once the model (its tokenizer, its plan) is: exit 2, before any GPU work."""
     audio = tone(tmp_path / "a.flac", 440, 0.5)
-    proc = run_cli("transcribe", audio, "--model", package, "--quiet", "--silence-prefix", "0",
+    proc = run_cli("transcribe", audio, "--model", tiny_packages("q4").root, "--prompt-text", "à " * 200,
+                   timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "at most 128" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_real_transcriber_with_a_text_prompt(tmp_path, tiny_packages):
+    """The real command with --prompt-text on the tiny package (~45 s on lavapipe, mostly compiling pipelines;
+    tests/test_prompt.py covers the prompt itself)."""
+    audio = tone(tmp_path / "a.flac", 440, 0.5)
+    proc = run_cli("transcribe", audio, "--model", tiny_packages("q4").root, "--quiet", "--silence-prefix", "0",
                    "--prompt-text", "bonjour à tous", "--format", "json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all(w["start"] >= 0 and w["end"] <= 0.5 for w in json.loads(proc.stdout)["words"])
-    proc = run_cli("transcribe", audio, "--model", package, "--prompt-text", "à " * 200, timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "at most 128" in proc.stderr, proc.stderr
