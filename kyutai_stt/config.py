@@ -259,4 +259,14 @@ FULL_LM = LMConfig()
 # hidden_scale 4.5 makes the FFN width 384, a multiple of 64, so every matrix takes the q4 path as at full size.
 TINY_LM = LMConfig(dim=128, num_heads=4, num_layers=2, hidden_scale=4.5, context=8,
                    model_id={"sig": "synthetic-tiny", "epoch": 0})
+# kyutai/stt-2.6b-en (reference/kyutai-stt-1b.md §2): English only, 48 layers of 32 heads (head dim 64), a
+# 4000-piece vocabulary, context 375, text 2.5 s behind the audio, 1 s of silence first, no semantic-VAD heads.
+FULL_2_6B_LM = LMConfig(num_heads=32, num_layers=48, context=375, text_card=4000, extra_heads_num_heads=0,
+                        audio_delay_seconds=2.5, audio_silence_prefix_seconds=1.0,
+                        tokenizer_name="tokenizer_en_audio_4000.model")
+# Its tiny sibling: what differs from TINY_LM is what differs between the two real models (vocabulary, delay,
+# silence prefix, no VAD heads), plus another head count (8, head dim 16), layer count (3) and an odd context (9,
+# like 375) so that nothing keyed to the 1B's numbers passes by accident.
+TINY_2_6B_LM = replace(FULL_2_6B_LM, dim=128, num_heads=8, num_layers=3, hidden_scale=4.5, context=9,
+                       model_id={"sig": "synthetic-tiny-2.6b", "epoch": 0})
 MIMI = MimiConfig()
