@@ -74,9 +74,27 @@ function webgpuFeatures(plan) {
   return plan.required_features.map((f) => WEBGPU_FEATURE[f] ?? f);
 }
 
-// What stops this plan from running with these limits and features: [] when it fits.
-export function planProblems(plan, limits, features) {
+// The share of the device's memory (navigator.deviceMemory, GiB) the plan's buffers may take: WebGPU does not say
+// how much GPU memory there is, and on a phone or an integrated GPU the GPU shares the system's memory with the
+// browser, the page and the system itself. A quarter lets the 1B's default package (~0.9 GB of buffers) run with
+// 4 GiB and refuses the 2.6B's (~1.9 GB) there; desktops report 8 (the API's cap) and hold both. A heuristic:
+// docs/browser.md says why, and the page names both numbers when it refuses.
+export const DEVICE_MEMORY_SHARE = 0.25;
+
+// Every byte of GPU memory the plan creates (weights, state, scratch, inputs and outputs).
+export function planBytes(plan) {
+  return plan.buffers.reduce((sum, b) => sum + b.size, 0);
+}
+
+// What stops this plan from running with these limits and features (and deviceMemoryGiB, when the browser says
+// it): [] when it fits.
+export function planProblems(plan, limits, features, deviceMemoryGiB) {
   const problems = [];
+  const needed = planBytes(plan);
+  if (deviceMemoryGiB > 0 && needed > DEVICE_MEMORY_SHARE * deviceMemoryGiB * 2 ** 30) {
+    problems.push(`the model needs ${(needed / 1e9).toFixed(2)} GB of GPU memory and this device has about ` +
+      `${deviceMemoryGiB} GiB of memory in all (a model may use a quarter of it: more gets the tab killed)`);
+  }
   for (const f of webgpuFeatures(plan)) {
     if (!features.has(f)) problems.push(`the GPU lacks the feature "${f}"`);
   }
@@ -106,11 +124,11 @@ export function planProblems(plan, limits, features) {
 
 // A device with the adapter's own limits and exactly the features the plan needs; throws a clear SttError when
 // the plan does not fit the adapter.
-export async function requestDevice(adapter, plan) {
+export async function requestDevice(adapter, plan, deviceMemoryGiB) {
   checkPlanFormat(plan);
-  const problems = planProblems(plan, adapter.limits, adapter.features);
+  const problems = planProblems(plan, adapter.limits, adapter.features, deviceMemoryGiB);
   if (problems.length) {
-    throw new SttError(ErrorCode.ADAPTER_LIMITS, `This GPU cannot run the model: ${problems.join('; ')}.`);
+    throw new SttError(ErrorCode.ADAPTER_LIMITS, `This device cannot run the model: ${problems.join('; ')}.`);
   }
   const requiredLimits = {};
   for (const name of WANTED_LIMITS) {
