@@ -130,8 +130,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="text", choices=FORMATS, help="transcript format (default: text)")
     parser.add_argument("--output", type=Path, default=None, metavar="PATH",
                         help="a file (one input) or a folder (several inputs); default: stdout")
-    parser.add_argument("--silence-prefix", type=float, default=1.0, metavar="S",
-                        help="seconds of silence fed before the audio (helps clips that start mid-word; default 1)")
+    parser.add_argument("--silence-prefix", type=float, default=None, metavar="S",
+                        help="seconds of silence fed before the audio (helps clips that start mid-word; default: "
+                             "the model's config, at least 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary line on stderr")
 
 
@@ -217,7 +218,7 @@ def run(args) -> int:
     from .audio import check
     from .config import MAX_SILENCE_PREFIX_S
     from .resample import low_rate_warning
-    if not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:          # also refuses nan
+    if args.silence_prefix is not None and not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:   # refuses nan
         raise UserError(f"--silence-prefix must be 0 or more seconds (at most {MAX_SILENCE_PREFIX_S:g}), not "
                         f"{args.silence_prefix}")
     infos = []
