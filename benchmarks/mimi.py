@@ -22,18 +22,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kyutai_stt import gpu, mimi_reference  # noqa: E402
-from kyutai_stt.engine import Engine  # noqa: E402
+from kyutai_stt import mimi_reference  # noqa: E402
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.runtime import Engine  # noqa: E402
 from kyutai_stt.models.mimi import build_mimi_plan  # noqa: E402
 
 # isort: split
-import wgpu  # noqa: E402  (after kyutai_stt.gpu, which sets the backend environment)
+import wgpu  # noqa: E402  (after kyutai_stt.engine.device, which sets the backend environment)
 
 
 def load(package: str | None, quant: str):
     """(manifest-form tensors, read_stream) of a package's Mimi tensors, or of the synthetic seed-0 Mimi."""
     if package:
-        from kyutai_stt.package import open_package
+        from kyutai_stt.weights.package import open_package
         pkg = open_package(package, verify_hashes=False)
         tensors = {k: v for k, v in pkg.manifest["tensors"].items() if k.startswith("mimi.")}
         return tensors, pkg.read_stream, f"package {package} ({pkg.quant})"

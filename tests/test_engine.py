@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kyutai_stt.engine import Engine
-from kyutai_stt.plan import Plan, PlanBuilder
-from kyutai_stt.quant import FORMATS
+from kyutai_stt.engine.plan import Plan, PlanBuilder
+from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.weights.quant import FORMATS
 
 ROWS, LENGTH = 3, 40
 

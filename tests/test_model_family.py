@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt import checkpoint, cli, safetensors_io
+from kyutai_stt import cli
 from kyutai_stt.config import FULL_2_6B_LM, FULL_LM, TINY_2_6B_LM, TINY_LM, LMConfig
-from kyutai_stt.synthetic import lm_file_bytes, write_checkpoint
-from kyutai_stt.tokenizer import read_sentencepiece
+from kyutai_stt.weights import checkpoint, safetensors_io
+from kyutai_stt.weights.synthetic import lm_file_bytes, write_checkpoint
+from kyutai_stt.weights.tokenizer import read_sentencepiece
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny26_seed0"

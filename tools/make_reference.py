@@ -294,7 +294,7 @@ def rope_tables() -> dict:
     LM, the Mimi encoder), as float32 bit patterns (lm_reference.rope_frequencies reads them)."""
     sys.path.insert(0, str(REPO))
     from kyutai_stt.config import MIMI
-    from kyutai_stt.synthetic import SIZES
+    from kyutai_stt.weights.synthetic import SIZES
     configs = sorted({(c.head_dim, float(c.max_period)) for c in SIZES.values()}
                      | {(MIMI.dimension // MIMI.num_heads, float(MIMI.max_period))})
     return {"source": "moshi 0.2.13 modules/rope.py apply_rope: torch.exp(arange(D / 2) * (-ln(max_period) * 2 / D))"
@@ -525,7 +525,7 @@ def synthetic_code_digest() -> str:
     """Short hash of the code that writes synthetic checkpoints: part of every cache name, so that a change to
     synthetic.py (its scale constants, say) never serves stale weights from the cache."""
     h = hashlib.sha256()
-    for name in ("synthetic.py", "checkpoint.py", "safetensors_io.py", "config.py"):
+    for name in ("weights/synthetic.py", "weights/checkpoint.py", "weights/safetensors_io.py", "config.py"):
         h.update((REPO / "kyutai_stt" / name).read_bytes())
     return h.hexdigest()[:10]
 
@@ -534,7 +534,7 @@ def synth_checkpoint(size: str, seed: int, vad_heads: bool = True, root: Path | 
     """A synthetic checkpoint in the official layout, written once into the cache (config.json is written last,
     atomically, so its presence means the directory is complete)."""
     sys.path.insert(0, str(REPO))                                         # run from a checkout without install
-    from kyutai_stt.synthetic import write_checkpoint
+    from kyutai_stt.weights.synthetic import write_checkpoint
     name = f"{size}-seed{seed}{'' if vad_heads else '-novad'}-{synthetic_code_digest()}"
     directory = (root or cache_dir() / "synthetic") / name
     if not (directory / "config.json").is_file():
@@ -569,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a directory in the official layout (config.json, ...)")
     src.add_argument("--synth", choices=["tiny", "full", "tiny-2.6b", "2.6b"],
-                     help="synthesise a checkpoint of this size (kyutai_stt/synthetic.py SIZES) into the cache first")
+                     help="synthesise a checkpoint of this size (kyutai_stt/weights/synthetic.py SIZES) into the cache first")
     src.add_argument("--rope-tables", type=Path, metavar="JSON",
                      help="instead: write moshi's RoPE tables of every known configuration (kyutai_stt/data/"
                           "rope_freqs.json)")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import lm_reference
-from ..config import LMConfig
-from ..plan import Plan, PlanBuilder
-from ..quant import FORMATS
+from kyutai_stt.config import LMConfig
+from kyutai_stt.engine.plan import Plan, PlanBuilder
+from kyutai_stt.models.rope import rope_frequencies
+from kyutai_stt.weights.quant import FORMATS
 
 PORTABLE_MAX_BINDING = 128 << 20     # bytes: WebGPU's default maxStorageBufferBindingSize
 INPUT_PLAIN, INPUT_RMS_NORM, INPUT_SWIGLU = 0, 1, 2
@@ -167,7 +167,7 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     logits = b.buffer("lm.logits", "scratch", 4 * cfg.text_card, (cfg.text_card,))
     token = b.buffer("lm.token", "state", 4, (1,), "u32", reset_fill=cfg.text_card)    # fed back each step
     results = b.buffer("lm.results", "output", 4 * (1 + heads), (1 + heads,), "u32")  # [token, p_0..p_heads-1]
-    freqs = b.const("lm.rope_freqs", lm_reference.rope_frequencies(hd, cfg.max_period))   # [hd / 2]
+    freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
                  "POSITION_INDEX": position_field, "WORKGROUP_SIZE": hd}
 

@@ -6,10 +6,10 @@ token is fed back on the GPU too, so nothing comes back to the CPU inside or bet
 """
 from __future__ import annotations
 
-from ..config import MIMI, LMConfig
-from ..plan import Plan, PlanBuilder
-from .lm import Tensor, Tuning, build_lm
-from .mimi import build_mimi
+from kyutai_stt.config import MIMI, LMConfig
+from kyutai_stt.engine.plan import Plan, PlanBuilder
+from kyutai_stt.models.lm import Tensor, Tuning, build_lm
+from kyutai_stt.models.mimi import build_mimi
 
 STEP_FIELDS = 3      # LM position, Mimi position (2 x frame), Mimi history parity
 

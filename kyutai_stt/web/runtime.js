@@ -1,4 +1,4 @@
-// The browser host of a plan (docs/plan.md): the WebGPU twin of kyutai_stt/engine.py. It knows nothing of the model;
+// The browser host of a plan (docs/plan.md): the WebGPU twin of kyutai_stt/engine/runtime.py. It knows nothing of the model;
 // the plan names the buffers, pipelines (kernel file + override constants) and the ordered dispatches of a frame.
 //
 // Load: create every buffer (the step buffer also as a uniform, rounded up to 16 bytes), write const values, fill
@@ -12,7 +12,7 @@ import {ErrorCode, SttError} from './errors.js';
 
 export const PLAN_FORMAT = 'kyutai-stt-plan';
 export const PLAN_VERSION = 1;
-// Frames in flight: 2 keeps the GPU busy while the host reads the previous frame's token (as engine.py).
+// Frames in flight: 2 keeps the GPU busy while the host reads the previous frame's token (as engine/runtime.py).
 export const READBACK_DEPTH = 2;
 // Uniform bindings need 16-byte multiples.
 export const UNIFORM_ALIGN = 16;
@@ -21,7 +21,7 @@ const QUERY_RESOLVE_ALIGN = 256;
 // Plans spell features as wgpu-py does ("subgroup"); WebGPU's names differ.
 const WEBGPU_FEATURE = {'subgroup': 'subgroups', 'subgroups': 'subgroups', 'shader-f16': 'shader-f16'};
 // Limits the plan's buffers and kernels depend on: the device asks for the adapter's values, not the defaults
-// (the defaults are far below what most GPUs offer; gpu.py's WANTED_LIMITS natively).
+// (the defaults are far below what most GPUs offer; engine/device.py's WANTED_LIMITS natively).
 export const WANTED_LIMITS = [
   'maxStorageBufferBindingSize', 'maxBufferSize', 'maxUniformBufferBindingSize', 'maxStorageBuffersPerShaderStage',
   'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY',
@@ -62,7 +62,7 @@ export function isCpuAdapter(adapter) {
   return s.isFallback || CPU_ADAPTER.test(`${s.architecture} ${s.description} ${s.device}`);
 }
 
-// Which plan variant of plans.json suits this adapter (webapp.py VARIANTS; models/lm.py tuning_for natively).
+// Which plan variant of plans.json suits this adapter (site/build.py VARIANTS; models/lm.py tuning_for natively).
 export function chooseVariant(adapter) {
   if (isCpuAdapter(adapter)) return 'cpu';
   const s = adapterSummary(adapter);

@@ -1,7 +1,7 @@
 // The inference worker: owns the GPU device, the plan runtime and the delayed-streams decoder. The page talks to it
 // through protocol.js messages; live audio arrives as 1920-sample frames on a MessagePort from the AudioWorklet.
 //
-// A stream mirrors kyutai_stt/transcriber.py: `silencePrefix` seconds of silence first, then the caller's 24 kHz
+// A stream mirrors kyutai_stt/streaming/transcriber.py: `silencePrefix` seconds of silence first, then the caller's 24 kHz
 // audio cut into frames (each one submission of the whole-frame plan), results decoded in frame order; a flush pads
 // the last frame, feeds delay_steps + FLUSH_EXTRA_FRAMES silent frames at full speed, releases the last words and
 // starts a new stream. All GPU work runs through one serial task queue, so requests (flush, reset, transcribe) act

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kyutai_stt import lm_reference as ref
-from kyutai_stt.engine import Engine
+from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.lm import GPU_TUNING, MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.reference import lm as ref
 
 STEPS = 20          # > 2 x the tiny context (8): the KV ring wraps twice
 

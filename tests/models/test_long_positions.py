@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt import gpu
-from kyutai_stt import mimi_reference as mr
-from kyutai_stt.engine import Engine
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
 from kyutai_stt.models.mimi import build_mimi_plan
+from kyutai_stt.reference import mimi as mr
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "long_positions_tiny_seed0"
 HOURS = (2, 10, 24)

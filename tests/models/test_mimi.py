@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt import gpu
-from kyutai_stt import mimi_reference as mr
 from kyutai_stt.config import MIMI
-from kyutai_stt.engine import Engine
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.plan import Plan, PlanBuilder
+from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.mimi import build_mimi, build_mimi_plan
-from kyutai_stt.plan import Plan, PlanBuilder
+from kyutai_stt.reference import mimi as mr
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny_seed0"

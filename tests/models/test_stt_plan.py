@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt import gpu
 from kyutai_stt.config import MIMI
-from kyutai_stt.engine import Engine
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.plan import Plan
+from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
 from kyutai_stt.models.mimi import build_mimi_plan
 from kyutai_stt.models.stt import build_stt_plan
-from kyutai_stt.plan import Plan
 
 AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "speech_en_fr_24k.wav"
 FRAMES = 12      # > the tiny LM's context of 8: the LM ring wraps inside the whole-frame run too

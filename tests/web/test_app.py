@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 import numpy as np
 from chromium import AUDIO, CHROMIUM, CHROMIUM_ARGS, microphone_args, write_microphone_wav
 
-from kyutai_stt import formats
-from kyutai_stt.transcriber import Transcriber
+from kyutai_stt.streaming import formats
+from kyutai_stt.streaming.transcriber import Transcriber
 
 LOAD_TIMEOUT_MS = 300_000          # SwiftShader compiles ~50 pipelines and the tiny model's full-size Mimi
 RUN_TIMEOUT_MS = 600_000           # every frame of the full-size Mimi encoder on a CPU rasteriser: ~1 s each

@@ -13,8 +13,8 @@ from chromium import AUDIO
 from test_app import RUN_TIMEOUT_MS, open_app, wait_state
 
 from kyutai_stt.config import stream_settings
-from kyutai_stt.transcriber import Transcriber
-from kyutai_stt.webapp import PLANS_FILE, plans_document
+from kyutai_stt.site.build import PLANS_FILE, plans_document
+from kyutai_stt.streaming.transcriber import Transcriber
 
 FILE_SECONDS = 1.0
 FAMILY = "/family/"           # where the test server serves the 2.6B-family package and its plans.json

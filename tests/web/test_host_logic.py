@@ -1,20 +1,18 @@
 """The browser's host logic equals Python's: the delayed-streams decoder (web/stream.js) on the shared vectors, and
-the transcript downloads (web/formats.js) against kyutai_stt/formats.py."""
+the transcript downloads (web/formats.js) against kyutai_stt/streaming/formats.py."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import make_stream_vectors
 import numpy as np
 import pytest
 
-from kyutai_stt import formats
+from kyutai_stt.streaming import formats
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = sorted((ROOT / "tests" / "vectors" / "stream").glob("*.json"))
-sys.path.insert(0, str(ROOT / "tools"))
-import make_stream_vectors  # noqa: E402
 
 DECODE = """async (vector) => {
   const {StreamDecoder} = await import('/stream.js');

@@ -1,5 +1,5 @@
-"""export_site (kyutai_stt/webapp.py): the static site's layout, its plans, atomic replacement; and a plan-level check
-that matters only in browsers: no kernel reads a vector past the end of a buffer the plan binds."""
+"""export_site (kyutai_stt/site/build.py): the static site's layout, its plans, atomic replacement; and a plan-level
+check that matters only in browsers: no kernel reads a vector past the end of a buffer the plan binds."""
 from __future__ import annotations
 
 import hashlib
@@ -8,10 +8,10 @@ import re
 
 import pytest
 
+from kyutai_stt.engine.plan import Plan
 from kyutai_stt.models.lm import CPU_TUNING, GPU_SUBGROUP_TUNING, GPU_TUNING, tensors_of
 from kyutai_stt.models.stt import build_stt_plan
-from kyutai_stt.plan import Plan
-from kyutai_stt.webapp import KERNEL_DIR, WEB_DIR, SiteError, build_plans, export_site
+from kyutai_stt.site.build import KERNEL_DIR, WEB_DIR, SiteError, build_plans, export_site
 
 ENGINE_MODULES = ("runtime.js", "package.js", "worker.js", "protocol.js", "errors.js", "audio-processor.js",
                   "stt-client.js")
@@ -46,7 +46,7 @@ def test_reexport_replaces_atomically_and_strangers_are_left_alone(tmp_path, tin
     export_site(out, package.root, copy_model=False)
     assert (out / "plans.json").is_file() and not (out / "model").exists() and not (out / "stale.txt").exists()
 
-    from kyutai_stt import webapp
+    from kyutai_stt.site import build as webapp
     def broken(site, *args):
         (site / "half-written").write_text("x")
         raise OSError("disk full")
