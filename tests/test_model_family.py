@@ -6,6 +6,7 @@ loader is the slow test at the end.
 """
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 
 from kyutai_stt import cli
-from kyutai_stt.config import FULL_2_6B_LM, FULL_LM, TINY_2_6B_LM, TINY_LM, LMConfig
-from kyutai_stt.weights import checkpoint, safetensors_io
+from kyutai_stt.config import FULL_2_6B_LM, FULL_LM, MIMI, TINY_2_6B_LM, TINY_LM, LMConfig
+from kyutai_stt.models.lm import GPU_TUNING, Tensor
+from kyutai_stt.models.stt import build_stt_plan
+from kyutai_stt.weights import checkpoint, convert, safetensors_io
 from kyutai_stt.weights.synthetic import lm_file_bytes, write_checkpoint
 from kyutai_stt.weights.tokenizer import read_sentencepiece
 
@@ -139,3 +142,35 @@ def test_official_loader_loads_the_full_2_6b_checkpoint_strictly(ref, tmp_path):
         del lm
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ packages and GPU memory
+def test_layout_plans_are_what_convert_writes(tiny26_packages):
+    """The package planned from the layout alone (the 2.6B size in docs/weights.md comes from it) is the package
+    convert writes: the same tensors, types and bytes (the tiny 2.6B-family checkpoint, q4)."""
+    manifest = tiny26_packages("q4").manifest["tensors"]
+    planned = convert.layout_plans(TINY_2_6B_LM, MIMI, "q4")
+    assert {p.name: (p.quant, list(p.shape)) for p in planned} == \
+        {n: (e["quant"], e["shape"]) for n, e in manifest.items()}
+    assert sum(p.nbytes for p in planned) == sum(s["nbytes"] for e in manifest.values() for s in e["streams"].values())
+
+
+def plan_bytes(cfg: LMConfig, choice: str = "q4") -> int:
+    """Every buffer of the whole-frame plan (GPU tuning) of a package of cfg, from the layout alone."""
+    plans = convert.layout_plans(cfg, MIMI, choice)
+    lm = {p.name: Tensor(p.quant, p.shape, {s.name: s.nbytes for s in p.streams})
+          for p in plans if not p.name.startswith("mimi.")}
+    manifest = {p.name: {"quant": p.quant, "shape": list(p.shape),
+                         "streams": {s.name: {"nbytes": s.nbytes, "dtype": s.dtype, "shape": list(s.shape)}
+                                     for s in p.streams}} for p in plans}
+    plan = json.loads(build_stt_plan(cfg, lm, manifest, GPU_TUNING).to_json())
+    return sum(b["size"] for b in plan["buffers"])
+
+
+def test_which_devices_hold_which_model():
+    """The page refuses a plan whose buffers exceed DEVICE_MEMORY_SHARE of navigator.deviceMemory (web/runtime.js):
+    the 1B's default package fits a 4 GiB device, the 2.6B's needs 8 GiB (what desktops report)."""
+    share = float(re.search(r"DEVICE_MEMORY_SHARE = ([0-9.]+);", (ROOT / "kyutai_stt/web/runtime.js").read_text())[1])
+    one, two = plan_bytes(FULL_LM), plan_bytes(FULL_2_6B_LM)
+    print(f"\n[GPU memory of the default (q4) package's plan] 1B {one / 1e9:.3f} GB, 2.6B {two / 1e9:.3f} GB")
+    assert one < share * 4 * 2**30 < two < share * 8 * 2**30

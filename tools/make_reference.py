@@ -569,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a directory in the official layout (config.json, ...)")
     src.add_argument("--synth", choices=["tiny", "full", "tiny-2.6b", "2.6b"],
-                     help="synthesise a checkpoint of this size (kyutai_stt/weights/synthetic.py SIZES) into the cache first")
+                     help="synthesise a checkpoint of this size (kyutai_stt/weights/synthetic.py SIZES) into the "
+                          "cache first")
     src.add_argument("--rope-tables", type=Path, metavar="JSON",
                      help="instead: write moshi's RoPE tables of every known configuration (kyutai_stt/data/"
                           "rope_freqs.json)")

@@ -226,7 +226,8 @@ def build(case: dict) -> dict:
         raise SystemExit(f"{case['name']}: hand-written events disagree with the official rules:\n"
                          f"  hand:     {case['events']}\n  official: {expected}")
     return {"name": case["name"], "description": case["description"], "tokenizer": tokenizer_raw,
-            "config": {"delay_steps": cfg["delay_steps"], **case["config"]}, "steps": [[int(t), list(v)] for t, v in zip(case["tokens"], vads)],
+            "config": {"delay_steps": cfg["delay_steps"], **case["config"]},
+            "steps": [[int(t), list(v)] for t, v in zip(case["tokens"], vads)],
             "audio_end": audio_end, "events": expected}
 
 

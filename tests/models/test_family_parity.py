@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_lm_parity import assert_matches_official, engine_for, make_reference_tool, package_of, run_teacher_forced
 
 from kyutai_stt.config import TINY_2_6B_LM
-
-from test_lm_parity import assert_matches_official, engine_for, make_reference_tool, package_of, run_teacher_forced
 
 FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "reference_tiny26_seed0"
 
