@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.config import MAX_SILENCE_PREFIX_S
+from kyutai_stt.config import MAX_SILENCE_PREFIX_S, stream_settings
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import AudioError
@@ -32,12 +32,9 @@ from kyutai_stt.streaming.prompt import Prompt, prompt_ids
 from kyutai_stt.streaming.resample import StreamResampler
 from kyutai_stt.weights.package import Package, open_package
 
-# Silence fed by flush(): the text lags the audio by delay_steps frames; two more let the last word's closing
-# token out (the official notes: "≥ 0.5 s + 1 frame").
+# Silence fed by flush(): the text lags the audio by the model's delay_steps frames; two more let the last word's
+# closing token out (the official notes: "≥ 0.5 s + 1 frame").
 FLUSH_EXTRA_FRAMES = 2
-# Silence fed before the caller's audio: a clip that starts mid-word otherwise loses its first words (observed by
-# a third-party harness on the official model); times are reported without it.
-DEFAULT_SILENCE_PREFIX_S = 1.0
 # feed() takes [n] or [n, channels] with at most this many channels. A 2-D array with more columns is refused (it
 # is most likely channels-first [channels, n]), as is a stream's first block with fewer rows than columns (it
 # could be either): the layout is never guessed.
@@ -60,21 +57,31 @@ class Stats:
 
 
 class Transcriber:
-    def __init__(self, package: Package | str | Path, *, silence_prefix: float = DEFAULT_SILENCE_PREFIX_S,
+    def __init__(self, package: Package | str | Path, *, silence_prefix: float | None = None,
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0,
                  prompt: Prompt | None = None):
-        """readback_batch: 0 for live audio (each frame's result one frame late); N > 1 for files: results are
-        read back N frames at a time, one GPU wait per N frames (faster; events come in bursts).
-        prompt: a text and/or audio prompt for every stream (streaming/prompt.py; PromptError when unusable)."""
-        if not isinstance(silence_prefix, (int, float)) or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S:
+        """silence_prefix: seconds of silence fed before each stream (times are reported without it); None: the
+        model's (config.stream_settings: its config's audio_silence_prefix_seconds, at least 1 s). The decoder's
+        delay_steps, unless given, is the model's. readback_batch: 0 for live audio (each frame's result one frame
+        late); N > 1 for files: results are read back N frames at a time, one GPU wait per N frames (faster;
+        events come in bursts). prompt: a text and/or audio prompt for every stream (streaming/prompt.py;
+        PromptError when unusable)."""
+        if silence_prefix is not None and (not isinstance(silence_prefix, (int, float))
+                                           or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S):
             raise AudioError(f"silence_prefix must be 0 to {MAX_SILENCE_PREFIX_S:g} seconds, not {silence_prefix!r}")
         if prompt is not None and not isinstance(prompt, Prompt):
             raise TypeError(f"prompt must be a kyutai_stt.streaming.prompt.Prompt, not {type(prompt).__name__}")
         self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
         self.synthetic = self.package.synthetic is not None
+        settings = stream_settings(self.package.config)
+        decoder = decoder or DecoderConfig()
+        self.decoder_config = replace(
+            decoder, delay_steps=settings["delay_steps"] if decoder.delay_steps is None else decoder.delay_steps,
+            silence_prefix=settings["silence_prefix"] if silence_prefix is None else silence_prefix)
         plan = stt_plan(self.package, tuning_for(*gpu.device_traits()))
         # The lead-in (prefix, then the audio prompt) and the prompt ids: fixed per transcriber, fed every stream.
         rate = self.package.mimi_config.sample_rate
+        silence_prefix = self.decoder_config.silence_prefix
         prefix = int(round(silence_prefix * rate))
         self.prompt = prompt
         self._lead_in = prompt.lead_in(prefix) if prompt else np.zeros(prefix, np.float32)
@@ -83,7 +90,7 @@ class Transcriber:
         self._prompt_words = np.zeros(2 + room, np.uint32)
         self._prompt_words[0], self._prompt_words[2:2 + len(ids)] = len(ids), ids
         lead_in_s = silence_prefix + (self._lead_in.size - prefix) / rate     # times count from after it
-        self.decoder_config = replace(decoder or DecoderConfig(), silence_prefix=lead_in_s,
+        self.decoder_config = replace(self.decoder_config, silence_prefix=lead_in_s,
                                       hide_words_before=prompt.hidden_until(prefix) if prompt else 0.0)
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
