@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kyutai_stt.errors import AudioError
-from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
+from kyutai_stt.streaming.decoder import StreamDecoder
 from kyutai_stt.streaming.prompt import SEPARATOR_FRAMES, Prompt, PromptError, prompt_ids
 from kyutai_stt.streaming.transcriber import Transcriber
 
@@ -94,7 +95,7 @@ def test_audio_prompt_words_are_hidden_and_times_start_at_the_audio(tiny_package
     tokens = arrays["audio_text_tokens"].tolist()
     decoder = StreamDecoder(t.package.tokenizer, t.decoder_config)
     events = [e for tok in tokens for e in decoder.step(tok)] + decoder.finish(audio_end=20 * 0.08)
-    unhidden = StreamDecoder(t.package.tokenizer, DecoderConfig(silence_prefix=t.decoder_config.silence_prefix))
+    unhidden = StreamDecoder(t.package.tokenizer, replace(t.decoder_config, hide_words_before=0.0))
     shown = [e.text for e in [e for tok in tokens for e in unhidden.step(tok)] + unhidden.finish()
              if e.type == "word"]
     words = [e for e in events if e.type == "word"]
