@@ -32,3 +32,15 @@ def test_framer_refuses_nonsense():
         Framer(0, 0)
     with pytest.raises(ValueError):
         Framer(4, -1)
+
+
+def test_lead_in_replaces_the_prefix_silence_in_every_stream():
+    """An audio prompt's stream start (streaming/prompt.py): the lead-in's samples, then the caller's, and again
+    after a flush; a lead-in of another length than the prefix is refused."""
+    lead = np.arange(1, 6, dtype=np.float32)                         # 5 samples, frames of 3
+    framer = Framer(3, 5, lead_in=lead)
+    for _ in range(2):
+        assert [f.tolist() for f in framer.push(np.array([9.0], np.float32))] == [[1, 2, 3], [4, 5, 9]]
+        assert [f.tolist() for f in framer.flush(1)] == [[0, 0, 0]]
+    with pytest.raises(ValueError):
+        Framer(3, 4, lead_in=lead)

@@ -99,3 +99,12 @@ def test_mic_command_on_a_machine_without_a_microphone(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert "microphone" in r.stderr, r.stderr
+
+
+def test_mic_command_refuses_a_bad_prompt_first(tmp_path):
+    """--prompt-text / --prompt-audio are checked before the microphone and the model (streaming/prompt.py)."""
+    for option, value, message in (("--prompt-text", "  ", "--prompt-text is empty"),
+                                   ("--prompt-audio", str(tmp_path / "nope.wav"), "nope.wav")):
+        r = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "mic", "--model", str(tmp_path), option, value],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, r.stderr

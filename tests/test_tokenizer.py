@@ -83,3 +83,47 @@ def test_not_a_sentencepiece_file(tmp_path):
         read_sentencepiece(bad)
     with pytest.raises(TokenizerError, match="not found"):
         read_sentencepiece(tmp_path / "missing.model")
+
+
+# ---- encoding (text prompts) ------------------------------------------------------------------------------------
+ENCODE_VECTORS = __import__("pathlib").Path(__file__).resolve().parent / "vectors" / "tokenizer_encode.json"
+
+
+def encode_texts() -> list[str]:
+    """Words of the stand-in vocabulary, fragments, unknown characters (byte fallback), odd spacing, NFKC-sensitive
+    characters (the synthetic normaliser is identity: they must stay as they are)."""
+    rng = np.random.default_rng(1)
+    words = "bonjour à tous the quick brown fox Loonah Kyutai été naïve 日本 🎉 ﬁ x".split()
+    texts = ["Loonah", "bonjour à tous", "  two  spaces ", "", " ", "l'été à Noël 🎉", "ﬁne Ⅻ", "a\tb\nc",
+             "supercalifragilistic", "qu'est-ce que c'est ?"]
+    texts += [" ".join(rng.choice(words, rng.integers(1, 8))) for _ in range(60)]
+    return texts
+
+
+def test_encode_equals_sentencepiece(tok, sp):
+    for text in encode_texts():
+        assert tok.encode(text) == sp.encode(text), text
+
+
+def test_encode_vectors_are_current(tok):
+    """tests/vectors/tokenizer_encode.json pins the browser's encoder (tests/web/test_host_logic.py) to the same
+    ids; the synthetic tokenizer's pieces are rebuilt by the browser test from the package manifest."""
+    import json
+    expected = [{"text": t, "ids": tok.encode(t)} for t in encode_texts()]
+    if __import__("os").environ.get("REGENERATE_VECTORS") == "1":
+        lines = ",\n".join(json.dumps(e, ensure_ascii=False) for e in expected)
+        ENCODE_VECTORS.write_text(f"[\n{lines}\n]\n")
+    assert json.loads(ENCODE_VECTORS.read_text()) == expected, "regenerate: REGENERATE_VECTORS=1 pytest this test"
+
+
+def test_encode_without_scores_says_to_convert_again(tok):
+    old = Tokenizer(**{k: v for k, v in tok.__dict__.items() if k != "_table"} | {"scores": ()})
+    with pytest.raises(TokenizerError, match="convert the checkpoint again"):
+        old.encode("hello")
+
+
+def test_scores_survive_the_manifest(tok):
+    again = Tokenizer.from_manifest(tok.to_manifest())
+    assert again.encode("bonjour à tous") == tok.encode("bonjour à tous")
+    with pytest.raises(TokenizerError, match="one finite number per piece"):
+        Tokenizer.from_manifest({**tok.to_manifest(), "scores": [0.0]})

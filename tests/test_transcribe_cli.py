@@ -327,3 +327,51 @@ def test_real_command_with_nan_samples_and_an_empty_file(tmp_path, tiny_packages
         proc = run_cli("transcribe", path, "--model", package)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert message in proc.stderr and proc.stdout == ""
+
+
+# ---- prompts (prompt.py) ---------------------------------------------------------------------------------------------
+
+PROMPT_WAV = ROOT / "tests" / "fixtures" / "prompt_fr_24k.wav"
+
+
+def test_prompt_options_reach_the_transcriber(tmp_path, capsys, fake, pkg):
+    audio = tone(tmp_path / "a.flac", 440, 1.0)
+    code, _, err = main(capsys, audio, "--model", pkg, "--prompt-text", "Loonah", "--prompt-audio", PROMPT_WAV)
+    assert code == 0, err
+    (transcriber,) = fake.instances
+    assert transcriber.prompt.text == "Loonah" and transcriber.prompt.audio.size == 30000
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--prompt-text", "", "--prompt-text is empty"),
+    ("--prompt-text", "x" * 1001, "at most 1000"),
+    ("--prompt-audio", "missing.wav", "missing.wav"),
+    ("--prompt-audio", "junk.wav", "junk.wav"),
+])
+def test_bad_prompts_exit_2_before_the_model_loads(tmp_path, capsys, fake, pkg, option, value, message):
+    audio = tone(tmp_path / "a.flac", 440, 1.0)
+    (tmp_path / "junk.wav").write_bytes(b"RIFF not really a wave file" * 20)
+    if option == "--prompt-audio":
+        value = tmp_path / value
+    code, out, err = main(capsys, audio, "--model", pkg, option, value)
+    assert code == 2 and out == "" and message in err and "Traceback" not in err, err
+    assert err.startswith("kyutai-stt transcribe: error: ") and not fake.instances
+
+
+def test_real_command_refuses_a_prompt_beyond_the_plan_room(tmp_path, tiny_packages):
+    """Too many tokens is known once the model (its tokenizer, its plan) is: exit 2, before any GPU work."""
+    audio = tone(tmp_path / "a.flac", 440, 0.5)
+    proc = run_cli("transcribe", audio, "--model", tiny_packages("q4").root, "--prompt-text", "à " * 200,
+                   timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "at most 128" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_real_transcriber_with_a_text_prompt(tmp_path, tiny_packages):
+    """The real command with --prompt-text on the tiny package (~45 s on lavapipe, mostly compiling pipelines;
+    tests/test_prompt.py covers the prompt itself)."""
+    audio = tone(tmp_path / "a.flac", 440, 0.5)
+    proc = run_cli("transcribe", audio, "--model", tiny_packages("q4").root, "--quiet", "--silence-prefix", "0",
+                   "--prompt-text", "bonjour à tous", "--format", "json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(w["start"] >= 0 and w["end"] <= 0.5 for w in json.loads(proc.stdout)["words"])

@@ -9,6 +9,7 @@ WAV, and writes OUT.npz (arrays) + OUT.json (metadata). docs/reference.md lists 
         --steps 40 --out tests/fixtures/reference_tiny_seed0
     python tools/make_reference.py --synth tiny-2.6b --seed 0 --steps 40 --out tests/fixtures/reference_tiny26_seed0
     python tools/make_reference.py --checkpoint DIR --audio A.wav --out OUT     # any official-layout directory
+    python tools/make_reference.py --synth tiny --seed 0 --prompts --frames 20 --out tests/fixtures/prompt_tiny_seed0
 
 Determinism: fp32, a fixed number of CPU threads (default 1), deterministic kernels, torch.compile disabled
 (moshi would otherwise compile the LM's final RMSNorm with Inductor on CPU: 30 s of compiling, machine-specific
@@ -384,6 +385,129 @@ def long_positions(checkpoint_dir: Path, audio: Path, lm_steps: int = 4, mimi_fr
     return arrays, meta
 
 
+# ---------------------------------------------------------------------------------------------------- prompts
+# scripts/stt_from_file_with_prompt_pytorch.py (delayed-streams-modeling), re-implemented here from its reading:
+# frames = silence prefix | audio prompt, zero-padded to whole frames | 10 silence frames (0.8 s) | audio |
+# silence suffix; the text prompt's SentencePiece ids are enforced on the text logits: until all were emitted, every
+# logit but those of the padding tokens (0, 3) and of the next not-yet-emitted prompt id is -inf, and a step's
+# token advances the prompt only when it is that id and not a padding token. The engine's alignment (frame k-1 at
+# step k, ALIGNMENT) differs from the script's, which calls LMGen once per frame (frame k at step k: frame 0's codes
+# never reach the model): each case is run both ways, {case}_tokens with the engine's alignment and
+# {case}_script_tokens exactly as the script feeds LMGen.
+PROMPT_PADDING_TOKENS = (0, 3)
+PROMPT_SEPARATOR_FRAMES = 10
+PROMPT_AUDIO = FIXTURES / "prompt_fr_24k.wav"
+PROMPT_CASES = {   # name -> (text prompt or None, audio prompt or None)
+    "text": ("bonjour à tous", None),
+    "audio": (None, PROMPT_AUDIO),
+    "audio_text": ("bonjour à tous", PROMPT_AUDIO),
+    # Longer than the run can emit: the mask still holds when the audio ends.
+    "long_text": ("the quick brown fox jumps over the lazy dog then takes a short nap in the warm sun "
+                  "bonjour à tous il fait très beau aujourd hui", None),
+}
+
+
+class PromptMask:
+    """The official PromptHook's rule: on_logits masks [.., V] logits in place, on_token advances the prompt."""
+
+    def __init__(self, ids: list[int]):
+        self.ids, self.emitted = list(ids), 0
+        self.margins: list[float] = []        # per step: best minus second-best of the logits that may win
+
+    def on_logits(self, logits: torch.Tensor) -> None:
+        if self.emitted < len(self.ids):
+            allowed = torch.zeros_like(logits, dtype=torch.bool)
+            allowed[..., list(PROMPT_PADDING_TOKENS) + [self.ids[self.emitted]]] = True
+            logits[:] = torch.where(allowed, logits, float("-inf"))
+        finite = logits.reshape(-1)[torch.isfinite(logits.reshape(-1))]
+        top = finite.topk(2).values
+        self.margins.append(float(top[0] - top[1]))
+
+    def on_token(self, token: torch.Tensor) -> None:
+        t = int(token.reshape(-1)[0])
+        if self.emitted < len(self.ids) and t not in PROMPT_PADDING_TOKENS:
+            assert t == self.ids[self.emitted], "a masked-out token won"
+            self.emitted += 1
+
+
+def prompt_frames(pcm: np.ndarray, prompt: np.ndarray | None, prefix: int, suffix: int) -> tuple[np.ndarray, dict]:
+    """The script's chain of 1920-sample frames [F, 1920] and its layout (frame counts of each part)."""
+    pad = lambda x: np.concatenate([x, np.zeros(-len(x) % FRAME_SIZE, np.float32)]).reshape(-1, FRAME_SIZE)  # noqa
+    silence = lambda n: np.zeros((n, FRAME_SIZE), np.float32)                                                 # noqa
+    parts = [("prefix", silence(prefix))]
+    if prompt is not None:
+        parts += [("prompt", pad(prompt)), ("separator", silence(PROMPT_SEPARATOR_FRAMES))]
+    parts += [("audio", pad(pcm)), ("suffix", silence(suffix))]
+    return np.concatenate([p for _, p in parts]), {name: len(p) for name, p in parts}
+
+
+@torch.no_grad()
+def run_prompted(lm, mimi, frames: np.ndarray, ids: list[int], script: bool = False) -> dict[str, np.ndarray]:
+    """Streaming Mimi + greedy LMGen with the prompt mask over the frames [F, 1920]; LMGen gets frame 0 twice
+    (ALIGNMENT), so S = F + 1 steps, or with script=True each frame once, as the script (S = F). Returns tokens
+    [S], codes [F, 32], allowed-logit margins [S], and the number of prompt ids emitted by each step [S]."""
+    mask = PromptMask(ids)
+    gen = LMGen(lm, use_sampling=False, temp=0.0, temp_text=0.0,
+                on_text_hook=mask.on_token, on_text_logits_hook=mask.on_logits)
+    tokens, codes, emitted = [], [], []
+    with mimi.streaming(1), gen.streaming(1):
+        for f, frame in enumerate(frames):
+            c = mimi.encode(torch.from_numpy(frame).view(1, 1, FRAME_SIZE))           # [1, 32, 1]
+            codes.append(c[0, :, 0])
+            for _ in range(2 if f == 0 and not script else 1):
+                tokens.append(int(gen.step(c)[0, 0, 0]))
+                emitted.append(mask.emitted)
+    return {"tokens": np.array(tokens, np.int32), "codes": torch.stack(codes).numpy().astype(np.int32),
+            "margins": np.array(mask.margins, np.float32), "emitted": np.array(emitted, np.int32)}
+
+
+def make_prompt_reference(checkpoint_dir: Path, audio: Path, audio_frames: int = 20, prefix_frames: int = 3,
+                          threads: int = 1, synthetic: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Every PROMPT_CASES run over the first audio_frames frames of `audio`. Arrays per case: {case}_tokens [S],
+    {case}_codes [F, 32], {case}_margins [S], {case}_emitted [S], {case}_prompt_ids [P], and the script's own
+    feeding: {case}_script_tokens [F], {case}_script_emitted [F]."""
+    pcm = read_wav(audio)[:audio_frames * FRAME_SIZE]
+    arrays: dict[str, np.ndarray] = {}
+    cases: dict[str, dict] = {}
+    with deterministic_torch(threads):
+        info, lm, mimi = load_official(checkpoint_dir)
+        tokenizer = info.get_text_tokenizer()
+        suffix = math.ceil(info.stt_config.get("audio_delay_seconds", 5.0) * mimi.frame_rate)
+        for name, (text, prompt_audio) in PROMPT_CASES.items():
+            ids = tokenizer.encode(text) if text else []
+            frames, layout = prompt_frames(pcm, read_wav(prompt_audio) if prompt_audio else None,
+                                           prefix_frames, suffix)
+            out = run_prompted(lm, mimi, frames, ids)
+            script = run_prompted(lm, mimi, frames, ids, script=True)
+            assert np.array_equal(script["codes"], out["codes"])
+            arrays.update({f"{name}_{k}": v for k, v in out.items()})
+            arrays[f"{name}_script_tokens"] = script["tokens"]
+            arrays[f"{name}_script_emitted"] = script["emitted"]
+            arrays[f"{name}_prompt_ids"] = np.array(ids, np.int32)
+            cases[name] = {"prompt_text": text, "prompt_ids": len(ids), "layout": layout,
+                           "prompt_audio": None if prompt_audio is None else
+                           {"file": prompt_audio.name, "sha256": sha256_file(prompt_audio),
+                            "samples": len(read_wav(prompt_audio))},
+                           "steps": len(out["tokens"]), "emitted_at_end": int(out["emitted"][-1]),
+                           "emitted_when_audio_ends": int(out["emitted"][sum(layout.values()) - layout["suffix"]]),
+                           "min_margin": float(out["margins"].min()),
+                           "script_min_margin": float(script["margins"].min()),
+                           "script_emitted_at_end": int(script["emitted"][-1])}
+    meta = {"format_version": FORMAT_VERSION,
+            "created_by": "tools/make_reference.py " + (" ".join(sys.argv[1:]) if __name__ == "__main__" else
+                                                        "(imported)"),
+            "source": "delayed-streams-modeling scripts/stt_from_file_with_prompt_pytorch.py, re-implemented "
+                      "(see the 'prompts' section of tools/make_reference.py)",
+            "alignment": ALIGNMENT, "padding_tokens": list(PROMPT_PADDING_TOKENS),
+            "separator_frames": PROMPT_SEPARATOR_FRAMES, "cases": cases,
+            "versions": {"moshi": moshi.__version__, "torch": torch.__version__},
+            "audio": {"file": audio.name, "sha256": sha256_file(audio), "frames": audio_frames},
+            "checkpoint": {"synthetic": synthetic,
+                           "files": {k: {"name": p.name, "sha256": sha256_file(p)}
+                                     for k, p in checkpoint_paths(checkpoint_dir).items()}}}
+    return arrays, meta
+
+
 # ---------------------------------------------------------------------------------------------------- sanity
 def sanity(arrays: dict[str, np.ndarray]) -> dict:
     """Is the synthetic model degenerate? Code and token diversity, VAD saturation, top-1 vs top-2 logit margins.
@@ -584,6 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (fixed for determinism; default 1)")
     p.add_argument("--long-positions", action="store_true",
                    help=f"instead of the usual run: LM steps and Mimi frames at {LONG_HOURS} hours (long_positions)")
+    p.add_argument("--prompts", action="store_true",
+                   help="instead of the usual run: the prompted runs of PROMPT_CASES (text and/or audio prompt) "
+                        "over the first --frames frames (default 20)")
     p.add_argument("--cross-check-steps", type=int, default=12,
                    help="re-run the first N steps through lm.forward_text directly (default 12)")
     args = p.parse_args(argv)
@@ -602,6 +729,12 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, out = args.checkpoint, args.out
         if out is None:
             p.error("--out is required with --checkpoint")
+    if args.prompts:
+        arrays, meta = make_prompt_reference(checkpoint, args.audio, args.frames or 20, threads=args.threads,
+                                             synthetic=synthetic)
+        npz, js = save(out, arrays, meta)
+        print(json.dumps({"npz": str(npz), "bytes": npz.stat().st_size, "cases": meta["cases"]}, indent=1))
+        return 0
     if args.long_positions:
         arrays, meta = long_positions(checkpoint, args.audio, threads=args.threads)
         meta["checkpoint"]["synthetic"] = synthetic

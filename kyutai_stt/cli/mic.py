@@ -17,6 +17,8 @@ import numpy as np
 from kyutai_stt.cli.common import synthetic_note
 from kyutai_stt.errors import UserError
 from kyutai_stt.streaming.decoder import DecoderConfig
+from kyutai_stt.streaming.prompt import Prompt
+from kyutai_stt.streaming.prompt import add_arguments as prompt_arguments
 from kyutai_stt.streaming.transcriber import Transcriber
 from kyutai_stt.weights.cache import resolve_model
 
@@ -40,6 +42,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--silence-prefix", type=float, default=None,
                         help="seconds of silence fed before the microphone's audio (default: the model's config, at "
                              "least 1)")
+    prompt_arguments(parser)
 
 
 def _sounddevice():
@@ -135,6 +138,8 @@ def _capture(sd, device: dict, rate: int):
 
 
 def run(args) -> int:
+    # A bad prompt is reported first: it needs no microphone to be checked.
+    prompt = None if args.list_devices else Prompt.load(args.prompt_text, args.prompt_audio)
     sd = _sounddevice()
     try:
         if args.list_devices:
@@ -149,7 +154,7 @@ def run(args) -> int:
                        f"server or ALSA device is available") from None
     package_dir = resolve_model(args.model, progress=lambda m: print(m, file=sys.stderr, flush=True))
     transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix,
-                              decoder=DecoderConfig(eot_threshold=args.eot_threshold))
+                              decoder=DecoderConfig(eot_threshold=args.eot_threshold), prompt=prompt)
     if transcriber.synthetic:
         print(synthetic_note(str(package_dir)), file=sys.stderr)
     if not transcriber.package.config.has_vad_heads:

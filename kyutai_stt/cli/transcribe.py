@@ -22,6 +22,8 @@ from kyutai_stt.errors import UserError
 from kyutai_stt.streaming.audio import check
 from kyutai_stt.streaming.files import FILE_READBACK_BATCH, transcribe_file
 from kyutai_stt.streaming.formats import EXTENSIONS, FORMATS, render
+from kyutai_stt.streaming.prompt import Prompt
+from kyutai_stt.streaming.prompt import add_arguments as prompt_arguments
 from kyutai_stt.streaming.resample import low_rate_warning
 from kyutai_stt.streaming.transcriber import Transcriber
 from kyutai_stt.weights.cache import resolve_model
@@ -44,6 +46,10 @@ stderr:
   {"files": N, "audio_s": ..., "wall_s": ..., "rtf": ..., "load_s": ...}; wall_s is the time spent on the files
   (decoding + transcription, model loading excluded: that is load_s), rtf = wall_s / audio_s.
   --quiet drops the progress and the summary; warnings and errors remain.
+
+prompt (experimental, as the official prompting script; the model is very sensitive to the prompt):
+  --prompt-text "Loonah" makes the model write that first (a spelling); --prompt-audio loonah.mp3 is fed before
+  each file (someone saying it) and its words are left out of the transcript. docs/prompt.md.
 """
 
 
@@ -120,6 +126,7 @@ def add_arguments(parser) -> None:
                         help="seconds of silence fed before the audio (helps clips that start mid-word; default: "
                              "the model's config, at least 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary line on stderr")
+    prompt_arguments(parser)
 
 
 def _targets(files: list[Path], output: Path | None, fmt: str) -> list[Path | None]:
@@ -160,10 +167,12 @@ def run(args) -> int:
             print(f"warning: {path}: {note}", file=sys.stderr)
         infos.append(info)
     targets = _targets(args.files, args.output, args.format)
+    prompt = Prompt.load(args.prompt_text, args.prompt_audio)
 
     started = time.perf_counter()
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
-    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH)
+    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH,
+                              prompt=prompt)
     load_s = time.perf_counter() - started
     synthetic = bool(transcriber.synthetic)
     if synthetic:

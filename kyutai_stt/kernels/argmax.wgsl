@@ -1,13 +1,19 @@
 // Greedy text token: the index of the largest logit, the lowest index on ties; written where the next step's
-// embedding reads it (no CPU round trip) and where the host reads results back.
+// embedding reads it (no CPU round trip) and where the host reads results back. A text prompt (the official
+// prompting script's rule) restricts the candidates until its ids have all been emitted.
 //
 //   logits: [STREAMS, LOGITS_STRIDE] f32   (the COUNT logits of stream s start at s * LOGITS_STRIDE + LOGITS_OFFSET)
-//   token_s = min { i < COUNT : logits[s, LOGITS_OFFSET + i] = max_j logits[s, LOGITS_OFFSET + j] }
+//   prompt: [STREAMS, 2 + PROMPT_CAPACITY] u32 = [n, e, id_0 .. id_{n-1}, unused]: n prompt ids, e of them emitted
+//   A_s = {BOUNDARY_TOKEN, PADDING_TOKEN, id_e} while e < n, else every i < COUNT
+//   token_s = min { i in A_s : logits[s, LOGITS_OFFSET + i] = max_{j in A_s} logits[s, LOGITS_OFFSET + j] }
+//   e += 1 when token_s = id_e and token_s is neither BOUNDARY_TOKEN nor PADDING_TOKEN (the GPU keeps the position:
+//   the host writes [n, 0, ids] once, at the stream's first frame; all zeros = no prompt)
 //   tokens[s * TOKEN_STRIDE + TOKEN_INDEX] = token_s     (the next step's text id: embed_sum's ids)
 //   results[s * RESULT_STRIDE + RESULT_INDEX] = token_s  (the step's results, copied out for readback)
 // NaN logits are never chosen (all NaN or -inf: token 0).
 //
-// Bindings (group 0): 0 = logits (read), 1 = tokens (read_write, u32), 2 = results (read_write, u32).
+// Bindings (group 0): 0 = logits (read), 1 = tokens (read_write, u32), 2 = results (read_write, u32),
+// 3 = prompt (read_write, u32).
 // Dispatch: (STREAMS, 1, 1) workgroups of WORKGROUP_SIZE invocations (one workgroup per stream).
 
 // The text vocabulary: 8000 for the LM.
@@ -21,6 +27,11 @@ override TOKEN_INDEX: u32 = 0u;
 // Where it goes in the readback results (e.g. [token, 4 VAD probabilities] per stream).
 override RESULT_STRIDE: u32 = 1u;
 override RESULT_INDEX: u32 = 0u;
+// The prompt's room per stream (ids), and the two tokens that stay allowed while it is enforced (the word
+// boundary 0 and the text padding id 3 in the Kyutai models).
+override PROMPT_CAPACITY: u32 = 0u;
+override BOUNDARY_TOKEN: u32 = 0u;
+override PADDING_TOKEN: u32 = 3u;
 // 256: the portable maximum; 8000 logits are ~32 per invocation before the reduction.
 override WORKGROUP_SIZE: u32 = 256u;
 
@@ -30,9 +41,11 @@ const NONE = 0xFFFFFFFFu;  // index of "no candidate": loses every tie
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read_write> tokens: array<u32>;
 @group(0) @binding(2) var<storage, read_write> results: array<u32>;
+@group(0) @binding(3) var<storage, read_write> prompt: array<u32>;
 
 var<workgroup> best_values: array<f32, WORKGROUP_SIZE>;
 var<workgroup> best_indices: array<u32, WORKGROUP_SIZE>;
+var<workgroup> prompt_next: u32;      // the prompt id that may win besides the two tokens, NONE without a prompt
 
 // Whether candidate (value, index) beats the current best: larger, or equal with a lower index.
 fn beats(value: f32, index: u32, best_value: f32, best_index: u32) -> bool {
@@ -43,11 +56,25 @@ fn beats(value: f32, index: u32, best_value: f32, best_index: u32) -> bool {
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let stream = workgroup.x;
     let base = stream * LOGITS_STRIDE + LOGITS_OFFSET;
+    let prompt_base = stream * (2u + PROMPT_CAPACITY);
+    // Lane 0 alone touches the prompt buffer (reads here, the position update at the end): no storage race.
+    if (lane == 0u) {
+        let e = prompt[prompt_base + 1u];
+        prompt_next = NONE;
+        if (e < min(prompt[prompt_base], PROMPT_CAPACITY)) {
+            prompt_next = prompt[prompt_base + 2u + e];
+        }
+    }
+    workgroupBarrier();
+    let next = prompt_next;
 
     // Each invocation scans its strided indices in increasing order: strict > keeps the lowest of equals.
     var best_value = LOWEST;
     var best_index = NONE;
     for (var i = lane; i < COUNT; i += WORKGROUP_SIZE) {
+        if (next != NONE && i != next && i != BOUNDARY_TOKEN && i != PADDING_TOKEN) {
+            continue;
+        }
         let value = logits[base + i];
         if (value > best_value) {
             best_value = value;
@@ -78,5 +105,8 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         let token = select(best_indices[0], 0u, best_indices[0] == NONE);
         tokens[stream * TOKEN_STRIDE + TOKEN_INDEX] = token;
         results[stream * RESULT_STRIDE + RESULT_INDEX] = token;
+        if (next != NONE && token == next && token != BOUNDARY_TOKEN && token != PADDING_TOKEN) {
+            prompt[prompt_base + 1u] = prompt[prompt_base + 1u] + 1u;
+        }
     }
 }

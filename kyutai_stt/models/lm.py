@@ -19,6 +19,10 @@ INPUT_PLAIN, INPUT_RMS_NORM, INPUT_SWIGLU = 0, 1, 2
 ELEMENTS_PER_WORD = {"q4": 8, "q8": 4, "f16": 2, "f32": 1}   # weights per u32 of a stream
 EMBED_WORDS_PER_WORKGROUP = 8        # kernels/embed_sum.wgsl's default: 8 u32 words of a row per workgroup
 QUANTIZE_WORKGROUP = 256             # kernels/quantize_input.wgsl: 8 inputs per invocation
+# Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
+# prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
+PROMPT_CAPACITY = 128
+WORD_BOUNDARY_TOKEN = 0              # allowed, with the padding id, while a text prompt is enforced (official rule)
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,10 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     token = b.buffer("lm.token", "state", 4, (1,), "u32", reset_fill=cfg.text_card)    # fed back each step
     results = b.buffer("lm.results", "output", 4 * (1 + heads), (1 + heads,), "u32",   # [token, p_0..p_heads-1]
                        fields=[("token", "u32", 1), ("vad", "f32", heads)])
+    # [n, e, id_0 .. id_127]: a text prompt of n ids, e emitted (argmax.wgsl); reset (zeros) = no prompt. The host
+    # writes it with a stream's first frame; the GPU advances e.
+    prompt = b.buffer("lm.prompt", "state", 4 * (2 + PROMPT_CAPACITY), (2 + PROMPT_CAPACITY,), "u32")
+    b.inputs["prompt"] = prompt
     freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
     int8_input = None
     if tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
@@ -195,8 +203,10 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
 
     out_norm = w.bindings("out_norm")[0]
     _matvec(b, w, tuning, "text_head", x, logits, INPUT_RMS_NORM, out_norm, int8_input=int8_input)
-    b.dispatch("argmax", {0: logits, 1: token, 2: results}, (1,),
-               {"COUNT": cfg.text_card, "RESULT_STRIDE": 1 + heads}, label="argmax")
+    b.dispatch("argmax", {0: logits, 1: token, 2: results, 3: prompt}, (1,),
+               {"COUNT": cfg.text_card, "RESULT_STRIDE": 1 + heads, "PROMPT_CAPACITY": PROMPT_CAPACITY,
+                "BOUNDARY_TOKEN": WORD_BOUNDARY_TOKEN, "PADDING_TOKEN": cfg.existing_text_padding_id},
+               label="argmax")
     if heads:
         b.dispatch("vad_heads", {0: x, 1: out_norm, **w.bindings("vad_heads", first=2), 3: results}, (heads,),
                    {"DIM": d, "HEADS": heads, "CLASSES": cfg.extra_heads_dim, "RESULT_STRIDE": 1 + heads,

@@ -168,6 +168,20 @@ def argmax(logits: np.ndarray) -> int:
     return int(np.argmax(logits))
 
 
+def prompted_argmax(logits: np.ndarray, ids, emitted: int, boundary: int = 0, padding: int = 3) -> tuple[int, int]:
+    """The official prompting rule (kernels/argmax.wgsl): while emitted < len(ids), only `boundary`, `padding` and
+    ids[emitted] may win; returns (token, emitted after this step: + 1 when the token is ids[emitted] and not one
+    of the two)."""
+    if emitted >= len(ids):
+        return argmax(logits), emitted
+    allowed = np.full(len(logits), -np.inf, np.float64)
+    for i in (boundary, padding, ids[emitted]):
+        allowed[i] = logits[i]
+    allowed[np.isnan(allowed)] = -np.inf
+    token = int(np.argmax(allowed)) if np.isfinite(allowed).any() else 0
+    return token, emitted + (token == ids[emitted] and token not in (boundary, padding))
+
+
 def vad_probabilities(out: np.ndarray, w: np.ndarray, heads: int, classes: int, dtype=np.float64) -> np.ndarray:
     """p_h = softmax(w[classes*h : classes*(h+1)] . out)[0] for h < heads; out is the *normalised* output."""
     logits = (np.asarray(w, dtype) @ np.asarray(out, dtype)).reshape(heads, classes)

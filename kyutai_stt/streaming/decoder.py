@@ -20,6 +20,8 @@ VAD's head `eot_head` (2: "no voice for 2 s") gives P(no voice activity) per ste
 optionally smoothed; crossing `eot_threshold` emits one EndOfTurn, re-armed by the next word (as the official
 CLI prints `<endofturn>`; unlike it, nothing is emitted before the first word, so silence at the start is quiet).
 Times are seconds of the caller's audio: the silence prefix the host fed first is subtracted, and clamped at 0.
+A word whose first piece comes at a stop time before `hide_words_before` (stream seconds) is never reported: the
+words of an audio prompt (prompt.py).
 """
 from __future__ import annotations
 
@@ -84,6 +86,7 @@ class DecoderConfig:
     eot_head: int = 2
     eot_threshold: float = 0.5
     eot_smoothing: float = 0.0     # exponential smoothing weight of the previous value: 0 = none (official)
+    hide_words_before: float = 0.0  # stream seconds: words beginning earlier are dropped (an audio prompt's)
 
     @classmethod
     def from_dict(cls, raw: dict) -> DecoderConfig:
@@ -101,6 +104,7 @@ class StreamDecoder:
     def reset(self) -> None:
         self.steps = 0                               # the official counter: incremented before use
         self.open: list[int] = []                    # pieces of the word being read
+        self.open_hidden = False                     # the open word began before hide_words_before
         self.waiting: list[tuple[list[int], float]] = []   # closed words without an end: (pieces, start)
         self.last_stop = 0.0
         self.eot_armed = False
@@ -115,13 +119,17 @@ class StreamDecoder:
         events: list[Event] = [Step(self.steps - 1, self._time(stop), token, tuple(float(p) for p in vad))]
         if self.steps >= cfg.delay_steps:
             if token in (WORD_BOUNDARY, PADDING):
-                if self.open:
+                if self.open and self.open_hidden:
+                    self.open = []
+                elif self.open:
                     if self.waiting:                     # a second Word before an EndWord: it ends the first
                         events += self._release(self.last_stop)
                     self.waiting.append((self.open, self.last_stop))
                     self.open = []
                     self.eot_armed = True
             else:
+                if not self.open:
+                    self.open_hidden = stop < cfg.hide_words_before
                 self.open.append(token)
             if token == WORD_BOUNDARY:
                 if self.waiting:
@@ -134,9 +142,9 @@ class StreamDecoder:
     def finish(self, audio_end: float | None = None) -> list[Event]:
         """Release every word at the current stop time (clamped to audio_end, in the caller's seconds)."""
         stop = max(self.last_stop, (self.steps - self.config.delay_steps) / self.config.frame_rate)
-        if self.open:
+        if self.open and not self.open_hidden:
             self.waiting.append((self.open, self.last_stop))
-            self.open = []
+        self.open = []
         return self._release(stop, audio_end) + self._partial_changed()
 
     def _release(self, stop: float, audio_end: float | None = None) -> list[Event]:
@@ -161,7 +169,8 @@ class StreamDecoder:
         return []
 
     def _partial_changed(self) -> list[Event]:
-        texts = [self.tokenizer.decode(p).strip() for p, _ in self.waiting] + [self.tokenizer.decode(self.open).strip()]
+        texts = [self.tokenizer.decode(p).strip() for p, _ in self.waiting]
+        texts += [] if self.open_hidden else [self.tokenizer.decode(self.open).strip()]
         text = " ".join(t for t in texts if t)
         if text == self.partial:
             return []

@@ -1,17 +1,20 @@
 """A stream's audio as model frames: `prefix` samples of silence first, then the caller's samples cut into whole
 frames; flush() pads the last frame with silence and appends `tail` silent frames (the text lags the audio), then
-starts the next stream. The browser's twin is web/framing.js; both are held to tests/vectors/framing.json."""
+starts the next stream. The browser's twin is web/framing.js; both are held to tests/vectors/framing.json.
+`lead_in` (an audio prompt's stream start: streaming/prompt.py) replaces the prefix's silence by given samples."""
 from __future__ import annotations
 
 import numpy as np
 
 
 class Framer:
-    def __init__(self, frame_size: int, prefix: int):
-        if frame_size < 1 or prefix < 0:
-            raise ValueError(f"frame_size {frame_size} must be >= 1 and prefix {prefix} >= 0")
+    def __init__(self, frame_size: int, prefix: int, lead_in: np.ndarray | None = None):
+        if frame_size < 1 or prefix < 0 or (lead_in is not None and len(lead_in) != prefix):
+            raise ValueError(f"frame_size {frame_size} must be >= 1 and prefix {prefix} >= 0 (the lead-in's size)")
         self.frame_size, self.prefix = int(frame_size), int(prefix)
-        self._pending = np.zeros(self.prefix, np.float32)         # [< frame_size after each push] not yet framed
+        # [prefix] f32: each stream's first samples (silence unless given)
+        self._lead_in = np.zeros(self.prefix, np.float32) if lead_in is None else np.asarray(lead_in, np.float32)
+        self._pending = self._lead_in.copy()                        # [< frame_size after each push] not yet framed
 
     @property
     def pending(self) -> int:
@@ -30,5 +33,5 @@ class Framer:
         """The last frame padded with silence, then `tail` silent frames; the next push starts a new stream."""
         frames = -(-self._pending.size // self.frame_size) + int(tail)
         out = self.push(np.zeros(frames * self.frame_size - self._pending.size, np.float32))
-        self._pending = np.zeros(self.prefix, np.float32)
+        self._pending = self._lead_in.copy()
         return out

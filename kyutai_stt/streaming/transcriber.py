@@ -9,6 +9,8 @@
 Audio is downmixed and resampled to 24 kHz (resample.py), cut into 80 ms frames (framing.py), and each frame is one
 submission of the whole-frame plan (models/stt.py: the LM step, then Mimi, on the GPU). Results come back one
 frame late (engine/runtime.py pipelines the readback) and go through the delayed-streams decoder (streaming/decoder.py).
+prompt=Prompt(text=..., audio=...) steers every stream's transcript (streaming/prompt.py): the text prompt goes to
+the GPU with the stream's first frame, the audio prompt is fed after the silence prefix, and its words are hidden.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.decoder import DecoderConfig, Event, StreamDecoder
 from kyutai_stt.streaming.framing import Framer
+from kyutai_stt.streaming.prompt import Prompt, prompt_ids
 from kyutai_stt.streaming.resample import StreamResampler
 from kyutai_stt.weights.package import Package, open_package
 
@@ -55,23 +58,39 @@ class Stats:
 
 class Transcriber:
     def __init__(self, package: Package | str | Path, *, silence_prefix: float | None = None,
-                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0):
+                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0,
+                 prompt: Prompt | None = None):
         """silence_prefix: seconds of silence fed before each stream (times are reported without it); None: the
         model's (config.stream_settings: its config's audio_silence_prefix_seconds, at least 1 s). The decoder's
         delay_steps, unless given, is the model's. readback_batch: 0 for live audio (each frame's result one frame
         late); N > 1 for files: results are read back N frames at a time, one GPU wait per N frames (faster;
-        events come in bursts)."""
+        events come in bursts). prompt: a text and/or audio prompt for every stream (streaming/prompt.py;
+        PromptError when unusable)."""
         if silence_prefix is not None and (not isinstance(silence_prefix, (int, float))
                                            or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S):
             raise AudioError(f"silence_prefix must be 0 to {MAX_SILENCE_PREFIX_S:g} seconds, not {silence_prefix!r}")
+        if prompt is not None and not isinstance(prompt, Prompt):
+            raise TypeError(f"prompt must be a kyutai_stt.streaming.prompt.Prompt, not {type(prompt).__name__}")
         self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
         self.synthetic = self.package.synthetic is not None
         settings = stream_settings(self.package.config)
+        silence_prefix = settings["silence_prefix"] if silence_prefix is None else silence_prefix
         decoder = decoder or DecoderConfig()
-        self.decoder_config = replace(
-            decoder, delay_steps=settings["delay_steps"] if decoder.delay_steps is None else decoder.delay_steps,
-            silence_prefix=settings["silence_prefix"] if silence_prefix is None else silence_prefix)
+        decoder = replace(decoder, delay_steps=settings["delay_steps"] if decoder.delay_steps is None
+                          else decoder.delay_steps)
         plan = stt_plan(self.package, tuning_for(*gpu.device_traits()))
+        # The lead-in (prefix, then the audio prompt) and the prompt ids: fixed per transcriber, fed every stream.
+        rate = self.package.mimi_config.sample_rate
+        prefix = int(round(silence_prefix * rate))
+        self.prompt = prompt
+        self._lead_in = prompt.lead_in(prefix) if prompt else np.zeros(prefix, np.float32)
+        room = plan.buffer(plan.inputs["prompt"]).shape[0] - 2          # [n, e, ids]
+        ids = prompt_ids(prompt, self.package.tokenizer, room)
+        self._prompt_words = np.zeros(2 + room, np.uint32)
+        self._prompt_words[0], self._prompt_words[2:2 + len(ids)] = len(ids), ids
+        lead_in_s = silence_prefix + (self._lead_in.size - prefix) / rate     # times count from after it
+        self.decoder_config = replace(decoder, silence_prefix=lead_in_s,
+                                      hide_words_before=prompt.hidden_until(prefix) if prompt else 0.0)
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
         self.stats = Stats()
@@ -117,8 +136,10 @@ class Transcriber:
     def _start_stream(self) -> None:
         self._resampler = None            # made by the first feed(), for its rate and channel count
         self._stream_samples = 0          # caller's audio in this stream, 24 kHz samples
-        mimi = self.package.mimi_config   # the stream starts with the silence prefix
-        self._framer = Framer(mimi.frame_size, int(round(self.decoder_config.silence_prefix * mimi.sample_rate)))
+        # The stream starts with the lead-in (silence prefix, audio prompt); its first frame carries the text prompt
+        # to the GPU.
+        self._framer = Framer(self.package.mimi_config.frame_size, self._lead_in.size, lead_in=self._lead_in)
+        self._first_frame = True
 
     def _push(self, mono: np.ndarray) -> list[Event]:
         """Append the caller's 24 kHz samples; submit every whole frame; decode the results that came back."""
@@ -130,7 +151,10 @@ class Transcriber:
         events = []
         for frame in frames:
             start = time.perf_counter()
-            results = self.engine.submit({"pcm": frame})
+            inputs = {"pcm": frame}
+            if self._first_frame:
+                inputs["prompt"], self._first_frame = self._prompt_words, False
+            results = self.engine.submit(inputs)
             self.stats.engine_seconds += time.perf_counter() - start
             self.stats.frames += 1
             events += self._decode(results)

@@ -31,6 +31,8 @@ function setState(state) {
   $('mic').disabled = !ready;
   $('file').disabled = state !== 'ready';
   $('file-label').setAttribute('aria-disabled', String(state !== 'ready'));
+  $('prompt-apply').disabled = state !== 'ready';
+  $('prompt-clear').disabled = state !== 'ready';
 }
 
 function showError(error) {
@@ -221,6 +223,26 @@ async function transcribeFile(file) {
   setState('ready');
 }
 
+// The prompt of every later stream (stt-client.js setPrompt); an unusable one is reported next to the field.
+async function applyPrompt(clear) {
+  const text = clear ? '' : $('prompt-text').value;
+  const audio = clear ? null : $('prompt-audio').files[0] ?? null;
+  setState('busy');
+  try {
+    const {ids, leadInSeconds} = await client.setPrompt(text || audio ? {text, audio} : null);
+    $('prompt-status').textContent = ids || audio
+      ? `Prompt in use: ${ids} text tokens${audio ? `, ${leadInSeconds.toFixed(1)} s fed before each stream` : ''}.`
+      : 'No prompt.';
+    $('prompt-status').dataset.code = '';
+  } catch (error) {
+    $('prompt-status').textContent = `${error.message} ${error.fix ?? ''}`;
+    $('prompt-status').dataset.code = error.code ?? 'internal';
+  }
+  if (document.body.dataset.state === 'busy') setState('ready');
+}
+
+$('prompt-apply').addEventListener('click', () => applyPrompt(false));
+$('prompt-clear').addEventListener('click', () => applyPrompt(true));
 $('mic').addEventListener('click', toggleMic);
 $('file').addEventListener('change', (e) => transcribeFile(e.target.files[0]));
 $('retry').addEventListener('click', load);

@@ -13,6 +13,7 @@ export const ErrorCode = Object.freeze({
   DEVICE_LOST: 'device-lost',
   PACKAGE_MISMATCH: 'package-mismatch',
   AUDIO_DECODE: 'audio-decode',
+  PROMPT: 'prompt',
   GPU: 'gpu',
   INTERNAL: 'internal',
 });
@@ -31,6 +32,7 @@ const FIXES = {
   [ErrorCode.DEVICE_LOST]: 'The GPU was reset or the tab lost it: load the engine again (reload the page).',
   [ErrorCode.PACKAGE_MISMATCH]: 'Re-export the site for this model package: kyutai-stt export-web --model ...',
   [ErrorCode.AUDIO_DECODE]: 'Use a common audio format (wav, mp3, ogg, m4a, flac).',
+  [ErrorCode.PROMPT]: 'Change the prompt (a few words, e.g. a name\'s spelling, and/or a short recording of them).',
   [ErrorCode.GPU]: 'Reload the page; if it happens again, report it with the adapter shown in the page.',
   [ErrorCode.INTERNAL]: 'Reload the page; if it happens again, report it.',
 };

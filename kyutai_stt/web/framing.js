@@ -1,13 +1,17 @@
 // A stream's audio as model frames: `prefix` samples of silence first, then the caller's samples cut into whole
 // frames; flush() pads the last frame with silence and appends `tail` silent frames (the text lags the audio), then
 // starts the next stream. The twin of kyutai_stt/streaming/framing.py; both are held to tests/vectors/framing.json.
+// `leadIn` (an audio prompt's stream start: prompt.js) replaces the prefix's silence by given samples.
 
 export class Framer {
-  constructor(frameSize, prefix) {
-    if (!(frameSize >= 1) || !(prefix >= 0)) throw new RangeError(`frameSize ${frameSize} >= 1, prefix ${prefix} >= 0`);
+  constructor(frameSize, prefix, leadIn = null) {
+    if (!(frameSize >= 1) || !(prefix >= 0) || (leadIn && leadIn.length !== prefix)) {
+      throw new RangeError(`frameSize ${frameSize} >= 1, prefix ${prefix} >= 0 (the lead-in's length)`);
+    }
     this.frameSize = frameSize;
     this.prefix = prefix;
-    this.pendingSamples = new Float32Array(prefix);   // [< frameSize after each push] not yet framed
+    this.leadIn = leadIn ? Float32Array.from(leadIn) : new Float32Array(prefix);   // each stream's first samples
+    this.pendingSamples = this.leadIn.slice();        // [< frameSize after each push] not yet framed
   }
 
   // Samples held back until they fill a frame (the prefix, before the first push).
@@ -31,7 +35,7 @@ export class Framer {
   flush(tail) {
     const frames = Math.ceil(this.pendingSamples.length / this.frameSize) + tail;
     const out = this.push(new Float32Array(frames * this.frameSize - this.pendingSamples.length));
-    this.pendingSamples = new Float32Array(this.prefix);
+    this.pendingSamples = this.leadIn.slice();
     return out;
   }
 }

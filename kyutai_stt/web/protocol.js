@@ -25,6 +25,9 @@ export const ToWorker = Object.freeze({
   TRANSCRIBE: 'transcribe',
   // delete the cached model files of every version
   CLEAR_CACHE: 'clearCache',
+  // {text?, audio? (Float32Array, 24 kHz mono)}: the prompt of every stream from now on ({}: none; prompt.js);
+  // drops the current stream; -> {ids (text prompt tokens), leadInSeconds}
+  SET_PROMPT: 'setPrompt',
 });
 
 // worker -> page

@@ -15,6 +15,7 @@ export const DEFAULT_CONFIG = Object.freeze({
   eot_head: 2,
   eot_threshold: 0.5,
   eot_smoothing: 0.0,    // exponential smoothing weight of the previous value: 0 = none (official)
+  hide_words_before: 0.0, // stream seconds: words beginning earlier are dropped (an audio prompt's)
 });
 
 export class StreamDecoder {
@@ -33,6 +34,7 @@ export class StreamDecoder {
   reset() {
     this.steps = 0;          // the official counter: incremented before use
     this.open = [];          // pieces of the word being read
+    this.openHidden = false; // the open word began before hide_words_before
     this.waiting = [];       // closed words without an end: [pieces, start]
     this.lastStop = 0;
     this.eotArmed = false;
@@ -47,13 +49,16 @@ export class StreamDecoder {
     const events = [{ type: "step", frame: this.steps - 1, time: this._time(stop), token, vad: Array.from(vad) }];
     if (this.steps >= cfg.delay_steps) {
       if (token === WORD_BOUNDARY || token === PADDING) {
-        if (this.open.length) {
+        if (this.open.length && this.openHidden) {
+          this.open = [];
+        } else if (this.open.length) {
           if (this.waiting.length) events.push(...this._release(this.lastStop));
           this.waiting.push([this.open, this.lastStop]);
           this.open = [];
           this.eotArmed = true;
         }
       } else {
+        if (!this.open.length) this.openHidden = stop < cfg.hide_words_before;
         this.open.push(token);
       }
       if (token === WORD_BOUNDARY) {
@@ -71,10 +76,8 @@ export class StreamDecoder {
   /** Release every word at the current stop time (clamped to audioEnd, in the caller's seconds). */
   finish(audioEnd = null) {
     const stop = Math.max(this.lastStop, (this.steps - this.config.delay_steps) / this.config.frame_rate);
-    if (this.open.length) {
-      this.waiting.push([this.open, this.lastStop]);
-      this.open = [];
-    }
+    if (this.open.length && !this.openHidden) this.waiting.push([this.open, this.lastStop]);
+    this.open = [];
     return [...this._release(stop, audioEnd), ...this._partialChanged()];
   }
 
@@ -103,7 +106,8 @@ export class StreamDecoder {
   }
 
   _partialChanged() {
-    const texts = [...this.waiting.map(([p]) => this.tokenizer.decode(p).trim()), this.tokenizer.decode(this.open).trim()];
+    const texts = this.waiting.map(([p]) => this.tokenizer.decode(p).trim());
+    if (!this.openHidden) texts.push(this.tokenizer.decode(this.open).trim());
     const text = texts.filter((t) => t).join(" ");
     if (text === this.partial) return [];
     this.partial = text;

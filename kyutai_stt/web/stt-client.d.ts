@@ -13,6 +13,7 @@ export declare const ErrorCode: Readonly<{
   DEVICE_LOST: 'device-lost';
   PACKAGE_MISMATCH: 'package-mismatch';
   AUDIO_DECODE: 'audio-decode';
+  PROMPT: 'prompt';
   GPU: 'gpu';
   INTERNAL: 'internal';
 }>;
@@ -43,6 +44,16 @@ export interface DecoderOptions {
   [option: string]: unknown;
 }
 
+/** Experimental (the official prompting script's method); the model is very sensitive to the prompt. */
+export interface Prompt {
+  /** A spelling the model must write first (e.g. a name: "Loonah"); at most 1000 characters and the plan's room
+   *  in tokens (128). */
+  text?: string;
+  /** A recording fed before each stream (e.g. someone saying that name): 24 kHz mono samples, or a file the browser
+   *  decodes; at most 30 s. Its words are hidden; times count from the real audio. */
+  audio?: Float32Array | Blob | ArrayBuffer | null;
+}
+
 export interface LoadOptions {
   /** Force a kernel variant instead of the one chosen from the adapter. */
   variant?: 'gpu' | 'gpu-subgroup' | 'cpu';
@@ -59,6 +70,8 @@ export interface LoadOptions {
   testFrameDelayMs?: number;
   /** Tests only: the device's memory in GiB, instead of navigator.deviceMemory (a phone's, say). */
   testDeviceMemoryGiB?: number;
+  /** A prompt for every stream (setPrompt). */
+  prompt?: Prompt | null;
 }
 
 /** Which model runs (plans.json's stream settings, from the package's config). */
@@ -187,6 +200,9 @@ export declare class SttClient extends EventTarget {
   pushAudio(pcm: Float32Array): Promise<null>;
   flush(): Promise<{stats: Stats | null}>;
   reset(): Promise<null>;
+  /** Steer every later stream with a prompt ({} or null: none); drops the current stream. An unusable prompt
+   *  rejects with an SttError of code 'prompt'. */
+  setPrompt(prompt?: Prompt | null): Promise<{ids: number; leadInSeconds: number}>;
   /** Transcribe a recording (any format the browser decodes), faster than real time where the GPU allows. */
   transcribeFile(file: Blob | ArrayBuffer, onProgress?: ((progress: {done: number; total: number}) => void) | null):
     Promise<Word[]>;

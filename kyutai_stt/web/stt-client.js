@@ -7,6 +7,7 @@
 //   await stt.start();                                         // microphone -> live events
 //   await stt.stop();                                          // the last words arrive before this resolves
 //   const words = await stt.transcribeFile(file);              // a File/Blob of any format the browser decodes
+//   await stt.setPrompt({text: 'Loonah', audio: file});        // experimental: steer a spelling (prompt.js)
 //
 // Every failure is an SttError {code, message, fix} (errors.js): thrown by the call that failed, or, when no call
 // is waiting (device lost mid-stream), dispatched as an 'error' event. TypeScript: stt-client.d.ts.
@@ -43,9 +44,9 @@ export class SttClient extends EventTarget {
     return () => this.removeEventListener(name, listener);
   }
 
-  // options: {variant, silencePrefix, decoder, retries, backoffMs, maxBacklogSeconds} (protocol.js LOAD). Resolves
-  // with the engine's info: {adapter, variant, package, plan, timings}.
-  async load(options = {}, onProgress = null) {
+  // options: {variant, silencePrefix, decoder, retries, backoffMs, maxBacklogSeconds} (protocol.js LOAD), and
+  // prompt: {text, audio} (setPrompt). Resolves with the engine's info: {adapter, variant, package, plan, timings}.
+  async load({prompt = null, ...options} = {}, onProgress = null) {
     if (!globalThis.navigator?.gpu) {
       throw webGpuProblem();
     }
@@ -57,6 +58,7 @@ export class SttClient extends EventTarget {
     const off = onProgress ? this.on('progress', onProgress) : null;
     try {
       this.info = await this._call(ToWorker.LOAD, {...this.urls, ...options});
+      if (prompt) await this.setPrompt(prompt);
       return this.info;
     } finally {
       off?.();
@@ -132,6 +134,19 @@ export class SttClient extends EventTarget {
   reset() {
     this._requireLoaded();
     return this._call(ToWorker.RESET);
+  }
+
+  // Experimental, as the official prompting script: steer every later stream with a text prompt (a spelling the
+  // model must write first, e.g. a name) and/or an audio prompt (a recording fed before each stream, e.g. someone
+  // saying that name; its words are hidden, times count from the real audio). audio: a Float32Array of 24 kHz mono
+  // samples or a File/Blob/ArrayBuffer. {} or null clears it. Drops the current stream. The model is very sensitive
+  // to the prompt. Resolves with {ids (text prompt tokens), leadInSeconds}; an unusable prompt is an SttError 'prompt'.
+  async setPrompt(prompt = null) {
+    this._requireLoaded();
+    const {text = '', audio = null} = prompt ?? {};
+    const pcm = audio === null || audio instanceof Float32Array ? audio
+      : await decodeToMono24k(audio instanceof ArrayBuffer ? audio : await audio.arrayBuffer(), audio?.name);
+    return this._call(ToWorker.SET_PROMPT, {text, audio: pcm});
   }
 
   // Transcribe a recording (File/Blob/ArrayBuffer in any format the browser decodes), faster than real time.

@@ -12,10 +12,12 @@ import {Framer} from './framing.js';
 import {clearCache, fetchManifest, loadShards} from './package.js';
 import {DEFAULT_MAX_BACKLOG_SECONDS, LivePacer} from './pacing.js';
 import {FromWorker, ToWorker} from './protocol.js';
+import {checkPrompt, hiddenUntil, leadIn, promptWords} from './prompt.js';
 import {
   PlanRuntime, adapterSummary, chooseVariant, decodeOutput, kernelFetcher, requestAdapter, requestDevice,
 } from './runtime.js';
 import {StreamDecoder} from './stream.js';
+import {Tokenizer} from './tokenizer.js';
 
 // The model's stream settings (delay_steps, the default silence prefix, whether it has a semantic VAD, what it is)
 // come from plans.json's "stream", written by the same Python code that gives them to transcriber.py.
@@ -30,7 +32,7 @@ const SILENCE_POWER = 1e-12;
 // How long STOP waits for the AudioWorklet's last frame ('end' marker) before flushing anyway.
 const END_WAIT_MS = 1000;
 
-let engine = null;        // {runtime, decoder, manifest, frameSize, sampleRate, silencePrefix, info}
+let engine = null;        // {runtime, decoder, manifest, frameSize, sampleRate, silencePrefix, info, prompt...}
 let stream = null;        // the current stream: pending samples, counters (newStream())
 let live = null;          // {port, ended: Promise, first: bool, pacer: LivePacer (the bounded frame queue)}
 let tasks = Promise.resolve();
@@ -68,6 +70,7 @@ const HANDLERS = {
   [ToWorker.FLUSH]: () => enqueue(flush),
   [ToWorker.RESET]: () => enqueue(reset),
   [ToWorker.TRANSCRIBE]: (msg) => enqueue(() => transcribe(msg)),
+  [ToWorker.SET_PROMPT]: (msg) => enqueue(() => setPrompt(msg)),
   [ToWorker.CLEAR_CACHE]: clearCache,
 };
 
@@ -146,9 +149,9 @@ async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix, dec
   // testFrameDelayMs: a test hook that makes every frame slower (an artificially slow device); 0 otherwise.
   engine = {runtime, manifest, info, silencePrefix, frameSize: input.size / 4, maxBacklogSeconds,
     frameDelayMs: Math.max(0, Number(testFrameDelayMs) || 0),
-    sampleRate: manifest.config.mimi.sample_rate,
-    decoder: new StreamDecoder(manifest.tokenizer,
-      {delay_steps: settings.delay_steps, ...decoder, silence_prefix: silencePrefix})};
+    sampleRate: manifest.config.mimi.sample_rate, decoderOptions: {delay_steps: settings.delay_steps, ...decoder},
+    tokenizer: null};
+  usePrompt(null);
   newStream();
   post(FromWorker.READY, info);
   return info;
@@ -189,9 +192,45 @@ function watchDevice(device) {
 // ---- streams ------------------------------------------------------------------------------------------------------
 
 function newStream() {
-  const {sampleRate, silencePrefix} = engine;
-  stream = {framer: new Framer(engine.frameSize, Math.round(silencePrefix * sampleRate)), samples: 0, words: 0,
-    dropped: 0};
+  stream = {framer: new Framer(engine.frameSize, engine.leadIn.length, engine.leadIn), samples: 0, words: 0,
+    dropped: 0, first: true};
+}
+
+// ---- prompt (prompt.js) -------------------------------------------------------------------------------------------
+
+// The prompt ids the plan has room for: its "prompt" input holds [n, e, ids].
+function promptRoom() {
+  const plan = engine.runtime.plan;
+  return plan.buffers.find((b) => b.name === plan.inputs.prompt).size / 4 - 2;
+}
+
+// The encoder, made on first use (only a text prompt needs it).
+function tokenizer(prompt) {
+  if (prompt?.text && !engine.tokenizer) engine.tokenizer = new Tokenizer(engine.manifest.tokenizer);
+  return engine.tokenizer;
+}
+
+// The prompt of every stream from now on ({} or null: none); the current stream is dropped. -> {ids, leadInSeconds}
+async function setPrompt({text = '', audio = null}) {
+  requireEngine();
+  const prompt = text || audio ? checkPrompt({text, audio}) : null;
+  promptWords(prompt, tokenizer(prompt), promptRoom());     // throws before anything changes if unusable
+  await reset();                         // the current stream ends with its own decoder
+  usePrompt(prompt);
+  newStream();
+  return {ids: engine.promptWords[0], leadInSeconds: engine.leadIn.length / engine.sampleRate};
+}
+
+// Lead-in, the plan's prompt input and the decoder (hiding, times) for `prompt` (checked, or null).
+function usePrompt(prompt) {
+  const {manifest, sampleRate, silencePrefix} = engine;
+  const words = promptWords(prompt, tokenizer(prompt), promptRoom());
+  const prefix = Math.round(silencePrefix * sampleRate);
+  engine.leadIn = leadIn(prefix, prompt?.audio ?? null);
+  engine.promptWords = words;
+  engine.decoder = new StreamDecoder(manifest.tokenizer, {...engine.decoderOptions,
+    silence_prefix: silencePrefix + (engine.leadIn.length - prefix) / sampleRate,
+    hide_words_before: hiddenUntil(prefix, prompt?.audio ?? null)});
 }
 
 // Append the caller's samples and submit every whole frame.
@@ -210,7 +249,12 @@ async function submitFrames(frames) {
 async function submitFrame(frame) {
   const submittedAt = performance.now();
   if (engine.frameDelayMs) await new Promise((resolve) => setTimeout(resolve, engine.frameDelayMs));
-  const {result} = await engine.runtime.submit({pcm: frame});
+  const inputs = {pcm: frame};
+  if (stream.first) {                    // the prompt's ids reach the GPU with a stream's first frame
+    inputs.prompt = engine.promptWords;
+    stream.first = false;
+  }
+  const {result} = await engine.runtime.submit(inputs);
   stats.frames += 1;
   results = results.then(() => result).then((r) => onResult(r, submittedAt)).catch(reportError);
 }

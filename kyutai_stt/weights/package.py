@@ -47,7 +47,7 @@ GGUF_ARCH = "kyutai-stt"
 # no leading dot or dash, no "..", no URL syntax; not the manifest itself, not a download's temporary name.
 SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 RESERVED_SUFFIX = ".partial"                 # models_cache downloads into NAME.partial
-MAX_MANIFEST_BYTES = 64 * 2**20              # the real model's manifest is ~0.3 MB (the tokenizer's pieces)
+MAX_MANIFEST_BYTES = 64 * 2**20              # the real model's manifest: well under 1 MB (tokenizer pieces, scores)
 MAX_FILES = 4096
 MAX_FILE_BYTES = 2**40
 

@@ -8,9 +8,18 @@ ids and which ids are byte pieces in the package manifest. Decoding follows Sent
     becoming U+FFFD;
   - '▁' becomes a space, except that one leading '▁' is dropped while the text is still empty.
 The browser engine implements the same few rules from the same manifest fields.
+
+Encoding (a text prompt's ids) is SentencePiece's unigram Viterbi from the piece scores the converter also stores:
+the normalised text ('▁' for spaces, one leading '▁', runs of spaces collapsed; NFKC first when the model's
+normaliser is an NFKC one) split into the pieces of the highest total score; a character no piece covers is the
+unknown piece (score: the lowest piece score - 10), written as its UTF-8 byte pieces when the model has them.
+tests/test_tokenizer.py checks it against sentencepiece; web/tokenizer.js is the same code, pinned by the shared
+vectors in tests/vectors/tokenizer_encode.json.
 """
 from __future__ import annotations
 
+import math
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +29,7 @@ from kyutai_stt.errors import UserError
 SPACE = "\u2581"                  # '▁': SentencePiece's visible space
 UNK_SURFACE = " \u2047 "          # SentencePiece's default text for the unknown piece
 REPLACEMENT = "\ufffd"
+UNK_PENALTY = 10.0                # SentencePiece's kUnkPenalty: the unknown piece scores min_score - 10
 
 
 class TokenizerError(UserError, ValueError):
@@ -37,6 +47,8 @@ class Tokenizer:
     byte_ids: frozenset[int]           # pieces "<0xHH>": one raw byte each
     strip_leading_space: bool = True   # drop the first '▁' of the text (add_dummy_prefix)
     unk_surface: str = UNK_SURFACE
+    scores: tuple[float, ...] = ()     # piece scores (encoding); () in packages converted before prompts existed
+    normalizer: str = "identity"       # SentencePiece normaliser name: "identity", "nmt_nfkc", ...
 
     def __len__(self) -> int:
         return len(self.pieces)
@@ -70,11 +82,72 @@ class Tokenizer:
             text.append(decode_utf8_bytes(bytes(pending)))
         return "".join(text)
 
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids, as sentencepiece's encode(text) (module docstring)."""
+        if len(self.scores) != len(self.pieces):
+            raise TokenizerError("this model package's tokenizer has no piece scores (converted by an older "
+                                 "kyutai-stt): convert the checkpoint again to use a text prompt")
+        chars = self.normalize(text)
+        vocab, longest = self._encoding_table()
+        normal = [self.scores[i] for i in vocab.values()]
+        unk_score = (min(normal) if normal else 0.0) - UNK_PENALTY
+        # best[end] = (score, start, id) of the best segmentation of chars[:end]; strict > keeps the first found.
+        best: list[tuple[float, int, int] | None] = [None] * (len(chars) + 1)
+        best[0] = (0.0, -1, -1)
+        for start in range(len(chars)):
+            if best[start] is None:
+                continue
+            covered = False
+            for end in range(start + 1, min(len(chars), start + longest) + 1):
+                token_id = vocab.get(chars[start:end])
+                if token_id is None:
+                    continue
+                covered |= end == start + 1
+                score = best[start][0] + self.scores[token_id]
+                if best[end] is None or score > best[end][0]:
+                    best[end] = (score, start, token_id)
+            if not covered:
+                score = best[start][0] + unk_score
+                if best[start + 1] is None or score > best[start + 1][0]:
+                    best[start + 1] = (score, start, self.unk_id)
+        ids, end = [], len(chars)
+        while end > 0:
+            _, start, token_id = best[end]
+            if token_id == self.unk_id and self.byte_ids:
+                ids += reversed([self._byte_id(b) for b in chars[start:end].encode("utf-8")])
+            else:
+                ids.append(token_id)
+            end = start
+        return ids[::-1]
+
+    def normalize(self, text: str) -> str:
+        """SentencePiece's normalisation for the options the converter keeps (module docstring)."""
+        if "nfkc" in self.normalizer:
+            text = unicodedata.normalize("NFKC", text)
+        if self.strip_leading_space:            # remove_extra_whitespaces / add_dummy_prefix
+            text = " ".join(w for w in text.split(" ") if w)
+            text = " " + text if text else text
+        return text.replace(" ", SPACE)
+
+    def _encoding_table(self) -> tuple[dict[str, int], int]:
+        """piece -> id of the pieces encoding may produce (not control, byte or unknown), and the longest's length."""
+        cached = self.__dict__.get("_table")
+        if cached is None:
+            skip = self.control_ids | self.byte_ids | {self.unk_id}
+            vocab = {p: i for i, p in enumerate(self.pieces) if i not in skip and p}
+            cached = (vocab, max(map(len, vocab), default=1))
+            object.__setattr__(self, "_table", cached)
+        return cached
+
+    def _byte_id(self, value: int) -> int:
+        return self.pieces.index(f"<0x{value:02X}>")
+
     def to_manifest(self) -> dict:
         return {
             "pieces": list(self.pieces), "unk_id": self.unk_id, "bos_id": self.bos_id, "eos_id": self.eos_id,
             "pad_id": self.pad_id, "control_ids": sorted(self.control_ids), "byte_ids": sorted(self.byte_ids),
             "strip_leading_space": self.strip_leading_space, "unk_surface": self.unk_surface,
+            "scores": list(self.scores), "normalizer": self.normalizer,
         }
 
     @classmethod
@@ -85,7 +158,9 @@ class Tokenizer:
                       eos_id=int(raw["eos_id"]), pad_id=int(raw["pad_id"]),
                       control_ids=frozenset(int(i) for i in raw["control_ids"]),
                       byte_ids=frozenset(int(i) for i in raw["byte_ids"]),
-                      strip_leading_space=bool(raw["strip_leading_space"]), unk_surface=str(raw["unk_surface"]))
+                      strip_leading_space=bool(raw["strip_leading_space"]), unk_surface=str(raw["unk_surface"]),
+                      scores=tuple(float(x) for x in raw.get("scores", ())),
+                      normalizer=str(raw.get("normalizer", "identity")))
         except (KeyError, TypeError, ValueError) as e:
             raise TokenizerError(f"{source}: tokenizer: malformed or missing field ({e!r})") from None
         tok.check(source)
@@ -94,6 +169,8 @@ class Tokenizer:
     def check(self, source: str) -> None:
         if not all(isinstance(p, str) for p in self.pieces):
             raise TokenizerError(f"{source}: tokenizer: every piece must be a string")
+        if self.scores and (len(self.scores) != len(self.pieces) or not all(math.isfinite(x) for x in self.scores)):
+            raise TokenizerError(f"{source}: tokenizer: scores must be one finite number per piece")
         for i in self.byte_ids:
             if not (0 <= i < len(self.pieces) and _is_byte_piece(self.pieces[i])):
                 raise TokenizerError(f"{source}: tokenizer: byte id {i} is not a <0xHH> piece")
@@ -154,4 +231,5 @@ def read_sentencepiece(path: str | Path) -> Tokenizer:
     return Tokenizer(
         pieces=pieces, unk_id=sp.unk_id(), bos_id=sp.bos_id(), eos_id=sp.eos_id(), pad_id=sp.pad_id(),
         control_ids=frozenset(i for i in range(size) if sp.is_control(i)), byte_ids=byte_ids,
-        strip_leading_space=bool(spec.add_dummy_prefix or spec.remove_extra_whitespaces))
+        strip_leading_space=bool(spec.add_dummy_prefix or spec.remove_extra_whitespaces),
+        scores=tuple(float(sp.get_score(i)) for i in range(size)), normalizer=spec.name or "identity")

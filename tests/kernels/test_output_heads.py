@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from kernel_helpers import U32, assert_within, poisoned
+from kernel_helpers import U32, assert_within, in_out, poisoned
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.reference import lm as ref
@@ -10,17 +10,24 @@ from kyutai_stt.reference import lm as ref
 UNWRITTEN = np.iinfo(np.uint32).max  # what poisoned u32 outputs hold
 
 
-def run_argmax(logits, count, *, token_stride=1, token_index=0, result_stride=1, result_index=0, **constants):
-    """logits: [streams, stride]; returns (tokens buffer, results buffer)."""
+def run_argmax(logits, count, *, token_stride=1, token_index=0, result_stride=1, result_index=0, prompt=None,
+               **constants):
+    """logits: [streams, stride]; prompt: [streams, 2 + PROMPT_CAPACITY] u32 (all zeros, no prompt, when None).
+    Returns (tokens buffer, results buffer), or with a prompt (tokens, results, prompt buffer after the step)."""
     streams = logits.shape[0]
+    state = np.zeros((streams, 2), np.uint32) if prompt is None else prompt
     outputs = gpu.run_kernel("argmax", {
         0: logits.astype(np.float32),
         1: poisoned(streams * token_stride, np.uint32),
         2: poisoned(streams * result_stride, np.uint32),
+        3: in_out(state.reshape(-1).astype(np.uint32)),
     }, (streams, 1, 1), {"COUNT": count, "LOGITS_STRIDE": logits.shape[1], "TOKEN_STRIDE": token_stride,
                          "TOKEN_INDEX": token_index, "RESULT_STRIDE": result_stride, "RESULT_INDEX": result_index,
-                         **constants})
-    return outputs[1], outputs[2]
+                         "PROMPT_CAPACITY": state.shape[1] - 2, **constants})
+    if prompt is None:
+        assert (outputs[3] == 0).all(), "no prompt: the prompt buffer stays untouched"
+        return outputs[1], outputs[2]
+    return outputs[1], outputs[2], outputs[3].reshape(state.shape)
 
 
 def argmax_of(logits, **constants):
@@ -73,6 +80,63 @@ def test_argmax_streams_offsets_and_destinations(rng):
     assert list(tokens.reshape(2, 5)[:, 4]) == expected
     assert list(results.reshape(2, 5)[:, 0]) == expected
     assert (tokens.reshape(2, 5)[:, :4] == UNWRITTEN).all() and (results.reshape(2, 5)[:, 1:] == UNWRITTEN).all()
+
+
+def prompt_rows(prompts: list[list[int]], emitted: list[int], capacity: int) -> np.ndarray:
+    """[streams, 2 + capacity] u32: [n, e, ids, then garbage the kernel must never read as an id]."""
+    rows = np.full((len(prompts), 2 + capacity), 7777, np.uint32)
+    for s, (ids, e) in enumerate(zip(prompts, emitted)):
+        rows[s, :2 + len(ids)] = [len(ids), e, *ids]
+    return rows
+
+
+def test_prompt_allows_only_padding_and_the_next_id_then_advances(rng):
+    """Many random steps of 3 streams against reference/lm.py prompted_argmax: the token, and the position the GPU
+    keeps. Logits are drawn so that each of the allowed ids (0, 3, next) wins sometimes, and the global argmax is
+    usually elsewhere (a kernel ignoring the prompt fails at once)."""
+    count, capacity = 1000, 9
+    prompts = [[17, 999, 256, 17, 40, 41, 42, 43], [5], []]
+    emitted = [0, 0, 0]
+    seen = {0: 0, 3: 0, "next": 0}
+    for step in range(40):
+        logits = rng.standard_normal((3, count)).astype(np.float32)
+        for s, ids in enumerate(prompts):
+            if emitted[s] < len(ids):
+                logits[s, [0, 3, ids[emitted[s]]]] += rng.uniform(-1, 1, 3).astype(np.float32)
+        state = prompt_rows(prompts, emitted, capacity)
+        tokens, results, after = run_argmax(logits, count, prompt=state, WORKGROUP_SIZE=64)
+        for s, ids in enumerate(prompts):
+            token, e = ref.prompted_argmax(logits[s], ids, emitted[s])
+            assert (int(tokens[s]), int(results[s])) == (token, token), f"step {step}, stream {s}"
+            assert list(after[s]) == [len(ids), e] + list(state[s, 2:]), f"step {step}, stream {s}: prompt state"
+            if emitted[s] < len(ids):
+                seen["next" if token == ids[emitted[s]] else token] += 1
+            emitted[s] = e
+    assert all(v > 0 for v in seen.values()), seen
+    assert emitted[1] == 1 and emitted[0] > 0
+
+
+def test_prompt_edge_cases():
+    """Ties among the allowed ids go to the lowest index; an id that is a padding token never advances (the
+    official rule: it then stays stuck); an exhausted prompt is plain argmax; an all -inf allowed set gives 0."""
+    logits = np.zeros((1, 300), np.float32)
+    logits[0, [0, 3, 200]] = 1.0
+    logits[0, 100] = 5.0
+    assert run_argmax(logits, 300, prompt=prompt_rows([[200]], [0], 2))[0][0] == 0
+    logits[0, 0] = 0.5
+    token, _, after = run_argmax(logits, 300, prompt=prompt_rows([[3, 200]], [0], 2))
+    assert token[0] == 3 and after[0, 1] == 0
+    assert run_argmax(logits, 300, prompt=prompt_rows([[200]], [1], 2))[0][0] == 100
+    logits[0, [0, 3, 200]] = -np.inf
+    token, _, after = run_argmax(logits, 300, prompt=prompt_rows([[200]], [0], 1))
+    assert token[0] == 0 and after[0, 1] == 0
+    # A length beyond the capacity reads no further than the capacity.
+    logits[0, 250] = 9.0
+    state = prompt_rows([[250]], [0], 1)
+    state[0, 0] = 50
+    token, _, after = run_argmax(logits, 300, prompt=state)
+    assert token[0] == 250 and after[0, 1] == 1
+    assert run_argmax(logits, 300, prompt=after)[0][0] == 250        # e = capacity: no prompt left
 
 
 # VAD: tolerance. A head logit is a dot product over DIM with its norm: error <= n u sum_k |w_k out_k| with

@@ -105,3 +105,27 @@ def test_file_transcription_equals_the_native_engine_and_downloads(browser, serv
     assert Path(download.value.path()).read_text() == \
         formats.to_text(expected, page.evaluate("window.sttApp.transcript.endOfTurns"))
     page.close()
+
+
+def test_prompt_field_sets_refuses_and_clears_a_prompt(browser, server):
+    """The page's prompt field (stt-client.js setPrompt): a usable prompt is reported in use, an unusable one gets
+    its message next to the field (the page stays ready), "No prompt" clears it."""
+    page, console, _ = open_app(browser, server)
+    assert wait_state(page, ["ready", "error"], console=console) == "ready"
+    page.click("#prompt summary")
+    status = "document.getElementById('prompt-status')"
+    page.fill("#prompt-text", "   ")
+    page.click("#prompt-apply")
+    page.wait_for_function(f"{status}.dataset.code === 'prompt'")
+    assert "only whitespace" in page.inner_text("#prompt-status")
+    assert page.evaluate("document.body.dataset.state") == "ready"
+    page.fill("#prompt-text", "bonjour à tous")
+    page.set_input_files("#prompt-audio", str(AUDIO.parent / "prompt_fr_24k.wav"))
+    page.click("#prompt-apply")
+    page.wait_for_function(f"{status}.textContent.startsWith('Prompt in use')")
+    # 30000 samples: 16 frames, then 10 silent ones (silence=0: no prefix).
+    assert page.inner_text("#prompt-status") == "Prompt in use: 4 text tokens, 2.1 s fed before each stream."
+    page.click("#prompt-clear")
+    page.wait_for_function(f"{status}.textContent === 'No prompt.'")
+    assert page.evaluate("document.body.dataset.state") == "ready"
+    page.close()

@@ -139,3 +139,43 @@ def test_a_site_exported_for_another_package_is_refused(page, server, loaded):
 def test_no_webgpu_is_a_clear_error(page):
     error = page.call("loadError", {"hideWebGpu": True})
     assert error["code"] == "no-webgpu" and "WebGPU" in error["message"] and "Chrome" in error["fix"]
+
+
+def test_prompt_equals_the_native_engine_and_hides_the_prompt_audio(page, loaded, tiny_packages):
+    """setPrompt (stt-client.js -> worker.js, prompt.js): a text prompt (enforced by argmax.wgsl on the GPU) and a
+    one-frame audio prompt, then 4 frames of audio. The frames the native engine gets: the audio prompt, 10 silent
+    frames, the audio, the flush's silence; the prompt's ids with the first. Tokens must be equal; no word before
+    the audio; setPrompt(null) returns to the plain stream."""
+    package = tiny_packages("q4")
+    prompt_audio = fixture_pcm(12)[0][-MIMI.frame_size:]                 # frame 11: speech
+    pcm, _ = fixture_pcm(4)
+    text = "bonjour à tous"
+    reply = page.call("clientSetPrompt", {"text": text, "audio": base64.b64encode(prompt_audio.tobytes()).decode()})
+    ids = package.tokenizer.encode(text)
+    assert reply == {"ids": len(ids), "leadInSeconds": pytest.approx(11 * 0.08)}
+    since = page.call("clientEvents", {})["next"]
+    result = page.call("clientTranscribePcm", {"pcm": base64.b64encode(pcm.tobytes()).decode()})
+    steps = [e for e in page.call("clientEvents", {"since": since})["events"] if e["event"] == "step"]
+
+    plan = build_plans(package)["cpu"]
+    engine = Engine(plan, package.read_stream)
+    words = np.zeros(plan.buffer(plan.inputs["prompt"]).shape[0], np.uint32)
+    words[0], words[2:2 + len(ids)] = len(ids), ids
+    frames = np.concatenate([prompt_audio, np.zeros(10 * MIMI.frame_size, np.float32), pcm,
+                             np.zeros((DELAY_STEPS + FLUSH_EXTRA_FRAMES) * MIMI.frame_size, np.float32)])
+    native = []
+    for k, frame in enumerate(frames.reshape(-1, MIMI.frame_size)):
+        native += engine.submit({"pcm": frame, **({"prompt": words} if k == 0 else {})})
+    native = [int(r.outputs["results"][0]) for r in native + engine.drain()]
+    assert [s["token"] for s in steps] == native
+    written = [t for t in native if t not in (0, 3)]
+    assert written and written[:len(ids)] == ids[:len(written)], "the prompt's ids come first: the GPU enforced it"
+    assert all(0 <= w["start"] <= w["end"] <= 4 * 0.08 for w in result["words"])
+    assert page.call("clientSetPrompt", {}) == {"ids": 0, "leadInSeconds": 0}
+
+
+def test_unusable_prompts_are_refused_by_the_worker(page, loaded):
+    for prompt, message in (({"text": "   "}, "only whitespace"), ({"text": "à " * 200}, "at most 128"),
+                            ({"text": "x" * 1001}, "at most 1000")):
+        reply = page.call("clientSetPrompt", prompt)
+        assert reply["error"]["code"] == "prompt" and message in reply["error"]["message"], reply

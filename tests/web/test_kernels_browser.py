@@ -57,6 +57,8 @@ from test_output_heads import (  # noqa: F401 - the native cases, run here by th
     test_argmax_skips_nan,
     test_argmax_streams_offsets_and_destinations,
     test_argmax_ties_go_to_the_lowest_index,
+    test_prompt_allows_only_padding_and_the_next_id_then_advances,
+    test_prompt_edge_cases,
     test_vad_realistic,
     test_vad_streams_offsets_and_small_teams,
 )

@@ -106,6 +106,11 @@ async function main(file: File): Promise<number> {
   const {words: again} = await stt.transcribePcm(pcm);
   await stt.pushAudio(new Float32Array(1920));
   await stt.flush();
+  const {ids, leadInSeconds} = await stt.setPrompt({text: 'Loonah', audio: file});
+  await stt.setPrompt({text: 'Kyutai', audio: new Float32Array(24000)});
+  await stt.setPrompt(null);
+  await stt.load({prompt: {text: 'Loonah'}});
+  console.log(ids + leadInSeconds, ErrorCode.PROMPT);
   const report: Diagnostics = await stt.diagnostics();
   if (report.adapter && typeof report.adapter === 'object') console.log(report.adapter.limits.maxBufferSize);
   await stt.clearCache();
@@ -120,6 +125,7 @@ WRONG_USES = {
     "a word has no 'txt'": "stt.on('word', (w) => w.txt);",
     "a bad option type": "stt.load({maxBacklogSeconds: 'two'});",
     "no such error code": "const c: typeof ErrorCode.NO_WEBGPU = 'no-gpu';",
+    "a prompt's text is a string": "stt.setPrompt({text: 42});",
 }
 
 

@@ -191,6 +191,21 @@ async function clientTranscribe({wav}) {
   return words;
 }
 
+// setPrompt on the loaded client; audio: base64 float32 samples. The result, or the error as {code, message}.
+async function clientSetPrompt({text = '', audio = null} = {}) {
+  try {
+    return await client.setPrompt(text || audio ? {text, audio: audio && new Float32Array(fromBase64(audio).buffer)}
+      : null);
+  } catch (error) {
+    return {error: {code: error.code, message: error.message}};
+  }
+}
+
+// The transcript of 24 kHz samples (base64 float32): {words, stats}.
+async function clientTranscribePcm({pcm}) {
+  return client.transcribePcm(new Float32Array(fromBase64(pcm).buffer));
+}
+
 // A load that is expected to fail (another client: the loaded one stays): the error as {code, message, fix}.
 async function loadError({options = {}, hideWebGpu = false} = {}) {
   const saved = Object.getOwnPropertyDescriptor(Navigator.prototype, 'gpu');
@@ -208,6 +223,6 @@ async function loadError({options = {}, hideWebGpu = false} = {}) {
 }
 
 window.harness = {runKernel, adapterInfo, loadPackage, clearCache, resample, variantFor, planFit, deviceError,
-  clientLoad, clientEvents, clientTranscribe, loadError,
+  clientLoad, clientEvents, clientTranscribe, clientTranscribePcm, clientSetPrompt, loadError,
   clientStart: (options) => client.start(options), clientStop: () => client.stop()};
 window.harnessReady = true;
