@@ -61,6 +61,7 @@ class Engine:
             entries = [{"binding": i, "resource": {"buffer": self.buffers[name]}} for i, name in d.bindings.items()]
             group = self.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
             self._commands.append((pipeline, group, d.workgroups))
+        self._record = gpu.dispatch_recorder(self._commands)
         self._staging = [{role: self.device.create_buffer(size=self.buffers[name].size,
                                                           usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
                           for role, name in plan.outputs.items()} for _ in range(readback_depth)]
@@ -102,10 +103,7 @@ class Engine:
             queue.write_buffer(self.buffers[self.plan.inputs[role]], 0, _pad4(np.ascontiguousarray(value)))
         encoder = self.device.create_command_encoder()
         compute = encoder.begin_compute_pass()
-        for pipeline, group, workgroups in self._commands:
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(*workgroups)
+        self._record(compute)
         compute.end()
         staging = self._staging[self.frame % len(self._staging)]
         for role, name in self.plan.outputs.items():

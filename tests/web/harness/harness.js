@@ -91,7 +91,7 @@ async function runKernel({kernel, entry = 'main', constants = {}, bindings, work
 async function adapterInfo() {
   const adapter = await requestAdapter();
   return {architecture: adapter.info.architecture, subgroupMinSize: adapter.info.subgroupMinSize,
-    features: [...adapter.features]};
+    features: [...adapter.features], wgslLanguageFeatures: [...(navigator.gpu.wgslLanguageFeatures ?? [])]};
 }
 
 // ---- the package loader -------------------------------------------------------------------------------------------
