@@ -1,7 +1,7 @@
 // Test harness: window.harness.* functions that the Python tests call through Playwright (tests/web/conftest.py
 // Page.call). Arrays cross the boundary as base64 strings of their raw little-endian bytes.
-import {chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice, WANTED_LIMITS}
-  from '/runtime.js';
+import {PlanRuntime, chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice,
+  WANTED_LIMITS} from '/runtime.js';
 import {clearCache, fetchManifest, loadShards, sha256Hex} from '/package.js';
 import {Resampler} from '/audio-processor.js';
 import {SttClient} from '/stt-client.js';
@@ -188,6 +188,31 @@ async function clientTranscribe({wav}) {
   return words;
 }
 
+// A plan given as JSON (e.g. one no variant of plans.json holds), run by runtime.js over the site's model: one frame
+// per entry of `inputs` ({role: u32 words}); each frame's outputs as {role: u32 words}.
+async function runPlan({plan, inputs}) {
+  const device = await requestDevice(await requestAdapter(), plan);
+  const runtime = new PlanRuntime(device, plan);
+  try {
+    const compiled = runtime.compile(kernelFetcher(new URL('kernels/', SITE)));
+    const {manifest} = await fetchManifest(new URL('model/', SITE));
+    const uploads = runtime.weightUploads(manifest);
+    await loadShards({baseUrl: new URL('model/', SITE), manifest,
+      onShard: (name, bytes) => runtime.uploadShard(uploads.get(name), bytes)});
+    runtime.checkWeightsComplete();
+    await compiled;
+    const results = [];
+    for (const frame of inputs) {
+      const typed = Object.fromEntries(Object.entries(frame).map(([role, words]) => [role, new Uint32Array(words)]));
+      results.push((await runtime.submit(typed)).result);
+    }
+    return (await Promise.all(results)).map((r) =>
+      Object.fromEntries(Object.entries(r.outputs).map(([role, words]) => [role, [...words]])));
+  } finally {
+    runtime.destroy();
+  }
+}
+
 // A load that is expected to fail (another client: the loaded one stays): the error as {code, message, fix}.
 async function loadError({options = {}, hideWebGpu = false} = {}) {
   const saved = Object.getOwnPropertyDescriptor(Navigator.prototype, 'gpu');
@@ -205,6 +230,7 @@ async function loadError({options = {}, hideWebGpu = false} = {}) {
 }
 
 window.harness = {runKernel, adapterInfo, loadPackage, clearCache, resample, variantFor, planFit, deviceError,
+  runPlan,
   clientLoad, clientEvents, clientTranscribe, loadError,
   clientStart: (options) => client.start(options), clientStop: () => client.stop()};
 window.harnessReady = true;
