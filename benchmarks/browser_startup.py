@@ -29,8 +29,8 @@ LOAD_TIMEOUT_MS = 600_000
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
-    from kyutai_stt.serve import Handler, synthetic_package
-    from kyutai_stt.webapp import export_site
+    from kyutai_stt.site.build import export_site
+    from kyutai_stt.site.server import Handler, synthetic_package
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", type=Path)

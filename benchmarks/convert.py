@@ -28,7 +28,7 @@ def main() -> int:
     try:
         checkpoint = args.checkpoint
         if checkpoint is None:
-            from kyutai_stt import synthetic
+            from kyutai_stt.weights import synthetic
             checkpoint = synthetic.write_checkpoint(work / "checkpoint", "full")["config"].parent
         out = work / "package"
         started = time.perf_counter()

@@ -32,13 +32,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kyutai_stt import gpu, quant  # noqa: E402
 from kyutai_stt.config import FULL_LM  # noqa: E402
-from kyutai_stt.lm_reference import rope_frequencies  # noqa: E402
-from kyutai_stt.quant import FORMATS  # noqa: E402
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.models.rope import rope_frequencies  # noqa: E402
+from kyutai_stt.weights import quant  # noqa: E402
+from kyutai_stt.weights.quant import FORMATS  # noqa: E402
 
 # isort: split
-import wgpu  # noqa: E402  (after kyutai_stt.gpu, which sets the backend environment)
+import wgpu  # noqa: E402  (after kyutai_stt.engine.device, which sets the backend environment)
 
 D, F = FULL_LM.dim, FULL_LM.ffn_dim
 # [rows x columns] of every matvec of the step, with the input mode the step uses (for its extra input reads).

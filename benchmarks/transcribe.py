@@ -59,8 +59,8 @@ def main() -> int:
     try:
         package = args.package
         if package is None:
-            from kyutai_stt.convert import convert
-            from kyutai_stt.synthetic import write_checkpoint
+            from kyutai_stt.weights.convert import convert
+            from kyutai_stt.weights.synthetic import write_checkpoint
             write_checkpoint(work / "ckpt", "tiny", seed=0)
             package = work / "pkg"
             convert(str(work / "ckpt"), package, "q4")
@@ -72,7 +72,7 @@ def main() -> int:
             sys.stderr.write(done.stdout + done.stderr)
             return done.returncode
         summary = json.loads(done.stderr.strip().splitlines()[-1])
-        from kyutai_stt import gpu
+        from kyutai_stt.engine import device as gpu
         print(json.dumps({"bench": "transcribe", "audio_s": summary["audio_s"], "wall_s": summary["wall_s"],
                           "rtf": summary["rtf"], "load_s": summary["load_s"],
                           "adapter": gpu.adapter_summary()["name"]}))

@@ -7,7 +7,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import UserError
+from kyutai_stt.errors import UserError
+
+# Marks a directory written by export_site (site/build.py): `--force` may replace it, as it may a model package.
+SITE_MARKER = ".kyutai-stt-site"
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from kyutai_stt.errors import UserError
 
 SAMPLE_RATE = 24_000        # Mimi's input rate, Hz
 FRAME_SIZE = 1920           # samples per 80 ms frame

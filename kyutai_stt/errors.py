@@ -8,4 +8,4 @@ class UserError(Exception):
 
 class AudioError(UserError, ValueError):
     """An audio input the user must fix: a missing, unreadable, corrupt or empty file, a bad sample rate, NaN
-    samples. Defined here (and re-exported by kyutai_stt.audio) so that audio.py and resample.py share it."""
+    samples. Defined here (and re-exported by kyutai_stt.streaming.audio) so that audio.py and resample.py share it."""

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kyutai_stt.convert import convert
-from kyutai_stt.package import open_package
-from kyutai_stt.synthetic import write_checkpoint
+from kyutai_stt.weights.convert import convert
+from kyutai_stt.weights.package import open_package
+from kyutai_stt.weights.synthetic import write_checkpoint
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "reference_tiny_seed0"
 

@@ -1,5 +1,5 @@
-"""A stand-in for kyutai_stt.transcriber / kyutai_stt.models_cache, so the transcribe and eval commands can be
-tested on their own (the real model is exercised by the tests marked `real_model`).
+"""A stand-in for the Transcriber and resolve_model, so the transcribe, eval and mic commands can be tested on their
+own (the real model is exercised by the tests marked `real_model`).
 
 The fake follows the Transcriber contract and "hears" the audio: for each full second it is fed it emits one Word
 named after that second's dominant frequency rounded to 10 Hz ("440hz"), so the words prove that the decoded,
@@ -7,13 +7,15 @@ resampled audio reached it intact; flush() emits the remainder (if >= 0.1 s) and
 """
 from __future__ import annotations
 
-import sys
 import types
 from pathlib import Path
 
 import numpy as np
 from audio_helpers import peak_hz
 
+from kyutai_stt.cli import evaluate as evaluate_command
+from kyutai_stt.cli import mic as mic_command
+from kyutai_stt.cli import transcribe as transcribe_command
 from kyutai_stt.errors import UserError
 
 RATE = 24000
@@ -96,12 +98,9 @@ def resolve_model(spec, progress=None):
 
 
 def install(monkeypatch) -> type[FakeTranscriber]:
-    """Put the fake modules in place of the real ones for this test."""
+    """Put the fake in place of the real Transcriber and resolve_model in every command that uses them."""
     FakeTranscriber.instances = []
-    transcriber = types.ModuleType("kyutai_stt.transcriber")
-    transcriber.Transcriber = FakeTranscriber
-    cache = types.ModuleType("kyutai_stt.models_cache")
-    cache.resolve_model = resolve_model
-    monkeypatch.setitem(sys.modules, "kyutai_stt.transcriber", transcriber)
-    monkeypatch.setitem(sys.modules, "kyutai_stt.models_cache", cache)
+    for command in (transcribe_command, evaluate_command, mic_command):
+        monkeypatch.setattr(command, "Transcriber", FakeTranscriber)
+        monkeypatch.setattr(command, "resolve_model", resolve_model)
     return FakeTranscriber

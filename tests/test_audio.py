@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from audio_helpers import peak_hz, sine, unreadable_file, write_audio, write_video_only, write_wav_int16
 
-from kyutai_stt.audio import AudioError, probe, read_chunks
+from kyutai_stt.streaming.audio import AudioError, probe, read_chunks
 
 
 def decode(path, chunk_seconds=0.5, **kw) -> tuple[list[np.ndarray], np.ndarray]:

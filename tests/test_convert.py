@@ -10,9 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from kyutai_stt import checkpoint, cli, convert, hub, package, quant, safetensors_io, synthetic
+from kyutai_stt import cli
+from kyutai_stt.cli import convert as convert_command
 from kyutai_stt.config import LM_FILE, MIMI, TINY_LM, replace
 from kyutai_stt.errors import UserError
+from kyutai_stt.weights import checkpoint, convert, hub, names, package, quant, safetensors_io, synthetic
 
 # Relative RMS error of a dequantised tensor against its source (bf16 for the LM, fp32 for Mimi). Measured on
 # the full synthetic weights (gaussian, or gaussian rows of varied scale) with least-squares block scales: q4
@@ -78,9 +80,9 @@ def test_lm_names_and_shapes(tiny):
 
 def test_every_official_tensor_is_mapped_or_dropped():
     full = replace(TINY_LM, num_layers=3)
-    lm = convert.package_sources(list(checkpoint.lm_layout(full)), convert.LM_NAMES)
+    lm = names.package_sources(list(checkpoint.lm_layout(full)), names.LM_NAMES)
     assert sum(len(v) for v in lm.values()) == len(checkpoint.lm_layout(full))
-    mimi = convert.package_sources(list(checkpoint.mimi_layout(MIMI)), convert.MIMI_NAMES, convert.MIMI_DROPPED)
+    mimi = names.package_sources(list(checkpoint.mimi_layout(MIMI)), names.MIMI_NAMES, names.MIMI_DROPPED)
     used = {n for v in mimi.values() for n in v}
     encoder = checkpoint.mimi_encoder_layout(MIMI)
     assert used == {n for n in encoder if not n.endswith(("_initialized", "cluster_usage"))}
@@ -90,15 +92,15 @@ def test_every_official_tensor_is_mapped_or_dropped():
 
 
 def test_precision_policy():
-    assert convert.precision("layers.3.ffn_in", (11264, 2048), "q4") == "q4"
-    assert convert.precision("layers.3.attn_norm", (2048,), "q4") == "f32"
-    assert convert.precision("mimi.codebooks", (65536, 256), "q4") == "f16"
-    assert convert.precision("mimi.codebooks", (65536, 256), "q4-small") == "q8"
-    assert convert.precision("mimi.codebooks", (65536, 256), "f16") == "f32"
-    assert convert.precision("mimi.blocks.0.res_conv2", (64, 32), "q4-small") == "f32"  # K = 32: not quantisable
-    assert convert.precision("text_emb", (8001, 2048), "f16") == "f16"
+    assert names.precision("layers.3.ffn_in", (11264, 2048), "q4") == "q4"
+    assert names.precision("layers.3.attn_norm", (2048,), "q4") == "f32"
+    assert names.precision("mimi.codebooks", (65536, 256), "q4") == "f16"
+    assert names.precision("mimi.codebooks", (65536, 256), "q4-small") == "q8"
+    assert names.precision("mimi.codebooks", (65536, 256), "f16") == "f32"
+    assert names.precision("mimi.blocks.0.res_conv2", (64, 32), "q4-small") == "f32"  # K = 32: not quantisable
+    assert names.precision("text_emb", (8001, 2048), "f16") == "f16"
     with pytest.raises(quant.QuantError, match="unknown quant type 'q3'"):
-        convert.precision("text_emb", (8001, 2048), "q3")
+        names.precision("text_emb", (8001, 2048), "q3")
 
 
 # ---- round trips -------------------------------------------------------------------------------------------------
@@ -229,7 +231,7 @@ def test_q4_small_prints_its_cost_and_report_shows_both_scale_methods(tiny, tmp_
     assert cli.main(["convert", str(tiny), str(tmp_path / "small"), "--quant", "q4-small", "--report",
                      "--report-frames", "3", "--report-steps", "2"]) == 0
     captured = capsys.readouterr()
-    assert convert.Q4_SMALL_NOTE in captured.err
+    assert names.Q4_SMALL_NOTE in captured.err
     assert "rel. RMS absmax" in captured.out and "rel. RMS stored" in captured.out
     line = next(x for x in captured.out.splitlines() if x.startswith("end to end"))
     codes_equal = float(line.split("Mimi codes equal ")[1].split("%")[0])
@@ -246,17 +248,17 @@ def test_full_size_bytes_of_each_policy(capsys):
                   if len(layout[n]) == 3 else layout[n] for n in names]
         return shapes[0] if len(shapes) == 1 else (sum(x[0] for x in shapes), *shapes[0][1:])
     tensors = {}
-    for layout, names, dropped in ((checkpoint.lm_layout(FULL_LM), convert.LM_NAMES, None),
-                                   (checkpoint.mimi_layout(MIMI), convert.MIMI_NAMES, convert.MIMI_DROPPED)):
-        for name, sources in convert.package_sources(list(layout), names, dropped).items():
+    for layout, name_map, dropped in ((checkpoint.lm_layout(FULL_LM), names.LM_NAMES, None),
+                                      (checkpoint.mimi_layout(MIMI), names.MIMI_NAMES, names.MIMI_DROPPED)):
+        for name, sources in names.package_sources(list(layout), name_map, dropped).items():
             tensors[name] = logical(sources, layout)
-    tensors[convert.SQNORMS] = (MIMI.n_q, MIMI.bins)
+    tensors[names.SQNORMS] = (MIMI.n_q, MIMI.bins)
     sizes = {}
-    for choice in convert.QUANT_CHOICES:
+    for choice in names.QUANT_CHOICES:
         parts = {"lm": 0, "mimi": 0}
         for name, shape in tensors.items():
             parts["mimi" if name.startswith("mimi.") else "lm"] += quant.nbytes(
-                convert.precision(name, shape, choice), shape)
+                names.precision(name, shape, choice), shape)
         sizes[choice] = parts
         with capsys.disabled():
             print(f"\n[full size, --quant {choice}] tensor data {sum(parts.values()) / 1e6:.2f} MB: LM "
@@ -274,7 +276,7 @@ def test_report_bounds_and_bytes(tiny, tmp_path):
         assert r.quant not in ("q4", "q8") or r.rel_rms < 0.98 * r.rel_rms_absmax, r
         assert r.nbytes == quant.nbytes(r.quant, r.shape)
     assert {r.name for r in rows} == set(manifest["tensors"])
-    assert "worst" in convert.format_report(rows)
+    assert "worst" in convert_command.format_report(rows)
 
 
 def test_plain_variant_without_vad_heads(tiny, tmp_path):

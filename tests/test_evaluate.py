@@ -12,7 +12,7 @@ import pytest
 from audio_helpers import sine, write_audio
 
 from kyutai_stt import cli
-from kyutai_stt.evaluate import DatasetError, Item, discover, evaluate, normalize, score, summary_line, table_row
+from kyutai_stt.evaluation import DatasetError, Item, discover, evaluate, normalize, score, summary_line, table_row
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from kyutai_stt import formats
-from kyutai_stt.formats import render, timestamp, to_json, to_srt, to_text, to_vtt
+from kyutai_stt.streaming import formats
+from kyutai_stt.streaming.formats import render, timestamp, to_json, to_srt, to_text, to_vtt
 
 
 @dataclass

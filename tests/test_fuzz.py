@@ -20,10 +20,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from kyutai_stt import package
-from kyutai_stt.convert import convert
 from kyutai_stt.errors import UserError
-from kyutai_stt.package import MANIFEST, open_package
+from kyutai_stt.weights import package
+from kyutai_stt.weights.convert import convert
+from kyutai_stt.weights.package import MANIFEST, open_package
 
 PACKAGE_SEED = 12
 CHECKPOINT_SEED = 1212

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from kyutai_stt import doctor, gpu
+from kyutai_stt.cli import doctor
+from kyutai_stt.engine import device as gpu
 
 
 def test_adapter_exists():

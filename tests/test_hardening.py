@@ -18,9 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt import cli, models_cache, package
+from kyutai_stt import cli
+from kyutai_stt.cli import transcribe as transcribe_command
 from kyutai_stt.errors import AudioError
-from kyutai_stt.package import PackageError, open_package
+from kyutai_stt.weights import cache as models_cache
+from kyutai_stt.weights import package
+from kyutai_stt.weights.package import PackageError, open_package
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "file_names.json"
 UNWRITABLE = Path("/proc/kyutai-stt-test")       # not writable even as root (the tests run as root here)
@@ -220,7 +223,7 @@ def test_transcribe_refuses_to_write_over_its_input(tmp_path, capsys):
 
 def test_transcribe_unwritable_output_fails_before_the_work(tmp_path, capsys, monkeypatch):
     talk = tone(tmp_path / "talk.wav", 440, 0.5)
-    monkeypatch.setattr(models_cache, "resolve_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(transcribe_command, "resolve_model", lambda *a, **k: pytest.fail("the model was loaded"))
     assert cli.main(["transcribe", str(talk), "--output", str(Path("/proc/self/talk.txt"))]) == 2
     assert "cannot write in /proc/self" in capsys.readouterr().err
 
@@ -251,14 +254,14 @@ def test_serve_port_out_of_range(capsys):
 
 # ---- Transcriber.feed -----------------------------------------------------------------------------------------------
 def test_silence_prefix_is_checked_before_the_package_is_opened(tmp_path):
-    from kyutai_stt.transcriber import Transcriber
+    from kyutai_stt.streaming.transcriber import Transcriber
     for value in (float("nan"), float("inf"), -1.0, 1e9, "1"):
         with pytest.raises(AudioError, match="silence_prefix must be 0 to 30 seconds"):
             Transcriber(tmp_path / "no-package", silence_prefix=value)
 
 
 def test_feed_refuses_what_is_not_audio_and_never_guesses_the_layout(tiny_packages):
-    from kyutai_stt.transcriber import Transcriber
+    from kyutai_stt.streaming.transcriber import Transcriber
     t = Transcriber(tiny_packages("q4"), silence_prefix=0.0)
     for bad, message in ((None, "not NoneType"), (0.5, "not float"), (b"\0\1" * 100, r"np.frombuffer"),
                          (np.zeros((2, 4800), np.float32), r"channels-first .* pcm.T"),
@@ -274,7 +277,7 @@ def test_feed_refuses_what_is_not_audio_and_never_guesses_the_layout(tiny_packag
 # ---- 5. internal errors ------------------------------------------------------------------------------------------
 def test_an_internal_error_is_one_line_and_a_traceback_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KYUTAI_STT_CACHE", str(tmp_path / "cache"))
-    from kyutai_stt import doctor
+    from kyutai_stt.cli import doctor
 
     def broken(args):
         raise KeyError("a bug")
@@ -313,6 +316,6 @@ def _safetensors(path: Path, header, data: bytes = b"\0" * 64) -> Path:
     (7, "not an object of tensors"),
 ])
 def test_safetensors_offsets_inside_the_data_exact_and_disjoint(tmp_path, header, message):
-    from kyutai_stt import safetensors_io
+    from kyutai_stt.weights import safetensors_io
     with pytest.raises(safetensors_io.SafetensorsError, match=message):
         safetensors_io.read_index(_safetensors(tmp_path / "x.safetensors", header))

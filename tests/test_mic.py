@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt.mic import LivePrinter, MicError, pick_device, run_live
-from kyutai_stt.transcriber import Transcriber
+from kyutai_stt.cli.mic import LivePrinter, MicError, pick_device, run_live
+from kyutai_stt.streaming.transcriber import Transcriber
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT / "tests" / "fixtures" / "speech_en_fr_24k.wav"

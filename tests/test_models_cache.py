@@ -8,9 +8,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from kyutai_stt import models_cache
 from kyutai_stt.errors import UserError
-from kyutai_stt.package import open_package
+from kyutai_stt.weights import cache as models_cache
+from kyutai_stt.weights.package import open_package
 
 
 class Quiet(SimpleHTTPRequestHandler):

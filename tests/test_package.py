@@ -8,9 +8,9 @@ import gguf
 import numpy as np
 import pytest
 
-from kyutai_stt import convert, package, quant, synthetic
 from kyutai_stt.config import TINY_LM
-from kyutai_stt.package import PackageError, TensorPlan, open_package
+from kyutai_stt.weights import convert, package, quant, synthetic
+from kyutai_stt.weights.package import PackageError, TensorPlan, open_package
 
 
 @pytest.fixture(scope="module")

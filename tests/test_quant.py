@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from kyutai_stt import quant
+from kyutai_stt.weights import quant
 
 
 def weights(kind: str, shape=(256, 1024), seed=0) -> np.ndarray:

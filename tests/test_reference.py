@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from kyutai_stt.config import FULL_LM, TINY_LM, replace
-from kyutai_stt.synthetic import write_checkpoint
+from kyutai_stt.weights.synthetic import write_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -179,8 +179,8 @@ def test_committed_fixture_is_reproduced(ref, tiny_dir, fixture):
                                       synthetic={"size": "tiny", "seed": 0, "vad_heads": True})
     assert sorted(arrays) == sorted(committed)
     assert meta["checkpoint"]["files"] == committed_meta["checkpoint"]["files"], (
-        "checkpoint files differ from those the committed fixture was made from: kyutai_stt/synthetic.py changed? "
-        "Regenerate the fixture (docs/reference.md)")
+        "checkpoint files differ from those the committed fixture was made from: kyutai_stt/weights/synthetic.py "
+        "changed? Regenerate the fixture (docs/reference.md)")
     inexact = []
     for name, want in committed.items():
         got = arrays[name]

@@ -6,7 +6,7 @@ import pytest
 from audio_helpers import peak_hz, sine
 
 from kyutai_stt.errors import AudioError, UserError
-from kyutai_stt.resample import StreamResampler, check_rate, low_rate_warning
+from kyutai_stt.streaming.resample import StreamResampler, check_rate, low_rate_warning
 
 
 def run_blocks(resampler: StreamResampler, x: np.ndarray, block: int) -> np.ndarray:

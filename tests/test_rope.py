@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt import lm_reference
 from kyutai_stt.config import MIMI
-from kyutai_stt.synthetic import SIZES
+from kyutai_stt.models.rope import rope_frequencies
+from kyutai_stt.weights.synthetic import SIZES
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kyutai_stt" / "kernels"
@@ -38,7 +38,7 @@ def test_tables_equal_torch():
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)                                        # imports torch and moshi
     for head_dim, period in known_configurations():
-        ours = lm_reference.rope_frequencies(head_dim, period)
+        ours = rope_frequencies(head_dim, period)
         official = tool.official_rope_frequencies(head_dim, period)
         assert ours.dtype == np.float32 and ours.shape == (head_dim // 2,)
         np.testing.assert_array_equal(ours.view(np.uint32), official.view(np.uint32),
@@ -46,7 +46,7 @@ def test_tables_equal_torch():
 
 
 def test_unknown_configuration_gets_correctly_rounded_values():
-    freqs = lm_reference.rope_frequencies(8, 1234.0)
+    freqs = rope_frequencies(8, 1234.0)
     arguments = np.arange(4, dtype=np.float32) * np.float32(-np.log(1234.0) * 2 / 8)
     np.testing.assert_array_equal(freqs, np.exp(arguments.astype(np.float64)).astype(np.float32))
 
@@ -80,7 +80,7 @@ def test_both_kernels_share_the_reduction_constants():
 @pytest.mark.parametrize("head_dim, period", known_configurations())
 def test_reduction_is_exact_up_to_2_to_the_23(head_dim, period):
     parts, inverse = kernel_parts("attention.wgsl")
-    freqs = lm_reference.rope_frequencies(head_dim, period)
+    freqs = rope_frequencies(head_dim, period)
     rng = np.random.default_rng(0)
     positions = np.concatenate([np.arange(0, 4096), rng.integers(0, LAST_EXACT_POSITION, 200_000),
                                 np.arange(LAST_EXACT_POSITION - 4096, LAST_EXACT_POSITION)])

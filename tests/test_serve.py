@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kyutai_stt import cli, webapp
+from kyutai_stt import cli
+from kyutai_stt.models import variants
+from kyutai_stt.site import build as webapp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +71,7 @@ def test_serve_a_package_gives_the_app_kernels_plans_and_model(served, tiny_pack
         assert get(server.url + path)[1]["Content-Type"].startswith(mime), path
     plans = json.loads(get(server.url + "plans.json")[2])
     assert plans["package_sha"] == webapp.manifest_sha256(package.root)
-    assert set(plans["variants"]) == set(webapp.VARIANTS)
+    assert set(plans["variants"]) == set(variants.tunings())
     manifest = get(server.url + "model/manifest.json")[2]
     assert manifest == (package.root / "manifest.json").read_bytes()
     shard = package.manifest["files"][0]
@@ -174,7 +176,7 @@ def test_serve_on_all_interfaces_prints_the_lan_address(served, tiny_packages):
     server = served("--model", str(tiny_packages("q4").root), "--host", "0.0.0.0")
     port = int(server.url.rsplit(":", 1)[1].strip("/"))
     assert _listening_addresses(port) == {"0.0.0.0"}
-    from kyutai_stt.serve import lan_addresses
+    from kyutai_stt.site.server import lan_addresses
     assert server.urls[1:] == [f"http://{a}:{port}/" for a in lan_addresses()]
     if not lan_addresses():
         print("NOTE: this machine has no LAN address: only the localhost URL could be checked")

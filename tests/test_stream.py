@@ -3,18 +3,16 @@ files), and the vectors against the script that derives them from the official r
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import make_stream_vectors
 import pytest
 
-from kyutai_stt.stream import DecoderConfig, StreamDecoder
-from kyutai_stt.tokenizer import Tokenizer
+from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
+from kyutai_stt.weights.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = sorted((ROOT / "tests" / "vectors" / "stream").glob("*.json"))
-sys.path.insert(0, str(ROOT / "tools"))
-import make_stream_vectors  # noqa: E402
 
 
 def decode_vector(vector: dict) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Synthetic checkpoints (kyutai_stt/synthetic.py): official layout, config round trip, determinism, exact sizes.
+"""Synthetic checkpoints (kyutai_stt/weights/synthetic.py): official layout, config round trip, determinism, exact
+sizes.
 
 No torch here: tests/test_reference.py checks that the official loader accepts these files.
 """
@@ -8,9 +9,10 @@ import shutil
 
 import pytest
 
-from kyutai_stt import checkpoint, cli, safetensors_io
+from kyutai_stt import cli
 from kyutai_stt.config import FULL_LM, MIMI, TINY_LM, ConfigError, LMConfig, replace
-from kyutai_stt.synthetic import write_checkpoint
+from kyutai_stt.weights import checkpoint, safetensors_io
+from kyutai_stt.weights.synthetic import write_checkpoint
 
 # The real files' byte counts (docs: reference/kyutai-stt-1b.md §1); a checkpoint with the right names, shapes and
 # dtypes written like the reference writer reproduces them exactly.

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import sentencepiece
 
-from kyutai_stt import synthetic
-from kyutai_stt.tokenizer import Tokenizer, TokenizerError, decode_utf8_bytes, read_sentencepiece
+from kyutai_stt.weights import synthetic
+from kyutai_stt.weights.tokenizer import Tokenizer, TokenizerError, decode_utf8_bytes, read_sentencepiece
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from audio_helpers import sine, unreadable_file, write_audio, write_wav_int16
 
 from kyutai_stt import cli
-from kyutai_stt.transcribe_command import PLAIN_INTERVAL_S, Progress
+from kyutai_stt.cli.transcribe import PLAIN_INTERVAL_S, Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 

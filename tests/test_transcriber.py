@@ -5,22 +5,20 @@ from __future__ import annotations
 import ast
 import copy
 import re
-import sys
 import wave
 from pathlib import Path
 
+import make_stream_vectors
 import numpy as np
 import pytest
 
-from kyutai_stt import mimi_reference as mr
-from kyutai_stt.stream import DecoderConfig
-from kyutai_stt.transcriber import Transcriber
+from kyutai_stt.reference import mimi as mr
+from kyutai_stt.streaming.decoder import DecoderConfig
+from kyutai_stt.streaming.transcriber import Transcriber
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT / "tests" / "fixtures" / "speech_en_fr_24k.wav"
 FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny_seed0.npz"
-sys.path.insert(0, str(ROOT / "tools"))
-import make_stream_vectors  # noqa: E402
 
 STEPS = 40                      # the fixture's official LM steps
 VAD_TOLERANCE = 1e-4            # absolute, on probabilities: fp32 summation order (f16 weights equal bf16 exactly)

@@ -293,7 +293,7 @@ def rope_tables() -> dict:
     LM, the Mimi encoder), as float32 bit patterns (lm_reference.rope_frequencies reads them)."""
     sys.path.insert(0, str(REPO))
     from kyutai_stt.config import MIMI
-    from kyutai_stt.synthetic import SIZES
+    from kyutai_stt.weights.synthetic import SIZES
     configs = sorted({(c.head_dim, float(c.max_period)) for c in SIZES.values()}
                      | {(MIMI.dimension // MIMI.num_heads, float(MIMI.max_period))})
     return {"source": "moshi 0.2.13 modules/rope.py apply_rope: torch.exp(arange(D / 2) * (-ln(max_period) * 2 / D))"
@@ -533,7 +533,7 @@ def synth_checkpoint(size: str, seed: int, vad_heads: bool = True, root: Path | 
     """A synthetic checkpoint in the official layout, written once into the cache (config.json is written last,
     atomically, so its presence means the directory is complete)."""
     sys.path.insert(0, str(REPO))                                         # run from a checkout without install
-    from kyutai_stt.synthetic import write_checkpoint
+    from kyutai_stt.weights.synthetic import write_checkpoint
     name = f"{size}-seed{seed}{'' if vad_heads else '-novad'}-{synthetic_code_digest()}"
     directory = (root or cache_dir() / "synthetic") / name
     if not (directory / "config.json").is_file():

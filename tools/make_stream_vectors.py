@@ -1,7 +1,7 @@
 """Write the shared delayed-streams test vectors: tests/vectors/stream/*.json (token stream -> expected events).
 
-Both decoders (kyutai_stt/stream.py and kyutai_stt/web/stream.js) are tested against these files. The expected
-events do not come from either decoder: they come from `official_events` below, a line-by-line transcription of
+Both decoders (kyutai_stt/streaming/decoder.py and kyutai_stt/web/stream.js) are tested against these files. The
+expected events do not come from either decoder: they come from `official_events` below, a line-by-line transcription of
 the official server's per-step word logic (moshi rust `asr.rs`, State::step_tokens) and of how the official
 clients pair its Word/EndWord messages into timed words (`[start-stop] word`). The hand-made cases also carry
 events written out by hand, and this script refuses to write a file where the two disagree.
@@ -19,7 +19,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from kyutai_stt.tokenizer import Tokenizer  # noqa: E402
+from kyutai_stt.weights.tokenizer import Tokenizer  # noqa: E402
 
 OUT = ROOT / "tests" / "vectors" / "stream"
 FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny_seed0.npz"
@@ -41,7 +41,7 @@ def official_events(tokens, vads, tokenizer: Tokenizer, cfg: dict, audio_end=Non
     secs = lambda t: max(0.0, t - prefix)                      # noqa: E731  (caller's time)
     step_idx, word_tokens, unended_word, last_stop_time = 0, [], False, 0.0
     last_word = None                                           # (tokens, start) printed when its end is known
-    printed_eot, smoothed = True, None                         # EOT armed by the first word (see stream.py)
+    printed_eot, smoothed = True, None                         # EOT armed by the first word (see streaming/decoder.py)
     events, partial = [], ""
 
     def pending_text():
@@ -182,7 +182,7 @@ def random_case(seed: int, steps: int = 120) -> dict:
 def fixture_case() -> dict:
     """The official implementation's own token stream and VAD probabilities (tiny synthetic model, 40 steps of
     the fixture audio): random weights emit no 0/3, so this pins the 'one open word until finish' path."""
-    from kyutai_stt.synthetic import SPECIAL_PIECES, tokenizer_pieces
+    from kyutai_stt.weights.synthetic import SPECIAL_PIECES, tokenizer_pieces
     arrays = np.load(FIXTURE)
     pieces = list(SPECIAL_PIECES) + [f"<0x{b:02X}>" for b in range(256)] + tokenizer_pieces()
     tokenizer = {"pieces": pieces, "unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": 3, "control_ids": [1, 2, 3],

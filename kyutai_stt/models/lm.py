@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import lm_reference
-from ..config import LMConfig
-from ..plan import INT8_DOT, Plan, PlanBuilder
-from ..quant import FORMATS
+from kyutai_stt.config import LMConfig
+from kyutai_stt.engine.plan import INT8_DOT, Plan, PlanBuilder
+from kyutai_stt.models.rope import rope_frequencies
+from kyutai_stt.weights.quant import FORMATS
 
 PORTABLE_MAX_BINDING = 128 << 20     # bytes: WebGPU's default maxStorageBufferBindingSize
 INPUT_PLAIN, INPUT_RMS_NORM, INPUT_SWIGLU = 0, 1, 2
@@ -54,47 +54,6 @@ class Tuning:
         if not self.int8_matvec:
             return None
         return self.int8_matvec.get(name.rsplit(".", 1)[-1], self.int8_matvec["default"])
-
-
-# Measured on an H100 (benchmarks/kernels.py --sweep, BENCHMARKS.md): more rows in flight for the tall matrices,
-# smaller workgroups for the short ones; attention split over ~16 slot ranges at full context.
-GPU_TUNING = Tuning({"default": MatvecTuning(), "ffn_in": MatvecTuning(rows_per_thread=8),
-                     "text_head": MatvecTuning(rows_per_thread=8),
-                     "attn_out": MatvecTuning(workgroup_size=128, rows_per_thread=2),
-                     "ffn_out": MatvecTuning(workgroup_size=128)}, attention_slots_per_split=48)
-# CPU adapters (lavapipe, SwiftShader): workgroup barriers are expensive, small teams are ~8x faster.
-CPU_TUNING = Tuning({"default": MatvecTuning(32, 8, 4)}, attention_slots_per_split=1 << 30, mimi="cpu")
-
-
-# With subgroups of >= 32 invocations (NVIDIA), the subgroup variant is faster on the two tallest matrices
-# (H100: ffn_in 27.3 vs 30.4 us, text_head 20.7 vs 26.4 us); elsewhere the portable kernel wins.
-GPU_SUBGROUP_TUNING = Tuning({**GPU_TUNING.matvec,
-                              "ffn_in": MatvecTuning(threads_per_row=32, subgroup=True),
-                              "text_head": MatvecTuning(threads_per_row=32, subgroup=True)},
-                             GPU_TUNING.attention_slots_per_split)
-
-
-# Where WGSL has dot4I8Packed, q4 matrices take the int8 path: one row per team of 16-64 members, many small
-# workgroups (H100, benchmarks/kernels.py --sweep, BENCHMARKS.md: ffn_in 9.0 us back to back against 30.4 us).
-GPU_INT8_TUNING = Tuning(GPU_TUNING.matvec, GPU_TUNING.attention_slots_per_split, int8_matvec={
-    "default": MatvecTuning(64, 16, 1), "attn_qkv": MatvecTuning(128, 16, 1), "attn_out": MatvecTuning(64, 32, 1),
-    "ffn_in": MatvecTuning(256, 16, 1), "ffn_out": MatvecTuning(128, 64, 1), "text_head": MatvecTuning(256, 16, 1)})
-# With subgroups of >= 32 invocations the subgroup reduction wins on attn_qkv and the text head (6.3 vs 7.0 us,
-# 6.9 vs 8.8 us back to back on the H100), not on the others.
-GPU_INT8_SUBGROUP_TUNING = Tuning(GPU_SUBGROUP_TUNING.matvec, GPU_TUNING.attention_slots_per_split, int8_matvec={
-    **GPU_INT8_TUNING.int8_matvec, "attn_qkv": MatvecTuning(64, 32, 1, subgroup=True),
-    "text_head": MatvecTuning(64, 16, 1, subgroup=True)})
-
-
-def tuning_for(adapter_type: str, features=(), subgroup_size: int = 0, language_features=()) -> Tuning:
-    """The launch shapes for a device, from what it reports (gpu.device_traits() natively; web/runtime.js
-    chooseVariant applies the same rules in browsers). CPU adapters keep the portable kernels."""
-    if "cpu" in adapter_type.lower():
-        return CPU_TUNING
-    subgroups = "subgroup" in features and subgroup_size >= 32
-    if INT8_DOT in language_features:
-        return GPU_INT8_SUBGROUP_TUNING if subgroups else GPU_INT8_TUNING
-    return GPU_SUBGROUP_TUNING if subgroups else GPU_TUNING
 
 
 @dataclass(frozen=True)
@@ -191,7 +150,7 @@ def _embed(b: PlanBuilder, w: _Weights, cfg: LMConfig, x: str, codes: str, token
 
 
 def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: str, position_field: int,
-             tuning: Tuning = GPU_TUNING) -> str:
+             tuning: Tuning) -> str:
     """Append one LM step to the builder; returns the name of the results buffer [token, VAD probabilities]."""
     w = _Weights(b, tensors)
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
@@ -205,8 +164,9 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     hidden = b.buffer("lm.hidden", "scratch", 4 * 2 * f, (2 * f,))        # FFN [gate | up]
     logits = b.buffer("lm.logits", "scratch", 4 * cfg.text_card, (cfg.text_card,))
     token = b.buffer("lm.token", "state", 4, (1,), "u32", reset_fill=cfg.text_card)    # fed back each step
-    results = b.buffer("lm.results", "output", 4 * (1 + heads), (1 + heads,), "u32")  # [token, p_0..p_heads-1]
-    freqs = b.const("lm.rope_freqs", lm_reference.rope_frequencies(hd, cfg.max_period))   # [hd / 2]
+    results = b.buffer("lm.results", "output", 4 * (1 + heads), (1 + heads,), "u32",   # [token, p_0..p_heads-1]
+                       fields=[("token", "u32", 1), ("vad", "f32", heads)])
+    freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
     int8_input = None
     if tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
         widest = max(d, f)
@@ -244,7 +204,12 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     return results
 
 
-def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning = GPU_TUNING) -> Plan:
+def lm_plan(package, tuning: Tuning) -> Plan:
+    """The LM-alone plan of an opened package."""
+    return build_lm_plan(package.config, tensors_of(package), tuning)
+
+
+def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning) -> Plan:
     """The LM alone: the host writes `codes` each step (tests, and until Mimi runs in the same plan)."""
     b = PlanBuilder("lm")
     b.buffer("step", "step", 16, (4,), "u32")

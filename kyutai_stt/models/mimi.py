@@ -1,6 +1,6 @@
 """The Mimi encode path, defined once: 1920 samples of 24 kHz PCM in, 32 codes out, as plan dispatches.
 
-The network is moshi 0.2.13's streaming MimiModel encode (docs/mimi.md; numpy twin: kyutai_stt/mimi_reference.py):
+The network is moshi 0.2.13's streaming MimiModel encode (docs/mimi.md; numpy twin: kyutai_stt/reference/mimi.py):
 SEANet (conv_in, 4 stages of residual block + strided conv, conv_out) at 24 kHz -> 25 Hz, the 8-layer transformer
 on the frame's 2 steps, the 25 -> 12.5 Hz downsample, the rvq_in projection and the split RVQ.
 
@@ -27,10 +27,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..config import MIMI, MimiConfig
-from ..lm_reference import rope_frequencies
-from ..plan import Plan, PlanBuilder
-from ..quant import FORMATS
+from kyutai_stt.config import MIMI, MimiConfig
+from kyutai_stt.engine.plan import Plan, PlanBuilder
+from kyutai_stt.models.rope import rope_frequencies
+from kyutai_stt.weights.quant import FORMATS
 
 INPUT_PLAIN, INPUT_ELU, INPUT_LAYER_NORM = 0, 1, 2
 OUTPUT_PLAIN, OUTPUT_ELU, OUTPUT_GELU = 0, 1, 2

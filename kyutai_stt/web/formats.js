@@ -1,4 +1,4 @@
-// Transcript downloads in the page: text, srt and vtt, by the rules of kyutai_stt/formats.py (read its docstring;
+// Transcript downloads in the page: text, srt and vtt, by the rules of kyutai_stt/streaming/formats.py (read its docstring;
 // a browser test checks both give the same files for the same words). words: [{text, start, end}] in seconds;
 // endOfTurns: [time] in seconds.
 

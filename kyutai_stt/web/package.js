@@ -20,7 +20,7 @@ export const RETRIES = 3;
 export const BACKOFF_MS = 1000;
 // A manifest's file names are data, never paths or URLs: one plain name of this form (no '/', '\\', ':', '?', '#',
 // '%', no leading dot, no '..'), so that new URL(name, base) always stays inside the package's folder and no
-// request goes anywhere else. kyutai_stt/package.py has the same rule; tests/vectors/file_names.json pins both.
+// request goes anywhere else. kyutai_stt/weights/package.py has the same rule; tests/vectors/file_names.json pins both.
 export const SAFE_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const RESERVED_SUFFIX = '.partial';
 const SHA256_HEX = /^[0-9a-f]{64}$/;

@@ -1,4 +1,4 @@
-// Delayed-streams decoding for the browser: the same logic as kyutai_stt/stream.py (read its docstring for the
+// Delayed-streams decoding for the browser: the same logic as kyutai_stt/streaming/decoder.py (read its docstring for the
 // official rules), pinned by the same vectors (tests/vectors/stream/*.json). Events are plain objects:
 //   {type: "word", text, start, end}   {type: "partial", text}   {type: "endOfTurn", time, probability}
 //   {type: "step", frame, time, token, vad}

@@ -1,4 +1,4 @@
-// The text detokeniser, from the package manifest's piece table: the same rules as kyutai_stt/tokenizer.py
+// The text detokeniser, from the package manifest's piece table: the same rules as kyutai_stt/weights/tokenizer.py
 // (SentencePiece's DecodeIds): control pieces vanish, the unknown piece reads " ⁇ ", runs of <0xHH> byte pieces
 // are read as UTF-8 (each byte that starts no valid sequence becomes U+FFFD), '▁' is a space and one leading '▁'
 // is dropped while the text is still empty.

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from kyutai_stt import gpu, quant
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.weights import quant
 
 # Unit roundoff of f32: every error bound below counts roundings of this size.
 U32 = 2.0**-24

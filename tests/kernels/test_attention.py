@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from kernel_helpers import U32, assert_within, in_out, poisoned
 
-from kyutai_stt import gpu
-from kyutai_stt import lm_reference as ref
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.reference import lm as ref
 
 GARBAGE = 1.0e4  # what invalid ring slots hold
 

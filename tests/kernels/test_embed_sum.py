@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from kernel_helpers import in_out, poisoned, random_weights, weight_bindings
 
-from kyutai_stt import gpu
-from kyutai_stt import lm_reference as ref
-from kyutai_stt.quant import FORMATS
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.reference import lm as ref
+from kyutai_stt.weights.quant import FORMATS
 
 ELEMENTS_PER_WORD = {"q4": 8, "q8": 4, "f16": 2, "f32": 1}
 QUANTS = list(ELEMENTS_PER_WORD)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from kyutai_stt import gpu
+from kyutai_stt.engine import device as gpu
 
 # Same name, different function by design.
 DIFFERENT_PER_KERNEL = {
@@ -68,7 +68,7 @@ NOT_IN_PLANS = {"subgroup_size": "gpu.subgroup_size() probes the adapter with it
 def test_every_kernel_file_is_used(tiny_packages):
     """A kernel file that no plan variant dispatches (for the LM-only or whole-frame plans of a q4, q4-small and an
     f16 package) is dead code: delete it, or name its user in NOT_IN_PLANS."""
-    from kyutai_stt.webapp import build_plans
+    from kyutai_stt.site.build import build_plans
 
     used = set(NOT_IN_PLANS)
     for quant in ("q4", "q4-small", "f16"):

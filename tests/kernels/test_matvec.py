@@ -1,5 +1,5 @@
 """matvec.wgsl (every FORMAT) and matvec_subgroup.wgsl vs the float64 numpy reference on the dequantised weights
-(kyutai_stt.lm_reference).
+(kyutai_stt.reference.lm).
 
 Tolerance: the a-priori bound of a float32 dot product, |error| <= n u sum_k |W[n, k] in(x)[k]|, where n counts the
 roundings on the longest chain of one output: a member accumulates its units serially (COLUMNS / THREADS_PER_ROW
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from kernel_helpers import U32, assert_within, in_out, poisoned, random_weights, weight_bindings
 
-from kyutai_stt import gpu
-from kyutai_stt import lm_reference as ref
-from kyutai_stt.quant import FORMATS
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.reference import lm as ref
+from kyutai_stt.weights.quant import FORMATS
 
 PLAIN, RMS_NORM, SWIGLU = ref.INPUT_PLAIN, ref.INPUT_RMS_NORM, ref.INPUT_SWIGLU
 UNIT = {"q4": 32, "q8": 32, "f16": 8, "f32": 4}  # weights per member load; q4/q8 need COLUMNS % 64 == 0

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from kernel_helpers import U32, assert_within, in_out, poisoned, random_weights, weight_bindings
 
-from kyutai_stt import gpu
-from kyutai_stt import lm_reference as ref
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.reference import lm as ref
 
 PLAIN, RMS_NORM, SWIGLU = ref.INPUT_PLAIN, ref.INPUT_RMS_NORM, ref.INPUT_SWIGLU
 BLOCK = ref.INT8_BLOCK

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from kernel_helpers import U32, assert_within, in_out, poisoned
 
-from kyutai_stt import gpu, quant
-from kyutai_stt import mimi_reference as mr
-from kyutai_stt.lm_reference import rope_frequencies
+from kyutai_stt.engine import device as gpu
 from kyutai_stt.models.mimi import FORMATS, _tiling
+from kyutai_stt.models.rope import rope_frequencies
+from kyutai_stt.reference import mimi as mr
+from kyutai_stt.weights import quant
 
 GARBAGE = 1.0e4
 

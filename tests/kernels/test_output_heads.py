@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from kernel_helpers import U32, assert_within, poisoned
 
-from kyutai_stt import gpu
-from kyutai_stt import lm_reference as ref
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.reference import lm as ref
 
 UNWRITTEN = np.iinfo(np.uint32).max  # what poisoned u32 outputs hold
 

@@ -1,6 +1,6 @@
 """The q4 engine vs the official implementation on the *same* weights: the package's dequantised q4 values.
 
-kyutai_stt.dequantized writes the q4 package's LM weights back into the official layout (F32); the official
+kyutai_stt.reference.dequantized writes the q4 package's LM weights back into the official layout (F32); the official
 implementation (moshi, fp32, CPU, through tools/make_reference.py) runs on that checkpoint, and our engine runs on
 the q4 package, teacher-forced with the official run's input tokens. Both then compute with identical weights, so
 the tolerances are those of the f16 rung (docs/validation.md): logits within 1e-4 of the largest |logit|, tokens
@@ -22,9 +22,9 @@ from test_lm_parity import (
     run_teacher_forced,
 )
 
-from kyutai_stt import checkpoint, safetensors_io
 from kyutai_stt.config import LMConfig
-from kyutai_stt.dequantized import official_sources, write_dequantized_checkpoint
+from kyutai_stt.reference.dequantized import official_sources, write_dequantized_checkpoint
+from kyutai_stt.weights import checkpoint, safetensors_io
 
 STEPS = 40                      # steps - 1 Mimi frames of the committed audio feed them
 

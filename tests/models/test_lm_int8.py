@@ -1,9 +1,10 @@
 """The int8 path of q4 matrices in the LM plan (quantize_input + matvec_int8), against the portable path on the same
 q4 package: its numeric effect, measured and bounded, on the official fixture's teacher-forced inputs.
 
-The native host picks the int8 path where WGSL has dot4I8Packed on a GPU adapter (models/lm.py tuning_for); here on
-lavapipe the plans are built with explicit tunings, so both paths run on the same device: the portable one
-(matvec.wgsl, the parity path of tests/models/test_lm_parity.py) and the int8 one, with and without subgroups.
+The native host picks the int8 path where WGSL has dot4I8Packed on a GPU adapter (models/variants.py,
+data/variants.json); here on lavapipe the plans are built with explicit tunings, so both paths run on the same
+device: the portable one (matvec.wgsl, the parity path of tests/models/test_lm_parity.py) and the int8 one, with
+and without subgroups.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt import gpu
-from kyutai_stt.engine import Engine
-from kyutai_stt.models.lm import GPU_INT8_TUNING, MatvecTuning, Tuning, build_lm_plan, tensors_of, tuning_for
-from kyutai_stt.plan import INT8_DOT
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.plan import INT8_DOT
+from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.models.variants import tuning_for, tunings
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_tiny_seed0"
 PORTABLE = Tuning({"default": MatvecTuning(64, 16, 2)}, 8)
@@ -47,7 +49,7 @@ def teacher_forced(package, tuning: Tuning, inputs: np.ndarray) -> tuple[np.ndar
 
 def test_int8_plan_uses_the_int8_kernels_for_q4_matrices_only(tiny_packages):
     package = tiny_packages("q4-small")    # q4 and q8 matrices: the q8 ones keep the portable kernel
-    plan = build_lm_plan(package.config, tensors_of(package), GPU_INT8_TUNING)
+    plan = build_lm_plan(package.config, tensors_of(package), tunings()["gpu-int8"])
     kernels = {d.label: next(p.kernel for p in plan.pipelines if p.name == d.pipeline) for d in plan.dispatches}
     tensors = tensors_of(package)
     for name, t in tensors.items():
@@ -59,10 +61,10 @@ def test_int8_plan_uses_the_int8_kernels_for_q4_matrices_only(tiny_packages):
 
 
 def test_tuning_follows_the_device():
-    assert tuning_for("DiscreteGPU", ("subgroup",), 32, (INT8_DOT,)).int8_matvec["attn_qkv"].subgroup
-    assert not tuning_for("DiscreteGPU", ("subgroup",), 16, (INT8_DOT,)).int8_matvec["attn_qkv"].subgroup
-    assert tuning_for("DiscreteGPU", ("subgroup",), 32, ()).int8_matvec == {}
-    assert tuning_for("CPU", ("subgroup",), 32, (INT8_DOT,)).int8_matvec == {}     # lavapipe: portable
+    assert tuning_for("DiscreteGPU", ("subgroup",), 32, "", (INT8_DOT,)).int8_matvec["attn_qkv"].subgroup
+    assert not tuning_for("DiscreteGPU", ("subgroup",), 16, "", (INT8_DOT,)).int8_matvec["attn_qkv"].subgroup
+    assert tuning_for("DiscreteGPU", ("subgroup",), 32, "", ()).int8_matvec == {}
+    assert tuning_for("CPU", ("subgroup",), 32, "", (INT8_DOT,)).int8_matvec == {}     # lavapipe: portable
 
 
 @pytest.mark.parametrize("int8", [INT8, INT8_SUBGROUP], ids=["int8", "int8-subgroup"])
@@ -96,9 +98,9 @@ def test_full_size_int8_path_against_the_portable_path(tmp_path, capsys):
     makes one) instead of converting a synthetic checkpoint here."""
     import os
 
-    from kyutai_stt.convert import convert
-    from kyutai_stt.package import open_package
-    from kyutai_stt.synthetic import write_checkpoint
+    from kyutai_stt.weights.convert import convert
+    from kyutai_stt.weights.package import open_package
+    from kyutai_stt.weights.synthetic import write_checkpoint
 
     path = os.environ.get("FULL_Q4_PACKAGE")
     if not path:

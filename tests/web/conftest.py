@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from chromium import CHROMIUM, CHROMIUM_ARGS, microphone_args, write_microphone_wav
 
-from kyutai_stt import gpu
-from kyutai_stt.serve import MIME_TYPES
-from kyutai_stt.webapp import export_site
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.site.build import export_site
+from kyutai_stt.site.server import MIME_TYPES
 
 HARNESS = Path(__file__).parent / "harness"
 MIME = {**MIME_TYPES, ".wav": "audio/wav"}        # what `kyutai-stt serve` sends, and the test clips

@@ -2,7 +2,7 @@
 
 One SttClient is loaded for the module (the tiny q4 package: compiling its 60-odd pipelines takes SwiftShader
 ~15 s, a frame ~2 s). The same plan variant ("cpu", which the runtime must choose for a CPU adapter) runs natively
-on lavapipe (engine.py): per-frame tokens must be equal and VAD probabilities within VAD_TOLERANCE.
+on lavapipe (engine/runtime.py): per-frame tokens must be equal and VAD probabilities within VAD_TOLERANCE.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from kyutai_stt.config import MIMI
-from kyutai_stt.engine import Engine
-from kyutai_stt.webapp import build_plans
+from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.site.build import build_plans
 
 AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "speech_en_fr_24k.wav"
 

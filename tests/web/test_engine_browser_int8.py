@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.engine import Engine
-from kyutai_stt.models.lm import CPU_TUNING, MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.models.variants import tunings
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_tiny_seed0"
 STEPS = 12     # > the tiny context of 8: the KV ring wraps
@@ -21,7 +22,8 @@ STEPS = 12     # > the tiny context of 8: the KV ring wraps
 # measured 7.0e-4 on the VAD probabilities over these 12 steps. Tokens stay equal.
 INT8_VAD_TOLERANCE = 5e-3
 # Subgroup teams of 4: SwiftShader's subgroups have 4 invocations, lavapipe's 8.
-INT8_CPU = Tuning(CPU_TUNING.matvec, CPU_TUNING.attention_slots_per_split, mimi="cpu", int8_matvec={
+CPU = tunings()["cpu"]
+INT8_CPU = Tuning(CPU.matvec, CPU.attention_slots_per_split, mimi="cpu", int8_matvec={
     "default": MatvecTuning(32, 8, 1), "attn_qkv": MatvecTuning(32, 4, 2, subgroup=True)})
 
 

@@ -20,33 +20,22 @@ runs here.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from kyutai_stt import gpu
-from kyutai_stt import lm_reference as ref
-from kyutai_stt import mimi_reference as mr
-from kyutai_stt.lm_reference import rope_frequencies
-from kyutai_stt.models.mimi import FORMATS
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernels"))
-
-import test_attention  # noqa: E402
-import test_matvec  # noqa: E402
-import test_matvec_int8  # noqa: E402
-import test_mimi_kernels  # noqa: E402
-from kernel_helpers import U32, assert_within, in_out, poisoned  # noqa: E402
-from test_embed_sum import (  # noqa: E402,F401
+import test_attention
+import test_matvec
+import test_matvec_int8
+import test_mimi_kernels
+from kernel_helpers import U32, assert_within, in_out, poisoned
+from test_embed_sum import (  # noqa: F401 - the native cases, run here by the browser
     test_codebook_group,
     test_realistic_width_and_codebook_count,
     test_single_table_accumulates_text_row,
     test_streams_with_ids_sharing_a_buffer,
     test_tables_looped_over_few_invocations_and_a_ragged_last_workgroup,
 )
-from test_matvec import (  # noqa: E402,F401
+from test_matvec import (  # noqa: F401 - the native cases, run here by the browser
     test_batch_with_rms_norm_uses_per_stream_norms,
     test_odd_rows_and_columns_accumulate,
     test_one_row_of_minimal_width,
@@ -55,7 +44,7 @@ from test_matvec import (  # noqa: E402,F401
     test_rms_norm_input,
     test_swiglu_input_batch_offset_and_odd_tuning,
 )
-from test_matvec_int8 import (  # noqa: E402,F401
+from test_matvec_int8 import (  # noqa: F401 - the native cases, run here by the browser
     test_int8_batch_offset_and_odd_tuning,
     test_int8_model_widths,
     test_int8_odd_rows_and_columns_accumulate,
@@ -63,14 +52,14 @@ from test_matvec_int8 import (  # noqa: E402,F401
     test_quantize_input,
     test_whole_path_against_the_float_matvec,
 )
-from test_mimi_kernels import (  # noqa: E402,F401
+from test_mimi_kernels import (  # noqa: F401 - the native cases, run here by the browser
     test_conv1d_accumulate_with_layer_scale,
     test_conv1d_layer_norm_in_gelu_out,
     test_conv1d_pcm_keeps_its_sample_history_across_frames,
     test_conv1d_replicate_padding_on_the_first_frame_only,
     test_conv1d_strided_with_history_regions,
 )
-from test_output_heads import (  # noqa: E402,F401
+from test_output_heads import (  # noqa: F401 - the native cases, run here by the browser
     test_argmax_all_equal_and_tiny_counts,
     test_argmax_at_the_edges_of_invocation_ranges,
     test_argmax_realistic_vocabulary,
@@ -80,6 +69,12 @@ from test_output_heads import (  # noqa: E402,F401
     test_vad_realistic,
     test_vad_streams_offsets_and_small_teams,
 )
+
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.models.mimi import FORMATS
+from kyutai_stt.models.rope import rope_frequencies
+from kyutai_stt.reference import lm as ref
+from kyutai_stt.reference import mimi as mr
 
 # WGSL's accuracy for cos and sin: absolute error <= 2^-11 on [-pi, pi] (the kernels reduce angles there first).
 WGSL_TRIG_ERROR = 2.0**-11

@@ -18,7 +18,7 @@ import pytest
 from npm_tools import install_tools, npm
 
 from kyutai_stt import __version__
-from kyutai_stt.webapp import KERNEL_DIR, NPM_NAME, SiteError, client_modules, export_npm
+from kyutai_stt.site.build import KERNEL_DIR, NPM_NAME, SiteError, client_modules, export_npm
 
 ROOT = Path(__file__).resolve().parents[2]
 TYPESCRIPT = "typescript@5.9.3"

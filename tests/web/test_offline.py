@@ -10,19 +10,17 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sys
 import time
 import wave
 from pathlib import Path
 
 import numpy as np
-from chromium import AUDIO
+from chromium import AUDIO, RUN_TIMEOUT_MS, open_app, wait_state
 from PIL import Image
-from test_app import RUN_TIMEOUT_MS, open_app, wait_state
 
-from kyutai_stt import webapp
-from kyutai_stt.transcriber import Transcriber
-from kyutai_stt.webapp import MARKER, SERVICE_WORKER, WEB_DIR, app_files, export_site
+from kyutai_stt.site import build as webapp
+from kyutai_stt.site.build import SERVICE_WORKER, SITE_MARKER, WEB_DIR, app_files, export_site
+from kyutai_stt.streaming.transcriber import Transcriber
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_CACHE_PREFIX = "kyutai-stt-app-"
@@ -55,7 +53,7 @@ def test_service_worker_names_the_app_files_and_the_version_follows_them(tmp_pat
     assert (site / SERVICE_WORKER).read_text().split("\n", 1)[1] == (WEB_DIR / SERVICE_WORKER).read_text()
     assert {"index.html", "app.js", "worker.js", "plans.json", "app.webmanifest", "icon-192.png"} <= set(meta["files"])
     assert any(f.startswith("kernels/") for f in meta["files"])
-    assert not [f for f in meta["files"] if f.startswith("model/") or f in (SERVICE_WORKER, MARKER)], \
+    assert not [f for f in meta["files"] if f.startswith("model/") or f in (SERVICE_WORKER, SITE_MARKER)], \
         "the model is cached by package.js, once; sw.js and the marker are not app files"
     assert all((site / f).is_file() for f in meta["files"])
 
@@ -70,7 +68,6 @@ def test_service_worker_names_the_app_files_and_the_version_follows_them(tmp_pat
 
 
 def test_icons_are_the_svg_rendered(browser):
-    sys.path.insert(0, str(ROOT / "tools"))
     import render_icons
     page = browser.new_page()
     try:

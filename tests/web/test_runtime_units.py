@@ -3,12 +3,15 @@ the AudioWorklet's resampler (run as a plain module, in the same 128-sample bloc
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 OUT_RATE = 24_000
 INT8 = "packed_4x8_integer_dot_product"
+VARIANT_CASES = json.loads((Path(__file__).parents[1] / "vectors" / "variant_choice.json").read_text())["cases"]
 # Spec defaults of WebGPU (platform.md §3), and an adapter far below them.
 DEFAULT_LIMITS = {"maxStorageBufferBindingSize": 128 << 20, "maxBufferSize": 256 << 20,
                   "maxStorageBuffersPerShaderStage": 8, "maxComputeInvocationsPerWorkgroup": 256,
@@ -17,24 +20,9 @@ TINY_LIMITS = {**DEFAULT_LIMITS, "maxStorageBufferBindingSize": 1 << 16, "maxCom
                "maxComputeWorkgroupSizeX": 64}
 
 
-@pytest.mark.parametrize("adapter, variant", [
-    ({"info": {"architecture": "swiftshader", "vendor": "google"}, "features": ["subgroups"]}, "cpu"),
-    ({"info": {"isFallbackAdapter": True, "vendor": "mesa"}}, "cpu"),
-    ({"info": {"description": "llvmpipe (LLVM 15.0.6, 256 bits)"}}, "cpu"),
-    ({"info": {"vendor": "nvidia", "architecture": "hopper", "subgroupMinSize": 32, "subgroupMaxSize": 32},
-      "features": ["subgroups", "shader-f16"]}, "gpu-subgroup"),
-    ({"info": {"vendor": "intel", "architecture": "gen-12lp", "subgroupMinSize": 8, "subgroupMaxSize": 32},
-      "features": ["subgroups"]}, "gpu"),
-    ({"info": {"vendor": "apple", "architecture": "metal-3", "subgroupMinSize": 32}}, "gpu"),   # no feature
-    # WGSL's dot4I8Packed: the int8 path of q4 matrices, on GPUs only.
-    ({"info": {"vendor": "nvidia", "architecture": "hopper", "subgroupMinSize": 32}, "features": ["subgroups"],
-      "languageFeatures": [INT8]}, "gpu-int8-subgroup"),
-    ({"info": {"vendor": "apple", "architecture": "metal-3", "subgroupMinSize": 32}, "languageFeatures": [INT8]},
-     "gpu-int8"),
-    ({"info": {"architecture": "swiftshader", "vendor": "google"}, "languageFeatures": [INT8]}, "cpu"),
-])
-def test_variant_choice(page, adapter, variant):
-    assert page.call("variantFor", adapter) == variant
+@pytest.mark.parametrize("case", VARIANT_CASES, ids=lambda c: c["variant"])
+def test_variant_choice(page, case):
+    assert page.call("variantFor", case["adapter"]) == case["variant"]
 
 
 def test_limits_check(page):

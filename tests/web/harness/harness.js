@@ -1,7 +1,7 @@
 // Test harness: window.harness.* functions that the Python tests call through Playwright (tests/web/conftest.py
 // Page.call). Arrays cross the boundary as base64 strings of their raw little-endian bytes.
-import {PlanRuntime, chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice,
-  WANTED_LIMITS} from '/runtime.js';
+import {PlanRuntime, chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice}
+  from '/runtime.js';
 import {clearCache, fetchManifest, loadShards, sha256Hex} from '/package.js';
 import {Resampler} from '/audio-processor.js';
 import {SttClient} from '/stt-client.js';
@@ -28,7 +28,8 @@ const pipelines = new Map();
 async function device() {
   if (!kernelDevice) {
     const adapter = await requestAdapter();
-    const requiredLimits = Object.fromEntries(WANTED_LIMITS.map((n) => [n, adapter.limits[n]]));
+    const {host} = await sitePlans();
+    const requiredLimits = Object.fromEntries(host.wanted_limits.map((n) => [n, adapter.limits[n]]));
     const requiredFeatures = ['subgroups'].filter((f) => adapter.features.has(f));
     kernelDevice = await adapter.requestDevice({requiredLimits, requiredFeatures});
     kernelDevice.onuncapturederror = (e) => console.error(`uncaptured WebGPU error: ${e.error.message}`);
@@ -130,7 +131,7 @@ async function sitePlans() {
 
 // adapter.languageFeatures: the WGSL language features to pretend (default none, whatever this browser has).
 async function variantFor(adapter) {
-  return chooseVariant(fakeAdapter(adapter), new Set(adapter.languageFeatures ?? []));
+  return chooseVariant(fakeAdapter(adapter), await sitePlans(), new Set(adapter.languageFeatures ?? []));
 }
 
 async function planFit({variant, limits, features, languageFeatures = []}) {
@@ -139,7 +140,8 @@ async function planFit({variant, limits, features, languageFeatures = []}) {
 
 async function deviceError({variant, ...adapter}) {
   try {
-    await requestDevice(fakeAdapter(adapter), (await sitePlans()).variants[variant]);
+    const plans = await sitePlans();
+    await requestDevice(fakeAdapter(adapter), plans.variants[variant], plans.host);
     return null;
   } catch (error) {
     return {code: error.code, message: error.message};
@@ -191,8 +193,9 @@ async function clientTranscribe({wav}) {
 // A plan given as JSON (e.g. one no variant of plans.json holds), run by runtime.js over the site's model: one frame
 // per entry of `inputs` ({role: u32 words}); each frame's outputs as {role: u32 words}.
 async function runPlan({plan, inputs}) {
-  const device = await requestDevice(await requestAdapter(), plan);
-  const runtime = new PlanRuntime(device, plan);
+  const {host} = await sitePlans();
+  const device = await requestDevice(await requestAdapter(), plan, host);
+  const runtime = new PlanRuntime(device, plan, {readbackDepth: host.readback_depth});
   try {
     const compiled = runtime.compile(kernelFetcher(new URL('kernels/', SITE)));
     const {manifest} = await fetchManifest(new URL('model/', SITE));

@@ -1,0 +1,102 @@
+"""`kyutai-stt bench`: time the LM step, or the whole frame (LM + Mimi); prints one JSON line.
+
+Steady state of the streaming loop: one submission per step, readback pipelined (as the engine always runs).
+Reports the median and p95 of the interval between consecutive completed steps, and the effective bandwidth of
+the weight bytes one step must read (every matrix once; the embedding rows are negligible).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
+from kyutai_stt.errors import UserError
+from kyutai_stt.models.lm import lm_plan
+from kyutai_stt.models.stt import stt_plan
+from kyutai_stt.models.variants import tuning_for
+from kyutai_stt.weights.convert import convert
+from kyutai_stt.weights.package import open_package
+from kyutai_stt.weights.synthetic import write_checkpoint
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--package", type=Path, help="a model package directory (kyutai-stt convert)")
+    source.add_argument("--synthetic", choices=("tiny", "full"), default=None,
+                        help="build a synthetic checkpoint of this size and convert it first (default: tiny)")
+    parser.add_argument("--quant", default="q4", choices=("q4", "q8", "f16"), help="with --synthetic")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--whole-frame", action="store_true",
+                        help="time the whole frame (LM step + Mimi encoder on 1920 samples), one submission")
+    parser.add_argument("--readback-depth", type=int, default=None,
+                        help="frames in flight before a readback (default: the engine's); with --batch-readback, "
+                             "all of them are read back at once")
+    parser.add_argument("--batch-readback", action="store_true")
+    parser.add_argument("--kernels", choices=("auto", "no-int8"), default="auto",
+                        help="auto: the fast paths this device has (as every command); no-int8: without the int8 path "
+                             "of q4 matrices, as on devices without dot4I8Packed (an A/B of that path)")
+    parser.add_argument("--position", type=int, default=0,
+                        help="start at this step index (e.g. 750: a full KV ring, the worst case)")
+
+
+def weight_bytes_per_step(package) -> int:
+    names = [n for n in package.tensor_names() if n.startswith("layers.") or n == "text_head"]
+    return sum(s.nbytes for n in names for s in package.tensor(n).streams.values())
+
+
+def run(args) -> int:
+    with tempfile.TemporaryDirectory(prefix="kyutai-stt-bench-") as tmp:
+        path = args.package
+        if path is None:
+            write_checkpoint(Path(tmp) / "ckpt", args.synthetic or "tiny", seed=0)
+            path = Path(tmp) / "pkg"
+            convert(str(Path(tmp) / "ckpt"), path, args.quant)
+        if not Path(path).exists():
+            raise UserError(f"{path}: no such package directory (make one with `kyutai-stt convert`)")
+        package = open_package(path, verify_hashes=False)
+        adapter_type, features, subgroup_size, description, language_features = gpu.device_traits()
+        if args.kernels == "no-int8":    # the int8 path is chosen by this language feature alone
+            language_features = ()
+        tuning = tuning_for(adapter_type, features, subgroup_size, description, language_features)
+        if args.whole_frame:
+            plan = stt_plan(package, tuning)
+        else:
+            plan = lm_plan(package, tuning)
+        engine = Engine(plan, package.read_stream, args.readback_depth or READBACK_DEPTH, args.batch_readback)
+        engine.reset(first_frame=args.position)
+        rng = np.random.default_rng(0)
+        if args.whole_frame:   # noise at speech level: the work does not depend on the values
+            inputs = [{"pcm": (0.1 * rng.standard_normal(1920)).astype(np.float32)} for _ in range(16)]
+        else:
+            inputs = [{"codes": rng.integers(0, package.config.card, package.config.n_q).astype(np.uint32)}
+                      for _ in range(16)]
+        stamps = []
+        for i in range(args.warmup):
+            engine.submit(inputs[i % len(inputs)])
+        engine.drain()
+        start = time.perf_counter()
+        for i in range(args.steps):
+            for _ in engine.submit(inputs[i % len(inputs)]):
+                stamps.append(time.perf_counter())
+        engine.drain()
+        mean_ms = (time.perf_counter() - start) * 1e3 / args.steps
+    intervals = np.diff(stamps) * 1e3
+    p50, p95 = float(np.median(intervals)), float(np.percentile(intervals, 95))
+    bytes_per_step = weight_bytes_per_step(package)
+    per_step_ms = mean_ms if args.batch_readback else p50       # batched results arrive in bursts
+    print(json.dumps({
+        "bench": "whole_frame" if args.whole_frame else "lm_step", "adapter": gpu.adapter_summary()["name"],
+        "package_quant": package.quant, "kernels": args.kernels, "int8_path": bool(tuning.int8_matvec),
+        "dim": package.config.dim, "layers": package.config.num_layers, "start_position": args.position,
+        "p50_ms": round(p50, 4), "p95_ms": round(p95, 4), "mean_ms": round(mean_ms, 4),
+        "readback_depth": args.readback_depth or READBACK_DEPTH, "batch_readback": args.batch_readback,
+        "weight_MB_per_step": round(bytes_per_step / 1e6, 1),
+        "effective_GBps": round(bytes_per_step / (per_step_ms * 1e-3) / 1e9, 1),
+        "dispatches_per_step": len(plan.dispatches)}))
+    return 0

@@ -1,0 +1,43 @@
+"""What several commands say or check the same way (a module of helpers, not a command)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from kyutai_stt.errors import UserError
+
+
+def synthetic_note(name: str) -> str:
+    return (f"NOTE: model {name} is a synthetic package (random weights): its transcript is meaningless; "
+            "it only exercises the pipeline.")
+
+
+def model_info(package_dir, transcriber) -> dict:
+    manifest = getattr(getattr(transcriber, "package", None), "manifest", None) or {}
+    return {"package": str(package_dir), **{k: manifest[k] for k in ("variant", "quant", "created_by")
+                                             if k in manifest}}
+
+
+def checked_targets(files: list[Path], targets: list[Path]) -> list[Path]:
+    """An input is never an output (the transcript would replace the recording), a target is a file or nothing,
+    and its folder is writable: all known before the model is loaded, not after the transcription."""
+    inputs = {f.resolve(): f for f in files}
+    for target in targets:
+        same = inputs.get(target.resolve())
+        if same is None and target.exists():
+            same = next((f for f in files if f.exists() and os.path.samefile(f, target)), None)
+        if same is not None:
+            raise UserError(f"--output {target} is the input file {same}: writing there would replace it; "
+                            "choose another --output")
+        if target.exists() and not target.is_file():
+            raise UserError(f"--output {target}: exists and is not a file")
+    for folder in dict.fromkeys(t.parent for t in targets):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".kyutai-stt-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise UserError(f"--output: cannot write in {folder} ({e.strerror or e}); choose another --output") \
+                from None
+    return targets

@@ -1,0 +1,72 @@
+"""`kyutai-stt eval DATASET_DIR`: word error rate and real-time factor of a model on a dataset folder
+(kyutai_stt/evaluation.py; docs/eval.md documents the layouts, the text normalisation and the report)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from kyutai_stt.atomic import write_atomic
+from kyutai_stt.cli.common import checked_targets, model_info, synthetic_note
+from kyutai_stt.config import MAX_SILENCE_PREFIX_S
+from kyutai_stt.errors import UserError
+from kyutai_stt.evaluation import TABLE_HEADER, dataset_files, discover, evaluate, summary_line, table_row
+from kyutai_stt.streaming.audio import check
+from kyutai_stt.streaming.files import FILE_READBACK_BATCH, transcribe_file
+from kyutai_stt.streaming.resample import low_rate_warning
+from kyutai_stt.streaming.transcriber import Transcriber
+from kyutai_stt.weights.cache import resolve_model
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("dataset", type=Path, metavar="DATASET_DIR",
+                        help="LibriSpeech layout (e.g. LibriSpeech/test-clean) or name.<audio> + name.txt pairs")
+    parser.add_argument("--model", default=None,
+                        help="model package directory, URL or Hugging Face id (default: the real model)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N files (by name)")
+    parser.add_argument("--output", type=Path, default=None, metavar="REPORT.json",
+                        help="also write the full report (per file and summary) as JSON")
+    parser.add_argument("--silence-prefix", type=float, default=1.0, metavar="S",
+                        help="seconds of silence fed before each file (default 1.0)")
+
+
+def run(args) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, not {args.limit}")
+    if not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:          # also refuses nan
+        raise UserError(f"--silence-prefix must be 0 or more seconds (at most {MAX_SILENCE_PREFIX_S:g}), not "
+                        f"{args.silence_prefix}")
+    layout, items = discover(args.dataset)
+    if args.limit is not None:
+        items = items[:args.limit]
+    if args.output is not None and (args.output.is_dir() or not args.output.parent.is_dir()):
+        raise UserError(f"--output {args.output}: give a file name in an existing folder, such as report.json")
+
+    if args.output is not None:              # never one of the dataset's files; writable before the model loads
+        checked_targets(dataset_files(items), [args.output])
+
+    for item in items:                       # every file readable before the model loads (ms per file)
+        note = low_rate_warning(check(item.audio).sample_rate)
+        if note:
+            print(f"warning: {item.audio}: {note}", file=sys.stderr)
+    package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
+    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH)
+    synthetic = bool(transcriber.synthetic)
+    model = model_info(package_dir, transcriber)
+    if synthetic:
+        print(synthetic_note(args.model or str(package_dir)) + " Its WER is meaningless too.", file=sys.stderr)
+
+    def transcribe(path: Path) -> tuple[str, float, float]:
+        started = time.perf_counter()
+        words, _, audio_s = transcribe_file(transcriber, path,
+                                            warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        return " ".join(w.text for w in words), audio_s, time.perf_counter() - started
+
+    print(TABLE_HEADER, flush=True)
+    report = evaluate(items, transcribe, dataset=str(args.dataset), layout=layout, model=model,
+                      synthetic=synthetic, on_result=lambda r: print(table_row(r), flush=True))
+    print(summary_line(report), flush=True)
+    if args.output is not None:
+        write_atomic(args.output, json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n")
+    return 0

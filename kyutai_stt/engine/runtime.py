@@ -1,0 +1,184 @@
+"""The native host: interprets a plan on wgpu-py. It knows nothing of the model; the plan says everything.
+
+Per frame: write the step values and the inputs, record every dispatch of the plan into one compute pass, copy
+the outputs into a staging buffer, submit. Readback is pipelined: frame n's staging buffer is mapped only after
+frame n+1 is submitted (READBACK_DEPTH frames in flight), so the GPU never waits for the CPU between frames.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import wgpu
+
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.host import READBACK_DEPTH
+from kyutai_stt.engine.plan import Plan
+
+# Uniform bindings need 16-byte multiples.
+UNIFORM_ALIGN = 16
+
+_NUMPY = {"f32": np.float32, "u32": np.uint32}
+_PIPELINES: dict[tuple, wgpu.GPUComputePipeline] = {}     # see Engine._create_pipeline
+StreamReader = Callable[[str], "np.ndarray | memoryview | bytes"]
+
+
+@dataclass
+class FrameResult:
+    frame: int
+    outputs: dict[str, np.ndarray]       # role -> raw u32/f32 words as stored (the caller views them)
+
+
+class Engine:
+    def __init__(self, plan: Plan, read_stream: StreamReader, readback_depth: int = READBACK_DEPTH,
+                 batch_readback: bool = False):
+        """read_stream(name) returns the bytes of a package tensor stream (e.g. Package.stream_bytes).
+
+        batch_readback: once readback_depth frames are in flight, read them all back at once (one wait per
+        batch instead of one per frame: for files, where results may come in bursts)."""
+        _, self.device = gpu.get_device()
+        missing = set(plan.required_features) - set(self.device.features)
+        if missing:
+            raise gpu.NoAdapterError(f"the plan needs GPU features {sorted(missing)} this adapter lacks")
+        missing = set(plan.required_language_features) - gpu.wgsl_language_features()
+        if missing:
+            raise gpu.NoAdapterError(f"the plan needs WGSL language features {sorted(missing)} this device lacks")
+        self.plan = plan
+        self.buffers = {b.name: self._create_buffer(b) for b in plan.buffers}
+        for b in plan.buffers:
+            if b.kind == "const":
+                self.device.queue.write_buffer(self.buffers[b.name], 0, np.array(b.values, _NUMPY[b.dtype]))
+            for source in b.sources:
+                data = np.frombuffer(memoryview(read_stream(source.stream)).cast("B"), np.uint8)
+                self.device.queue.write_buffer(self.buffers[b.name], source.offset, _pad4(data))
+        pipelines = {p.name: self._create_pipeline(p) for p in plan.pipelines}
+        self.commands = []    # (pipeline, bind group, workgroups) per dispatch, in order: what record() replays
+        for d in plan.dispatches:
+            pipeline = pipelines[d.pipeline]
+            entries = [{"binding": i, "resource": {"buffer": self.buffers[name]}} for i, name in d.bindings.items()]
+            group = self.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
+            self.commands.append((pipeline, group, d.workgroups))
+        self._record = gpu.dispatch_recorder(self.commands)   # wgpu-native's C calls: less Python per dispatch
+        self._staging = [{role: self.device.create_buffer(size=self.buffers[name].size,
+                                                          usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+                          for role, name in plan.outputs.items()} for _ in range(readback_depth)]
+        self._pending: deque[int] = deque()
+        self._batch_readback = batch_readback
+        self.frame = 0
+        self.reset()
+
+    def _create_buffer(self, b) -> wgpu.GPUBuffer:
+        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
+        size = b.size
+        if b.kind == "step":
+            usage |= wgpu.BufferUsage.UNIFORM
+            size = -(-size // UNIFORM_ALIGN) * UNIFORM_ALIGN
+        return self.device.create_buffer(size=size, usage=usage, label=b.name)
+
+    def _create_pipeline(self, p) -> wgpu.GPUComputePipeline:
+        """Compiled once per process for each (kernel, entry, constants): the device is the process's one device,
+        and a second engine (another stream, a reloaded model) then starts without recompiling (seconds per
+        pipeline on CPU adapters)."""
+        key = (id(self.device), p.kernel, p.entry, tuple(sorted(p.constants.items())))
+        if key not in _PIPELINES:
+            module = self.device.create_shader_module(code=gpu.load_kernel_source(p.kernel), label=p.kernel)
+            _PIPELINES[key] = self.device.create_compute_pipeline(
+                layout="auto", label=p.name,
+                compute={"module": module, "entry_point": p.entry, "constants": dict(p.constants)})
+        return _PIPELINES[key]
+
+    def reset(self, first_frame: int = 0) -> None:
+        """Start a new stream: drop frames in flight, refill state buffers, frame index back to first_frame
+        (benchmarks start at a full KV ring this way)."""
+        self.drain()
+        for b in self.plan.buffers:
+            if b.kind == "state":
+                fill = np.full(b.size // 4, b.reset_fill, np.uint32)
+                self.device.queue.write_buffer(self.buffers[b.name], 0, fill)
+        self.frame = first_frame
+
+    def submit(self, inputs: dict[str, np.ndarray] | None = None) -> list[FrameResult]:
+        """Run one frame. Returns the results that became ready (at most one frame late; empty at first)."""
+        queue = self.device.queue
+        queue.write_buffer(self.buffers[self.plan.step_buffer], 0,
+                           np.array(self.plan.step_values(self.frame), np.uint32))
+        for role, value in (inputs or {}).items():
+            queue.write_buffer(self.buffers[self.plan.inputs[role]], 0, _pad4(np.ascontiguousarray(value)))
+        encoder = self.device.create_command_encoder()
+        self.record(encoder)
+        staging = self._staging[self.frame % len(self._staging)]
+        for role, name in self.plan.outputs.items():
+            encoder.copy_buffer_to_buffer(self.buffers[name], 0, staging[role], 0, staging[role].size)
+        queue.submit([encoder.finish()])
+        self._pending.append(self.frame)
+        self.frame += 1
+        if len(self._pending) < len(self._staging):
+            return []
+        if self._batch_readback:
+            return self.drain()
+        return [self._collect()]
+
+    def record(self, encoder, first: int = 0, end: int | None = None, timestamps=None) -> None:
+        """Record dispatches [first, end) of the frame (all by default) into one compute pass of `encoder`, as
+        submit() does; timestamps: (query set, index): the pass writes its begin and end at index, index + 1."""
+        writes = None if timestamps is None else {"query_set": timestamps[0], "beginning_of_pass_write_index":
+                                                  timestamps[1], "end_of_pass_write_index": timestamps[1] + 1}
+        compute = encoder.begin_compute_pass(timestamp_writes=writes) if writes else encoder.begin_compute_pass()
+        self._record(compute, first, end)
+        compute.end()
+
+    def gpu_times(self, frames: int = 1, spans: list[tuple[int, int | None]] | None = None) -> list[list[float]]:
+        """GPU milliseconds of each span of dispatches (default: the whole frame) for each of `frames` frames at
+        the current step values, from timestamp queries (needs the timestamp-query feature). The frames are timed,
+        not submitted as a stream: state buffers advance, the frame index does not."""
+        if "timestamp-query" not in self.device.features:
+            raise gpu.NoAdapterError("GPU timing needs the timestamp-query feature, which this device lacks")
+        spans = spans or [(0, None)]
+        count = 2 * frames * len(spans)
+        queries = self.device.create_query_set(type="timestamp", count=count)
+        encoder = self.device.create_command_encoder()
+        for f in range(frames):
+            for s, (first, end) in enumerate(spans):
+                self.record(encoder, first, end, (queries, 2 * (f * len(spans) + s)))
+        resolved = self.device.create_buffer(size=8 * count, usage=wgpu.BufferUsage.QUERY_RESOLVE
+                                             | wgpu.BufferUsage.COPY_SRC)
+        encoder.resolve_query_set(queries, 0, count, resolved, 0)
+        self.device.queue.write_buffer(self.buffers[self.plan.step_buffer], 0,
+                                       np.array(self.plan.step_values(self.frame), np.uint32))
+        self.device.queue.submit([encoder.finish()])
+        stamps = np.frombuffer(self.device.queue.read_buffer(resolved), np.uint64).reshape(frames, len(spans), 2)
+        return ((stamps[..., 1] - stamps[..., 0]).astype(np.float64) / 1e6).tolist()
+
+    def stage_times(self, frames: int = 1) -> dict[str, float]:
+        """Mean GPU milliseconds per plan stage (e.g. {"lm": ..., "mimi": ...}) over `frames` timed frames."""
+        stages = self.plan.stages or []
+        if not stages:
+            return {"frame": float(np.mean(self.gpu_times(frames)))}
+        spans = [(st.first, nxt.first if nxt else None) for st, nxt in zip(stages, [*stages[1:], None])]
+        times = np.array(self.gpu_times(frames, spans))
+        return {st.name: float(times[:, i].mean()) for i, st in enumerate(stages)}
+
+    def drain(self) -> list[FrameResult]:
+        """Wait for every frame in flight."""
+        return [self._collect() for _ in range(len(self._pending))]
+
+    def _collect(self) -> FrameResult:
+        frame = self._pending.popleft()
+        outputs = {}
+        for role, buffer in self._staging[frame % len(self._staging)].items():
+            buffer.map_sync(wgpu.MapMode.READ)
+            outputs[role] = np.frombuffer(buffer.read_mapped(), np.uint32).copy()
+            buffer.unmap()
+        return FrameResult(frame, outputs)
+
+    def read(self, name: str) -> np.ndarray:
+        """Debugging/tests: a buffer's current contents as u32 words (waits for the GPU)."""
+        return np.frombuffer(self.device.queue.read_buffer(self.buffers[name]), np.uint32).copy()
+
+
+def _pad4(data: np.ndarray) -> np.ndarray:
+    raw = np.frombuffer(memoryview(data).cast("B"), np.uint8) if not isinstance(data, np.ndarray) else \
+        data.reshape(-1).view(np.uint8)
+    return raw if raw.size % 4 == 0 else np.concatenate([raw, np.zeros(-raw.size % 4, np.uint8)])

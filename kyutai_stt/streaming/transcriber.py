@@ -1,0 +1,156 @@
+"""The Python API: PCM in (any rate, any channel count, chunks of any size), events out.
+
+    t = Transcriber(resolve_model(None))             # or a package directory
+    for chunk in chunks:                              # float32/int16, shape [n] or [n, channels]
+        for event in t.feed(chunk, sample_rate=44100):
+            ...                                       # Word, Partial, EndOfTurn, Step (kyutai_stt.streaming.decoder)
+    events = t.flush()                                # the last words, at once; then ready for a new stream
+
+Audio is downmixed and resampled to 24 kHz (resample.py), cut into 80 ms frames (framing.py), and each frame is one
+submission of the whole-frame plan (models/stt.py: the LM step, then Mimi, on the GPU). Results come back one
+frame late (engine/runtime.py pipelines the readback) and go through the delayed-streams decoder (streaming/decoder.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from kyutai_stt.config import MAX_SILENCE_PREFIX_S
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
+from kyutai_stt.errors import AudioError
+from kyutai_stt.models.stt import stt_plan
+from kyutai_stt.models.variants import tuning_for
+from kyutai_stt.streaming.decoder import DecoderConfig, Event, StreamDecoder
+from kyutai_stt.streaming.framing import Framer
+from kyutai_stt.streaming.resample import StreamResampler
+from kyutai_stt.weights.package import Package, open_package
+
+# Silence fed by flush(): the text lags the audio by delay_steps frames; two more let the last word's closing
+# token out (the official notes: "≥ 0.5 s + 1 frame").
+FLUSH_EXTRA_FRAMES = 2
+# Silence fed before the caller's audio: a clip that starts mid-word otherwise loses its first words (observed by
+# a third-party harness on the official model); times are reported without it.
+DEFAULT_SILENCE_PREFIX_S = 1.0
+# feed() takes [n] or [n, channels] with at most this many channels. A 2-D array with more columns is refused (it
+# is most likely channels-first [channels, n]), as is a stream's first block with fewer rows than columns (it
+# could be either): the layout is never guessed.
+MAX_CHANNELS = 8
+
+
+@dataclass
+class Stats:
+    frames: int = 0                 # 80 ms frames submitted (prefix and flush silence included)
+    audio_seconds: float = 0.0      # of the caller's audio
+    engine_seconds: float = 0.0     # wall time inside the GPU engine (submit + readback)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.engine_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000 * self.engine_seconds / self.frames if self.frames else 0.0
+
+
+class Transcriber:
+    def __init__(self, package: Package | str | Path, *, silence_prefix: float = DEFAULT_SILENCE_PREFIX_S,
+                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0):
+        """readback_batch: 0 for live audio (each frame's result one frame late); N > 1 for files: results are
+        read back N frames at a time, one GPU wait per N frames (faster; events come in bursts)."""
+        if not isinstance(silence_prefix, (int, float)) or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S:
+            raise AudioError(f"silence_prefix must be 0 to {MAX_SILENCE_PREFIX_S:g} seconds, not {silence_prefix!r}")
+        self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
+        self.synthetic = self.package.synthetic is not None
+        self.decoder_config = replace(decoder or DecoderConfig(), silence_prefix=silence_prefix)
+        plan = stt_plan(self.package, tuning_for(*gpu.device_traits()))
+        self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
+        self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
+        self.stats = Stats()
+        self._start_stream()
+
+    def reset(self) -> None:
+        """Drop the current stream (nothing is released) and start a new one on the same loaded model."""
+        self.engine.reset()
+        self.decoder.reset()
+        self.stats = Stats()
+        self._start_stream()
+
+    def feed(self, pcm: np.ndarray, sample_rate: int) -> list[Event]:
+        """Audio of shape [n] or [n, channels] (float in [-1, 1] or int16; at most MAX_CHANNELS channels, and a
+        stream's first block needs n >= channels: see MAX_CHANNELS). The rate and channel count must stay the same
+        within a stream."""
+        pcm = _samples(pcm, first=self._resampler is None)
+        channels = 1 if pcm.ndim == 1 else pcm.shape[1]
+        if self._resampler is None:
+            self._resampler = StreamResampler(sample_rate, channels)
+        elif (sample_rate, channels) != (self._resampler.in_rate, self._resampler.channels):
+            raise ValueError(f"this stream is {self._resampler.in_rate} Hz x {self._resampler.channels} channels; "
+                             f"call flush() or reset() before feeding {sample_rate} Hz x {channels}")
+        return self._push(self._resampler.process(pcm))
+
+    def flush(self) -> list[Event]:
+        """Release the last words now: pad the last frame, feed silence at full speed, drain the GPU. The
+        transcriber is then ready for a new stream. A stream that received no audio gives nothing."""
+        if self._resampler is None:
+            return []
+        events = self._push(self._resampler.flush())
+        events += self._submit(self._framer.flush(self.decoder_config.delay_steps + FLUSH_EXTRA_FRAMES))
+        start = time.perf_counter()
+        results = self.engine.drain()
+        self.stats.engine_seconds += time.perf_counter() - start
+        events += self._decode(results)
+        events += self.decoder.finish(audio_end=self._stream_samples / self.package.mimi_config.sample_rate)
+        self.engine.reset()
+        self.decoder.reset()
+        self._start_stream()
+        return events
+
+    def _start_stream(self) -> None:
+        self._resampler = None            # made by the first feed(), for its rate and channel count
+        self._stream_samples = 0          # caller's audio in this stream, 24 kHz samples
+        mimi = self.package.mimi_config   # the stream starts with the silence prefix
+        self._framer = Framer(mimi.frame_size, int(round(self.decoder_config.silence_prefix * mimi.sample_rate)))
+
+    def _push(self, mono: np.ndarray) -> list[Event]:
+        """Append the caller's 24 kHz samples; submit every whole frame; decode the results that came back."""
+        self.stats.audio_seconds += mono.size / self.package.mimi_config.sample_rate
+        self._stream_samples += mono.size
+        return self._submit(self._framer.push(mono))
+
+    def _submit(self, frames: list[np.ndarray]) -> list[Event]:
+        events = []
+        for frame in frames:
+            start = time.perf_counter()
+            results = self.engine.submit({"pcm": frame})
+            self.stats.engine_seconds += time.perf_counter() - start
+            self.stats.frames += 1
+            events += self._decode(results)
+        return events
+
+    def _decode(self, results) -> list[Event]:
+        events = []
+        for r in results:
+            fields = self.engine.plan.decode("results", r.outputs["results"])
+            events += self.decoder.step(fields["token"][0], fields["vad"])
+        return events
+
+
+def _samples(pcm, first: bool) -> np.ndarray:
+    """feed()'s audio as an array of shape [n] or [n, channels], or an AudioError saying what to pass."""
+    if pcm is None or isinstance(pcm, (bytes, bytearray, memoryview, str)) or np.ndim(pcm) == 0:
+        hint = " (raw bytes: np.frombuffer(data, np.int16))" if isinstance(pcm, (bytes, bytearray, memoryview)) \
+            else ""
+        raise AudioError(f"feed() takes an array of samples shaped [n] or [n, channels], not "
+                         f"{type(pcm).__name__}{hint}")
+    pcm = np.asarray(pcm)
+    if pcm.ndim == 2:
+        n, channels = pcm.shape
+        if channels > MAX_CHANNELS or (first and n < channels):
+            raise AudioError(f"feed() got shape {list(pcm.shape)}: samples must be shaped [n, channels] with at "
+                             f"most {MAX_CHANNELS} channels (and, in a stream's first block, n >= channels); "
+                             f"channels-first audio [channels, n] must be transposed: pcm.T")
+    return pcm
