@@ -1,6 +1,6 @@
 """The int8 path of q4 matrices: quantize_input.wgsl (in(x) rounded to int8 per 32-block) and matvec_int8.wgsl /
 matvec_int8_subgroup.wgsl (q4 weights x int8 inputs, dot4I8Packed), against the float64 numpy reference
-(kyutai_stt.lm_reference.quantize_int8 / matvec_int8).
+(kyutai_stt/reference/lm.py quantize_int8 / matvec_int8).
 
 Tolerances: quantize_input's integers equal the reference's except where in(x) * 127 / amax lies within 1e-4 of a
 rounding tie (f32 vs float64 arithmetic, RMSNorm's inverseSqrt); its scales within 4 ULP-scale relative error.
