@@ -6,7 +6,7 @@ The plan this device gets (the whole frame with --whole-frame, else the LM step)
 a command encoder that is finished and dropped (nothing is submitted: CPU time only). Lines, each with mean, p50 and
 p95 in microseconds per frame and per dispatch:
   pass only              begin_compute_pass + end + finish, no dispatch (the fixed cost)
-  set_pipeline           + one set_pipeline per dispatch (wgpu-native's C call directly)
+  set_pipeline           + one set_pipeline per dispatch (wgpu-native's C function, called directly)
   + set_bind_group       + its bind group
   recorded (direct)      + dispatch_workgroups: what Engine.record does (engine/device.py dispatch_recorder)
   recorded (public)      the same through wgpu-py's public methods (their Python checks and allocations)
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         engine = Engine(plan, package.read_stream)
     device, commands = engine.device, engine.commands
     count = len(commands)
-    from wgpu.backends.wgpu_native._api import ffi, libf  # the calls dispatch_recorder makes, one kind at a time
+    from wgpu.backends.wgpu_native._ffi import ffi, lib  # the calls dispatch_recorder makes, one kind at a time
     handles = [(p._internal, g._internal, *w) for p, g, w in commands]
     record_direct = gpu.dispatch_recorder(commands)
 
@@ -79,12 +79,12 @@ def main(argv=None) -> int:
 
     def pipelines_only(compute):
         for pipeline, _, *_ in handles:
-            libf.wgpuComputePassEncoderSetPipeline(compute._internal, pipeline)
+            lib.wgpuComputePassEncoderSetPipeline(compute._internal, pipeline)
 
     def pipelines_and_groups(compute):
         for pipeline, group, *_ in handles:
-            libf.wgpuComputePassEncoderSetPipeline(compute._internal, pipeline)
-            libf.wgpuComputePassEncoderSetBindGroup(compute._internal, 0, group, 0, ffi.NULL)
+            lib.wgpuComputePassEncoderSetPipeline(compute._internal, pipeline)
+            lib.wgpuComputePassEncoderSetBindGroup(compute._internal, 0, group, 0, ffi.NULL)
 
     def public(compute):
         for pipeline, group, workgroups in commands:

@@ -235,11 +235,12 @@ def wgsl_language_features() -> frozenset[str]:
 def dispatch_recorder(commands: list[tuple]) -> Callable[..., None]:
     """A function (compute_pass, first=0, end=None) that records dispatches [first, end) of these (pipeline, bind
     group, workgroups [x, y, z]) into a compute pass, bind group 0 each. It calls wgpu-native's C functions directly
-    with the objects' handles: the public methods add Python checks and an allocation per call (~2-3 us of a
-    dispatch's ~10 us on a CPU; issue 15). The caller keeps the pipelines and bind groups alive. Other wgpu-py
-    backends get the public methods."""
+    with the objects' handles: wgpu-py's public methods add Python checks, an allocation, and an error-capturing
+    wrapper per C call, ~10 us of a dispatch's ~12 us of CPU on the H100 machine (BENCHMARKS.md). A pass's
+    validation errors are still raised, by the (wrapped) encoder.finish() (tests/test_gpu.py). The caller keeps
+    the pipelines and bind groups alive. Other wgpu-py backends get the public methods."""
     try:
-        from wgpu.backends.wgpu_native._api import ffi, libf
+        from wgpu.backends.wgpu_native._ffi import ffi, lib
         handles = [(p._internal, g._internal, *workgroups) for p, g, workgroups in commands]
     except (ImportError, AttributeError):
         handles = None
@@ -253,8 +254,8 @@ def dispatch_recorder(commands: list[tuple]) -> Callable[..., None]:
     if handles is None:
         return record_public
 
-    set_pipeline, set_bind_group = libf.wgpuComputePassEncoderSetPipeline, libf.wgpuComputePassEncoderSetBindGroup
-    dispatch, no_offsets = libf.wgpuComputePassEncoderDispatchWorkgroups, ffi.NULL
+    set_pipeline, set_bind_group = lib.wgpuComputePassEncoderSetPipeline, lib.wgpuComputePassEncoderSetBindGroup
+    dispatch, no_offsets = lib.wgpuComputePassEncoderDispatchWorkgroups, ffi.NULL
 
     def record_direct(compute_pass, first: int = 0, end: int | None = None) -> None:
         encoder = compute_pass._internal
