@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,13 @@ class LMConfig:
     @property
     def has_vad_heads(self) -> bool:
         return self.extra_heads_num_heads > 0
+
+    @property
+    def delay_steps(self) -> int:
+        """How many LM steps the text lags the audio: audio_delay_seconds in whole frames, to the nearest (half
+        up). 6 for stt-1b-en_fr (0.5 s), as the official server's asr_delay_in_tokens; 31 for stt-2.6b-en (2.5 s),
+        where the official server says 32 and the official PyTorch script offsets its timestamps by 31.25 frames."""
+        return int(self.audio_delay_seconds * FRAME_RATE + 0.5)
 
     @property
     def num_params(self) -> int:
@@ -259,4 +267,48 @@ FULL_LM = LMConfig()
 # hidden_scale 4.5 makes the FFN width 384, a multiple of 64, so every matrix takes the q4 path as at full size.
 TINY_LM = LMConfig(dim=128, num_heads=4, num_layers=2, hidden_scale=4.5, context=8,
                    model_id={"sig": "synthetic-tiny", "epoch": 0})
+# kyutai/stt-2.6b-en (reference/kyutai-stt-1b.md §2): English only, 48 layers of 32 heads (head dim 64), a
+# 4000-piece vocabulary, context 375, text 2.5 s behind the audio, 1 s of silence first, no semantic-VAD heads.
+FULL_2_6B_LM = LMConfig(num_heads=32, num_layers=48, context=375, text_card=4000, extra_heads_num_heads=0,
+                        audio_delay_seconds=2.5, audio_silence_prefix_seconds=1.0,
+                        tokenizer_name="tokenizer_en_audio_4000.model")
+# Its tiny sibling: what differs from TINY_LM is what differs between the two real models (vocabulary, delay,
+# silence prefix, no VAD heads), plus another head count (8, head dim 16), layer count (3) and an odd context (9,
+# like 375) so that nothing keyed to the 1B's numbers passes by accident.
+TINY_2_6B_LM = replace(FULL_2_6B_LM, dim=128, num_heads=8, num_layers=3, hidden_scale=4.5, context=9,
+                       model_id={"sig": "synthetic-tiny-2.6b", "epoch": 0})
 MIMI = MimiConfig()
+
+
+# Silence fed before the caller's audio, at least: a clip that starts mid-word otherwise loses its first words
+# (observed by a third-party harness on the 1B, whose config asks for none). A config asking for more gets more.
+MIN_SILENCE_PREFIX_S = 1.0
+_LANGUAGES = {"en": "English", "fr": "French"}
+
+
+def stream_settings(cfg: LMConfig) -> dict:
+    """What a host needs to stream this model beyond the plan, written once for both: transcriber.py uses it and
+    plans.json carries it to the browser ("stream"). delay_steps: the text's lag in frames (the decoder's word
+    timing, and a flush's length); silence_prefix: seconds fed before each stream by default; end_of_turn: whether
+    the semantic VAD exists; model: what to tell the user."""
+    return {"delay_steps": cfg.delay_steps,
+            "silence_prefix": max(cfg.audio_silence_prefix_seconds, MIN_SILENCE_PREFIX_S),
+            "end_of_turn": cfg.has_vad_heads,
+            "model": {"name": f"Kyutai STT {_size_label(cfg.num_params)}", "languages": _languages(cfg.tokenizer_name),
+                      "parameters": cfg.num_params, "layers": cfg.num_layers, "text_card": cfg.text_card,
+                      "delay_seconds": cfg.audio_delay_seconds}}
+
+
+def _size_label(parameters: int) -> str:
+    """989 M -> '1B', 2617 M -> '2.6B', 10 M -> '10M' (a tiny test model)."""
+    if parameters >= 500_000_000:
+        return f"{parameters / 1e9:.1f}".removesuffix(".0") + "B"
+    return f"{max(1, round(parameters / 1e6))}M"
+
+
+def _languages(tokenizer_name: str) -> str | None:
+    """'tokenizer_en_fr_audio_8000.model' -> 'English and French'; None for a name of another form."""
+    match = re.fullmatch(r"tokenizer_((?:[a-z]{2}_)+)audio_\d+\.model", tokenizer_name)
+    if not match or any(code not in _LANGUAGES for code in match.group(1).strip("_").split("_")):
+        return None
+    return " and ".join(_LANGUAGES[code] for code in match.group(1).strip("_").split("_"))

@@ -38,6 +38,28 @@ def tiny_packages(tiny_checkpoint):
     return get
 
 
+@pytest.fixture(scope="session")
+def tiny26_checkpoint(tmp_path_factory) -> Path:
+    """The tiny 2.6B-family seed-0 checkpoint of fixtures/reference_tiny26_seed0 (no VAD heads, 4000 pieces)."""
+    path = tmp_path_factory.mktemp("tiny26") / "ckpt"
+    write_checkpoint(path, "tiny-2.6b", seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny26_packages(tiny26_checkpoint):
+    """tiny26_packages(quant) -> the opened package of the tiny 2.6B-family checkpoint in that --quant policy."""
+    opened = {}
+
+    def get(quant: str = "q4"):
+        if quant not in opened:
+            out = tiny26_checkpoint.parent / f"pkg-{quant}"
+            convert(str(tiny26_checkpoint), out, quant)
+            opened[quant] = open_package(out)
+        return opened[quant]
+    return get
+
+
 def pytest_collection_modifyitems(items):
     """Every test under tests/web/ drives headless Chromium: `-m "not browser"` leaves them out of a quick loop."""
     for item in items:

@@ -46,7 +46,7 @@ def test_committed_vectors_are_what_the_script_writes():
 
 def test_step_events_carry_every_frame():
     vector = json.loads((ROOT / "tests/vectors/stream/end_of_turn.json").read_text())
-    decoder = StreamDecoder(Tokenizer.from_manifest(vector["tokenizer"]))
+    decoder = StreamDecoder(Tokenizer.from_manifest(vector["tokenizer"]), DecoderConfig(**vector["config"]))
     steps = [e for token, vad in vector["steps"] for e in decoder.step(token, vad) if e.type == "step"]
     assert [s.frame for s in steps] == list(range(len(vector["steps"])))
     assert [s.token for s in steps] == [t for t, _ in vector["steps"]]
@@ -55,10 +55,20 @@ def test_step_events_carry_every_frame():
 
 def test_reset_starts_a_new_stream():
     vector = json.loads((ROOT / "tests/vectors/stream/words_and_boundaries.json").read_text())
-    decoder = StreamDecoder(Tokenizer.from_manifest(vector["tokenizer"]))
+    decoder = StreamDecoder(Tokenizer.from_manifest(vector["tokenizer"]), DecoderConfig(**vector["config"]))
     for token, vad in vector["steps"][:10]:
         decoder.step(token, vad)
     decoder.reset()
     events = [e.to_dict() for t, v in vector["steps"] for e in decoder.step(t, v)] + \
              [e.to_dict() for e in decoder.finish()]
     assert make_stream_vectors.events_equal([e for e in events if e["type"] != "step"], vector["events"])
+
+
+def test_the_delay_is_the_models_and_required():
+    """No decoder runs on an assumed delay: a config without delay_steps is refused (hosts take it from the model,
+    config.stream_settings)."""
+    vector = json.loads((ROOT / "tests/vectors/stream/no_vad_delay31.json").read_text())
+    with pytest.raises(ValueError, match="delay_steps"):
+        StreamDecoder(Tokenizer.from_manifest(vector["tokenizer"]), DecoderConfig())
+    assert vector["config"]["delay_steps"] == 31 and all(vad == [] for _, vad in vector["steps"])
+    assert not [e for e in vector["events"] if e["type"] == "endOfTurn"]

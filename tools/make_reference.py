@@ -7,6 +7,7 @@ WAV, and writes OUT.npz (arrays) + OUT.json (metadata). docs/reference.md lists 
 
     python tools/make_reference.py --synth tiny --seed 0 --audio tests/fixtures/speech_en_fr_24k.wav \
         --steps 40 --out tests/fixtures/reference_tiny_seed0
+    python tools/make_reference.py --synth tiny-2.6b --seed 0 --steps 40 --out tests/fixtures/reference_tiny26_seed0
     python tools/make_reference.py --checkpoint DIR --audio A.wav --out OUT     # any official-layout directory
 
 Determinism: fp32, a fixed number of CPU threads (default 1), deterministic kernels, torch.compile disabled
@@ -289,7 +290,7 @@ def official_rope_frequencies(head_dim: int, max_period: float) -> np.ndarray:
 
 
 def rope_tables() -> dict:
-    """kyutai_stt/data/rope_freqs.json: the table of every configuration the project knows (the tiny and full
+    """kyutai_stt/data/rope_freqs.json: the table of every configuration the project knows (every synthetic size's
     LM, the Mimi encoder), as float32 bit patterns (lm_reference.rope_frequencies reads them)."""
     sys.path.insert(0, str(REPO))
     from kyutai_stt.config import MIMI
@@ -524,7 +525,7 @@ def synthetic_code_digest() -> str:
     """Short hash of the code that writes synthetic checkpoints: part of every cache name, so that a change to
     synthetic.py (its scale constants, say) never serves stale weights from the cache."""
     h = hashlib.sha256()
-    for name in ("synthetic.py", "checkpoint.py", "safetensors_io.py", "config.py"):
+    for name in ("weights/synthetic.py", "weights/checkpoint.py", "weights/safetensors_io.py", "config.py"):
         h.update((REPO / "kyutai_stt" / name).read_bytes())
     return h.hexdigest()[:10]
 
@@ -567,12 +568,15 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="a directory in the official layout (config.json, ...)")
-    src.add_argument("--synth", choices=["tiny", "full"], help="synthesise a checkpoint into the cache first")
+    src.add_argument("--synth", choices=["tiny", "full", "tiny-2.6b", "2.6b"],
+                     help="synthesise a checkpoint of this size (kyutai_stt/weights/synthetic.py SIZES) into the "
+                          "cache first")
     src.add_argument("--rope-tables", type=Path, metavar="JSON",
                      help="instead: write moshi's RoPE tables of every known configuration (kyutai_stt/data/"
                           "rope_freqs.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of --synth (default 0)")
-    p.add_argument("--no-vad-heads", action="store_true", help="--synth without the 4 semantic-VAD heads")
+    p.add_argument("--no-vad-heads", action="store_true",
+                   help="--synth without the 4 semantic-VAD heads (the 2.6B sizes have none either way)")
     p.add_argument("--audio", type=Path, default=DEFAULT_AUDIO, help="16-bit mono 24 kHz WAV (default: %(default)s)")
     p.add_argument("--out", type=Path, help="output path without suffix (default: the cache, for --synth)")
     p.add_argument("--steps", type=int, help="LM steps (default: frames + 1)")
@@ -590,8 +594,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     synthetic = None
     if args.synth:
-        synthetic = {"size": args.synth, "seed": args.seed, "vad_heads": not args.no_vad_heads}
         checkpoint = synth_checkpoint(args.synth, args.seed, not args.no_vad_heads)
+        heads = json.loads((checkpoint / "config.json").read_text()).get("extra_heads_num_heads", 0)
+        synthetic = {"size": args.synth, "seed": args.seed, "vad_heads": heads > 0}     # the 2.6B sizes have none
         out = args.out or cached_reference_path(checkpoint, args.audio, args.steps, args.frames)
     else:
         checkpoint, out = args.checkpoint, args.out

@@ -23,6 +23,7 @@ from kyutai_stt.weights.tokenizer import Tokenizer  # noqa: E402
 
 OUT = ROOT / "tests" / "vectors" / "stream"
 FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny_seed0.npz"
+FIXTURE26 = ROOT / "tests" / "fixtures" / "reference_tiny26_seed0.npz"
 DEFAULTS = {"delay_steps": 6, "frame_rate": 12.5, "silence_prefix": 0.0, "eot_head": 2, "eot_threshold": 0.5,
             "eot_smoothing": 0.0}
 
@@ -179,18 +180,39 @@ def random_case(seed: int, steps: int = 120) -> dict:
             "tokens": tokens, "head2": [round(float(v), 3) for v in rng.uniform(0, 1, steps)]}
 
 
+def no_vad_case(seed: int = 4, steps: int = 120) -> dict:
+    """The 2.6B family's shape: a 31-frame delay (2.5 s) and no VAD heads (empty probability rows), so no end
+    of turn ever comes, whatever the tokens."""
+    case = random_case(seed, steps)
+    return {**case, "name": "no_vad_delay31", "config": {"delay_steps": 31},
+            "description": "random stream with the 2.6B family's delay and no VAD heads", "vad": [[]] * steps}
+
+
 def fixture_case() -> dict:
     """The official implementation's own token stream and VAD probabilities (tiny synthetic model, 40 steps of
     the fixture audio): random weights emit no 0/3, so this pins the 'one open word until finish' path."""
-    from kyutai_stt.weights.synthetic import SPECIAL_PIECES, tokenizer_pieces
     arrays = np.load(FIXTURE)
-    pieces = list(SPECIAL_PIECES) + [f"<0x{b:02X}>" for b in range(256)] + tokenizer_pieces()
-    tokenizer = {"pieces": pieces, "unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": 3, "control_ids": [1, 2, 3],
-                 "byte_ids": list(range(4, 260)), "strip_leading_space": True, "unk_surface": " \u2047 "}
-    return {"name": "official_tiny_fixture", "tokenizer": tokenizer,
+    return {"name": "official_tiny_fixture", "tokenizer": fixture_tokenizer(8000),
             "description": "moshi's greedy tokens and VAD probabilities (tests/fixtures/reference_tiny_seed0.npz)",
             "config": {}, "tokens": arrays["lm_tokens"].tolist(),
             "vad": arrays["lm_vad_probs"].astype(np.float64).tolist()}
+
+
+def fixture26_case() -> dict:
+    """The same for the tiny 2.6B-family model (reference_tiny26_seed0.npz): its 31-frame delay, no VAD heads."""
+    arrays = np.load(FIXTURE26)
+    return {"name": "official_tiny26_fixture", "tokenizer": fixture_tokenizer(4000),
+            "description": "moshi's greedy tokens, tiny 2.6B family (tests/fixtures/reference_tiny26_seed0.npz)",
+            "config": {"delay_steps": 31}, "tokens": arrays["lm_tokens"].tolist(),
+            "vad": [[] for _ in arrays["lm_tokens"]]}
+
+
+def fixture_tokenizer(vocab_size: int) -> dict:
+    """The synthetic checkpoints' tokenizer (synthetic.write_tokenizer) as a manifest's tokenizer object."""
+    from kyutai_stt.weights.synthetic import SPECIAL_PIECES, tokenizer_pieces
+    pieces = list(SPECIAL_PIECES) + [f"<0x{b:02X}>" for b in range(256)] + tokenizer_pieces(vocab_size)
+    return {"pieces": pieces, "unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": 3, "control_ids": [1, 2, 3],
+            "byte_ids": list(range(4, 260)), "strip_leading_space": True, "unk_surface": " \u2047 "}
 
 
 def build(case: dict) -> dict:
@@ -204,7 +226,8 @@ def build(case: dict) -> dict:
         raise SystemExit(f"{case['name']}: hand-written events disagree with the official rules:\n"
                          f"  hand:     {case['events']}\n  official: {expected}")
     return {"name": case["name"], "description": case["description"], "tokenizer": tokenizer_raw,
-            "config": case["config"], "steps": [[int(t), list(v)] for t, v in zip(case["tokens"], vads)],
+            "config": {"delay_steps": cfg["delay_steps"], **case["config"]},
+            "steps": [[int(t), list(v)] for t, v in zip(case["tokens"], vads)],
             "audio_end": audio_end, "events": expected}
 
 
@@ -224,7 +247,7 @@ def events_equal(a: list[dict], b: list[dict], tol: float = 1e-9) -> bool:
 
 
 def all_vectors() -> dict[str, str]:
-    cases = hand_cases() + [random_case(s) for s in range(4)] + [fixture_case()]
+    cases = hand_cases() + [random_case(s) for s in range(4)] + [no_vad_case(), fixture_case(), fixture26_case()]
     return {f"{c['name']}.json": json.dumps(build(c), indent=1, ensure_ascii=False) + "\n" for c in cases}
 
 

@@ -27,14 +27,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N files (by name)")
     parser.add_argument("--output", type=Path, default=None, metavar="REPORT.json",
                         help="also write the full report (per file and summary) as JSON")
-    parser.add_argument("--silence-prefix", type=float, default=1.0, metavar="S",
-                        help="seconds of silence fed before each file (default 1.0)")
+    parser.add_argument("--silence-prefix", type=float, default=None, metavar="S",
+                        help="seconds of silence fed before each file (default: the model's config, at least 1)")
 
 
 def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, not {args.limit}")
-    if not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:          # also refuses nan
+    if args.silence_prefix is not None and not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:   # refuses nan
         raise UserError(f"--silence-prefix must be 0 or more seconds (at most {MAX_SILENCE_PREFIX_S:g}), not "
                         f"{args.silence_prefix}")
     layout, items = discover(args.dataset)

@@ -37,8 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--timestamps", action="store_true", help="print one word per line with its times")
     parser.add_argument("--eot-threshold", type=float, default=0.5,
                         help="end-of-turn probability threshold of the semantic VAD (default 0.5)")
-    parser.add_argument("--silence-prefix", type=float, default=0.0,
-                        help="seconds of silence fed before the microphone's audio (default 0)")
+    parser.add_argument("--silence-prefix", type=float, default=None,
+                        help="seconds of silence fed before the microphone's audio (default: the model's config, at "
+                             "least 1)")
 
 
 def _sounddevice():
@@ -151,6 +152,8 @@ def run(args) -> int:
                               decoder=DecoderConfig(eot_threshold=args.eot_threshold))
     if transcriber.synthetic:
         print(synthetic_note(str(package_dir)), file=sys.stderr)
+    if not transcriber.package.config.has_vad_heads:
+        print("this model has no semantic VAD (only the 1B has one): no end-of-turn marks", file=sys.stderr)
     rate = int(device["default_samplerate"])
     print(f"listening on {device['name']} ({rate} Hz); Ctrl-C to stop", file=sys.stderr)
     run_live(transcriber, _capture(sd, device, rate), rate, LivePrinter(sys.stdout, args.timestamps))

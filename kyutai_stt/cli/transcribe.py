@@ -116,8 +116,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="text", choices=FORMATS, help="transcript format (default: text)")
     parser.add_argument("--output", type=Path, default=None, metavar="PATH",
                         help="a file (one input) or a folder (several inputs); default: stdout")
-    parser.add_argument("--silence-prefix", type=float, default=1.0, metavar="S",
-                        help="seconds of silence fed before the audio (helps clips that start mid-word; default 1)")
+    parser.add_argument("--silence-prefix", type=float, default=None, metavar="S",
+                        help="seconds of silence fed before the audio (helps clips that start mid-word; default: "
+                             "the model's config, at least 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary line on stderr")
 
 
@@ -148,7 +149,7 @@ def _targets(files: list[Path], output: Path | None, fmt: str) -> list[Path | No
 
 
 def run(args) -> int:
-    if not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:          # also refuses nan
+    if args.silence_prefix is not None and not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:   # refuses nan
         raise UserError(f"--silence-prefix must be 0 or more seconds (at most {MAX_SILENCE_PREFIX_S:g}), not "
                         f"{args.silence_prefix}")
     infos = []

@@ -3,7 +3,8 @@
     site/
       *.js, *.html          kyutai_stt/web/* (the engine modules and the page)
       kernels/*.wgsl        kyutai_stt/kernels/*.wgsl: the very files the native engine runs
-      plans.json            {"package_sha": sha256 of the package's manifest.json bytes, "variants": {name: plan}}
+      plans.json            {"package_sha": sha256 of the package's manifest.json bytes, "variants": {name: plan},
+                             "stream": the model's stream settings (config.stream_settings)}
       sw.js                 web/sw.js after one line naming the site's version and its app files (offline use)
       model/                the model package (manifest.json + GGUF shards), when one is copied in
       .kyutai-stt-site      marks the directory as an export (so a re-export may replace it)
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from kyutai_stt import __version__
 from kyutai_stt.atomic import SITE_MARKER, new_directory_for, replace_directory
+from kyutai_stt.config import stream_settings
 from kyutai_stt.engine import host
 from kyutai_stt.engine.plan import Plan
 from kyutai_stt.errors import UserError
@@ -64,9 +66,12 @@ def manifest_sha256(package_dir: str | Path) -> str:
 
 
 def plans_document(package: Package) -> dict:
-    """The content of plans.json for a package (a dev server can serve this without exporting)."""
+    """The content of plans.json for a package (a dev server can serve this without exporting). "host" and
+    "rules": data/host.json and data/variants.json, as the native host reads them; "stream": the model's stream
+    settings (config.stream_settings), the very values transcriber.py uses."""
     return {"package_sha": manifest_sha256(package.root), "host": host.document(), "rules": variants.rules(),
-            "variants": {name: json.loads(plan.to_json()) for name, plan in build_plans(package).items()}}
+            "variants": {name: json.loads(plan.to_json()) for name, plan in build_plans(package).items()},
+            "stream": stream_settings(package.config)}
 
 
 def export_site(out_dir: str | Path, package_dir: str | Path | None = None, *, copy_model: bool = True) -> Path:

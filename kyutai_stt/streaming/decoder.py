@@ -4,7 +4,8 @@ Host logic only (no GPU): kyutai_stt/web/stream.js is the same code for the brow
 shared vectors in tests/vectors/stream/ (token stream -> events).
 
 Word assembly follows the official server (moshi's Rust `asr.rs`), step by step:
-  - the step counter is incremented first; outputs are ignored until it reaches `delay_steps` (6: 0.5 s);
+  - the step counter is incremented first; outputs are ignored until it reaches `delay_steps` (the model's:
+    LMConfig.delay_steps, 6 for stt-1b-en_fr's 0.5 s, 31 for stt-2.6b-en's 2.5 s);
   - token 0 (word boundary) or 3 (padding) closes a non-empty word: the server's Word{start = last stop};
     any other token is appended to the open word;
   - on a 0, stop = (counter - delay_steps) / frame_rate; a closed word still waiting for its end gets it
@@ -14,7 +15,8 @@ EndWord, or from the next word's start when a word closes on a padding token and
 the text not yet released (closed words waiting for an end, then the open word), so a live display lags nothing.
 finish() releases everything at the current time, after the host fed silence (Transcriber.flush).
 
-End of turn: the semantic VAD's head `eot_head` (2: "no voice for 2 s") gives P(no voice activity) per step,
+End of turn (models with the semantic VAD; the 2.6B family has none, and then none is ever emitted): the semantic
+VAD's head `eot_head` (2: "no voice for 2 s") gives P(no voice activity) per step,
 optionally smoothed; crossing `eot_threshold` emits one EndOfTurn, re-armed by the next word (as the official
 CLI prints `<endofturn>`; unlike it, nothing is emitted before the first word, so silence at the start is quiet).
 Times are seconds of the caller's audio: the silence prefix the host fed first is subtracted, and clamped at 0.
@@ -76,7 +78,7 @@ Event = Word | Partial | EndOfTurn | Step
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    delay_steps: int = 6           # the official server's asr_delay_in_tokens for stt-1b-en_fr
+    delay_steps: int | None = None  # required by StreamDecoder: the model's (LMConfig.delay_steps; Transcriber sets it)
     frame_rate: float = 12.5
     silence_prefix: float = 0.0    # seconds of silence fed before the caller's audio
     eot_head: int = 2
@@ -89,7 +91,9 @@ class DecoderConfig:
 
 
 class StreamDecoder:
-    def __init__(self, tokenizer: Tokenizer, config: DecoderConfig = DecoderConfig()):
+    def __init__(self, tokenizer: Tokenizer, config: DecoderConfig):
+        if not isinstance(config.delay_steps, int) or config.delay_steps < 0:
+            raise ValueError(f"delay_steps must be the model's delay in frames, not {config.delay_steps!r}")
         self.tokenizer = tokenizer
         self.config = config
         self.reset()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.config import MAX_SILENCE_PREFIX_S
+from kyutai_stt.config import MAX_SILENCE_PREFIX_S, stream_settings
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import AudioError
@@ -29,12 +29,9 @@ from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.resample import StreamResampler
 from kyutai_stt.weights.package import Package, open_package
 
-# Silence fed by flush(): the text lags the audio by delay_steps frames; two more let the last word's closing
-# token out (the official notes: "≥ 0.5 s + 1 frame").
+# Silence fed by flush(): the text lags the audio by the model's delay_steps frames; two more let the last word's
+# closing token out (the official notes: "≥ 0.5 s + 1 frame").
 FLUSH_EXTRA_FRAMES = 2
-# Silence fed before the caller's audio: a clip that starts mid-word otherwise loses its first words (observed by
-# a third-party harness on the official model); times are reported without it.
-DEFAULT_SILENCE_PREFIX_S = 1.0
 # feed() takes [n] or [n, channels] with at most this many channels. A 2-D array with more columns is refused (it
 # is most likely channels-first [channels, n]), as is a stream's first block with fewer rows than columns (it
 # could be either): the layout is never guessed.
@@ -57,15 +54,23 @@ class Stats:
 
 
 class Transcriber:
-    def __init__(self, package: Package | str | Path, *, silence_prefix: float = DEFAULT_SILENCE_PREFIX_S,
+    def __init__(self, package: Package | str | Path, *, silence_prefix: float | None = None,
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0):
-        """readback_batch: 0 for live audio (each frame's result one frame late); N > 1 for files: results are
-        read back N frames at a time, one GPU wait per N frames (faster; events come in bursts)."""
-        if not isinstance(silence_prefix, (int, float)) or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S:
+        """silence_prefix: seconds of silence fed before each stream (times are reported without it); None: the
+        model's (config.stream_settings: its config's audio_silence_prefix_seconds, at least 1 s). The decoder's
+        delay_steps, unless given, is the model's. readback_batch: 0 for live audio (each frame's result one frame
+        late); N > 1 for files: results are read back N frames at a time, one GPU wait per N frames (faster;
+        events come in bursts)."""
+        if silence_prefix is not None and (not isinstance(silence_prefix, (int, float))
+                                           or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S):
             raise AudioError(f"silence_prefix must be 0 to {MAX_SILENCE_PREFIX_S:g} seconds, not {silence_prefix!r}")
         self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
         self.synthetic = self.package.synthetic is not None
-        self.decoder_config = replace(decoder or DecoderConfig(), silence_prefix=silence_prefix)
+        settings = stream_settings(self.package.config)
+        decoder = decoder or DecoderConfig()
+        self.decoder_config = replace(
+            decoder, delay_steps=settings["delay_steps"] if decoder.delay_steps is None else decoder.delay_steps,
+            silence_prefix=settings["silence_prefix"] if silence_prefix is None else silence_prefix)
         plan = stt_plan(self.package, tuning_for(*gpu.device_traits()))
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)

@@ -2,10 +2,12 @@
 // statistics and every failure as a message with what to do. URL parameters:
 //   model=URL    the package directory (default: model/ next to this page, as `serve` and `export-web` lay it out)
 //   plans=URL    plans.json (default: next to this page)
-//   silence=S    seconds of silence fed before each stream (default: the engine's, 1 s)
-//   eot=P        end-of-turn threshold on the semantic VAD's no-voice probability (default 0.5)
+//   silence=S    seconds of silence fed before each stream (default: the model's, at least 1 s)
+//   eot=P        end-of-turn threshold on the semantic VAD's no-voice probability (default 0.5; models without the
+//                VAD, the 2.6B family, have no end of turn: the page says so)
 //   backlog=S    live text at most S seconds behind on a device too slow for real time (default 3; pacing.js)
 //   test-frame-delay=MS   tests only: every frame MS ms slower (an artificially slow device)
+//   test-device-memory=GIB  tests only: the device's memory in GiB, instead of navigator.deviceMemory
 
 import {SttClient, webGpuProblem} from './stt-client.js';
 import {FORMATS} from './formats.js';
@@ -63,6 +65,7 @@ function loadOptions() {
   if (params.has('eot')) options.decoder = {eot_threshold: Number(params.get('eot'))};
   if (params.has('backlog')) options.maxBacklogSeconds = Number(params.get('backlog'));
   if (params.has('test-frame-delay')) options.testFrameDelayMs = Number(params.get('test-frame-delay'));
+  if (params.has('test-device-memory')) options.testDeviceMemoryGiB = Number(params.get('test-device-memory'));
   return options;
 }
 
@@ -80,7 +83,18 @@ async function load() {
   $('progress-text').textContent = `Model ready in ${(t.totalMs / 1000).toFixed(1)} s` +
     (t.cached ? ' (cached)' : '') + ` on ${[info.adapter.vendor, info.adapter.architecture, info.adapter.description].filter(Boolean).join(' ') || 'this GPU'} (${info.variant} kernels).`;
   $('synthetic').hidden = !info.package.synthetic;
+  $('model').textContent = describeModel(info.model);
+  // Without the semantic VAD no end of turn ever comes: no indicator, and a note saying why.
+  $('turn').hidden = !info.endOfTurn;
+  $('no-eot').hidden = info.endOfTurn;
   setState('ready');
+}
+
+// "Running Kyutai STT 2.6B (English): 2.62 billion parameters, 48 layers, text 2.5 s behind the speech."
+function describeModel({name, parameters, layers, delay_seconds: delay, languages}) {
+  const count = parameters >= 1e9 ? `${(parameters / 1e9).toFixed(2)} billion` : `${(parameters / 1e6).toFixed(1)} million`;
+  return `Running ${name}${languages ? ` (${languages})` : ''}: ${count} parameters, ${layers} layers, text ` +
+    `${delay} s behind the speech.`;
 }
 
 // ---- transcript ------------------------------------------------------------------------------------------------

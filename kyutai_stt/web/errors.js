@@ -21,7 +21,8 @@ export const ErrorCode = Object.freeze({
 const FIXES = {
   [ErrorCode.NO_WEBGPU]: 'Use a browser with WebGPU: Chrome or Edge 113+, Safari 26, Firefox 141+ on Windows; ' +
     'make sure hardware acceleration is on, and open the page over https or from localhost.',
-  [ErrorCode.ADAPTER_LIMITS]: 'This GPU is too small for the model: try another browser or device.',
+  [ErrorCode.ADAPTER_LIMITS]: 'This device is too small for the model: use a smaller model (the 1B rather than ' +
+    'the 2.6B), another browser or another device.',
   [ErrorCode.MIC_DENIED]: 'Allow microphone access for this site (the icon in the address bar), then start again.',
   [ErrorCode.MIC_ABSENT]: 'Connect a microphone (or choose one in the system settings), then start again.',
   [ErrorCode.DOWNLOAD]: 'Check the network connection and try again: files already downloaded are kept.',

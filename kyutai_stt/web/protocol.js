@@ -7,7 +7,8 @@
 // page -> worker (requests)
 export const ToWorker = Object.freeze({
   // {modelUrl, plansUrl, kernelsUrl, variant?, silencePrefix?, decoder?, retries?, backoffMs?, maxBacklogSeconds?,
-  // testFrameDelayMs? (tests: an artificially slow device)}: fetch plans + manifest, pick the plan variant,
+  // testFrameDelayMs? (tests: an artificially slow device), testDeviceMemoryGiB? (tests: a phone's memory)}:
+  // fetch plans + manifest (the model's stream settings are plans.stream), pick the plan variant,
   // download/cache the package into GPU buffers, compile, warm up -> {ready info}
   LOAD: 'load',
   // {port}: a MessagePort carrying the AudioWorklet's frames; consume them as a live stream

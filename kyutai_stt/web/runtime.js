@@ -76,9 +76,28 @@ function webgpuFeatures(plan) {
   return plan.required_features.map((f) => WEBGPU_FEATURE[f] ?? f);
 }
 
-// What stops this plan from running with these limits, features and WGSL language features: [] when it fits.
-export function planProblems(plan, limits, features, languageFeatures = wgslLanguageFeatures()) {
+// The share of the device's memory (navigator.deviceMemory, GiB) the plan's buffers may take: WebGPU does not say
+// how much GPU memory there is, and on a phone or an integrated GPU the GPU shares the system's memory with the
+// browser, the page and the system itself. A quarter lets the 1B's default package (~0.9 GB of buffers) run with
+// 4 GiB and refuses the 2.6B's (~1.9 GB) there; desktops report 8 (the API's cap) and hold both. A heuristic:
+// docs/browser.md says why, and the page names both numbers when it refuses.
+export const DEVICE_MEMORY_SHARE = 0.25;
+
+// Every byte of GPU memory the plan creates (weights, state, scratch, inputs and outputs).
+export function planBytes(plan) {
+  return plan.buffers.reduce((sum, b) => sum + b.size, 0);
+}
+
+// What stops this plan from running with these limits, features and WGSL language features (and deviceMemoryGiB,
+// when the browser says it): [] when it fits.
+export function planProblems(plan, limits, features,
+  {languageFeatures = wgslLanguageFeatures(), deviceMemoryGiB} = {}) {
   const problems = [];
+  const needed = planBytes(plan);
+  if (deviceMemoryGiB > 0 && needed > DEVICE_MEMORY_SHARE * deviceMemoryGiB * 2 ** 30) {
+    problems.push(`the model needs ${(needed / 1e9).toFixed(2)} GB of GPU memory and this device has about ` +
+      `${deviceMemoryGiB} GiB of memory in all (a model may use a quarter of it: more gets the tab killed)`);
+  }
   for (const f of webgpuFeatures(plan)) {
     if (!features.has(f)) problems.push(`the GPU lacks the feature "${f}"`);
   }
@@ -111,12 +130,12 @@ export function planProblems(plan, limits, features, languageFeatures = wgslLang
 
 // A device with the adapter's own values of the wanted limits (plans.json host.wanted_limits: the spec defaults
 // are far below what most GPUs offer) and exactly the features the plan needs; throws a clear SttError when the
-// plan does not fit the adapter.
-export async function requestDevice(adapter, plan, {wanted_limits: wantedLimits}) {
+// plan does not fit the adapter (or deviceMemoryGiB, navigator.deviceMemory where the browser says it).
+export async function requestDevice(adapter, plan, {wanted_limits: wantedLimits}, deviceMemoryGiB) {
   checkPlanFormat(plan);
-  const problems = planProblems(plan, adapter.limits, adapter.features);
+  const problems = planProblems(plan, adapter.limits, adapter.features, {deviceMemoryGiB});
   if (problems.length) {
-    throw new SttError(ErrorCode.ADAPTER_LIMITS, `This GPU cannot run the model: ${problems.join('; ')}.`);
+    throw new SttError(ErrorCode.ADAPTER_LIMITS, `This device cannot run the model: ${problems.join('; ')}.`);
   }
   const requiredLimits = {};
   for (const name of wantedLimits) {

@@ -9,7 +9,7 @@ const WORD_BOUNDARY = 0;
 const PADDING = 3;
 
 export const DEFAULT_CONFIG = Object.freeze({
-  delay_steps: 6,        // the official server's asr_delay_in_tokens for stt-1b-en_fr
+  delay_steps: null,     // required: the model's (plans.json stream.delay_steps; 6 for stt-1b-en_fr, 31 for 2.6B)
   frame_rate: 12.5,
   silence_prefix: 0.0,   // seconds of silence fed before the caller's audio
   eot_head: 2,
@@ -24,6 +24,9 @@ export class StreamDecoder {
     const unknown = Object.keys(config).filter((k) => !(k in DEFAULT_CONFIG));
     if (unknown.length) throw new TypeError(`unknown decoder settings: ${unknown.join(", ")}`);
     this.config = { ...DEFAULT_CONFIG, ...config };
+    if (!Number.isInteger(this.config.delay_steps) || this.config.delay_steps < 0) {
+      throw new TypeError(`delay_steps must be the model's delay in frames, not ${this.config.delay_steps}`);
+    }
     this.reset();
   }
 

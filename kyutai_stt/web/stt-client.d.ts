@@ -46,7 +46,7 @@ export interface DecoderOptions {
 export interface LoadOptions {
   /** Force a kernel variant instead of the one chosen from the adapter. */
   variant?: 'gpu' | 'gpu-subgroup' | 'cpu';
-  /** Seconds of silence fed before each stream (default 1). */
+  /** Seconds of silence fed before each stream (default: the model's, at least 1: EngineInfo.silencePrefix). */
   silencePrefix?: number;
   decoder?: DecoderOptions;
   /** Download attempts per file after the first (default 3), and the first backoff in ms (default 1000). */
@@ -57,6 +57,21 @@ export interface LoadOptions {
   maxBacklogSeconds?: number;
   /** Tests only: every frame this many ms slower (an artificially slow device). */
   testFrameDelayMs?: number;
+  /** Tests only: the device's memory in GiB, instead of navigator.deviceMemory (a phone's, say). */
+  testDeviceMemoryGiB?: number;
+}
+
+/** Which model runs (plans.json's stream settings, from the package's config). */
+export interface ModelInfo {
+  /** e.g. "Kyutai STT 2.6B", "Kyutai STT 1B", or "Kyutai STT (2 layers)" for a model of another shape. */
+  name: string;
+  /** e.g. "English", "English and French"; null when the vocabulary is not one of the official ones. */
+  languages: string | null;
+  parameters: number;
+  layers: number;
+  text_card: number;
+  /** How far the text lags the speech (the config's audio_delay_seconds). */
+  delay_seconds: number;
 }
 
 export interface AdapterSummary {
@@ -75,6 +90,13 @@ export interface EngineInfo {
   variant: string;
   package: {quant: string; variant: string; bytes: number; sha256: string; synthetic: unknown};
   plan: {dispatches: number; pipelines: number};
+  model: ModelInfo;
+  /** Whether the model has the semantic VAD: without it no 'endOfTurn' event ever comes (the 2.6B family). */
+  endOfTurn: boolean;
+  /** The text lags the audio by this many 80 ms frames; a flush feeds this many + 2 frames of silence. */
+  delaySteps: number;
+  /** Seconds of silence fed before each stream. */
+  silencePrefix: number;
   timings: {totalMs: number; deviceMs: number; downloadMs: number; compileMs: number; warmUpMs: number;
     cached: boolean};
 }

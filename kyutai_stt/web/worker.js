@@ -17,8 +17,8 @@ import {
 } from './runtime.js';
 import {StreamDecoder} from './stream.js';
 
-// Silence before the caller's audio: a clip that starts mid-word otherwise loses its first words (transcriber.py).
-export const DEFAULT_SILENCE_PREFIX_S = 1.0;
+// The model's stream settings (delay_steps, the default silence prefix, whether it has a semantic VAD, what it is)
+// come from plans.json's "stream", written by the same Python code that gives them to transcriber.py.
 // Silent frames after delay_steps in a flush: they let the last word's closing token out (transcriber.py).
 export const FLUSH_EXTRA_FRAMES = 2;
 // A STATS event (and a TRANSCRIBE_PROGRESS event) every this many frames: about once a second of audio; live, also
@@ -79,9 +79,8 @@ function requireEngine() {
 
 // ---- loading ----------------------------------------------------------------------------------------------------
 
-async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix = DEFAULT_SILENCE_PREFIX_S,
-                     decoder = {}, retries, backoffMs, maxBacklogSeconds = DEFAULT_MAX_BACKLOG_SECONDS,
-                     testFrameDelayMs = 0}) {
+async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix, decoder = {}, retries, backoffMs,
+                     maxBacklogSeconds = DEFAULT_MAX_BACKLOG_SECONDS, testFrameDelayMs = 0, testDeviceMemoryGiB}) {
   const t0 = performance.now();
   if (engine) {
     engine.runtime.destroy();
@@ -93,11 +92,18 @@ async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix = DE
       `names manifest ${String(plans.package_sha).slice(0, 12)}…, ${modelUrl} serves ${sha256.slice(0, 12)}…); ` +
       're-run kyutai-stt export-web --model ... for this package.');
   }
+  const settings = plans.stream;
+  if (!Number.isInteger(settings?.delay_steps) || !settings.model) {
+    throw new SttError(ErrorCode.PACKAGE_MISMATCH, 'plans.json has no stream settings (it was exported by an ' +
+      'older kyutai-stt): re-run kyutai-stt export-web --model ... for this package.');
+  }
   const adapter = await requestAdapter();
   const chosen = variant ?? chooseVariant(adapter, plans);
   const plan = plans.variants?.[chosen];
   if (!plan) throw new SttError(ErrorCode.PACKAGE_MISMATCH, `plans.json has no "${chosen}" variant`);
-  const device = await requestDevice(adapter, plan, plans.host);
+  // testDeviceMemoryGiB: a test hook standing in for navigator.deviceMemory (a phone's); unset otherwise.
+  const memory = testDeviceMemoryGiB ?? globalThis.navigator?.deviceMemory;
+  const device = await requestDevice(adapter, plan, plans.host, memory);
   watchDevice(device);
   const tDevice = performance.now();
 
@@ -123,8 +129,11 @@ async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix = DE
   }
 
   const input = plan.buffers.find((b) => b.name === plan.inputs.pcm);
+  silencePrefix ??= settings.silence_prefix;
   const info = {
     adapter: adapterSummary(adapter), variant: chosen,
+    // What runs, for the page to say: {name, parameters, layers, text_card, delay_seconds, languages} (plans.json).
+    model: settings.model, endOfTurn: settings.end_of_turn, delaySteps: settings.delay_steps, silencePrefix,
     package: {quant: manifest.quant, variant: manifest.variant, bytes: manifest.total_bytes, sha256,
       synthetic: manifest.synthetic ?? null},
     plan: {dispatches: plan.dispatches.length, pipelines: plan.pipelines.length},
@@ -138,7 +147,8 @@ async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix = DE
   engine = {runtime, manifest, info, silencePrefix, frameSize: input.size / 4, maxBacklogSeconds,
     frameDelayMs: Math.max(0, Number(testFrameDelayMs) || 0),
     sampleRate: manifest.config.mimi.sample_rate,
-    decoder: new StreamDecoder(manifest.tokenizer, {...decoder, silence_prefix: silencePrefix})};
+    decoder: new StreamDecoder(manifest.tokenizer,
+      {delay_steps: settings.delay_steps, ...decoder, silence_prefix: silencePrefix})};
   newStream();
   post(FromWorker.READY, info);
   return info;

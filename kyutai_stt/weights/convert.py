@@ -67,10 +67,11 @@ def _official_values(src: Source, name: str) -> np.ndarray:
     return _conv_matrix(x) if x.ndim == 3 else x
 
 
-def _logical_shape(src: Source, names: list[str]) -> tuple[int, ...]:
+def _logical_shape(official: dict, names: list[str]) -> tuple[int, ...]:
+    """The package tensor made of these official tensors (official: name -> shape), as _official_values lays it."""
     shapes = []
     for n in names:
-        s = src.index[n].shape
+        s = official[n]
         shapes.append((s[-1],) if n.endswith(".alpha") else (s[0], s[1] * s[2]) if len(s) == 3 else s)
     return shapes[0] if len(shapes) == 1 else (sum(s[0] for s in shapes), *shapes[0][1:])
 
@@ -118,7 +119,7 @@ def build(directory: Path, choice: str) -> tuple[LMConfig, MimiConfig, Conversio
     recipe = {}
     for src, mapping in groups:
         for name, sources in mapping.items():
-            shape = _logical_shape(src, sources)
+            shape = _logical_shape({n: src.index[n].shape for n in sources}, sources)
             recipe[name] = (src, sources, package.TensorPlan(name, precision(name, shape, choice), shape))
     sq_plan = package.TensorPlan(SQNORMS, precision(SQNORMS, (mimi.n_q, mimi.bins), choice), (mimi.n_q, mimi.bins))
 
@@ -148,6 +149,19 @@ def build(directory: Path, choice: str) -> tuple[LMConfig, MimiConfig, Conversio
 
     plans = [r[2] for r in recipe.values()] + [sq_plan]
     return cfg, mimi, Conversion(plans, produce, source)
+
+
+def layout_plans(lm: LMConfig, mimi: MimiConfig, choice: str) -> list[package.TensorPlan]:
+    """Every package tensor of a checkpoint with these configs, planned from the official layout alone (nothing
+    is read): a package's size, and its plan's buffers, before the (5 GB) checkpoint exists."""
+    plans = []
+    for layout, name_map, dropped in ((checkpoint.lm_layout(lm), LM_NAMES, None),
+                                      (checkpoint.mimi_layout(mimi), MIMI_NAMES, MIMI_DROPPED)):
+        for name, sources in package_sources(list(layout), name_map, dropped).items():
+            shape = _logical_shape(layout, sources)
+            plans.append(package.TensorPlan(name, precision(name, shape, choice), shape))
+    shape = (mimi.n_q, mimi.bins)
+    return plans + [package.TensorPlan(SQNORMS, precision(SQNORMS, shape, choice), shape)]
 
 
 def _source_values(src: Source, sources: list[str], plan: package.TensorPlan) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.config import FULL_LM, LM_FILE, MIMI, TINY_LM, LMConfig, MimiConfig, replace
+from kyutai_stt.config import FULL_2_6B_LM, FULL_LM, LM_FILE, MIMI, TINY_2_6B_LM, TINY_LM, LMConfig, MimiConfig, replace
 from kyutai_stt.weights import checkpoint, safetensors_io
 
 # Text-head rows are scaled by 2**u, u ~ U(-1, 2): a few dozen large-norm rows dominate the argmax, so the winning
@@ -29,7 +29,7 @@ TEXT_LOGIT_GAIN = 2.0
 VAD_LOGIT_GAIN = 2.0
 # Codebook entries get a per-entry norm in [0.5, 1.5] so nearest-neighbour margins are wider than for equal norms.
 CODEBOOK_NORM_RANGE = (0.5, 1.5)
-TOKENIZER_VOCAB = 8000
+TOKENIZER_VOCAB = 8000                                   # the 1B's; write_checkpoint uses the config's text_card
 SPECIAL_PIECES = ("<unk>", "<s>", "</s>", "<pad>")       # ids 0..3, as in the official tokenizer
 # Written next to the official files: the converter copies it into the package manifest ("synthetic"), so every
 # tool can say that a package's transcripts are meaningless. Official checkpoints have no such file.
@@ -89,11 +89,20 @@ def mimi_tensor(cfg: MimiConfig, name: str, shape, seed: int) -> np.ndarray:
     return _normal(rng, shape, 1.0 / np.sqrt(fan_in))
 
 
+def lm_specs(cfg: LMConfig) -> list[tuple[str, str, tuple[int, ...]]]:
+    """model.safetensors' (name, dtype, shape) entries: the official layout, all bf16."""
+    return [(n, checkpoint.LM_DTYPE, s) for n, s in checkpoint.lm_layout(cfg).items()]
+
+
+def lm_file_bytes(cfg: LMConfig) -> int:
+    """The size write_lm writes for cfg, computed without writing (the 2.6B file is 5.2 GB)."""
+    return safetensors_io.file_size(lm_specs(cfg))
+
+
 def write_lm(path: Path, cfg: LMConfig, seed: int) -> int:
     layout = checkpoint.lm_layout(cfg)
-    specs = [(n, checkpoint.LM_DTYPE, s) for n, s in layout.items()]
     return safetensors_io.write(
-        path, specs, lambda n: safetensors_io.f32_to_bf16_bits(lm_tensor(cfg, n, layout[n], seed)))
+        path, lm_specs(cfg), lambda n: safetensors_io.f32_to_bf16_bits(lm_tensor(cfg, n, layout[n], seed)))
 
 
 def write_mimi(path: Path, cfg: MimiConfig, seed: int) -> int:
@@ -165,27 +174,33 @@ def write_tokenizer(path: Path, vocab_size: int = TOKENIZER_VOCAB) -> None:
     path.write_bytes(model.SerializeToString())
 
 
-SIZES = {"tiny": TINY_LM, "full": FULL_LM}
+# "full" is the real 1B (kyutai/stt-1b-en_fr-candle), "2.6b" the real kyutai/stt-2.6b-en; "tiny" and "tiny-2.6b"
+# are their small siblings for tests (config.py says what each keeps).
+SIZES = {"tiny": TINY_LM, "full": FULL_LM, "tiny-2.6b": TINY_2_6B_LM, "2.6b": FULL_2_6B_LM}
+
+
+def size_config(size: str, vad_heads: bool = True) -> LMConfig:
+    """The LM config a size writes; vad_heads=False drops the semantic-VAD heads (the 2.6B family has none)."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
+    return SIZES[size] if vad_heads else replace(SIZES[size], extra_heads_num_heads=0)
 
 
 def write_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, vad_heads: bool = True,
                      mimi: MimiConfig = MIMI) -> dict[str, Path]:
     """Write config.json, model.safetensors, the Mimi file and the tokenizer into out_dir (created if needed).
 
-    vad_heads=False writes the plain `kyutai/stt-1b-en_fr` variant, without the 4 extra_heads tensors."""
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
-    cfg = SIZES[size]
-    if not vad_heads:
-        cfg = replace(cfg, extra_heads_num_heads=0)
+    vad_heads=False writes the plain `kyutai/stt-1b-en_fr` variant, without the 4 extra_heads tensors (the 2.6B
+    sizes have none either way). The tokenizer has the config's text_card pieces."""
+    cfg = size_config(size, vad_heads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"config": out / "config.json", "lm": out / LM_FILE, "mimi": out / cfg.mimi_name,
              "tokenizer": out / cfg.tokenizer_name}
     write_lm(paths["lm"], cfg, seed)
     write_mimi(paths["mimi"], mimi, seed)
-    write_tokenizer(paths["tokenizer"])
-    (out / MARKER_FILE).write_text(json.dumps({"size": size, "seed": seed, "vad_heads": vad_heads,
+    write_tokenizer(paths["tokenizer"], cfg.text_card)
+    (out / MARKER_FILE).write_text(json.dumps({"size": size, "seed": seed, "vad_heads": cfg.has_vad_heads,
                                                "note": "random weights: any transcript is meaningless"}) + "\n")
     tmp = paths["config"].with_suffix(".json.partial")
     tmp.write_text(json.dumps(cfg.to_official_json(), indent=2) + "\n")

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt.config import MIMI
+from kyutai_stt.config import MIMI, TINY_LM, stream_settings
 from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.site.build import build_plans
 
 AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "speech_en_fr_24k.wav"
 
 FRAMES = 10              # > the tiny LM's context of 8: the KV ring wraps inside the compared stretch
-DELAY_STEPS = 6          # stream.js's default delay_steps; a flush feeds it + FLUSH_EXTRA_FRAMES silent frames
+# The tiny model's delay_steps (plans.json's stream settings, 6); a flush feeds it + FLUSH_EXTRA_FRAMES silent frames
+DELAY_STEPS = stream_settings(TINY_LM)["delay_steps"]
 FLUSH_EXTRA_FRAMES = 2   # worker.js / transcriber.py
 # VAD probabilities: the two hosts compile the same WGSL with different compilers (summation order, FMA contraction,
 # SwiftShader's cos/sin within WGSL's 2^-11 in Mimi's RoPE). Observed differences <= 1e-5 over 16 frames; a wrong

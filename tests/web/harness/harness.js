@@ -135,7 +135,8 @@ async function variantFor(adapter) {
 }
 
 async function planFit({variant, limits, features, languageFeatures = []}) {
-  return planProblems((await sitePlans()).variants[variant], limits, new Set(features), new Set(languageFeatures));
+  return planProblems((await sitePlans()).variants[variant], limits, new Set(features),
+    {languageFeatures: new Set(languageFeatures)});
 }
 
 async function deviceError({variant, ...adapter}) {
