@@ -174,3 +174,23 @@ def test_which_devices_hold_which_model():
     one, two = plan_bytes(FULL_LM), plan_bytes(FULL_2_6B_LM)
     print(f"\n[GPU memory of the default (q4) package's plan] 1B {one / 1e9:.3f} GB, 2.6B {two / 1e9:.3f} GB")
     assert one < share * 4 * 2**30 < two < share * 8 * 2**30
+
+
+# ------------------------------------------------------------------------------------ the streaming host
+def test_transcriber_takes_the_delay_and_the_silence_prefix_from_the_config(tiny26_packages):
+    """The tiny 2.6B-family package: delay 31 frames (2.5 s), silence prefix 1 s, both from its config; a flush
+    feeds the last partial frame plus 31 + 2 silent frames; no VAD, so steps carry no probabilities and no end of
+    turn comes."""
+    from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, Transcriber
+
+    t = Transcriber(tiny26_packages("q4"))
+    assert (t.decoder_config.delay_steps, t.decoder_config.silence_prefix) == (31, 1.0)
+    audio = np.random.default_rng(0).uniform(-0.3, 0.3, 9600).astype(np.float32)     # 0.4 s at 24 kHz
+    events = t.feed(audio, 24000) + t.flush()
+    steps = [e for e in events if e.type == "step"]
+    frames = -(-(24000 + 9600) // 1920)                    # prefix + audio, the last frame padded
+    assert len(steps) == frames + 31 + FLUSH_EXTRA_FRAMES == t.stats.frames
+    assert all(s.vad == () for s in steps) and not [e for e in events if e.type == "endOfTurn"]
+    assert steps[31].time == 0.0 and steps[-1].time > 0     # times in the caller's seconds (prefix removed)
+    shorter = Transcriber(tiny26_packages("q4"), silence_prefix=0.0)
+    assert shorter.decoder_config.silence_prefix == 0.0 and shorter.decoder_config.delay_steps == 31
