@@ -132,8 +132,8 @@ async function variantFor(adapter) {
   return chooseVariant(fakeAdapter(adapter));
 }
 
-async function planFit({variant, limits, features}) {
-  return planProblems((await sitePlans()).variants[variant], limits, new Set(features));
+async function planFit({variant, limits, features, deviceMemoryGiB}) {
+  return planProblems((await sitePlans()).variants[variant], limits, new Set(features), deviceMemoryGiB);
 }
 
 async function deviceError({variant, ...adapter}) {
