@@ -43,59 +43,20 @@ def load(package: str | None, quant: str):
     return tensors, streams.__getitem__, f"synthetic seed 0, {quant} policy"
 
 
-def record(engine: Engine, encoder, queries=None, index: int = 0):
-    """One frame's dispatches in one compute pass (as Engine.submit records them), optionally timestamped."""
-    writes = {"query_set": queries, "beginning_of_pass_write_index": index,
-              "end_of_pass_write_index": index + 1} if queries is not None else None
-    compute = encoder.begin_compute_pass(timestamp_writes=writes) if writes else encoder.begin_compute_pass()
-    for pipeline, group, workgroups in engine._commands:
-        compute.set_pipeline(pipeline)
-        compute.set_bind_group(0, group)
-        compute.dispatch_workgroups(*workgroups)
-    compute.end()
-
-
 def gpu_times(engine: Engine, frames: int) -> list[float]:
     """GPU milliseconds of each of `frames` frames (one timestamped pass each, submitted together)."""
-    device = engine.device
-    queries = device.create_query_set(type="timestamp", count=2 * frames)
-    step = engine.buffers[engine.plan.step_buffer]
-    encoder = device.create_command_encoder()
-    for f in range(frames):
-        record(engine, encoder, queries, 2 * f)
-    resolved = device.create_buffer(size=16 * frames, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
-    encoder.resolve_query_set(queries, 0, 2 * frames, resolved, 0)
-    device.queue.write_buffer(step, 0, np.array(engine.plan.step_values(engine.frame), np.uint32))
-    device.queue.submit([encoder.finish()])
-    stamps = np.frombuffer(device.queue.read_buffer(resolved), np.uint64).reshape(frames, 2)
-    return list((stamps[:, 1] - stamps[:, 0]).astype(np.float64) / 1e6)
+    return [t[0] for t in engine.gpu_times(frames)]
 
 
 def profile(engine: Engine, repeats: int = 3) -> list[tuple[str, float]]:
     """GPU milliseconds per dispatch (median of `repeats` frames, one pass per dispatch), summed by label group."""
-    device = engine.device
     plan = engine.plan
-    count = len(engine._commands)
+    count = len(plan.dispatches)
     totals: dict[str, list[float]] = {}
     for _ in range(repeats):
-        queries = device.create_query_set(type="timestamp", count=2 * count)
-        encoder = device.create_command_encoder()
-        for i, (pipeline, group, workgroups) in enumerate(engine._commands):
-            compute = encoder.begin_compute_pass(timestamp_writes={
-                "query_set": queries, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1})
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(*workgroups)
-            compute.end()
-        resolved = device.create_buffer(size=16 * count,
-                                         usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
-        encoder.resolve_query_set(queries, 0, 2 * count, resolved, 0)
-        device.queue.submit([encoder.finish()])
-        stamps = np.frombuffer(device.queue.read_buffer(resolved), np.uint64).reshape(count, 2)
-        for d, (begin, end) in zip(plan.dispatches, stamps):
-            group = _group(d.label)
-            totals.setdefault(group, [])
-            totals[group].append(float(end - begin) / 1e6)
+        (times,) = engine.gpu_times(1, [(i, i + 1) for i in range(count)])
+        for d, ms in zip(plan.dispatches, times):
+            totals.setdefault(_group(d.label), []).append(ms)
     per_frame = {g: sum(v) / repeats for g, v in totals.items()}
     return sorted(per_frame.items(), key=lambda kv: -kv[1])
 
@@ -105,7 +66,7 @@ def dispatch_floor(engine: Engine, label: str = "mimi.downsample", repeats: int 
     next one overwrites, so the host inserts a barrier between them, as between a frame's dependent dispatches)."""
     device = engine.device
     index = [d.label for d in engine.plan.dispatches].index(label)
-    pipeline, group, workgroups = engine._commands[index]
+    pipeline, group, workgroups = engine.commands[index]
     queries = device.create_query_set(type="timestamp", count=2)
     encoder = device.create_command_encoder()
     compute = encoder.begin_compute_pass(timestamp_writes={

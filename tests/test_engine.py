@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kyutai_stt.engine.plan import Plan, PlanBuilder
+from kyutai_stt.engine.plan import Plan, PlanBuilder, Stage
 from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.weights.quant import FORMATS
 
@@ -66,3 +66,36 @@ def test_engine_runs_frames_pipelined_and_resets():
     assert list(engine.read("step")[:2]) == [3, 3]         # the last frame's position and slot
     engine.reset()
     assert engine.frame == 0 and engine.drain() == []
+
+
+def test_output_fields_decode_words_and_are_validated():
+    b = PlanBuilder("fields")
+    b.buffer("step", "step", 4, (1,), "u32")
+    b.outputs["results"] = b.buffer("r", "output", 12, (3,), "u32", fields=[("token", "u32", 1), ("vad", "f32", 2)])
+    b.dispatch("matvec", {0: "r"}, (1,), label="unused")
+    plan = b.build(step_buffer="step")
+    words = np.array([42, *np.array([0.25, -1.5], np.float32).view(np.uint32)], np.uint32)
+    assert Plan.from_json(plan.to_json()).decode("results", words) == {"token": [42], "vad": [0.25, -1.5]}
+    plan.buffers[-1].fields[1].count = 3                  # 4 words described in a 3-word buffer
+    with pytest.raises(ValueError, match="output results: its fields"):
+        plan.validate()
+
+
+def test_engine_records_and_times_stages():
+    """The public way to record a frame and time it: gpu_times per span, stage_times per plan stage (lavapipe offers
+    timestamp-query; a device without it gets a clear error, never made-up times)."""
+    plan = toy_plan()
+    plan.stages = [Stage("first", 0)]
+    weights = {"norm.w": np.ones(LENGTH, np.float32), "eye.w": np.eye(LENGTH, dtype=np.float32)}
+    engine = Engine(plan, weights.__getitem__)
+    if "timestamp-query" not in engine.device.features:
+        with pytest.raises(RuntimeError, match="timestamp-query"):
+            engine.gpu_times(1)
+        pytest.fail("this adapter lacks timestamp-query: GPU timing is untested here")
+    times = engine.gpu_times(3, [(0, 1), (0, None)])
+    assert len(times) == 3 and all(len(t) == 2 and min(t) >= 0 for t in times)
+    stages = engine.stage_times(2)
+    assert list(stages) == ["first"] and stages["first"] >= 0
+    encoder = engine.device.create_command_encoder()
+    engine.record(encoder)                                # what submit() records, for a caller's own encoder
+    engine.device.queue.submit([encoder.finish()])

@@ -20,6 +20,17 @@ def test_ruff_finds_nothing():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_ruff_checks_layout_too(tmp_path):
+    """The format check is pycodestyle's layout rules (preview in ruff): a badly laid out file is refused."""
+    ruff = Path(sys.executable).with_name("ruff")
+    (tmp_path / "bad.py").write_text("x=1\ndef f( a ):\n    return a\n")
+    done = subprocess.run([str(ruff), "check", "--no-cache", "--output-format", "concise", "--config",
+                           str(ROOT / "pyproject.toml"), "bad.py"], cwd=tmp_path, capture_output=True, text=True)
+    found = {line.split(": ")[1] for line in done.stdout.splitlines() if line.startswith("bad.py:")}
+    assert {"missing-whitespace-around-operator", "blank-lines-top-level", "whitespace-after-open-bracket"} <= found, \
+        done.stdout
+
+
 def test_eslint_finds_nothing():
     home = install_tools("eslint-" + ESLINT[0].split("@")[1], *ESLINT)
     shutil.copy(ROOT / "tools" / "eslint.config.js", home / "eslint.config.js")   # beside its node_modules

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kyutai_stt import cli
+from kyutai_stt.models import variants
 from kyutai_stt.site import build as webapp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,7 @@ def test_serve_a_package_gives_the_app_kernels_plans_and_model(served, tiny_pack
         assert get(server.url + path)[1]["Content-Type"].startswith(mime), path
     plans = json.loads(get(server.url + "plans.json")[2])
     assert plans["package_sha"] == webapp.manifest_sha256(package.root)
-    assert set(plans["variants"]) == set(webapp.VARIANTS)
+    assert set(plans["variants"]) == set(variants.tunings())
     manifest = get(server.url + "model/manifest.json")[2]
     assert manifest == (package.root / "manifest.json").read_bytes()
     shard = package.manifest["files"][0]

@@ -16,8 +16,9 @@ import numpy as np
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import UserError
-from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
-from kyutai_stt.models.stt import build_stt_plan
+from kyutai_stt.models.lm import lm_plan
+from kyutai_stt.models.stt import stt_plan
+from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.weights.convert import convert
 from kyutai_stt.weights.package import open_package
 from kyutai_stt.weights.synthetic import write_checkpoint
@@ -37,6 +38,9 @@ def add_arguments(parser) -> None:
                         help="frames in flight before a readback (default: the engine's); with --batch-readback, "
                              "all of them are read back at once")
     parser.add_argument("--batch-readback", action="store_true")
+    parser.add_argument("--kernels", choices=("auto", "no-int8"), default="auto",
+                        help="auto: the fast paths this device has (as every command); no-int8: without the int8 path "
+                             "of q4 matrices, as on devices without dot4I8Packed (an A/B of that path)")
     parser.add_argument("--position", type=int, default=0,
                         help="start at this step index (e.g. 750: a full KV ring, the worst case)")
 
@@ -56,11 +60,14 @@ def run(args) -> int:
         if not Path(path).exists():
             raise UserError(f"{path}: no such package directory (make one with `kyutai-stt convert`)")
         package = open_package(path, verify_hashes=False)
-        tuning = tuning_for(*gpu.device_traits())
+        adapter_type, features, subgroup_size, description, language_features = gpu.device_traits()
+        if args.kernels == "no-int8":    # the int8 path is chosen by this language feature alone
+            language_features = ()
+        tuning = tuning_for(adapter_type, features, subgroup_size, description, language_features)
         if args.whole_frame:
-            plan = build_stt_plan(package.config, tensors_of(package), package.manifest["tensors"], tuning)
+            plan = stt_plan(package, tuning)
         else:
-            plan = build_lm_plan(package.config, tensors_of(package), tuning)
+            plan = lm_plan(package, tuning)
         engine = Engine(plan, package.read_stream, args.readback_depth or READBACK_DEPTH, args.batch_readback)
         engine.reset(first_frame=args.position)
         rng = np.random.default_rng(0)
@@ -85,7 +92,7 @@ def run(args) -> int:
     per_step_ms = mean_ms if args.batch_readback else p50       # batched results arrive in bursts
     print(json.dumps({
         "bench": "whole_frame" if args.whole_frame else "lm_step", "adapter": gpu.adapter_summary()["name"],
-        "package_quant": package.quant,
+        "package_quant": package.quant, "kernels": args.kernels, "int8_path": bool(tuning.int8_matvec),
         "dim": package.config.dim, "layers": package.config.num_layers, "start_position": args.position,
         "p50_ms": round(p50, 4), "p95_ms": round(p95, 4), "mean_ms": round(mean_ms, 4),
         "readback_depth": args.readback_depth or READBACK_DEPTH, "batch_readback": args.batch_readback,

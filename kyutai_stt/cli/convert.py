@@ -31,8 +31,6 @@ def _end_to_end(args) -> str:
     return effect.describe(args.quant) + f" ({audio.name})"
 
 
-
-
 def format_report(rows: list[TensorReport]) -> str:
     """Per tensor: type, bytes, relative RMS error with absmax block scales and as stored (least squares), values
     not stored exactly; per group: the worst error; the LM values the policy does not store exactly."""
@@ -69,8 +67,6 @@ def _group(name: str) -> str:
             "vad_heads": "lm.vad_heads"}.get(name, "lm.embeddings" if name.startswith("audio_emb") else name)
 
 
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("source", nargs="?", default=hub.DEFAULT_REPO, metavar="SOURCE",
                         help=f"a checkpoint directory in the official layout, or a Hugging Face repo id "
@@ -100,6 +96,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     started = time.perf_counter()
     rows: list[TensorReport] | None = [] if args.report else None
+
     def progress(name: str, size: int) -> None:
         print(f"  {name}  {size / 1e6:.1f} MB", file=sys.stderr)
     if args.quant == "q4-small":

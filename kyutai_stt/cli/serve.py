@@ -40,7 +40,6 @@ def add_arguments(parser) -> None:
                         help="serve over https with a self-signed certificate (for a phone on the LAN)")
 
 
-
 def run(args) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kyutai_stt.engine.host import WANTED_LIMITS
+from kyutai_stt.engine.plan import INT8_DOT
+
 # wgpu reads these when it creates its instance, so they are set before the import.
 if sys.platform.startswith("linux"):
     # Only Vulkan: otherwise wgpu also enumerates a GL adapter (slow to start, never the one we want).
@@ -37,21 +40,6 @@ INSTALL_HINT = (
     "(with its Vulkan ICD), then run `kyutai-stt doctor` again."
 )
 
-# Limits the kernels and buffers depend on; the device asks for the adapter's values, not the spec defaults.
-WANTED_LIMITS = (
-    "max-storage-buffer-binding-size",
-    "max-buffer-size",
-    "max-uniform-buffer-binding-size",
-    "max-storage-buffers-per-shader-stage",
-    "max-compute-invocations-per-workgroup",
-    "max-compute-workgroup-size-x",
-    "max-compute-workgroup-size-y",
-    "max-compute-workgroup-size-z",
-    "max-compute-workgroup-storage-size",
-    "max-compute-workgroups-per-dimension",
-    "max-bind-groups",
-    "max-bindings-per-bind-group",
-)
 # Optional features that select faster kernel variants; every such kernel has a fallback without them.
 WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query")
 
@@ -221,6 +209,28 @@ def wait_for_gpu() -> None:
     device.queue.read_buffer(marker)
 
 
+_INT8_DOT_PROBE = f"""requires {INT8_DOT};
+@group(0) @binding(0) var<storage, read_write> out: array<i32>;
+@compute @workgroup_size(1) fn main() {{ out[0] = dot4I8Packed(0x01020304u, 0x01010101u); }}"""
+
+
+@cache
+def wgsl_language_features() -> frozenset[str]:
+    """The WGSL language features this device's shader compiler accepts (browsers: navigator.gpu.
+    wgslLanguageFeatures). wgpu-py 0.32 reports an empty set though Naga accepts packed_4x8_integer_dot_product,
+    so that one is probed by compiling a shader that uses it."""
+    _, device = get_device()
+    found = set(getattr(wgpu.gpu, "wgsl_language_features", ()) or ())
+    if INT8_DOT not in found:
+        try:
+            module = device.create_shader_module(code=_INT8_DOT_PROBE)
+            device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
+            found.add(INT8_DOT)
+        except Exception:  # noqa: BLE001  (wgpu-py raises its own error types for a shader it rejects)
+            pass
+    return frozenset(found)
+
+
 @cache
 def subgroup_size() -> int:
     """The subgroup size compute pipelines get on this device (0 without the subgroup feature)."""
@@ -230,7 +240,10 @@ def subgroup_size() -> int:
     return int(run_kernel("subgroup_size", {0: Output((1,), np.uint32)}, (1, 1, 1))[0][0])
 
 
-def device_traits() -> tuple[str, tuple[str, ...], int]:
-    """(adapter type, enabled features, subgroup size): what a model's tuning is chosen from."""
+def device_traits() -> tuple[str, tuple[str, ...], int, str, tuple[str, ...]]:
+    """(adapter type, enabled features, subgroup size, description, WGSL language features): what a plan variant
+    is chosen from (models/variants.py)."""
     _, device = get_device()
-    return adapter_summary()["adapter_type"], tuple(sorted(device.features)), subgroup_size()
+    summary = adapter_summary()
+    return (summary["adapter_type"], tuple(sorted(device.features)), subgroup_size(), summary.get("description", ""),
+            tuple(sorted(wgsl_language_features())))

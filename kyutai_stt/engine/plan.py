@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 PLAN_FORMAT = "kyutai-stt-plan"
 PLAN_VERSION = 1
 BUFFER_KINDS = ("weight", "const", "state", "scratch", "input", "output", "step")
 STEP_FIELD_TYPES = ("u32",)
+# The WGSL language feature of dot4I8Packed (the int8 path of q4 matrices): browsers list it in
+# navigator.gpu.wgslLanguageFeatures, natively gpu.wgsl_language_features() probes for it.
+INT8_DOT = "packed_4x8_integer_dot_product"
 
 
 @dataclass
@@ -21,6 +26,15 @@ class WeightSource:
     """Bytes of one package tensor stream (e.g. 'layers.0.attn_qkv.qs') placed at `offset` in a weight buffer."""
     stream: str
     offset: int
+
+
+@dataclass
+class Field:
+    """A run of `count` words of one type inside a buffer: how a host reads an output (e.g. the LM's results are
+    token u32 x 1, then vad f32 x heads)."""
+    name: str
+    dtype: str           # "u32" or "f32"
+    count: int
 
 
 @dataclass
@@ -33,6 +47,7 @@ class Buffer:
     dtype: str = "f32"                                            # informative: element type
     reset_fill: int = 0     # state buffers: the u32 pattern every word holds after reset (e.g. a start token)
     values: list[float] = field(default_factory=list)             # const buffers: contents, in `dtype` (f32/u32)
+    fields: list[Field] = field(default_factory=list)             # output buffers: their words, in order
 
 
 @dataclass
@@ -85,6 +100,7 @@ class Plan:
     outputs: dict[str, str]              # read back per frame: role -> buffer name (e.g. "token", "vad")
     required_features: list[str] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
+    required_language_features: list[str] = field(default_factory=list)   # WGSL language features (INT8_DOT)
     format: str = PLAN_FORMAT
     version: int = PLAN_VERSION
 
@@ -93,6 +109,14 @@ class Plan:
 
     def _buffers(self) -> dict[str, Buffer]:
         return {b.name: b for b in self.buffers}
+
+    def decode(self, role: str, words) -> dict[str, list]:
+        """An output's raw u32 words (as read back) -> {field name: values}, by the buffer's fields."""
+        words, out, at = np.asarray(words, np.uint32), {}, 0
+        for f in self.buffer(self.outputs[role]).fields:
+            out[f.name] = words[at:at + f.count].view(np.float32 if f.dtype == "f32" else np.uint32).tolist()
+            at += f.count
+        return out
 
     def step_values(self, frame: int) -> list[int]:
         return [f.value(frame) for f in self.step_fields]
@@ -107,13 +131,15 @@ class Plan:
             raise ValueError(f"not a {PLAN_FORMAT} v{PLAN_VERSION} plan: {raw.get('format')} v{raw.get('version')}")
         return cls(
             name=raw["name"],
-            buffers=[Buffer(**{**b, "sources": [WeightSource(**s) for s in b["sources"]]}) for b in raw["buffers"]],
+            buffers=[Buffer(**{**b, "sources": [WeightSource(**s) for s in b["sources"]],
+                               "fields": [Field(**f) for f in b.get("fields", [])]}) for b in raw["buffers"]],
             pipelines=[Pipeline(**p) for p in raw["pipelines"]],
             dispatches=[Dispatch(**{**d, "bindings": {int(k): v for k, v in d["bindings"].items()}})
                         for d in raw["dispatches"]],
             step_buffer=raw["step_buffer"], step_fields=[StepField(**f) for f in raw["step_fields"]],
             inputs=raw["inputs"], outputs=raw["outputs"], required_features=raw["required_features"],
-            stages=[Stage(**st) for st in raw.get("stages", [])])
+            stages=[Stage(**st) for st in raw.get("stages", [])],
+            required_language_features=raw.get("required_language_features", []))
 
     def validate(self, max_binding_size: int = 128 << 20) -> None:
         """Structural checks a host relies on: names resolve, sizes are aligned and bindable."""
@@ -143,6 +169,11 @@ class Plan:
         for role, name in {**self.inputs, **self.outputs, "step": self.step_buffer}.items():
             if name not in buffers:
                 raise ValueError(f"{role}: unknown buffer {name}")
+        for role, name in self.outputs.items():
+            fields = buffers[name].fields
+            if fields and (sum(f.count for f in fields) * 4 > buffers[name].size
+                           or any(f.dtype not in ("u32", "f32") or f.count < 0 for f in fields)):
+                raise ValueError(f"output {role}: its fields do not describe u32/f32 words inside the buffer")
         if buffers[self.step_buffer].size < 4 * len(self.step_fields):
             raise ValueError("step buffer smaller than its fields")
         firsts = [st.first for st in self.stages]
@@ -162,6 +193,7 @@ class PlanBuilder:
         self.inputs: dict[str, str] = {}
         self.outputs: dict[str, str] = {}
         self.required_features: set[str] = set()
+        self.required_language_features: set[str] = set()
         self.stages: list[Stage] = []
 
     def stage(self, name: str) -> None:
@@ -169,10 +201,12 @@ class PlanBuilder:
         self.stages.append(Stage(name, len(self.dispatches)))
 
     def buffer(self, name: str, kind: str, size: int, shape=(), dtype: str = "f32",
-               sources: list[WeightSource] | None = None, reset_fill: int = 0) -> str:
+               sources: list[WeightSource] | None = None, reset_fill: int = 0, fields=()) -> str:
+        """fields: (name, dtype, count) runs of words, for an output buffer."""
         if name in self.buffers:
             raise ValueError(f"buffer {name} declared twice")
-        self.buffers[name] = Buffer(name, kind, _align4(size), list(sources or []), list(shape), dtype, reset_fill)
+        self.buffers[name] = Buffer(name, kind, _align4(size), list(sources or []), list(shape), dtype, reset_fill,
+                                    fields=[Field(*f) for f in fields])
         return name
 
     def weight(self, name: str, streams: list[tuple[str, int]], shape=(), dtype: str = "u32") -> str:
@@ -195,19 +229,20 @@ class PlanBuilder:
         return len(self.step_fields) - 1
 
     def dispatch(self, kernel: str, bindings: dict[int, str], workgroups, constants=None, label: str = "",
-                 features: tuple[str, ...] = (), entry: str = "main") -> None:
+                 features: tuple[str, ...] = (), entry: str = "main", language_features: tuple[str, ...] = ()) -> None:
         constants = dict(constants or {})
         key = (kernel, entry, tuple(sorted(constants.items())))
         if key not in self.pipelines:
             self.pipelines[key] = Pipeline(f"{kernel}#{len(self.pipelines)}", kernel, constants, entry)
         self.required_features.update(features)
+        self.required_language_features.update(language_features)
         wg = list(workgroups) + [1] * (3 - len(workgroups))
         self.dispatches.append(Dispatch(self.pipelines[key].name, dict(bindings), wg, label))
 
     def build(self, step_buffer: str) -> Plan:
         plan = Plan(self.name, list(self.buffers.values()), list(self.pipelines.values()), self.dispatches,
                     step_buffer, self.step_fields, self.inputs, self.outputs, sorted(self.required_features),
-                    self.stages)
+                    self.stages, sorted(self.required_language_features))
         plan.validate()
         return plan
 

@@ -14,15 +14,14 @@ import numpy as np
 import wgpu
 
 from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.host import READBACK_DEPTH
 from kyutai_stt.engine.plan import Plan
 
-# Frames in flight before the host blocks on the oldest readback: 2 keeps the GPU busy while the CPU reads
-# the previous frame's token, without letting latency grow.
-READBACK_DEPTH = 2
 # Uniform bindings need 16-byte multiples.
 UNIFORM_ALIGN = 16
 
 _NUMPY = {"f32": np.float32, "u32": np.uint32}
+_PIPELINES: dict[tuple, wgpu.GPUComputePipeline] = {}     # see Engine._create_pipeline
 StreamReader = Callable[[str], "np.ndarray | memoryview | bytes"]
 
 
@@ -43,6 +42,9 @@ class Engine:
         missing = set(plan.required_features) - set(self.device.features)
         if missing:
             raise gpu.NoAdapterError(f"the plan needs GPU features {sorted(missing)} this adapter lacks")
+        missing = set(plan.required_language_features) - gpu.wgsl_language_features()
+        if missing:
+            raise gpu.NoAdapterError(f"the plan needs WGSL language features {sorted(missing)} this device lacks")
         self.plan = plan
         self.buffers = {b.name: self._create_buffer(b) for b in plan.buffers}
         for b in plan.buffers:
@@ -52,12 +54,12 @@ class Engine:
                 data = np.frombuffer(memoryview(read_stream(source.stream)).cast("B"), np.uint8)
                 self.device.queue.write_buffer(self.buffers[b.name], source.offset, _pad4(data))
         pipelines = {p.name: self._create_pipeline(p) for p in plan.pipelines}
-        self._commands = []   # (pipeline, bind group, workgroups) in dispatch order
+        self.commands = []    # (pipeline, bind group, workgroups) per dispatch, in order: what record() replays
         for d in plan.dispatches:
             pipeline = pipelines[d.pipeline]
             entries = [{"binding": i, "resource": {"buffer": self.buffers[name]}} for i, name in d.bindings.items()]
             group = self.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
-            self._commands.append((pipeline, group, d.workgroups))
+            self.commands.append((pipeline, group, d.workgroups))
         self._staging = [{role: self.device.create_buffer(size=self.buffers[name].size,
                                                           usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
                           for role, name in plan.outputs.items()} for _ in range(readback_depth)]
@@ -75,10 +77,16 @@ class Engine:
         return self.device.create_buffer(size=size, usage=usage, label=b.name)
 
     def _create_pipeline(self, p) -> wgpu.GPUComputePipeline:
-        module = self.device.create_shader_module(code=gpu.load_kernel_source(p.kernel), label=p.kernel)
-        return self.device.create_compute_pipeline(
-            layout="auto", label=p.name,
-            compute={"module": module, "entry_point": p.entry, "constants": dict(p.constants)})
+        """Compiled once per process for each (kernel, entry, constants): the device is the process's one device,
+        and a second engine (another stream, a reloaded model) then starts without recompiling (seconds per
+        pipeline on CPU adapters)."""
+        key = (id(self.device), p.kernel, p.entry, tuple(sorted(p.constants.items())))
+        if key not in _PIPELINES:
+            module = self.device.create_shader_module(code=gpu.load_kernel_source(p.kernel), label=p.kernel)
+            _PIPELINES[key] = self.device.create_compute_pipeline(
+                layout="auto", label=p.name,
+                compute={"module": module, "entry_point": p.entry, "constants": dict(p.constants)})
+        return _PIPELINES[key]
 
     def reset(self, first_frame: int = 0) -> None:
         """Start a new stream: drop frames in flight, refill state buffers, frame index back to first_frame
@@ -98,12 +106,7 @@ class Engine:
         for role, value in (inputs or {}).items():
             queue.write_buffer(self.buffers[self.plan.inputs[role]], 0, _pad4(np.ascontiguousarray(value)))
         encoder = self.device.create_command_encoder()
-        compute = encoder.begin_compute_pass()
-        for pipeline, group, workgroups in self._commands:
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(*workgroups)
-        compute.end()
+        self.record(encoder)
         staging = self._staging[self.frame % len(self._staging)]
         for role, name in self.plan.outputs.items():
             encoder.copy_buffer_to_buffer(self.buffers[name], 0, staging[role], 0, staging[role].size)
@@ -115,6 +118,49 @@ class Engine:
         if self._batch_readback:
             return self.drain()
         return [self._collect()]
+
+    def record(self, encoder, first: int = 0, end: int | None = None, timestamps=None) -> None:
+        """Record dispatches [first, end) of the frame (all by default) into one compute pass of `encoder`, as
+        submit() does; timestamps: (query set, index): the pass writes its begin and end at index, index + 1."""
+        writes = None if timestamps is None else {"query_set": timestamps[0], "beginning_of_pass_write_index":
+                                                  timestamps[1], "end_of_pass_write_index": timestamps[1] + 1}
+        compute = encoder.begin_compute_pass(timestamp_writes=writes) if writes else encoder.begin_compute_pass()
+        for pipeline, group, workgroups in self.commands[first:end]:
+            compute.set_pipeline(pipeline)
+            compute.set_bind_group(0, group)
+            compute.dispatch_workgroups(*workgroups)
+        compute.end()
+
+    def gpu_times(self, frames: int = 1, spans: list[tuple[int, int | None]] | None = None) -> list[list[float]]:
+        """GPU milliseconds of each span of dispatches (default: the whole frame) for each of `frames` frames at
+        the current step values, from timestamp queries (needs the timestamp-query feature). The frames are timed,
+        not submitted as a stream: state buffers advance, the frame index does not."""
+        if "timestamp-query" not in self.device.features:
+            raise gpu.NoAdapterError("GPU timing needs the timestamp-query feature, which this device lacks")
+        spans = spans or [(0, None)]
+        count = 2 * frames * len(spans)
+        queries = self.device.create_query_set(type="timestamp", count=count)
+        encoder = self.device.create_command_encoder()
+        for f in range(frames):
+            for s, (first, end) in enumerate(spans):
+                self.record(encoder, first, end, (queries, 2 * (f * len(spans) + s)))
+        resolved = self.device.create_buffer(size=8 * count, usage=wgpu.BufferUsage.QUERY_RESOLVE
+                                             | wgpu.BufferUsage.COPY_SRC)
+        encoder.resolve_query_set(queries, 0, count, resolved, 0)
+        self.device.queue.write_buffer(self.buffers[self.plan.step_buffer], 0,
+                                       np.array(self.plan.step_values(self.frame), np.uint32))
+        self.device.queue.submit([encoder.finish()])
+        stamps = np.frombuffer(self.device.queue.read_buffer(resolved), np.uint64).reshape(frames, len(spans), 2)
+        return ((stamps[..., 1] - stamps[..., 0]).astype(np.float64) / 1e6).tolist()
+
+    def stage_times(self, frames: int = 1) -> dict[str, float]:
+        """Mean GPU milliseconds per plan stage (e.g. {"lm": ..., "mimi": ...}) over `frames` timed frames."""
+        stages = self.plan.stages or []
+        if not stages:
+            return {"frame": float(np.mean(self.gpu_times(frames)))}
+        spans = [(st.first, nxt.first if nxt else None) for st, nxt in zip(stages, [*stages[1:], None])]
+        times = np.array(self.gpu_times(frames, spans))
+        return {st.name: float(times[:, i].mean()) for i, st in enumerate(stages)}
 
     def drain(self) -> list[FrameResult]:
         """Wait for every frame in flight."""

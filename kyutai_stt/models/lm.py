@@ -7,10 +7,10 @@ VAD probabilities (f32 bits) x heads].
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kyutai_stt.config import LMConfig
-from kyutai_stt.engine.plan import Plan, PlanBuilder
+from kyutai_stt.engine.plan import INT8_DOT, Plan, PlanBuilder
 from kyutai_stt.models.rope import rope_frequencies
 from kyutai_stt.weights.quant import FORMATS
 
@@ -18,6 +18,7 @@ PORTABLE_MAX_BINDING = 128 << 20     # bytes: WebGPU's default maxStorageBufferB
 INPUT_PLAIN, INPUT_RMS_NORM, INPUT_SWIGLU = 0, 1, 2
 ELEMENTS_PER_WORD = {"q4": 8, "q8": 4, "f16": 2, "f32": 1}   # weights per u32 of a stream
 EMBED_WORDS_PER_WORKGROUP = 8        # kernels/embed_sum.wgsl's default: 8 u32 words of a row per workgroup
+QUANTIZE_WORKGROUP = 256             # kernels/quantize_input.wgsl: 8 inputs per invocation
 
 
 @dataclass(frozen=True)
@@ -42,34 +43,17 @@ class Tuning:
     matvec: dict                      # tensor role ('attn_qkv', ..., 'text_head') -> MatvecTuning
     attention_slots_per_split: int    # the ring is read by ceil(context / this) workgroups per head
     mimi: str = "gpu"                 # models/mimi.py work splits: "gpu" or "cpu"
+    # The int8 path of q4 matrices (quantize_input.wgsl, then matvec_int8[_subgroup].wgsl), role -> launch shape;
+    # empty: every matrix takes the portable matvec. It rounds the inputs to int8 (docs/kernels.md: its error).
+    int8_matvec: dict = field(default_factory=dict)
 
     def for_matvec(self, name: str) -> MatvecTuning:
         return self.matvec.get(name.rsplit(".", 1)[-1], self.matvec["default"])
 
-
-# Measured on an H100 (benchmarks/kernels.py --sweep, BENCHMARKS.md): more rows in flight for the tall matrices,
-# smaller workgroups for the short ones; attention split over ~16 slot ranges at full context.
-GPU_TUNING = Tuning({"default": MatvecTuning(), "ffn_in": MatvecTuning(rows_per_thread=8),
-                     "text_head": MatvecTuning(rows_per_thread=8),
-                     "attn_out": MatvecTuning(workgroup_size=128, rows_per_thread=2),
-                     "ffn_out": MatvecTuning(workgroup_size=128)}, attention_slots_per_split=48)
-# CPU adapters (lavapipe, SwiftShader): workgroup barriers are expensive, small teams are ~8x faster.
-CPU_TUNING = Tuning({"default": MatvecTuning(32, 8, 4)}, attention_slots_per_split=1 << 30, mimi="cpu")
-
-
-# With subgroups of >= 32 invocations (NVIDIA), the subgroup variant is faster on the two tallest matrices
-# (H100: ffn_in 27.3 vs 30.4 us, text_head 20.7 vs 26.4 us); elsewhere the portable kernel wins.
-GPU_SUBGROUP_TUNING = Tuning({**GPU_TUNING.matvec,
-                              "ffn_in": MatvecTuning(threads_per_row=32, subgroup=True),
-                              "text_head": MatvecTuning(threads_per_row=32, subgroup=True)},
-                             GPU_TUNING.attention_slots_per_split)
-
-
-def tuning_for(adapter_type: str, features=(), subgroup_size: int = 0) -> Tuning:
-    """The launch shapes for a device, from what it reports (gpu.device_traits() natively)."""
-    if "cpu" in adapter_type.lower():
-        return CPU_TUNING
-    return GPU_SUBGROUP_TUNING if "subgroup" in features and subgroup_size >= 32 else GPU_TUNING
+    def for_int8_matvec(self, name: str) -> MatvecTuning | None:
+        if not self.int8_matvec:
+            return None
+        return self.int8_matvec.get(name.rsplit(".", 1)[-1], self.int8_matvec["default"])
 
 
 @dataclass(frozen=True)
@@ -119,9 +103,23 @@ def with_scales_binding(bindings: dict[int, str]) -> dict[int, str]:
 
 
 def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: str,
-            input_mode: int = INPUT_PLAIN, alpha: str | None = None, accumulate: bool = False):
+            input_mode: int = INPUT_PLAIN, alpha: str | None = None, accumulate: bool = False,
+            int8_input: tuple[str, str] | None = None):
+    """y (+)= W in(x); int8_input: the (xq, xs) scratch buffers of the int8 path, where the tuning has one."""
     t = w.tensors[name]
     rows, columns = t.shape
+    int8 = tuning.for_int8_matvec(name) if t.quant == "q4" and int8_input else None
+    if int8:
+        xq, xs = int8_input
+        b.dispatch("quantize_input", {0: x, 1: alpha or x, 2: xq, 3: xs}, (-(-columns // 8 // QUANTIZE_WORKGROUP),),
+                   {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": QUANTIZE_WORKGROUP},
+                   label=f"{name} input to int8")
+        b.dispatch("matvec_int8_subgroup" if int8.subgroup else "matvec_int8",
+                   {**with_scales_binding(w.bindings(name)), 2: xq, 3: y, 4: xs},
+                   (-(-rows // int8.rows_per_workgroup),),
+                   {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, **int8.constants()}, label=name,
+                   features=("subgroup",) if int8.subgroup else (), language_features=(INT8_DOT,))
+        return
     shape = tuning.for_matvec(name)
     constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
                  "ACCUMULATE": accumulate, **shape.constants()}
@@ -152,7 +150,7 @@ def _embed(b: PlanBuilder, w: _Weights, cfg: LMConfig, x: str, codes: str, token
 
 
 def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: str, position_field: int,
-             tuning: Tuning = GPU_TUNING) -> str:
+             tuning: Tuning) -> str:
     """Append one LM step to the builder; returns the name of the results buffer [token, VAD probabilities]."""
     w = _Weights(b, tensors)
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
@@ -166,8 +164,14 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     hidden = b.buffer("lm.hidden", "scratch", 4 * 2 * f, (2 * f,))        # FFN [gate | up]
     logits = b.buffer("lm.logits", "scratch", 4 * cfg.text_card, (cfg.text_card,))
     token = b.buffer("lm.token", "state", 4, (1,), "u32", reset_fill=cfg.text_card)    # fed back each step
-    results = b.buffer("lm.results", "output", 4 * (1 + heads), (1 + heads,), "u32")  # [token, p_0..p_heads-1]
+    results = b.buffer("lm.results", "output", 4 * (1 + heads), (1 + heads,), "u32",   # [token, p_0..p_heads-1]
+                       fields=[("token", "u32", 1), ("vad", "f32", heads)])
     freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
+    int8_input = None
+    if tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
+        widest = max(d, f)
+        int8_input = (b.buffer("lm.input_int8", "scratch", widest, (widest // 4,), "u32"),        # 4 int8 per u32
+                      b.buffer("lm.input_int8_scales", "scratch", 8 * (widest // 32), (widest // 32, 2)))  # scale, sum
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
                  "POSITION_INDEX": position_field, "WORKGROUP_SIZE": hd}
 
@@ -177,18 +181,20 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         ring = (cfg.num_heads, cfg.context, hd)
         k_cache = b.buffer(f"lm.k_cache.{i}", "state", 4 * d * cfg.context, ring)   # [H, context, hd]
         v_cache = b.buffer(f"lm.v_cache.{i}", "state", 4 * d * cfg.context, ring)
-        _matvec(b, w, tuning, layer + "attn_qkv", x, qkv, INPUT_RMS_NORM, w.bindings(layer + "attn_norm")[0])
+        _matvec(b, w, tuning, layer + "attn_qkv", x, qkv, INPUT_RMS_NORM, w.bindings(layer + "attn_norm")[0],
+                int8_input=int8_input)
         b.dispatch("attention", {0: qkv, 1: "step", 2: freqs, 3: k_cache, 4: v_cache, 5: partial_out,
                                  6: partial_stats}, (cfg.num_heads, splits), attention, label=layer + "attention")
         if splits > 1:
             b.dispatch("attention", {5: partial_out, 6: partial_stats, 7: attended}, (cfg.num_heads,), attention,
                        label=layer + "attention combine", entry="combine")
-        _matvec(b, w, tuning, layer + "attn_out", attended, x, accumulate=True)
-        _matvec(b, w, tuning, layer + "ffn_in", x, hidden, INPUT_RMS_NORM, w.bindings(layer + "ffn_norm")[0])
-        _matvec(b, w, tuning, layer + "ffn_out", hidden, x, INPUT_SWIGLU, accumulate=True)
+        _matvec(b, w, tuning, layer + "attn_out", attended, x, accumulate=True, int8_input=int8_input)
+        _matvec(b, w, tuning, layer + "ffn_in", x, hidden, INPUT_RMS_NORM, w.bindings(layer + "ffn_norm")[0],
+                int8_input=int8_input)
+        _matvec(b, w, tuning, layer + "ffn_out", hidden, x, INPUT_SWIGLU, accumulate=True, int8_input=int8_input)
 
     out_norm = w.bindings("out_norm")[0]
-    _matvec(b, w, tuning, "text_head", x, logits, INPUT_RMS_NORM, out_norm)
+    _matvec(b, w, tuning, "text_head", x, logits, INPUT_RMS_NORM, out_norm, int8_input=int8_input)
     b.dispatch("argmax", {0: logits, 1: token, 2: results}, (1,),
                {"COUNT": cfg.text_card, "RESULT_STRIDE": 1 + heads}, label="argmax")
     if heads:
@@ -198,7 +204,12 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     return results
 
 
-def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning = GPU_TUNING) -> Plan:
+def lm_plan(package, tuning: Tuning) -> Plan:
+    """The LM-alone plan of an opened package."""
+    return build_lm_plan(package.config, tensors_of(package), tuning)
+
+
+def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning) -> Plan:
     """The LM alone: the host writes `codes` each step (tests, and until Mimi runs in the same plan)."""
     b = PlanBuilder("lm")
     b.buffer("step", "step", 16, (4,), "u32")

@@ -6,26 +6,33 @@ token is fed back on the GPU too, so nothing comes back to the CPU inside or bet
 """
 from __future__ import annotations
 
-from kyutai_stt.config import MIMI, LMConfig
+from kyutai_stt.config import LMConfig, MimiConfig
 from kyutai_stt.engine.plan import Plan, PlanBuilder
-from kyutai_stt.models.lm import Tensor, Tuning, build_lm
+from kyutai_stt.models.lm import Tensor, Tuning, build_lm, tensors_of
 from kyutai_stt.models.mimi import build_mimi
 
 STEP_FIELDS = 3      # LM position, Mimi position (2 x frame), Mimi history parity
 
 
-def build_stt_plan(lm_cfg: LMConfig, lm_tensors: dict[str, Tensor], manifest_tensors: dict, tuning: Tuning) -> Plan:
+def stt_plan(package, tuning: Tuning) -> Plan:
+    """The whole-frame plan of an opened package (weights/package.Package): every host and tool builds it here."""
+    return build_stt_plan(package.config, package.mimi_config, tensors_of(package), package.manifest["tensors"],
+                          tuning)
+
+
+def build_stt_plan(lm_cfg: LMConfig, mimi_cfg: MimiConfig, lm_tensors: dict[str, Tensor], manifest_tensors: dict,
+                   tuning: Tuning) -> Plan:
     """Inputs: "pcm" f32[frame_size] per frame (24 kHz mono).
     Outputs: "results" [token, VAD probabilities] of the LM step."""
     b = PlanBuilder("stt")
     b.buffer("step", "step", 4 * STEP_FIELDS, (STEP_FIELDS,), "u32")
     position = b.step_field("position")
     codes = b.buffer("codes", "state", 4 * lm_cfg.n_q, (lm_cfg.n_q,), "u32", reset_fill=lm_cfg.card)
-    pcm = b.buffer("pcm", "input", 4 * MIMI.frame_size, (MIMI.frame_size,))
+    pcm = b.buffer("pcm", "input", 4 * mimi_cfg.frame_size, (mimi_cfg.frame_size,))
     b.inputs["pcm"] = pcm
     b.stage("lm")
     b.outputs["results"] = build_lm(b, lm_cfg, lm_tensors, codes, position, tuning)
     b.stage("mimi")
-    build_mimi(b, manifest_tensors, pcm, codes, "step", tuning=tuning.mimi)
+    build_mimi(b, manifest_tensors, pcm, codes, "step", cfg=mimi_cfg, tuning=tuning.mimi)
     assert len(b.step_fields) == STEP_FIELDS
     return b.build(step_buffer="step")

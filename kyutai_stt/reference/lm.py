@@ -71,6 +71,34 @@ def matvec(w: np.ndarray, x: np.ndarray, input_mode: int = INPUT_PLAIN, alpha: n
     return y
 
 
+INT8_BLOCK = 32   # inputs per scale of the int8 path (quantize_input.wgsl), one q4 scale block
+
+
+def quantize_int8(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_input.wgsl's rounding of in(x) [..., K] (K % 32 == 0): (q int8-valued [..., K], scale [..., K/32])
+    with q = round(v * 127 / amax) per 32-block (amax = max |v| of the block; q = 0 if 0), v ~= scale * q,
+    scale = amax / 127. Ties round to even, as WGSL's round()."""
+    v = np.asarray(v, np.float64)
+    blocks = v.reshape(*v.shape[:-1], -1, INT8_BLOCK)
+    amax = np.abs(blocks).max(axis=-1, keepdims=True)
+    q = np.rint(blocks * np.divide(127.0, amax, out=np.zeros_like(amax), where=amax > 0))
+    return q.reshape(v.shape).astype(np.int32), amax[..., 0] / 127.0
+
+
+def matvec_int8(w: np.ndarray, x: np.ndarray, input_mode: int = INPUT_PLAIN, alpha: np.ndarray | None = None,
+                eps: float = RMS_EPS, accumulate_into: np.ndarray | None = None) -> np.ndarray:
+    """The int8 path (quantize_input.wgsl, then matvec_int8.wgsl): matvec() with in(x) replaced by its int8
+    rounding scale * q (float64)."""
+    x = np.asarray(x, np.float64)
+    if input_mode == INPUT_RMS_NORM:
+        x = rms_norm(x, alpha, eps)
+    elif input_mode == INPUT_SWIGLU:
+        x = swiglu(x)
+    q, scale = quantize_int8(x)
+    rounded = (q.reshape(*q.shape[:-1], -1, INT8_BLOCK) * scale[..., None]).reshape(q.shape)
+    return matvec(w, rounded, accumulate_into=accumulate_into)
+
+
 def embed_sum(table: np.ndarray, ids: np.ndarray, table_rows: int, accumulate_into: np.ndarray | None = None,
               dtype=np.float64) -> np.ndarray:
     """embed_sum.wgsl: x = (accumulate_into or 0) + sum_t table[t * table_rows + ids[t]], in order t = 0, 1...

@@ -27,10 +27,11 @@ from pathlib import Path
 from kyutai_stt import __version__
 from kyutai_stt.atomic import SITE_MARKER, new_directory_for, replace_directory
 from kyutai_stt.config import stream_settings
+from kyutai_stt.engine import host
 from kyutai_stt.engine.plan import Plan
 from kyutai_stt.errors import UserError
-from kyutai_stt.models.lm import CPU_TUNING, GPU_SUBGROUP_TUNING, GPU_TUNING, Tuning, tensors_of
-from kyutai_stt.models.stt import build_stt_plan
+from kyutai_stt.models import variants
+from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.weights.package import MANIFEST, Package, open_package
 
 WEB_DIR = Path(__file__).parents[1] / "web"
@@ -48,9 +49,6 @@ NPM_MARKER = ".kyutai-stt-npm"           # marks an export_npm directory (not in
 # What a module of web/ loads of its siblings: static and dynamic imports, and new URL('./x.js', import.meta.url)
 # (the worker, the AudioWorklet).
 MODULE_REFERENCE = re.compile(r"""(?:from\s*|import\(\s*|new URL\(\s*)['"]\./([\w.-]+\.js)['"]""")
-# Variant name -> kernel launch shapes. runtime.js chooses: CPU/fallback adapter -> "cpu"; subgroups of >= 32
-# invocations -> "gpu-subgroup"; otherwise "gpu" (the same rule as models/lm.py's tuning_for natively).
-VARIANTS: dict[str, Tuning] = {"gpu": GPU_TUNING, "gpu-subgroup": GPU_SUBGROUP_TUNING, "cpu": CPU_TUNING}
 
 
 class SiteError(UserError, ValueError):
@@ -58,10 +56,8 @@ class SiteError(UserError, ValueError):
 
 
 def build_plans(package: Package) -> dict[str, Plan]:
-    """The whole-frame STT plan of an opened package, for every variant in VARIANTS."""
-    tensors = tensors_of(package)
-    return {name: build_stt_plan(package.config, tensors, package.manifest["tensors"], tuning)
-            for name, tuning in VARIANTS.items()}
+    """The whole-frame STT plan of an opened package, for every variant of data/variants.json."""
+    return {name: stt_plan(package, tuning) for name, tuning in variants.tunings().items()}
 
 
 def manifest_sha256(package_dir: str | Path) -> str:
@@ -70,9 +66,10 @@ def manifest_sha256(package_dir: str | Path) -> str:
 
 
 def plans_document(package: Package) -> dict:
-    """The content of plans.json for a package (a dev server can serve this without exporting). "stream": the
-    model's stream settings (config.stream_settings), the very values transcriber.py uses."""
-    return {"package_sha": manifest_sha256(package.root),
+    """The content of plans.json for a package (a dev server can serve this without exporting). "host" and
+    "rules": data/host.json and data/variants.json, as the native host reads them; "stream": the model's stream
+    settings (config.stream_settings), the very values transcriber.py uses."""
+    return {"package_sha": manifest_sha256(package.root), "host": host.document(), "rules": variants.rules(),
             "variants": {name: json.loads(plan.to_json()) for name, plan in build_plans(package).items()},
             "stream": stream_settings(package.config)}
 

@@ -6,7 +6,7 @@
             ...                                       # Word, Partial, EndOfTurn, Step (kyutai_stt.streaming.decoder)
     events = t.flush()                                # the last words, at once; then ready for a new stream
 
-Audio is downmixed and resampled to 24 kHz (resample.py), cut into 80 ms frames, and each frame is one
+Audio is downmixed and resampled to 24 kHz (resample.py), cut into 80 ms frames (framing.py), and each frame is one
 submission of the whole-frame plan (models/stt.py: the LM step, then Mimi, on the GPU). Results come back one
 frame late (engine/runtime.py pipelines the readback) and go through the delayed-streams decoder (streaming/decoder.py).
 """
@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.config import MAX_SILENCE_PREFIX_S, MIMI, stream_settings
+from kyutai_stt.config import MAX_SILENCE_PREFIX_S, stream_settings
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import AudioError
-from kyutai_stt.models.lm import tensors_of, tuning_for
-from kyutai_stt.models.stt import build_stt_plan
+from kyutai_stt.models.stt import stt_plan
+from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.decoder import DecoderConfig, Event, StreamDecoder
+from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.resample import StreamResampler
 from kyutai_stt.weights.package import Package, open_package
 
@@ -70,8 +71,7 @@ class Transcriber:
         self.decoder_config = replace(
             decoder, delay_steps=settings["delay_steps"] if decoder.delay_steps is None else decoder.delay_steps,
             silence_prefix=settings["silence_prefix"] if silence_prefix is None else silence_prefix)
-        tuning = tuning_for(*gpu.device_traits())
-        plan = build_stt_plan(self.package.config, tensors_of(self.package), self.package.manifest["tensors"], tuning)
+        plan = stt_plan(self.package, tuning_for(*gpu.device_traits()))
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
         self.stats = Stats()
@@ -95,21 +95,20 @@ class Transcriber:
         elif (sample_rate, channels) != (self._resampler.in_rate, self._resampler.channels):
             raise ValueError(f"this stream is {self._resampler.in_rate} Hz x {self._resampler.channels} channels; "
                              f"call flush() or reset() before feeding {sample_rate} Hz x {channels}")
-        return self._push(self._resampler.process(pcm), audio=True)
+        return self._push(self._resampler.process(pcm))
 
     def flush(self) -> list[Event]:
         """Release the last words now: pad the last frame, feed silence at full speed, drain the GPU. The
         transcriber is then ready for a new stream. A stream that received no audio gives nothing."""
         if self._resampler is None:
             return []
-        events = self._push(self._resampler.flush(), audio=True)
-        frames = -(-self._pending.size // MIMI.frame_size) + self.decoder_config.delay_steps + FLUSH_EXTRA_FRAMES
-        events += self._push(np.zeros(frames * MIMI.frame_size - self._pending.size, np.float32))
+        events = self._push(self._resampler.flush())
+        events += self._submit(self._framer.flush(self.decoder_config.delay_steps + FLUSH_EXTRA_FRAMES))
         start = time.perf_counter()
         results = self.engine.drain()
         self.stats.engine_seconds += time.perf_counter() - start
         events += self._decode(results)
-        events += self.decoder.finish(audio_end=self._stream_samples / MIMI.sample_rate)
+        events += self.decoder.finish(audio_end=self._stream_samples / self.package.mimi_config.sample_rate)
         self.engine.reset()
         self.decoder.reset()
         self._start_stream()
@@ -118,32 +117,30 @@ class Transcriber:
     def _start_stream(self) -> None:
         self._resampler = None            # made by the first feed(), for its rate and channel count
         self._stream_samples = 0          # caller's audio in this stream, 24 kHz samples
-        # 24 kHz samples not yet submitted (less than a frame after each _push); the stream starts with the prefix.
-        self._pending = np.zeros(int(round(self.decoder_config.silence_prefix * MIMI.sample_rate)), np.float32)
+        mimi = self.package.mimi_config   # the stream starts with the silence prefix
+        self._framer = Framer(mimi.frame_size, int(round(self.decoder_config.silence_prefix * mimi.sample_rate)))
 
-    def _push(self, mono: np.ndarray, audio: bool = False) -> list[Event]:
-        """Append 24 kHz samples (the caller's audio, or silence); submit every whole frame; decode the results
-        that came back."""
-        if audio:
-            self.stats.audio_seconds += mono.size / MIMI.sample_rate
-            self._stream_samples += mono.size
-        pending = np.concatenate([self._pending, mono.astype(np.float32, copy=False)])
-        whole = pending.size // MIMI.frame_size
+    def _push(self, mono: np.ndarray) -> list[Event]:
+        """Append the caller's 24 kHz samples; submit every whole frame; decode the results that came back."""
+        self.stats.audio_seconds += mono.size / self.package.mimi_config.sample_rate
+        self._stream_samples += mono.size
+        return self._submit(self._framer.push(mono))
+
+    def _submit(self, frames: list[np.ndarray]) -> list[Event]:
         events = []
-        for k in range(whole):
+        for frame in frames:
             start = time.perf_counter()
-            results = self.engine.submit({"pcm": pending[k * MIMI.frame_size:(k + 1) * MIMI.frame_size]})
+            results = self.engine.submit({"pcm": frame})
             self.stats.engine_seconds += time.perf_counter() - start
             self.stats.frames += 1
             events += self._decode(results)
-        self._pending = pending[whole * MIMI.frame_size:].copy()
         return events
 
     def _decode(self, results) -> list[Event]:
         events = []
         for r in results:
-            words = r.outputs["results"]
-            events += self.decoder.step(int(words[0]), words[1:].view(np.float32).tolist())
+            fields = self.engine.plan.decode("results", r.outputs["results"])
+            events += self.decoder.step(fields["token"][0], fields["vad"])
         return events
 
 

@@ -4,8 +4,9 @@
 
 import {adapterSummary, chooseVariant} from './runtime.js';
 
-// engine: SttClient.info after a load (null before, or when it failed).
-export async function collectDiagnostics(engine = null) {
+// engine: SttClient.info after a load (null before, or when it failed); plansUrl: the site's plans.json, whose
+// variant rules say which variant this adapter gets.
+export async function collectDiagnostics(engine = null, plansUrl = null) {
   const report = {
     time: new Date().toISOString(),
     userAgent: globalThis.navigator?.userAgent ?? '',
@@ -18,13 +19,24 @@ export async function collectDiagnostics(engine = null) {
   if (globalThis.navigator?.gpu) {
     try {
       const adapter = await navigator.gpu.requestAdapter({powerPreference: 'high-performance'});
-      report.adapter = adapter ? describeAdapter(adapter) : 'requestAdapter() returned null (WebGPU disabled or ' +
-        'the GPU blocklisted)';
+      report.adapter = adapter ? {...describeAdapter(adapter), variant: await variantOf(adapter, plansUrl)}
+        : 'requestAdapter() returned null (WebGPU disabled or the GPU blocklisted)';
     } catch (error) {
       report.adapter = `requestAdapter() failed: ${error?.message ?? error}`;
     }
   }
   return report;
+}
+
+async function variantOf(adapter, plansUrl) {
+  if (!plansUrl) return null;
+  try {
+    const response = await fetch(plansUrl);
+    if (!response.ok) return `unknown (plans.json: HTTP ${response.status})`;
+    return chooseVariant(adapter, await response.json());
+  } catch (error) {
+    return `unknown (plans.json: ${error?.message ?? error})`;
+  }
 }
 
 function describeAdapter(adapter) {
@@ -35,6 +47,5 @@ function describeAdapter(adapter) {
   }
   const limits = {};
   for (const key in adapter.limits) limits[key] = adapter.limits[key];
-  return {info, summary: adapterSummary(adapter), variant: chooseVariant(adapter),
-    features: [...adapter.features].sort(), limits};
+  return {info, summary: adapterSummary(adapter), features: [...adapter.features].sort(), limits};
 }

@@ -6,32 +6,20 @@
 // files as the native host, create one bind group per dispatch, reset.
 // Frame: write the step fields and the inputs, record every dispatch into one compute pass, copy the outputs into a
 // staging buffer, submit, then map that staging buffer. Readback is pipelined: a frame's submission waits only for
-// the readback of the frame READBACK_DEPTH earlier (whose staging buffer it reuses), never for the previous one.
+// the readback of the frame readbackDepth earlier (whose staging buffer it reuses), never for the previous one.
+// Host constants (readback depth, wanted limits) and the variant rules come with the plans (plans.json "host",
+// "rules": kyutai_stt/data/host.json and variants.json, the same data the native host reads).
 
 import {ErrorCode, SttError} from './errors.js';
 
 export const PLAN_FORMAT = 'kyutai-stt-plan';
 export const PLAN_VERSION = 1;
-// Frames in flight: 2 keeps the GPU busy while the host reads the previous frame's token (as engine/runtime.py).
-export const READBACK_DEPTH = 2;
 // Uniform bindings need 16-byte multiples.
 export const UNIFORM_ALIGN = 16;
 // resolveQuerySet writes at multiples of 256 bytes of its destination.
 const QUERY_RESOLVE_ALIGN = 256;
 // Plans spell features as wgpu-py does ("subgroup"); WebGPU's names differ.
 const WEBGPU_FEATURE = {'subgroup': 'subgroups', 'subgroups': 'subgroups', 'shader-f16': 'shader-f16'};
-// Limits the plan's buffers and kernels depend on: the device asks for the adapter's values, not the defaults
-// (the defaults are far below what most GPUs offer; engine/device.py's WANTED_LIMITS natively).
-export const WANTED_LIMITS = [
-  'maxStorageBufferBindingSize', 'maxBufferSize', 'maxUniformBufferBindingSize', 'maxStorageBuffersPerShaderStage',
-  'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY',
-  'maxComputeWorkgroupSizeZ', 'maxComputeWorkgroupStorageSize', 'maxComputeWorkgroupsPerDimension',
-  'maxBindGroups', 'maxBindingsPerBindGroup',
-];
-// Subgroup teams of the gpu-subgroup variant have 32 members (models/lm.py GPU_SUBGROUP_TUNING).
-export const SUBGROUP_VARIANT_MIN_SIZE = 32;
-// Adapters that are CPU rasterisers, by what they report (SwiftShader in Chrome, Mesa's llvmpipe/lavapipe).
-const CPU_ADAPTER = /swiftshader|llvmpipe|lavapipe|software|cpu/i;
 
 // ---- adapter and device -------------------------------------------------------------------------------------
 
@@ -57,17 +45,31 @@ export function adapterSummary(adapter) {
   };
 }
 
-export function isCpuAdapter(adapter) {
+// A CPU rasteriser (SwiftShader in Chrome, Mesa's llvmpipe/lavapipe), by what the adapter reports.
+export function isCpuAdapter(adapter, host) {
   const s = adapterSummary(adapter);
-  return s.isFallback || CPU_ADAPTER.test(`${s.architecture} ${s.description} ${s.device}`);
+  return s.isFallback || new RegExp(host.cpu_adapter_pattern, 'i').test(`${s.architecture} ${s.description} ${s.device}`);
 }
 
-// Which plan variant of plans.json suits this adapter (site/build.py VARIANTS; models/lm.py tuning_for natively).
-export function chooseVariant(adapter) {
-  if (isCpuAdapter(adapter)) return 'cpu';
+// The WGSL language features of this browser's WebGPU (an empty set where it reports none).
+export function wgslLanguageFeatures() {
+  return globalThis.navigator?.gpu?.wgslLanguageFeatures ?? new Set();
+}
+
+// Which plan variant suits this adapter: the first of plans.json's rules whose conditions all hold
+// (models/variants.py natively; features in wgpu-py's names, as plans spell them).
+export function chooseVariant(adapter, {rules, host}, languageFeatures = wgslLanguageFeatures()) {
   const s = adapterSummary(adapter);
-  if (adapter.features.has('subgroups') && s.subgroupMinSize >= SUBGROUP_VARIANT_MIN_SIZE) return 'gpu-subgroup';
-  return 'gpu';
+  const cpu = isCpuAdapter(adapter, host);
+  for (const rule of rules) {
+    if ((rule.cpu_adapter ?? cpu) === cpu &&
+        (rule.features ?? []).every((f) => adapter.features.has(WEBGPU_FEATURE[f] ?? f)) &&
+        s.subgroupMinSize >= (rule.min_subgroup_size ?? 0) &&
+        (rule.language_features ?? []).every((f) => languageFeatures.has(f))) {
+      return rule.variant;
+    }
+  }
+  throw new SttError(ErrorCode.PACKAGE_MISMATCH, 'plans.json: no variant rule holds (the last must have no condition)');
 }
 
 function webgpuFeatures(plan) {
@@ -86,9 +88,10 @@ export function planBytes(plan) {
   return plan.buffers.reduce((sum, b) => sum + b.size, 0);
 }
 
-// What stops this plan from running with these limits and features (and deviceMemoryGiB, when the browser says
-// it): [] when it fits.
-export function planProblems(plan, limits, features, deviceMemoryGiB) {
+// What stops this plan from running with these limits, features and WGSL language features (and deviceMemoryGiB,
+// when the browser says it): [] when it fits.
+export function planProblems(plan, limits, features,
+  {languageFeatures = wgslLanguageFeatures(), deviceMemoryGiB} = {}) {
   const problems = [];
   const needed = planBytes(plan);
   if (deviceMemoryGiB > 0 && needed > DEVICE_MEMORY_SHARE * deviceMemoryGiB * 2 ** 30) {
@@ -97,6 +100,9 @@ export function planProblems(plan, limits, features, deviceMemoryGiB) {
   }
   for (const f of webgpuFeatures(plan)) {
     if (!features.has(f)) problems.push(`the GPU lacks the feature "${f}"`);
+  }
+  for (const f of plan.required_language_features ?? []) {
+    if (!languageFeatures.has(f)) problems.push(`this browser's WGSL lacks the language feature "${f}"`);
   }
   const biggest = plan.buffers.reduce((a, b) => (b.size > a.size ? b : a));
   if (biggest.size > limits.maxStorageBufferBindingSize || biggest.size > limits.maxBufferSize) {
@@ -122,16 +128,17 @@ export function planProblems(plan, limits, features, deviceMemoryGiB) {
   return problems;
 }
 
-// A device with the adapter's own limits and exactly the features the plan needs; throws a clear SttError when
-// the plan does not fit the adapter.
-export async function requestDevice(adapter, plan, deviceMemoryGiB) {
+// A device with the adapter's own values of the wanted limits (plans.json host.wanted_limits: the spec defaults
+// are far below what most GPUs offer) and exactly the features the plan needs; throws a clear SttError when the
+// plan does not fit the adapter (or deviceMemoryGiB, navigator.deviceMemory where the browser says it).
+export async function requestDevice(adapter, plan, {wanted_limits: wantedLimits}, deviceMemoryGiB) {
   checkPlanFormat(plan);
-  const problems = planProblems(plan, adapter.limits, adapter.features, deviceMemoryGiB);
+  const problems = planProblems(plan, adapter.limits, adapter.features, {deviceMemoryGiB});
   if (problems.length) {
     throw new SttError(ErrorCode.ADAPTER_LIMITS, `This device cannot run the model: ${problems.join('; ')}.`);
   }
   const requiredLimits = {};
-  for (const name of WANTED_LIMITS) {
+  for (const name of wantedLimits) {
     if (adapter.limits[name] !== undefined) requiredLimits[name] = adapter.limits[name];
   }
   try {
@@ -142,6 +149,20 @@ export async function requestDevice(adapter, plan, deviceMemoryGiB) {
   } catch (error) {
     throw new SttError(ErrorCode.ADAPTER_LIMITS, `The GPU refused a device for the model: ${error.message}`);
   }
+}
+
+// An output's raw words (Uint32Array, as read back) -> {field name: values} by its buffer's fields (plan.py
+// Plan.decode natively): e.g. {token: [u32], vad: Float32Array}.
+export function decodeOutput(plan, role, words) {
+  const buffer = plan.buffers.find((b) => b.name === plan.outputs[role]);
+  const out = {};
+  let at = 0;
+  for (const f of buffer.fields) {
+    const View = f.dtype === 'f32' ? Float32Array : Uint32Array;
+    out[f.name] = new View(words.buffer, words.byteOffset + 4 * at, f.count);
+    at += f.count;
+  }
+  return out;
 }
 
 export function checkPlanFormat(plan) {
@@ -200,14 +221,15 @@ export function stepValue(field, frame) {
 export class PlanRuntime {
   // Buffers, compiled pipelines and bind groups, reset; the weights still to upload (uploadShard).
   // loadKernel(name) -> Promise<WGSL text>; onProgress({phase: 'compile', done, total}).
-  static async create(device, plan, {loadKernel, onProgress, readbackDepth = READBACK_DEPTH} = {}) {
+  static async create(device, plan, {loadKernel, onProgress, readbackDepth}) {
     const runtime = new PlanRuntime(device, plan, {readbackDepth});
     await runtime.compile(loadKernel, onProgress);
     return runtime;
   }
 
   // Creates the buffers (so weights can be uploaded while compile() runs).
-  constructor(device, plan, {readbackDepth = READBACK_DEPTH} = {}) {
+  // readbackDepth: frames in flight (plans.json host.readback_depth).
+  constructor(device, plan, {readbackDepth}) {
     checkPlanFormat(plan);
     this.device = device;
     this.plan = plan;

@@ -162,7 +162,8 @@ export interface Diagnostics {
   adapter: null | string | {
     info: Record<string, string | number | boolean>;
     summary: AdapterSummary;
-    variant: string;
+    /** The variant plans.json's rules give this adapter (null without a plans.json URL). */
+    variant: string | null;
     features: string[];
     limits: Record<string, number>;
   };

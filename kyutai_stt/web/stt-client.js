@@ -158,7 +158,7 @@ export class SttClient extends EventTarget {
   // reports (diagnostics.js). Works before load() and after a failed one.
   async diagnostics() {
     const {collectDiagnostics} = await import('./diagnostics.js');
-    return collectDiagnostics(this.info);
+    return collectDiagnostics(this.info, this.urls.plansUrl);
   }
 
   // Delete the cached model files (the next load downloads them again).

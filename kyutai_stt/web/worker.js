@@ -1,17 +1,20 @@
 // The inference worker: owns the GPU device, the plan runtime and the delayed-streams decoder. The page talks to it
 // through protocol.js messages; live audio arrives as 1920-sample frames on a MessagePort from the AudioWorklet.
 //
-// A stream mirrors kyutai_stt/streaming/transcriber.py: `silencePrefix` seconds of silence first, then the caller's 24 kHz
-// audio cut into frames (each one submission of the whole-frame plan), results decoded in frame order; a flush pads
-// the last frame, feeds delay_steps + FLUSH_EXTRA_FRAMES silent frames at full speed, releases the last words and
-// starts a new stream. All GPU work runs through one serial task queue, so requests (flush, reset, transcribe) act
+// A stream mirrors kyutai_stt/streaming/transcriber.py: framing.js (streaming/framing.py's twin) puts
+// `silencePrefix` seconds of silence first, then cuts the caller's 24 kHz audio into frames (each one submission of
+// the whole-frame plan); results are decoded in frame order; a flush pads the last frame, feeds delay_steps +
+// FLUSH_EXTRA_FRAMES silent frames at full speed, releases the last words and starts a new stream. All GPU work runs through one serial task queue, so requests (flush, reset, transcribe) act
 // after the audio that arrived before them. Submission never waits for the previous frame's readback (runtime.js).
 
 import {ErrorCode, SttError, errorPayload} from './errors.js';
+import {Framer} from './framing.js';
 import {clearCache, fetchManifest, loadShards} from './package.js';
 import {DEFAULT_MAX_BACKLOG_SECONDS, LivePacer} from './pacing.js';
 import {FromWorker, ToWorker} from './protocol.js';
-import {PlanRuntime, adapterSummary, chooseVariant, kernelFetcher, requestAdapter, requestDevice} from './runtime.js';
+import {
+  PlanRuntime, adapterSummary, chooseVariant, decodeOutput, kernelFetcher, requestAdapter, requestDevice,
+} from './runtime.js';
 import {StreamDecoder} from './stream.js';
 
 // The model's stream settings (delay_steps, the default silence prefix, whether it has a semantic VAD, what it is)
@@ -61,7 +64,7 @@ const HANDLERS = {
   [ToWorker.LOAD]: (msg) => enqueue(() => load(msg)),
   [ToWorker.START]: (msg) => enqueue(() => start(msg)),
   [ToWorker.STOP]: stop,
-  [ToWorker.AUDIO]: ({pcm}) => enqueue(() => { requireEngine(); return push(pcm, true); }),
+  [ToWorker.AUDIO]: ({pcm}) => enqueue(() => { requireEngine(); return push(pcm); }),
   [ToWorker.FLUSH]: () => enqueue(flush),
   [ToWorker.RESET]: () => enqueue(reset),
   [ToWorker.TRANSCRIBE]: (msg) => enqueue(() => transcribe(msg)),
@@ -95,16 +98,17 @@ async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix, dec
       'older kyutai-stt): re-run kyutai-stt export-web --model ... for this package.');
   }
   const adapter = await requestAdapter();
-  const chosen = variant ?? chooseVariant(adapter);
+  const chosen = variant ?? chooseVariant(adapter, plans);
   const plan = plans.variants?.[chosen];
   if (!plan) throw new SttError(ErrorCode.PACKAGE_MISMATCH, `plans.json has no "${chosen}" variant`);
   // testDeviceMemoryGiB: a test hook standing in for navigator.deviceMemory (a phone's); unset otherwise.
-  const device = await requestDevice(adapter, plan, testDeviceMemoryGiB ?? globalThis.navigator?.deviceMemory);
+  const memory = testDeviceMemoryGiB ?? globalThis.navigator?.deviceMemory;
+  const device = await requestDevice(adapter, plan, plans.host, memory);
   watchDevice(device);
   const tDevice = performance.now();
 
   // Pipelines compile while the shards download and upload.
-  const runtime = new PlanRuntime(device, plan);
+  const runtime = new PlanRuntime(device, plan, {readbackDepth: plans.host.readback_depth});
   let download, compile, warm;
   try {
     const compiled = timed(runtime.compile(kernelFetcher(kernelsUrl), (p) => post(FromWorker.PROGRESS, p)));
@@ -186,23 +190,21 @@ function watchDevice(device) {
 
 function newStream() {
   const {sampleRate, silencePrefix} = engine;
-  stream = {pending: new Float32Array(Math.round(silencePrefix * sampleRate)), samples: 0, words: 0, dropped: 0};
+  stream = {framer: new Framer(engine.frameSize, Math.round(silencePrefix * sampleRate)), samples: 0, words: 0,
+    dropped: 0};
 }
 
-// Append samples (the caller's audio, or silence) and submit every whole frame.
-async function push(samples, audio) {
-  const {frameSize} = requireEngine();
-  if (audio) {
-    stream.samples += samples.length;
-    for (const v of samples) stats.energy += v * v;
-    stats.samples += samples.length;
-  }
-  const all = new Float32Array(stream.pending.length + samples.length);
-  all.set(stream.pending);
-  all.set(samples, stream.pending.length);
-  let at = 0;
-  for (; at + frameSize <= all.length; at += frameSize) await submitFrame(all.slice(at, at + frameSize));
-  stream.pending = all.slice(at);
+// Append the caller's samples and submit every whole frame.
+async function push(samples) {
+  requireEngine();
+  stream.samples += samples.length;
+  for (const v of samples) stats.energy += v * v;
+  stats.samples += samples.length;
+  await submitFrames(stream.framer.push(samples));
+}
+
+async function submitFrames(frames) {
+  for (const frame of frames) await submitFrame(frame);
 }
 
 async function submitFrame(frame) {
@@ -215,9 +217,8 @@ async function submitFrame(frame) {
 
 function onResult({outputs, stageMs}, submittedAt) {
   if (!engine) return;                   // the device was lost meanwhile: its error was reported once
-  const words = outputs.results;
-  const vad = new Float32Array(words.buffer, words.byteOffset + 4, words.length - 1);
-  for (const event of engine.decoder.step(words[0], vad)) emit(event);
+  const {token, vad} = decodeOutput(engine.runtime.plan, 'results', outputs.results);
+  for (const event of engine.decoder.step(token[0], vad)) emit(event);
   // Service time: from submission, or from the previous result when this frame was queued behind it.
   const now = performance.now();
   const serviceMs = now - Math.max(submittedAt, stats.lastResultAt);
@@ -262,13 +263,12 @@ function queuedFrames() {
 
 async function flush() {
   requireEngine();
-  const {frameSize, decoder, runtime, sampleRate} = engine;
+  const {decoder, runtime, sampleRate} = engine;
   if (!stream.samples) {                 // no audio in this stream: nothing to release (as transcriber.py)
     await reset();
     return {stats: null};
   }
-  const frames = Math.ceil(stream.pending.length / frameSize) + decoder.config.delay_steps + FLUSH_EXTRA_FRAMES;
-  await push(new Float32Array(frames * frameSize - stream.pending.length), false);
+  await submitFrames(stream.framer.flush(decoder.config.delay_steps + FLUSH_EXTRA_FRAMES));
   await runtime.drain();
   await results;
   for (const event of decoder.finish(stream.samples / sampleRate)) emit(event);
@@ -315,7 +315,7 @@ async function start({port}) {
       if (pace) post(FromWorker.PACE, pace);
       enqueue(() => {
         const frame = session.pacer.take(performance.now());
-        return frame && push(frame, true);
+        return frame && push(frame);
       }).catch(reportError);
     } else if (data?.type === 'end') {
       ended();
@@ -346,7 +346,7 @@ async function transcribe({id, pcm}) {
   try {
     const chunk = REPORT_EVERY_FRAMES * frameSize;
     for (let at = 0; at < pcm.length; at += chunk) {
-      await push(pcm.subarray(at, at + chunk), true);
+      await push(pcm.subarray(at, at + chunk));
       post(FromWorker.TRANSCRIBE_PROGRESS, {id, done: Math.min(pcm.length, at + chunk), total: pcm.length});
     }
     const {stats: summary} = await flush();

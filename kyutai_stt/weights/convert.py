@@ -39,6 +39,7 @@ from kyutai_stt.weights.tokenizer import read_sentencepiece
 DEFAULT_SHARD_MB = 64
 CONFIG_FILE = "config.json"
 
+
 # ---- 3. From the checkpoint's files to package tensors ---------------------------------------------------------
 @dataclass(frozen=True)
 class Source:

@@ -17,7 +17,8 @@ import pytest
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
+from kyutai_stt.models.lm import lm_plan
+from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.weights.convert import convert
 from kyutai_stt.weights.package import open_package
 
@@ -36,7 +37,7 @@ def make_reference_tool():
 
 def engine_for(package) -> Engine:
     tuning = tuning_for(*gpu.device_traits())
-    return Engine(build_lm_plan(package.config, tensors_of(package), tuning), package.read_stream)
+    return Engine(lm_plan(package, tuning), package.read_stream)
 
 
 def run_teacher_forced(engine: Engine, input_tokens: np.ndarray, steps: int):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.lm import GPU_TUNING, MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.models.variants import tunings
 from kyutai_stt.reference import lm as ref
 
 STEPS = 20          # > 2 x the tiny context (8): the KV ring wraps twice
@@ -19,7 +20,7 @@ def tiny_package(tiny_packages):
 # Launch shapes change speed, never results: the GPU profile, and one with 3 attention splits over the ring of 8
 # (some empty early on) and small matvec teams, so the split + combine path runs too.
 # The third uses matvec_q4_subgroup for every matrix, with teams of 4 (any subgroup size here is >= 4).
-@pytest.mark.parametrize("tuning", [GPU_TUNING, Tuning({"default": MatvecTuning(64, 16, 2)}, 3),
+@pytest.mark.parametrize("tuning", [tunings()["gpu"], Tuning({"default": MatvecTuning(64, 16, 2)}, 3),
                                     Tuning({"default": MatvecTuning(64, 4, 2, subgroup=True)}, 8)],
                          ids=["gpu-tuning", "split-attention", "subgroup-matvec"])
 def test_plan_matches_numpy_reference(tiny_package, tuning):

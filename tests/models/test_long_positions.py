@@ -17,8 +17,9 @@ import pytest
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
+from kyutai_stt.models.lm import lm_plan
 from kyutai_stt.models.mimi import build_mimi_plan
+from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.reference import mimi as mr
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "long_positions_tiny_seed0"
@@ -35,7 +36,7 @@ def fixture():
 @pytest.fixture(scope="module")
 def lm_engine(tiny_packages):
     package = tiny_packages("f16")
-    return Engine(build_lm_plan(package.config, tensors_of(package), tuning_for(*gpu.device_traits())),
+    return Engine(lm_plan(package, tuning_for(*gpu.device_traits())),
                   package.read_stream)
 
 

@@ -12,9 +12,10 @@ from kyutai_stt.config import MIMI
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import Plan
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.lm import build_lm_plan, tensors_of, tuning_for
+from kyutai_stt.models.lm import lm_plan
 from kyutai_stt.models.mimi import build_mimi_plan
-from kyutai_stt.models.stt import build_stt_plan
+from kyutai_stt.models.stt import stt_plan
+from kyutai_stt.models.variants import tuning_for
 
 AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "speech_en_fr_24k.wav"
 FRAMES = 12      # > the tiny LM's context of 8: the LM ring wraps inside the whole-frame run too
@@ -43,12 +44,12 @@ def test_whole_frame_equals_mimi_then_lm(package):
     tuning = tuning_for(*gpu.device_traits())
     tensors = package.manifest["tensors"]
     pcm = fixture_frames(FRAMES)
-    whole = run(build_stt_plan(package.config, tensors_of(package), tensors, tuning), package,
+    whole = run(stt_plan(package, tuning), package,
                 [{"pcm": frame} for frame in pcm])
     codes = [r.outputs["codes"] for r in run(build_mimi_plan(tensors, tuning=tuning.mimi), package,
                                               [{"pcm": frame} for frame in pcm])]
     start = np.full(package.config.n_q, package.config.card, np.uint32)
-    lm_only = run(build_lm_plan(package.config, tensors_of(package), tuning), package,
+    lm_only = run(lm_plan(package, tuning), package,
                   [{"codes": c} for c in [start] + codes[:-1]])
     assert len({tuple(c) for c in codes}) > FRAMES // 2, "Mimi codes barely vary: the comparison says little"
     for k, (a, b) in enumerate(zip(whole, lm_only)):
@@ -59,7 +60,7 @@ def test_stages_mark_the_lm_then_mimi_and_survive_json(package):
     """The plan names its stages so a host can time them (the app's "LM x ms, Mimi y ms"): the LM's dispatches
     come first, Mimi's from the first conv."""
     tuning = tuning_for(*gpu.device_traits())
-    plan = build_stt_plan(package.config, tensors_of(package), package.manifest["tensors"], tuning)
+    plan = stt_plan(package, tuning)
     assert [(s.name, s.first) for s in plan.stages][0] == ("lm", 0)
     mimi = plan.stages[1]
     assert mimi.name == "mimi" and plan.dispatches[mimi.first].label.startswith("mimi")

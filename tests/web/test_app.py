@@ -1,46 +1,28 @@
 """The app end to end in headless Chromium: the page loads the tiny package with a progress bar, a fake microphone
 plays speech and words and an end of turn appear, file transcription equals the native engine's, downloads, the
-network stays on localhost, and the failures a user can meet show a message that says what to do."""
+network stays on localhost (the failures a user can meet: test_app_failures.py)."""
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
-import tempfile
 import wave
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
-from chromium import AUDIO, CHROMIUM, CHROMIUM_ARGS, microphone_args, write_microphone_wav
+from chromium import (
+    AUDIO,
+    RUN_TIMEOUT_MS,
+    open_app,
+    wait_state,
+)
 
 from kyutai_stt.streaming import formats
 from kyutai_stt.streaming.transcriber import Transcriber
 
-LOAD_TIMEOUT_MS = 300_000          # SwiftShader compiles ~50 pipelines and the tiny model's full-size Mimi
-RUN_TIMEOUT_MS = 600_000           # every frame of the full-size Mimi encoder on a CPU rasteriser: ~1 s each
 EOT_THRESHOLD = 0.2                # random weights: a lower end-of-turn threshold makes one likely in 2 s
 FILE_SECONDS = 1.5
-
-
-def open_app(context, server, query: str = "silence=0"):
-    page = context.new_page()
-    console, requests = [], []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    page.on("pageerror", lambda e: console.append(f"error: uncaught {e}"))
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(f"{server.url}/index.html?{query}")
-    return page, console, requests
-
-
-def wait_state(page, states, timeout=LOAD_TIMEOUT_MS, console=()):
-    try:
-        page.wait_for_function(f"{json.dumps(states)}.includes(document.body.dataset.state)", timeout=timeout)
-    except Exception as e:
-        raise AssertionError(f"page state {page.evaluate('document.body.dataset.state')!r}, expected {states}: "
-                             f"{e}\nconsole:\n" + "\n".join(list(console)[-20:])) from None
-    return page.evaluate("document.body.dataset.state")
 
 
 def test_microphone_words_end_of_turn_screenshot_and_no_foreign_requests(browser, server, tmp_path):
@@ -123,71 +105,3 @@ def test_file_transcription_equals_the_native_engine_and_downloads(browser, serv
     assert Path(download.value.path()).read_text() == \
         formats.to_text(expected, page.evaluate("window.sttApp.transcript.endOfTurns"))
     page.close()
-
-
-def test_corrupt_shard_is_named_and_retry_recovers(browser, server):
-    page, console, _ = open_app(browser, server)
-    assert wait_state(page, ["ready", "error"], console=console) == "ready"
-    page.click("#clear-cache")
-    page.wait_for_function("document.getElementById('progress-text').textContent.includes('deleted')")
-    page.close()
-    shard = json.loads((server.root / "model" / "manifest.json").read_text())["files"][0]["name"]
-    server.corrupt(f"/model/{shard}", 1000)
-    try:
-        page, console, _ = open_app(browser, server)
-        assert wait_state(page, ["ready", "error"], console=console) == "error"
-        assert page.get_attribute("#error", "data-code") == "integrity"
-        assert shard in page.inner_text("#error-message")
-        assert page.inner_text("#error-fix")
-    finally:
-        server.clear_overrides()
-    page.click("#retry")
-    assert wait_state(page, ["ready", "error"], console=console) == "ready", page.inner_text("#error")
-    page.close()
-
-
-def launch(playwright, extra_args: list[str], without: tuple[str, ...] = ()):
-    """A second Chromium with other flags (no WebGPU, or no fake microphone permission)."""
-    profile = tempfile.mkdtemp(prefix="kyutai-stt-chromium-")
-    args = [a for a in CHROMIUM_ARGS if a not in without] + extra_args
-    context = playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=args,
-                                                            headless=False)
-
-    def close():
-        context.close()
-        shutil.rmtree(profile, ignore_errors=True)
-    return context, close
-
-
-def test_no_webgpu_says_which_browsers_work(server, playwright):
-    context, close = launch(playwright, [], without=("--enable-unsafe-webgpu",))
-    try:
-        page, _, _ = open_app(context, server)
-        assert wait_state(page, ["ready", "error"]) == "error"
-        assert page.get_attribute("#error", "data-code") == "no-webgpu"
-        assert "WebGPU" in page.inner_text("#error-message")
-        assert "Chrome" in page.inner_text("#error-fix")
-        assert page.is_disabled("#mic")
-        page.click("#diagnostics summary")         # the bug report works without WebGPU too
-        page.wait_for_function("document.getElementById('diagnostics-text').textContent.startsWith('{')")
-        report = json.loads(page.inner_text("#diagnostics-text"))
-        # This Chromium without the flag has navigator.gpu but no adapter for SwiftShader (blocklisted).
-        assert report["webgpu"] == "present" and report["adapter"].startswith("requestAdapter() returned null")
-        assert report["page"]["lastError"]["code"] == "no-webgpu" and report["userAgent"]
-    finally:
-        close()
-
-
-def test_microphone_denied_says_how_to_allow_it(server, playwright, tmp_path):
-    mic = write_microphone_wav(tmp_path / "mic.wav")
-    args = [a for a in microphone_args(mic) if a != "--use-fake-ui-for-media-stream"]
-    context, close = launch(playwright, args)
-    try:
-        page, console, _ = open_app(context, server)
-        assert wait_state(page, ["ready", "error"], console=console) == "ready"
-        page.click("#mic")              # headless Chromium without the fake-UI flag denies the permission prompt
-        assert wait_state(page, ["error"], timeout=30_000, console=console) == "error"
-        assert page.get_attribute("#error", "data-code") == "mic-denied"
-        assert "Allow microphone access" in page.inner_text("#error-fix")
-    finally:
-        close()

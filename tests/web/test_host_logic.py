@@ -1,5 +1,6 @@
-"""The browser's host logic equals Python's: the delayed-streams decoder (web/stream.js) on the shared vectors, and
-the transcript downloads (web/formats.js) against kyutai_stt/streaming/formats.py."""
+"""The browser's host logic equals Python's: the delayed-streams decoder (web/stream.js) and the stream framing
+(web/framing.js) on the shared vectors, and the transcript downloads (web/formats.js) against
+kyutai_stt/streaming/formats.py."""
 from __future__ import annotations
 
 import json
@@ -29,6 +30,20 @@ def test_stream_js_matches_vector(page, path):
     vector = json.loads(path.read_text(encoding="utf-8"))
     got = page.page.evaluate(DECODE, vector)
     assert make_stream_vectors.events_equal(got, vector["events"]), f"\n got:      {got}\n expected: {vector['events']}"
+
+
+FRAMING = json.loads((ROOT / "tests" / "vectors" / "framing.json").read_text())["cases"]
+FRAME = """async (c) => {
+  const {Framer} = await import('/framing.js');
+  const framer = new Framer(c.frame_size, c.prefix);
+  return c.operations.map(([op, arg]) => (op === 'push' ? framer.push(Float32Array.from(arg)) : framer.flush(arg))
+    .map((frame) => Array.from(frame)));
+}"""
+
+
+@pytest.mark.parametrize("case", FRAMING, ids=lambda c: c["name"])
+def test_framing_js_matches_vector(page, case):
+    assert page.page.evaluate(FRAME, case) == case["frames"]
 
 
 class W:

@@ -15,9 +15,8 @@ import wave
 from pathlib import Path
 
 import numpy as np
-from chromium import AUDIO
+from chromium import AUDIO, RUN_TIMEOUT_MS, open_app, wait_state
 from PIL import Image
-from test_app import RUN_TIMEOUT_MS, open_app, wait_state
 
 from kyutai_stt.site import build as webapp
 from kyutai_stt.site.build import SERVICE_WORKER, SITE_MARKER, WEB_DIR, app_files, export_site

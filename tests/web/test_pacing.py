@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_app import open_app, wait_state
+from chromium import open_app, wait_state
 
 PACER = """async ([script, frameMs, maxBacklogSeconds]) => {
   const {LivePacer} = await import('/pacing.js');

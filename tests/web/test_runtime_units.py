@@ -3,11 +3,15 @@ the AudioWorklet's resampler (run as a plain module, in the same 128-sample bloc
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 OUT_RATE = 24_000
+INT8 = "packed_4x8_integer_dot_product"
+VARIANT_CASES = json.loads((Path(__file__).parents[1] / "vectors" / "variant_choice.json").read_text())["cases"]
 # Spec defaults of WebGPU (platform.md §3), and an adapter far below them.
 DEFAULT_LIMITS = {"maxStorageBufferBindingSize": 128 << 20, "maxBufferSize": 256 << 20,
                   "maxStorageBuffersPerShaderStage": 8, "maxComputeInvocationsPerWorkgroup": 256,
@@ -16,18 +20,9 @@ TINY_LIMITS = {**DEFAULT_LIMITS, "maxStorageBufferBindingSize": 1 << 16, "maxCom
                "maxComputeWorkgroupSizeX": 64}
 
 
-@pytest.mark.parametrize("adapter, variant", [
-    ({"info": {"architecture": "swiftshader", "vendor": "google"}, "features": ["subgroups"]}, "cpu"),
-    ({"info": {"isFallbackAdapter": True, "vendor": "mesa"}}, "cpu"),
-    ({"info": {"description": "llvmpipe (LLVM 15.0.6, 256 bits)"}}, "cpu"),
-    ({"info": {"vendor": "nvidia", "architecture": "hopper", "subgroupMinSize": 32, "subgroupMaxSize": 32},
-      "features": ["subgroups", "shader-f16"]}, "gpu-subgroup"),
-    ({"info": {"vendor": "intel", "architecture": "gen-12lp", "subgroupMinSize": 8, "subgroupMaxSize": 32},
-      "features": ["subgroups"]}, "gpu"),
-    ({"info": {"vendor": "apple", "architecture": "metal-3", "subgroupMinSize": 32}}, "gpu"),   # no feature
-])
-def test_variant_choice(page, adapter, variant):
-    assert page.call("variantFor", adapter) == variant
+@pytest.mark.parametrize("case", VARIANT_CASES, ids=lambda c: c["variant"])
+def test_variant_choice(page, case):
+    assert page.call("variantFor", case["adapter"]) == case["variant"]
 
 
 def test_limits_check(page):
@@ -39,6 +34,10 @@ def test_limits_check(page):
     assert any("invocations per workgroup" in p for p in problems)
     missing = page.call("planFit", {"variant": "gpu-subgroup", "limits": DEFAULT_LIMITS, "features": []})
     assert missing == ['the GPU lacks the feature "subgroups"']
+    missing = page.call("planFit", {"variant": "gpu-int8", "limits": DEFAULT_LIMITS, "features": []})
+    assert missing == [f'this browser\'s WGSL lacks the language feature "{INT8}"']
+    assert page.call("planFit", {"variant": "gpu-int8", "limits": DEFAULT_LIMITS, "features": [],
+                                 "languageFeatures": [INT8]}) == []
     error = page.call("deviceError", {"variant": "gpu", "limits": TINY_LIMITS})
     assert error["code"] == "adapter-limits" and "cannot run the model" in error["message"]
 

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from kyutai_stt.engine.plan import Plan
-from kyutai_stt.models.lm import CPU_TUNING, GPU_SUBGROUP_TUNING, GPU_TUNING, tensors_of
-from kyutai_stt.models.stt import build_stt_plan
+from kyutai_stt.models import variants
+from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.site.build import KERNEL_DIR, WEB_DIR, SiteError, build_plans, export_site
 
 ENGINE_MODULES = ("runtime.js", "package.js", "worker.js", "protocol.js", "errors.js", "audio-processor.js",
@@ -29,13 +29,16 @@ def test_site_layout_plans_and_model(site, tiny_packages):
 
     document = json.loads((site / "plans.json").read_text())
     assert document["package_sha"] == hashlib.sha256((package.root / "manifest.json").read_bytes()).hexdigest()
-    tunings = {"gpu": GPU_TUNING, "gpu-subgroup": GPU_SUBGROUP_TUNING, "cpu": CPU_TUNING}
-    assert set(document["variants"]) == set(tunings)
+    tunings = variants.tunings()
+    assert set(document["variants"]) == set(tunings) == {"gpu", "gpu-subgroup", "gpu-int8", "gpu-int8-subgroup", "cpu"}
     for name, tuning in tunings.items():
-        expected = build_stt_plan(package.config, tensors_of(package), package.manifest["tensors"], tuning)
-        assert Plan.from_json(json.dumps(document["variants"][name])) == expected, name
+        assert Plan.from_json(json.dumps(document["variants"][name])) == stt_plan(package, tuning), name
+    assert document["rules"] == variants.rules() and document["host"]["readback_depth"] == 2
     assert document["variants"]["gpu-subgroup"]["required_features"] == ["subgroup"]
     assert document["variants"]["cpu"]["required_features"] == []
+    assert document["variants"]["gpu-int8"]["required_language_features"] == ["packed_4x8_integer_dot_product"]
+    assert document["variants"]["gpu-int8-subgroup"]["required_features"] == ["subgroup"]
+    assert document["variants"]["gpu"]["required_language_features"] == []
 
 
 def test_reexport_replaces_atomically_and_strangers_are_left_alone(tmp_path, tiny_packages, monkeypatch):
@@ -47,6 +50,7 @@ def test_reexport_replaces_atomically_and_strangers_are_left_alone(tmp_path, tin
     assert (out / "plans.json").is_file() and not (out / "model").exists() and not (out / "stale.txt").exists()
 
     from kyutai_stt.site import build as webapp
+
     def broken(site, *args):
         (site / "half-written").write_text("x")
         raise OSError("disk full")

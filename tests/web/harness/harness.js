@@ -1,6 +1,6 @@
 // Test harness: window.harness.* functions that the Python tests call through Playwright (tests/web/conftest.py
 // Page.call). Arrays cross the boundary as base64 strings of their raw little-endian bytes.
-import {chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice, WANTED_LIMITS}
+import {chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice}
   from '/runtime.js';
 import {clearCache, fetchManifest, loadShards, sha256Hex} from '/package.js';
 import {Resampler} from '/audio-processor.js';
@@ -28,7 +28,8 @@ const pipelines = new Map();
 async function device() {
   if (!kernelDevice) {
     const adapter = await requestAdapter();
-    const requiredLimits = Object.fromEntries(WANTED_LIMITS.map((n) => [n, adapter.limits[n]]));
+    const {host} = await sitePlans();
+    const requiredLimits = Object.fromEntries(host.wanted_limits.map((n) => [n, adapter.limits[n]]));
     const requiredFeatures = ['subgroups'].filter((f) => adapter.features.has(f));
     kernelDevice = await adapter.requestDevice({requiredLimits, requiredFeatures});
     kernelDevice.onuncapturederror = (e) => console.error(`uncaptured WebGPU error: ${e.error.message}`);
@@ -128,17 +129,20 @@ async function sitePlans() {
   return (await fetch(new URL('plans.json', SITE))).json();
 }
 
+// adapter.languageFeatures: the WGSL language features to pretend (default none, whatever this browser has).
 async function variantFor(adapter) {
-  return chooseVariant(fakeAdapter(adapter));
+  return chooseVariant(fakeAdapter(adapter), await sitePlans(), new Set(adapter.languageFeatures ?? []));
 }
 
-async function planFit({variant, limits, features, deviceMemoryGiB}) {
-  return planProblems((await sitePlans()).variants[variant], limits, new Set(features), deviceMemoryGiB);
+async function planFit({variant, limits, features, languageFeatures = [], deviceMemoryGiB}) {
+  return planProblems((await sitePlans()).variants[variant], limits, new Set(features),
+    {languageFeatures: new Set(languageFeatures), deviceMemoryGiB});
 }
 
 async function deviceError({variant, ...adapter}) {
   try {
-    await requestDevice(fakeAdapter(adapter), (await sitePlans()).variants[variant]);
+    const plans = await sitePlans();
+    await requestDevice(fakeAdapter(adapter), plans.variants[variant], plans.host);
     return null;
   } catch (error) {
     return {code: error.code, message: error.message};

@@ -1,0 +1,119 @@
+// Rounds a matvec input to int8 once per step, for the int8 path of q4 matrices (matvec_int8.wgsl and its subgroup
+// variant): every q4 matvec reading the vector then multiplies integers (dot4I8Packed) instead of converting each
+// weight to f32. This file itself needs no language feature (it packs bytes without pack4xI8).
+//
+//   x: [BATCH, X_STRIDE] f32, one row per stream; in(x)[s, :COLUMNS] by INPUT_MODE, as matvec.wgsl:
+//        0 = PLAIN: x[s, k];  1 = RMS_NORM: x[s, k] * alpha[k] * inverseSqrt(mean_k(x[s, :COLUMNS]^2) + EPS);
+//        2 = SWIGLU: silu(x[s, k]) * x[s, COLUMNS + k]
+//   per block b of 32 inputs (k = 32 b + i) of stream s:
+//        q[s, k] = round(in(x)[s, k] * 127 / amax)   in -127..127, amax = max_{k in b} |in(x)[s, k]| (q = 0 if 0)
+//   xq: u32[BATCH, COLUMNS / 4], 8 words per block: for each group j < 4 of 8 inputs (32 b + 8 j + 0..7), word
+//        8 b + 2 j packs the even inputs (+0, +2, +4, +6) and word 8 b + 2 j + 1 the odd ones (+1, +3, +5, +7),
+//        one int8 per byte, low byte first: the order in which a q4 word's nibbles come out of (word & 0x0F0F0F0F)
+//        and ((word >> 4) & 0x0F0F0F0F) (kyutai_stt/quant.py: nibble i of word j is weight 8 j + i)
+//   xs: vec2<f32>[BATCH, COLUMNS / 32]: (scale, sum) per block, in(x)[s, k] ~= scale * q[s, k] with scale =
+//        amax / 127, sum = sum_{k in b} q[s, k] (an integer, exact in f32: |sum| <= 4064)
+// The rounding moves each input by at most scale / 2 (tests/kernels/test_matvec_int8.py; docs/kernels.md).
+//
+// Bindings (group 0): 0 = x (read, as vec4<f32>), 1 = alpha (read, [COLUMNS] f32: read only in RMS_NORM mode but
+//   always bound; bind x otherwise), 2 = xq (read_write), 3 = xs (read_write).
+// Dispatch: (ceil(COLUMNS / 8 / WORKGROUP_SIZE), BATCH, 1) workgroups: one invocation per 8 inputs (4 per block),
+//   one stream per workgroup row. Constraints (the host checks them): COLUMNS % 64 == 0 (q4's), X_STRIDE % 4 == 0,
+//   WORKGROUP_SIZE a power of two >= 4.
+// Structure, for latency (it runs between two dependent matvecs): one round of loads, the block's largest value
+// and integer sum exchanged through workgroup memory. In RMS_NORM mode every workgroup sums the squares of its
+// stream's whole input itself (COLUMNS floats, from the cache): cheaper than a second dispatch.
+
+override COLUMNS: u32;
+override BATCH: u32 = 1u;
+override X_STRIDE: u32 = select(COLUMNS, 2u * COLUMNS, INPUT_MODE == 2u);
+override INPUT_MODE: u32 = 0u;
+override EPS: f32 = 1e-8;
+override WORKGROUP_SIZE: u32 = 256u;
+
+const MODE_RMS_NORM = 1u;
+const MODE_SWIGLU = 2u;
+const BLOCK = 32u;
+// Inputs per invocation: one group of the packing order, two vec4 loads.
+const GROUP = 8u;
+
+@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> alpha: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> xq: array<u32>;
+@group(0) @binding(3) var<storage, read_write> xs: array<vec2<f32>>;
+
+// Per invocation: its group's largest |input|, then its integers' sum (read by the block's 4 invocations).
+var<workgroup> largest: array<f32, WORKGROUP_SIZE>;
+var<workgroup> integer_sums: array<i32, WORKGROUP_SIZE>;
+var<workgroup> squares: array<f32, WORKGROUP_SIZE>;
+
+fn silu(v: vec4<f32>) -> vec4<f32> {
+    // v * sigmoid(v), taking exp of non-positive arguments only (no overflow for large |v|).
+    let e = exp(-abs(v));
+    return v * select(e / (1.0 + e), 1.0 / (1.0 + e), v >= vec4<f32>(0.0));
+}
+
+// Four integers in -127..127 as the bytes of one word, the first in the low byte (pack4xI8 without its feature).
+fn pack_int8(v: vec4<i32>) -> u32 {
+    let bytes = bitcast<vec4<u32>>(v) & vec4<u32>(0xFFu);
+    return bytes.x | (bytes.y << 8u) | (bytes.z << 16u) | (bytes.w << 24u);
+}
+
+// The stream's RMSNorm factor inverseSqrt(mean(x^2) + EPS), reduced over the workgroup (every lane gets it).
+fn rms_factor(stream: u32, lane: u32) -> f32 {
+    var sum = 0.0;
+    for (var i = lane; i < COLUMNS / 4u; i += WORKGROUP_SIZE) {
+        let v = x[stream * X_STRIDE / 4u + i];
+        sum += dot(v, v);
+    }
+    squares[lane] = sum;
+    workgroupBarrier();
+    for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
+        if (lane < half) {
+            squares[lane] += squares[lane + half];
+        }
+        workgroupBarrier();
+    }
+    return inverseSqrt(squares[0] / f32(COLUMNS) + EPS);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let stream = workgroup.y;
+    let group = workgroup.x * WORKGROUP_SIZE + lane;
+    // Past the end, a whole block of invocations repeats the last group (barriers need every invocation; blocks
+    // are 4 aligned invocations and COLUMNS / 8 is a multiple of 4) and writes nothing.
+    let valid = group < COLUMNS / GROUP;
+    let g = min(group, COLUMNS / GROUP - 1u);
+    let first = (stream * X_STRIDE + g * GROUP) / 4u;
+    var low = x[first];        // inputs 8g .. 8g+3
+    var high = x[first + 1u];  // inputs 8g+4 .. 8g+7
+    if (INPUT_MODE == MODE_RMS_NORM) {
+        let norm = rms_factor(stream, lane);
+        low *= alpha[2u * g] * norm;
+        high *= alpha[2u * g + 1u] * norm;
+    } else if (INPUT_MODE == MODE_SWIGLU) {
+        low = silu(low) * x[first + COLUMNS / 4u];
+        high = silu(high) * x[first + 1u + COLUMNS / 4u];
+    }
+    let m = max(abs(low), abs(high));
+    largest[lane] = max(max(m.x, m.y), max(m.z, m.w));
+    workgroupBarrier();
+    let base = lane & ~3u;  // the block's first invocation
+    let amax = max(max(largest[base], largest[base + 1u]), max(largest[base + 2u], largest[base + 3u]));
+    let inverse = select(0.0, 127.0 / amax, amax > 0.0);
+    let q_low = vec4<i32>(round(low * inverse));
+    let q_high = vec4<i32>(round(high * inverse));
+    let total = q_low + q_high;
+    integer_sums[lane] = total.x + total.y + total.z + total.w;
+    workgroupBarrier();
+    if (valid) {
+        let word = (stream * COLUMNS + g * GROUP) / 4u;
+        xq[word] = pack_int8(vec4<i32>(q_low.x, q_low.z, q_high.x, q_high.z));       // even inputs
+        xq[word + 1u] = pack_int8(vec4<i32>(q_low.y, q_low.w, q_high.y, q_high.w));  // odd inputs
+        if (lane == base) {
+            let sum = integer_sums[base] + integer_sums[base + 1u] + integer_sums[base + 2u] + integer_sums[base + 3u];
+            xs[stream * (COLUMNS / BLOCK) + g / 4u] = vec2<f32>(amax / 127.0, f32(sum));
+        }
+    }
+}

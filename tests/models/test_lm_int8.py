@@ -1,0 +1,128 @@
+"""The int8 path of q4 matrices in the LM plan (quantize_input + matvec_int8), against the portable path on the same
+q4 package: its numeric effect, measured and bounded, on the official fixture's teacher-forced inputs.
+
+The native host picks the int8 path where WGSL has dot4I8Packed on a GPU adapter (models/variants.py,
+data/variants.json); here on lavapipe the plans are built with explicit tunings, so both paths run on the same
+device: the portable one (matvec.wgsl, the parity path of tests/models/test_lm_parity.py) and the int8 one, with
+and without subgroups.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.plan import INT8_DOT
+from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.models.variants import tuning_for, tunings
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_tiny_seed0"
+PORTABLE = Tuning({"default": MatvecTuning(64, 16, 2)}, 8)
+INT8 = Tuning(PORTABLE.matvec, 8, int8_matvec={"default": MatvecTuning(64, 16, 1)})
+# Teams of 4: every adapter's subgroups are at least that wide (lavapipe 8, SwiftShader 4).
+INT8_SUBGROUP = Tuning(PORTABLE.matvec, 8, int8_matvec={"default": MatvecTuning(64, 4, 2, subgroup=True)})
+# Logits: the int8 path rounds each matvec input by up to 1/254 of its block's largest value; through the tiny LM
+# that moved the logits by at most 1.0e-2 of max |logit| (relative RMS 6.4e-3) on lavapipe; 2e-2 leaves room for
+# other adapters' summation orders, while a wrong scale, sum or input order moves them by tens of percent.
+LOGIT_TOLERANCE = 2e-2         # of max |logit|, per step
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    return dict(np.load(FIXTURE.with_suffix(".npz")))
+
+
+def teacher_forced(package, tuning: Tuning, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [steps, text_card], tokens [steps]) with the official run's input tokens fed at every step."""
+    engine = Engine(build_lm_plan(package.config, tensors_of(package), tuning), package.read_stream)
+    logits, tokens = [], []
+    for step in inputs:
+        engine.submit({"codes": step[1:].astype(np.uint32), "token": np.array([step[0]], np.uint32)})
+        (result,) = engine.drain()
+        logits.append(engine.read("lm.logits").view(np.float32))
+        tokens.append(int(result.outputs["results"][0]))
+    return np.stack(logits), np.array(tokens)
+
+
+def test_int8_plan_uses_the_int8_kernels_for_q4_matrices_only(tiny_packages):
+    package = tiny_packages("q4-small")    # q4 and q8 matrices: the q8 ones keep the portable kernel
+    plan = build_lm_plan(package.config, tensors_of(package), tunings()["gpu-int8"])
+    kernels = {d.label: next(p.kernel for p in plan.pipelines if p.name == d.pipeline) for d in plan.dispatches}
+    tensors = tensors_of(package)
+    for name, t in tensors.items():
+        if name in kernels and len(t.shape) == 2 and name != "vad_heads":
+            assert kernels[name] == ("matvec_int8" if t.quant == "q4" else "matvec"), name
+            assert (kernels.get(f"{name} input to int8") == "quantize_input") == (t.quant == "q4"), name
+    assert plan.required_language_features == [INT8_DOT]
+    assert build_lm_plan(package.config, tensors, PORTABLE).required_language_features == []
+
+
+def test_tuning_follows_the_device():
+    assert tuning_for("DiscreteGPU", ("subgroup",), 32, "", (INT8_DOT,)).int8_matvec["attn_qkv"].subgroup
+    assert not tuning_for("DiscreteGPU", ("subgroup",), 16, "", (INT8_DOT,)).int8_matvec["attn_qkv"].subgroup
+    assert tuning_for("DiscreteGPU", ("subgroup",), 32, "", ()).int8_matvec == {}
+    assert tuning_for("CPU", ("subgroup",), 32, "", (INT8_DOT,)).int8_matvec == {}     # lavapipe: portable
+
+
+@pytest.mark.parametrize("int8", [INT8, INT8_SUBGROUP], ids=["int8", "int8-subgroup"])
+def test_int8_path_against_the_portable_path(tiny_packages, arrays, int8, capsys):
+    assert INT8_DOT in gpu.wgsl_language_features(), "Naga accepts dot4I8Packed on every adapter"
+    package = tiny_packages("q4")
+    inputs = arrays["lm_input_tokens"]                     # 40 steps = 5 x the tiny context: the ring wraps
+    portable_logits, portable_tokens = teacher_forced(package, PORTABLE, inputs)
+    int8_logits, int8_tokens = teacher_forced(package, int8, inputs)
+
+    scale = np.abs(portable_logits).max(axis=1, keepdims=True)
+    worst = float((np.abs(int8_logits - portable_logits) / scale).max())
+    relative_rms = float(np.sqrt(((int8_logits - portable_logits) ** 2).mean() / (portable_logits**2).mean()))
+    top2 = np.sort(portable_logits, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 2 * LOGIT_TOLERANCE * scale[:, 0]
+    official = arrays["lm_tokens"][:len(inputs)]
+    with capsys.disabled():
+        print(f"\n[int8 path vs portable, tiny q4, {len(inputs)} steps] logits: max error {worst:.2e} of max |logit|,"
+              f" relative RMS {relative_rms:.2e}; tokens equal {np.mean(int8_tokens == portable_tokens):.0%} "
+              f"({decided.sum()} steps beyond the near-tie margin); agreement with the official bf16 tokens: "
+              f"int8 {np.mean(int8_tokens == official):.0%}, portable {np.mean(portable_tokens == official):.0%}")
+    assert worst <= LOGIT_TOLERANCE
+    assert (int8_tokens[decided] == portable_tokens[decided]).all()
+    assert decided.sum() >= len(inputs) // 2, "too many near-ties for a meaningful token comparison"
+
+
+@pytest.mark.slow
+def test_full_size_int8_path_against_the_portable_path(tmp_path, capsys):
+    """The same comparison at full size (2048 wide, 16 layers) over 24 steps of random codes and text tokens (the
+    comparison needs no official run). FULL_Q4_PACKAGE names an existing full-size q4 package (benchmarks/gpu_run.sh
+    makes one) instead of converting a synthetic checkpoint here."""
+    import os
+
+    from kyutai_stt.convert import convert
+    from kyutai_stt.package import open_package
+    from kyutai_stt.synthetic import write_checkpoint
+
+    path = os.environ.get("FULL_Q4_PACKAGE")
+    if not path:
+        write_checkpoint(tmp_path / "ckpt", "full", seed=0)
+        convert(str(tmp_path / "ckpt"), tmp_path / "q4", "q4")
+        path = tmp_path / "q4"
+    package = open_package(path, verify_hashes=False)
+    cfg = package.config
+    rng = np.random.default_rng(0)
+    steps = 24
+    inputs = np.concatenate([rng.integers(0, cfg.text_card, (steps, 1)), rng.integers(0, cfg.card, (steps, cfg.n_q))],
+                            axis=1)
+    portable_logits, portable_tokens = teacher_forced(package, PORTABLE, inputs)
+    int8_logits, int8_tokens = teacher_forced(package, INT8, inputs)
+    scale = np.abs(portable_logits).max(axis=1, keepdims=True)
+    worst = float((np.abs(int8_logits - portable_logits) / scale).max())
+    relative_rms = float(np.sqrt(((int8_logits - portable_logits) ** 2).mean() / (portable_logits**2).mean()))
+    top2 = np.sort(portable_logits, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 2 * LOGIT_TOLERANCE * scale[:, 0]
+    with capsys.disabled():
+        print(f"\n[int8 path vs portable, full size q4, {steps} steps] logits: max error {worst:.2e} of max |logit|, "
+              f"relative RMS {relative_rms:.2e}; tokens equal {np.mean(int8_tokens == portable_tokens):.0%} "
+              f"({decided.sum()} steps beyond the near-tie margin)")
+    assert worst <= LOGIT_TOLERANCE
+    assert (int8_tokens[decided] == portable_tokens[decided]).all()

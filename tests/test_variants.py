@@ -1,0 +1,46 @@
+"""Plan variants as data (models/variants.py, data/variants.json, data/host.json): the native choice on the vectors
+the browser's chooseVariant meets too (tests/vectors/variant_choice.json), and the data's own consistency."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kyutai_stt.engine import host
+from kyutai_stt.models import variants
+from kyutai_stt.models.lm import MatvecTuning
+
+CASES = json.loads((Path(__file__).parent / "vectors" / "variant_choice.json").read_text())["cases"]
+
+
+def native_traits(adapter: dict) -> tuple:
+    """What engine/device.device_traits() would report for an adapter WebGPU describes so (wgpu-py names)."""
+    info = adapter.get("info", {})
+    kind = "CPU" if info.get("isFallbackAdapter") else "DiscreteGPU"
+    description = " ".join(str(info.get(k, "")) for k in ("architecture", "description", "device"))
+    features = tuple("subgroup" if f == "subgroups" else f for f in adapter.get("features", []))
+    subgroup = info.get("subgroupMinSize", 0) if "subgroup" in features else 0
+    return kind, features, subgroup, description, tuple(adapter.get("languageFeatures", ()))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["variant"])
+def test_native_choice_matches_vector(case):
+    kind, features, subgroup, description, language = native_traits(case["adapter"])
+    assert variants.choose(kind, description, features, subgroup, language) == case["variant"]
+
+
+def test_every_rule_names_a_variant_and_the_last_always_holds():
+    names = set(variants.tunings())
+    assert [r["variant"] for r in variants.rules()] and {r["variant"] for r in variants.rules()} <= names
+    assert set(variants.rules()[-1]) == {"variant"}, "the last rule has no condition"
+    for tuning in variants.tunings().values():
+        assert "default" in tuning.matvec and all(isinstance(m, MatvecTuning) for m in tuning.matvec.values())
+        for m in tuning.matvec.values():                # teams fit the workgroup, rows are whole
+            assert m.workgroup_size % m.threads_per_row == 0 and m.workgroup_size <= 256
+
+
+def test_host_constants_in_both_spellings():
+    assert host.READBACK_DEPTH == host.document()["readback_depth"] >= 1
+    assert "max-storage-buffer-binding-size" in host.WANTED_LIMITS
+    assert len(host.WANTED_LIMITS) == len(host.document()["wanted_limits"])

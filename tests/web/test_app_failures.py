@@ -1,0 +1,77 @@
+"""The app's failures a user can meet, end to end in headless Chromium: a corrupt shard (named, and retry recovers),
+no WebGPU (which browsers work), the microphone denied (how to allow it). Each shows a message that says what to do."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+
+from chromium import CHROMIUM, CHROMIUM_ARGS, microphone_args, open_app, wait_state, write_microphone_wav
+
+
+def test_corrupt_shard_is_named_and_retry_recovers(browser, server):
+    page, console, _ = open_app(browser, server)
+    assert wait_state(page, ["ready", "error"], console=console) == "ready"
+    page.click("#clear-cache")
+    page.wait_for_function("document.getElementById('progress-text').textContent.includes('deleted')")
+    page.close()
+    shard = json.loads((server.root / "model" / "manifest.json").read_text())["files"][0]["name"]
+    server.corrupt(f"/model/{shard}", 1000)
+    try:
+        page, console, _ = open_app(browser, server)
+        assert wait_state(page, ["ready", "error"], console=console) == "error"
+        assert page.get_attribute("#error", "data-code") == "integrity"
+        assert shard in page.inner_text("#error-message")
+        assert page.inner_text("#error-fix")
+    finally:
+        server.clear_overrides()
+    page.click("#retry")
+    assert wait_state(page, ["ready", "error"], console=console) == "ready", page.inner_text("#error")
+    page.close()
+
+
+def launch(playwright, extra_args: list[str], without: tuple[str, ...] = ()):
+    """A second Chromium with other flags (no WebGPU, or no fake microphone permission)."""
+    profile = tempfile.mkdtemp(prefix="kyutai-stt-chromium-")
+    args = [a for a in CHROMIUM_ARGS if a not in without] + extra_args
+    context = playwright.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=args,
+                                                            headless=False)
+
+    def close():
+        context.close()
+        shutil.rmtree(profile, ignore_errors=True)
+    return context, close
+
+
+def test_no_webgpu_says_which_browsers_work(server, playwright):
+    context, close = launch(playwright, [], without=("--enable-unsafe-webgpu",))
+    try:
+        page, _, _ = open_app(context, server)
+        assert wait_state(page, ["ready", "error"]) == "error"
+        assert page.get_attribute("#error", "data-code") == "no-webgpu"
+        assert "WebGPU" in page.inner_text("#error-message")
+        assert "Chrome" in page.inner_text("#error-fix")
+        assert page.is_disabled("#mic")
+        page.click("#diagnostics summary")         # the bug report works without WebGPU too
+        page.wait_for_function("document.getElementById('diagnostics-text').textContent.startsWith('{')")
+        report = json.loads(page.inner_text("#diagnostics-text"))
+        # This Chromium without the flag has navigator.gpu but no adapter for SwiftShader (blocklisted).
+        assert report["webgpu"] == "present" and report["adapter"].startswith("requestAdapter() returned null")
+        assert report["page"]["lastError"]["code"] == "no-webgpu" and report["userAgent"]
+    finally:
+        close()
+
+
+def test_microphone_denied_says_how_to_allow_it(server, playwright, tmp_path):
+    mic = write_microphone_wav(tmp_path / "mic.wav")
+    args = [a for a in microphone_args(mic) if a != "--use-fake-ui-for-media-stream"]
+    context, close = launch(playwright, args)
+    try:
+        page, console, _ = open_app(context, server)
+        assert wait_state(page, ["ready", "error"], console=console) == "ready"
+        page.click("#mic")              # headless Chromium without the fake-UI flag denies the permission prompt
+        assert wait_state(page, ["error"], timeout=30_000, console=console) == "error"
+        assert page.get_attribute("#error", "data-code") == "mic-denied"
+        assert "Allow microphone access" in page.inner_text("#error-fix")
+    finally:
+        close()
