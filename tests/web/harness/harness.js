@@ -134,9 +134,9 @@ async function variantFor(adapter) {
   return chooseVariant(fakeAdapter(adapter), await sitePlans(), new Set(adapter.languageFeatures ?? []));
 }
 
-async function planFit({variant, limits, features, languageFeatures = []}) {
+async function planFit({variant, limits, features, languageFeatures = [], deviceMemoryGiB}) {
   return planProblems((await sitePlans()).variants[variant], limits, new Set(features),
-    {languageFeatures: new Set(languageFeatures)});
+    {languageFeatures: new Set(languageFeatures), deviceMemoryGiB});
 }
 
 async function deviceError({variant, ...adapter}) {
