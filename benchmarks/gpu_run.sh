@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every GPU benchmark in one run, for a lent NVIDIA machine with no registry access (see BENCHMARKS.md):
 # carried .gl/*.deb (Vulkan loader + glvnd) and .whl/*.whl (wgpu, cffi, gguf, moshi, ...), then
-#   doctor; a full synthetic checkpoint -> q4 package; kyutai-stt bench at position 0 and 750 (full KV ring),
-#   the whole frame (LM + Mimi), the Mimi encoder alone;
+#   doctor; a full synthetic checkpoint -> q4 package; kyutai-stt bench at position 0 and 750 (full KV ring), and
+#   at 750 without the int8 path (--kernels no-int8: what devices without dot4I8Packed run), the whole frame
+#   (LM + Mimi), the Mimi encoder alone; the native host's CPU time per dispatch (host_overhead.py);
 #   `kyutai-stt transcribe` of a 10-minute file (RTF); the per-kernel matvec benchmark; the official
 #   implementation (moshi, bf16, CUDA graphs) on the same GPU.
-# BENCHES selects (default: all): lm frame mimi transcribe official. KERNELS=1 adds the per-kernel lines.
+# BENCHES selects (default: all): lm frame host mimi transcribe official. KERNELS=1 adds the per-kernel lines.
 # Output: one JSON line per benchmark, also in $OUT/bench.log when OUT is set.
 set -uo pipefail
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
@@ -19,17 +20,19 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 run python3 -m kyutai_stt.cli doctor
 run python3 -m kyutai_stt.cli synth --size full /tmp/ckpt >/dev/null
 run python3 -m kyutai_stt.cli convert /tmp/ckpt /tmp/pkg-q4 --quant q4 >/dev/null
-want() { [[ " ${BENCHES:-lm frame mimi transcribe official} " == *" $1 "* ]]; }
+want() { [[ " ${BENCHES:-lm frame host mimi transcribe official} " == *" $1 "* ]]; }
 if want lm; then
     for position in 0 750; do
         run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position "$position"
     done
+    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --kernels no-int8
 fi
 if want frame; then
     run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --whole-frame
     run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --whole-frame \
         --readback-depth 16 --batch-readback
 fi
+want host && run python3 benchmarks/host_overhead.py --package /tmp/pkg-q4 --whole-frame
 want mimi && run python3 benchmarks/mimi.py
 want transcribe && run python3 benchmarks/transcribe.py --package /tmp/pkg-q4 --seconds 600
 [ -n "${KERNELS:-}" ] && run python3 benchmarks/kernels.py

@@ -53,7 +53,7 @@ class FakeTranscriber:
     synthetic = True
     instances: list[FakeTranscriber] = []
 
-    def __init__(self, package_dir, *, silence_prefix: float = 1.0, readback_batch: int = 0, prompt=None):
+    def __init__(self, package_dir, *, silence_prefix: float | None = None, readback_batch: int = 0, prompt=None):
         self.package_dir, self.silence_prefix, self.prompt = Path(package_dir), silence_prefix, prompt
         self.readback_batch = readback_batch
         self.package = types.SimpleNamespace(manifest={"variant": "fake", "quant": "q4", "created_by": "tests"})

@@ -55,3 +55,45 @@ def test_doctor_report_names_adapter_and_limits():
     assert "max storage buffer binding size" in text
     assert "MiB" in text or "GiB" in text
     assert doctor.run() == 0
+
+
+WRITE_INDEX = """@group(0) @binding(0) var<storage, read_write> out: array<u32>;
+override VALUE: u32;
+@compute @workgroup_size(1) fn main(@builtin(workgroup_id) id: vec3<u32>) { out[id.x] = VALUE; }"""
+
+
+def test_dispatch_recorder_records_what_the_public_methods_do_and_errors_still_raise():
+    """engine/device.py dispatch_recorder calls wgpu-native's C functions directly: the same commands in the same
+    order (a later dispatch overwrites an earlier one's words), a [first, end) slice, and a pass's validation error
+    still raised by finish()."""
+    import wgpu
+
+    _, device = gpu.get_device()
+    module = device.create_shader_module(code=WRITE_INDEX)
+    out = device.create_buffer(size=16, usage=wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC)
+    commands = []
+    for value, workgroups in ((7, [4, 1, 1]), (9, [2, 1, 1]), (5, [1, 1, 1])):
+        pipeline = device.create_compute_pipeline(layout="auto", compute={
+            "module": module, "entry_point": "main", "constants": {"VALUE": value}})
+        group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0),
+                                         entries=[{"binding": 0, "resource": {"buffer": out}}])
+        commands.append((pipeline, group, workgroups))
+    record = gpu.dispatch_recorder(commands)
+
+    def run(first=0, end=None):
+        encoder = device.create_command_encoder()
+        compute = encoder.begin_compute_pass()
+        record(compute, first, end)
+        compute.end()
+        device.queue.submit([encoder.finish()])
+        return np.frombuffer(device.queue.read_buffer(out), np.uint32).tolist()
+
+    assert run() == [5, 9, 7, 7]
+    assert run(0, 1) == [7, 7, 7, 7] and run(1, 2) == [9, 9, 7, 7]
+    too_many = gpu.dispatch_recorder([(commands[0][0], commands[0][1], [1 << 20, 1, 1])])
+    encoder = device.create_command_encoder()
+    compute = encoder.begin_compute_pass()
+    too_many(compute)
+    compute.end()
+    with pytest.raises(wgpu.GPUValidationError, match="dispatch group size"):
+        encoder.finish()

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from kyutai_stt import cli
-from kyutai_stt.config import FULL_2_6B_LM, FULL_LM, MIMI, TINY_2_6B_LM, TINY_LM, LMConfig
-from kyutai_stt.models.lm import GPU_TUNING, Tensor
+from kyutai_stt.config import FULL_2_6B_LM, FULL_LM, MIMI, TINY_2_6B_LM, TINY_LM, LMConfig, replace, stream_settings
+from kyutai_stt.models import variants
+from kyutai_stt.models.lm import Tensor
 from kyutai_stt.models.stt import build_stt_plan
 from kyutai_stt.weights import checkpoint, convert, safetensors_io
 from kyutai_stt.weights.synthetic import lm_file_bytes, write_checkpoint
@@ -156,14 +157,14 @@ def test_layout_plans_are_what_convert_writes(tiny26_packages):
 
 
 def plan_bytes(cfg: LMConfig, choice: str = "q4") -> int:
-    """Every buffer of the whole-frame plan (GPU tuning) of a package of cfg, from the layout alone."""
+    """Every buffer of the whole-frame plan (the "gpu" variant) of a package of cfg, from the layout alone."""
     plans = convert.layout_plans(cfg, MIMI, choice)
     lm = {p.name: Tensor(p.quant, p.shape, {s.name: s.nbytes for s in p.streams})
           for p in plans if not p.name.startswith("mimi.")}
     manifest = {p.name: {"quant": p.quant, "shape": list(p.shape),
                          "streams": {s.name: {"nbytes": s.nbytes, "dtype": s.dtype, "shape": list(s.shape)}
                                      for s in p.streams}} for p in plans}
-    plan = json.loads(build_stt_plan(cfg, lm, manifest, GPU_TUNING).to_json())
+    plan = json.loads(build_stt_plan(cfg, MIMI, lm, manifest, variants.tunings()["gpu"]).to_json())
     return sum(b["size"] for b in plan["buffers"])
 
 
@@ -174,3 +175,41 @@ def test_which_devices_hold_which_model():
     one, two = plan_bytes(FULL_LM), plan_bytes(FULL_2_6B_LM)
     print(f"\n[GPU memory of the default (q4) package's plan] 1B {one / 1e9:.3f} GB, 2.6B {two / 1e9:.3f} GB")
     assert one < share * 4 * 2**30 < two < share * 8 * 2**30
+
+
+# ------------------------------------------------------------------------------------ the streaming host
+def test_stream_settings_come_from_the_config():
+    """What both hosts stream with (the Transcriber, and the page through plans.json), for the two real models and
+    a fine-tune that changes the delay and asks for a longer silence prefix."""
+    one, two = stream_settings(FULL_LM), stream_settings(FULL_2_6B_LM)
+    assert (one["delay_steps"], one["silence_prefix"], one["end_of_turn"]) == (6, 1.0, True)
+    assert (two["delay_steps"], two["silence_prefix"], two["end_of_turn"]) == (31, 1.0, False)
+    assert one["model"] == {"name": "Kyutai STT 1B", "languages": "English and French", "parameters": 989_253_632,
+                            "layers": 16, "text_card": 8000, "delay_seconds": 0.5}
+    assert two["model"]["name"] == "Kyutai STT 2.6B" and two["model"]["languages"] == "English"
+    tuned = replace(FULL_2_6B_LM, audio_delay_seconds=1.0, audio_silence_prefix_seconds=2.0,
+                    tokenizer_name="spm_custom.model")
+    assert stream_settings(tuned)["delay_steps"] == 13 and stream_settings(tuned)["silence_prefix"] == 2.0
+    assert stream_settings(tuned)["model"]["languages"] is None
+    assert stream_settings(TINY_2_6B_LM)["delay_steps"] == 31 and stream_settings(TINY_LM)["delay_steps"] == 6
+
+
+@pytest.mark.slow
+def test_transcriber_takes_the_delay_and_the_silence_prefix_from_the_config(tiny26_packages):
+    """The tiny 2.6B-family package: delay 31 frames (2.5 s), silence prefix 1 s, both from its config; a flush
+    feeds the last partial frame plus 31 + 2 silent frames; no VAD, so steps carry no probabilities and no end of
+    turn comes. Slow (~50 frames of the full-size Mimi on a CPU adapter, 30-100 s); the fast suite checks the same
+    flush rule on the tiny 1B (test_transcriber.py) and the settings above."""
+    from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, Transcriber
+
+    t = Transcriber(tiny26_packages("q4"))
+    assert (t.decoder_config.delay_steps, t.decoder_config.silence_prefix) == (31, 1.0)
+    audio = np.random.default_rng(0).uniform(-0.3, 0.3, 9600).astype(np.float32)     # 0.4 s at 24 kHz
+    events = t.feed(audio, 24000) + t.flush()
+    steps = [e for e in events if e.type == "step"]
+    frames = -(-(24000 + 9600) // 1920)                    # prefix + audio, the last frame padded
+    assert len(steps) == frames + 31 + FLUSH_EXTRA_FRAMES == t.stats.frames
+    assert all(s.vad == () for s in steps) and not [e for e in events if e.type == "endOfTurn"]
+    assert steps[31].time == 0.0 and steps[-1].time > 0     # times in the caller's seconds (prefix removed)
+    shorter = Transcriber(tiny26_packages("q4"), silence_prefix=0.0)
+    assert shorter.decoder_config.silence_prefix == 0.0 and shorter.decoder_config.delay_steps == 31

@@ -27,8 +27,9 @@ from kyutai_stt.weights.synthetic import write_checkpoint
 def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--package", type=Path, help="a model package directory (kyutai-stt convert)")
-    source.add_argument("--synthetic", choices=("tiny", "full"), default=None,
-                        help="build a synthetic checkpoint of this size and convert it first (default: tiny)")
+    source.add_argument("--synthetic", choices=("tiny", "full", "tiny-2.6b", "2.6b"), default=None,
+                        help="build a synthetic checkpoint of this size (kyutai-stt synth --size) and convert it "
+                             "first (default: tiny)")
     parser.add_argument("--quant", default="q4", choices=("q4", "q8", "f16"), help="with --synthetic")
     parser.add_argument("--steps", type=int, default=200, help="timed steps (after warm-up)")
     parser.add_argument("--warmup", type=int, default=20)

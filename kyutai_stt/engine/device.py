@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -229,6 +230,41 @@ def wgsl_language_features() -> frozenset[str]:
         except Exception:  # noqa: BLE001  (wgpu-py raises its own error types for a shader it rejects)
             pass
     return frozenset(found)
+
+
+def dispatch_recorder(commands: list[tuple]) -> Callable[..., None]:
+    """A function (compute_pass, first=0, end=None) that records dispatches [first, end) of these (pipeline, bind
+    group, workgroups [x, y, z]) into a compute pass, bind group 0 each. It calls wgpu-native's C functions directly
+    with the objects' handles: wgpu-py's public methods add Python checks, an allocation, and an error-capturing
+    wrapper per C call, ~10 us of a dispatch's ~12 us of CPU on the H100 machine (BENCHMARKS.md). A pass's
+    validation errors are still raised, by the (wrapped) encoder.finish() (tests/test_gpu.py). The caller keeps
+    the pipelines and bind groups alive. Other wgpu-py backends get the public methods."""
+    try:
+        from wgpu.backends.wgpu_native._ffi import ffi, lib
+        handles = [(p._internal, g._internal, *workgroups) for p, g, workgroups in commands]
+    except (ImportError, AttributeError):
+        handles = None
+
+    def record_public(compute_pass, first: int = 0, end: int | None = None) -> None:
+        for pipeline, group, workgroups in commands[first:end]:
+            compute_pass.set_pipeline(pipeline)
+            compute_pass.set_bind_group(0, group)
+            compute_pass.dispatch_workgroups(*workgroups)
+
+    if handles is None:
+        return record_public
+
+    set_pipeline, set_bind_group = lib.wgpuComputePassEncoderSetPipeline, lib.wgpuComputePassEncoderSetBindGroup
+    dispatch, no_offsets = lib.wgpuComputePassEncoderDispatchWorkgroups, ffi.NULL
+
+    def record_direct(compute_pass, first: int = 0, end: int | None = None) -> None:
+        encoder = compute_pass._internal
+        for pipeline, group, x, y, z in handles[first:end]:
+            set_pipeline(encoder, pipeline)
+            set_bind_group(encoder, 0, group, 0, no_offsets)
+            dispatch(encoder, x, y, z)
+
+    return record_direct
 
 
 @cache

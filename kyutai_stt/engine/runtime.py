@@ -60,6 +60,7 @@ class Engine:
             entries = [{"binding": i, "resource": {"buffer": self.buffers[name]}} for i, name in d.bindings.items()]
             group = self.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=entries)
             self.commands.append((pipeline, group, d.workgroups))
+        self._record = gpu.dispatch_recorder(self.commands)   # wgpu-native's C calls: less Python per dispatch
         self._staging = [{role: self.device.create_buffer(size=self.buffers[name].size,
                                                           usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
                           for role, name in plan.outputs.items()} for _ in range(readback_depth)]
@@ -125,10 +126,7 @@ class Engine:
         writes = None if timestamps is None else {"query_set": timestamps[0], "beginning_of_pass_write_index":
                                                   timestamps[1], "end_of_pass_write_index": timestamps[1] + 1}
         compute = encoder.begin_compute_pass(timestamp_writes=writes) if writes else encoder.begin_compute_pass()
-        for pipeline, group, workgroups in self.commands[first:end]:
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(*workgroups)
+        self._record(compute, first, end)
         compute.end()
 
     def gpu_times(self, frames: int = 1, spans: list[tuple[int, int | None]] | None = None) -> list[list[float]]:

@@ -4,7 +4,7 @@ requires packed_4x8_integer_dot_product;
 // quantize_input.wgsl (once per step), the weights' nibbles multiplied by dot4I8Packed (4 multiply-adds per
 // instruction: DP4A on NVIDIA, dot-product instructions on recent AMD, Intel and Apple GPUs). A separate file from
 // matvec.wgsl because `requires packed_4x8_integer_dot_product;` must never reach a device without the feature;
-// hosts choose it only where the device has it (models/lm.py tuning_for), matvec.wgsl stays the portable path.
+// hosts choose it only where the device has it (data/variants.json), matvec.wgsl stays the portable path.
 //
 //   W: [ROWS, COLUMNS] q4 (kyutai_stt/quant.py): qs u32[ROWS, COLUMNS/8], nibble i of word j = q[n, 8j+i] in 0..15,
 //        d f16[ROWS, COLUMNS/32] (two per u32, even block low), W[n, k] = d[n, k/32] * (q[n, k] - 8)

@@ -13,7 +13,7 @@
 //        and ((word >> 4) & 0x0F0F0F0F) (kyutai_stt/quant.py: nibble i of word j is weight 8 j + i)
 //   xs: vec2<f32>[BATCH, COLUMNS / 32]: (scale, sum) per block, in(x)[s, k] ~= scale * q[s, k] with scale =
 //        amax / 127, sum = sum_{k in b} q[s, k] (an integer, exact in f32: |sum| <= 4064)
-// The rounding moves each input by at most scale / 2 (tests/kernels/test_matvec_int8.py; docs/kernels.md).
+// The rounding moves each input by at most scale / 2 (tests/kernels/test_matvec_int8.py; docs/validation.md).
 //
 // Bindings (group 0): 0 = x (read, as vec4<f32>), 1 = alpha (read, [COLUMNS] f32: read only in RMS_NORM mode but
 //   always bound; bind x otherwise), 2 = xq (read_write), 3 = xs (read_write).

@@ -48,7 +48,7 @@ class Tuning:
     attention_slots_per_split: int    # the ring is read by ceil(context / this) workgroups per head
     mimi: str = "gpu"                 # models/mimi.py work splits: "gpu" or "cpu"
     # The int8 path of q4 matrices (quantize_input.wgsl, then matvec_int8[_subgroup].wgsl), role -> launch shape;
-    # empty: every matrix takes the portable matvec. It rounds the inputs to int8 (docs/kernels.md: its error).
+    # empty: every matrix takes the portable matvec. It rounds the inputs to int8 (docs/validation.md: its error).
     int8_matvec: dict = field(default_factory=dict)
 
     def for_matvec(self, name: str) -> MatvecTuning:

@@ -74,14 +74,13 @@ class Transcriber:
         self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
         self.synthetic = self.package.synthetic is not None
         settings = stream_settings(self.package.config)
+        silence_prefix = settings["silence_prefix"] if silence_prefix is None else silence_prefix
         decoder = decoder or DecoderConfig()
-        self.decoder_config = replace(
-            decoder, delay_steps=settings["delay_steps"] if decoder.delay_steps is None else decoder.delay_steps,
-            silence_prefix=settings["silence_prefix"] if silence_prefix is None else silence_prefix)
+        decoder = replace(decoder, delay_steps=settings["delay_steps"] if decoder.delay_steps is None
+                          else decoder.delay_steps)
         plan = stt_plan(self.package, tuning_for(*gpu.device_traits()))
         # The lead-in (prefix, then the audio prompt) and the prompt ids: fixed per transcriber, fed every stream.
         rate = self.package.mimi_config.sample_rate
-        silence_prefix = self.decoder_config.silence_prefix
         prefix = int(round(silence_prefix * rate))
         self.prompt = prompt
         self._lead_in = prompt.lead_in(prefix) if prompt else np.zeros(prefix, np.float32)
@@ -90,7 +89,7 @@ class Transcriber:
         self._prompt_words = np.zeros(2 + room, np.uint32)
         self._prompt_words[0], self._prompt_words[2:2 + len(ids)] = len(ids), ids
         lead_in_s = silence_prefix + (self._lead_in.size - prefix) / rate     # times count from after it
-        self.decoder_config = replace(self.decoder_config, silence_prefix=lead_in_s,
+        self.decoder_config = replace(decoder, silence_prefix=lead_in_s,
                                       hide_words_before=prompt.hidden_until(prefix) if prompt else 0.0)
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)

@@ -68,10 +68,10 @@ export interface LoadOptions {
   maxBacklogSeconds?: number;
   /** Tests only: every frame this many ms slower (an artificially slow device). */
   testFrameDelayMs?: number;
-  /** A prompt for every stream (setPrompt). */
-  prompt?: Prompt | null;
   /** Tests only: the device's memory in GiB, instead of navigator.deviceMemory (a phone's, say). */
   testDeviceMemoryGiB?: number;
+  /** A prompt for every stream (setPrompt). */
+  prompt?: Prompt | null;
 }
 
 /** Which model runs (plans.json's stream settings, from the package's config). */

@@ -149,8 +149,8 @@ async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix, dec
   // testFrameDelayMs: a test hook that makes every frame slower (an artificially slow device); 0 otherwise.
   engine = {runtime, manifest, info, silencePrefix, frameSize: input.size / 4, maxBacklogSeconds,
     frameDelayMs: Math.max(0, Number(testFrameDelayMs) || 0),
-    sampleRate: manifest.config.mimi.sample_rate, tokenizer: null,
-    decoderOptions: {delay_steps: settings.delay_steps, ...decoder}};
+    sampleRate: manifest.config.mimi.sample_rate, decoderOptions: {delay_steps: settings.delay_steps, ...decoder},
+    tokenizer: null};
   usePrompt(null);
   newStream();
   post(FromWorker.READY, info);

@@ -11,7 +11,7 @@ from kyutai_stt.weights import quant
 # ---- 1. The name map: official name ({} = an index) -> package name --------------------------------------------
 # Several official tensors mapping to one package name without {} are stacked along rows in checkpoint order.
 LM_NAMES = {
-    "text_emb.weight": "text_emb",                                              # [8001, D], row 8000 = start
+    "text_emb.weight": "text_emb",                                              # [text_card + 1, D]: last = start
     "emb.{}.weight": "audio_emb.{}",                                            # [2049, D], row 2048 = start
     "transformer.layers.{}.norm1.alpha": "layers.{}.attn_norm",                 # [1, 1, D] -> [D]
     "transformer.layers.{}.self_attn.in_proj_weight": "layers.{}.attn_qkv",     # [3D, D]: q, k, v rows
@@ -20,8 +20,8 @@ LM_NAMES = {
     "transformer.layers.{}.gating.linear_in.weight": "layers.{}.ffn_in",        # [2F, D]: gate rows, then up rows
     "transformer.layers.{}.gating.linear_out.weight": "layers.{}.ffn_out",      # [D, F]
     "out_norm.alpha": "out_norm",                                               # [1, 1, D] -> [D]
-    "text_linear.weight": "text_head",                                          # [8000, D]
-    "extra_heads.{}.weight": "vad_heads",                                       # 4 x [6, D] -> [24, D]
+    "text_linear.weight": "text_head",                                          # [text_card, D] (1B: 8000)
+    "extra_heads.{}.weight": "vad_heads",                                       # 1B: 4 x [6, D] -> [24, D]
 }
 _SEANET = "encoder.model.{}.conv.conv.{}"
 _BLOCK = "encoder.model.{}.block.{}.conv.conv.{}"

@@ -1,6 +1,6 @@
 """The int8 path of q4 matrices: quantize_input.wgsl (in(x) rounded to int8 per 32-block) and matvec_int8.wgsl /
 matvec_int8_subgroup.wgsl (q4 weights x int8 inputs, dot4I8Packed), against the float64 numpy reference
-(kyutai_stt.lm_reference.quantize_int8 / matvec_int8).
+(kyutai_stt/reference/lm.py quantize_int8 / matvec_int8).
 
 Tolerances: quantize_input's integers equal the reference's except where in(x) * 127 / amax lies within 1e-4 of a
 rounding tie (f32 vs float64 arithmetic, RMSNorm's inverseSqrt); its scales within 4 ULP-scale relative error.
@@ -17,6 +17,7 @@ from kyutai_stt.reference import lm as ref
 
 PLAIN, RMS_NORM, SWIGLU = ref.INPUT_PLAIN, ref.INPUT_RMS_NORM, ref.INPUT_SWIGLU
 BLOCK = ref.INT8_BLOCK
+INT8_DOT_NAME = gpu.INT8_DOT   # the WGSL language feature the matvec_int8 kernels require
 DEFAULTS = {"WORKGROUP_SIZE": 256, "THREADS_PER_ROW": 16, "ROWS_PER_THREAD": 4}
 
 
@@ -136,28 +137,28 @@ def check_matvec(rng, rows, columns, *, batch=1, accumulate=False, y_offset=0, y
     assert np.isnan(y[:, :y_offset]).all() and np.isnan(y[:, y_offset + rows:]).all()
 
 
-def test_one_row_of_minimal_width(rng):
+def test_int8_one_row_of_minimal_width(rng):
     check_matvec(rng, rows=1, columns=64)
 
 
-def test_odd_rows_and_columns_accumulate(rng):
+def test_int8_odd_rows_and_columns_accumulate(rng):
     # 37 rows: not a multiple of the workgroup's rows; 10 units over 16 members: most idle, a ragged pass.
     check_matvec(rng, rows=37, columns=320, accumulate=True)
 
 
-def test_batch_offset_and_odd_tuning(rng):
+def test_int8_batch_offset_and_odd_tuning(rng):
     # Three streams, rows placed inside a wider output, a 3-member team in a 96-invocation workgroup.
     check_matvec(rng, rows=6, columns=128, batch=3, accumulate=True, y_offset=2, y_padding=3,
                  WORKGROUP_SIZE=96, THREADS_PER_ROW=3, ROWS_PER_THREAD=2)
 
 
 @pytest.mark.parametrize("rows, columns", [(48, 2048), (20, 5632)])
-def test_model_widths(rng, rows, columns):
+def test_int8_model_widths(rng, rows, columns):
     check_matvec(rng, rows=rows, columns=columns, accumulate=columns > 2048, ROWS_PER_THREAD=8)
 
 
 @pytest.mark.parametrize("case", ["batch_offset", "model_width"])
-def test_subgroup_variant(rng, case):
+def test_int8_subgroup_variant(rng, case):
     from test_matvec import minimum_subgroup_size
 
     teams = {"THREADS_PER_ROW": min(minimum_subgroup_size(), 16)}

@@ -94,18 +94,22 @@ def test_int8_path_against_the_portable_path(tiny_packages, arrays, int8, capsys
 @pytest.mark.slow
 def test_full_size_int8_path_against_the_portable_path(tmp_path, capsys):
     """The same comparison at full size (2048 wide, 16 layers) over 24 steps of random codes and text tokens (the
-    comparison needs no official run). FULL_Q4_PACKAGE names an existing full-size q4 package (benchmarks/gpu_run.sh
-    makes one) instead of converting a synthetic checkpoint here."""
+    comparison needs no official run), on the q4 package of the cached full-size synthetic checkpoint that the
+    full-size parity test uses too. FULL_Q4_PACKAGE names an existing full-size q4 package instead (on a lent GPU:
+    benchmarks/gpu_run.sh makes one)."""
+    import importlib.util
     import os
 
-    from kyutai_stt.convert import convert
-    from kyutai_stt.package import open_package
-    from kyutai_stt.synthetic import write_checkpoint
+    from kyutai_stt.weights.convert import convert
+    from kyutai_stt.weights.package import open_package
 
     path = os.environ.get("FULL_Q4_PACKAGE")
     if not path:
-        write_checkpoint(tmp_path / "ckpt", "full", seed=0)
-        convert(str(tmp_path / "ckpt"), tmp_path / "q4", "q4")
+        tools = Path(__file__).resolve().parents[2] / "tools" / "make_reference.py"
+        spec = importlib.util.spec_from_file_location("make_reference", tools)
+        make_reference = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(make_reference)
+        convert(str(make_reference.synth_checkpoint("full", 0)), tmp_path / "q4", "q4")
         path = tmp_path / "q4"
     package = open_package(path, verify_hashes=False)
     cfg = package.config

@@ -143,11 +143,10 @@ def test_no_webgpu_is_a_clear_error(page):
 
 @pytest.mark.slow
 def test_prompt_equals_the_native_engine_and_hides_the_prompt_audio(page, loaded, tiny_packages):
-    """(Slow: 23 frames on SwiftShader, ~140 s.) setPrompt (stt-client.js -> worker.js, prompt.js): a text prompt
-    (enforced by argmax.wgsl on the GPU) and a
+    """setPrompt (stt-client.js -> worker.js, prompt.js): a text prompt (enforced by argmax.wgsl on the GPU) and a
     one-frame audio prompt, then 4 frames of audio. The frames the native engine gets: the audio prompt, 10 silent
     frames, the audio, the flush's silence; the prompt's ids with the first. Tokens must be equal; no word before
-    the audio; setPrompt(null) returns to the plain stream."""
+    the audio; setPrompt(null) returns to the plain stream. Slow: 23 frames on SwiftShader (~80-140 s here)."""
     package = tiny_packages("q4")
     prompt_audio = fixture_pcm(12)[0][-MIMI.frame_size:]                 # frame 11: speech
     pcm, _ = fixture_pcm(4)

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import test_attention
 import test_matvec
+import test_matvec_int8
 import test_mimi_kernels
 from kernel_helpers import U32, assert_within, in_out, poisoned
 from test_embed_sum import (  # noqa: F401 - the native cases, run here by the browser
@@ -42,6 +43,14 @@ from test_matvec import (  # noqa: F401 - the native cases, run here by the brow
     test_q4_realistic_ffn_output,
     test_rms_norm_input,
     test_swiglu_input_batch_offset_and_odd_tuning,
+)
+from test_matvec_int8 import (  # noqa: F401 - the native cases, run here by the browser
+    test_int8_batch_offset_and_odd_tuning,
+    test_int8_model_widths,
+    test_int8_odd_rows_and_columns_accumulate,
+    test_int8_one_row_of_minimal_width,
+    test_quantize_input,
+    test_whole_path_against_the_float_matvec,
 )
 from test_mimi_kernels import (  # noqa: F401 - the native cases, run here by the browser
     test_conv1d_accumulate_with_layer_scale,
@@ -117,6 +126,19 @@ def test_subgroup_variant_other_formats_in_the_browser(rng, quant_type, browser_
     columns = {"q8": 192, "f16": 136, "f32": 68}[quant_type]
     test_matvec.check(quant_type, rng, rows=13, columns=columns, input_mode=test_matvec.RMS_NORM, batch=2,
                       kernel="matvec_subgroup", THREADS_PER_ROW=browser_subgroup_size)
+
+
+@pytest.mark.parametrize("case", ["batch_offset", "model_width"])
+def test_int8_subgroup_in_the_browser(rng, case, browser_subgroup_size, page):
+    # test_matvec_int8.test_int8_subgroup_variant's cases with this adapter's subgroups; Tint gets the file's
+    # `enable subgroups;` and `requires packed_4x8_integer_dot_product;` as they are.
+    assert test_matvec_int8.INT8_DOT_NAME in page.call("adapterInfo")["wgslLanguageFeatures"]
+    teams = {"THREADS_PER_ROW": browser_subgroup_size}
+    if case == "batch_offset":
+        test_matvec_int8.check_matvec(rng, rows=13, columns=192, batch=2, accumulate=True, y_offset=1, y_padding=2,
+                                      kernel="matvec_int8_subgroup", WORKGROUP_SIZE=32, ROWS_PER_THREAD=3, **teams)
+    else:
+        test_matvec_int8.check_matvec(rng, rows=40, columns=2048, kernel="matvec_int8_subgroup", **teams)
 
 
 # ---- RVQ ------------------------------------------------------------------------------------------------------

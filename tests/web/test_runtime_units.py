@@ -42,6 +42,17 @@ def test_limits_check(page):
     assert error["code"] == "adapter-limits" and "cannot run the model" in error["message"]
 
 
+def test_device_memory_check(page):
+    """A plan may take a quarter of navigator.deviceMemory (runtime.js DEVICE_MEMORY_SHARE): the tiny model's
+    plan (~0.13 GB: its full-size Mimi) fits 1 GiB, not 0.25 GiB; an unknown memory (Firefox, Safari) is not
+    checked."""
+    fit = {"variant": "gpu", "limits": DEFAULT_LIMITS, "features": []}
+    assert page.call("planFit", {**fit, "deviceMemoryGiB": 1}) == []
+    assert page.call("planFit", {**fit, "deviceMemoryGiB": None}) == []
+    (problem,) = page.call("planFit", {**fit, "deviceMemoryGiB": 0.25})
+    assert "GB of GPU memory" in problem and "0.25 GiB" in problem
+
+
 def resample(page, samples: np.ndarray, in_rate: int, block: int = 128) -> np.ndarray:
     got = page.call("resample", {"samples": base64.b64encode(samples.astype(np.float32).tobytes()).decode(),
                                  "inRate": in_rate, "outRate": OUT_RATE, "block": block})

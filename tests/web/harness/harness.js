@@ -1,6 +1,6 @@
 // Test harness: window.harness.* functions that the Python tests call through Playwright (tests/web/conftest.py
 // Page.call). Arrays cross the boundary as base64 strings of their raw little-endian bytes.
-import {chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice}
+import {PlanRuntime, chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice}
   from '/runtime.js';
 import {clearCache, fetchManifest, loadShards, sha256Hex} from '/package.js';
 import {Resampler} from '/audio-processor.js';
@@ -92,7 +92,7 @@ async function runKernel({kernel, entry = 'main', constants = {}, bindings, work
 async function adapterInfo() {
   const adapter = await requestAdapter();
   return {architecture: adapter.info.architecture, subgroupMinSize: adapter.info.subgroupMinSize,
-    features: [...adapter.features]};
+    features: [...adapter.features], wgslLanguageFeatures: [...(navigator.gpu.wgslLanguageFeatures ?? [])]};
 }
 
 // ---- the package loader -------------------------------------------------------------------------------------------
@@ -134,9 +134,9 @@ async function variantFor(adapter) {
   return chooseVariant(fakeAdapter(adapter), await sitePlans(), new Set(adapter.languageFeatures ?? []));
 }
 
-async function planFit({variant, limits, features, languageFeatures = []}) {
+async function planFit({variant, limits, features, languageFeatures = [], deviceMemoryGiB}) {
   return planProblems((await sitePlans()).variants[variant], limits, new Set(features),
-    {languageFeatures: new Set(languageFeatures)});
+    {languageFeatures: new Set(languageFeatures), deviceMemoryGiB});
 }
 
 async function deviceError({variant, ...adapter}) {
@@ -206,6 +206,32 @@ async function clientTranscribePcm({pcm}) {
   return client.transcribePcm(new Float32Array(fromBase64(pcm).buffer));
 }
 
+// A plan given as JSON (e.g. one no variant of plans.json holds), run by runtime.js over the site's model: one frame
+// per entry of `inputs` ({role: u32 words}); each frame's outputs as {role: u32 words}.
+async function runPlan({plan, inputs}) {
+  const {host} = await sitePlans();
+  const device = await requestDevice(await requestAdapter(), plan, host);
+  const runtime = new PlanRuntime(device, plan, {readbackDepth: host.readback_depth});
+  try {
+    const compiled = runtime.compile(kernelFetcher(new URL('kernels/', SITE)));
+    const {manifest} = await fetchManifest(new URL('model/', SITE));
+    const uploads = runtime.weightUploads(manifest);
+    await loadShards({baseUrl: new URL('model/', SITE), manifest,
+      onShard: (name, bytes) => runtime.uploadShard(uploads.get(name), bytes)});
+    runtime.checkWeightsComplete();
+    await compiled;
+    const results = [];
+    for (const frame of inputs) {
+      const typed = Object.fromEntries(Object.entries(frame).map(([role, words]) => [role, new Uint32Array(words)]));
+      results.push((await runtime.submit(typed)).result);
+    }
+    return (await Promise.all(results)).map((r) =>
+      Object.fromEntries(Object.entries(r.outputs).map(([role, words]) => [role, [...words]])));
+  } finally {
+    runtime.destroy();
+  }
+}
+
 // A load that is expected to fail (another client: the loaded one stays): the error as {code, message, fix}.
 async function loadError({options = {}, hideWebGpu = false} = {}) {
   const saved = Object.getOwnPropertyDescriptor(Navigator.prototype, 'gpu');
@@ -223,6 +249,7 @@ async function loadError({options = {}, hideWebGpu = false} = {}) {
 }
 
 window.harness = {runKernel, adapterInfo, loadPackage, clearCache, resample, variantFor, planFit, deviceError,
+  runPlan,
   clientLoad, clientEvents, clientTranscribe, clientTranscribePcm, clientSetPrompt, loadError,
   clientStart: (options) => client.start(options), clientStop: () => client.stop()};
 window.harnessReady = true;

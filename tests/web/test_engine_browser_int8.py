@@ -1,0 +1,51 @@
+"""The int8 path of q4 matrices in the browser host: an LM plan with it (quantize_input.wgsl + matvec_int8.wgsl,
+the subgroup variant on attn_qkv) run by runtime.js in Chromium (SwiftShader) and by engine.py on lavapipe, the
+same plan JSON, the official fixture's teacher-forced inputs: tokens equal, VAD within INT8_VAD_TOLERANCE. The
+site's own variants would choose "cpu" on SwiftShader (no int8 path), and its "gpu-int8" whole-frame plan takes
+minutes there, hence this plan: CPU-sized launch shapes, the LM alone.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.models.variants import tunings
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_tiny_seed0"
+STEPS = 12     # > the tiny context of 8: the KV ring wraps
+# The two compilers sum in different orders (test_engine_browser: <= 1e-5 apart); an input that lands that close to
+# an int8 rounding tie rounds to different integers on the two hosts, which moves later values by a rounding step:
+# measured 7.0e-4 on the VAD probabilities over these 12 steps. Tokens stay equal.
+INT8_VAD_TOLERANCE = 5e-3
+# Subgroup teams of 4: SwiftShader's subgroups have 4 invocations, lavapipe's 8.
+CPU = tunings()["cpu"]
+INT8_CPU = Tuning(CPU.matvec, CPU.attention_slots_per_split, mimi="cpu", int8_matvec={
+    "default": MatvecTuning(32, 8, 1), "attn_qkv": MatvecTuning(32, 4, 2, subgroup=True)})
+
+
+def test_int8_lm_plan_equals_the_native_engine(page, site, tiny_packages):
+    package = tiny_packages("q4")
+    plan = build_lm_plan(package.config, tensors_of(package), INT8_CPU)
+    kernels = {p.kernel for p in plan.pipelines}
+    assert {"quantize_input", "matvec_int8", "matvec_int8_subgroup"} <= kernels
+    inputs = np.load(FIXTURE.with_suffix(".npz"))["lm_input_tokens"][:STEPS]
+    frames = [{"codes": step[1:].astype(np.uint32), "token": np.array([step[0]], np.uint32)} for step in inputs]
+
+    engine = Engine(plan, package.read_stream)
+    native = []
+    for frame in frames:
+        native += engine.submit(frame)
+    native += engine.drain()
+    browser = page.call("runPlan", {"plan": json.loads(plan.to_json()),
+                                    "inputs": [{k: v.tolist() for k, v in f.items()} for f in frames]})
+
+    native_words = np.array([r.outputs["results"] for r in native])
+    browser_words = np.array([f["results"] for f in browser], np.uint32)
+    assert len(set(native_words[:, 0])) > 2, "tokens barely vary: the comparison would say little"
+    np.testing.assert_array_equal(browser_words[:, 0], native_words[:, 0], "tokens")
+    np.testing.assert_allclose(browser_words[:, 1:].view(np.float32), native_words[:, 1:].view(np.float32),
+                               rtol=0, atol=INT8_VAD_TOLERANCE)
