@@ -60,11 +60,18 @@ def tiny26_packages(tiny26_checkpoint):
     return get
 
 
-def pytest_collection_modifyitems(items):
-    """Every test under tests/web/ drives headless Chromium: `-m "not browser"` leaves them out of a quick loop."""
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/web/ drives headless Chromium: `-m "not browser"` leaves them out of a quick loop.
+    Tests marked `huge` run only when a -m expression asks for them; the summary names what was left out."""
     for item in items:
         if "/web/" in item.path.as_posix() and "/tests/" in item.path.as_posix():
             item.add_marker(pytest.mark.browser)
+    if not config.option.markexpr:
+        huge = [item for item in items if item.get_closest_marker("huge")]
+        if huge:
+            config.hook.pytest_deselected(items=huge)
+            items[:] = [item for item in items if not item.get_closest_marker("huge")]
+            config.stash[_HUGE_LEFT_OUT] = [item.nodeid for item in huge]
 
 
 def _peaks() -> tuple[float, float]:
@@ -76,14 +83,19 @@ def _peaks() -> tuple[float, float]:
 def pytest_sessionfinish(session):
     if hasattr(session.config, "workeroutput"):                  # an xdist worker: report to the controller
         session.config.workeroutput["peak_rss_gib"] = _peaks()
+        session.config.workeroutput["huge_left_out"] = session.config.stash.get(_HUGE_LEFT_OUT, [])
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
-    node.config.stash.setdefault(_WORKER_PEAKS, []).append(getattr(node, "workeroutput", {}).get("peak_rss_gib"))
+    output = getattr(node, "workeroutput", {})
+    node.config.stash.setdefault(_WORKER_PEAKS, []).append(output.get("peak_rss_gib"))
+    left_out = node.config.stash.setdefault(_HUGE_LEFT_OUT, [])
+    left_out += [n for n in output.get("huge_left_out", []) if n not in left_out]
 
 
 _WORKER_PEAKS = pytest.StashKey[list]()
+_HUGE_LEFT_OUT = pytest.StashKey[list]()
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -94,3 +106,6 @@ def pytest_terminal_summary(terminalreporter):
     own, child = max(p[0] for p in peaks), max(p[1] for p in peaks)
     terminalreporter.write_line(f"peak RSS: test process {own:.1f} GiB, largest child process {child:.1f} GiB"
                                 f" ({len(peaks)} test process{'es' if len(peaks) > 1 else ''})")
+    for nodeid in terminalreporter.config.stash.get(_HUGE_LEFT_OUT, []):
+        terminalreporter.write_line(f"NOT RUN (marked huge: more memory and time than this suite's budget; "
+                                    f"./dev.sh test -m huge runs it): {nodeid}", yellow=True, bold=True)
