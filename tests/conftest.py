@@ -27,15 +27,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_packages(tiny_checkpoint):
     """tiny_packages(quant) -> the opened package of the tiny checkpoint in that --quant policy."""
-    opened = {}
-
-    def get(quant: str = "q4"):
-        if quant not in opened:
-            out = tiny_checkpoint.parent / f"pkg-{quant}"
-            convert(str(tiny_checkpoint), out, quant)
-            opened[quant] = open_package(out)
-        return opened[quant]
-    return get
+    return _packages_of(tiny_checkpoint)
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +41,17 @@ def tiny26_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny26_packages(tiny26_checkpoint):
     """tiny26_packages(quant) -> the opened package of the tiny 2.6B-family checkpoint in that --quant policy."""
+    return _packages_of(tiny26_checkpoint)
+
+
+def _packages_of(checkpoint: Path):
+    """get(quant) -> the checkpoint converted in that --quant policy (once, beside it) and opened."""
     opened = {}
 
     def get(quant: str = "q4"):
         if quant not in opened:
-            out = tiny26_checkpoint.parent / f"pkg-{quant}"
-            convert(str(tiny26_checkpoint), out, quant)
+            out = checkpoint.parent / f"pkg-{quant}"
+            convert(str(checkpoint), out, quant)
             opened[quant] = open_package(out)
         return opened[quant]
     return get
