@@ -112,11 +112,7 @@ class Plan:
 
     def decode(self, role: str, words) -> dict[str, list]:
         """An output's raw u32 words (as read back) -> {field name: values}, by the buffer's fields."""
-        words, out, at = np.asarray(words, np.uint32), {}, 0
-        for f in self.buffer(self.outputs[role]).fields:
-            out[f.name] = words[at:at + f.count].view(np.float32 if f.dtype == "f32" else np.uint32).tolist()
-            at += f.count
-        return out
+        return decode_fields(self.buffer(self.outputs[role]).fields, words)
 
     def step_values(self, frame: int) -> list[int]:
         return [f.value(frame) for f in self.step_fields]
@@ -179,6 +175,16 @@ class Plan:
         firsts = [st.first for st in self.stages]
         if firsts and (firsts[0] != 0 or firsts != sorted(set(firsts)) or firsts[-1] >= len(self.dispatches)):
             raise ValueError(f"stages must start at dispatch 0 and at increasing dispatches: {firsts}")
+
+
+def decode_fields(fields: list[Field], words) -> dict[str, list]:
+    """Raw u32 words -> {field name: values}: Plan.decode for a caller that looked the fields up once (per frame,
+    the lookup would rebuild the plan's name index)."""
+    words, out, at = np.asarray(words, np.uint32), {}, 0
+    for f in fields:
+        out[f.name] = words[at:at + f.count].view(np.float32 if f.dtype == "f32" else np.uint32).tolist()
+        at += f.count
+    return out
 
 
 class PlanBuilder:

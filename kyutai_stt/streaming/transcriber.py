@@ -22,6 +22,7 @@ import numpy as np
 
 from kyutai_stt.config import MAX_SILENCE_PREFIX_S, stream_settings
 from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.plan import decode_fields
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import AudioError
 from kyutai_stt.models.stt import stt_plan
@@ -92,6 +93,7 @@ class Transcriber:
         self.decoder_config = replace(decoder, silence_prefix=lead_in_s,
                                       hide_words_before=prompt.hidden_until(prefix) if prompt else 0.0)
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
+        self._result_fields = plan.buffer(plan.outputs["results"]).fields      # read once, decoded per frame
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
         self.stats = Stats()
         self._start_stream()
@@ -163,7 +165,7 @@ class Transcriber:
     def _decode(self, results) -> list[Event]:
         events = []
         for r in results:
-            fields = self.engine.plan.decode("results", r.outputs["results"])
+            fields = decode_fields(self._result_fields, r.outputs["results"])
             events += self.decoder.step(fields["token"][0], fields["vad"])
         return events
 
