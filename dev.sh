@@ -93,9 +93,10 @@ case "${1:-}" in
     test)
         shift
         ensure_system_packages; ensure_venv; ensure_reference
-        # Two test processes (pytest-xdist; a file's tests stay in one process, so module fixtures are made once):
-        # most tests keep one core busy. KYUTAI_STT_TEST_WORKERS=0 runs them in this process.
-        exec "$PY" -m pytest -q -n "${KYUTAI_STT_TEST_WORKERS:-2}" --dist loadfile "$@"
+        # Test processes (pytest-xdist), each taking a whole group of tests at a time: a file (its module fixtures
+        # are made once), or all the full-size tests (one full-size model in memory at a time); longest groups
+        # first (tests/conftest.py). KYUTAI_STT_TEST_WORKERS=0 runs them in this process.
+        exec "$PY" -m pytest -q -n "${KYUTAI_STT_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder "$@"
         ;;
     *)
         echo "usage: ./dev.sh start | ./dev.sh test [pytest args]" >&2; exit 2 ;;

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import resource
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from measured import Measured, run_measured
 
 from kyutai_stt.weights.convert import convert
 from kyutai_stt.weights.package import open_package
 from kyutai_stt.weights.synthetic import write_checkpoint
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "reference_tiny_seed0"
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny_seed0"
+DURATIONS = ROOT / "tests" / "durations.json"
+FULL_SIZE_GROUP = "full-size"
+CONVERT_KILL_SECONDS = 600     # a converter still running then is stuck (it takes ~40 s alone)
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +51,28 @@ def tiny26_packages(tiny26_checkpoint):
     return _packages_of(tiny26_checkpoint)
 
 
+@dataclass(frozen=True)
+class MeasuredPackage:
+    path: Path                 # the package directory
+    checkpoint: Path           # what it was converted from
+    report: Path               # the converter's output (--report: one row per tensor)
+    measured: Measured         # the converter's own wall and CPU time and peak RSS
+
+
+@pytest.fixture(scope="session")
+def full_q4_package(tmp_path_factory) -> MeasuredPackage:
+    """The default (q4) package of the cached full-size seed-0 checkpoint, converted once per test process by the
+    CLI in a child process whose cost is measured: tests/test_convert.py checks the package and that cost, the
+    full-size int8 test runs it. Both are `full_size` tests, so one test process makes it once."""
+    import make_reference
+    checkpoint = make_reference.synth_checkpoint("full", 0)
+    root = tmp_path_factory.mktemp("full-q4")
+    report = root / "convert.txt"
+    measured = run_measured([sys.executable, "-m", "kyutai_stt.cli", "convert", str(checkpoint), str(root / "pkg"),
+                             "--report", "--report-frames", "0"], report, timeout=CONVERT_KILL_SECONDS)
+    return MeasuredPackage(root / "pkg", checkpoint, report, measured)
+
+
 def _packages_of(checkpoint: Path):
     """get(quant) -> the checkpoint converted in that --quant policy (once, beside it) and opened."""
     opened = {}
@@ -57,12 +86,27 @@ def _packages_of(checkpoint: Path):
     return get
 
 
+def pytest_addoption(parser):
+    parser.addoption("--record-durations", metavar="PATH", type=Path,
+                     help="write each test group's seconds (setup, call and teardown summed) to PATH as JSON; "
+                          f"{DURATIONS.relative_to(ROOT)} orders the groups, longest first")
+
+
+@pytest.hookimpl(tryfirst=True)          # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Every test under tests/web/ drives headless Chromium: `-m "not browser"` leaves them out of a quick loop.
-    Tests marked `huge` run only when a -m expression asks for them; the summary names what was left out."""
+    Tests marked `huge` run only when a -m expression asks for them; the summary names what was left out.
+
+    Scheduling (./dev.sh test runs xdist with --dist loadgroup): a test process takes a whole group at a time, and
+    a group is a file, except that every `full_size` test is in the one group "full-size", so no two test
+    processes hold a full-size model at once. Groups start longest first, by the last recorded durations
+    (tests/durations.json; a group not recorded yet goes first): the longest file never starts last."""
     for item in items:
         if "/web/" in item.path.as_posix() and "/tests/" in item.path.as_posix():
             item.add_marker(pytest.mark.browser)
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    items.sort(key=lambda item: -recorded.get(_group(item), float("inf")))
     if not config.option.markexpr:
         huge = [item for item in items if item.get_closest_marker("huge")]
         if huge:
@@ -91,6 +135,20 @@ def pytest_testnodedown(node, error):
     left_out += [n for n in output.get("huge_left_out", []) if n not in left_out]
 
 
+def _group(item) -> str:
+    """The scheduling group of a test: "full-size", or its file relative to the repository."""
+    return FULL_SIZE_GROUP if item.get_closest_marker("full_size") else item.path.relative_to(ROOT).as_posix()
+
+
+def pytest_runtest_logreport(report):
+    """Sum each group's seconds for --record-durations (under xdist the controller sees every worker's reports;
+    a test id carries its group after an `@`)."""
+    nodeid, _, group = report.nodeid.partition("@")
+    group = group or (FULL_SIZE_GROUP if "full_size" in report.keywords else nodeid.split("::")[0])
+    _DURATIONS[group] = _DURATIONS.get(group, 0.0) + report.duration
+
+
+_DURATIONS: dict[str, float] = {}
 _WORKER_PEAKS = pytest.StashKey[list]()
 _HUGE_LEFT_OUT = pytest.StashKey[list]()
 
@@ -103,6 +161,10 @@ def pytest_terminal_summary(terminalreporter):
     own, child = max(p[0] for p in peaks), max(p[1] for p in peaks)
     terminalreporter.write_line(f"peak RSS: test process {own:.1f} GiB, largest child process {child:.1f} GiB"
                                 f" ({len(peaks)} test process{'es' if len(peaks) > 1 else ''})")
+    record = terminalreporter.config.getoption("record_durations")
+    if record and not hasattr(terminalreporter.config, "workerinput"):
+        record.write_text(json.dumps({g: round(s, 1) for g, s in sorted(_DURATIONS.items())}, indent=1) + "\n")
+        terminalreporter.write_line(f"test group durations written to {record}")
     for nodeid in terminalreporter.config.stash.get(_HUGE_LEFT_OUT, []):
         terminalreporter.write_line(f"NOT RUN (marked huge: more memory and time than this suite's budget; "
                                     f"./dev.sh test -m huge runs it): {nodeid}", yellow=True, bold=True)

@@ -127,6 +127,7 @@ def test_committed_2_6b_family_fixture_is_reproduced(ref, tiny26):
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 def test_official_loader_loads_the_full_2_6b_checkpoint_strictly(ref, tmp_path):
     """Writes the real 2.6B layout (5.2 GB LM + 0.38 GB Mimi), checks the byte count on disk, and loads the LM
     strictly in bf16 (~5.2 GB of memory), freed before returning."""

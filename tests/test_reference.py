@@ -196,6 +196,7 @@ def test_committed_fixture_is_reproduced(ref, tiny_dir, fixture):
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 def test_official_loader_loads_the_full_checkpoint_strictly(ref, scratch):
     """Full size: bf16 in memory (~2 GB, not 4 GB in fp32), LM only, freed before returning."""
     import torch

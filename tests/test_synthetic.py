@@ -90,6 +90,7 @@ def test_no_vad_heads_variant_lacks_extra_heads(scratch, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 def test_full_size_files_have_the_real_byte_counts(scratch):
     paths = write_checkpoint(scratch, "full", seed=0)
     assert paths["lm"].stat().st_size == FULL_LM_BYTES

@@ -37,6 +37,10 @@ OUTPUT_PLAIN, OUTPUT_ELU, OUTPUT_GELU = 0, 1, 2
 PCM_HISTORY_REGION = 8         # floats per region of the PCM history (kernel_size - 1 = 6 used)
 STEPS_PER_FRAME = 2            # transformer steps per 80 ms frame (25 Hz)
 TUNINGS = ("gpu", "cpu")       # work splits: see _tiling
+# The "cpu" work splits' sizes (software adapters: lavapipe, SwiftShader; measured in docs/testing.md):
+CPU_CONV_WORKGROUP = 64        # conv1d invocations per workgroup
+CPU_ATTENTION_WORKGROUP = 64   # attention_chunk invocations per workgroup
+CPU_RVQ = (64, 1, 4)           # rvq: workgroup size, threads per entry, entries per thread
 
 
 @dataclass
@@ -211,7 +215,8 @@ class _MimiBuilder:
                        (cfg.num_heads, steps),
                        {"FORMAT": self.fmt(qkv), "HEADS": cfg.num_heads, "HEAD_DIM": hd, "STEPS": steps,
                         "RING": self.ring, "CONTEXT": cfg.context, "POSITION_INDEX": self.position,
-                        "EPS": cfg.layer_norm_eps, "WORKGROUP_SIZE": 64 if self.tuning == "cpu" else 256},
+                        "EPS": cfg.layer_norm_eps,
+                        "WORKGROUP_SIZE": CPU_ATTENTION_WORKGROUP if self.tuning == "cpu" else 256},
                        label=f"mimi.layers.{i}.attention")
             self.conv(f"layers.{i}.attn_out", p + "attn_out", att, h, scale=p + "attn_scale", accumulate=True)
             self.conv(f"layers.{i}.ffn_in", p + "ffn_in", h, ffn, input_mode=INPUT_LAYER_NORM,
@@ -237,7 +242,7 @@ class _MimiBuilder:
         books = "mimi.codebooks"
         dim = int(self.tensors[books]["shape"][1])
         # gpu: teams of 8 split each entry's 256 dims (32 workgroups); cpu: whole dot products (8 workgroups).
-        workgroup, threads_per_entry, entries_per_thread = (64, 1, 4) if self.tuning == "cpu" else (256, 8, 2)
+        workgroup, threads_per_entry, entries_per_thread = CPU_RVQ if self.tuning == "cpu" else (256, 8, 2)
         entries = workgroup // threads_per_entry * entries_per_thread
         blocks = cfg.bins // entries
         assert cfg.bins % entries == 0
@@ -270,8 +275,8 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu") -> dict:
     steps_per_thread = min(t_out, 4)
     step_groups = math.ceil(t_out / steps_per_thread)
     if tuning == "cpu":
-        rows_per_thread, threads_per_row, size = 4, 1, 64
-        teams_o = 1 << (min(16, max(1, c_out // rows_per_thread)).bit_length() - 1)   # a power of two
+        rows_per_thread, threads_per_row, size = 4, 1, CPU_CONV_WORKGROUP
+        teams_o = 1 << (min(16, size, max(1, c_out // rows_per_thread)).bit_length() - 1)   # a power of two
         teams_t = size // teams_o
         if t_out < 16:
             teams_t, teams_o = 1, size

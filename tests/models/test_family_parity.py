@@ -44,6 +44,7 @@ def test_tiny_2_6b_q4_package_runs_close_to_official(tiny26_packages, arrays):
 
 @pytest.mark.slow
 @pytest.mark.huge
+@pytest.mark.full_size
 def test_full_2_6b_engine_equals_official_for_8_steps(tmp_path):
     """Full size, teacher-forced: the official run needs ~10 GB in fp32 (a child process), the f16 package 5 GB."""
     tool = make_reference_tool()

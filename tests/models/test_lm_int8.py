@@ -8,6 +8,7 @@ and without subgroups.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,9 @@ PORTABLE = Tuning({"default": MatvecTuning(64, 16, 2)}, 8)
 INT8 = Tuning(PORTABLE.matvec, 8, int8_matvec={"default": MatvecTuning(64, 16, 1)})
 # Teams of 4: every adapter's subgroups are at least that wide (lavapipe 8, SwiftShader 4).
 INT8_SUBGROUP = Tuning(PORTABLE.matvec, 8, int8_matvec={"default": MatvecTuning(64, 4, 2, subgroup=True)})
+# The CPU variant's launch shapes (data/variants.json "cpu"): on lavapipe ~8x faster at full size than the above.
+PORTABLE_CPU = tunings()["cpu"]
+INT8_CPU = dataclasses.replace(PORTABLE_CPU, int8_matvec={"default": MatvecTuning(32, 8, 1)})
 # Logits: the int8 path rounds each matvec input by up to 1/254 of its block's largest value; through the tiny LM
 # that moved the logits by at most 1.0e-2 of max |logit| (relative RMS 6.4e-3) on lavapipe; 2e-2 leaves room for
 # other adapters' summation orders, while a wrong scale, sum or input order moves them by tens of percent.
@@ -92,41 +96,35 @@ def test_int8_path_against_the_portable_path(tiny_packages, arrays, int8, capsys
 
 
 @pytest.mark.slow
-def test_full_size_int8_path_against_the_portable_path(tmp_path, capsys):
-    """The same comparison at full size (2048 wide, 16 layers) over 24 steps of random codes and text tokens (the
-    comparison needs no official run), on the q4 package of the cached full-size synthetic checkpoint that the
-    full-size parity test uses too. FULL_Q4_PACKAGE names an existing full-size q4 package instead (on a lent GPU:
-    benchmarks/gpu_run.sh makes one)."""
-    import importlib.util
+@pytest.mark.full_size
+def test_full_size_int8_path_against_the_portable_path(full_q4_package, capsys):
+    """The same comparison at full size (2048 wide, 16 layers) over random codes and text tokens (the comparison
+    needs no official run), on the default q4 package of the cached full-size synthetic checkpoint (the one
+    tests/test_convert.py checks). FULL_Q4_PACKAGE names an existing full-size q4 package instead (on a lent GPU:
+    benchmarks/gpu_run.sh makes one). On a CPU adapter (lavapipe: ~8 s a step for both paths) with the CPU launch
+    shapes and 8 steps; on a GPU with the GPU ones and 24 steps."""
     import os
 
-    from kyutai_stt.weights.convert import convert
     from kyutai_stt.weights.package import open_package
 
-    path = os.environ.get("FULL_Q4_PACKAGE")
-    if not path:
-        tools = Path(__file__).resolve().parents[2] / "tools" / "make_reference.py"
-        spec = importlib.util.spec_from_file_location("make_reference", tools)
-        make_reference = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(make_reference)
-        convert(str(make_reference.synth_checkpoint("full", 0)), tmp_path / "q4", "q4")
-        path = tmp_path / "q4"
-    package = open_package(path, verify_hashes=False)
+    package = open_package(os.environ.get("FULL_Q4_PACKAGE") or full_q4_package.path, verify_hashes=False)
+    adapter = gpu.adapter_summary()
+    portable, int8, steps = (PORTABLE_CPU, INT8_CPU, 8) if adapter["adapter_type"].lower() == "cpu" else \
+        (PORTABLE, INT8, 24)
     cfg = package.config
     rng = np.random.default_rng(0)
-    steps = 24
     inputs = np.concatenate([rng.integers(0, cfg.text_card, (steps, 1)), rng.integers(0, cfg.card, (steps, cfg.n_q))],
                             axis=1)
-    portable_logits, portable_tokens = teacher_forced(package, PORTABLE, inputs)
-    int8_logits, int8_tokens = teacher_forced(package, INT8, inputs)
+    portable_logits, portable_tokens = teacher_forced(package, portable, inputs)
+    int8_logits, int8_tokens = teacher_forced(package, int8, inputs)
     scale = np.abs(portable_logits).max(axis=1, keepdims=True)
     worst = float((np.abs(int8_logits - portable_logits) / scale).max())
     relative_rms = float(np.sqrt(((int8_logits - portable_logits) ** 2).mean() / (portable_logits**2).mean()))
     top2 = np.sort(portable_logits, axis=1)[:, -2:]
     decided = (top2[:, 1] - top2[:, 0]) > 2 * LOGIT_TOLERANCE * scale[:, 0]
     with capsys.disabled():
-        print(f"\n[int8 path vs portable, full size q4, {steps} steps] logits: max error {worst:.2e} of max |logit|, "
-              f"relative RMS {relative_rms:.2e}; tokens equal {np.mean(int8_tokens == portable_tokens):.0%} "
-              f"({decided.sum()} steps beyond the near-tie margin)")
+        print(f"\n[int8 path vs portable, full size q4, {steps} steps, {adapter['name']}] logits: max error "
+              f"{worst:.2e} of max |logit|, relative RMS {relative_rms:.2e}; tokens equal "
+              f"{np.mean(int8_tokens == portable_tokens):.0%} ({decided.sum()} steps beyond the near-tie margin)")
     assert worst <= LOGIT_TOLERANCE
     assert (int8_tokens[decided] == portable_tokens[decided]).all()

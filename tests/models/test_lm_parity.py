@@ -100,6 +100,7 @@ def test_tiny_q4_quantisation_error_is_reported_and_bounded(tiny_packages, array
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 def test_full_size_engine_equals_official_for_24_steps(tmp_path):
     tool = make_reference_tool()
     steps = 24

@@ -2,8 +2,9 @@
 
 The LM plan runs free (each token fed back on the GPU, the prompt position advanced on the GPU) on the f16 package
 (its weights equal the bf16 checkpoint's), with the official run's Mimi codes fed by the host: the token stream must
-equal the official one at every step, the prompt position its count of emitted ids. Fixture:
-tools/make_reference.py --prompts (tests/fixtures/prompt_tiny_seed0; docs/reference.md).
+equal the official one at every step, the prompt position its count of emitted ids. For both families: the tiny
+1B and the tiny 2.6B-family model (no VAD heads, 4000 pieces, 31 frames of delay). Fixtures:
+tools/make_reference.py --prompts (tests/fixtures/prompt_tiny_seed0, prompt_tiny26_seed0; docs/reference.md).
 """
 from __future__ import annotations
 
@@ -18,20 +19,28 @@ from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.lm import lm_plan
 from kyutai_stt.models.variants import tuning_for
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "prompt_tiny_seed0"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+MODELS = {"tiny": ("tiny_packages", "prompt_tiny_seed0", "reference_tiny_seed0"),           # packages fixture,
+          "tiny26": ("tiny26_packages", "prompt_tiny26_seed0", "reference_tiny26_seed0")}   # prompt and LM fixtures
 # The tiny model's logits are a few units to tens: engine-vs-official logit differences are ~1e-4 of that
 # (test_lm_parity.py), so a margin above this between the two best allowed logits is decided, not a near-tie.
 DECIDED_MARGIN = 1e-2
 
 
-@pytest.fixture(scope="module")
-def fixture():
-    return dict(np.load(FIXTURE.with_suffix(".npz"))), json.loads(FIXTURE.with_suffix(".json").read_text())
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_packages):
-    package = tiny_packages("f16")
+def fixture(model):
+    path = FIXTURES / MODELS[model][1]
+    return dict(np.load(path.with_suffix(".npz"))), json.loads(path.with_suffix(".json").read_text())
+
+
+@pytest.fixture(scope="module")
+def engine(model, request):
+    package = request.getfixturevalue(MODELS[model][0])("f16")
     return Engine(lm_plan(package, tuning_for(*gpu.device_traits())),
                   package.read_stream)
 
@@ -94,10 +103,11 @@ def test_without_a_prompt_the_stream_is_the_unprompted_one(engine, fixture):
     assert run_free(engine, codes, [], len(tokens)) == tokens.tolist()
 
 
-def test_fixture_was_made_from_the_tiny_checkpoint_of_the_other_fixtures(fixture):
-    """The prompt fixture and reference_tiny_seed0 (whose checkpoint tests/test_reference.py pins to
-    synthetic.py) come from the same checkpoint files: regenerate both after a change to the synthetic weights."""
+def test_fixture_was_made_from_the_tiny_checkpoint_of_the_other_fixtures(model, fixture):
+    """The prompt fixture and the model's LM fixture (reference_tiny_seed0, reference_tiny26_seed0: their
+    checkpoints are pinned to synthetic.py by tests/test_reference.py and tests/test_model_family.py) come from the
+    same checkpoint files: regenerate both after a change to the synthetic weights."""
     _, meta = fixture
-    other = json.loads((FIXTURE.parent / "reference_tiny_seed0.json").read_text())["checkpoint"]["files"]
+    other = json.loads((FIXTURES / f"{MODELS[model][2]}.json").read_text())["checkpoint"]["files"]
     assert {k: v["sha256"] for k, v in meta["checkpoint"]["files"].items()} == \
         {k: v["sha256"] for k, v in other.items()}

@@ -1,7 +1,7 @@
 """The app with a 2.6B-family package (the tiny seed-0 sibling: no semantic VAD, 4000 pieces, 2.5 s delay) given
 by `?model=`: it says which model runs, shows no end-of-turn indicator and says why, transcribes a file exactly as
-the native engine does with the model's delay and silence prefix (slow), and refuses clearly on a device whose
-memory cannot hold the model."""
+the native engine does with the model's delay and silence prefix and a text prompt (slow), and refuses clearly on
+a device whose memory cannot hold the model."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,13 @@ from test_app import RUN_TIMEOUT_MS, open_app, wait_state
 
 from kyutai_stt.config import stream_settings
 from kyutai_stt.site.build import PLANS_FILE, plans_document
+from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.transcriber import Transcriber
 
 FILE_SECONDS = 1.0
+# Long enough to be still enforced after the first 31 steps, whose words the official rules drop: the transcript is
+# then the prompt's continuation, where the unprompted random model writes other words.
+PROMPT_TEXT = "the quick brown fox jumps over the lazy dog then takes a short nap in the warm sun"
 FAMILY = "/family/"           # where the test server serves the 2.6B-family package and its plans.json
 
 
@@ -55,9 +59,14 @@ def test_2_6b_family_package_loads_says_which_model_and_why_no_end_of_turn(brows
 
 @pytest.mark.slow
 def test_2_6b_family_file_transcript_equals_the_native_engines(browser, server, family, tmp_path):
-    """Slow (~5 min on SwiftShader under load): the 31-frame delay means 33 flush frames of the full-size Mimi."""
+    """With a text prompt set in the page's field. Slow (~2.5 min on SwiftShader under load): the 31-frame delay
+    means 33 flush frames of the full-size Mimi."""
     page, console, _ = open_app(browser, server, query())
     assert wait_state(page, ["ready", "error"], console=console) == "ready", page.inner_text("#error")
+    page.click("#prompt summary")
+    page.fill("#prompt-text", PROMPT_TEXT)
+    page.click("#prompt-apply")
+    page.wait_for_function("document.getElementById('prompt-status').textContent.startsWith('Prompt in use')")
     clip = tmp_path / "clip.wav"
     with wave.open(str(AUDIO)) as f:
         params, frames = f.getparams(), f.readframes(int(FILE_SECONDS * f.getframerate()))
@@ -72,12 +81,14 @@ def test_2_6b_family_file_transcript_equals_the_native_engines(browser, server, 
 
     # The native engine with the model's own settings (silence prefix 1 s, delay 31 frames) gives the same words.
     pcm = np.frombuffer(frames, np.int16).astype(np.float32) / 32768
-    native = Transcriber(family)
+    native = Transcriber(family, prompt=Prompt(PROMPT_TEXT))
     assert native.decoder_config.delay_steps == 31 and native.decoder_config.silence_prefix == 1.0
     events = native.feed(pcm, 24000) + native.flush()
     expected = [e for e in events if e.type == "word"]
     assert not [e for e in events if e.type == "endOfTurn"]
     assert [w["text"] for w in words] == [w.text for w in expected]
+    assert expected and "".join(w.text for w in expected).replace(" ", "") in PROMPT_TEXT.replace(" ", ""), \
+        "the prompt steered both"
     np.testing.assert_allclose([[w["start"], w["end"]] for w in words], [[w.start, w.end] for w in expected],
                                atol=1e-6)
     page.close()
