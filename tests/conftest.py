@@ -9,16 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import scheduling
 from measured import Measured, run_measured
 
 from kyutai_stt.weights.convert import convert
 from kyutai_stt.weights.package import open_package
 from kyutai_stt.weights.synthetic import write_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny_seed0"
-DURATIONS = ROOT / "tests" / "durations.json"
-FULL_SIZE_GROUP = "full-size"
+FIXTURE = scheduling.ROOT / "tests" / "fixtures" / "reference_tiny_seed0"
 CONVERT_KILL_SECONDS = 600     # a converter still running then is stuck (it takes ~40 s alone)
 
 
@@ -89,7 +87,7 @@ def _packages_of(checkpoint: Path):
 def pytest_addoption(parser):
     parser.addoption("--record-durations", metavar="PATH", type=Path,
                      help="write each test group's seconds (setup, call and teardown summed) to PATH as JSON; "
-                          f"{DURATIONS.relative_to(ROOT)} orders the groups, longest first")
+                          f"{scheduling.DURATIONS.relative_to(scheduling.ROOT)} orders the groups, longest first")
 
 
 @pytest.hookimpl(tryfirst=True)          # before xdist reads the xdist_group marks
@@ -104,9 +102,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/web/" in item.path.as_posix() and "/tests/" in item.path.as_posix():
             item.add_marker(pytest.mark.browser)
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
-    items.sort(key=lambda item: -recorded.get(_group(item), float("inf")))
+        item.add_marker(pytest.mark.xdist_group(scheduling.group_of(item)))
+    scheduling.longest_first(items)
     if not config.option.markexpr:
         huge = [item for item in items if item.get_closest_marker("huge")]
         if huge:
@@ -122,6 +119,11 @@ def _peaks() -> tuple[float, float]:
 
 
 def pytest_sessionfinish(session):
+    split = sorted(g for g, workers in _GROUP_WORKERS.items() if len(workers) > 1)
+    if split:     # module fixtures were made twice, two full-size models could meet in memory: fail the run
+        session.config.stash[_SPLIT_GROUPS] = split
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if hasattr(session.config, "workeroutput"):                  # an xdist worker: report to the controller
         session.config.workeroutput["peak_rss_gib"] = _peaks()
         session.config.workeroutput["huge_left_out"] = session.config.stash.get(_HUGE_LEFT_OUT, [])
@@ -135,21 +137,20 @@ def pytest_testnodedown(node, error):
     left_out += [n for n in output.get("huge_left_out", []) if n not in left_out]
 
 
-def _group(item) -> str:
-    """The scheduling group of a test: "full-size", or its file relative to the repository."""
-    return FULL_SIZE_GROUP if item.get_closest_marker("full_size") else item.path.relative_to(ROOT).as_posix()
-
-
 def pytest_runtest_logreport(report):
     """Sum each group's seconds for --record-durations (under xdist the controller sees every worker's reports;
     a test id carries its group after an `@`)."""
-    nodeid, _, group = report.nodeid.partition("@")
-    group = group or (FULL_SIZE_GROUP if "full_size" in report.keywords else nodeid.split("::")[0])
+    group = scheduling.report_group(report.nodeid, report.keywords)
     _DURATIONS[group] = _DURATIONS.get(group, 0.0) + report.duration
+    worker = getattr(getattr(report, "node", None), "gateway", None)
+    if worker is not None:                           # the controller: which test process ran each group
+        _GROUP_WORKERS.setdefault(group, set()).add(worker.id)
 
 
 _DURATIONS: dict[str, float] = {}
+_GROUP_WORKERS: dict[str, set[str]] = {}
 _WORKER_PEAKS = pytest.StashKey[list]()
+_SPLIT_GROUPS = pytest.StashKey[list]()
 _HUGE_LEFT_OUT = pytest.StashKey[list]()
 
 
@@ -165,6 +166,9 @@ def pytest_terminal_summary(terminalreporter):
     if record and not hasattr(terminalreporter.config, "workerinput"):
         record.write_text(json.dumps({g: round(s, 1) for g, s in sorted(_DURATIONS.items())}, indent=1) + "\n")
         terminalreporter.write_line(f"test group durations written to {record}")
+    for group in terminalreporter.config.stash.get(_SPLIT_GROUPS, []):
+        terminalreporter.write_line(f"FAILED scheduling: the group {group} ran in more than one test process "
+                                    "(./dev.sh test's --dist loadgroup, docs/testing.md)", red=True, bold=True)
     for nodeid in terminalreporter.config.stash.get(_HUGE_LEFT_OUT, []):
         terminalreporter.write_line(f"NOT RUN (marked huge: more memory and time than this suite's budget; "
                                     f"./dev.sh test -m huge runs it): {nodeid}", yellow=True, bold=True)

@@ -94,3 +94,14 @@ def test_readme_main_command_runs(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_the_test_command_schedules_groups_by_their_recorded_durations():
+    """./dev.sh test hands out the groups of tests/conftest.py (a file, or "full-size") in the order of
+    tests/durations.json: every group it lists exists (a renamed file would otherwise silently lose its place)."""
+    import scheduling
+    assert "--dist loadgroup --no-loadscope-reorder" in (ROOT / "dev.sh").read_text()
+    recorded = scheduling.recorded()
+    assert scheduling.FULL_SIZE_GROUP in recorded
+    assert all(group == scheduling.FULL_SIZE_GROUP or (ROOT / group).is_file() for group in recorded), recorded
+    assert all(seconds >= 0 for seconds in recorded.values())

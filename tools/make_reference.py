@@ -10,6 +10,8 @@ WAV, and writes OUT.npz (arrays) + OUT.json (metadata). docs/reference.md lists 
     python tools/make_reference.py --synth tiny-2.6b --seed 0 --steps 40 --out tests/fixtures/reference_tiny26_seed0
     python tools/make_reference.py --checkpoint DIR --audio A.wav --out OUT     # any official-layout directory
     python tools/make_reference.py --synth tiny --seed 0 --prompts --frames 20 --out tests/fixtures/prompt_tiny_seed0
+    python tools/make_reference.py --synth tiny-2.6b --seed 0 --prompts --frames 20 \
+        --out tests/fixtures/prompt_tiny26_seed0
 
 Determinism: fp32, a fixed number of CPU threads (default 1), deterministic kernels, torch.compile disabled
 (moshi would otherwise compile the LM's final RMSNorm with Inductor on CPU: 30 s of compiling, machine-specific
