@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -657,14 +658,24 @@ def synthetic_code_digest() -> str:
 
 
 def synth_checkpoint(size: str, seed: int, vad_heads: bool = True, root: Path | None = None) -> Path:
-    """A synthetic checkpoint in the official layout, written once into the cache (config.json is written last,
-    atomically, so its presence means the directory is complete)."""
+    """A synthetic checkpoint in the official layout, written once into the cache: into a directory of this
+    process's own, renamed into place when complete, so that processes making the same one at once (two test
+    processes, two runs) never write into each other's files; the first rename wins."""
     sys.path.insert(0, str(REPO))                                         # run from a checkout without install
     from kyutai_stt.weights.synthetic import write_checkpoint
     name = f"{size}-seed{seed}{'' if vad_heads else '-novad'}-{synthetic_code_digest()}"
     directory = (root or cache_dir() / "synthetic") / name
     if not (directory / "config.json").is_file():
-        write_checkpoint(directory, size, seed, vad_heads=vad_heads)
+        own = directory.with_name(f"{name}.partial-{os.getpid()}")
+        write_checkpoint(own, size, seed, vad_heads=vad_heads)
+        try:
+            os.rename(own, directory)
+        except OSError:
+            if not (directory / "config.json").is_file():   # left incomplete by an older version of this function
+                shutil.rmtree(directory)
+                os.rename(own, directory)
+            else:                                            # another process's copy is in place: the same bytes
+                shutil.rmtree(own, ignore_errors=True)
     return directory
 
 

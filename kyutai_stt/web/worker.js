@@ -39,7 +39,7 @@ let tasks = Promise.resolve();
 let results = Promise.resolve();
 let collector = null;     // word events of a TRANSCRIBE in progress
 const stats = {frames: 0, completed: 0, windowMs: 0, windowFrames: 0, lastResultAt: 0, energy: 0, samples: 0,
-  stageMs: {}, reportedAt: 0};
+  stageMs: {}, reportedAt: 0, lastWindow: {msPerFrame: 0, stageMs: null, realTimeFactor: 0}};
 
 function post(type, fields = {}, transfer = []) {
   self.postMessage({type, ...fields}, transfer);
@@ -285,16 +285,23 @@ function emit(event) {
 }
 
 function postStats() {
-  const msPerFrame = stats.windowFrames ? stats.windowMs / stats.windowFrames : 0;
+  // An empty window (a flush right after a report: on a slow device live, every frame is reported) repeats the
+  // last window's per-frame figures rather than reading 0 ms.
+  if (!stats.windowFrames) return postSummary(stats.lastWindow);
+  const msPerFrame = stats.windowMs / stats.windowFrames;
   const frameMs = 1000 * engine.frameSize / engine.sampleRate;
+  // GPU time of each plan stage (LM, Mimi) per frame, from timestamp queries; null where the GPU has none.
+  const stageMs = Object.keys(stats.stageMs).length ? Object.fromEntries(
+    Object.entries(stats.stageMs).map(([stage, ms]) => [stage, ms / stats.windowFrames])) : null;
+  stats.lastWindow = {msPerFrame, stageMs, realTimeFactor: msPerFrame / frameMs};
+  return postSummary(stats.lastWindow);
+}
+
+function postSummary(figures) {
   // The caller's audio since the last report, RMS in dB relative to full scale (null: none arrived).
   const level = stats.samples ? 10 * Math.log10(stats.energy / stats.samples + SILENCE_POWER) : null;
-  // GPU time of each plan stage (LM, Mimi) per frame, from timestamp queries; null where the GPU has none.
-  const stageMs = Object.keys(stats.stageMs).length && stats.windowFrames ? Object.fromEntries(
-    Object.entries(stats.stageMs).map(([stage, ms]) => [stage, ms / stats.windowFrames])) : null;
-  const summary = {frames: stats.completed, msPerFrame, stageMs, realTimeFactor: msPerFrame / frameMs,
-    framesBehind: stats.frames - stats.completed + queuedFrames(), audioSeconds: stream.samples / engine.sampleRate,
-    droppedSeconds: stream.dropped / engine.sampleRate, level};
+  const summary = {frames: stats.completed, ...figures, level, framesBehind: stats.frames - stats.completed +
+    queuedFrames(), audioSeconds: stream.samples / engine.sampleRate, droppedSeconds: stream.dropped / engine.sampleRate};
   Object.assign(stats, {windowMs: 0, windowFrames: 0, energy: 0, samples: 0, stageMs: {},
     reportedAt: performance.now()});
   post(FromWorker.STATS, summary);
