@@ -17,7 +17,7 @@ from kyutai_stt.weights.package import open_package
 from kyutai_stt.weights.synthetic import write_checkpoint
 
 FIXTURE = scheduling.ROOT / "tests" / "fixtures" / "reference_tiny_seed0"
-CONVERT_KILL_SECONDS = 600     # a converter still running then is stuck (it takes ~40 s alone)
+CONVERT_KILL_SECONDS = 600     # a converter still running then is stuck (benchmarks/convert.py: ~36 s alone)
 
 
 @pytest.fixture(scope="session")

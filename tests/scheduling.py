@@ -10,15 +10,19 @@ DURATIONS = ROOT / "tests" / "durations.json"       # group -> seconds, written 
 FULL_SIZE_GROUP = "full-size"                          # every `full_size` test: one full-size model at a time
 
 
-def group_of(item) -> str:
+def group(file: str, full_size: bool) -> str:
     """A test's group: "full-size", or its file relative to the repository (module fixtures are made once)."""
-    return FULL_SIZE_GROUP if item.get_closest_marker("full_size") else item.path.relative_to(ROOT).as_posix()
+    return FULL_SIZE_GROUP if full_size else file
+
+
+def group_of(item) -> str:
+    return group(item.path.relative_to(ROOT).as_posix(), item.get_closest_marker("full_size") is not None)
 
 
 def report_group(nodeid: str, keywords) -> str:
     """The group of a test report: under --dist loadgroup xdist appends it to the test id after an `@`."""
-    nodeid, _, group = nodeid.partition("@")
-    return group or (FULL_SIZE_GROUP if "full_size" in keywords else nodeid.split("::")[0])
+    nodeid, _, suffix = nodeid.partition("@")
+    return suffix or group(nodeid.split("::")[0], "full_size" in keywords)
 
 
 def recorded() -> dict[str, float]:
