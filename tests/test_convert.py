@@ -21,7 +21,7 @@ from kyutai_stt.weights import checkpoint, convert, hub, names, package, quant, 
 # >10 % margin and still catch any misplaced row or column (error ~1.4).
 ERROR_BOUND = {"q4": 0.095, "q8": 0.006, "f16": 2.5e-4, "f32": 0.0}
 PACKAGE_LIMIT_BYTES = 680_000_000       # the default package (LM q4, Mimi encoder f16): docs/weights.md
-CONVERT_SECONDS = 120               # CPU seconds for the full checkpoint (benchmarks/convert.py: ~36 s wall)
+CONVERT_SECONDS = 120               # CPU seconds for the full checkpoint with --report (~76 s on a quiet CI machine)
 CONVERT_PEAK_RSS = 8 * 2**30        # the converter streams tensors: its own peak, measured in a child process
 
 

