@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kyutai_stt import mimi_reference  # noqa: E402
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine  # noqa: E402
 from kyutai_stt.models.mimi import build_mimi_plan  # noqa: E402
+from kyutai_stt.reference import mimi as mimi_reference  # noqa: E402
 
 # isort: split
 import wgpu  # noqa: E402  (after kyutai_stt.engine.device, which sets the backend environment)
@@ -98,7 +98,7 @@ def precision(frames: int) -> None:
     reference itself: its distance from moshi is float rounding)."""
     import wave
     root = Path(__file__).resolve().parents[1]
-    with np.load(root / "tests" / "fixtures" / "reference_tiny_seed0.npz") as z:
+    with np.load(root / "tests" / "fixtures" / "reference_tiny_realmimi_seed0.npz") as z:
         official_latents, official_codes = z["mimi_latents"][:frames], z["mimi_codes"][:frames]
     with wave.open(str(root / "tests" / "fixtures" / "speech_en_fr_24k.wav")) as w:
         pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768

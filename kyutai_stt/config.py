@@ -49,6 +49,7 @@ class LMConfig:
     audio_silence_prefix_seconds: float = 0.0
     mimi_name: str = "mimi-pytorch-e351c8d8@125.safetensors"
     tokenizer_name: str = "tokenizer_en_fr_audio_8000.model"
+    mimi_config_name: str | None = None     # a Mimi config file in moshi's format (None: moshi's default Mimi)
     model_type: str = "stt"
     # Kept verbatim so that the config can be written back / handed to the official loader.
     lm_gen_config: dict = field(default_factory=lambda: {"temp": 0.0, "temp_text": 0.0, "top_k": 250,
@@ -102,6 +103,8 @@ class LMConfig:
                            "audio_silence_prefix_seconds": self.audio_silence_prefix_seconds},
             "model_type": self.model_type, "mimi_name": self.mimi_name, "tokenizer_name": self.tokenizer_name,
         }
+        if self.mimi_config_name is not None:
+            out["mimi_config_name"] = self.mimi_config_name
         if self.has_vad_heads:
             out["extra_heads_num_heads"] = self.extra_heads_num_heads
             out["extra_heads_dim"] = self.extra_heads_dim
@@ -113,16 +116,7 @@ class LMConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> LMConfig:
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError("<file>", "not found", str(path)) from None
-        except (ValueError, RecursionError) as e:     # JSON, UTF-8, a 5000-digit number, nesting
-            raise ConfigError("<file>", f"not valid JSON ({str(e)[:200] or type(e).__name__})", str(path)) from None
-        except OSError as e:
-            raise ConfigError("<file>", f"cannot read it ({e.strerror or e})", str(path)) from None
-        return _parse_lm(raw, str(path))
+        return _parse_lm(_read_json(Path(path)), str(path))
 
 
 # Keys the official config must carry, with their expected type; values our engine can run are checked below.
@@ -153,7 +147,11 @@ def _parse_lm(raw: Any, source: str) -> LMConfig:
     for key, expected in _SUPPORTED.items():
         if raw[key] != expected:
             raise ConfigError(key, f"unsupported value {raw[key]!r} (this engine runs {expected!r})", source)
-    for key in ("mimi_name", "tokenizer_name"):      # joined to the checkpoint's directory: a name, not a path
+    if "mimi_config_name" in raw and not isinstance(raw["mimi_config_name"], str):
+        raise ConfigError("mimi_config_name", f"expected a string, got {raw['mimi_config_name']!r}", source)
+    for key in ("mimi_name", "tokenizer_name", "mimi_config_name"):   # joined to the checkpoint's directory
+        if key not in raw:
+            continue
         name = raw[key]
         if not name or len(name) > 255 or name in (".", "..") or name.startswith(".") \
                 or any(c in name for c in "/\\\0"):
@@ -205,7 +203,8 @@ def _parse_lm(raw: Any, source: str) -> LMConfig:
         extra_heads_num_heads=heads, extra_heads_dim=heads_dim,
         audio_delay_seconds=float(stt.get("audio_delay_seconds", defaults.audio_delay_seconds)),
         audio_silence_prefix_seconds=float(stt.get("audio_silence_prefix_seconds", 0.0)),
-        mimi_name=raw["mimi_name"], tokenizer_name=raw["tokenizer_name"], model_type="stt",
+        mimi_name=raw["mimi_name"], tokenizer_name=raw["tokenizer_name"],
+        mimi_config_name=raw.get("mimi_config_name"), model_type="stt",
         lm_gen_config=dict(raw.get("lm_gen_config", {})), model_id=dict(raw.get("model_id", {})),
     )
 
@@ -256,6 +255,125 @@ class MimiConfig:
     def downsample_stride(self) -> int:
         return int(self.sample_rate / self.hop_length / self.frame_rate)
 
+    def to_moshi_json(self) -> dict:
+        """The config in moshi's format (loaders._mimi_config): the file a checkpoint's mimi_config_name names."""
+        d = self.dimension
+        return {"sample_rate": self.sample_rate, "channels": self.channels, "frame_rate": self.frame_rate,
+                "seanet": {**_SEANET_FIXED, "channels": self.channels, "dimension": d, "n_filters": self.n_filters,
+                           "compress": self.compress, "kernel_size": self.kernel_size,
+                           "residual_kernel_size": self.residual_kernel_size,
+                           "last_kernel_size": self.last_kernel_size, "ratios": list(self.ratios)},
+                "quantizer": {"dimension": self.codebook_dim, "n_q": self.n_q, "bins": self.bins,
+                              "input_dimension": d, "output_dimension": d},
+                "transformer": {**_TRANSFORMER_FIXED, "d_model": d, "num_heads": self.num_heads,
+                                "num_layers": self.num_layers, "context": self.context,
+                                "max_period": self.max_period, "dim_feedforward": self.dim_feedforward,
+                                "input_dimension": d, "output_dimensions": [d]}}
+
+    @classmethod
+    def load(cls, path: str | Path) -> MimiConfig:
+        """A Mimi config file in moshi's format, checked: ConfigError names the key of anything this engine cannot
+        run or that is beyond any real model."""
+        return _parse_mimi(_read_json(Path(path)), str(path))
+
+    @classmethod
+    def from_manifest(cls, raw: Any, source: str) -> MimiConfig:
+        """The config as a package manifest holds it (this dataclass's fields), checked as load() checks."""
+        if not isinstance(raw, dict) or set(raw) != {f.name for f in dataclasses.fields(cls)}:
+            raise ConfigError("<root>", f"expected an object with exactly the keys of {cls.__name__}", source)
+        if not isinstance(raw["ratios"], list):
+            raise ConfigError("ratios", "expected a list", source)
+        return _checked_mimi(cls(**{**raw, "ratios": tuple(raw["ratios"])}), source)
+
+
+# What moshi's Mimi may vary and this engine does not: these values, as in moshi's defaults (loaders._mimi_config).
+_SEANET_FIXED = {"causal": True, "n_residual_layers": 1, "activation": "ELU", "dilation_base": 2,
+                 "disable_norm_outer_blocks": 0, "norm": "none", "pad_mode": "constant", "true_skip": True}
+_TRANSFORMER_FIXED = {"causal": True, "layer_scale": 0.01, "conv_layout": True, "gating": "none",
+                      "norm": "layer_norm", "positional_embedding": "rope"}
+# Integer fields: (low, high). Bounds far beyond the real Mimi (dimension 512, 8 layers) refuse a damaged file
+# before it sizes a buffer; the multiples are what the kernels need (K % 32 per conv, K % 64 per matrix).
+_MIMI_INTS = {"sample_rate": (8000, 96000), "channels": (1, 1), "n_filters": (32, 1024), "kernel_size": (1, 16),
+              "residual_kernel_size": (1, 16), "last_kernel_size": (1, 16), "compress": (1, 8),
+              "dimension": (64, 4096), "num_layers": (1, 64), "num_heads": (1, 64), "dim_feedforward": (64, 16384),
+              "context": (1, 4096), "n_q": (1, 64), "bins": (2, 65536), "codebook_dim": (64, 4096)}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("<file>", "not found", str(path)) from None
+    except (ValueError, RecursionError) as e:     # JSON, UTF-8, a 5000-digit number, nesting
+        raise ConfigError("<file>", f"not valid JSON ({str(e)[:200] or type(e).__name__})", str(path)) from None
+    except OSError as e:
+        raise ConfigError("<file>", f"cannot read it ({e.strerror or e})", str(path)) from None
+
+
+def _parse_mimi(raw: Any, source: str) -> MimiConfig:
+    parts = {}
+    for part in ("seanet", "quantizer", "transformer"):
+        if not isinstance(raw, dict) or not isinstance(raw.get(part), dict):
+            raise ConfigError(part, "missing or not an object", source)
+        parts[part] = raw[part]
+    seanet, quantizer, transformer = parts["seanet"], parts["quantizer"], parts["transformer"]
+    for part, fixed in (("seanet", _SEANET_FIXED), ("transformer", _TRANSFORMER_FIXED)):
+        for key, expected in fixed.items():
+            if parts[part].get(key) != expected:
+                raise ConfigError(f"{part}.{key}", f"unsupported value {parts[part].get(key)!r} (this engine runs "
+                                  f"{expected!r})", source)
+    d = seanet.get("dimension")
+    for key, value in (("quantizer.input_dimension", quantizer.get("input_dimension")),
+                       ("quantizer.output_dimension", quantizer.get("output_dimension")),
+                       ("transformer.d_model", transformer.get("d_model")),
+                       ("transformer.input_dimension", transformer.get("input_dimension")),
+                       ("transformer.output_dimensions", (transformer.get("output_dimensions") or [None])[0])):
+        if value != d:
+            raise ConfigError(key, f"must equal seanet.dimension ({d!r}), got {value!r}", source)
+    if not isinstance(seanet.get("ratios"), list):
+        raise ConfigError("seanet.ratios", "expected a list", source)
+    cfg = dict(sample_rate=raw.get("sample_rate"), frame_rate=raw.get("frame_rate"), channels=raw.get("channels"),
+               n_filters=seanet.get("n_filters"), ratios=tuple(seanet["ratios"]),
+               kernel_size=seanet.get("kernel_size"), residual_kernel_size=seanet.get("residual_kernel_size"),
+               last_kernel_size=seanet.get("last_kernel_size"), compress=seanet.get("compress"), dimension=d,
+               num_layers=transformer.get("num_layers"), num_heads=transformer.get("num_heads"),
+               dim_feedforward=transformer.get("dim_feedforward"), context=transformer.get("context"),
+               max_period=transformer.get("max_period"), n_q=quantizer.get("n_q"), bins=quantizer.get("bins"),
+               codebook_dim=quantizer.get("dimension"))
+    return _checked_mimi(MimiConfig(**cfg), source)
+
+
+def _checked_mimi(cfg: MimiConfig, source: str) -> MimiConfig:
+    """cfg if this engine can run it; else ConfigError naming the field."""
+    def bad(key, problem):
+        return ConfigError(key, problem, source)
+    for key, (low, high) in _MIMI_INTS.items():
+        value = getattr(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise bad(key, f"expected an integer in [{low}, {high}], got {value!r}")
+    for key in ("frame_rate", "max_period"):
+        value = getattr(cfg, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1e9:
+            raise bad(key, f"expected a positive number, got {value!r}")
+    if cfg.layer_norm_eps != MimiConfig.layer_norm_eps:          # moshi's LayerNorm default: not configurable
+        raise bad("layer_norm_eps", f"moshi's Mimi uses {MimiConfig.layer_norm_eps}, got {cfg.layer_norm_eps!r}")
+    if not 1 <= len(cfg.ratios) <= 8 or any(not isinstance(r, int) or isinstance(r, bool) or not 1 <= r <= 16
+                                           for r in cfg.ratios):
+        raise bad("ratios", f"expected 1 to 8 integers in [1, 16], got {list(cfg.ratios)[:10]}")
+    if cfg.frame_size != cfg.sample_rate / cfg.frame_rate or cfg.frame_size % cfg.hop_length \
+            or cfg.frame_size != FRAME_SIZE:
+        raise bad("frame_rate", f"a frame must be {FRAME_SIZE} samples, a whole number of hops "
+                  f"({cfg.sample_rate} Hz / {cfg.frame_rate} Hz, hop {cfg.hop_length})")
+    if cfg.n_filters % 32 or (cfg.n_filters // cfg.compress) % 32 or cfg.n_filters % cfg.compress:
+        raise bad("n_filters", f"{cfg.n_filters} (compress {cfg.compress}) must keep every conv's channels a "
+                  "multiple of 32")
+    for key in ("dimension", "dim_feedforward", "codebook_dim"):
+        if getattr(cfg, key) % 64:
+            raise bad(key, f"must be a multiple of 64, got {getattr(cfg, key)}")
+    if cfg.dimension % cfg.num_heads or (cfg.dimension // cfg.num_heads) % 2:
+        raise bad("num_heads", f"dimension {cfg.dimension} must split into heads of even size")
+    return cfg
+
 
 def replace(cfg, **changes):
     """dataclasses.replace, re-exported so callers need not import dataclasses."""
@@ -263,10 +381,14 @@ def replace(cfg, **changes):
 
 
 FULL_LM = LMConfig()
+# The tiny sizes' Mimi (TINY_MIMI below) is a file of its own with its config beside it, named in config.json as
+# moshi's loader reads a Mimi other than its default (CheckpointInfo: mimi_name, mimi_config_name).
+TINY_MIMI_NAMES = {"mimi_name": "mimi-tiny.safetensors", "mimi_config_name": "mimi-tiny.json"}
+REAL_MIMI_NAMES = {"mimi_name": FULL_LM.mimi_name, "mimi_config_name": None}
 # Same code paths, small dimensions; 32 codebooks kept; a context of 8 frames so tests cross the KV-ring wrap;
 # hidden_scale 4.5 makes the FFN width 384, a multiple of 64, so every matrix takes the q4 path as at full size.
 TINY_LM = LMConfig(dim=128, num_heads=4, num_layers=2, hidden_scale=4.5, context=8,
-                   model_id={"sig": "synthetic-tiny", "epoch": 0})
+                   model_id={"sig": "synthetic-tiny", "epoch": 0}, **TINY_MIMI_NAMES)
 # kyutai/stt-2.6b-en (reference/kyutai-stt-1b.md §2): English only, 48 layers of 32 heads (head dim 64), a
 # 4000-piece vocabulary, context 375, text 2.5 s behind the audio, 1 s of silence first, no semantic-VAD heads.
 FULL_2_6B_LM = LMConfig(num_heads=32, num_layers=48, context=375, text_card=4000, extra_heads_num_heads=0,
@@ -276,8 +398,15 @@ FULL_2_6B_LM = LMConfig(num_heads=32, num_layers=48, context=375, text_card=4000
 # silence prefix, no VAD heads), plus another head count (8, head dim 16), layer count (3) and an odd context (9,
 # like 375) so that nothing keyed to the 1B's numbers passes by accident.
 TINY_2_6B_LM = replace(FULL_2_6B_LM, dim=128, num_heads=8, num_layers=3, hidden_scale=4.5, context=9,
-                       model_id={"sig": "synthetic-tiny-2.6b", "epoch": 0})
+                       model_id={"sig": "synthetic-tiny-2.6b", "epoch": 0}, **TINY_MIMI_NAMES)
 MIMI = MimiConfig()
+# The tests' Mimi: every stage of the real one, 5x less work per frame on a CPU adapter. A narrower SEANet without
+# a bottleneck (compress 1), 2 transformer layers of 128, and an odd context of 19 steps, so that streaming tests
+# cross the transformer's ring after 9 frames instead of 125. Among contexts 9 to 27 (all valid), 19 leaves the
+# seed-0 fixtures no near-tie: smallest logit margins 0.015 (tiny) and 0.051 (tiny 2.6B), prompted runs 0.042,
+# RVQ margins 1.7e-4 in the first 41 frames (docs/synthetic.md).
+TINY_MIMI = replace(MIMI, n_filters=32, compress=1, dimension=128, num_layers=2, num_heads=4, dim_feedforward=256,
+                    context=19, codebook_dim=64)
 
 
 # Silence fed before the caller's audio, at least: a clip that starts mid-word otherwise loses its first words

@@ -55,7 +55,7 @@ def test_help_lists_every_subcommand():
 def test_synth_command_writes_a_checkpoint(tmp_path, capsys):
     assert cli.main(["synth", "--size", "tiny", "--seed", "3", str(tmp_path / "m")]) == 0
     names = {p.name for p in (tmp_path / "m").iterdir()}
-    assert names == {"config.json", "model.safetensors", "mimi-pytorch-e351c8d8@125.safetensors",
+    assert names == {"config.json", "model.safetensors", "mimi-tiny.safetensors", "mimi-tiny.json",
                      "tokenizer_en_fr_audio_8000.model", "SYNTHETIC.json"}
     assert json.loads((tmp_path / "m" / "SYNTHETIC.json").read_text())["seed"] == 3
     assert "meaningless" in capsys.readouterr().out

@@ -11,7 +11,7 @@ import pytest
 
 from kyutai_stt import cli
 from kyutai_stt.cli import convert as convert_command
-from kyutai_stt.config import LM_FILE, MIMI, TINY_LM, replace
+from kyutai_stt.config import LM_FILE, MIMI, TINY_LM, TINY_MIMI, replace
 from kyutai_stt.errors import UserError
 from kyutai_stt.weights import checkpoint, convert, hub, names, package, quant, safetensors_io, synthetic
 
@@ -34,7 +34,7 @@ def tiny(tmp_path_factory):
 def tiny_q4(tiny, tmp_path_factory):
     """The default q4 package of the tiny checkpoint, through the CLI, with the report and small shards."""
     out = tmp_path_factory.mktemp("pkg") / "q4"
-    assert cli.main(["convert", str(tiny), str(out), "--shard-mb", "40", "--report", "--report-frames", "2",
+    assert cli.main(["convert", str(tiny), str(out), "--shard-mb", "9", "--report", "--report-frames", "2",
                      "--report-steps", "2"]) == 0
     return out
 
@@ -61,7 +61,7 @@ def copy_with(src, dst, **files):
 
 # ---- the name map and the policy -------------------------------------------------------------------------------
 def test_lm_names_and_shapes(tiny):
-    cfg, _, conversion = convert.build(tiny, "q4")
+    cfg, m, conversion = convert.build(tiny, "q4")
     shapes = {p.name: p.shape for p in conversion.plans}
     d, f = cfg.dim, cfg.ffn_dim
     expected = {"text_emb": (cfg.text_card + 1, d), "out_norm": (d,), "text_head": (cfg.text_card, d),
@@ -71,9 +71,10 @@ def test_lm_names_and_shapes(tiny):
                          f"layers.{i}.attn_out": (d, d), f"layers.{i}.ffn_norm": (d,),
                          f"layers.{i}.ffn_in": (2 * f, d), f"layers.{i}.ffn_out": (d, f)})
     assert {n: s for n, s in shapes.items() if not n.startswith("mimi.")} == expected
-    assert shapes["mimi.conv_in"] == (64, 7) and shapes["mimi.blocks.3.down"] == (1024, 16 * 512)
-    assert shapes["mimi.codebooks"] == (32 * 2048, 256) and shapes["mimi.codebook_sqnorms"] == (32, 2048)
-    assert shapes["mimi.rvq_in"] == (512, 512) and shapes["mimi.downsample"] == (512, 4 * 512)
+    assert m == TINY_MIMI                                    # read from the Mimi config the checkpoint names
+    assert shapes["mimi.conv_in"] == (32, 7) and shapes["mimi.blocks.3.down"] == (512, 16 * 256)
+    assert shapes["mimi.codebooks"] == (32 * 2048, 64) and shapes["mimi.codebook_sqnorms"] == (32, 2048)
+    assert shapes["mimi.rvq_in"] == (128, 128) and shapes["mimi.downsample"] == (128, 4 * 128)
     assert not any(n.startswith(("mimi.decoder", "decoder")) for n in shapes)
 
 
@@ -125,22 +126,23 @@ def check_round_trip(pkg_dir, ckpt):
         "text_head": official(lm, "text_linear.weight"),
         "vad_heads": np.concatenate([official(lm, f"extra_heads.{h}.weight") for h in range(4)]),
         "mimi.conv_in": official(mm, "encoder.model.0.conv.conv.weight")[:, 0, :],
-        "mimi.layers.2.ffn_in": official(mm, "encoder_transformer.transformer.layers.2.linear1.weight"),
+        "mimi.layers.1.ffn_in": official(mm, "encoder_transformer.transformer.layers.1.linear1.weight"),
         "mimi.rvq_in": np.concatenate([official(mm, f"quantizer.rvq_{p}.input_proj.weight")[:, :, 0]
                                        for p in ("first", "rest")]),
     }
     for name, want in expected.items():
         assert rel_rms(pkg.dequantize(name), want) <= ERROR_BOUND[pkg.tensor(name).quant], name
     # Codebooks: level 0 = rvq_first, level 5 = rvq_rest layer 4; entries = embedding_sum / usage.
-    books = pkg.dequantize("mimi.codebooks").reshape(32, 2048, 256)
+    m = pkg.mimi_config
+    books = pkg.dequantize("mimi.codebooks").reshape(m.n_q, m.bins, m.codebook_dim)
     for level, prefix in ((0, "quantizer.rvq_first.vq.layers.0"), (5, "quantizer.rvq_rest.vq.layers.4")):
         usage = official(mm, prefix + "._codebook.cluster_usage")
         want = official(mm, prefix + "._codebook.embedding_sum") / usage[:, None]
         assert rel_rms(books[level], want) <= ERROR_BOUND[pkg.tensor("mimi.codebooks").quant]
     np.testing.assert_allclose(pkg.dequantize("mimi.codebook_sqnorms"), np.sum(books**2, axis=-1), rtol=1e-5)
     # A conv as a matrix: k-major columns, so conv(window)[o] = M @ window.ravel() for a time-major [k, C_in] window.
-    w = official(mm, "encoder.model.12.conv.conv.weight")               # [1024, 512, 16]
-    window = np.random.default_rng(0).standard_normal((16, 512)).astype(np.float32)
+    w = official(mm, "encoder.model.12.conv.conv.weight")               # [C_out, C_in, k]: [1024, 512, 16]
+    window = np.random.default_rng(0).standard_normal((w.shape[2], w.shape[1])).astype(np.float32)
     direct = np.einsum("oct,tc->o", w, window)
     assert rel_rms(pkg.dequantize("mimi.blocks.3.down") @ window.ravel(), direct) < 0.1
     return pkg
@@ -150,7 +152,7 @@ def test_round_trip_q4_through_the_cli(tiny, tiny_q4, capsys):
     pkg = check_round_trip(tiny_q4, tiny)
     assert pkg.variant == "vad" and pkg.quant == "q4" and pkg.config.dim == TINY_LM.dim
     assert len(pkg.manifest["files"]) > 1
-    assert all(f["bytes"] <= 40 * 2**20 for f in pkg.manifest["files"])
+    assert all(f["bytes"] <= 9 * 2**20 for f in pkg.manifest["files"])
 
 
 @pytest.mark.parametrize("choice, types", [("q4-small", {"q4", "q8", "f32"}), ("q8", {"q8", "f16", "f32"}),
@@ -298,12 +300,12 @@ def test_failure_mid_write_leaves_nothing(tiny, tmp_path, monkeypatch):
     real = convert._produce_tensor
 
     def failing(src, sources, plan):
-        if plan.name == "mimi.layers.3.ffn_in":
+        if plan.name == "mimi.layers.1.ffn_in":
             raise OSError("disk full (injected)")
         return real(src, sources, plan)
     monkeypatch.setattr(convert, "_produce_tensor", failing)
     with pytest.raises(UserError, match="writing the package failed .*injected.*nothing was left behind"):
-        convert.convert(tiny, tmp_path / "pkg", shard_mb=40)
+        convert.convert(tiny, tmp_path / "pkg", shard_mb=9)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -321,8 +323,35 @@ def test_unknown_quant_type_and_existing_output(tiny, tmp_path, capsys):
 def test_missing_checkpoint_file(tiny, tmp_path):
     ckpt = copy_with(tiny, tmp_path / "bad")
     (ckpt / TINY_LM.mimi_name).unlink()
-    with pytest.raises(package.PackageError, match="mimi-pytorch-e351c8d8@125.safetensors: missing"):
+    with pytest.raises(package.PackageError, match="mimi-tiny.safetensors: missing"):
         convert.convert(ckpt, tmp_path / "pkg")
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (None, "mimi-tiny.json: key '<file>': not found"),
+    ("{", "not valid JSON"),
+    ({"transformer": {"gating": "silu"}}, "key 'transformer.gating': unsupported value 'silu'"),
+    ({"transformer": {"num_layers": 10**6}}, "key 'num_layers': expected an integer in [1, 64], got 1000000"),
+    ({"seanet": {"ratios": [8, 6, 5, 3]}}, "a frame must be 1920 samples, a whole number of hops"),
+    ({"seanet": {"n_filters": 48}}, "must keep every conv's channels a multiple of 32"),
+])
+def test_a_damaged_mimi_config_is_named(tiny, tmp_path, capsys, damage, problem):
+    """The Mimi config a checkpoint names (moshi's format) is checked before anything is read or written."""
+    name = TINY_LM.mimi_config_name
+    if damage is None or isinstance(damage, str):
+        content = (damage or "").encode()
+    else:
+        raw = json.loads((tiny / name).read_text())
+        for part, changes in damage.items():
+            raw[part].update(changes)
+        content = json.dumps(raw).encode()
+    ckpt = copy_with(tiny, tmp_path / "bad", **{name: content})        # the others are links to `tiny`'s files
+    if damage is None:
+        (ckpt / name).unlink()
+    assert cli.main(["convert", str(ckpt), str(tmp_path / "pkg")]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and "Traceback" not in err, err
+    assert not (tmp_path / "pkg").exists()
 
 
 # ---- the hub -----------------------------------------------------------------------------------------------------
@@ -349,7 +378,8 @@ def test_hub_download_then_same_local_path(tiny, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.setattr(hub, "_reachable", lambda endpoint: True)
     assert hub.checkpoint_dir("kyutai/stt-1b-en_fr-candle") == tiny
-    assert fetched == ["config.json", LM_FILE, TINY_LM.mimi_name, TINY_LM.tokenizer_name]
+    assert fetched == ["config.json", LM_FILE, TINY_LM.mimi_name, TINY_LM.tokenizer_name,
+                       TINY_LM.mimi_config_name]
 
 
 # ---- full size ---------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 
 from kyutai_stt import cli
 from kyutai_stt.cli import transcribe as transcribe_command
-from kyutai_stt.errors import AudioError
+from kyutai_stt.errors import AudioError, UserError
 from kyutai_stt.weights import cache as models_cache
 from kyutai_stt.weights import package
 from kyutai_stt.weights.package import PackageError, open_package
@@ -155,19 +155,25 @@ def test_a_config_that_disagrees_with_the_tensors_is_refused(pkg_copy, edit, mes
         open_package(write(edited), verify_hashes=False)
 
 
-@pytest.mark.parametrize("key,value", [("mimi", ("n_q", 8)), ("mimi", ("sample_rate", 16000)),
-                                       ("derived", ("ffn_dim", 999))])
-def test_edits_to_the_mimi_or_derived_config_are_refused(pkg_copy, key, value):
+@pytest.mark.parametrize("key,value,message", [
+    ("mimi", ("n_q", 8), r"tensor 'mimi.codebooks' has shape .* but config.mimi \(.*n_q 8\)"),
+    ("mimi", ("sample_rate", 16000), "config.mimi: key 'frame_rate': a frame must be 1920 samples"),
+    ("mimi", ("num_layers", 10**6), r"config.mimi: key 'num_layers': expected an integer in \[1, 64\]"),
+    ("mimi", ("ratios", "8654"), "config.mimi: key 'ratios': expected a list"),
+    ("mimi", ("layer_norm_eps", 1e-3), "config.mimi: key 'layer_norm_eps': moshi's Mimi uses 1e-05"),
+    ("derived", ("ffn_dim", 999), "config.derived disagrees.*ffn_dim")])
+def test_edits_to_the_mimi_or_derived_config_are_refused(pkg_copy, key, value, message):
+    """The package's Mimi config is checked as a checkpoint's is (bounds first), then against its tensors."""
     manifest, write = pkg_copy
     edited = copy.deepcopy(manifest)
     edited["config"][key][value[0]] = value[1]
-    with pytest.raises(PackageError, match=f"config.{key} disagrees.*{value[0]}"):
+    with pytest.raises(UserError, match=message):
         open_package(write(edited), verify_hashes=False)
 
 
 def test_expected_tensors_are_what_convert_writes(tiny_packages):
     pkg = tiny_packages("q4")
-    expected = package.expected_tensors(pkg.config, package.MIMI)
+    expected = package.expected_tensors(pkg.config, pkg.mimi_config)
     assert {n: s for n, (s, _) in expected.items()} == {n: pkg.tensor(n).shape for n in pkg.tensor_names()}
     assert all(pkg.tensor(n).quant in q for n, (_, q) in expected.items())
 

@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 
 from kyutai_stt import cli
-from kyutai_stt.config import FULL_2_6B_LM, FULL_LM, MIMI, TINY_2_6B_LM, TINY_LM, LMConfig, replace, stream_settings
+from kyutai_stt.config import (
+    FULL_2_6B_LM,
+    FULL_LM,
+    MIMI,
+    TINY_2_6B_LM,
+    TINY_LM,
+    TINY_MIMI,
+    LMConfig,
+    replace,
+    stream_settings,
+)
 from kyutai_stt.models import variants
 from kyutai_stt.models.lm import Tensor
 from kyutai_stt.models.stt import build_stt_plan
@@ -69,7 +79,7 @@ def test_tiny_2_6b_checkpoint_is_a_member_of_the_family(tiny26):
     assert cfg == TINY_2_6B_LM
     # What the family shares with the real 2.6B; what differs from the tiny 1B.
     for key in ("text_card", "extra_heads_num_heads", "audio_delay_seconds", "audio_silence_prefix_seconds",
-                "tokenizer_name", "mimi_name"):
+                "tokenizer_name"):
         assert getattr(cfg, key) == getattr(FULL_2_6B_LM, key), key
     assert (cfg.num_heads, cfg.num_layers, cfg.context) != (TINY_LM.num_heads, TINY_LM.num_layers, TINY_LM.context)
     on_disk = {n: (t.dtype, t.shape) for n, t in safetensors_io.read_index(tiny26["lm"]).items()}
@@ -112,7 +122,7 @@ def test_committed_2_6b_family_fixture_is_reproduced(ref, tiny26):
     with np.load(FIXTURE.with_suffix(".npz")) as z:
         committed = {k: z[k] for k in z.files}
     meta = json.loads(FIXTURE.with_suffix(".json").read_text())
-    assert meta["checkpoint"]["synthetic"] == {"size": "tiny-2.6b", "seed": 0, "vad_heads": False}
+    assert meta["checkpoint"]["synthetic"] == {"size": "tiny-2.6b", "seed": 0, "vad_heads": False, "mimi": "tiny"}
     assert meta["checkpoint"]["files"]["lm"]["sha256"] == ref.sha256_file(tiny26["lm"]), (
         "kyutai_stt/synthetic.py changed: regenerate the fixture (docs/reference.md)")
     assert committed["lm_text_logits"].shape == (STEPS, 4000) and committed["lm_vad_probs"].shape == (STEPS, 0)
@@ -151,7 +161,7 @@ def test_layout_plans_are_what_convert_writes(tiny26_packages):
     """The package planned from the layout alone (the 2.6B size in docs/weights.md comes from it) is the package
     convert writes: the same tensors, types and bytes (the tiny 2.6B-family checkpoint, q4)."""
     manifest = tiny26_packages("q4").manifest["tensors"]
-    planned = convert.layout_plans(TINY_2_6B_LM, MIMI, "q4")
+    planned = convert.layout_plans(TINY_2_6B_LM, TINY_MIMI, "q4")
     assert {p.name: (p.quant, list(p.shape)) for p in planned} == \
         {n: (e["quant"], e["shape"]) for n, e in manifest.items()}
     assert sum(p.nbytes for p in planned) == sum(s["nbytes"] for e in manifest.values() for s in e["streams"].values())

@@ -17,7 +17,7 @@ from kyutai_stt.weights.package import PackageError, TensorPlan, open_package
 def pkg_dir(tmp_path_factory):
     ckpt = synthetic.write_checkpoint(tmp_path_factory.mktemp("ckpt"), "tiny", seed=2)["config"].parent
     out = tmp_path_factory.mktemp("pkg") / "q4"
-    convert.convert(ckpt, out, "q4-small", shard_mb=24)      # q4-small: its largest tensor fits 24 MiB
+    convert.convert(ckpt, out, "q4-small", shard_mb=5)       # q4-small: its largest tensor fits 5 MiB
     return out
 
 
@@ -40,7 +40,7 @@ def test_manifest_files_sizes_and_hashes(pkg_dir):
     assert on_disk == sorted([f["name"] for f in manifest["files"]] + [package.MANIFEST])
     for f in manifest["files"]:
         data = (pkg_dir / f["name"]).read_bytes()
-        assert len(data) == f["bytes"] <= 24 * 2**20
+        assert len(data) == f["bytes"] <= 5 * 2**20
         assert hashlib.sha256(data).hexdigest() == f["sha256"]
     assert manifest["total_bytes"] == sum(f["bytes"] for f in manifest["files"])
     assert manifest["tokenizer"]["pieces"][:4] == list(synthetic.SPECIAL_PIECES)
@@ -97,7 +97,7 @@ def test_wrong_format_version(copy):
 
 
 def test_checksum_mismatch_names_file_and_tensor(copy):
-    s = manifest_of(copy)["tensors"]["mimi.layers.5.ffn_in"]["streams"]["d"]
+    s = manifest_of(copy)["tensors"]["mimi.layers.1.ffn_in"]["streams"]["d"]
     with open(copy / s["file"], "r+b") as f:
         f.seek(s["offset"] + 10)
         byte = f.read(1)
@@ -106,7 +106,7 @@ def test_checksum_mismatch_names_file_and_tensor(copy):
     with pytest.raises(PackageError) as e:
         open_package(copy)
     assert f"{s['file']}: SHA-256 mismatch" in str(e.value)
-    assert "tensor 'mimi.layers.5.ffn_in' (stream d)" in str(e.value)
+    assert "tensor 'mimi.layers.1.ffn_in' (stream d)" in str(e.value)
     open_package(copy, verify_hashes=False)                     # hashing skipped: sizes and headers still agree
 
 
@@ -146,8 +146,31 @@ def test_manifest_disagreeing_with_gguf(copy):
     manifest = manifest_of(copy)
     manifest["tensors"]["layers.1.ffn_out"]["streams"]["qs"]["offset"] += package.ALIGNMENT
     (copy / package.MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(PackageError, match="GGUF tensor 'layers.1.ffn_out.qs' is not where the manifest places it"):
+    with pytest.raises(PackageError, match="GGUF tensor 'layers.1.ffn_out.qs' is not where or what the manifest"):
         open_package(copy, verify_hashes=False)
+
+
+@pytest.mark.parametrize("where, message", [("config", "GGUF metadata 'kyutai_stt.config' is not what the manifest"),
+                                            ("padding", "should be zero padding")])
+def test_a_header_edit_with_a_matching_hash_is_refused(copy, where, message):
+    """The file's SHA-256 made to match (a forged or re-hashed file): every header byte is still checked against
+    the manifest, the padding too."""
+    manifest = manifest_of(copy)
+    name = manifest["files"][0]["name"]
+    data = bytearray((copy / name).read_bytes())
+    if where == "config":
+        at = data.index(b'"lm":{') + 2                              # the manifest's config, copied into the header
+    else:
+        first = min(s["offset"] for t in manifest["tensors"].values() for s in t["streams"].values()
+                    if s["file"] == name)
+        at = first - 1                                              # the last padding byte before the first stream
+        assert data[at] == 0
+    data[at] ^= 0x20
+    (copy / name).write_bytes(bytes(data))
+    manifest["files"][0]["sha256"] = package.sha256_file(copy / name)
+    (copy / package.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match=message):
+        open_package(copy)
 
 
 def test_unknown_quant_in_manifest_names_the_tensor(copy):

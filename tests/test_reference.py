@@ -14,19 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt.config import FULL_LM, TINY_LM, replace
+from kyutai_stt.config import FULL_LM, TINY_LM, TINY_MIMI, replace
 from kyutai_stt.weights.synthetic import write_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 AUDIO = FIXTURES / "speech_en_fr_24k.wav"
-TINY_FIXTURE = FIXTURES / "reference_tiny_seed0"           # .npz + .json: tiny LM seed 0, full-size Mimi seed 0
+TINY_FIXTURE = FIXTURES / "reference_tiny_seed0"           # .npz + .json: tiny LM seed 0, tiny Mimi seed 0
 TINY_STEPS = 40                                            # > 2 x TINY_LM.context: the KV ring wraps 4 times
-MIMI_CONTEXT_FRAMES = 125                                  # 250 encoder steps at 25 Hz = 10 s = 125 frames
+# Frames whose transformer steps (2 each) all see their whole window in moshi's streaming ring: 9 for the tiny
+# Mimi's context of 19 steps (125 for the real one's 250: 10 s).
+MIMI_CONTEXT_FRAMES = TINY_MIMI.context // 2
 # Re-running on another CPU may change float rounding (BLAS kernels differ by ISA), never a token or a code:
 # floats must agree within this fraction of the array's largest magnitude. Same machine: bit-exact (checked
 # separately, reported rather than required).
 REPRODUCE_RELATIVE_TOLERANCE = 1e-4
+TINY_SYNTHETIC = {"size": "tiny", "seed": 0, "vad_heads": True, "mimi": "tiny"}
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +44,16 @@ def test_fixture_shapes_and_provenance(fixture):
     a, meta = fixture
     frames, steps = 150, TINY_STEPS
     assert a["mimi_codes"].shape == a["mimi_offline_codes"].shape == (frames, 32)
-    assert a["mimi_latents"].shape == a["mimi_offline_latents"].shape == (frames, 512)
+    assert a["mimi_latents"].shape == a["mimi_offline_latents"].shape == (frames, TINY_MIMI.dimension)
     assert a["lm_input_tokens"].shape == (steps, 33)
     assert a["lm_text_logits"].shape == (steps, 8000) and a["lm_text_logits"].dtype == np.float32
     assert a["lm_hidden"].shape == (steps, TINY_LM.dim)
     assert a["lm_vad_probs"].shape == (steps, 4) and a["lm_extra_heads_probs"].shape == (steps, 4, 6)
-    assert meta["checkpoint"]["synthetic"] == {"size": "tiny", "seed": 0, "vad_heads": True}
+    assert meta["checkpoint"]["synthetic"] == TINY_SYNTHETIC
     assert meta["audio"]["sha256"] == sha256(AUDIO)
     assert meta["versions"]["moshi"] == "0.2.13" and meta["runtime"]["dtype"] == "float32"
     assert steps > 2 * meta["lm"]["context"]
-    assert 2 * frames > 250                                # the Mimi encoder transformer's context is crossed
+    assert 2 * frames > TINY_MIMI.context                  # the Mimi encoder transformer's context is crossed
 
 
 def test_fixture_alignment(fixture):
@@ -85,9 +88,9 @@ def test_synthetic_model_is_not_degenerate(fixture):
 
 def test_official_mimi_streaming_equals_offline_only_within_the_context(fixture):
     """A quirk of the official implementation: streaming 1920-sample chunks equals the offline encode (to fp32
-    rounding) for the first 10 s only. Each chunk feeds the encoder transformer 2 steps at once into a KV ring of
-    capacity 250 = its context; both are written before attending, so from step 250 on the first query of each
-    chunk has lost the oldest key of its window (it sees 249 steps), while the offline pass sees all 250
+    rounding) only until the context fills (10 s for the real Mimi). Each chunk feeds the encoder transformer 2
+    steps at once into a KV ring of capacity = its context; both are written before attending, so once the ring is
+    full the first query of each chunk has lost the oldest key of its window, which the offline pass still sees
     (docs/reference.md, quirk 1)."""
     a, meta = fixture
     diff = np.abs(a["mimi_latents"] - a["mimi_offline_latents"]).max(axis=1)    # [F]
@@ -143,7 +146,7 @@ def test_official_loader_is_strict(ref, tiny_dir, scratch):
     novad = write_checkpoint(scratch / "novad", "tiny", seed=0, vad_heads=False)
     mixed.mkdir()
     (mixed / "config.json").symlink_to(tiny_dir / "config.json")
-    for key in ("lm", "mimi", "tokenizer"):
+    for key in ("lm", "mimi", "mimi_config", "tokenizer"):
         (mixed / novad[key].name).symlink_to(novad[key])
     with pytest.raises(RuntimeError, match="extra_heads"):
         ref.load_official(mixed, with_mimi=False)
@@ -176,7 +179,7 @@ def test_committed_fixture_is_reproduced(ref, tiny_dir, fixture):
     bit-exact on the same machine, within REPRODUCE_RELATIVE_TOLERANCE elsewhere."""
     committed, committed_meta = fixture
     arrays, meta = ref.make_reference(tiny_dir, AUDIO, steps=TINY_STEPS, threads=1,
-                                      synthetic={"size": "tiny", "seed": 0, "vad_heads": True})
+                                      synthetic=TINY_SYNTHETIC)
     assert sorted(arrays) == sorted(committed)
     assert meta["checkpoint"]["files"] == committed_meta["checkpoint"]["files"], (
         "checkpoint files differ from those the committed fixture was made from: kyutai_stt/weights/synthetic.py "

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kyutai_stt.config import MIMI
 from kyutai_stt.models.rope import rope_frequencies
-from kyutai_stt.weights.synthetic import SIZES
+from kyutai_stt.weights.synthetic import MIMIS, SIZES
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kyutai_stt" / "kernels"
@@ -30,7 +29,7 @@ LAST_EXACT_POSITION = 2 ** 23    # turns * part stays exact below 2^21 turns
 
 def known_configurations():
     return sorted({(c.head_dim, float(c.max_period)) for c in SIZES.values()}
-                  | {(MIMI.dimension // MIMI.num_heads, float(MIMI.max_period))})
+                  | {(m.dimension // m.num_heads, float(m.max_period)) for m in MIMIS.values()})
 
 
 def test_tables_equal_torch():

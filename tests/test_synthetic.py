@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from kyutai_stt import cli
-from kyutai_stt.config import FULL_LM, MIMI, TINY_LM, ConfigError, LMConfig, replace
+from kyutai_stt.config import FULL_LM, MIMI, TINY_LM, TINY_MIMI, ConfigError, LMConfig, MimiConfig, replace
 from kyutai_stt.weights import checkpoint, safetensors_io
 from kyutai_stt.weights.synthetic import write_checkpoint
 
@@ -18,6 +18,7 @@ from kyutai_stt.weights.synthetic import write_checkpoint
 # dtypes written like the reference writer reproduces them exactly.
 FULL_LM_BYTES = 1_978_522_200
 FULL_MIMI_BYTES = 384_644_900
+MIMI_FILE = "mimi-pytorch-e351c8d8@125.safetensors"      # the real Mimi's name in the official repos
 
 
 def sha256(path) -> str:
@@ -62,10 +63,20 @@ def test_tiny_checkpoint_has_the_official_layout(tiny):
     assert lm["text_emb.weight"] == ("BF16", (8001, 128)) and lm["emb.31.weight"] == ("BF16", (2049, 128))
     assert lm["extra_heads.3.weight"] == ("BF16", (6, 128))
     mimi = layout_on_disk(tiny["mimi"])
-    assert mimi == {name: ("F32", shape) for name, shape in checkpoint.mimi_layout(MIMI).items()}
-    assert len(mimi) == 318
-    assert tiny["mimi"].stat().st_size == FULL_MIMI_BYTES   # Mimi is full size even in a tiny checkpoint
+    assert mimi == {name: ("F32", shape) for name, shape in checkpoint.mimi_layout(TINY_MIMI).items()}
+    assert len(mimi) == len(checkpoint.mimi_layout(MIMI)) - 2 * 6 * 10 == 198   # 2 of 8 layers of 10 tensors, twice
     assert tiny["tokenizer"].stat().st_size > 0
+    raw = json.loads(tiny["config"].read_text())        # the tiny Mimi is named as moshi's loader reads it
+    assert (raw["mimi_name"], raw["mimi_config_name"]) == (tiny["mimi"].name, tiny["mimi_config"].name)
+    assert MimiConfig.load(tiny["mimi_config"]) == TINY_MIMI
+
+
+def test_real_mimi_in_a_tiny_checkpoint(scratch):
+    assert cli.main(["synth", str(scratch), "--mimi", "real"]) == 0
+    assert (scratch / MIMI_FILE).stat().st_size == FULL_MIMI_BYTES
+    raw = json.loads((scratch / "config.json").read_text())
+    assert raw["mimi_name"] == MIMI_FILE and "mimi_config_name" not in raw
+    assert not list(scratch.glob("*.json.partial")) and not (scratch / TINY_LM.mimi_config_name).exists()
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tiny, scratch):

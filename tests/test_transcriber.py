@@ -34,7 +34,8 @@ def official_weights_package(tiny_packages):
     """The f16 package (its LM weights equal the bf16 checkpoint bit for bit) with the Mimi tensors in f32, as
     the official encoder holds them: the engine then differs from moshi by summation order only."""
     package = copy.copy(tiny_packages("f16"))
-    mimi_tensors, mimi_streams, _ = mr.package_tensors(mr.official_encoder_tensors(0), None)
+    cfg = package.mimi_config
+    mimi_tensors, mimi_streams, _ = mr.package_tensors(mr.official_encoder_tensors(0, cfg), None, cfg)
     package.manifest = {**package.manifest, "tensors": {**package.manifest["tensors"], **mimi_tensors}}
     package_read = tiny_packages("f16").read_stream
     package.read_stream = lambda name: mimi_streams[name] if name in mimi_streams else package_read(name)

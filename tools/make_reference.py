@@ -59,13 +59,14 @@ ALIGNMENT = (
     "frame k-1 at call k. LMGen replaces the codes of its first call by the start tokens, so calling it once "
     "per frame (frame k at call k) would drop frame 0.")
 
-# Every array in the .npz: name -> (shape, meaning). F = Mimi frames, S = LM steps, H = VAD heads, D = LM dim.
+# Every array in the .npz: name -> (shape, meaning). F = Mimi frames, S = LM steps, H = VAD heads, D = LM dim,
+# L = Mimi latent size (512; 128 for the tiny Mimi).
 ARRAYS = {
     "mimi_codes": ("[F, 32] int32", "streaming encode, one 1920-sample chunk per call"),
-    "mimi_latents": ("[F, 512] f32", "streaming: the 12.5 Hz latent after the downsample, input of the quantizer"),
+    "mimi_latents": ("[F, L] f32", "streaming: the 12.5 Hz latent after the downsample, input of the quantizer"),
     "mimi_code_margins": ("[F, 32] f32", "streaming: distance to the 2nd-nearest codebook entry minus the nearest"),
     "mimi_offline_codes": ("[F, 32] int32", "offline encode of the whole signal in one call"),
-    "mimi_offline_latents": ("[F, 512] f32", "offline latent"),
+    "mimi_offline_latents": ("[F, L] f32", "offline latent"),
     "lm_input_tokens": ("[S, 33] int32", "what the LM embedded at each step: column 0 text, 1..32 audio"),
     "lm_text_logits": ("[S, text_card] f32", "text logits"),
     "lm_tokens": ("[S] int32", "greedy text token (argmax of the logits, ties to the lowest index)"),
@@ -99,6 +100,8 @@ def checkpoint_paths(checkpoint_dir: Path) -> dict[str, Path]:
              "lm": checkpoint_dir / raw.get("moshi_name", loaders.MOSHI_NAME),
              "mimi": checkpoint_dir / raw["mimi_name"],
              "tokenizer": checkpoint_dir / raw["tokenizer_name"]}
+    if raw.get("mimi_config_name"):                 # a Mimi other than moshi's default (the tiny sizes')
+        paths["mimi_config"] = checkpoint_dir / raw["mimi_config_name"]
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"checkpoint {checkpoint_dir} lacks: {', '.join(missing)}")
@@ -115,7 +118,7 @@ def load_official(checkpoint_dir: Path, lm_dtype=torch.float32, with_lm: bool = 
     info = loaders.CheckpointInfo.from_hf_repo(
         "local/offline",                       # never contacted: every file below is an explicit local Path
         moshi_weights=paths["lm"], mimi_weights=paths["mimi"], tokenizer=paths["tokenizer"],
-        config_path=paths["config"])
+        config_path=paths["config"], mimi_config_path=paths.get("mimi_config"))
     lm = mimi = None
     if with_lm:
         lm = info.get_moshi(device="cpu", dtype=lm_dtype)
@@ -151,7 +154,7 @@ def encode_streaming(mimi, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One 1920-sample chunk per call in streaming mode, as a live engine sees audio.
 
     The two calls are exactly the body of MimiModel.encode; split so the latent between them is recorded.
-    Returns codes [F, 32] int32 and latents [F, 512] f32."""
+    Returns codes [F, 32] int32 and latents [F, L] f32."""
     frames = len(pcm) // FRAME_SIZE
     codes, latents = [], []
     with mimi.streaming(1):
@@ -159,13 +162,13 @@ def encode_streaming(mimi, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             chunk = torch.from_numpy(pcm[f * FRAME_SIZE:(f + 1) * FRAME_SIZE]).view(1, 1, FRAME_SIZE)
             latent = mimi._encode_to_unquantized_latent(chunk)           # [1, 512, 1]
             codes.append(mimi.quantizer.encode(latent)[0, :, 0])          # [32]
-            latents.append(latent[0, :, 0])                                # [512]
+            latents.append(latent[0, :, 0])                                # [L]
     return torch.stack(codes).numpy().astype(np.int32), torch.stack(latents).numpy()
 
 
 @torch.no_grad()
 def encode_offline(mimi, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The whole signal in one non-streaming call. Returns codes [F, 32] int32 and latents [F, 512] f32."""
+    """The whole signal in one non-streaming call. Returns codes [F, 32] int32 and latents [F, L] f32."""
     x = torch.from_numpy(pcm).view(1, 1, -1)
     latent = mimi._encode_to_unquantized_latent(x)                        # [1, 512, F]
     codes = mimi.quantizer.encode(latent)                                 # [1, 32, F]
@@ -297,10 +300,9 @@ def rope_tables() -> dict:
     """kyutai_stt/data/rope_freqs.json: the table of every configuration the project knows (every synthetic size's
     LM, the Mimi encoder), as float32 bit patterns (lm_reference.rope_frequencies reads them)."""
     sys.path.insert(0, str(REPO))
-    from kyutai_stt.config import MIMI
-    from kyutai_stt.weights.synthetic import SIZES
+    from kyutai_stt.weights.synthetic import MIMIS, SIZES
     configs = sorted({(c.head_dim, float(c.max_period)) for c in SIZES.values()}
-                     | {(MIMI.dimension // MIMI.num_heads, float(MIMI.max_period))})
+                     | {(m.dimension // m.num_heads, float(m.max_period)) for m in MIMIS.values()})
     return {"source": "moshi 0.2.13 modules/rope.py apply_rope: torch.exp(arange(D / 2) * (-ln(max_period) * 2 / D))"
                       " in float32, CPU",
             "created_by": "tools/make_reference.py --rope-tables",
@@ -342,7 +344,7 @@ def long_positions(checkpoint_dir: Path, audio: Path, lm_steps: int = 4, mimi_fr
 
     LM inputs: a seeded random [lm_steps, 33] (text token, 32 codes); Mimi input: the audio frames
     first_audio_frame... Arrays per hour mark h: long_{h}h_lm_logits [S, V], _lm_tokens [S], _lm_vad [S, H],
-    _mimi_codes [F, 32], _mimi_latents [F, 512], _mimi_margins [F, 32]; plus lm_input_tokens, pcm."""
+    _mimi_codes [F, 32], _mimi_latents [F, L], _mimi_margins [F, 32]; plus lm_input_tokens, pcm."""
     pcm = read_wav(audio)[first_audio_frame * FRAME_SIZE:(first_audio_frame + mimi_frames) * FRAME_SIZE]
     arrays: dict[str, np.ndarray] = {"pcm": pcm}
     with deterministic_torch(threads):
@@ -657,17 +659,19 @@ def synthetic_code_digest() -> str:
     return h.hexdigest()[:10]
 
 
-def synth_checkpoint(size: str, seed: int, vad_heads: bool = True, root: Path | None = None) -> Path:
+def synth_checkpoint(size: str, seed: int, vad_heads: bool = True, root: Path | None = None,
+                     mimi: str | None = None) -> Path:
     """A synthetic checkpoint in the official layout, written once into the cache: into a directory of this
     process's own, renamed into place when complete, so that processes making the same one at once (two test
     processes, two runs) never write into each other's files; the first rename wins."""
     sys.path.insert(0, str(REPO))                                         # run from a checkout without install
-    from kyutai_stt.weights.synthetic import write_checkpoint
-    name = f"{size}-seed{seed}{'' if vad_heads else '-novad'}-{synthetic_code_digest()}"
+    from kyutai_stt.weights.synthetic import DEFAULT_MIMI, write_checkpoint
+    mimi = mimi or DEFAULT_MIMI[size]
+    name = f"{size}-seed{seed}{'' if vad_heads else '-novad'}-mimi{mimi}-{synthetic_code_digest()}"
     directory = (root or cache_dir() / "synthetic") / name
     if not (directory / "config.json").is_file():
         own = directory.with_name(f"{name}.partial-{os.getpid()}")
-        write_checkpoint(own, size, seed, vad_heads=vad_heads)
+        write_checkpoint(own, size, seed, vad_heads=vad_heads, mimi=mimi)
         try:
             os.rename(own, directory)
         except OSError:
@@ -712,6 +716,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="instead: write moshi's RoPE tables of every known configuration (kyutai_stt/data/"
                           "rope_freqs.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of --synth (default 0)")
+    p.add_argument("--mimi", choices=["real", "tiny"],
+                   help="--synth with this Mimi (default: tiny for the tiny sizes, real for the others)")
     p.add_argument("--no-vad-heads", action="store_true",
                    help="--synth without the 4 semantic-VAD heads (the 2.6B sizes have none either way)")
     p.add_argument("--audio", type=Path, default=DEFAULT_AUDIO, help="16-bit mono 24 kHz WAV (default: %(default)s)")
@@ -734,9 +740,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     synthetic = None
     if args.synth:
-        checkpoint = synth_checkpoint(args.synth, args.seed, not args.no_vad_heads)
-        heads = json.loads((checkpoint / "config.json").read_text()).get("extra_heads_num_heads", 0)
-        synthetic = {"size": args.synth, "seed": args.seed, "vad_heads": heads > 0}     # the 2.6B sizes have none
+        checkpoint = synth_checkpoint(args.synth, args.seed, not args.no_vad_heads, mimi=args.mimi)
+        synthetic = json.loads((checkpoint / "SYNTHETIC.json").read_text())
+        synthetic.pop("note")                  # size, seed, vad_heads (the 2.6B sizes have none) and Mimi
         out = args.out or cached_reference_path(checkpoint, args.audio, args.steps, args.frames)
     else:
         checkpoint, out = args.checkpoint, args.out

@@ -178,7 +178,7 @@ class _MimiBuilder:
 
         for s, (c, r) in enumerate(stages):
             p = f"mimi.blocks.{s}."
-            hidden = self.act(f"stage{s}.hidden", c // 2, steps)                    # ELU(res_conv1(ELU(x)))
+            hidden = self.act(f"stage{s}.hidden", c // self.cfg.compress, steps)    # ELU(res_conv1(ELU(x)))
             self.conv(f"blocks.{s}.res_conv1", p + "res_conv1", x, hidden, input_mode=INPUT_ELU,
                       output_mode=OUTPUT_ELU, bias=p + "res_conv1.bias")
             block_out = self.act(f"stage{s}.out", c, steps, r)                      # ELU(x + res_conv2(hidden))

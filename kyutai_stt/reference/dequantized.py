@@ -59,8 +59,9 @@ def _split(values: np.ndarray, parts: list[tuple[str, tuple[int, ...]]], package
 def write_dequantized_checkpoint(package: Package, source_checkpoint_dir: str | Path,
                                  out_dir: str | Path) -> dict[str, Path]:
     """Write an official-layout checkpoint holding the package's dequantised LM weights (F32); copy config.json,
-    the Mimi file and the tokenizer from source_checkpoint_dir. Returns the four paths (keys as
-    synthetic.write_checkpoint: config, lm, mimi, tokenizer). config.json is written last, atomically."""
+    the Mimi file (and its config, if named) and the tokenizer from source_checkpoint_dir. Returns the paths (keys
+    as synthetic.write_checkpoint: config, lm, mimi, [mimi_config,] tokenizer). config.json is written last,
+    atomically."""
     source = Path(source_checkpoint_dir)
     out = Path(out_dir)
     cfg = LMConfig.load(source / convert.CONFIG_FILE)
@@ -89,8 +90,10 @@ def write_dequantized_checkpoint(package: Package, source_checkpoint_dir: str | 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"config": out / convert.CONFIG_FILE, "lm": out / LM_FILE, "mimi": out / cfg.mimi_name,
              "tokenizer": out / cfg.tokenizer_name}
+    if cfg.mimi_config_name:
+        paths["mimi_config"] = out / cfg.mimi_config_name
     safetensors_io.write(paths["lm"], specs, produce)
-    for key in ("mimi", "tokenizer"):
+    for key in set(paths) - {"config", "lm"}:
         shutil.copyfile(source / paths[key].name, paths[key])
     tmp = paths["config"].with_name(paths["config"].name + ".partial")
     shutil.copyfile(source / convert.CONFIG_FILE, tmp)

@@ -60,9 +60,10 @@ def measure(package: Package, source: Callable[[str], np.ndarray], pcm: np.ndarr
     steps = min(steps, frames)            # step k >= 1 is fed the codes of frame k - 1
     mimi_names = [n for n in package.tensor_names() if n.startswith("mimi.")]
     reference = {n: source(n) for n in mimi_names}
-    _, ref_codes, _ = mimi_reference.encode(reference, pcm, frames=frames)
+    _, ref_codes, _ = mimi_reference.encode(reference, pcm, package.mimi_config, frames=frames)
     del reference
-    _, codes, _ = mimi_reference.encode({n: package.dequantize(n) for n in mimi_names}, pcm, frames=frames)
+    _, codes, _ = mimi_reference.encode({n: package.dequantize(n) for n in mimi_names}, pcm, package.mimi_config,
+                                        frames=frames)
     equal = codes == ref_codes
 
     cfg = package.config

@@ -182,7 +182,7 @@ def encoder_frame(weights: dict[str, np.ndarray], state: MimiState, pcm: np.ndar
     x = _conv(weights, "conv_in", state, np.asarray(pcm, dtype).reshape(-1, 1), 1, dtype)
     for s, (c, r) in enumerate(stage_shapes(cfg)):
         h = elu(_conv(weights, f"blocks.{s}.res_conv1", state, elu(x), 1, dtype))
-        x = x + conv_stream(np.zeros((0, c // 2), dtype), h, weights[f"mimi.blocks.{s}.res_conv2"],
+        x = x + conv_stream(np.zeros((0, c // cfg.compress), dtype), h, weights[f"mimi.blocks.{s}.res_conv2"],
                             weights[f"mimi.blocks.{s}.res_conv2.bias"], 1, dtype)[0]
         x = _conv(weights, f"blocks.{s}.down", state, elu(x), r, dtype)
     x = _conv(weights, "conv_out", state, elu(x), 1, dtype)                   # [2, 512] at 25 Hz

@@ -104,7 +104,7 @@ class Conversion:
 def build(directory: Path, choice: str) -> tuple[LMConfig, MimiConfig, Conversion]:
     """Read and check the checkpoint in `directory`; plan every package tensor (nothing is read yet)."""
     cfg = LMConfig.load(directory / CONFIG_FILE)
-    mimi = MIMI
+    mimi = MimiConfig.load(directory / cfg.mimi_config_name) if cfg.mimi_config_name else MIMI
     files = {"lm": directory / LM_FILE, "mimi": directory / cfg.mimi_name}
     for path in files.values():
         if not path.is_file():

@@ -55,8 +55,9 @@ def download(repo_id: str, revision: str | None = None) -> Path:
                                                         local_files_only=local_only))
         config_path = fetch(CONFIG_FILE)
         config = LMConfig.load(config_path)    # checked first: the file names in it are plain names
-        for name in (LM_FILE, config.mimi_name, config.tokenizer_name):
-            fetch(name)
+        for name in (LM_FILE, config.mimi_name, config.tokenizer_name, config.mimi_config_name):
+            if name:                   # mimi_config_name: only where the config names one
+                fetch(name)
     except UserError:
         raise
     except Exception:            # offline, DNS, refused connection, 404, gated repo: all user-fixable

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from kyutai_stt import __version__
-from kyutai_stt.config import MIMI, LMConfig, MimiConfig
+from kyutai_stt.config import LMConfig, MimiConfig
 from kyutai_stt.errors import UserError
 from kyutai_stt.weights import checkpoint, names, quant
 from kyutai_stt.weights.tokenizer import Tokenizer
@@ -241,8 +241,7 @@ class Package:
         self.root = root
         self.manifest = manifest
         self.config = LMConfig.from_official_json(manifest["config"]["lm"], f"{root / MANIFEST}: config.lm")
-        mimi = dict(manifest["config"]["mimi"])
-        self.mimi_config = MimiConfig(**{**mimi, "ratios": tuple(mimi["ratios"])})
+        self.mimi_config = MimiConfig.from_manifest(manifest["config"]["mimi"], f"{root / MANIFEST}: config.mimi")
         self.tokenizer = Tokenizer.from_manifest(manifest["tokenizer"], str(root / MANIFEST))
         if len(self.tokenizer) != self.config.text_card:
             raise PackageError(f"{root / MANIFEST}: the tokenizer has {len(self.tokenizer)} pieces, but config.lm "
@@ -501,16 +500,18 @@ def _check_config(manifest: dict, tensors: dict[str, TensorEntry], source: str) 
     if not isinstance(config.get("lm"), dict) or not isinstance(config.get("mimi"), dict):
         raise PackageError(f"{source}: config must hold objects 'lm' and 'mimi'")
     lm = LMConfig.from_official_json(config["lm"], f"{source}: config.lm")
-    expected = expected_tensors(lm, MIMI)
+    mimi = MimiConfig.from_manifest(config["mimi"], f"{source}: config.mimi")
+    expected = expected_tensors(lm, mimi)
     for name, (shape, quants) in expected.items():
         entry = tensors.get(name)
         if entry is None:
             raise PackageError(f"{source}: tensor '{name}' is missing, but config.lm (dim {lm.dim}, "
                                f"{lm.num_layers} layers, n_q {lm.n_q}) needs it")
         if entry.shape != shape:
-            raise PackageError(f"{source}: tensor '{name}' has shape {list(entry.shape)}, but config.lm (dim "
-                               f"{lm.dim}, n_q {lm.n_q}, text_card {lm.text_card}) gives {list(shape)}: the "
-                               "config and the tensors disagree; convert the checkpoint again")
+            which = f"config.mimi (dimension {mimi.dimension}, {mimi.num_layers} layers, n_q {mimi.n_q})" \
+                if name.startswith("mimi.") else f"config.lm (dim {lm.dim}, n_q {lm.n_q}, text_card {lm.text_card})"
+            raise PackageError(f"{source}: tensor '{name}' has shape {list(entry.shape)}, but {which} gives "
+                               f"{list(shape)}: the config and the tensors disagree; convert the checkpoint again")
         if entry.quant not in quants:
             raise PackageError(f"{source}: tensor '{name}' is {entry.quant}; this engine runs it as "
                                f"{'/'.join(sorted(quants))} only")
@@ -518,7 +519,7 @@ def _check_config(manifest: dict, tensors: dict[str, TensorEntry], source: str) 
     if extra:
         raise PackageError(f"{source}: tensor '{extra[0][:100]}' is not part of the model config.lm describes "
                            f"({len(extra)} such tensors)")
-    claimed = {"mimi": json.loads(_mimi_json(MIMI)), "derived": json.loads(json.dumps(_derived(lm, MIMI)))}
+    claimed = {"mimi": json.loads(_mimi_json(mimi)), "derived": json.loads(json.dumps(_derived(lm, mimi)))}
     for key in ("mimi", "derived"):
         if config.get(key) != claimed[key]:
             diff = sorted(k for k in {**claimed[key], **(config.get(key) or {})}
@@ -563,30 +564,60 @@ def _tensor_list(inside) -> str:
     return "no tensors" if not names else f"tensors '{names[0]}' .. '{names[-1]}'"
 
 
+_GGUF_TYPES = {"u32": 26, "f16": 1, "f32": 0}     # GGMLQuantizationType of _GGUF_STORAGE: I32, F16, F32
+
+
 def _check_gguf_headers(root: Path, manifest: dict, tensors: dict[str, TensorEntry]) -> None:
-    """Each GGUF file, read by the gguf library, holds exactly the streams the manifest places in it."""
+    """Each GGUF file, read by the gguf library, holds exactly what the writer put there for this manifest: its
+    metadata (the manifest's config among it), the streams the manifest places in it with their shapes and types,
+    and zeros between them. With the file's SHA-256 (verified separately, and optional), no byte goes unchecked."""
     import gguf
 
     placed = {}
     for t in tensors.values():
         for k, s in t.streams.items():
             placed.setdefault(s.file, {})[f"{t.name}.{k}"] = s
-    for f in manifest["files"]:
+    config = json.dumps(manifest["config"], separators=(",", ":"))
+    for index, f in enumerate(manifest["files"]):
         path = root / f["name"]
         try:
             reader = gguf.GGUFReader(path)
-            version = reader.get_field("kyutai_stt.format_version")
-            version = None if version is None else version.contents()
-            infos = [(str(info.name), int(info.data_offset), int(info.n_bytes)) for info in reader.tensors]
+            fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+            infos = [(str(info.name), int(info.data_offset), int(info.n_bytes), int(info.tensor_type),
+                      [int(d) for d in reversed(info.shape)]) for info in reader.tensors]
+            header_end = max(fl.offset + sum(p.nbytes for p in fl.parts)
+                             for fl in [*reader.fields.values(), *(t.field for t in reader.tensors)])
         except Exception as e:      # noqa: BLE001 - the gguf library on damaged bytes: IndexError, struct, numpy...
             raise PackageError(f"{path}: not a readable GGUF file ({type(e).__name__}: {str(e)[:200]}): the "
                                "file is damaged; download or convert it again") from None
-        if version != FORMAT_VERSION:
+        if fields.get("kyutai_stt.format_version") != FORMAT_VERSION:
             raise PackageError(f"{path}: GGUF key kyutai_stt.format_version is not {FORMAT_VERSION}")
+        written = {"general.architecture": GGUF_ARCH, "general.alignment": ALIGNMENT, "kyutai_stt.format": FORMAT,
+                   "kyutai_stt.format_version": FORMAT_VERSION, "kyutai_stt.config": config,
+                   "kyutai_stt.shard": index, "kyutai_stt.shard_count": len(manifest["files"])}
+        if fields != written:
+            key = sorted(k for k in {**fields, **written} if fields.get(k) != written.get(k))[0]
+            raise PackageError(f"{path}: GGUF metadata '{key[:100]}' is not what the manifest implies: the file was "
+                               "edited or belongs to another package; download or convert it again")
         expected = dict(placed.get(f["name"], {}))
-        for name, offset, nbytes in infos:
+        for name, offset, nbytes, kind, shape in infos:
             s = expected.pop(name, None)
-            if s is None or (offset, nbytes) != (s.offset, s.nbytes):
-                raise PackageError(f"{path}: GGUF tensor '{name[:100]}' is not where the manifest places it")
+            if s is None or (offset, nbytes, kind, shape) != (s.offset, s.nbytes, _GGUF_TYPES[s.dtype], list(s.shape)):
+                raise PackageError(f"{path}: GGUF tensor '{name[:100]}' is not where or what the manifest says")
         if expected:
             raise PackageError(f"{path}: GGUF lacks tensor '{next(iter(expected))}' listed in the manifest")
+        _check_padding(path, header_end, sorted((o, n) for _, o, n, _, _ in infos))
+
+
+def _check_padding(path: Path, header_end: int, spans: list[tuple[int, int]]) -> None:
+    """The bytes between the header and the first stream, and between streams, are the writer's zero padding."""
+    with open(path, "rb") as f:
+        at = header_end
+        for offset, nbytes in spans:
+            if offset < at or _read(f, at, offset - at).strip(b"\0"):
+                raise PackageError(f"{path}: bytes {at}..{offset} should be zero padding: the file is damaged; "
+                                   "download it again")
+            at = offset + nbytes
+        if f.seek(0, 2) > at and _read(f, at, f.tell() - at).strip(b"\0"):
+            raise PackageError(f"{path}: bytes after the last stream should be zero padding: the file is damaged; "
+                               "download it again")

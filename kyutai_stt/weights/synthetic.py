@@ -14,7 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.config import FULL_2_6B_LM, FULL_LM, LM_FILE, MIMI, TINY_2_6B_LM, TINY_LM, LMConfig, MimiConfig, replace
+from kyutai_stt.config import (
+    FULL_2_6B_LM,
+    FULL_LM,
+    LM_FILE,
+    MIMI,
+    REAL_MIMI_NAMES,
+    TINY_2_6B_LM,
+    TINY_LM,
+    TINY_MIMI,
+    TINY_MIMI_NAMES,
+    LMConfig,
+    MimiConfig,
+    replace,
+)
 from kyutai_stt.weights import checkpoint, safetensors_io
 
 # Text-head rows are scaled by 2**u, u ~ U(-1, 2): a few dozen large-norm rows dominate the argmax, so the winning
@@ -177,6 +190,11 @@ def write_tokenizer(path: Path, vocab_size: int = TOKENIZER_VOCAB) -> None:
 # "full" is the real 1B (kyutai/stt-1b-en_fr-candle), "2.6b" the real kyutai/stt-2.6b-en; "tiny" and "tiny-2.6b"
 # are their small siblings for tests (config.py says what each keeps).
 SIZES = {"tiny": TINY_LM, "full": FULL_LM, "tiny-2.6b": TINY_2_6B_LM, "2.6b": FULL_2_6B_LM}
+# A checkpoint's Mimi: moshi's ("real") or the tests' ("tiny"), and the names config.json gives its files. A size
+# gets the one its LM config names (the tiny sizes: tiny) unless asked otherwise.
+MIMIS = {"real": MIMI, "tiny": TINY_MIMI}
+MIMI_NAMES = {"real": REAL_MIMI_NAMES, "tiny": TINY_MIMI_NAMES}
+DEFAULT_MIMI = {size: "tiny" if cfg.mimi_config_name else "real" for size, cfg in SIZES.items()}
 
 
 def size_config(size: str, vad_heads: bool = True) -> LMConfig:
@@ -186,21 +204,37 @@ def size_config(size: str, vad_heads: bool = True) -> LMConfig:
     return SIZES[size] if vad_heads else replace(SIZES[size], extra_heads_num_heads=0)
 
 
+def checkpoint_config(size: str, vad_heads: bool = True, mimi: str | None = None) -> tuple[LMConfig, MimiConfig]:
+    """(LM config, Mimi config) of a synthetic checkpoint; mimi: a key of MIMIS (default: DEFAULT_MIMI[size])."""
+    cfg = size_config(size, vad_heads)
+    mimi = DEFAULT_MIMI[size] if mimi is None else mimi
+    if mimi not in MIMIS:
+        raise ValueError(f"unknown Mimi {mimi!r}: choose one of {', '.join(MIMIS)}")
+    return replace(cfg, **MIMI_NAMES[mimi]), MIMIS[mimi]
+
+
 def write_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, vad_heads: bool = True,
-                     mimi: MimiConfig = MIMI) -> dict[str, Path]:
-    """Write config.json, model.safetensors, the Mimi file and the tokenizer into out_dir (created if needed).
+                     mimi: str | None = None) -> dict[str, Path]:
+    """Write config.json, model.safetensors, the Mimi file (and its config, for a Mimi other than moshi's) and the
+    tokenizer into out_dir (created if needed).
 
     vad_heads=False writes the plain `kyutai/stt-1b-en_fr` variant, without the 4 extra_heads tensors (the 2.6B
-    sizes have none either way). The tokenizer has the config's text_card pieces."""
-    cfg = size_config(size, vad_heads)
+    sizes have none either way). mimi: "real" or "tiny" (MIMIS; default per size). The tokenizer has the config's
+    text_card pieces."""
+    cfg, mimi_cfg = checkpoint_config(size, vad_heads, mimi)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"config": out / "config.json", "lm": out / LM_FILE, "mimi": out / cfg.mimi_name,
              "tokenizer": out / cfg.tokenizer_name}
     write_lm(paths["lm"], cfg, seed)
-    write_mimi(paths["mimi"], mimi, seed)
+    write_mimi(paths["mimi"], mimi_cfg, seed)
+    if cfg.mimi_config_name:
+        paths["mimi_config"] = out / cfg.mimi_config_name
+        paths["mimi_config"].write_text(json.dumps(mimi_cfg.to_moshi_json(), indent=2) + "\n")
     write_tokenizer(paths["tokenizer"], cfg.text_card)
+    mimi_name = next(k for k, v in MIMIS.items() if v == mimi_cfg)
     (out / MARKER_FILE).write_text(json.dumps({"size": size, "seed": seed, "vad_heads": cfg.has_vad_heads,
+                                               "mimi": mimi_name,
                                                "note": "random weights: any transcript is meaningless"}) + "\n")
     tmp = paths["config"].with_suffix(".json.partial")
     tmp.write_text(json.dumps(cfg.to_official_json(), indent=2) + "\n")

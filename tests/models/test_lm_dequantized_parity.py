@@ -50,7 +50,7 @@ def test_dequantized_checkpoint_is_the_official_layout_holding_the_package_value
         values = np.concatenate([safetensors_io.load_tensor(paths["lm"], index[n]).reshape(-1) for n, _ in parts])
         np.testing.assert_array_equal(values, package.dequantize(package_name).reshape(-1), err_msg=package_name)
     assert len(official_sources(cfg)["vad_heads"]) == cfg.extra_heads_num_heads == 4
-    for key in ("config", "mimi", "tokenizer"):
+    for key in ("config", "mimi", "mimi_config", "tokenizer"):
         assert paths[key].read_bytes() == (source / paths[key].name).read_bytes(), key
 
 

@@ -1,10 +1,11 @@
 """The Mimi encoder plan on the native engine vs the official implementation (moshi 0.2.13, fp32, CPU).
 
-The fixture (tests/fixtures/reference_tiny_seed0) holds the official streaming and offline encodes of the 12 s
-fixture audio (150 frames) by the seed-0 synthetic Mimi. The engine runs on those very weights in f32 (the
-"virtual package" of mimi_reference.package_tensors: the converter's name map and transforms, no quantisation), so
-it differs from moshi only by fp32 summation order. The quantised plans (q4-small and q4 policies) are held to the
-numpy reference on their own dequantised weights; the quantisation error itself is measured separately (docs/mimi.md).
+The fixtures (mimi_cases.FIXTURES: the tiny Mimi's and the real one's) hold the official streaming and offline
+encodes of the 12 s fixture audio (150 frames) by the seed-0 synthetic Mimi. The engine runs on those very weights
+in f32 (the "virtual package" of mimi_reference.package_tensors: the converter's name map and transforms,
+no quantisation), so it differs from moshi only by fp32 summation order. The quantised plans (q4-small and q4
+policies) are held to the numpy reference on their own dequantised weights; the quantisation error itself is
+measured separately (docs/mimi.md).
 
 Tolerances (docs/mimi.md):
 - latents within LATENT_TOLERANCE x max |latent| (seen: 5e-6 of 2.1 over 150 frames, i.e. 2.4e-6 relative);
@@ -17,23 +18,19 @@ Tolerances (docs/mimi.md):
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from mimi_cases import BOTH_MIMIS, fixture_of, official_of
 
-from kyutai_stt.config import MIMI
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import Plan, PlanBuilder
 from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.mimi import build_mimi, build_mimi_plan
 from kyutai_stt.reference import mimi as mr
+from kyutai_stt.weights.synthetic import MIMIS
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = ROOT / "tests" / "fixtures" / "reference_tiny_seed0"
-AUDIO = ROOT / "tests" / "fixtures" / "speech_en_fr_24k.wav"
-FRAMES = 150                     # 12 s: 300 encoder steps, past the transformer's 250-step context
-CONTEXT_FRAMES = 125             # moshi's streaming equals its offline encode up to here (docs/reference.md)
+FRAMES = 150                     # 12 s: 300 encoder steps, past the transformer's context (250 steps; tiny: 17)
 LATENT_TOLERANCE = 5e-5          # of max |latent|
 RVQ_NOISE = 1e-4                 # distance units: f32 rounding of |c|^2 - 2 r.c over 256 dims, with margin
 
@@ -43,8 +40,13 @@ def tuning():
     return "cpu" if gpu.adapter_summary()["adapter_type"].lower() == "cpu" else "gpu"
 
 
+def context_frames(mimi: str) -> int:
+    """Frames up to which moshi's streaming encode equals its offline one (docs/reference.md, quirk 1)."""
+    return MIMIS[mimi].context // 2
+
+
 def encode_on_engine(engine: Engine, pcm: np.ndarray, frames: int):
-    """Latents [F, 512] and codes [F, 32] as the engine reads them back (pipelined)."""
+    """Latents [F, L] and codes [F, 32] as the engine reads them back (pipelined)."""
     engine.reset()
     results = []
     for f in range(frames):
@@ -58,13 +60,14 @@ def encode_on_engine(engine: Engine, pcm: np.ndarray, frames: int):
 
 def compare_codes(codes, ref_codes, ref_margins, latents, ref_latents, rvq_in, books, sqnorms):
     """Apply the near-tie rule of the module docstring. Returns (decided and equal, [(frame, level, margin)])."""
+    n_q, bins = sqnorms.reshape(codes.shape[1], -1).shape
     dim = books.shape[1]
-    books = books.astype(np.float64).reshape(MIMI.n_q, MIMI.bins, dim)
-    sq = sqnorms.astype(np.float64).reshape(MIMI.n_q, MIMI.bins)
-    delta = (latents.astype(np.float64) - ref_latents) @ rvq_in.astype(np.float64).T          # [F, 512]
+    books = books.astype(np.float64).reshape(n_q, bins, dim)
+    sq = sqnorms.astype(np.float64).reshape(n_q, bins)
+    delta = (latents.astype(np.float64) - ref_latents) @ rvq_in.astype(np.float64).T          # [F, 2 * dim]
     differing, decided = [], 0
     for f in range(len(codes)):
-        for group, levels in ((0, range(0, 1)), (1, range(1, MIMI.n_q))):
+        for group, levels in ((0, range(0, 1)), (1, range(1, n_q))):
             allowed = 2 * np.linalg.norm(delta[f, group * dim:(group + 1) * dim]) + RVQ_NOISE
             r = ref_latents[f].astype(np.float64) @ rvq_in[group * dim:(group + 1) * dim].astype(np.float64).T
             for level in levels:
@@ -94,10 +97,10 @@ def report(capsys, what, latents, ref_latents, decided, differing):
 
 
 # ------------------------------------------------------------------------------------------------------ plan
-def test_plan_fragment_composes_into_a_shared_builder(official):
+def test_plan_fragment_composes_into_a_shared_builder():
     """build_mimi appends to any builder: its buffers are all `mimi.*` (plus what the caller passed), it adds two
     step fields, writes the codes at the given offset of the caller's buffer, and the plan survives JSON."""
-    tensors, _, _ = mr.package_tensors(official, "q4-small")
+    tensors, _, _ = mr.package_tensors(official_of("real"), "q4-small")
     b = PlanBuilder("frame")
     b.step_field("position")                                          # e.g. the LM's
     ids = b.buffer("lm.ids", "state", 4 * 33, (33,), "u32")
@@ -119,43 +122,46 @@ def test_plan_fragment_composes_into_a_shared_builder(official):
     assert formats == {3}                                             # q4-small: the transformer reads q4
 
 
-def test_engine_f32_equals_official_streaming_across_the_context(fixture, pcm, official, tuning, capsys):
-    """All 150 frames (12 s: the encoder transformer's 250-step ring wraps at frame 125) on the official weights:
-    latents and codes equal the official streaming encode; up to frame 125 also the official offline encode."""
-    tensors, streams, dequantised = mr.package_tensors(official, None)
+@pytest.mark.parametrize("mimi", BOTH_MIMIS)
+def test_engine_f32_equals_official_streaming_across_the_context(mimi, pcm, tuning, capsys):
+    """All 150 frames (12 s: the encoder transformer's ring wraps at frame 125; the tiny Mimi's at frame 9) on the
+    official weights: latents and codes equal the official streaming encode; until the wrap also the offline one."""
+    fixture, cfg, context = fixture_of(mimi), MIMIS[mimi], context_frames(mimi)
+    tensors, streams, dequantised = mr.package_tensors(official_of(mimi), None, cfg)
     started = time.perf_counter()
-    engine = Engine(build_mimi_plan(tensors, tuning=tuning), streams.__getitem__)
+    engine = Engine(build_mimi_plan(tensors, cfg, tuning=tuning), streams.__getitem__)
     latents, codes = encode_on_engine(engine, pcm, FRAMES)
     elapsed = time.perf_counter() - started
     decided, differing = compare_codes(codes, fixture["mimi_codes"], fixture["mimi_code_margins"], latents,
                                        fixture["mimi_latents"], dequantised["mimi.rvq_in"],
                                        dequantised["mimi.codebooks"], dequantised["mimi.codebook_sqnorms"])
-    report(capsys, f"f32 engine vs official streaming, {FRAMES} frames, {elapsed:.0f} s", latents,
+    report(capsys, f"{mimi} Mimi: f32 engine vs official streaming, {FRAMES} frames, {elapsed:.0f} s", latents,
            fixture["mimi_latents"], decided, differing)
     assert decided >= FRAMES * 32 - 5 * 31
-    offline = fixture["mimi_offline_latents"][:CONTEXT_FRAMES]
-    assert np.abs(latents[:CONTEXT_FRAMES] - offline).max() <= LATENT_TOLERANCE * np.abs(offline).max()
-    # Past the context the official streaming encode itself leaves the offline one (ring of 250, 2 steps per
-    # chunk: docs/reference.md, quirk 1); the engine follows the streaming encode, as the live model does.
-    late = np.abs(latents[CONTEXT_FRAMES:] - fixture["mimi_offline_latents"][CONTEXT_FRAMES:]).max()
+    offline = fixture["mimi_offline_latents"][:context]
+    assert np.abs(latents[:context] - offline).max() <= LATENT_TOLERANCE * np.abs(offline).max()
+    # Past the context the official streaming encode itself leaves the offline one (a ring of `context` slots, 2
+    # steps per chunk: docs/reference.md, quirk 1); the engine follows the streaming encode, as the live model does.
+    late = np.abs(latents[context:] - fixture["mimi_offline_latents"][context:]).max()
     assert late > 10 * LATENT_TOLERANCE * np.abs(offline).max()
 
 
-@pytest.mark.parametrize("policy, work_split", [("q4-small", "gpu"), ("q4-small", "cpu"), ("q4", "gpu")])
-def test_engine_quantised_equals_reference_on_its_weights_and_resets(fixture, pcm, official, policy, work_split,
-                                                                     capsys):
+@pytest.mark.parametrize("policy, work_split, mimi", [("q4-small", "gpu", "tiny"), ("q4-small", "cpu", "tiny"),
+                                                      ("q4", "cpu", "tiny"), ("q4", "gpu", "real")])
+def test_engine_quantised_equals_reference_on_its_weights_and_resets(pcm, policy, work_split, mimi, capsys):
     """A package precision policy (q4-small: q4/q8/f32 per tensor; q4, the default: f16/f32; docs/weights.md) on
     the engine vs the numpy reference on the same dequantised weights, 12 frames, with either work split; then
-    reset() restarts the stream exactly."""
-    frames = 12
-    tensors, streams, dequantised = mr.package_tensors(official, policy)
-    engine = Engine(build_mimi_plan(tensors, tuning=work_split), streams.__getitem__)
+    reset() restarts the stream exactly. The default policy also at the real size."""
+    frames, cfg = 12, MIMIS[mimi]
+    tensors, streams, dequantised = mr.package_tensors(official_of(mimi), policy, cfg)
+    engine = Engine(build_mimi_plan(tensors, cfg, tuning=work_split), streams.__getitem__)
     latents, codes = encode_on_engine(engine, pcm, frames)
-    ref_latents, ref_codes, ref_margins = mr.encode(dequantised, pcm, frames=frames)
+    ref_latents, ref_codes, ref_margins = mr.encode(dequantised, pcm, cfg, frames=frames)
     decided, differing = compare_codes(codes, ref_codes, ref_margins, latents, ref_latents,
                                        dequantised["mimi.rvq_in"], dequantised["mimi.codebooks"],
                                        dequantised["mimi.codebook_sqnorms"])
-    report(capsys, f"{policy}-policy engine ({work_split} split) vs numpy reference on its weights, {frames} frames",
+    report(capsys, f"{mimi} Mimi, {policy}-policy engine ({work_split} split) vs numpy reference on its weights, "
+                   f"{frames} frames",
            latents, ref_latents, decided, differing)
     assert decided >= frames * 32 - 31
     again_latents, again_codes = encode_on_engine(engine, pcm, 3)
@@ -163,19 +169,20 @@ def test_engine_quantised_equals_reference_on_its_weights_and_resets(fixture, pc
     np.testing.assert_array_equal(again_latents, latents[:3])
 
 
-def test_near_tie_rule_accepts_a_flipped_near_tie_and_nothing_else(fixture, official):
-    """The comparison itself: with the official latents, flipping the fixture's closest call (margin 5e-5) to its
+def test_near_tie_rule_accepts_a_flipped_near_tie_and_nothing_else():
+    """The comparison itself: with the official latents, flipping the fixture's closest call (margin 8e-5) to its
     runner-up is accepted as a near-tie (and ends that group's comparison); flipping a clear choice fails."""
-    _, _, dequantised = mr.package_tensors(official, None)
+    fixture, cfg = fixture_of("tiny"), MIMIS["tiny"]
+    _, _, dequantised = mr.package_tensors(official_of("tiny"), None, cfg)
     args = (dequantised["mimi.rvq_in"], dequantised["mimi.codebooks"], dequantised["mimi.codebook_sqnorms"])
     latents, codes, margins = fixture["mimi_latents"], fixture["mimi_codes"], fixture["mimi_code_margins"]
     frame, level = np.unravel_index(np.argmin(margins), margins.shape)
     assert margins[frame, level] < RVQ_NOISE
 
     def runner_up(f, lv):
-        dim = 256
+        dim = cfg.codebook_dim
         group = 0 if lv == 0 else 1
-        books = dequantised["mimi.codebooks"].astype(np.float64).reshape(MIMI.n_q, MIMI.bins, dim)
+        books = dequantised["mimi.codebooks"].astype(np.float64).reshape(cfg.n_q, cfg.bins, dim)
         r = latents[f].astype(np.float64) @ dequantised["mimi.rvq_in"][group * dim:(group + 1) * dim].T.astype(
             np.float64)
         for previous in range(1 if group else 0, lv):
@@ -186,7 +193,7 @@ def test_near_tie_rule_accepts_a_flipped_near_tie_and_nothing_else(fixture, offi
     flipped[frame, level] = runner_up(frame, level)
     decided, differing = compare_codes(flipped, codes, margins, latents, latents, *args)
     assert [(f, lv) for f, lv, _ in differing] == [(frame, level)]
-    assert decided == codes.size - (MIMI.n_q - level if level else 1)
+    assert decided == codes.size - (cfg.n_q - level if level else 1)
     clear = np.unravel_index(np.argmax(margins), margins.shape)
     flipped = codes.astype(np.int64).copy()
     flipped[clear] = runner_up(*clear)

@@ -46,8 +46,8 @@ def test_whole_frame_equals_mimi_then_lm(package):
     pcm = fixture_frames(FRAMES)
     whole = run(stt_plan(package, tuning), package,
                 [{"pcm": frame} for frame in pcm])
-    codes = [r.outputs["codes"] for r in run(build_mimi_plan(tensors, tuning=tuning.mimi), package,
-                                              [{"pcm": frame} for frame in pcm])]
+    mimi = build_mimi_plan(tensors, package.mimi_config, tuning=tuning.mimi)
+    codes = [r.outputs["codes"] for r in run(mimi, package, [{"pcm": frame} for frame in pcm])]
     start = np.full(package.config.n_q, package.config.card, np.uint32)
     lm_only = run(lm_plan(package, tuning), package,
                   [{"codes": c} for c in [start] + codes[:-1]])
