@@ -18,7 +18,9 @@ VECTORS = sorted((ROOT / "tests" / "vectors" / "stream").glob("*.json"))
 def decode_vector(vector: dict) -> list[dict]:
     decoder = StreamDecoder(Tokenizer.from_manifest(vector["tokenizer"]), DecoderConfig(**vector["config"]))
     events = []
-    for token, vad in vector["steps"]:
+    for k, (token, vad) in enumerate(vector["steps"]):
+        if k == vector["end_of_audio_step"]:             # the flush begins: its frames' words end in the audio
+            decoder.end_of_audio(vector["audio_end"])
         events += decoder.step(token, vad)
     events += decoder.finish(vector["audio_end"])
     return [e.to_dict() for e in events if e.type != "step"]

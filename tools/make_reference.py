@@ -690,17 +690,19 @@ def cached_reference_path(checkpoint: Path, audio: Path, steps: int | None, fram
 
 
 def cached_reference(size: str = "full", seed: int = 0, steps: int | None = None, audio: Path = DEFAULT_AUDIO,
-                     threads: int = 1) -> Path:
-    """For slow tests: the fixture of a synthetic checkpoint over `audio`, made on first use into the cache
-    (~2.5 min for the full size). Returns the path without suffix (pass it to load())."""
+                     threads: int = 1, frames: int | None = None) -> Path:
+    """For slow tests: the fixture of a synthetic checkpoint over `audio` (its first `frames` frames: all by default),
+    made on first use into the cache (~2.5 min for the full size and all frames). Returns the path without suffix
+    (pass it to load())."""
     checkpoint = synth_checkpoint(size, seed)
-    out = cached_reference_path(checkpoint, audio, steps)
+    out = cached_reference_path(checkpoint, audio, steps, frames)
     if not out.with_name(out.name + ".json").is_file():
         # In a child process: the official model in fp32 takes ~10 GB at full size, which a long-lived caller (the
         # test process) would otherwise keep as its peak (torch and glibc do not return it to the system).
         subprocess.run([sys.executable, str(Path(__file__).resolve()), "--synth", size, "--seed", str(seed),
                         "--audio", str(audio), "--threads", str(threads), "--out", str(out)]
-                       + (["--steps", str(steps)] if steps else []), check=True, stdout=subprocess.DEVNULL)
+                       + (["--steps", str(steps)] if steps else []) + (["--frames", str(frames)] if frames else []),
+                       check=True, stdout=subprocess.DEVNULL)
     return out
 
 

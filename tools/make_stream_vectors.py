@@ -166,6 +166,21 @@ def hand_cases() -> list[dict]:
              {"type": "partial", "text": "bien"},
              {"type": "word", "text": "bien", "start": 0.24, "end": 0.3},
              {"type": "partial", "text": ""}]},
+        {"name": "flush_clamps_released_words",
+         "description": "the audio ends at 0.2 s and the flush's silent frames begin (end_of_audio before step 9): "
+                        "a word they release (at 0.32 s) ends at the audio's end, as does the last one at finish",
+         "config": {},
+         "tokens": [3, 3, 3, 3, 3, 0, 12, 3, 3, 0, 11, 3],
+         "head2": [0.0] * 12,
+         "audio_end": 0.2,
+         "end_of_audio_step": 9,
+         "events": [
+             {"type": "partial", "text": "bien"},
+             {"type": "word", "text": "bien", "start": 0.0, "end": 0.2},
+             {"type": "partial", "text": ""},
+             {"type": "partial", "text": "va"},
+             {"type": "word", "text": "va", "start": 0.2, "end": 0.2},
+             {"type": "partial", "text": ""}]},
     ]
 
 
@@ -228,7 +243,7 @@ def build(case: dict) -> dict:
     return {"name": case["name"], "description": case["description"], "tokenizer": tokenizer_raw,
             "config": {"delay_steps": cfg["delay_steps"], **case["config"]},
             "steps": [[int(t), list(v)] for t, v in zip(case["tokens"], vads)],
-            "audio_end": audio_end, "events": expected}
+            "audio_end": audio_end, "end_of_audio_step": case.get("end_of_audio_step"), "events": expected}
 
 
 def events_equal(a: list[dict], b: list[dict], tol: float = 1e-9) -> bool:

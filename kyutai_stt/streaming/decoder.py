@@ -110,6 +110,7 @@ class StreamDecoder:
         self.eot_armed = False
         self.no_voice: float | None = None           # smoothed head probability
         self.partial = ""
+        self.audio_end: float | None = None          # the caller's audio length, once it is known (the flush)
 
     def step(self, token: int, vad=()) -> list[Event]:
         cfg = self.config
@@ -139,16 +140,23 @@ class StreamDecoder:
         events += self._end_of_turn(vad, stop)
         return events + self._partial_changed()
 
+    def end_of_audio(self, audio_end: float) -> None:
+        """The caller's audio ends at audio_end seconds (its own time): every word released from now on, during the
+        flush's silent frames or by finish(), is clamped to it, as official_events clamps every word."""
+        self.audio_end = audio_end
+
     def finish(self, audio_end: float | None = None) -> list[Event]:
         """Release every word at the current stop time (clamped to audio_end, in the caller's seconds)."""
+        if audio_end is not None:
+            self.end_of_audio(audio_end)
         stop = max(self.last_stop, (self.steps - self.config.delay_steps) / self.config.frame_rate)
         if self.open and not self.open_hidden:
             self.waiting.append((self.open, self.last_stop))
         self.open = []
-        return self._release(stop, audio_end) + self._partial_changed()
+        return self._release(stop) + self._partial_changed()
 
-    def _release(self, stop: float, audio_end: float | None = None) -> list[Event]:
-        out = []
+    def _release(self, stop: float) -> list[Event]:
+        out, audio_end = [], self.audio_end
         for pieces, start in self.waiting:
             start_s, end_s = self._time(start), self._time(stop)
             if audio_end is not None:

@@ -124,6 +124,7 @@ class Transcriber:
         if self._resampler is None:
             return []
         events = self._push(self._resampler.flush())
+        self.decoder.end_of_audio(self._stream_samples / self.package.mimi_config.sample_rate)
         events += self._submit(self._framer.flush(self.decoder_config.delay_steps + FLUSH_EXTRA_FRAMES))
         start = time.perf_counter()
         results = self.engine.drain()

@@ -40,6 +40,7 @@ export class StreamDecoder {
     this.eotArmed = false;
     this.noVoice = null;     // smoothed head probability
     this.partial = "";
+    this.audioEnd = null;    // the caller's audio length, once it is known (the flush)
   }
 
   step(token, vad = []) {
@@ -73,16 +74,23 @@ export class StreamDecoder {
     return events;
   }
 
+  /** The caller's audio ends at audioEnd seconds (its own time): every word released from now on, during the
+   * flush's silent frames or by finish(), is clamped to it, as official_events clamps every word. */
+  endOfAudio(audioEnd) {
+    this.audioEnd = audioEnd;
+  }
+
   /** Release every word at the current stop time (clamped to audioEnd, in the caller's seconds). */
   finish(audioEnd = null) {
+    if (audioEnd !== null) this.endOfAudio(audioEnd);
     const stop = Math.max(this.lastStop, (this.steps - this.config.delay_steps) / this.config.frame_rate);
     if (this.open.length && !this.openHidden) this.waiting.push([this.open, this.lastStop]);
     this.open = [];
-    return [...this._release(stop, audioEnd), ...this._partialChanged()];
+    return [...this._release(stop), ...this._partialChanged()];
   }
 
-  _release(stop, audioEnd = null) {
-    const out = [];
+  _release(stop) {
+    const out = [], audioEnd = this.audioEnd;
     for (const [pieces, start] of this.waiting) {
       let startS = this._time(start), endS = this._time(stop);
       if (audioEnd !== null) { startS = Math.min(startS, audioEnd); endS = Math.min(endS, audioEnd); }

@@ -319,6 +319,7 @@ async function flush() {
     await reset();
     return {stats: null};
   }
+  decoder.endOfAudio(stream.samples / sampleRate);     // words the flush's silence releases end within the audio
   await submitFrames(stream.framer.flush(decoder.config.delay_steps + FLUSH_EXTRA_FRAMES));
   await runtime.drain();
   await results;

@@ -49,6 +49,6 @@ def test_full_2_6b_engine_equals_official_for_8_steps(tmp_path):
     """Full size, teacher-forced: the official run needs ~10 GB in fp32 (a child process), the f16 package 5 GB."""
     tool = make_reference_tool()
     steps = 8
-    arrays, _ = tool.load(tool.cached_reference("2.6b", seed=0, steps=steps + 1))
+    arrays, _ = tool.load(tool.cached_reference("2.6b", seed=0, steps=steps + 1, frames=steps))
     package = package_of(tmp_path, tool.synth_checkpoint("2.6b", 0), "f16")
     assert_matches_official(run_teacher_forced(engine_for(package), arrays["lm_input_tokens"], steps), arrays, steps)

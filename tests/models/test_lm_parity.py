@@ -104,7 +104,7 @@ def test_tiny_q4_quantisation_error_is_reported_and_bounded(tiny_packages, array
 def test_full_size_engine_equals_official_for_24_steps(tmp_path):
     tool = make_reference_tool()
     steps = 24
-    arrays, meta = tool.load(tool.cached_reference("full", seed=0, steps=steps + 1))
+    arrays, meta = tool.load(tool.cached_reference("full", seed=0, steps=steps + 1, frames=steps))  # frame k: step k+1
     package = package_of(tmp_path, tool.synth_checkpoint("full", 0), "f16")
     ours = run_teacher_forced(engine_for(package), arrays["lm_input_tokens"], steps)
     assert_matches_official(ours, arrays, steps)

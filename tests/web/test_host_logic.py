@@ -19,7 +19,10 @@ DECODE = """async (vector) => {
   const {StreamDecoder} = await import('/stream.js');
   const decoder = new StreamDecoder(vector.tokenizer, vector.config);
   const events = [];
-  for (const [token, vad] of vector.steps) events.push(...decoder.step(token, vad));
+  vector.steps.forEach(([token, vad], k) => {
+    if (k === vector.end_of_audio_step) decoder.endOfAudio(vector.audio_end);   // the flush begins
+    events.push(...decoder.step(token, vad));
+  });
   events.push(...decoder.finish(vector.audio_end));
   return events.filter((e) => e.type !== 'step');
 }"""
