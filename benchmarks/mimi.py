@@ -26,21 +26,23 @@ from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine  # noqa: E402
 from kyutai_stt.models.mimi import build_mimi_plan  # noqa: E402
 from kyutai_stt.reference import mimi as mimi_reference  # noqa: E402
+from kyutai_stt.weights.synthetic import MIMIS  # noqa: E402
 
 # isort: split
 import wgpu  # noqa: E402  (after kyutai_stt.engine.device, which sets the backend environment)
 
 
-def load(package: str | None, quant: str):
+def load(package: str | None, quant: str, mimi: str = "real"):
     """(manifest-form tensors, read_stream) of a package's Mimi tensors, or of the synthetic seed-0 Mimi."""
     if package:
         from kyutai_stt.weights.package import open_package
         pkg = open_package(package, verify_hashes=False)
         tensors = {k: v for k, v in pkg.manifest["tensors"].items() if k.startswith("mimi.")}
-        return tensors, pkg.read_stream, f"package {package} ({pkg.quant})"
-    values = mimi_reference.official_encoder_tensors(0)
-    tensors, streams, _ = mimi_reference.package_tensors(values, None if quant == "f32" else quant)
-    return tensors, streams.__getitem__, f"synthetic seed 0, {quant} policy"
+        return tensors, pkg.read_stream, pkg.mimi_config, f"package {package} ({pkg.quant})"
+    cfg = MIMIS[mimi]
+    values = mimi_reference.official_encoder_tensors(0, cfg)
+    tensors, streams, _ = mimi_reference.package_tensors(values, None if quant == "f32" else quant, cfg)
+    return tensors, streams.__getitem__, cfg, f"synthetic seed 0 ({mimi} Mimi), {quant} policy"
 
 
 def gpu_times(engine: Engine, frames: int) -> list[float]:
@@ -122,6 +124,8 @@ def main() -> int:
                         help="precision policy of the synthetic weights (default q4, the package default)")
     parser.add_argument("--frames", type=int, default=0, help="timed frames (default 40 on a GPU, 6 on a CPU)")
     parser.add_argument("--tuning", default="auto", choices=("auto", "gpu", "cpu"))
+    parser.add_argument("--mimi", default="real", choices=("real", "tiny"),
+                        help="without --package: moshi's Mimi or the tests' tiny one (config.TINY_MIMI)")
     parser.add_argument("--profile", action="store_true", help="also print GPU time per dispatch group")
     parser.add_argument("--precision", action="store_true",
                         help="instead: each precision policy's error vs the official encode (numpy, ~10 s each)")
@@ -134,8 +138,8 @@ def main() -> int:
     cpu = summary["adapter_type"].lower() == "cpu"
     tuning = args.tuning if args.tuning != "auto" else ("cpu" if cpu else "gpu")
     frames = args.frames or (6 if cpu else 40)
-    tensors, read, source = load(args.package, args.quant)
-    plan = build_mimi_plan(tensors, tuning=tuning)
+    tensors, read, cfg, source = load(args.package, args.quant, args.mimi)
+    plan = build_mimi_plan(tensors, cfg, tuning=tuning)
     engine = Engine(plan, read)
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal((frames + 3, 1920))).astype(np.float32)

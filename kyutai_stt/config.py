@@ -400,7 +400,7 @@ FULL_2_6B_LM = LMConfig(num_heads=32, num_layers=48, context=375, text_card=4000
 TINY_2_6B_LM = replace(FULL_2_6B_LM, dim=128, num_heads=8, num_layers=3, hidden_scale=4.5, context=9,
                        model_id={"sig": "synthetic-tiny-2.6b", "epoch": 0}, **TINY_MIMI_NAMES)
 MIMI = MimiConfig()
-# The tests' Mimi: every stage of the real one, 5x less work per frame on a CPU adapter. A narrower SEANet without
+# The tests' Mimi: every stage of the real one, 4.3x less GPU time per frame on lavapipe. A narrower SEANet without
 # a bottleneck (compress 1), 2 transformer layers of 128, and an odd context of 19 steps, so that streaming tests
 # cross the transformer's ring after 9 frames instead of 125. Among contexts 9 to 27 (all valid), 19 leaves the
 # seed-0 fixtures no near-tie: smallest logit margins 0.015 (tiny) and 0.051 (tiny 2.6B), prompted runs 0.042,

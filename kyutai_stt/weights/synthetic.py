@@ -221,6 +221,7 @@ def write_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, vad
     vad_heads=False writes the plain `kyutai/stt-1b-en_fr` variant, without the 4 extra_heads tensors (the 2.6B
     sizes have none either way). mimi: "real" or "tiny" (MIMIS; default per size). The tokenizer has the config's
     text_card pieces."""
+    mimi = DEFAULT_MIMI.get(size, "real") if mimi is None else mimi
     cfg, mimi_cfg = checkpoint_config(size, vad_heads, mimi)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,9 +233,8 @@ def write_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, vad
         paths["mimi_config"] = out / cfg.mimi_config_name
         paths["mimi_config"].write_text(json.dumps(mimi_cfg.to_moshi_json(), indent=2) + "\n")
     write_tokenizer(paths["tokenizer"], cfg.text_card)
-    mimi_name = next(k for k, v in MIMIS.items() if v == mimi_cfg)
     (out / MARKER_FILE).write_text(json.dumps({"size": size, "seed": seed, "vad_heads": cfg.has_vad_heads,
-                                               "mimi": mimi_name,
+                                               "mimi": mimi,
                                                "note": "random weights: any transcript is meaningless"}) + "\n")
     tmp = paths["config"].with_suffix(".json.partial")
     tmp.write_text(json.dumps(cfg.to_official_json(), indent=2) + "\n")

@@ -1,6 +1,7 @@
 """The two seed-0 Mimis the Mimi tests run on (test_mimi.py: the engine; test_mimi_reference.py: the numpy
-reference): the tiny one (every stage, 5x less work, its ring wrapped after 9 frames) and the real one, whose cases
-are `full_size` tests (their own lane). Per Mimi: the official fixture's arrays and the encoder tensors."""
+reference): the tiny one (every stage, a quarter of the time, its ring wrapped after 9 frames) and the real one,
+whose cases are `full_size` tests (their own lane). Per Mimi: the official fixture's arrays and the encoder
+tensors."""
 from __future__ import annotations
 
 import functools
