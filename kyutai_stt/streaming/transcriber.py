@@ -130,7 +130,7 @@ class Transcriber:
         results = self.engine.drain()
         self.stats.engine_seconds += time.perf_counter() - start
         events += self._decode(results)
-        events += self.decoder.finish(audio_end=self._stream_samples / self.package.mimi_config.sample_rate)
+        events += self.decoder.finish()
         self.engine.reset()
         self.decoder.reset()
         self._start_stream()

@@ -323,7 +323,7 @@ async function flush() {
   await submitFrames(stream.framer.flush(decoder.config.delay_steps + FLUSH_EXTRA_FRAMES));
   await runtime.drain();
   await results;
-  for (const event of decoder.finish(stream.samples / sampleRate)) emit(event);
+  for (const event of decoder.finish()) emit(event);          // clamped to the audio's end, set above
   const summary = postStats();
   await runtime.reset();
   decoder.reset();

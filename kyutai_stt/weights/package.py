@@ -209,11 +209,6 @@ def _derived(lm: LMConfig, mimi: MimiConfig) -> dict:
             "mimi_head_dim": mimi.dimension // mimi.num_heads}
 
 
-@functools.lru_cache(maxsize=4)
-def _mimi_json(mimi: MimiConfig) -> str:
-    return json.dumps(asdict(mimi))
-
-
 # ---- reading --------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -519,14 +514,14 @@ def _check_config(manifest: dict, tensors: dict[str, TensorEntry], source: str) 
     if extra:
         raise PackageError(f"{source}: tensor '{extra[0][:100]}' is not part of the model config.lm describes "
                            f"({len(extra)} such tensors)")
-    claimed = {"mimi": json.loads(_mimi_json(mimi)), "derived": json.loads(json.dumps(_derived(lm, mimi)))}
-    for key in ("mimi", "derived"):
-        if config.get(key) != claimed[key]:
-            diff = sorted(k for k in {**claimed[key], **(config.get(key) or {})}
-                          if (config.get(key) or {}).get(k) != claimed[key].get(k))
-            raise PackageError(f"{source}: config.{key} disagrees with what this kyutai-stt runs for this model "
-                               f"(keys {diff[:5]}): the package was edited or made for another model; convert "
-                               f"the checkpoint again")
+    # config.mimi is what from_manifest checked above; the derived values must be recomputed from both configs.
+    claimed, derived = json.loads(json.dumps(_derived(lm, mimi))), config.get("derived")
+    if derived != claimed:
+        diff = sorted(k for k in {**claimed, **(derived if isinstance(derived, dict) else {})}
+                      if (derived if isinstance(derived, dict) else {}).get(k) != claimed.get(k))
+        raise PackageError(f"{source}: config.derived disagrees with what this kyutai-stt runs for this model "
+                           f"(keys {diff[:5]}): the package was edited or made for another model; convert "
+                           f"the checkpoint again")
     if manifest["variant"] != ("vad" if lm.has_vad_heads else "plain"):
         raise PackageError(f"{source}: variant {manifest['variant'][:20]!r} disagrees with config.lm "
                            f"(extra_heads_num_heads {lm.extra_heads_num_heads})")

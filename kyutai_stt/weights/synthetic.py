@@ -204,10 +204,9 @@ def size_config(size: str, vad_heads: bool = True) -> LMConfig:
     return SIZES[size] if vad_heads else replace(SIZES[size], extra_heads_num_heads=0)
 
 
-def checkpoint_config(size: str, vad_heads: bool = True, mimi: str | None = None) -> tuple[LMConfig, MimiConfig]:
-    """(LM config, Mimi config) of a synthetic checkpoint; mimi: a key of MIMIS (default: DEFAULT_MIMI[size])."""
+def checkpoint_config(size: str, vad_heads: bool, mimi: str) -> tuple[LMConfig, MimiConfig]:
+    """(LM config, Mimi config) of a synthetic checkpoint; mimi: a key of MIMIS."""
     cfg = size_config(size, vad_heads)
-    mimi = DEFAULT_MIMI[size] if mimi is None else mimi
     if mimi not in MIMIS:
         raise ValueError(f"unknown Mimi {mimi!r}: choose one of {', '.join(MIMIS)}")
     return replace(cfg, **MIMI_NAMES[mimi]), MIMIS[mimi]
