@@ -30,7 +30,7 @@ from kyutai_stt.models import variants
 from kyutai_stt.models.lm import Tensor
 from kyutai_stt.models.stt import build_stt_plan
 from kyutai_stt.weights import checkpoint, convert, safetensors_io
-from kyutai_stt.weights.synthetic import lm_file_bytes, write_checkpoint
+from kyutai_stt.weights.synthetic import lm_file_bytes, lm_specs, write_checkpoint
 from kyutai_stt.weights.tokenizer import read_sentencepiece
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,11 +136,39 @@ def test_committed_2_6b_family_fixture_is_reproduced(ref, tiny26):
         np.testing.assert_allclose(arrays[name], committed[name], rtol=0, atol=1e-4 * scale, err_msg=name)
 
 
-@pytest.mark.slow
+def test_official_2_6b_model_takes_the_synthetic_layout_strictly(ref, tmp_path):
+    """moshi builds its LM from the synthetic 2.6B config.json (through its own CheckpointInfo) on the meta device,
+    and takes a state dict of the synthetic file's names, shapes and dtype with load_state_dict(strict=True): what
+    its loader checks once it has read the file, without the file's 5.2 GB (its byte count is checked above; the
+    writer writes what lm_specs says: test_size_computation_is_what_the_writer_writes; the whole file is written and
+    loaded by the huge test below)."""
+    import torch
+    from moshi.models import loaders
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(FULL_2_6B_LM.to_official_json(), indent=2) + "\n")
+    absent = tmp_path / "never-read"
+    info = loaders.CheckpointInfo.from_hf_repo("local/offline", moshi_weights=absent, mimi_weights=absent,
+                                               tokenizer=absent, config_path=config)
+    lm = info.get_moshi(device="meta", dtype=torch.bfloat16, load_weight=False)
+    dtypes = {"BF16": torch.bfloat16}
+    state = {name: torch.empty(shape, dtype=dtypes[dtype], device="meta")
+             for name, dtype, shape in lm_specs(FULL_2_6B_LM)}
+    lm.load_state_dict(state, assign=True)          # strict: a missing, unexpected or misshapen tensor raises
+    assert sum(p.numel() for p in lm.parameters()) == FULL_2_6B_LM.num_params
+    assert len(lm.transformer.layers) == 48 and len(lm.extra_heads) == 0
+    assert lm.transformer.layers[0].self_attn.num_heads == 32 and lm.dtype == torch.bfloat16
+    state.pop("out_norm.alpha")
+    with pytest.raises(RuntimeError, match="out_norm.alpha"):
+        info.get_moshi(device="meta", dtype=torch.bfloat16, load_weight=False).load_state_dict(state, assign=True)
+
+
+@pytest.mark.huge
 @pytest.mark.full_size
 def test_official_loader_loads_the_full_2_6b_checkpoint_strictly(ref, tmp_path):
     """Writes the real 2.6B layout (5.2 GB LM + 0.38 GB Mimi), checks the byte count on disk, and loads the LM
-    strictly in bf16 (~5.2 GB of memory), freed before returning."""
+    strictly in bf16 (~5.2 GB of memory), freed before returning. Huge: ~1.5 min and 5.6 GB of disk for what the
+    meta-device test above checks but the file's bytes."""
     import torch
 
     try:

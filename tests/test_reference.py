@@ -200,12 +200,12 @@ def test_committed_fixture_is_reproduced(ref, tiny_dir, fixture):
 
 @pytest.mark.slow
 @pytest.mark.full_size
-def test_official_loader_loads_the_full_checkpoint_strictly(ref, scratch):
-    """Full size: bf16 in memory (~2 GB, not 4 GB in fp32), LM only, freed before returning."""
+def test_official_loader_loads_the_full_checkpoint_strictly(ref):
+    """Full size (the cached seed-0 checkpoint the other full-size tests read, written by write_checkpoint): bf16 in
+    memory (~2 GB, not 4 GB in fp32), LM only, freed before returning."""
     import torch
 
-    write_checkpoint(scratch, "full", seed=0)
-    _, lm, _ = ref.load_official(scratch, lm_dtype=torch.bfloat16, with_mimi=False)
+    _, lm, _ = ref.load_official(ref.synth_checkpoint("full", 0), lm_dtype=torch.bfloat16, with_mimi=False)
     assert sum(p.numel() for p in lm.parameters()) == FULL_LM.num_params
     assert lm.dtype == torch.bfloat16 and len(lm.transformer.layers) == 16 and len(lm.extra_heads) == 4
     assert lm.transformer.layers[0].gating.linear_out.weight.shape == (2048, 5632)

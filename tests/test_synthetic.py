@@ -102,8 +102,10 @@ def test_no_vad_heads_variant_lacks_extra_heads(scratch, capsys):
 
 @pytest.mark.slow
 @pytest.mark.full_size
-def test_full_size_files_have_the_real_byte_counts(scratch):
-    paths = write_checkpoint(scratch, "full", seed=0)
+def test_full_size_files_have_the_real_byte_counts():
+    """On the cached seed-0 checkpoint the other full-size tests read (write_checkpoint wrote it)."""
+    import make_reference
+    paths = make_reference.checkpoint_paths(make_reference.synth_checkpoint("full", 0))
     assert paths["lm"].stat().st_size == FULL_LM_BYTES
     assert paths["mimi"].stat().st_size == FULL_MIMI_BYTES
     lm = layout_on_disk(paths["lm"])

@@ -101,6 +101,10 @@ class Plan:
     required_features: list[str] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     required_language_features: list[str] = field(default_factory=list)   # WGSL language features (INT8_DOT)
+    # Independent streams computed together (docs/plan.md "Streams"): the step buffer holds field f of stream s at
+    # word f * streams + s; every state, input and output buffer is stream-major, stream s owning its
+    # size / streams bytes at s * size / streams; an output's fields describe one stream's part.
+    streams: int = 1
     format: str = PLAN_FORMAT
     version: int = PLAN_VERSION
 
@@ -115,7 +119,14 @@ class Plan:
         return decode_fields(self.buffer(self.outputs[role]).fields, words)
 
     def step_values(self, frame: int) -> list[int]:
-        return [f.value(frame) for f in self.step_fields]
+        """The step buffer of a one-stream plan at `frame` (or of a plan whose streams are all at `frame`)."""
+        return self.step_words([frame] * self.streams)
+
+    def step_words(self, frames) -> list[int]:
+        """The step buffer with stream s at frame frames[s] (frames since its reset): field-major."""
+        if len(frames) != self.streams:
+            raise ValueError(f"{len(frames)} stream frames for a plan of {self.streams} streams")
+        return [f.value(frame) for f in self.step_fields for frame in frames]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -135,7 +146,7 @@ class Plan:
             step_buffer=raw["step_buffer"], step_fields=[StepField(**f) for f in raw["step_fields"]],
             inputs=raw["inputs"], outputs=raw["outputs"], required_features=raw["required_features"],
             stages=[Stage(**st) for st in raw.get("stages", [])],
-            required_language_features=raw.get("required_language_features", []))
+            required_language_features=raw.get("required_language_features", []), streams=raw.get("streams", 1))
 
     def validate(self, max_binding_size: int = 128 << 20) -> None:
         """Structural checks a host relies on: names resolve, sizes are aligned and bindable."""
@@ -170,8 +181,16 @@ class Plan:
             if fields and (sum(f.count for f in fields) * 4 > buffers[name].size
                            or any(f.dtype not in ("u32", "f32") or f.count < 0 for f in fields)):
                 raise ValueError(f"output {role}: its fields do not describe u32/f32 words inside the buffer")
-        if buffers[self.step_buffer].size < 4 * len(self.step_fields):
+        if not isinstance(self.streams, int) or isinstance(self.streams, bool) or self.streams < 1:
+            raise ValueError(f"streams must be a positive integer, not {self.streams!r}")
+        if buffers[self.step_buffer].size < 4 * len(self.step_fields) * self.streams:
             raise ValueError("step buffer smaller than its fields")
+        for b in self.buffers:
+            if b.kind in ("state", "input", "output") and b.size % (4 * self.streams):
+                raise ValueError(f"buffer {b.name}: {b.size} bytes do not split into {self.streams} streams' words")
+        for role, name in self.outputs.items():
+            if sum(f.count for f in buffers[name].fields) * 4 * self.streams > buffers[name].size:
+                raise ValueError(f"output {role}: its fields do not fit one stream's part")
         firsts = [st.first for st in self.stages]
         if firsts and (firsts[0] != 0 or firsts != sorted(set(firsts)) or firsts[-1] >= len(self.dispatches)):
             raise ValueError(f"stages must start at dispatch 0 and at increasing dispatches: {firsts}")
@@ -190,8 +209,9 @@ def decode_fields(fields: list[Field], words) -> dict[str, list]:
 class PlanBuilder:
     """Accumulates buffers, deduplicated pipelines and ordered dispatches while a model definition runs."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, streams: int = 1):
         self.name = name
+        self.streams = streams
         self.buffers: dict[str, Buffer] = {}
         self.pipelines: dict[tuple, Pipeline] = {}
         self.dispatches: list[Dispatch] = []
@@ -248,7 +268,7 @@ class PlanBuilder:
     def build(self, step_buffer: str) -> Plan:
         plan = Plan(self.name, list(self.buffers.values()), list(self.pipelines.values()), self.dispatches,
                     step_buffer, self.step_fields, self.inputs, self.outputs, sorted(self.required_features),
-                    self.stages, sorted(self.required_language_features))
+                    self.stages, sorted(self.required_language_features), self.streams)
         plan.validate()
         return plan
 

@@ -27,8 +27,9 @@ StreamReader = Callable[[str], "np.ndarray | memoryview | bytes"]
 
 @dataclass
 class FrameResult:
-    frame: int
-    outputs: dict[str, np.ndarray]       # role -> raw u32/f32 words as stored (the caller views them)
+    frame: int                           # submissions since reset()
+    outputs: dict[str, np.ndarray]       # role -> raw u32/f32 words as stored (the caller views them), all streams
+    stream_frames: tuple[int, ...] = ()  # each stream's frame index in this submission (since its own reset)
 
 
 class Engine:
@@ -67,6 +68,8 @@ class Engine:
         self._pending: deque[int] = deque()
         self._batch_readback = batch_readback
         self.frame = 0
+        self.stream_frames = [0] * plan.streams
+        self._pending_frames: deque[tuple[int, ...]] = deque()
         self.reset()
 
     def _create_buffer(self, b) -> wgpu.GPUBuffer:
@@ -98,12 +101,26 @@ class Engine:
                 fill = np.full(b.size // 4, b.reset_fill, np.uint32)
                 self.device.queue.write_buffer(self.buffers[b.name], 0, fill)
         self.frame = first_frame
+        self.stream_frames = [first_frame] * self.plan.streams
+
+    def reset_stream(self, stream: int, first_frame: int = 0) -> None:
+        """Start stream `stream` anew while the others go on: its part of every state buffer refilled (queued
+        after the frames already submitted, before the next), its frame index back to first_frame. Results of its
+        frames still in flight belong to its previous run (FrameResult.stream_frames tells them apart)."""
+        if not 0 <= stream < self.plan.streams:
+            raise ValueError(f"stream {stream} of a plan of {self.plan.streams} streams")
+        for b in self.plan.buffers:
+            if b.kind == "state":
+                part = b.size // self.plan.streams
+                fill = np.full(part // 4, b.reset_fill, np.uint32)
+                self.device.queue.write_buffer(self.buffers[b.name], stream * part, fill)
+        self.stream_frames[stream] = first_frame
 
     def submit(self, inputs: dict[str, np.ndarray] | None = None) -> list[FrameResult]:
         """Run one frame. Returns the results that became ready (at most one frame late; empty at first)."""
         queue = self.device.queue
         queue.write_buffer(self.buffers[self.plan.step_buffer], 0,
-                           np.array(self.plan.step_values(self.frame), np.uint32))
+                           np.array(self.plan.step_words(self.stream_frames), np.uint32))
         for role, value in (inputs or {}).items():
             queue.write_buffer(self.buffers[self.plan.inputs[role]], 0, _pad4(np.ascontiguousarray(value)))
         encoder = self.device.create_command_encoder()
@@ -113,7 +130,9 @@ class Engine:
             encoder.copy_buffer_to_buffer(self.buffers[name], 0, staging[role], 0, staging[role].size)
         queue.submit([encoder.finish()])
         self._pending.append(self.frame)
+        self._pending_frames.append(tuple(self.stream_frames))
         self.frame += 1
+        self.stream_frames = [f + 1 for f in self.stream_frames]
         if len(self._pending) < len(self._staging):
             return []
         if self._batch_readback:
@@ -146,7 +165,7 @@ class Engine:
                                              | wgpu.BufferUsage.COPY_SRC)
         encoder.resolve_query_set(queries, 0, count, resolved, 0)
         self.device.queue.write_buffer(self.buffers[self.plan.step_buffer], 0,
-                                       np.array(self.plan.step_values(self.frame), np.uint32))
+                                       np.array(self.plan.step_words(self.stream_frames), np.uint32))
         self.device.queue.submit([encoder.finish()])
         stamps = np.frombuffer(self.device.queue.read_buffer(resolved), np.uint64).reshape(frames, len(spans), 2)
         return ((stamps[..., 1] - stamps[..., 0]).astype(np.float64) / 1e6).tolist()
@@ -165,13 +184,13 @@ class Engine:
         return [self._collect() for _ in range(len(self._pending))]
 
     def _collect(self) -> FrameResult:
-        frame = self._pending.popleft()
+        frame, stream_frames = self._pending.popleft(), self._pending_frames.popleft()
         outputs = {}
         for role, buffer in self._staging[frame % len(self._staging)].items():
             buffer.map_sync(wgpu.MapMode.READ)
             outputs[role] = np.frombuffer(buffer.read_mapped(), np.uint32).copy()
             buffer.unmap()
-        return FrameResult(frame, outputs)
+        return FrameResult(frame, outputs, stream_frames)
 
     def read(self, name: str) -> np.ndarray:
         """Debugging/tests: a buffer's current contents as u32 words (waits for the GPU)."""

@@ -7,7 +7,7 @@ VAD probabilities (f32 bits) x heads].
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kyutai_stt.config import LMConfig
 from kyutai_stt.engine.plan import INT8_DOT, Plan, PlanBuilder
@@ -19,6 +19,7 @@ INPUT_PLAIN, INPUT_RMS_NORM, INPUT_SWIGLU = 0, 1, 2
 ELEMENTS_PER_WORD = {"q4": 8, "q8": 4, "f16": 2, "f32": 1}   # weights per u32 of a stream
 EMBED_WORDS_PER_WORKGROUP = 8        # kernels/embed_sum.wgsl's default: 8 u32 words of a row per workgroup
 QUANTIZE_WORKGROUP = 256             # kernels/quantize_input.wgsl: 8 inputs per invocation
+MATVEC_MAX_SUMS = 16                 # kernels/matvec*.wgsl: ROWS_PER_THREAD * BATCH (+ BATCH in RMS_NORM mode)
 # Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
 # prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
 PROMPT_CAPACITY = 128
@@ -106,27 +107,42 @@ def with_scales_binding(bindings: dict[int, str]) -> dict[int, str]:
     return {1: bindings[0], **bindings}
 
 
+def for_streams(shape: MatvecTuning, streams: int, input_mode: int) -> MatvecTuning:
+    """A launch shape whose per-invocation sums fit the matvec kernels' MAX_SUMS for `streams` streams: rows per
+    thread lowered as far as needed (it changes speed, never results)."""
+    room = MATVEC_MAX_SUMS // streams - (input_mode == INPUT_RMS_NORM)
+    if room < 1:
+        raise ValueError(f"{streams} streams exceed the matvec kernels' {MATVEC_MAX_SUMS} sums per invocation "
+                         f"(at most {MATVEC_MAX_SUMS // 2} streams)")
+    return replace(shape, rows_per_thread=min(shape.rows_per_thread, room))
+
+
 def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: str,
             input_mode: int = INPUT_PLAIN, alpha: str | None = None, accumulate: bool = False,
             int8_input: tuple[str, str] | None = None):
-    """y (+)= W in(x); int8_input: the (xq, xs) scratch buffers of the int8 path, where the tuning has one."""
+    """y (+)= W in(x) for each of the builder's streams (x: [streams, X_STRIDE], y: [streams, rows]), each weight
+    read once for all of them; int8_input: the (xq, xs) scratch buffers of the int8 path, where the tuning has one."""
     t = w.tensors[name]
     rows, columns = t.shape
+    streams = b.streams
     int8 = tuning.for_int8_matvec(name) if t.quant == "q4" and int8_input else None
     if int8:
+        int8 = for_streams(int8, streams, INPUT_PLAIN)
         xq, xs = int8_input
-        b.dispatch("quantize_input", {0: x, 1: alpha or x, 2: xq, 3: xs}, (-(-columns // 8 // QUANTIZE_WORKGROUP),),
-                   {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": QUANTIZE_WORKGROUP},
-                   label=f"{name} input to int8")
+        b.dispatch("quantize_input", {0: x, 1: alpha or x, 2: xq, 3: xs},
+                   (-(-columns // 8 // QUANTIZE_WORKGROUP), streams),
+                   {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": QUANTIZE_WORKGROUP,
+                    **({"BATCH": streams} if streams > 1 else {})}, label=f"{name} input to int8")
         b.dispatch("matvec_int8_subgroup" if int8.subgroup else "matvec_int8",
                    {**with_scales_binding(w.bindings(name)), 2: xq, 3: y, 4: xs},
                    (-(-rows // int8.rows_per_workgroup),),
-                   {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, **int8.constants()}, label=name,
+                   {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, **int8.constants(),
+                    **({"BATCH": streams} if streams > 1 else {})}, label=name,
                    features=("subgroup",) if int8.subgroup else (), language_features=(INT8_DOT,))
         return
-    shape = tuning.for_matvec(name)
+    shape = for_streams(tuning.for_matvec(name), streams, input_mode)
     constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
-                 "ACCUMULATE": accumulate, **shape.constants()}
+                 "ACCUMULATE": accumulate, **shape.constants(), **({"BATCH": streams} if streams > 1 else {})}
     # Binding 4 (alpha) is read only in RMS_NORM mode but always bound: x stands in for it.
     bindings = {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x}
     subgroup = shape.subgroup and t.quant == "q4"
@@ -147,7 +163,7 @@ def _embed(b: PlanBuilder, w: _Weights, cfg: LMConfig, x: str, codes: str, token
         bindings = w.bindings(names[0]) if len(names) == 1 and names[0] == "text_emb" else \
             w.concatenated(f"audio_emb[{first}:{first + len(names)}]", names)
         b.dispatch("embed_sum", {**with_scales_binding(bindings), 2: ids, 3: x},
-                   (-(-cfg.dim // (EMBED_WORDS_PER_WORKGROUP * ELEMENTS_PER_WORD[quant])),),
+                   (-(-cfg.dim // (EMBED_WORDS_PER_WORKGROUP * ELEMENTS_PER_WORD[quant])), b.streams),
                    {"FORMAT": FORMATS[quant], "DIM": cfg.dim, "TABLES": len(names), "TABLE_ROWS": rows,
                     "IDS_OFFSET": first, "IDS_STRIDE": ids_stride, "ACCUMULATE": n > 0},
                    label=f"embeddings {names[0]}..")
@@ -155,47 +171,51 @@ def _embed(b: PlanBuilder, w: _Weights, cfg: LMConfig, x: str, codes: str, token
 
 def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: str, position_field: int,
              tuning: Tuning) -> str:
-    """Append one LM step to the builder; returns the name of the results buffer [token, VAD probabilities]."""
+    """Append one LM step for each of the builder's S streams (b.streams; codes: u32[S, n_q]); returns the name of
+    the results buffer [S, token + VAD probabilities]. Shapes below are per buffer; S = 1 for one stream."""
     w = _Weights(b, tensors)
+    n = b.streams
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
     heads = cfg.extra_heads_num_heads if "vad_heads" in tensors else 0
     splits = -(-cfg.context // tuning.attention_slots_per_split)
-    x = b.buffer("lm.x", "scratch", 4 * d, (d,))                          # residual stream [D]
-    qkv = b.buffer("lm.qkv", "scratch", 4 * 3 * d, (3 * d,))              # [q | k | v], head-major inside
-    attended = b.buffer("lm.attended", "scratch", 4 * d, (d,))            # attention output [D]
-    partial_out = b.buffer("lm.attn_partial", "scratch", 4 * splits * d, (splits, d)) if splits > 1 else attended
-    partial_stats = b.buffer("lm.attn_stats", "scratch", 8 * splits * cfg.num_heads, (splits, cfg.num_heads, 2))
-    hidden = b.buffer("lm.hidden", "scratch", 4 * 2 * f, (2 * f,))        # FFN [gate | up]
-    logits = b.buffer("lm.logits", "scratch", 4 * cfg.text_card, (cfg.text_card,))
-    token = b.buffer("lm.token", "state", 4, (1,), "u32", reset_fill=cfg.text_card)    # fed back each step
-    results = b.buffer("lm.results", "output", 4 * (1 + heads), (1 + heads,), "u32",   # [token, p_0..p_heads-1]
+    x = b.buffer("lm.x", "scratch", 4 * n * d, (n, d))                        # residual stream [S, D]
+    qkv = b.buffer("lm.qkv", "scratch", 4 * n * 3 * d, (n, 3 * d))            # [S, q | k | v], head-major inside
+    attended = b.buffer("lm.attended", "scratch", 4 * n * d, (n, d))          # attention output [S, D]
+    partial_out = b.buffer("lm.attn_partial", "scratch", 4 * n * splits * d, (n, splits, d)) if splits > 1 \
+        else attended
+    partial_stats = b.buffer("lm.attn_stats", "scratch", 8 * n * splits * cfg.num_heads,
+                             (n, splits, cfg.num_heads, 2))
+    hidden = b.buffer("lm.hidden", "scratch", 4 * n * 2 * f, (n, 2 * f))      # FFN [S, gate | up]
+    logits = b.buffer("lm.logits", "scratch", 4 * n * cfg.text_card, (n, cfg.text_card))
+    token = b.buffer("lm.token", "state", 4 * n, (n,), "u32", reset_fill=cfg.text_card)   # fed back each step
+    results = b.buffer("lm.results", "output", 4 * n * (1 + heads), (n, 1 + heads), "u32",  # [S, token, p_0..]
                        fields=[("token", "u32", 1), ("vad", "f32", heads)])
-    # [n, e, id_0 .. id_127]: a text prompt of n ids, e emitted (argmax.wgsl); reset (zeros) = no prompt. The host
-    # writes it with a stream's first frame; the GPU advances e.
-    prompt = b.buffer("lm.prompt", "state", 4 * (2 + PROMPT_CAPACITY), (2 + PROMPT_CAPACITY,), "u32")
+    # Per stream [n, e, id_0 .. id_127]: a text prompt of n ids, e emitted (argmax.wgsl); reset (zeros) = no
+    # prompt. The host writes it with a stream's first frame; the GPU advances e.
+    prompt = b.buffer("lm.prompt", "state", 4 * n * (2 + PROMPT_CAPACITY), (n, 2 + PROMPT_CAPACITY), "u32")
     b.inputs["prompt"] = prompt
     freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
     int8_input = None
     if tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
         widest = max(d, f)
-        int8_input = (b.buffer("lm.input_int8", "scratch", widest, (widest // 4,), "u32"),        # 4 int8 per u32
-                      b.buffer("lm.input_int8_scales", "scratch", 8 * (widest // 32), (widest // 32, 2)))  # scale, sum
+        int8_input = (b.buffer("lm.input_int8", "scratch", n * widest, (n, widest // 4), "u32"),   # 4 int8 per u32
+                      b.buffer("lm.input_int8_scales", "scratch", 8 * n * (widest // 32), (n, widest // 32, 2)))
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
-                 "POSITION_INDEX": position_field, "WORKGROUP_SIZE": hd}
+                 "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd}
 
     _embed(b, w, cfg, x, codes, token)
     for i in range(cfg.num_layers):
         layer = f"layers.{i}."
-        ring = (cfg.num_heads, cfg.context, hd)
-        k_cache = b.buffer(f"lm.k_cache.{i}", "state", 4 * d * cfg.context, ring)   # [H, context, hd]
-        v_cache = b.buffer(f"lm.v_cache.{i}", "state", 4 * d * cfg.context, ring)
+        ring = (n, cfg.num_heads, cfg.context, hd)
+        k_cache = b.buffer(f"lm.k_cache.{i}", "state", 4 * n * d * cfg.context, ring)   # [S, H, context, hd]
+        v_cache = b.buffer(f"lm.v_cache.{i}", "state", 4 * n * d * cfg.context, ring)
         _matvec(b, w, tuning, layer + "attn_qkv", x, qkv, INPUT_RMS_NORM, w.bindings(layer + "attn_norm")[0],
                 int8_input=int8_input)
         b.dispatch("attention", {0: qkv, 1: "step", 2: freqs, 3: k_cache, 4: v_cache, 5: partial_out,
-                                 6: partial_stats}, (cfg.num_heads, splits), attention, label=layer + "attention")
+                                 6: partial_stats}, (cfg.num_heads, splits, n), attention, label=layer + "attention")
         if splits > 1:
-            b.dispatch("attention", {5: partial_out, 6: partial_stats, 7: attended}, (cfg.num_heads,), attention,
-                       label=layer + "attention combine", entry="combine")
+            b.dispatch("attention", {5: partial_out, 6: partial_stats, 7: attended}, (cfg.num_heads, 1, n),
+                       attention, label=layer + "attention combine", entry="combine")
         _matvec(b, w, tuning, layer + "attn_out", attended, x, accumulate=True, int8_input=int8_input)
         _matvec(b, w, tuning, layer + "ffn_in", x, hidden, INPUT_RMS_NORM, w.bindings(layer + "ffn_norm")[0],
                 int8_input=int8_input)
@@ -203,28 +223,28 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
 
     out_norm = w.bindings("out_norm")[0]
     _matvec(b, w, tuning, "text_head", x, logits, INPUT_RMS_NORM, out_norm, int8_input=int8_input)
-    b.dispatch("argmax", {0: logits, 1: token, 2: results, 3: prompt}, (1,),
+    b.dispatch("argmax", {0: logits, 1: token, 2: results, 3: prompt}, (n,),
                {"COUNT": cfg.text_card, "RESULT_STRIDE": 1 + heads, "PROMPT_CAPACITY": PROMPT_CAPACITY,
                 "BOUNDARY_TOKEN": WORD_BOUNDARY_TOKEN, "PADDING_TOKEN": cfg.existing_text_padding_id},
                label="argmax")
     if heads:
-        b.dispatch("vad_heads", {0: x, 1: out_norm, **w.bindings("vad_heads", first=2), 3: results}, (heads,),
+        b.dispatch("vad_heads", {0: x, 1: out_norm, **w.bindings("vad_heads", first=2), 3: results}, (heads, n),
                    {"DIM": d, "HEADS": heads, "CLASSES": cfg.extra_heads_dim, "RESULT_STRIDE": 1 + heads,
                     "RESULT_OFFSET": 1}, label="VAD heads")
     return results
 
 
-def lm_plan(package, tuning: Tuning) -> Plan:
+def lm_plan(package, tuning: Tuning, streams: int = 1) -> Plan:
     """The LM-alone plan of an opened package."""
-    return build_lm_plan(package.config, tensors_of(package), tuning)
+    return build_lm_plan(package.config, tensors_of(package), tuning, streams)
 
 
-def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning) -> Plan:
-    """The LM alone: the host writes `codes` each step (tests, and until Mimi runs in the same plan)."""
-    b = PlanBuilder("lm")
-    b.buffer("step", "step", 16, (4,), "u32")
+def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning, streams: int = 1) -> Plan:
+    """The LM alone, for `streams` independent streams: the host writes `codes` each step (tests, benchmarks)."""
+    b = PlanBuilder("lm", streams)
+    b.buffer("step", "step", 4 * max(4, streams), (max(4, streams),), "u32")
     position = b.step_field("position")
-    codes = b.buffer("lm.codes", "state", 4 * cfg.n_q, (cfg.n_q,), "u32", reset_fill=cfg.card)
+    codes = b.buffer("lm.codes", "state", 4 * streams * cfg.n_q, (streams, cfg.n_q), "u32", reset_fill=cfg.card)
     b.inputs["codes"] = codes
     b.outputs["results"] = build_lm(b, cfg, tensors, codes, position, tuning)
     b.inputs["token"] = "lm.token"      # optional: a host may force the fed-back text token (teacher forcing)

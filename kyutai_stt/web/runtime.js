@@ -170,6 +170,13 @@ export function checkPlanFormat(plan) {
     throw new SttError(ErrorCode.PACKAGE_MISMATCH,
       `plans.json holds a ${plan?.format} v${plan?.version} plan; this page reads ${PLAN_FORMAT} v${PLAN_VERSION}.`);
   }
+  // A plan of several streams (docs/plan.md "Streams") needs a stream's own frame index and reset: the native host
+  // has them; this host runs one stream, so plans.json is built with one.
+  if ((plan.streams ?? 1) !== 1) {
+    throw new SttError(ErrorCode.PACKAGE_MISMATCH,
+      `plans.json holds a plan for ${plan.streams} streams; this page runs one stream. Rebuild the site ` +
+      '(kyutai-stt export-web) to get one-stream plans.');
+  }
 }
 
 // ---- kernels ------------------------------------------------------------------------------------------------

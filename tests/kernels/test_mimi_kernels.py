@@ -204,13 +204,15 @@ def test_conv1d_pcm_keeps_its_sample_history_across_frames(rng):
 
 
 # --------------------------------------------------------------------------------------------- attention_chunk
-@pytest.mark.parametrize("ring,steps,fmt", [(7, 2, "q4"), (8, 2, "f32"), (9, 3, "q8")])
-def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt):
-    """LayerNorm + QKV + RoPE + ring + attention, chunks of `steps` steps over a small ring (context 7), far past
-    the wrap (positions 0..41): ring = context reproduces moshi's streaming quirk (the chunk's later keys overwrite
-    the slot the first query still wanted), ring = context + steps - 1 gives the exact sliding window. Unwritten
-    slots hold garbage. 4 heads of 16 (D = 64: the q4/q8 layouts need K % 64 == 0)."""
-    heads, head_dim, context = 4, 16, 7
+@pytest.mark.parametrize("ring,steps,fmt,context,chunks", [(7, 2, "q4", 7, 14), (8, 2, "f32", 7, 14),
+                                                            (9, 3, "q8", 7, 14), (70, 2, "f16", 70, 40)])
+def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, context, chunks):
+    """LayerNorm + QKV + RoPE + ring + attention, `chunks` chunks of `steps` steps, far past the wrap: ring =
+    context reproduces moshi's streaming quirk (the chunk's later keys overwrite the slot the first query still
+    wanted), ring = context + steps - 1 gives the exact sliding window. A ring of 70 keys takes more than one pass
+    of the 32 invocations (as the real Mimi's 250 do of 128). Unwritten slots hold garbage. 4 heads of 16 (D = 64:
+    the q4/q8 layouts need K % 64 == 0)."""
+    heads, head_dim = 4, 16
     dim = heads * head_dim
     freqs = rope_frequencies(head_dim, 10_000.0)
     main, scales, w = weight_streams(rng, (3 * dim, dim), fmt)
@@ -220,7 +222,7 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt):
     ref_k, ref_v = kv[0].astype(np.float64), kv[1].astype(np.float64)
     constants = {"FORMAT": FORMATS[fmt], "HEADS": heads, "HEAD_DIM": head_dim, "STEPS": steps, "RING": ring,
                  "CONTEXT": context, "POSITION_INDEX": 1, "WORKGROUP_SIZE": 32}
-    for chunk in range(14):
+    for chunk in range(chunks):
         base = chunk * steps
         x = (0.5 + rng.standard_normal((steps, dim))).astype(np.float32)
         out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),

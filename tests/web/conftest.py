@@ -45,13 +45,7 @@ class _Handler(SimpleHTTPRequestHandler):
         super().__init__(*args, **kwargs)
 
     def translate_path(self, path):
-        path = path.split("?", 1)[0].split("#", 1)[0]
-        if path.startswith("/test/"):
-            return str(HARNESS / path[len("/test/"):])
-        for prefix, directory in self.state.mounts.items():
-            if path.startswith(prefix):
-                return str(directory / path[len(prefix):])
-        return str(self.state.root / path.lstrip("/"))
+        return str(self.state.file_of(path.split("?", 1)[0].split("#", 1)[0]))
 
     def end_headers(self):
         self.send_header("Cache-Control", "no-store")
@@ -93,9 +87,18 @@ class Server:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def file_of(self, path: str) -> Path:
+        """The file served at URL path `path`: the harness under /test/, a mount under its prefix, else the site."""
+        if path.startswith("/test/"):
+            return HARNESS / path[len("/test/"):]
+        for prefix, directory in self.mounts.items():
+            if path.startswith(prefix):
+                return directory / path[len(prefix):]
+        return self.root / path.lstrip("/")
+
     def corrupt(self, path: str, offset: int) -> None:
-        """Serve the site file at `path` with the byte at `offset` flipped (until clear_overrides())."""
-        data = bytearray((self.root / path.lstrip("/")).read_bytes())
+        """Serve the file at `path` with the byte at `offset` flipped (until clear_overrides())."""
+        data = bytearray(self.file_of(path).read_bytes())
         data[offset] ^= 0xFF
         self.overrides[path] = bytes(data)
 

@@ -42,6 +42,16 @@ def test_limits_check(page):
     assert error["code"] == "adapter-limits" and "cannot run the model" in error["message"]
 
 
+def test_the_browser_host_refuses_a_plan_of_several_streams(page):
+    """It runs one stream (the native host runs plans of several: tests/models/test_lm_batch.py); a plan built for
+    more is refused with what to do, not run with every stream at one frame index."""
+    assert page.call("planFormatError", {"variant": "gpu", "changes": {}}) is None
+    assert page.call("planFormatError", {"variant": "gpu", "changes": {"streams": 1}}) is None
+    error = page.call("planFormatError", {"variant": "gpu", "changes": {"streams": 4}})
+    assert error["code"] == "package-mismatch" and "plan for 4 streams" in error["message"]
+    assert "Rebuild the site" in error["message"]
+
+
 def test_device_memory_check(page):
     """A plan may take a quarter of navigator.deviceMemory (runtime.js DEVICE_MEMORY_SHARE): the tiny model's
     plan (~0.022 GiB) fits 0.1 GiB, not 0.05 GiB; an unknown memory (Firefox, Safari) is not checked."""

@@ -1,7 +1,8 @@
 // Test harness: window.harness.* functions that the Python tests call through Playwright (tests/web/conftest.py
 // Page.call). Arrays cross the boundary as base64 strings of their raw little-endian bytes.
-import {PlanRuntime, chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice}
-  from '/runtime.js';
+import {
+  PlanRuntime, checkPlanFormat, chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice,
+} from '/runtime.js';
 import {clearCache, fetchManifest, loadShards, sha256Hex} from '/package.js';
 import {Resampler} from '/audio-processor.js';
 import {SttClient} from '/stt-client.js';
@@ -139,6 +140,16 @@ async function planFit({variant, limits, features, languageFeatures = [], device
     {languageFeatures: new Set(languageFeatures), deviceMemoryGiB});
 }
 
+// The site's plan of `variant` with `changes` applied: checkPlanFormat's error ({code, message}), or null.
+async function planFormatError({variant, changes}) {
+  try {
+    checkPlanFormat({...(await sitePlans()).variants[variant], ...changes});
+    return null;
+  } catch (error) {
+    return {code: error.code, message: error.message};
+  }
+}
+
 async function deviceError({variant, ...adapter}) {
   try {
     const plans = await sitePlans();
@@ -249,6 +260,7 @@ async function loadError({options = {}, hideWebGpu = false} = {}) {
 }
 
 window.harness = {runKernel, adapterInfo, loadPackage, clearCache, resample, variantFor, planFit, deviceError,
+  planFormatError,
   runPlan,
   clientLoad, clientEvents, clientTranscribe, clientTranscribePcm, clientSetPrompt, loadError,
   clientStart: (options) => client.start(options), clientStop: () => client.stop()};

@@ -1,0 +1,122 @@
+"""The LM plan for several independent streams (issue 16, item 1): each weight read once for all of them, a KV ring,
+token, prompt and position per stream. Every stream's logits, tokens and VAD probabilities equal a one-stream run
+bit for bit, whatever frame it started at, whatever the other streams were fed before and meanwhile."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_lm_int8 import INT8_SUBGROUP
+from test_lm_parity import FIXTURE
+
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.plan import INT8_DOT, Plan
+from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.models.lm import build_lm_plan, tensors_of
+from kyutai_stt.models.variants import tuning_for, tunings
+from kyutai_stt.reference.lm import INPUT_RMS_NORM
+
+STEPS = 24                    # 3 x the tiny context: every stream's ring wraps twice
+STARTS = (0, 5, 11)           # the submission at which each stream of the batch starts
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return np.load(FIXTURE.with_suffix(".npz"))["lm_input_tokens"][:STEPS]      # [steps, text token + 32 codes]
+
+
+def device_tuning():
+    return tuning_for(*gpu.device_traits())
+
+
+def run(engine: Engine, feed) -> list[dict]:
+    """feed: per submission {"codes": [S, n_q], "token": [S]}; returns per submission each stream's logits and
+    results, and the frame each stream was at."""
+    out = []
+    for inputs in feed:
+        engine.submit(inputs)
+        (result,) = engine.drain()
+        logits = engine.read("lm.logits").view(np.float32).reshape(engine.plan.streams, -1)
+        results = result.outputs["results"].reshape(engine.plan.streams, -1)
+        out.append({"logits": logits, "results": results, "frames": result.stream_frames})
+    return out
+
+
+def one_stream_run(package, tuning, inputs):
+    engine = Engine(build_lm_plan(package.config, tensors_of(package), tuning), package.read_stream)
+    feed = [{"codes": step[None, 1:].astype(np.uint32), "token": step[:1].astype(np.uint32)} for step in inputs]
+    return run(engine, feed)
+
+
+@pytest.mark.parametrize("quant, variant", [("q4", "device"), ("f16", "device"), ("q4", "int8-subgroup")])
+def test_streams_started_at_different_frames_equal_one_stream_runs(tiny_packages, inputs, quant, variant):
+    """The device's own variant, and the int8 path with subgroups (quantize_input and matvec_int8 for 3 streams)."""
+    if variant != "device" and INT8_DOT not in gpu.wgsl_language_features():
+        pytest.fail(f"this adapter lacks {INT8_DOT}: the int8 variant cannot be checked here")
+    package = tiny_packages(quant)
+    tuning = device_tuning() if variant == "device" else INT8_SUBGROUP
+    expected = one_stream_run(package, tuning, inputs)
+    plan = build_lm_plan(package.config, tensors_of(package), tuning, streams=len(STARTS))
+    assert plan.streams == 3 and Plan.from_json(plan.to_json()) == plan
+    engine = Engine(plan, package.read_stream)
+    rng = np.random.default_rng(0)
+    feed = []
+    for submission in range(max(STARTS) + STEPS):
+        codes = rng.integers(0, package.config.card, (3, package.config.n_q)).astype(np.uint32)   # before a start
+        token = rng.integers(0, package.config.text_card, 3).astype(np.uint32)
+        for s, start in enumerate(STARTS):
+            if 0 <= submission - start < STEPS:
+                codes[s], token[s] = inputs[submission - start, 1:], inputs[submission - start, 0]
+        feed.append({"codes": codes, "token": token})
+    got = []
+    for submission, inputs_now in enumerate(feed):
+        for s, start in enumerate(STARTS):
+            if submission == start and start:
+                engine.reset_stream(s)       # the stream had run on random inputs until now
+        got += run(engine, [inputs_now])
+    for s, start in enumerate(STARTS):
+        for k in range(STEPS):
+            step = got[start + k]
+            assert step["frames"][s] == k
+            np.testing.assert_array_equal(step["logits"][s], expected[k]["logits"][0], f"stream {s} step {k}")
+            np.testing.assert_array_equal(step["results"][s], expected[k]["results"][0], f"stream {s} step {k}")
+
+
+def test_plan_layout_for_streams(tiny_packages):
+    """Field-major step words, stream-major state, the matvec launch shapes fitted to the kernels' sums."""
+    package = tiny_packages("q4")
+    plan = build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=8)
+    assert plan.step_words([3, 0, 9, 1, 1, 1, 1, 2]) == [3, 0, 9, 1, 1, 1, 1, 2]
+    one = build_lm_plan(package.config, tensors_of(package), tunings()["gpu"])
+    sizes = {b.name: b.size for b in one.buffers if b.kind in ("state", "output")}
+    assert all(plan.buffer(name).size == 8 * size for name, size in sizes.items())
+    for p in plan.pipelines:
+        if p.kernel == "matvec":
+            sums = p.constants["ROWS_PER_THREAD"] * 8 + 8 * (p.constants["INPUT_MODE"] == INPUT_RMS_NORM)
+            assert p.constants["BATCH"] == 8 and sums <= 16, p
+    with pytest.raises(ValueError, match="at most 8 streams"):
+        build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=9)
+    with pytest.raises(ValueError, match="2 stream frames for a plan of 8"):
+        plan.step_words([0, 0])
+
+
+def test_reset_stream_refills_its_part_only(tiny_packages):
+    """reset_stream(s): stream s's part of every state buffer back to its reset pattern (start tokens, an empty
+    prompt, a zero ring), the other streams' parts untouched, only its frame index restarted."""
+    package = tiny_packages("q4")
+    engine = Engine(build_lm_plan(package.config, tensors_of(package), device_tuning(), streams=3),
+                    package.read_stream)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        engine.submit({"codes": rng.integers(0, package.config.card, (3, package.config.n_q)).astype(np.uint32)})
+    engine.drain()
+    state = [b for b in engine.plan.buffers if b.kind == "state"]
+    before = {b.name: engine.read(b.name).reshape(3, -1) for b in state}
+    engine.reset_stream(1, first_frame=2)
+    assert engine.stream_frames == [3, 2, 3]
+    for b in state:
+        after = engine.read(b.name).reshape(3, -1)
+        np.testing.assert_array_equal(after[[0, 2]], before[b.name][[0, 2]], b.name)
+        assert (after[1] == b.reset_fill).all(), b.name
+    assert any((before[b.name][1] != b.reset_fill).any() for b in state), "the run had changed stream 1's state"
+    with pytest.raises(ValueError, match="stream 3 of a plan of 3"):
+        engine.reset_stream(3)
