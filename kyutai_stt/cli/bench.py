@@ -2,7 +2,9 @@
 
 Steady state of the streaming loop: one submission per step, readback pipelined (as the engine always runs).
 Reports the median and p95 of the interval between consecutive completed steps, and the effective bandwidth of
-the weight bytes one step must read (every matrix once; the embedding rows are negligible).
+the weight bytes one step must read (every matrix once; the embedding rows are negligible). With --streams S, each
+step computes S independent streams (docs/plan.md "Streams"): stream_frames_per_s = S frames per step, and
+realtime_streams = how many 80 ms streams that throughput keeps up with (S x 80 ms / the mean step).
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--kernels", choices=("auto", "no-int8"), default="auto",
                         help="auto: the fast paths this device has (as every command); no-int8: without the int8 path "
                              "of q4 matrices, as on devices without dot4I8Packed (an A/B of that path)")
+    parser.add_argument("--streams", type=int, default=1,
+                        help="independent streams per step (the plan of several streams; up to 8 today)")
     parser.add_argument("--position", type=int, default=0,
                         help="start at this step index (e.g. 750: a full KV ring, the worst case)")
 
@@ -65,17 +69,17 @@ def run(args) -> int:
         if args.kernels == "no-int8":    # the int8 path is chosen by this language feature alone
             language_features = ()
         tuning = tuning_for(adapter_type, features, subgroup_size, description, language_features)
-        if args.whole_frame:
-            plan = stt_plan(package, tuning)
-        else:
-            plan = lm_plan(package, tuning)
+        if not 1 <= args.streams <= 8:
+            raise UserError(f"--streams {args.streams}: from 1 to 8 (the matvec kernels' limit today)")
+        streams = args.streams
+        plan = (stt_plan if args.whole_frame else lm_plan)(package, tuning, streams)
         engine = Engine(plan, package.read_stream, args.readback_depth or READBACK_DEPTH, args.batch_readback)
         engine.reset(first_frame=args.position)
         rng = np.random.default_rng(0)
         if args.whole_frame:   # noise at speech level: the work does not depend on the values
-            inputs = [{"pcm": (0.1 * rng.standard_normal(1920)).astype(np.float32)} for _ in range(16)]
+            inputs = [{"pcm": (0.1 * rng.standard_normal((streams, 1920))).astype(np.float32)} for _ in range(16)]
         else:
-            inputs = [{"codes": rng.integers(0, package.config.card, package.config.n_q).astype(np.uint32)}
+            inputs = [{"codes": rng.integers(0, package.config.card, (streams, package.config.n_q)).astype(np.uint32)}
                       for _ in range(16)]
         stamps = []
         for i in range(args.warmup):
@@ -99,5 +103,7 @@ def run(args) -> int:
         "readback_depth": args.readback_depth or READBACK_DEPTH, "batch_readback": args.batch_readback,
         "weight_MB_per_step": round(bytes_per_step / 1e6, 1),
         "effective_GBps": round(bytes_per_step / (per_step_ms * 1e-3) / 1e9, 1),
-        "dispatches_per_step": len(plan.dispatches)}))
+        "dispatches_per_step": len(plan.dispatches), "streams": streams,
+        "stream_frames_per_s": round(streams * 1e3 / mean_ms, 1),
+        "realtime_streams": round(streams * 80 / mean_ms, 1)}))
     return 0

@@ -116,6 +116,21 @@ class Engine:
                 self.device.queue.write_buffer(self.buffers[b.name], stream * part, fill)
         self.stream_frames[stream] = first_frame
 
+    def write_input(self, role: str, value: np.ndarray, stream: int | None = None) -> None:
+        """Write an input now, queued before the next frame: the whole buffer, or stream `stream`'s part (e.g. one
+        stream's text prompt at its first frame while the others go on)."""
+        buffer = self.plan.buffer(self.plan.inputs[role])
+        data = _pad4(np.ascontiguousarray(value))
+        offset, room = 0, buffer.size
+        if stream is not None:
+            if not 0 <= stream < self.plan.streams:
+                raise ValueError(f"stream {stream} of a plan of {self.plan.streams} streams")
+            room = buffer.size // self.plan.streams
+            offset = stream * room
+        if data.size > room:
+            raise ValueError(f"input {role}: {data.size} bytes for {room}")
+        self.device.queue.write_buffer(self.buffers[buffer.name], offset, data)
+
     def submit(self, inputs: dict[str, np.ndarray] | None = None) -> list[FrameResult]:
         """Run one frame. Returns the results that became ready (at most one frame late; empty at first)."""
         queue = self.device.queue

@@ -29,7 +29,9 @@
 // Bindings (group 0): 0 = W (read, u32 words as vec4: `w` or `qs`), 1 = scales (read, u32: `d`; bind any buffer
 //   for f32/f16), 2 = x (read), 3 = norm (read), 4 = frame_values (read, u32: the step buffer), 5 = freqs (read),
 //   6 = kv (read_write), 7 = out (read_write, [STEPS, D]).
-// Dispatch: (HEADS, STEPS, 1) workgroups of WORKGROUP_SIZE invocations. Scores: one slot per invocation per pass,
+// Streams (a plan of several, docs/plan.md): workgroup z is the stream s, with x [s, STEPS, D], kv
+//   [s, 2, HEADS, RING, HEAD_DIM], out [s, STEPS, D] and base = frame_values[POSITION_INDEX + s].
+// Dispatch: (HEADS, STEPS, STREAMS) workgroups of WORKGROUP_SIZE invocations. Scores: one slot per invocation per pass,
 //   its key read as HEAD_DIM / 4 independent 16-byte loads; values: invocation i accumulates elements
 //   4 (i % (HEAD_DIM / 4)) .. + 3 over the slots j = i / (HEAD_DIM / 4) (mod GROUPS), then the GROUPS partial sums
 //   are added in workgroup memory. (Short chains of independent loads: the kernel is latency-bound otherwise.)
@@ -146,26 +148,30 @@ fn reduce_workgroup(value: f32, take_max: bool, lane: u32) -> f32 {
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let head = workgroup.x;
     let t = workgroup.y;
+    let stream = workgroup.z;
     let quads = HEAD_DIM / 4u;
-    let base = frame_values[POSITION_INDEX];
+    let x_at = stream * STEPS * D / 4u;               // this stream's x (vec4), ring and output
+    let kv_at = stream * 2u * HEADS * RING * quads;
+    let base = frame_values[POSITION_INDEX + stream];
     let position = base + t;
 
     // 1. LayerNorm of x_0 .. x_t (two-pass: mean, then the mean of squared deviations).
     for (var j = 0u; j <= t; j++) {
         var sum = 0.0;
         for (var q = lane; q < D / 4u; q += WORKGROUP_SIZE) {
-            let v = x[j * D / 4u + q];
+            let v = x[x_at + j * D / 4u + q];
             sum += v.x + v.y + v.z + v.w;
         }
         let mean = reduce_workgroup(sum, false, lane) / f32(D);
         var squares = 0.0;
         for (var q = lane; q < D / 4u; q += WORKGROUP_SIZE) {
-            let v = x[j * D / 4u + q] - mean;
+            let v = x[x_at + j * D / 4u + q] - mean;
             squares += dot(v, v);
         }
         let inverse_std = inverseSqrt(reduce_workgroup(squares, false, lane) / f32(D) + EPS);
         for (var q = lane; q < D / 4u; q += WORKGROUP_SIZE) {
-            normalized[j * D / 4u + q] = (x[j * D / 4u + q] - mean) * inverse_std * norm[q] + norm[D / 4u + q];
+            normalized[j * D / 4u + q] = (x[x_at + j * D / 4u + q] - mean) * inverse_std * norm[q] +
+                norm[D / 4u + q];
         }
     }
     workgroupBarrier();
@@ -195,8 +201,8 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     workgroupBarrier();
 
     // 3. RoPE of q_t and k_j (two pairs = one vec4 per invocation); step t's key and value go into the ring.
-    let keys = head * RING * quads;                      // kv[0, head, slot, quad] = keys + slot * quads + quad
-    let values = (HEADS + head) * RING * quads;          // kv[1, head, slot, quad]
+    let keys = kv_at + head * RING * quads;              // kv[s, 0, head, slot, quad] = keys + slot * quads + quad
+    let values = kv_at + (HEADS + head) * RING * quads;  // kv[s, 1, head, slot, quad]
     for (var i = lane; i < (t + 1u) * quads; i += WORKGROUP_SIZE) {
         let j = i / quads;
         let quad = i % quads;
@@ -273,7 +279,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         for (var group = 0u; group < GROUPS; group++) {
             sum += partial_values[group * quads + quad];
         }
-        let o = t * D + head * HEAD_DIM + 4u * quad;
+        let o = (stream * STEPS + t) * D + head * HEAD_DIM + 4u * quad;
         let result = sum / denominator;
         out[o] = result.x;
         out[o + 1u] = result.y;

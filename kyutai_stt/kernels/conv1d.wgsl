@@ -22,12 +22,15 @@
 //   of the other region: y[Y_OFFSET + (1 - parity) * Y_REGION + (t - (T_OUT - Y_HISTORY)) * C_OUT + o] = v
 //   where parity = frame_values[PARITY_INDEX] (the frame index modulo 2): next frame reads the other region, whose
 //   first Y_HISTORY rows then hold this frame's last rows. Zero-filled state regions = zero padding at the start.
+// Streams (a plan of several, docs/plan.md): workgroup z is the stream s: its x, y and residual start s * X_STREAM,
+//   s * Y_STREAM, s * R_STREAM floats in (added to the offsets above), its parity and position are
+//   frame_values[PARITY_INDEX + s] and frame_values[POSITION_INDEX + s]; the weights are read for all streams.
 //
 // Bindings (group 0): 0 = W (read, u32 words as vec4: the f32/f16 `w` stream or the q8/q4 `qs` stream),
 //   1 = scales (read, u32: the `d` stream of q8/q4; bind any buffer otherwise), 2 = x (read), 3 = y (read_write),
 //   4 = params (read, f32 vectors: biases, LayerScales, LayerNorm weight then bias, at 16-byte aligned offsets),
 //   5 = residual (read; bind any buffer but y when unused), 6 = step (read, u32: the plan's step buffer).
-// Dispatch: (ceil(C_OUT / (TEAMS_O * ROWS_PER_THREAD)), ceil(T_OUT / (TEAMS_T * STEPS_PER_THREAD)), 1) workgroups
+// Dispatch: (ceil(C_OUT / (TEAMS_O * ROWS_PER_THREAD)), ceil(T_OUT / (TEAMS_T * STEPS_PER_THREAD)), STREAMS) workgroups
 //   of WORKGROUP_SIZE invocations; TEAMS_O = WORKGROUP_SIZE / (THREADS_PER_ROW * TEAMS_T).
 // Work split: a team of THREADS_PER_ROW invocations owns ROWS_PER_THREAD output channels x STEPS_PER_THREAD steps
 //   and splits K into 32-column units between its members (neighbours read neighbouring units: coalesced); every
@@ -72,6 +75,9 @@ override EPS: f32 = 1e-5;
 
 override PARITY_INDEX: u32 = 0u;
 override POSITION_INDEX: u32 = 0u;
+override X_STREAM: u32 = 0u;
+override Y_STREAM: u32 = 0u;
+override R_STREAM: u32 = 0u;
 
 override WORKGROUP_SIZE: u32 = 64u;
 override THREADS_PER_ROW: u32 = 1u;
@@ -182,8 +188,8 @@ fn weights8(index: u32) -> array<vec4<f32>, 2> {
     return array(low * scale, high * scale);
 }
 
-fn parity() -> u32 {
-    return frame_values[PARITY_INDEX] % 2u;
+fn parity(stream: u32) -> u32 {
+    return frame_values[PARITY_INDEX + stream] % 2u;
 }
 
 // Float index of window element j of step t (REPLICATE handled).
@@ -241,9 +247,10 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let workgroup_first_step = workgroup.y * TEAMS_T * STEPS_PER_THREAD;
     let first_step = workgroup_first_step + team_t * STEPS_PER_THREAD;
 
-    let p = parity();
-    let x_base = X_OFFSET + p * X_REGION;
-    let first_frame = REPLICATE && frame_values[POSITION_INDEX] == 0u;
+    let stream = workgroup.z;
+    let p = parity(stream);
+    let x_base = X_OFFSET + stream * X_STREAM + p * X_REGION;
+    let first_frame = REPLICATE && frame_values[POSITION_INDEX + stream] == 0u;
 
     if (INPUT_MODE == MODE_LAYER_NORM) {
         // Two-pass mean and variance of each of the workgroup's windows (biased variance, as torch), all the
@@ -310,9 +317,9 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         workgroupBarrier();
     }
 
-    let r_base = R_OFFSET + p * R_REGION;
-    let y_base = Y_OFFSET + p * Y_REGION;
-    let y_other = Y_OFFSET + (1u - p) * Y_REGION;
+    let r_base = R_OFFSET + stream * R_STREAM + p * R_REGION;
+    let y_base = Y_OFFSET + stream * Y_STREAM + p * Y_REGION;
+    let y_other = Y_OFFSET + stream * Y_STREAM + (1u - p) * Y_REGION;
     let team_lane = team * THREADS_PER_ROW;
     // Each member writes some of its team's outputs.
     for (var i = member; i < ROWS_PER_THREAD * STEPS_PER_THREAD; i += THREADS_PER_ROW) {

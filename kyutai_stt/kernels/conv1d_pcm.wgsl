@@ -10,10 +10,12 @@
 //     y[Y_OFFSET + (1 - parity) * Y_REGION + (t - FRAME + Y_HISTORY) * C_OUT + o]
 //   history[(1 - parity) * HISTORY_REGION + i] = pcm[FRAME - (TAPS - 1) + i]   (next frame's history)
 //   parity = frame_values[PARITY_INDEX] % 2.
+// Streams (a plan of several, docs/plan.md): workgroup z is the stream s, whose pcm, history and y start
+//   s * PCM_STREAM, s * HISTORY_STREAM, s * Y_STREAM floats in, and whose parity is frame_values[PARITY_INDEX + s].
 //
 // Bindings (group 0): 0 = w (read, f32 [C_OUT, TAPS]: the package's f32 `w` stream), 1 = params (read, f32),
 //   2 = pcm (read), 3 = history (read_write), 4 = y (read_write), 5 = frame_values (read, u32: the step buffer).
-// Dispatch: (ceil(FRAME / STEPS_PER_WORKGROUP), 1, 1) workgroups of WORKGROUP_SIZE invocations; invocation i
+// Dispatch: (ceil(FRAME / STEPS_PER_WORKGROUP), 1, STREAMS) workgroups of WORKGROUP_SIZE invocations; invocation i
 //   computes channels i, i + WORKGROUP_SIZE, ... (neighbours write neighbouring floats) for the workgroup's steps.
 // Constraints: FRAME >= TAPS - 1, FRAME >= Y_HISTORY, HISTORY_REGION >= TAPS - 1.
 
@@ -26,6 +28,9 @@ override Y_REGION: u32 = 0u;
 override Y_HISTORY: u32 = 0u;
 override BIAS_OFFSET: u32 = 0u;
 override PARITY_INDEX: u32 = 0u;
+override PCM_STREAM: u32 = 0u;
+override HISTORY_STREAM: u32 = 0u;
+override Y_STREAM: u32 = 0u;
 override STEPS_PER_WORKGROUP: u32 = 16u;
 override WORKGROUP_SIZE: u32 = 64u;
 
@@ -36,16 +41,18 @@ override WORKGROUP_SIZE: u32 = 64u;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> frame_values: array<u32>;
 
-fn sample(i: u32, parity: u32) -> f32 {
+fn sample(i: u32, parity: u32, stream: u32) -> f32 {
     if (i < TAPS - 1u) {
-        return history[parity * HISTORY_REGION + i];
+        return history[stream * HISTORY_STREAM + parity * HISTORY_REGION + i];
     }
-    return pcm[i - (TAPS - 1u)];
+    return pcm[stream * PCM_STREAM + i - (TAPS - 1u)];
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let parity = frame_values[PARITY_INDEX] % 2u;
+    let stream = workgroup.z;
+    let parity = frame_values[PARITY_INDEX + stream] % 2u;
+    let y_base = Y_OFFSET + stream * Y_STREAM;
     let first = workgroup.x * STEPS_PER_WORKGROUP;
     let end = min(first + STEPS_PER_WORKGROUP, FRAME);
     for (var o = lane; o < C_OUT; o += WORKGROUP_SIZE) {
@@ -53,19 +60,20 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         for (var t = first; t < end; t++) {
             var acc = 0.0;
             for (var j = 0u; j < TAPS; j++) {
-                acc += w[o * TAPS + j] * sample(t + j, parity);
+                acc += w[o * TAPS + j] * sample(t + j, parity, stream);
             }
             let v = acc + bias;
-            y[Y_OFFSET + parity * Y_REGION + (Y_HISTORY + t) * C_OUT + o] = v;
+            y[y_base + parity * Y_REGION + (Y_HISTORY + t) * C_OUT + o] = v;
             if (Y_REGION > 0u && t + Y_HISTORY >= FRAME) {
-                y[Y_OFFSET + (1u - parity) * Y_REGION + (t + Y_HISTORY - FRAME) * C_OUT + o] = v;
+                y[y_base + (1u - parity) * Y_REGION + (t + Y_HISTORY - FRAME) * C_OUT + o] = v;
             }
         }
     }
     // The next frame's history: read by no workgroup of this frame (they read region `parity`).
     if (workgroup.x == 0u) {
         for (var i = lane; i < TAPS - 1u; i += WORKGROUP_SIZE) {
-            history[(1u - parity) * HISTORY_REGION + i] = pcm[FRAME - (TAPS - 1u) + i];
+            history[stream * HISTORY_STREAM + (1u - parity) * HISTORY_REGION + i] =
+                pcm[stream * PCM_STREAM + FRAME - (TAPS - 1u) + i];
         }
     }
 }

@@ -23,8 +23,10 @@
 // Bindings (group 0): 0 = codebooks (read, u32 words as vec4: `w` or `qs`), 1 = scales (read, u32: the `d`
 //   stream; bind any buffer for f32/f16), 2 = sqnorms (read), 3 = proj (read), 4 = partials (read_write),
 //   5 = codes (read_write, u32), 6 = residuals (read_write).
-// Dispatch: (BINS / ENTRIES, 2 if LEVEL == 1 else 1, 1) for LEVEL = 1 .. LEVELS - 1, then (1, 2, 1) with
-//   LEVEL = LEVELS; workgroups of WORKGROUP_SIZE invocations.
+// Dispatch: (BINS / ENTRIES, 2 if LEVEL == 1 else 1, STREAMS) for LEVEL = 1 .. LEVELS - 1, then (1, 2, STREAMS)
+//   with LEVEL = LEVELS; workgroups of WORKGROUP_SIZE invocations.
+// Streams (a plan of several, docs/plan.md): workgroup z is the stream s, with proj [s, 2 * DIM], partials
+//   [s, LEVELS, BLOCKS], residuals [s, LEVELS, DIM] and its codes from s * CODES_STRIDE + CODES_OFFSET.
 //   ENTRIES = (WORKGROUP_SIZE / THREADS_PER_ENTRY) * ENTRIES_PER_THREAD; BLOCKS = BINS / ENTRIES.
 // Constraints: DIM % 32 == 0, THREADS_PER_ENTRY <= DIM / 32, ENTRIES_PER_THREAD <= 4, BINS % ENTRIES == 0,
 //   BLOCKS <= WORKGROUP_SIZE.
@@ -36,6 +38,7 @@ override LEVELS: u32;
 override SEMANTIC: u32 = 1u;
 override LEVEL: u32 = 1u;
 override CODES_OFFSET: u32 = 0u;
+override CODES_STRIDE: u32 = CODES_OFFSET + LEVELS;
 override WORKGROUP_SIZE: u32 = 256u;
 override THREADS_PER_ENTRY: u32 = 8u;
 override ENTRIES_PER_THREAD: u32 = 2u;
@@ -53,6 +56,9 @@ const HIGHEST = 3.402823e38;
 @group(0) @binding(4) var<storage, read_write> partials: array<vec2<u32>>;
 @group(0) @binding(5) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(6) var<storage, read_write> residuals: array<f32>;
+
+// The workgroup's stream (workgroup z), set first thing in main.
+var<private> stream: u32;
 
 var<workgroup> residual: array<f32, DIM>;
 var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE * ENTRIES_PER_THREAD>;
@@ -113,7 +119,7 @@ fn beats(score: f32, index: u32, best_score: f32, best_index: u32) -> bool {
 fn resolve_level(level: u32, lane: u32) -> u32 {
     let blocks = BINS / ((WORKGROUP_SIZE / THREADS_PER_ENTRY) * ENTRIES_PER_THREAD);
     for (var b = lane; b < blocks; b += WORKGROUP_SIZE) {
-        let p = partials[level * blocks + b];
+        let p = partials[(stream * LEVELS + level) * blocks + b];
         best_scores[b] = bitcast<f32>(p.x);
         best_indices[b] = p.y;
     }
@@ -132,11 +138,13 @@ fn resolve_level(level: u32, lane: u32) -> u32 {
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    stream = workgroup.z;
+    let codes_at = stream * CODES_STRIDE + CODES_OFFSET;
     if (LEVEL == LEVELS) {
         let last = select(LEVELS - 1u, SEMANTIC - 1u, workgroup.y == 1u);
         let code = resolve_level(last, lane);
         if (lane == 0u) {
-            codes[CODES_OFFSET + last] = code;
+            codes[codes_at + last] = code;
         }
         return;
     }
@@ -149,19 +157,19 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     if (level > group_start) {
         previous = resolve_level(level - 1u, lane);
         if (workgroup.x == 0u && lane == 0u) {
-            codes[CODES_OFFSET + level - 1u] = previous;
+            codes[codes_at + level - 1u] = previous;
         }
     }
     for (var d = lane; d < DIM; d += WORKGROUP_SIZE) {
         var r: f32;
         if (level == group_start) {
-            r = proj[group * DIM + d];
+            r = proj[(stream * 2u + group) * DIM + d];
         } else {
-            r = residuals[(level - 1u) * DIM + d] - entry_element((level - 1u) * BINS + previous, d);
+            r = residuals[(stream * LEVELS + level - 1u) * DIM + d] - entry_element((level - 1u) * BINS + previous, d);
         }
         residual[d] = r;
         if (workgroup.x == 0u) {
-            residuals[level * DIM + d] = r;
+            residuals[(stream * LEVELS + level) * DIM + d] = r;
         }
     }
     workgroupBarrier();
@@ -231,6 +239,6 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     }
     if (lane == 0u) {
         let blocks = BINS / (teams * ENTRIES_PER_THREAD);
-        partials[level * blocks + workgroup.x] = vec2<u32>(bitcast<u32>(best_scores[0]), best_indices[0]);
+        partials[(stream * LEVELS + level) * blocks + workgroup.x] = vec2<u32>(bitcast<u32>(best_scores[0]), best_indices[0]);
     }
 }

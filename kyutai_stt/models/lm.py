@@ -175,38 +175,39 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     the results buffer [S, token + VAD probabilities]. Shapes below are per buffer; S = 1 for one stream."""
     w = _Weights(b, tensors)
     n = b.streams
+    s_ = (n,) if n > 1 else ()                           # shapes: one stream's, led by S when there are several
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
     heads = cfg.extra_heads_num_heads if "vad_heads" in tensors else 0
     splits = -(-cfg.context // tuning.attention_slots_per_split)
-    x = b.buffer("lm.x", "scratch", 4 * n * d, (n, d))                        # residual stream [S, D]
-    qkv = b.buffer("lm.qkv", "scratch", 4 * n * 3 * d, (n, 3 * d))            # [S, q | k | v], head-major inside
-    attended = b.buffer("lm.attended", "scratch", 4 * n * d, (n, d))          # attention output [S, D]
-    partial_out = b.buffer("lm.attn_partial", "scratch", 4 * n * splits * d, (n, splits, d)) if splits > 1 \
+    x = b.buffer("lm.x", "scratch", 4 * n * d, (*s_, d))                           # residual stream [S, D]
+    qkv = b.buffer("lm.qkv", "scratch", 4 * n * 3 * d, (*s_, 3 * d))               # [S, q | k | v], head-major
+    attended = b.buffer("lm.attended", "scratch", 4 * n * d, (*s_, d))             # attention output [S, D]
+    partial_out = b.buffer("lm.attn_partial", "scratch", 4 * n * splits * d, (*s_, splits, d)) if splits > 1 \
         else attended
     partial_stats = b.buffer("lm.attn_stats", "scratch", 8 * n * splits * cfg.num_heads,
-                             (n, splits, cfg.num_heads, 2))
-    hidden = b.buffer("lm.hidden", "scratch", 4 * n * 2 * f, (n, 2 * f))      # FFN [S, gate | up]
-    logits = b.buffer("lm.logits", "scratch", 4 * n * cfg.text_card, (n, cfg.text_card))
-    token = b.buffer("lm.token", "state", 4 * n, (n,), "u32", reset_fill=cfg.text_card)   # fed back each step
-    results = b.buffer("lm.results", "output", 4 * n * (1 + heads), (n, 1 + heads), "u32",  # [S, token, p_0..]
+                             (*s_, splits, cfg.num_heads, 2))
+    hidden = b.buffer("lm.hidden", "scratch", 4 * n * 2 * f, (*s_, 2 * f))         # FFN [S, gate | up]
+    logits = b.buffer("lm.logits", "scratch", 4 * n * cfg.text_card, (*s_, cfg.text_card))
+    token = b.buffer("lm.token", "state", 4 * n, (*s_, 1), "u32", reset_fill=cfg.text_card)   # fed back each step
+    results = b.buffer("lm.results", "output", 4 * n * (1 + heads), (*s_, 1 + heads), "u32",  # [S, token, p..]
                        fields=[("token", "u32", 1), ("vad", "f32", heads)])
     # Per stream [n, e, id_0 .. id_127]: a text prompt of n ids, e emitted (argmax.wgsl); reset (zeros) = no
     # prompt. The host writes it with a stream's first frame; the GPU advances e.
-    prompt = b.buffer("lm.prompt", "state", 4 * n * (2 + PROMPT_CAPACITY), (n, 2 + PROMPT_CAPACITY), "u32")
+    prompt = b.buffer("lm.prompt", "state", 4 * n * (2 + PROMPT_CAPACITY), (*s_, 2 + PROMPT_CAPACITY), "u32")
     b.inputs["prompt"] = prompt
     freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
     int8_input = None
     if tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
         widest = max(d, f)
-        int8_input = (b.buffer("lm.input_int8", "scratch", n * widest, (n, widest // 4), "u32"),   # 4 int8 per u32
-                      b.buffer("lm.input_int8_scales", "scratch", 8 * n * (widest // 32), (n, widest // 32, 2)))
+        int8_input = (b.buffer("lm.input_int8", "scratch", n * widest, (*s_, widest // 4), "u32"),  # 4 int8 a u32
+                      b.buffer("lm.input_int8_scales", "scratch", 8 * n * (widest // 32), (*s_, widest // 32, 2)))
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
                  "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd}
 
     _embed(b, w, cfg, x, codes, token)
     for i in range(cfg.num_layers):
         layer = f"layers.{i}."
-        ring = (n, cfg.num_heads, cfg.context, hd)
+        ring = (*s_, cfg.num_heads, cfg.context, hd)
         k_cache = b.buffer(f"lm.k_cache.{i}", "state", 4 * n * d * cfg.context, ring)   # [S, H, context, hd]
         v_cache = b.buffer(f"lm.v_cache.{i}", "state", 4 * n * d * cfg.context, ring)
         _matvec(b, w, tuning, layer + "attn_qkv", x, qkv, INPUT_RMS_NORM, w.bindings(layer + "attn_norm")[0],
@@ -244,7 +245,8 @@ def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning, str
     b = PlanBuilder("lm", streams)
     b.buffer("step", "step", 4 * max(4, streams), (max(4, streams),), "u32")
     position = b.step_field("position")
-    codes = b.buffer("lm.codes", "state", 4 * streams * cfg.n_q, (streams, cfg.n_q), "u32", reset_fill=cfg.card)
+    codes = b.buffer("lm.codes", "state", 4 * streams * cfg.n_q, ((streams,) if streams > 1 else ()) + (cfg.n_q,),
+                     "u32", reset_fill=cfg.card)
     b.inputs["codes"] = codes
     b.outputs["results"] = build_lm(b, cfg, tensors, codes, position, tuning)
     b.inputs["token"] = "lm.token"      # optional: a host may force the fed-back text token (teacher forcing)

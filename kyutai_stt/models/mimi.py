@@ -77,14 +77,24 @@ class _MimiBuilder:
         self.b, self.tensors, self.cfg, self.step, self.tuning = b, tensors, cfg, step_buffer, tuning
         self.ring = ring or cfg.context
         self.codes_offset = codes_offset
+        self.streams = b.streams
+        self.floats: dict[str, int] = {}     # a state or scratch buffer's floats per stream (its stream stride)
         self.weights: dict[str, str] = {}
         self.start = len(b.dispatches)
         self.names: list[str] = []
 
     # ---- buffers -------------------------------------------------------------------------------------------
     def buffer(self, name, kind, floats, shape=(), dtype="f32", reset_fill=0) -> str:
+        """A buffer of `floats` words per stream (shape: one stream's), stream-major for several streams."""
         self.names.append(name)
-        return self.b.buffer(name, kind, 4 * int(floats), shape, dtype, reset_fill=reset_fill)
+        self.floats[name] = int(floats)
+        n = self.streams
+        return self.b.buffer(name, kind, 4 * n * int(floats), (n, *shape) if n > 1 else shape, dtype,
+                             reset_fill=reset_fill)
+
+    def per_stream(self, **strides: int) -> dict[str, int]:
+        """Kernel constants locating each stream's part of its buffers: none for one stream (same pipelines)."""
+        return strides if self.streams > 1 else {}
 
     def act(self, name: str, channels: int, steps: int, history: int = 0, kind: str | None = None) -> _Act:
         a = _Act(f"mimi.{name}", channels, steps, history)
@@ -139,11 +149,13 @@ class _MimiBuilder:
                      "Y_REGION": y.region, "Y_HISTORY": y.history, "INPUT_MODE": input_mode,
                      "OUTPUT_MODE": output_mode, "HAS_BIAS": bias is not None, "HAS_SCALE": scale is not None,
                      "HAS_RESIDUAL": residual is not None, "ACCUMULATE": accumulate,
-                     "EPS": self.cfg.layer_norm_eps, "PARITY_INDEX": self.parity, "POSITION_INDEX": self.position,
-                     **tiling["constants"]}
+                     "EPS": self.cfg.layer_norm_eps, "PARITY_INDEX": self.parity * self.streams,
+                     "POSITION_INDEX": self.position * self.streams, **tiling["constants"],
+                     **self.per_stream(X_STREAM=self.floats[x.name], Y_STREAM=self.floats[y.name])}
         if residual is not None:
             assert residual.channels == c_out
-            constants |= {"R_REGION": residual.region, "R_ROW": residual.history}
+            constants |= {"R_REGION": residual.region, "R_ROW": residual.history,
+                          **self.per_stream(R_STREAM=self.floats[residual.name])}
         constants = {k_: v for k_, v in constants.items() if v not in (0, False) or k_ in ("FORMAT",)}
         # One params buffer per dispatch, at offset 0 (so layers share pipelines): the LayerNorm's weight + bias,
         # the conv's bias or the LayerScale; unused: bind x (read-only here too).
@@ -151,7 +163,7 @@ class _MimiBuilder:
         params = self.weight(*(norm or [t for t in (bias, scale) if t])) if (norm or bias or scale) else x.name
         bindings = {0: self.weight(tensor), 1: self.scales(tensor), 2: x.name, 3: y.name, 4: params,
                     5: residual.name if residual is not None else x.name, 6: self.step}
-        self.b.dispatch("conv1d", bindings, tiling["workgroups"], constants, label=f"mimi.{label}")
+        self.b.dispatch("conv1d", bindings, (*tiling["workgroups"], self.streams), constants, label=f"mimi.{label}")
 
     # ---- the network ---------------------------------------------------------------------------------------
     def build(self, pcm: str, codes: str) -> MimiFragment:
@@ -163,6 +175,7 @@ class _MimiBuilder:
         res_history = cfg.residual_kernel_size - 1
 
         # conv_in on raw PCM with its own 6-sample history.
+        assert b.buffers[pcm].size == 4 * self.streams * cfg.frame_size, "pcm: frame_size floats per stream"
         pcm_history = self.buffer("mimi.pcm_history", "state", 2 * PCM_HISTORY_REGION, (2, PCM_HISTORY_REGION))
         steps = frame
         x = self.act("stage0.in", stages[0][0], steps, res_history)
@@ -171,10 +184,12 @@ class _MimiBuilder:
         steps_per_workgroup = 16
         b.dispatch("conv1d_pcm", {0: self.weight("mimi.conv_in"), 1: self.weight("mimi.conv_in.bias"), 2: pcm,
                                   3: pcm_history, 4: x.name, 5: self.step},
-                   (math.ceil(frame / steps_per_workgroup),),
+                   (math.ceil(frame / steps_per_workgroup), 1, self.streams),
                    {"C_OUT": c_out, "TAPS": taps, "FRAME": frame, "HISTORY_REGION": PCM_HISTORY_REGION,
-                    "Y_REGION": x.region, "Y_HISTORY": x.history, "PARITY_INDEX": self.parity,
-                    "STEPS_PER_WORKGROUP": steps_per_workgroup, "WORKGROUP_SIZE": 64}, label="mimi.conv_in")
+                    "Y_REGION": x.region, "Y_HISTORY": x.history, "PARITY_INDEX": self.parity * self.streams,
+                    "STEPS_PER_WORKGROUP": steps_per_workgroup, "WORKGROUP_SIZE": 64,
+                    **self.per_stream(PCM_STREAM=frame, HISTORY_STREAM=2 * PCM_HISTORY_REGION,
+                                      Y_STREAM=self.floats[x.name])}, label="mimi.conv_in")
 
         for s, (c, r) in enumerate(stages):
             p = f"mimi.blocks.{s}."
@@ -212,9 +227,9 @@ class _MimiBuilder:
             b.dispatch("attention_chunk", {0: self.weight(qkv), 1: self.scales(qkv), 2: h.name,
                                            3: self.weight(p + "attn_norm", p + "attn_norm.bias"), 4: self.step,
                                            5: freqs, 6: kv, 7: att.name},
-                       (cfg.num_heads, steps),
+                       (cfg.num_heads, steps, self.streams),
                        {"FORMAT": self.fmt(qkv), "HEADS": cfg.num_heads, "HEAD_DIM": hd, "STEPS": steps,
-                        "RING": self.ring, "CONTEXT": cfg.context, "POSITION_INDEX": self.position,
+                        "RING": self.ring, "CONTEXT": cfg.context, "POSITION_INDEX": self.position * self.streams,
                         "EPS": cfg.layer_norm_eps,
                         "WORKGROUP_SIZE": CPU_ATTENTION_WORKGROUP if self.tuning == "cpu" else 256},
                        label=f"mimi.layers.{i}.attention")
@@ -246,17 +261,19 @@ class _MimiBuilder:
         entries = workgroup // threads_per_entry * entries_per_thread
         blocks = cfg.bins // entries
         assert cfg.bins % entries == 0
+        self.codes_stride = self.b.buffers[codes].size // (4 * self.streams)     # the caller's codes per stream
         partials = self.buffer("mimi.rvq_partials", "scratch", 2 * cfg.n_q * blocks, (cfg.n_q, blocks, 2), "u32")
         residuals = self.buffer("mimi.rvq_residuals", "scratch", cfg.n_q * dim, (cfg.n_q, dim))
         common = {"FORMAT": self.fmt(books), "DIM": dim, "BINS": cfg.bins, "LEVELS": cfg.n_q, "SEMANTIC": 1,
                   "CODES_OFFSET": self.codes_offset, "WORKGROUP_SIZE": workgroup,
-                  "THREADS_PER_ENTRY": threads_per_entry, "ENTRIES_PER_THREAD": entries_per_thread}
+                  "THREADS_PER_ENTRY": threads_per_entry, "ENTRIES_PER_THREAD": entries_per_thread,
+                  **self.per_stream(CODES_STRIDE=self.codes_stride)}
         bindings = {0: self.weight(books), 1: self.scales(books), 2: self.weight("mimi.codebook_sqnorms"),
                     3: proj.name, 4: partials, 5: codes, 6: residuals}
         for level in range(1, cfg.n_q):
-            self.b.dispatch("rvq", bindings, (blocks, 2 if level == 1 else 1), {**common, "LEVEL": level},
+            self.b.dispatch("rvq", bindings, (blocks, 2 if level == 1 else 1, self.streams), {**common, "LEVEL": level},
                             label=f"mimi.rvq.level{level}" + ("+0" if level == 1 else ""))
-        self.b.dispatch("rvq", bindings, (1, 2), {**common, "LEVEL": cfg.n_q}, label="mimi.rvq.resolve")
+        self.b.dispatch("rvq", bindings, (1, 2, self.streams), {**common, "LEVEL": cfg.n_q}, label="mimi.rvq.resolve")
 
 
 # "gpu" work splits aim at this many invocations per dispatch (an H100 holds 270k resident; most of a frame's
@@ -317,13 +334,16 @@ def build_mimi(b: PlanBuilder, tensors: Mapping[str, Mapping], pcm: str, codes: 
 
 
 def build_mimi_plan(tensors: Mapping[str, Mapping], cfg: MimiConfig = MIMI, ring: int | None = None,
-                    tuning: str = "gpu", name: str = "mimi") -> Plan:
-    """A standalone plan: input "pcm" (f32[1920]); outputs "codes" (u32[32]) and "latent" (f32[512])."""
-    b = PlanBuilder(name)
-    pcm = b.buffer("pcm", "input", 4 * cfg.frame_size, (cfg.frame_size,))
-    codes = b.buffer("codes", "state", 4 * cfg.n_q, (cfg.n_q,), "u32")
+                    tuning: str = "gpu", name: str = "mimi", streams: int = 1) -> Plan:
+    """A standalone plan: input "pcm" (f32[1920]); outputs "codes" (u32[32]) and "latent" (f32[512]); each per
+    stream for `streams` streams."""
+    b = PlanBuilder(name, streams)
+    per_stream = (streams,) if streams > 1 else ()
+    pcm = b.buffer("pcm", "input", 4 * streams * cfg.frame_size, (*per_stream, cfg.frame_size))
+    codes = b.buffer("codes", "state", 4 * streams * cfg.n_q, (*per_stream, cfg.n_q), "u32")
     fragment = build_mimi(b, tensors, pcm, codes, "step", cfg, ring=ring, tuning=tuning)
-    b.buffer("step", "step", 4 * len(b.step_fields), (len(b.step_fields),), "u32")
+    words = len(b.step_fields) * streams
+    b.buffer("step", "step", 4 * words, (words,), "u32")
     b.inputs["pcm"] = pcm
     b.outputs["codes"] = codes
     b.outputs["latent"] = fragment.latent

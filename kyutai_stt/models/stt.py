@@ -14,21 +14,23 @@ from kyutai_stt.models.mimi import build_mimi
 STEP_FIELDS = 3      # LM position, Mimi position (2 x frame), Mimi history parity
 
 
-def stt_plan(package, tuning: Tuning) -> Plan:
+def stt_plan(package, tuning: Tuning, streams: int = 1) -> Plan:
     """The whole-frame plan of an opened package (weights/package.Package): every host and tool builds it here."""
     return build_stt_plan(package.config, package.mimi_config, tensors_of(package), package.manifest["tensors"],
-                          tuning)
+                          tuning, streams)
 
 
 def build_stt_plan(lm_cfg: LMConfig, mimi_cfg: MimiConfig, lm_tensors: dict[str, Tensor], manifest_tensors: dict,
-                   tuning: Tuning) -> Plan:
-    """Inputs: "pcm" f32[frame_size] per frame (24 kHz mono).
-    Outputs: "results" [token, VAD probabilities] of the LM step."""
-    b = PlanBuilder("stt")
-    b.buffer("step", "step", 4 * STEP_FIELDS, (STEP_FIELDS,), "u32")
+                   tuning: Tuning, streams: int = 1) -> Plan:
+    """Inputs: "pcm" f32[frame_size] per frame (24 kHz mono). Outputs: "results" [token, VAD probabilities] of
+    the LM step. Each per stream, for `streams` independent streams (docs/plan.md "Streams")."""
+    b = PlanBuilder("stt", streams)
+    per_stream = (streams,) if streams > 1 else ()
+    b.buffer("step", "step", 4 * STEP_FIELDS * streams, (STEP_FIELDS * streams,), "u32")
     position = b.step_field("position")
-    codes = b.buffer("codes", "state", 4 * lm_cfg.n_q, (lm_cfg.n_q,), "u32", reset_fill=lm_cfg.card)
-    pcm = b.buffer("pcm", "input", 4 * mimi_cfg.frame_size, (mimi_cfg.frame_size,))
+    codes = b.buffer("codes", "state", 4 * streams * lm_cfg.n_q, (*per_stream, lm_cfg.n_q), "u32",
+                     reset_fill=lm_cfg.card)
+    pcm = b.buffer("pcm", "input", 4 * streams * mimi_cfg.frame_size, (*per_stream, mimi_cfg.frame_size))
     b.inputs["pcm"] = pcm
     b.stage("lm")
     b.outputs["results"] = build_lm(b, lm_cfg, lm_tensors, codes, position, tuning)

@@ -57,6 +57,45 @@ class Stats:
         return 1000 * self.engine_seconds / self.frames if self.frames else 0.0
 
 
+@dataclass(frozen=True)
+class StreamSetup:
+    """What every stream of a transcriber starts with."""
+    lead_in: np.ndarray           # [samples] f32: the silence prefix, then the audio prompt (if any)
+    prompt_words: np.ndarray      # u32 [2 + room]: the plan's "prompt" input [n, e = 0, ids] (zeros: no prompt)
+    decoder: DecoderConfig        # the model's delay; times count from after the lead-in; prompt words hidden
+
+
+def open_checked(package: Package | str | Path, verify_hashes: bool, silence_prefix: float | None,
+                 prompt: Prompt | None) -> Package:
+    """The transcriber options checked (AudioError, TypeError), then the package opened."""
+    if silence_prefix is not None and (not isinstance(silence_prefix, (int, float))
+                                       or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S):
+        raise AudioError(f"silence_prefix must be 0 to {MAX_SILENCE_PREFIX_S:g} seconds, not {silence_prefix!r}")
+    if prompt is not None and not isinstance(prompt, Prompt):
+        raise TypeError(f"prompt must be a kyutai_stt.streaming.prompt.Prompt, not {type(prompt).__name__}")
+    return package if isinstance(package, Package) else open_package(package, verify_hashes)
+
+
+def stream_setup(package: Package, plan, silence_prefix: float | None, decoder: DecoderConfig | None,
+                 prompt: Prompt | None) -> StreamSetup:
+    """The lead-in, prompt ids and decoder settings of every stream (see Transcriber's arguments)."""
+    settings = stream_settings(package.config)
+    silence_prefix = settings["silence_prefix"] if silence_prefix is None else silence_prefix
+    decoder = decoder or DecoderConfig()
+    decoder = replace(decoder, delay_steps=settings["delay_steps"] if decoder.delay_steps is None
+                      else decoder.delay_steps)
+    rate = package.mimi_config.sample_rate
+    prefix = int(round(silence_prefix * rate))
+    lead_in = prompt.lead_in(prefix) if prompt else np.zeros(prefix, np.float32)
+    room = plan.buffer(plan.inputs["prompt"]).shape[-1] - 2          # [n, e, ids] per stream
+    ids = prompt_ids(prompt, package.tokenizer, room)
+    words = np.zeros(2 + room, np.uint32)
+    words[0], words[2:2 + len(ids)] = len(ids), ids
+    lead_in_s = silence_prefix + (lead_in.size - prefix) / rate     # times count from after it
+    return StreamSetup(lead_in, words, replace(decoder, silence_prefix=lead_in_s,
+                                               hide_words_before=prompt.hidden_until(prefix) if prompt else 0.0))
+
+
 class Transcriber:
     def __init__(self, package: Package | str | Path, *, silence_prefix: float | None = None,
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0,
@@ -67,31 +106,12 @@ class Transcriber:
         late); N > 1 for files: results are read back N frames at a time, one GPU wait per N frames (faster;
         events come in bursts). prompt: a text and/or audio prompt for every stream (streaming/prompt.py;
         PromptError when unusable)."""
-        if silence_prefix is not None and (not isinstance(silence_prefix, (int, float))
-                                           or not 0 <= silence_prefix <= MAX_SILENCE_PREFIX_S):
-            raise AudioError(f"silence_prefix must be 0 to {MAX_SILENCE_PREFIX_S:g} seconds, not {silence_prefix!r}")
-        if prompt is not None and not isinstance(prompt, Prompt):
-            raise TypeError(f"prompt must be a kyutai_stt.streaming.prompt.Prompt, not {type(prompt).__name__}")
-        self.package = package if isinstance(package, Package) else open_package(package, verify_hashes)
+        self.package = open_checked(package, verify_hashes, silence_prefix, prompt)
         self.synthetic = self.package.synthetic is not None
-        settings = stream_settings(self.package.config)
-        silence_prefix = settings["silence_prefix"] if silence_prefix is None else silence_prefix
-        decoder = decoder or DecoderConfig()
-        decoder = replace(decoder, delay_steps=settings["delay_steps"] if decoder.delay_steps is None
-                          else decoder.delay_steps)
         plan = stt_plan(self.package, tuning_for(*gpu.device_traits()))
-        # The lead-in (prefix, then the audio prompt) and the prompt ids: fixed per transcriber, fed every stream.
-        rate = self.package.mimi_config.sample_rate
-        prefix = int(round(silence_prefix * rate))
+        setup = stream_setup(self.package, plan, silence_prefix, decoder, prompt)
         self.prompt = prompt
-        self._lead_in = prompt.lead_in(prefix) if prompt else np.zeros(prefix, np.float32)
-        room = plan.buffer(plan.inputs["prompt"]).shape[0] - 2          # [n, e, ids]
-        ids = prompt_ids(prompt, self.package.tokenizer, room)
-        self._prompt_words = np.zeros(2 + room, np.uint32)
-        self._prompt_words[0], self._prompt_words[2:2 + len(ids)] = len(ids), ids
-        lead_in_s = silence_prefix + (self._lead_in.size - prefix) / rate     # times count from after it
-        self.decoder_config = replace(decoder, silence_prefix=lead_in_s,
-                                      hide_words_before=prompt.hidden_until(prefix) if prompt else 0.0)
+        self._lead_in, self._prompt_words, self.decoder_config = setup.lead_in, setup.prompt_words, setup.decoder
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
         self._result_fields = plan.buffer(plan.outputs["results"]).fields      # read once, decoded per frame
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)

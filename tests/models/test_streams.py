@@ -1,10 +1,12 @@
-"""The LM plan for several independent streams (issue 16, item 1): each weight read once for all of them, a KV ring,
-token, prompt and position per stream. Every stream's logits, tokens and VAD probabilities equal a one-stream run
-bit for bit, whatever frame it started at, whatever the other streams were fed before and meanwhile."""
+"""Plans for several independent streams (issue 16, item 1; docs/plan.md "Streams"): each weight read once for all
+of them, every state (KV rings, conv histories, the fed-back token, the prompt) and position per stream. The LM, the
+Mimi encoder and the whole frame: every stream's outputs equal a one-stream run bit for bit, whatever frame it
+started at, whatever the other streams were fed before and meanwhile."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from mimi_cases import official_of
 from test_lm_int8 import INT8_SUBGROUP
 from test_lm_parity import FIXTURE
 
@@ -12,11 +14,17 @@ from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import INT8_DOT, Plan
 from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.lm import build_lm_plan, tensors_of
+from kyutai_stt.models.mimi import build_mimi_plan
+from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for, tunings
+from kyutai_stt.reference import mimi as mr
 from kyutai_stt.reference.lm import INPUT_RMS_NORM
+from kyutai_stt.weights.synthetic import MIMIS
 
-STEPS = 24                    # 3 x the tiny context: every stream's ring wraps twice
+STEPS = 24                    # 3 x the tiny LM's context: every stream's ring wraps twice
 STARTS = (0, 5, 11)           # the submission at which each stream of the batch starts
+MIMI_FRAMES = 12              # past the tiny Mimi's context (9 frames), both parities at every start
+FRAME = 1920
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +128,79 @@ def test_reset_stream_refills_its_part_only(tiny_packages):
     assert any((before[b.name][1] != b.reset_fill).any() for b in state), "the run had changed stream 1's state"
     with pytest.raises(ValueError, match="stream 3 of a plan of 3"):
         engine.reset_stream(3)
+
+
+def staggered(streams_inputs, total, filler):
+    """Per submission, each stream's input: its own (the k-th of streams_inputs[s]) from its start on, else
+    filler(s, submission) (a stream not started yet, or done)."""
+    feed = []
+    for submission in range(total):
+        row = []
+        for s, start in enumerate(STARTS):
+            k = submission - start
+            row.append(streams_inputs[s][k] if 0 <= k < len(streams_inputs[s]) else filler(s, submission))
+        feed.append(np.stack(row))
+    return feed
+
+
+def run_staggered(engine: Engine, role: str, feed, starts=STARTS) -> list:
+    """Submit feed (role's [S, ...] input per submission), resetting each stream at its start; every result."""
+    results = []
+    for submission, value in enumerate(feed):
+        for s, start in enumerate(starts):
+            if submission == start and start:
+                engine.reset_stream(s)
+        results += engine.submit({role: value})
+    return results + engine.drain()
+
+
+def test_mimi_streams_equal_one_stream_runs(pcm, policy="q4-small", work_split="cpu"):
+    """The tiny Mimi for 3 streams (each its own stretch of the fixture audio, started at submissions 0, 5 and 11,
+    noise before), vs the one-stream plan on each stretch: latents and codes bit for bit, past the ring's wrap.
+    The q4/q8 kernels and lavapipe's work split (the "gpu" split: 2.5x slower here, run by the whole-frame test
+    below where the device is a GPU)."""
+    cfg = MIMIS["tiny"]
+    tensors, streams, _ = mr.package_tensors(official_of("tiny"), policy, cfg)
+    audio = [pcm[(7 * s) * FRAME:(7 * s + MIMI_FRAMES) * FRAME].reshape(MIMI_FRAMES, FRAME) for s in range(3)]
+    expected = []
+    one = Engine(build_mimi_plan(tensors, cfg, tuning=work_split), streams.__getitem__)
+    for s in range(3):
+        one.reset()
+        expected.append(run_staggered(one, "pcm", [frame[None] for frame in audio[s]], starts=(0,)))
+    plan = build_mimi_plan(tensors, cfg, tuning=work_split, streams=3)
+    engine = Engine(plan, streams.__getitem__)
+    rng = np.random.default_rng(2)
+    noise = lambda s, k: (0.1 * rng.standard_normal(FRAME)).astype(np.float32)    # noqa: E731
+    got = run_staggered(engine, "pcm", staggered(audio, max(STARTS) + MIMI_FRAMES, noise))
+    for s, start in enumerate(STARTS):
+        for k in range(MIMI_FRAMES):
+            result = got[start + k]
+            assert result.stream_frames[s] == k
+            for role in ("codes", "latent"):
+                np.testing.assert_array_equal(result.outputs[role].reshape(3, -1)[s],
+                                              expected[s][k].outputs[role], f"stream {s} frame {k} {role}")
+
+
+def test_whole_frame_streams_equal_one_stream_runs(tiny_packages, pcm):
+    """The whole-frame plan (LM step + Mimi) of the tiny q4 package for 3 streams on 3 stretches of the fixture
+    audio started at different submissions: every stream's tokens and VAD probabilities equal the one-stream plan's
+    on its stretch."""
+    package = tiny_packages("q4")
+    tuning = device_tuning()
+    frames = 16
+    audio = [pcm[(9 * s) * FRAME:(9 * s + frames) * FRAME].reshape(frames, FRAME) for s in range(3)]
+    one = Engine(stt_plan(package, tuning), package.read_stream)
+    expected = []
+    for s in range(3):
+        one.reset()
+        expected.append(run_staggered(one, "pcm", [frame[None] for frame in audio[s]], starts=(0,)))
+    engine = Engine(stt_plan(package, tuning, streams=3), package.read_stream)
+    got = run_staggered(engine, "pcm", staggered(audio, max(STARTS) + frames,
+                                                 lambda s, k: np.zeros(FRAME, np.float32)))
+    tokens = set()
+    for s, start in enumerate(STARTS):
+        for k in range(frames):
+            words = got[start + k].outputs["results"].reshape(3, -1)[s]
+            np.testing.assert_array_equal(words, expected[s][k].outputs["results"], f"stream {s} frame {k}")
+            tokens.add(int(words[0]))
+    assert len(tokens) > 2, "the streams' tokens vary (a comparison of constant outputs would prove little)"

@@ -1,0 +1,158 @@
+"""Many recordings at once on one GPU: the whole-frame plan for S streams (docs/plan.md "Streams"), each stream
+transcribing one recording after another, every weight read once per frame for all of them.
+
+    batch = BatchTranscriber(resolve_model(None), streams=8)
+    for result in batch.transcribe([Path("a.wav"), Path("b.mp3"), samples_24k]):   # in input order
+        result.words, result.end_of_turns, result.seconds
+
+Each recording runs exactly as a one-stream Transcriber runs it (its own silence prefix, prompt, flush and decoder
+state): its words, times and ends of turn are the same (tests/test_batch.py). A stream whose recording is done
+takes the next one at once (Engine.reset_stream; its last results are still in flight and are read as its
+previous recording's); while no recording is left for it, it runs on silence and its results are dropped.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.engine.plan import decode_fields
+from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.models.stt import stt_plan
+from kyutai_stt.models.variants import tuning_for
+from kyutai_stt.streaming.audio import read_chunks
+from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
+from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, event_type
+from kyutai_stt.streaming.framing import Framer
+from kyutai_stt.streaming.prompt import Prompt
+from kyutai_stt.streaming.resample import TARGET_RATE
+from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, open_checked, stream_setup
+from kyutai_stt.weights.package import Package
+
+
+@dataclass
+class Transcript:
+    words: list = field(default_factory=list)              # decoder Word events, in order
+    end_of_turns: list[float] = field(default_factory=list)
+    seconds: float = 0.0                                     # of the recording's audio
+
+
+class _Recording:
+    """One recording on one stream: its frames as they are read (the lead-in first, the flush's silence last), its
+    decoder, and how many of its submitted frames have come back."""
+
+    def __init__(self, index: int, source, framer: Framer, decoder: StreamDecoder, tail: int, warn):
+        self.index, self.framer, self.decoder, self.tail = index, framer, decoder, tail
+        self.chunks: Iterator[np.ndarray] | None = _chunks(source, warn)
+        self.frames: deque[np.ndarray] = deque()
+        self.samples = 0
+        self.submitted = self.collected = 0
+        self.result = Transcript()
+
+    def next_frame(self) -> np.ndarray | None:
+        """The next frame to submit, or None once every frame (the flush's too) has been."""
+        while not self.frames and self.chunks is not None:
+            chunk = next(self.chunks, None)
+            if chunk is None:                                   # the audio ended: flush
+                self.chunks = None
+                self.decoder.end_of_audio(self.samples / TARGET_RATE)
+                self.frames.extend(self.framer.flush(self.tail))
+            else:
+                self.samples += chunk.size
+                self.frames.extend(self.framer.push(chunk))
+        if not self.frames:
+            return None
+        self.submitted += 1
+        return self.frames.popleft()
+
+    def take(self, events) -> None:
+        for e in events:
+            kind = event_type(e)
+            if kind == "word":
+                self.result.words.append(e)
+            elif kind == "endOfTurn":
+                self.result.end_of_turns.append(float(e.time))
+
+    @property
+    def done(self) -> bool:
+        return self.chunks is None and not self.frames and self.collected == self.submitted
+
+
+def _chunks(source, warn) -> Iterator[np.ndarray]:
+    if isinstance(source, np.ndarray):
+        samples = np.asarray(source, np.float32).reshape(-1)
+        step = int(CHUNK_S * TARGET_RATE)
+        return (samples[i:i + step] for i in range(0, samples.size, step))
+    return read_chunks(Path(source), CHUNK_S, on_warning=warn)
+
+
+class BatchTranscriber:
+    def __init__(self, package: Package | str | Path, streams: int = 4, *, silence_prefix: float | None = None,
+                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None):
+        """streams: recordings transcribed at once (the plan's streams: up to 8 today, docs/plan.md). The other
+        arguments are Transcriber's; every recording gets the same."""
+        self.package = open_checked(package, verify_hashes, silence_prefix, prompt)
+        if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
+            raise ValueError(f"streams must be a positive integer, not {streams!r}")
+        self.synthetic = self.package.synthetic is not None
+        plan = stt_plan(self.package, tuning_for(*gpu.device_traits()), streams)
+        self.setup = stream_setup(self.package, plan, silence_prefix, decoder, prompt)
+        self.streams = streams
+        self.engine = Engine(plan, self.package.read_stream, FILE_READBACK_BATCH, batch_readback=True)
+        self._fields = plan.buffer(plan.outputs["results"]).fields
+        self._words = sum(f.count for f in self._fields)         # result words per stream
+
+    def transcribe(self, sources: Sequence, warn=None, on_done=None) -> list[Transcript]:
+        """Every source (a file, or 24 kHz mono float32 samples) transcribed; returned in input order.
+        on_done(index, transcript) is called as each recording finishes (in finishing order)."""
+        frame_size = self.package.mimi_config.frame_size
+        tail = self.setup.decoder.delay_steps + FLUSH_EXTRA_FRAMES
+        waiting = deque(enumerate(sources))
+        slots: list[_Recording | None] = [None] * self.streams
+        owners: dict[int, list[_Recording | None]] = {}          # submission -> the recording on each stream
+        done: dict[int, Transcript] = {}
+        self.engine.reset()
+
+        def collect(results) -> None:
+            for r in results:
+                words = r.outputs["results"].reshape(self.streams, self._words)
+                for s, recording in enumerate(owners.pop(r.frame)):
+                    if recording is None:
+                        continue
+                    fields = decode_fields(self._fields, words[s])
+                    recording.take(recording.decoder.step(fields["token"][0], fields["vad"]))
+                    recording.collected += 1
+                    if recording.done:
+                        recording.take(recording.decoder.finish())
+                        done[recording.index] = recording.result
+                        recording.result.seconds = recording.samples / TARGET_RATE
+                        if on_done:
+                            on_done(recording.index, recording.result)
+
+        while True:
+            pcm = np.zeros((self.streams, frame_size), np.float32)
+            owner: list[_Recording | None] = [None] * self.streams
+            for s in range(self.streams):
+                frame = slots[s].next_frame() if slots[s] is not None else None
+                while frame is None and waiting:                  # the stream takes the next recording
+                    index, source = waiting.popleft()
+                    slots[s] = _Recording(index, source, Framer(frame_size, self.setup.lead_in.size,
+                                                                lead_in=self.setup.lead_in),
+                                          StreamDecoder(self.package.tokenizer, self.setup.decoder), tail, warn)
+                    self.engine.reset_stream(s)
+                    self.engine.write_input("prompt", self.setup.prompt_words, stream=s)
+                    frame = slots[s].next_frame()
+                if frame is None:
+                    slots[s] = None
+                else:
+                    pcm[s], owner[s] = frame, slots[s]
+            if not any(owner):
+                break
+            owners[self.engine.frame] = owner
+            collect(self.engine.submit({"pcm": pcm}))
+        collect(self.engine.drain())
+        return [done[i] for i in range(len(done))]

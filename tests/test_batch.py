@@ -1,0 +1,71 @@
+"""BatchTranscriber (streaming/batch.py): recordings of different lengths on fewer streams than recordings, so
+streams take a new recording while their last one's results are still in flight; each transcript equals a
+one-stream Transcriber's on the same recording: the same words, times and ends of turn."""
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kyutai_stt.streaming.batch import BatchTranscriber
+from kyutai_stt.streaming.files import FILE_READBACK_BATCH
+from kyutai_stt.streaming.prompt import Prompt
+from kyutai_stt.streaming.transcriber import Transcriber
+
+AUDIO = Path(__file__).resolve().parent / "fixtures" / "speech_en_fr_24k.wav"
+RATE = 24_000
+SILENCE_PREFIX = 0.2          # short lead-ins: the comparison, not the model's defaults, is what is tested
+# (start, seconds) of the fixture audio: four recordings of different lengths for three streams.
+CLIPS = [(0.3, 1.2), (2.0, 0.5), (4.1, 0.9), (6.0, 0.6)]
+
+
+@pytest.fixture(scope="module")
+def clips():
+    with wave.open(str(AUDIO)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+    return [pcm[int(a * RATE):int((a + n) * RATE)] for a, n in CLIPS]
+
+
+def one_by_one(package, clips, prompt=None):
+    transcriber = Transcriber(package, silence_prefix=SILENCE_PREFIX, readback_batch=FILE_READBACK_BATCH,
+                              prompt=prompt)
+    out = []
+    for samples in clips:
+        events = transcriber.feed(samples, RATE) + transcriber.flush()
+        out.append(([e.to_dict() for e in events if e.to_dict()["type"] == "word"],
+                    [float(e.time) for e in events if e.to_dict()["type"] == "endOfTurn"]))
+    return out
+
+
+def words_of(transcript):
+    return [w.to_dict() for w in transcript.words], transcript.end_of_turns
+
+
+def test_each_recording_equals_a_one_stream_run(tiny_packages, clips, tmp_path):
+    """Three streams, four recordings (one of them a file), in input order, with a text prompt: each stream gets it
+    at its recording's first frame (its part of the prompt input, written while the others run)."""
+    package = tiny_packages("q4")
+    prompt = Prompt("the quick brown fox")
+    expected = one_by_one(package, clips, prompt)
+    wav = tmp_path / "clip.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(RATE)
+        w.writeframes((np.clip(clips[2], -1, 1 - 2 ** -15) * 32768).astype(np.int16).tobytes())
+    sources = [clips[0], clips[1], wav, clips[3]]
+    batch = BatchTranscriber(package, streams=3, silence_prefix=SILENCE_PREFIX, prompt=prompt)
+    finished = []
+    got = batch.transcribe(sources, on_done=lambda i, t: finished.append(i))
+    assert sorted(finished) == [0, 1, 2, 3]
+    for i, (transcript, (words, eots)) in enumerate(zip(got, expected)):
+        assert words_of(transcript) == (words, eots), f"recording {i}"
+        assert transcript.seconds == len(clips[i]) / RATE
+    assert sum(len(w) for w, _ in expected) >= 4, "the recordings have words (equal empty lists would prove little)"
+    again = batch.transcribe(sources[:2])                  # the same batch transcriber, a second call
+    assert [words_of(t) for t in again] == expected[:2]
+
+
+def test_streams_argument_is_checked(tiny_packages):
+    with pytest.raises(ValueError, match="streams must be a positive integer"):
+        BatchTranscriber(tiny_packages("q4"), streams=0)

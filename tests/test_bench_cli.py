@@ -1,0 +1,26 @@
+"""`kyutai-stt bench` (cli/bench.py) runs and prints its one JSON line; --streams times a plan of several streams.
+(The numbers themselves are BENCHMARKS.md's, measured on a GPU; here only that they are what they claim.)"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kyutai_stt import cli
+
+
+def test_lm_step_of_two_streams_prints_its_throughput(tiny_packages, capsys):
+    package = tiny_packages("q4")
+    assert cli.main(["bench", "--package", str(package.root), "--steps", "6", "--warmup", "2",
+                     "--streams", "2"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["bench"] == "lm_step" and line["streams"] == 2 and line["dispatches_per_step"] > 0
+    assert 0 < line["p50_ms"] <= line["p95_ms"]
+    assert line["stream_frames_per_s"] == pytest.approx(2e3 / line["mean_ms"], rel=1e-2)
+    assert line["realtime_streams"] == pytest.approx(2 * 80 / line["mean_ms"], rel=1e-2)
+
+
+@pytest.mark.parametrize("streams", ["0", "9"])
+def test_streams_out_of_range_exit_2(tiny_packages, capsys, streams):
+    assert cli.main(["bench", "--package", str(tiny_packages("q4").root), "--streams", streams]) == 2
+    assert "--streams" in capsys.readouterr().err
