@@ -6,7 +6,12 @@
 #   (LM + Mimi), the Mimi encoder alone; the native host's CPU time per dispatch (host_overhead.py);
 #   `kyutai-stt transcribe` of a 10-minute file (RTF); the per-kernel matvec benchmark; the official
 #   implementation (moshi, bf16, CUDA graphs) on the same GPU.
-# BENCHES selects (default: all): lm frame host mimi transcribe official. KERNELS=1 adds the per-kernel lines.
+#   With BENCHES=streams: the stream tests on the GPU, then the LM step and the whole frame for S = 1, 2, 4, 8
+#   streams and the official LM step at batch 1 and 8; BENCHES=huge: the tests marked huge (the full 2.6B vs the
+#   official implementation, the 2.6B checkpoint written and loaded, the real Mimi past its context; ~16 GB of
+#   memory, 4 min on 16 cores).
+# BENCHES selects (default: all but streams and huge): lm frame host mimi transcribe official streams huge.
+# KERNELS=1 adds the per-kernel lines. Tests need pytest, pluggy, iniconfig, moshi and einops among the wheels.
 # Output: one JSON line per benchmark, also in $OUT/bench.log when OUT is set.
 set -uo pipefail
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
@@ -21,6 +26,18 @@ run python3 -m kyutai_stt.cli doctor
 run python3 -m kyutai_stt.cli synth --size full /tmp/ckpt >/dev/null
 run python3 -m kyutai_stt.cli convert /tmp/ckpt /tmp/pkg-q4 --quant q4 >/dev/null
 want() { [[ " ${BENCHES:-lm frame host mimi transcribe official} " == *" $1 "* ]]; }
+if want streams; then
+    run python3 -m pytest -q -p no:cacheprovider tests/models/test_streams.py
+    for s in 1 2 4 8; do
+        run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 300 --position 750 --streams "$s"
+    done
+    for s in 1 2 4 8; do
+        run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 300 --position 750 --whole-frame --streams "$s"
+    done
+    for b in 1 8; do run python3 tools/bench_official.py --steps 300 --batch "$b"; done
+fi
+want huge && run python3 -m pytest -q -p no:cacheprovider -m huge tests/models/test_family_parity.py \
+    tests/test_model_family.py tests/models/test_mimi.py
 if want lm; then
     for position in 0 750; do
         run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position "$position"

@@ -17,8 +17,8 @@ from kyutai_stt.streaming.transcriber import Transcriber
 AUDIO = Path(__file__).resolve().parent / "fixtures" / "speech_en_fr_24k.wav"
 RATE = 24_000
 SILENCE_PREFIX = 0.2          # short lead-ins: the comparison, not the model's defaults, is what is tested
-# (start, seconds) of the fixture audio: four recordings of different lengths for three streams.
-CLIPS = [(0.3, 1.2), (2.0, 0.5), (4.1, 0.9), (6.0, 0.6)]
+# (start, seconds) of the fixture audio: three recordings of different lengths for two streams.
+CLIPS = [(0.3, 1.2), (2.0, 0.5), (4.1, 0.8)]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,8 @@ def words_of(transcript):
 
 
 def test_each_recording_equals_a_one_stream_run(tiny_packages, clips, tmp_path):
-    """Three streams, four recordings (one of them a file), in input order, with a text prompt: each stream gets it
-    at its recording's first frame (its part of the prompt input, written while the others run)."""
+    """Two streams, three recordings (one of them a file), in input order, with a text prompt: each stream gets it
+    at its recording's first frame (its part of the prompt input, written while the other runs)."""
     package = tiny_packages("q4")
     prompt = Prompt("the quick brown fox")
     expected = one_by_one(package, clips, prompt)
@@ -53,17 +53,17 @@ def test_each_recording_equals_a_one_stream_run(tiny_packages, clips, tmp_path):
     with wave.open(str(wav), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(RATE)
         w.writeframes((np.clip(clips[2], -1, 1 - 2 ** -15) * 32768).astype(np.int16).tobytes())
-    sources = [clips[0], clips[1], wav, clips[3]]
-    batch = BatchTranscriber(package, streams=3, silence_prefix=SILENCE_PREFIX, prompt=prompt)
+    sources = [clips[0], clips[1], wav]
+    batch = BatchTranscriber(package, streams=2, silence_prefix=SILENCE_PREFIX, prompt=prompt)
     finished = []
     got = batch.transcribe(sources, on_done=lambda i, t: finished.append(i))
-    assert sorted(finished) == [0, 1, 2, 3]
+    assert sorted(finished) == [0, 1, 2] and finished[0] == 1, "the short one first; its stream took the third"
     for i, (transcript, (words, eots)) in enumerate(zip(got, expected)):
         assert words_of(transcript) == (words, eots), f"recording {i}"
         assert transcript.seconds == len(clips[i]) / RATE
-    assert sum(len(w) for w, _ in expected) >= 4, "the recordings have words (equal empty lists would prove little)"
-    again = batch.transcribe(sources[:2])                  # the same batch transcriber, a second call
-    assert [words_of(t) for t in again] == expected[:2]
+    assert sum(len(w) for w, _ in expected) >= 3, "the recordings have words (equal empty lists would prove little)"
+    again = batch.transcribe(sources[1:2])                 # the same batch transcriber, a second call
+    assert [words_of(t) for t in again] == expected[1:2]
 
 
 def test_streams_argument_is_checked(tiny_packages):
