@@ -95,10 +95,8 @@ case "${1:-}" in
         ensure_system_packages; ensure_venv; ensure_reference
         # Test processes (pytest-xdist), each taking a whole group of tests at a time: a file (its module fixtures
         # are made once), or all the full-size tests (one full-size model in memory at a time); longest groups
-        # first (tests/conftest.py). Three on two cores: a process waiting for Chromium's GPU process or a child
-        # leaves its core to another (docs/testing.md: 15.7 min against 18.3 with two). KYUTAI_STT_TEST_WORKERS=0
-        # runs them in this process.
-        exec "$PY" -m pytest -q -n "${KYUTAI_STT_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder "$@"
+        # first (tests/conftest.py). KYUTAI_STT_TEST_WORKERS=0 runs them in this process.
+        exec "$PY" -m pytest -q -n "${KYUTAI_STT_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder "$@"
         ;;
     *)
         echo "usage: ./dev.sh start | ./dev.sh test [pytest args]" >&2; exit 2 ;;

@@ -9,6 +9,9 @@ Each recording runs exactly as a one-stream Transcriber runs it (its own silence
 state): its words, times and ends of turn are the same (tests/test_batch.py). A stream whose recording is done
 takes the next one at once (Engine.reset_stream; its last results are still in flight and are read as its
 previous recording's); while no recording is left for it, it runs on silence and its results are dropped.
+Files are read as `kyutai-stt transcribe` reads them (streaming/audio.py, 1 s chunks); a file that turns out bad
+mid-way (damage, NaN samples) raises its AudioError from transcribe(), whose on_done has by then received every
+recording finished before it.
 """
 from __future__ import annotations
 
