@@ -18,7 +18,7 @@ import numpy as np
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import UserError
-from kyutai_stt.models.lm import lm_plan
+from kyutai_stt.models.lm import MAX_STREAMS, lm_plan
 from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.weights.convert import convert
@@ -45,7 +45,7 @@ def add_arguments(parser) -> None:
                         help="auto: the fast paths this device has (as every command); no-int8: without the int8 path "
                              "of q4 matrices, as on devices without dot4I8Packed (an A/B of that path)")
     parser.add_argument("--streams", type=int, default=1,
-                        help="independent streams per step (the plan of several streams; up to 8 today)")
+                        help=f"independent streams per step (the plan of several streams; up to {MAX_STREAMS} today)")
     parser.add_argument("--position", type=int, default=0,
                         help="start at this step index (e.g. 750: a full KV ring, the worst case)")
 
@@ -69,8 +69,8 @@ def run(args) -> int:
         if args.kernels == "no-int8":    # the int8 path is chosen by this language feature alone
             language_features = ()
         tuning = tuning_for(adapter_type, features, subgroup_size, description, language_features)
-        if not 1 <= args.streams <= 8:
-            raise UserError(f"--streams {args.streams}: from 1 to 8 (the matvec kernels' limit today)")
+        if not 1 <= args.streams <= MAX_STREAMS:
+            raise UserError(f"--streams {args.streams}: from 1 to {MAX_STREAMS} (the matvec kernels' limit today)")
         streams = args.streams
         plan = (stt_plan if args.whole_frame else lm_plan)(package, tuning, streams)
         engine = Engine(plan, package.read_stream, args.readback_depth or READBACK_DEPTH, args.batch_readback)

@@ -107,8 +107,7 @@ class Engine:
         """Start stream `stream` anew while the others go on: its part of every state buffer refilled (queued
         after the frames already submitted, before the next), its frame index back to first_frame. Results of its
         frames still in flight belong to its previous run (FrameResult.stream_frames tells them apart)."""
-        if not 0 <= stream < self.plan.streams:
-            raise ValueError(f"stream {stream} of a plan of {self.plan.streams} streams")
+        self._check_stream(stream)
         for b in self.plan.buffers:
             if b.kind == "state":
                 part = b.size // self.plan.streams
@@ -119,17 +118,20 @@ class Engine:
     def write_input(self, role: str, value: np.ndarray, stream: int | None = None) -> None:
         """Write an input now, queued before the next frame: the whole buffer, or stream `stream`'s part (e.g. one
         stream's text prompt at its first frame while the others go on)."""
-        buffer = self.plan.buffer(self.plan.inputs[role])
+        buffer = self.buffers[self.plan.inputs[role]]        # inputs keep the plan's size (only `step` grows)
         data = _pad4(np.ascontiguousarray(value))
         offset, room = 0, buffer.size
         if stream is not None:
-            if not 0 <= stream < self.plan.streams:
-                raise ValueError(f"stream {stream} of a plan of {self.plan.streams} streams")
+            self._check_stream(stream)
             room = buffer.size // self.plan.streams
             offset = stream * room
         if data.size > room:
             raise ValueError(f"input {role}: {data.size} bytes for {room}")
-        self.device.queue.write_buffer(self.buffers[buffer.name], offset, data)
+        self.device.queue.write_buffer(buffer, offset, data)
+
+    def _check_stream(self, stream: int) -> None:
+        if not 0 <= stream < self.plan.streams:
+            raise ValueError(f"stream {stream} of a plan of {self.plan.streams} streams")
 
     def submit(self, inputs: dict[str, np.ndarray] | None = None) -> list[FrameResult]:
         """Run one frame. Returns the results that became ready (at most one frame late; empty at first)."""
@@ -137,7 +139,7 @@ class Engine:
         queue.write_buffer(self.buffers[self.plan.step_buffer], 0,
                            np.array(self.plan.step_words(self.stream_frames), np.uint32))
         for role, value in (inputs or {}).items():
-            queue.write_buffer(self.buffers[self.plan.inputs[role]], 0, _pad4(np.ascontiguousarray(value)))
+            self.write_input(role, value)
         encoder = self.device.create_command_encoder()
         self.record(encoder)
         staging = self._staging[self.frame % len(self._staging)]

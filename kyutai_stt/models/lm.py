@@ -20,6 +20,7 @@ ELEMENTS_PER_WORD = {"q4": 8, "q8": 4, "f16": 2, "f32": 1}   # weights per u32 o
 EMBED_WORDS_PER_WORKGROUP = 8        # kernels/embed_sum.wgsl's default: 8 u32 words of a row per workgroup
 QUANTIZE_WORKGROUP = 256             # kernels/quantize_input.wgsl: 8 inputs per invocation
 MATVEC_MAX_SUMS = 16                 # kernels/matvec*.wgsl: ROWS_PER_THREAD * BATCH (+ BATCH in RMS_NORM mode)
+MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM mode: 8 sums + 8 squares
 # Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
 # prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
 PROMPT_CAPACITY = 128
@@ -113,7 +114,7 @@ def for_streams(shape: MatvecTuning, streams: int, input_mode: int) -> MatvecTun
     room = MATVEC_MAX_SUMS // streams - (input_mode == INPUT_RMS_NORM)
     if room < 1:
         raise ValueError(f"{streams} streams exceed the matvec kernels' {MATVEC_MAX_SUMS} sums per invocation "
-                         f"(at most {MATVEC_MAX_SUMS // 2} streams)")
+                         f"(at most {MAX_STREAMS} streams)")
     return replace(shape, rows_per_thread=min(shape.rows_per_thread, room))
 
 

@@ -29,7 +29,7 @@ from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.audio import read_chunks
 from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
-from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, event_type
+from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, take_events
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.resample import TARGET_RATE
@@ -73,12 +73,7 @@ class _Recording:
         return self.frames.popleft()
 
     def take(self, events) -> None:
-        for e in events:
-            kind = event_type(e)
-            if kind == "word":
-                self.result.words.append(e)
-            elif kind == "endOfTurn":
-                self.result.end_of_turns.append(float(e.time))
+        take_events(events, self.result.words, self.result.end_of_turns)
 
     @property
     def done(self) -> bool:
