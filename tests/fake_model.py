@@ -17,6 +17,9 @@ from kyutai_stt.cli import evaluate as evaluate_command
 from kyutai_stt.cli import mic as mic_command
 from kyutai_stt.cli import transcribe as transcribe_command
 from kyutai_stt.errors import UserError
+from kyutai_stt.streaming.audio import AudioError, read_chunks
+from kyutai_stt.streaming.batch import Transcript
+from kyutai_stt.streaming.files import take_events
 
 RATE = 24000
 
@@ -89,6 +92,42 @@ class FakeTranscriber:
         return out + [EndOfTurn(self.t + 0.5, 0.9)]
 
 
+class FakeBatchTranscriber:
+    """BatchTranscriber's contract on the fake: every source through one FakeTranscriber (reset between them), the
+    transcripts handed to on_done shortest first, as streams running side by side finish, and returned in input
+    order."""
+    synthetic = True
+    instances: list[FakeBatchTranscriber] = []
+
+    def __init__(self, package_dir, streams: int = 4, *, silence_prefix: float | None = None, prompt=None):
+        self.streams = streams
+        self.transcriber = FakeTranscriber(package_dir, silence_prefix=silence_prefix, prompt=prompt)
+        self.package = self.transcriber.package
+        FakeBatchTranscriber.instances.append(self)
+
+    def transcribe(self, sources, warn=None, on_done=None, raise_errors=True):
+        results = []
+        for source in sources:
+            self.transcriber.reset()
+            words, eots, samples = [], [], 0
+            try:
+                for chunk in read_chunks(Path(source), 1.0, on_warning=warn):
+                    samples += chunk.size
+                    take_events(self.transcriber.feed(chunk, RATE), words, eots)
+            except AudioError as error:             # this file alone stops; raised once all are done
+                results.append(Transcript(seconds=samples / RATE, error=error))
+                continue
+            take_events(self.transcriber.flush(), words, eots)
+            results.append(Transcript(words, eots, samples / RATE))
+        for index in sorted(range(len(results)), key=lambda i: results[i].seconds):
+            if on_done:
+                on_done(index, results[index])
+        errors = [t.error for t in results if t.error is not None]
+        if errors and raise_errors:
+            raise errors[0]
+        return results
+
+
 def resolve_model(spec, progress=None):
     if spec is None:
         raise UserError("tests: the fake has no default model")
@@ -100,7 +139,10 @@ def resolve_model(spec, progress=None):
 def install(monkeypatch) -> type[FakeTranscriber]:
     """Put the fake in place of the real Transcriber and resolve_model in every command that uses them."""
     FakeTranscriber.instances = []
+    FakeBatchTranscriber.instances = []
     for command in (transcribe_command, evaluate_command, mic_command):
         monkeypatch.setattr(command, "Transcriber", FakeTranscriber)
         monkeypatch.setattr(command, "resolve_model", resolve_model)
+    for command in (transcribe_command, evaluate_command):
+        monkeypatch.setattr(command, "BatchTranscriber", FakeBatchTranscriber)
     return FakeTranscriber

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio_helpers import write_audio
 
+from kyutai_stt.errors import AudioError
 from kyutai_stt.streaming.batch import BatchTranscriber
 from kyutai_stt.streaming.files import FILE_READBACK_BATCH
 from kyutai_stt.streaming.prompt import Prompt
@@ -69,3 +71,22 @@ def test_each_recording_equals_a_one_stream_run(tiny_packages, clips, tmp_path):
 def test_streams_argument_is_checked(tiny_packages):
     with pytest.raises(ValueError, match="streams must be a positive integer"):
         BatchTranscriber(tiny_packages("q4"), streams=0)
+
+
+def test_a_bad_file_stops_alone(tiny_packages, clips, tmp_path):
+    """A file with NaN samples mid-way: its stream moves on, the other recordings equal one-stream runs, on_done
+    sees all three, and transcribe() raises the file's error at the end (or returns it, raise_errors=False)."""
+    package = tiny_packages("q4")
+    bad = tmp_path / "bad.wav"
+    samples = np.concatenate([clips[0], clips[0]]).astype(np.float32)             # 2.4 s
+    samples[RATE + 100] = np.nan                              # in the second 1 s chunk
+    write_audio(bad, samples, RATE, "wavf32")
+    expected = one_by_one(package, [clips[1], clips[2]])
+    batch = BatchTranscriber(package, streams=2, silence_prefix=SILENCE_PREFIX)
+    seen = {}
+    with pytest.raises(AudioError, match="NaN"):
+        batch.transcribe([clips[1], bad, clips[2]], on_done=lambda i, t: seen.update({i: t}))
+    assert sorted(seen) == [0, 1, 2] and seen[1].error is not None and seen[1].words == []
+    assert [words_of(seen[0]), words_of(seen[2])] == expected
+    results = batch.transcribe([bad, clips[2]], raise_errors=False)
+    assert isinstance(results[0].error, AudioError) and words_of(results[1]) == expected[1]

@@ -49,6 +49,29 @@ def test_plan_validation_names_the_problem():
         Plan.from_json(toy_plan().to_json().replace('"version":1', '"version":99'))
 
 
+def test_plans_of_one_stream_stay_portable_and_an_engine_checks_its_device_limit():
+    """A one-stream plan must bind on any WebGPU device (128 MiB); a plan of many streams may need more, and the
+    engine refuses, with the fix named, a buffer past its own device's limit before allocating anything."""
+    from kyutai_stt.engine import device as gpu
+    from kyutai_stt.engine.runtime import DeviceLimitError
+    from kyutai_stt.errors import UserError
+
+    big = PlanBuilder("big")
+    big.buffer("ring", "scratch", (128 << 20) + 4, ((128 << 20) // 4 + 1,))
+    big.buffer("step", "step", 4, (1,), "u32")
+    with pytest.raises(ValueError, match="binding limit"):
+        big.build(step_buffer="step")
+    _, device = gpu.get_device()
+    limit = min(device.limits["max-storage-buffer-binding-size"], device.limits["max-buffer-size"])
+    many = PlanBuilder("many", streams=2)
+    many.buffer("ring", "scratch", limit + 4, ((limit + 4) // 4,))
+    many.buffer("step", "step", 8, (2,), "u32")
+    plan = many.build(step_buffer="step")
+    with pytest.raises(DeviceLimitError, match="buffer ring needs .* fewer streams") as error:
+        Engine(plan, {}.__getitem__)
+    assert isinstance(error.value, UserError)
+
+
 def test_engine_runs_frames_pipelined_and_resets():
     rng = np.random.default_rng(0)
     alpha = rng.uniform(0.5, 1.5, LENGTH).astype(np.float32)

@@ -192,6 +192,24 @@ def test_eval_command_with_a_fake_recogniser(tmp_path, capsys, monkeypatch):
     assert "over 1 files" in capsys.readouterr().out
 
 
+def test_eval_batch_gives_the_same_report_rows_and_shares_the_wall_time(tmp_path, capsys, monkeypatch):
+    fake = fake_model.install(monkeypatch)
+    root, pkg, report = tone_dataset(tmp_path / "data"), tmp_path / "pkg", tmp_path / "report.json"
+    pkg.mkdir()
+    assert cli.main(["eval", str(root), "--model", str(pkg), "--output", str(report), "--batch", "8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:6] for line in out[1:3]] == [["a.flac", "2", "0", "0", "0", "0.00%"],
+                                                       ["b.wav", "3", "0", "2", "0", "66.67%"]]
+    (batch,) = fake_model.FakeBatchTranscriber.instances
+    assert batch.streams == 2 and fake.instances == [batch.transcriber]     # min(--batch, files)
+    files = json.loads(report.read_text())["files"]
+    assert [f["hypothesis"] for f in files] == ["440hz 440hz", "1000hz"]
+    assert files[0]["rtf"] == pytest.approx(files[1]["rtf"], rel=1e-3)       # the batch's, shared by audio
+    for bad in ("0", "257"):
+        assert cli.main(["eval", str(root), "--model", str(pkg), "--batch", bad]) == 2
+        assert f"--batch {bad}: from 1 to 256" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda d: None, "no dataset here"),
     (lambda d: (d / "x.wav").write_bytes(b"RIFF"), "1 audio file(s) have no transcript"),

@@ -108,6 +108,23 @@ def test_several_files_as_json_lines(tmp_path, capsys, fake, pkg):
     assert docs[0]["end_of_turns"] == [1.5]
 
 
+def test_several_files_run_as_a_batch_and_come_out_in_input_order(tmp_path, capsys, fake, pkg):
+    # The fake batch finishes the shortest file first: the transcripts still come in input order.
+    a, b, c = (tone(tmp_path / f"{n}.flac", hz, s) for n, hz, s in (("a", 440, 3.0), ("b", 2000, 1.0),
+                                                                     ("c", 700, 2.0)))
+    code, out, err = main(capsys, a, b, c, "--model", pkg)
+    assert code == 0, err
+    assert out == (f"==> {a} <==\n440hz 440hz 440hz\n\n==> {b} <==\n2000hz\n\n==> {c} <==\n700hz 700hz\n")
+    (batch,) = fake_model.FakeBatchTranscriber.instances
+    assert batch.streams == 3
+    assert summary(err)["streams"] == 3 and summary(err)["audio_s"] == 6.0
+    code, out_one, err = main(capsys, a, b, c, "--model", pkg, "--streams", "1", "--quiet")
+    assert code == 0 and out_one == out and len(fake_model.FakeBatchTranscriber.instances) == 1
+    for bad in ("0", "300"):
+        code, _, err = main(capsys, a, "--model", pkg, "--streams", bad)
+        assert code == 2 and f"--streams {bad}: from 1 to 256" in err
+
+
 def test_one_file_to_an_output_file_and_into_an_existing_folder(tmp_path, capsys, fake, pkg):
     audio = tone(tmp_path / "talk.flac", 440, 1.0)
     code, out, _ = main(capsys, audio, "--model", pkg, "--format", "vtt", "--output", tmp_path / "t.vtt")
@@ -166,12 +183,15 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 def test_bad_input_in_process(tmp_path, capsys, fake, pkg, case):
     path, message = bad_inputs(tmp_path)[case]
     good = tone(tmp_path / "good.flac", 440, 1.0)
-    code, out, err = main(capsys, good, path, "--model", pkg, "--output", tmp_path / "outs")
+    after = tone(tmp_path / "after.flac", 700, 1.0)
+    code, out, err = main(capsys, good, path, after, "--model", pkg, "--output", tmp_path / "outs")
     assert code == 2 and out == ""
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("kyutai-stt transcribe: error: ") and message in err
-    if case == "nan":             # found when its turn comes: the file before it is done, its transcript kept
+    if case == "nan":             # found when its turn comes: the other files are done, their transcripts kept
         assert (tmp_path / "outs" / "good.txt").read_text() == "440hz\n"
+        assert (tmp_path / "outs" / "after.txt").read_text() == "700hz\n"
+        assert sorted(p.name for p in (tmp_path / "outs").iterdir()) == ["after.txt", "good.txt"]
     else:                         # found by the upfront check: no work done, no model loaded
         assert not (tmp_path / "outs").exists() and fake.instances == []
 
@@ -295,12 +315,18 @@ def test_real_transcriber_on_8k_96k_and_six_channels(tmp_path, tiny_packages):
     assert "Traceback" not in proc.stderr
     assert "8000 Hz audio (telephone band)" in proc.stderr
     assert f"NOTE: model {package} is a synthetic package" in proc.stderr
+    one_at_a_time = tmp_path / "one"
+    proc_one = run_cli("transcribe", *files, "--model", package, "--format", "json", "--output", one_at_a_time,
+                       "--silence-prefix", "0", "--streams", "1")
+    assert proc_one.returncode == 0, proc_one.stderr[-3000:]
     for f in files:
         doc = json.loads((out / (f.stem + ".json")).read_text())
         assert doc["synthetic"] is True and doc["audio"]["duration_s"] == pytest.approx(1.0, abs=0.05)
         assert all(w["start"] <= w["end"] for w in doc["words"])
+        # Three files on three streams: each transcript equals the one-stream run's.
+        assert doc == json.loads((one_at_a_time / (f.stem + ".json")).read_text())
     s = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert s["files"] == 3 and s["audio_s"] == pytest.approx(3.0, abs=0.1) and s["rtf"] > 0
+    assert s["files"] == 3 and s["streams"] == 3 and s["audio_s"] == pytest.approx(3.0, abs=0.1) and s["rtf"] > 0
 
 
 def test_real_transcriber_text_to_stdout(tmp_path, tiny_packages):

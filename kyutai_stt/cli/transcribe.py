@@ -19,7 +19,9 @@ from kyutai_stt.atomic import write_atomic
 from kyutai_stt.cli.common import checked_targets, model_info, synthetic_note
 from kyutai_stt.config import MAX_SILENCE_PREFIX_S
 from kyutai_stt.errors import UserError
+from kyutai_stt.models.lm import MAX_STREAMS
 from kyutai_stt.streaming.audio import check
+from kyutai_stt.streaming.batch import BatchTranscriber
 from kyutai_stt.streaming.files import FILE_READBACK_BATCH, transcribe_file
 from kyutai_stt.streaming.formats import EXTENSIONS, FORMATS, render
 from kyutai_stt.streaming.prompt import Prompt
@@ -31,6 +33,7 @@ from kyutai_stt.weights.cache import resolve_model
 TTY_REFRESH_S = 0.1          # the progress bar redraws at most this often
 PLAIN_INTERVAL_S = 30.0      # without a terminal, one progress line per this many seconds
 BAR_WIDTH = 24
+DEFAULT_STREAMS = 8          # several files: this many at once by default (tests/test_batch.py: equal transcripts)
 
 EPILOG = """\
 output:
@@ -126,6 +129,10 @@ def add_arguments(parser) -> None:
                         help="seconds of silence fed before the audio (helps clips that start mid-word; default: "
                              "the model's config, at least 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary line on stderr")
+    parser.add_argument("--streams", type=int, default=None, metavar="N",
+                        help=f"files transcribed at once on the GPU, every weight read once for all of them "
+                             f"(default: as many as files, at most {DEFAULT_STREAMS}); the transcripts are the same "
+                             f"as one at a time")
     prompt_arguments(parser)
 
 
@@ -169,48 +176,98 @@ def run(args) -> int:
     targets = _targets(args.files, args.output, args.format)
     prompt = Prompt.load(args.prompt_text, args.prompt_audio)
 
+    streams = min(len(args.files), DEFAULT_STREAMS) if args.streams is None else args.streams
+    if not 1 <= streams <= MAX_STREAMS:
+        raise UserError(f"--streams {args.streams}: from 1 to {MAX_STREAMS}")
+    streams = min(streams, len(args.files))
+
     started = time.perf_counter()
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
-    transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH,
-                              prompt=prompt)
+    if streams > 1:
+        transcriber = BatchTranscriber(package_dir, streams, silence_prefix=args.silence_prefix, prompt=prompt)
+    else:
+        transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix,
+                                  readback_batch=FILE_READBACK_BATCH, prompt=prompt)
     load_s = time.perf_counter() - started
     synthetic = bool(transcriber.synthetic)
     if synthetic:
         print(synthetic_note(args.model or str(package_dir)), file=sys.stderr, flush=True)
     model = model_info(package_dir, transcriber)
+    warn = lambda m: print(f"warning: {m}", file=sys.stderr)      # noqa: E731
 
     several = len(args.files) > 1
     audio_total = wall_total = 0.0
-    for i, (path, info, target) in enumerate(zip(args.files, infos, targets)):
-        t0 = time.perf_counter()
-        progress = Progress(sys.stderr, path.name, info.duration_s, enabled=not args.quiet)
-        try:
-            words, eots, audio_s = transcribe_file(transcriber, path, progress,
-                                                   warn=lambda m: print(f"warning: {m}", file=sys.stderr))
-        except (UserError, KeyboardInterrupt):
-            progress.abandon()
-            raise
+
+    def emit(i: int, words, eots, audio_s: float) -> bool:
+        """Writes file i's transcript; False once stdout's reader has gone."""
+        path, info, target = args.files[i], infos[i], targets[i]
         audio = {"path": str(path), "sample_rate": info.sample_rate, "channels": info.channels,
                  "codec": info.codec, "container": info.container, "duration_s": round(audio_s, 3)}
         text = render(args.format, words, eots, model=model, synthetic=synthetic, audio=audio)
         if target is not None:
             write_atomic(target, text)
-        else:
-            if several and args.format == "json":
-                text = json.dumps(json.loads(text), ensure_ascii=False) + "\n"
-            elif several:
-                text = ("\n" if i else "") + f"==> {path} <==\n" + text
+            return True
+        if several and args.format == "json":
+            text = json.dumps(json.loads(text), ensure_ascii=False) + "\n"
+        elif several:
+            text = ("\n" if i else "") + f"==> {path} <==\n" + text
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:          # `... | head`: the reader left; stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return False
+        return True
+
+    if streams > 1:
+        audio_total, wall_total, reader_left = _transcribe_batch(transcriber, args, infos, emit, warn)
+        if reader_left:
+            return 1
+    else:
+        for i, (path, info) in enumerate(zip(args.files, infos)):
+            t0 = time.perf_counter()
+            progress = Progress(sys.stderr, path.name, info.duration_s, enabled=not args.quiet)
             try:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-            except BrokenPipeError:          # `... | head`: the reader left; stop quietly, as cat does
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                words, eots, audio_s = transcribe_file(transcriber, path, progress, warn=warn)
+            except (UserError, KeyboardInterrupt):
+                progress.abandon()
+                raise
+            if not emit(i, words, eots, audio_s):
                 return 1
-        audio_total += audio_s
-        wall_total += time.perf_counter() - t0
+            audio_total += audio_s
+            wall_total += time.perf_counter() - t0
     if not args.quiet:
         print(json.dumps({"files": len(args.files), "audio_s": round(audio_total, 3),
                           "wall_s": round(wall_total, 3),
                           "rtf": round(wall_total / audio_total, 4) if audio_total else None,
-                          "load_s": round(load_s, 3)}), file=sys.stderr)
+                          "load_s": round(load_s, 3), "streams": streams}), file=sys.stderr)
     return 0
+
+
+def _transcribe_batch(batch: BatchTranscriber, args, infos, emit, warn) -> tuple[float, float, bool]:
+    """Every file on the batch's streams; transcripts emitted in input order as soon as the files before them are
+    done. A file found bad mid-way stops alone: every other transcript is written, then its error is raised (exit
+    2). Returns (audio s, wall s, whether stdout's reader left)."""
+    started = time.perf_counter()
+    total_s = sum(info.duration_s or 0.0 for info in infos)
+    progress = Progress(sys.stderr, f"{len(args.files)} files", total_s or None, enabled=not args.quiet)
+    finished: dict = {}
+    state = {"next": 0, "audio": 0.0, "reader_left": False}
+
+    def on_done(index, transcript) -> None:
+        finished[index] = transcript
+        state["audio"] += transcript.seconds
+        progress.update(state["audio"])
+        while state["next"] in finished and not state["reader_left"]:
+            t = finished.pop(state["next"])
+            if t.error is None:              # a failed file: the others are written, then transcribe raises
+                state["reader_left"] = not emit(state["next"], t.words, t.end_of_turns, t.seconds)
+            state["next"] += 1
+
+    try:
+        batch.transcribe(args.files, warn=warn, on_done=on_done)
+    except (UserError, KeyboardInterrupt):
+        progress.abandon()
+        raise
+    progress.finish(state["audio"])
+    return state["audio"], time.perf_counter() - started, state["reader_left"]

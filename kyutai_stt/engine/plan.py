@@ -16,6 +16,7 @@ PLAN_FORMAT = "kyutai-stt-plan"
 PLAN_VERSION = 1
 BUFFER_KINDS = ("weight", "const", "state", "scratch", "input", "output", "step")
 STEP_FIELD_TYPES = ("u32",)
+PORTABLE_MAX_BINDING = 128 << 20     # bytes: WebGPU's default maxStorageBufferBindingSize
 # The WGSL language feature of dot4I8Packed (the int8 path of q4 matrices): browsers list it in
 # navigator.gpu.wgslLanguageFeatures, natively gpu.wgsl_language_features() probes for it.
 INT8_DOT = "packed_4x8_integer_dot_product"
@@ -128,6 +129,9 @@ class Plan:
             raise ValueError(f"{len(frames)} stream frames for a plan of {self.streams} streams")
         return [f.value(frame) for f in self.step_fields for frame in frames]
 
+    def largest_buffer(self) -> Buffer:
+        return max(self.buffers, key=lambda b: b.size)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
@@ -148,8 +152,9 @@ class Plan:
             stages=[Stage(**st) for st in raw.get("stages", [])],
             required_language_features=raw.get("required_language_features", []), streams=raw.get("streams", 1))
 
-    def validate(self, max_binding_size: int = 128 << 20) -> None:
-        """Structural checks a host relies on: names resolve, sizes are aligned and bindable."""
+    def validate(self, max_binding_size: int | None = PORTABLE_MAX_BINDING) -> None:
+        """Structural checks a host relies on: names resolve, sizes are aligned and bindable (within
+        max_binding_size; None: the host checks its device's limit, see largest_buffer)."""
         buffers = self._buffers()
         if len(buffers) != len(self.buffers):
             raise ValueError("duplicate buffer names")
@@ -158,7 +163,7 @@ class Plan:
                 raise ValueError(f"buffer {b.name}: unknown kind {b.kind}")
             if b.size <= 0 or b.size % 4:
                 raise ValueError(f"buffer {b.name}: size {b.size} is not a positive multiple of 4")
-            if b.size > max_binding_size:
+            if max_binding_size is not None and b.size > max_binding_size:
                 raise ValueError(f"buffer {b.name}: {b.size} bytes exceeds the {max_binding_size}-byte binding limit")
             if (b.kind == "weight") != bool(b.sources):
                 raise ValueError(f"buffer {b.name}: weight buffers, and only they, have sources")
@@ -269,7 +274,9 @@ class PlanBuilder:
         plan = Plan(self.name, list(self.buffers.values()), list(self.pipelines.values()), self.dispatches,
                     step_buffer, self.step_fields, self.inputs, self.outputs, sorted(self.required_features),
                     self.stages, sorted(self.required_language_features), self.streams)
-        plan.validate()
+        # One stream: bindable on any WebGPU device (the browser's plans). Many: rings grow with the streams, and
+        # the host checks its device's own limit (Engine).
+        plan.validate(PORTABLE_MAX_BINDING if self.streams == 1 else None)
         return plan
 
 

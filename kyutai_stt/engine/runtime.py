@@ -16,6 +16,7 @@ import wgpu
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.host import READBACK_DEPTH
 from kyutai_stt.engine.plan import Plan
+from kyutai_stt.errors import UserError
 
 # Uniform bindings need 16-byte multiples.
 UNIFORM_ALIGN = 16
@@ -32,6 +33,10 @@ class FrameResult:
     stream_frames: tuple[int, ...] = ()  # each stream's frame index in this submission (since its own reset)
 
 
+class DeviceLimitError(UserError, ValueError):
+    """A plan this device cannot hold (a buffer past its binding limit): the message says what to change."""
+
+
 class Engine:
     def __init__(self, plan: Plan, read_stream: StreamReader, readback_depth: int = READBACK_DEPTH,
                  batch_readback: bool = False):
@@ -46,6 +51,12 @@ class Engine:
         missing = set(plan.required_language_features) - gpu.wgsl_language_features()
         if missing:
             raise gpu.NoAdapterError(f"the plan needs WGSL language features {sorted(missing)} this device lacks")
+        largest = plan.largest_buffer()
+        limit = min(self.device.limits["max-storage-buffer-binding-size"], self.device.limits["max-buffer-size"])
+        if largest.size > limit:
+            raise DeviceLimitError(
+                f"the plan's buffer {largest.name} needs {largest.size / 2**20:.0f} MiB, more than this device binds "
+                f"({limit / 2**20:.0f} MiB): build it for fewer streams")
         self.plan = plan
         self.buffers = {b.name: self._create_buffer(b) for b in plan.buffers}
         for b in plan.buffers:

@@ -10,17 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from kyutai_stt.config import LMConfig
-from kyutai_stt.engine.plan import INT8_DOT, Plan, PlanBuilder
+from kyutai_stt.engine.plan import INT8_DOT, PORTABLE_MAX_BINDING, Plan, PlanBuilder
 from kyutai_stt.models.rope import rope_frequencies
 from kyutai_stt.weights.quant import FORMATS
 
-PORTABLE_MAX_BINDING = 128 << 20     # bytes: WebGPU's default maxStorageBufferBindingSize
 INPUT_PLAIN, INPUT_RMS_NORM, INPUT_SWIGLU = 0, 1, 2
 ELEMENTS_PER_WORD = {"q4": 8, "q8": 4, "f16": 2, "f32": 1}   # weights per u32 of a stream
 EMBED_WORDS_PER_WORKGROUP = 8        # kernels/embed_sum.wgsl's default: 8 u32 words of a row per workgroup
 QUANTIZE_WORKGROUP = 256             # kernels/quantize_input.wgsl: 8 inputs per invocation
 MATVEC_MAX_SUMS = 16                 # kernels/matvec*.wgsl: ROWS_PER_THREAD * BATCH (+ BATCH in RMS_NORM mode)
-MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM mode: 8 sums + 8 squares
+MATVEC_MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM mode: 8 sums + 8 squares
+MAX_STREAMS = 256                    # beyond MATVEC_MAX_STREAMS the matrices take kernels/matmul.wgsl
+MATMUL_TILE_K_PER_ROW_THREAD = 8     # kernels/matmul.wgsl's INPUT_LOADS (2 of 4 columns): TILE_K <= 8 ROW_THREADS
 # Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
 # prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
 PROMPT_CAPACITY = 128
@@ -44,6 +45,24 @@ class MatvecTuning:
 
 
 @dataclass(frozen=True)
+class MatmulTuning:
+    """kernels/matmul.wgsl's tile: 4 rows x 4 streams per invocation."""
+    row_threads: int = 16
+    stream_threads: int = 16          # 64 x 64 tiles of 32 columns: 16 KiB of workgroup memory, the portable limit
+    tile_k: int = 32
+    from_streams: int = MATVEC_MAX_STREAMS + 1   # plans of this many streams or more take it for every matrix
+
+    def constants(self) -> dict:
+        return {"ROW_THREADS": self.row_threads, "STREAM_THREADS": self.stream_threads, "TILE_K": self.tile_k}
+
+    def check(self, max_workgroup_bytes: int = 16384) -> None:
+        if (self.row_threads * self.stream_threads > 256 or self.tile_k % 32
+                or self.tile_k > MATMUL_TILE_K_PER_ROW_THREAD * self.row_threads
+                or 16 * self.tile_k * (self.row_threads + self.stream_threads) > max_workgroup_bytes):
+            raise ValueError(f"matmul tile {self}: outside kernels/matmul.wgsl's constraints")
+
+
+@dataclass(frozen=True)
 class Tuning:
     """Kernel launch shapes: they change speed, never results (the kernel tests cover each)."""
     matvec: dict                      # tensor role ('attn_qkv', ..., 'text_head') -> MatvecTuning
@@ -52,6 +71,8 @@ class Tuning:
     # The int8 path of q4 matrices (quantize_input.wgsl, then matvec_int8[_subgroup].wgsl), role -> launch shape;
     # empty: every matrix takes the portable matvec. It rounds the inputs to int8 (docs/validation.md: its error).
     int8_matvec: dict = field(default_factory=dict)
+    # Plans of many streams: every matrix (any format; the int8 path's rounding is not used) takes matmul.wgsl.
+    matmul: MatmulTuning = MatmulTuning()
 
     def for_matvec(self, name: str) -> MatvecTuning:
         return self.matvec.get(name.rsplit(".", 1)[-1], self.matvec["default"])
@@ -114,7 +135,7 @@ def for_streams(shape: MatvecTuning, streams: int, input_mode: int) -> MatvecTun
     room = MATVEC_MAX_SUMS // streams - (input_mode == INPUT_RMS_NORM)
     if room < 1:
         raise ValueError(f"{streams} streams exceed the matvec kernels' {MATVEC_MAX_SUMS} sums per invocation "
-                         f"(at most {MAX_STREAMS} streams)")
+                         f"(at most {MATVEC_MAX_STREAMS} streams; more take kernels/matmul.wgsl)")
     return replace(shape, rows_per_thread=min(shape.rows_per_thread, room))
 
 
@@ -126,6 +147,13 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
     t = w.tensors[name]
     rows, columns = t.shape
     streams = b.streams
+    if streams >= tuning.matmul.from_streams:
+        tile = tuning.matmul
+        b.dispatch("matmul", {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x},
+                   (-(-rows // (4 * tile.row_threads)), -(-streams // (4 * tile.stream_threads))),
+                   {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
+                    "ACCUMULATE": accumulate, "BATCH": streams, **tile.constants()}, label=name)
+        return
     int8 = tuning.for_int8_matvec(name) if t.quant == "q4" and int8_input else None
     if int8:
         int8 = for_streams(int8, streams, INPUT_PLAIN)
@@ -198,7 +226,9 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     b.inputs["prompt"] = prompt
     freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
     int8_input = None
-    if tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
+    if n >= tuning.matmul.from_streams:
+        tuning.matmul.check()
+    elif tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
         widest = max(d, f)
         int8_input = (b.buffer("lm.input_int8", "scratch", n * widest, (*s_, widest // 4), "u32"),  # 4 int8 a u32
                       b.buffer("lm.input_int8_scales", "scratch", 8 * n * (widest // 32), (*s_, widest // 32, 2)))
@@ -243,6 +273,8 @@ def lm_plan(package, tuning: Tuning, streams: int = 1) -> Plan:
 
 def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning, streams: int = 1) -> Plan:
     """The LM alone, for `streams` independent streams: the host writes `codes` each step (tests, benchmarks)."""
+    if not 1 <= streams <= MAX_STREAMS:
+        raise ValueError(f"{streams} streams: a plan holds 1 to {MAX_STREAMS}")
     b = PlanBuilder("lm", streams)
     b.buffer("step", "step", 4 * max(4, streams), (max(4, streams),), "u32")
     position = b.step_field("position")

@@ -9,9 +9,10 @@ Each recording runs exactly as a one-stream Transcriber runs it (its own silence
 state): its words, times and ends of turn are the same (tests/test_batch.py). A stream whose recording is done
 takes the next one at once (Engine.reset_stream; its last results are still in flight and are read as its
 previous recording's); while no recording is left for it, it runs on silence and its results are dropped.
-Files are read as `kyutai-stt transcribe` reads them (streaming/audio.py, 1 s chunks); a file that turns out bad
-mid-way (damage, NaN samples) raises its AudioError from transcribe(), whose on_done has by then received every
-recording finished before it.
+Files are read as `kyutai-stt transcribe` reads them (streaming/audio.py, 1 s chunks). A file that turns out bad
+mid-way (damage, NaN samples) stops alone: its stream takes the next recording, the others run on, its transcript
+comes back with `error` set (and no words), and once every recording is done transcribe() raises the first such
+AudioError (raise_errors=False: returns them all instead). on_done sees every recording, failed ones included.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from kyutai_stt.engine.plan import decode_fields
 from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for
-from kyutai_stt.streaming.audio import read_chunks
+from kyutai_stt.streaming.audio import AudioError, read_chunks
 from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
 from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, take_events
 from kyutai_stt.streaming.framing import Framer
@@ -42,6 +43,7 @@ class Transcript:
     words: list = field(default_factory=list)              # decoder Word events, in order
     end_of_turns: list[float] = field(default_factory=list)
     seconds: float = 0.0                                     # of the recording's audio
+    error: AudioError | None = None                          # the recording could not be read to its end
 
 
 class _Recording:
@@ -57,9 +59,13 @@ class _Recording:
         self.result = Transcript()
 
     def next_frame(self) -> np.ndarray | None:
-        """The next frame to submit, or None once every frame (the flush's too) has been."""
+        """The next frame to submit, or None once every frame (the flush's too) has been, or it failed."""
         while not self.frames and self.chunks is not None:
-            chunk = next(self.chunks, None)
+            try:
+                chunk = next(self.chunks, None)
+            except AudioError as error:                         # the recording ends here, unflushed
+                self.result.error, self.chunks = error, None
+                return None
             if chunk is None:                                   # the audio ended: flush
                 self.chunks = None
                 self.decoder.end_of_audio(self.samples / TARGET_RATE)
@@ -91,8 +97,8 @@ def _chunks(source, warn) -> Iterator[np.ndarray]:
 class BatchTranscriber:
     def __init__(self, package: Package | str | Path, streams: int = 4, *, silence_prefix: float | None = None,
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None):
-        """streams: recordings transcribed at once (the plan's streams: up to 8 today, docs/plan.md). The other
-        arguments are Transcriber's; every recording gets the same."""
+        """streams: recordings transcribed at once (the plan's streams, up to lm.MAX_STREAMS: docs/plan.md). The
+        other arguments are Transcriber's; every recording gets the same."""
         self.package = open_checked(package, verify_hashes, silence_prefix, prompt)
         if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
             raise ValueError(f"streams must be a positive integer, not {streams!r}")
@@ -104,7 +110,7 @@ class BatchTranscriber:
         self._fields = plan.buffer(plan.outputs["results"]).fields
         self._words = sum(f.count for f in self._fields)         # result words per stream
 
-    def transcribe(self, sources: Sequence, warn=None, on_done=None) -> list[Transcript]:
+    def transcribe(self, sources: Sequence, warn=None, on_done=None, raise_errors: bool = True) -> list[Transcript]:
         """Every source (a file, or 24 kHz mono float32 samples) transcribed; returned in input order.
         on_done(index, transcript) is called as each recording finishes (in finishing order)."""
         frame_size = self.package.mimi_config.frame_size
@@ -125,32 +131,46 @@ class BatchTranscriber:
                     recording.take(recording.decoder.step(fields["token"][0], fields["vad"]))
                     recording.collected += 1
                     if recording.done:
-                        recording.take(recording.decoder.finish())
-                        done[recording.index] = recording.result
-                        recording.result.seconds = recording.samples / TARGET_RATE
-                        if on_done:
-                            on_done(recording.index, recording.result)
+                        finish(recording)
+
+        def finish(recording: _Recording) -> None:
+            if recording.result.error is None:
+                recording.take(recording.decoder.finish())
+            else:
+                recording.result.words, recording.result.end_of_turns = [], []
+            done[recording.index] = recording.result
+            recording.result.seconds = recording.samples / TARGET_RATE
+            if on_done:
+                on_done(recording.index, recording.result)
 
         while True:
             pcm = np.zeros((self.streams, frame_size), np.float32)
             owner: list[_Recording | None] = [None] * self.streams
             for s in range(self.streams):
-                frame = slots[s].next_frame() if slots[s] is not None else None
-                while frame is None and waiting:                  # the stream takes the next recording
-                    index, source = waiting.popleft()
+                while True:
+                    recording = slots[s]
+                    frame = recording.next_frame() if recording is not None else None
+                    if frame is not None:
+                        pcm[s], owner[s] = frame, recording
+                        break
+                    if recording is not None and recording.result.error is not None and recording.done:
+                        finish(recording)                         # failed with nothing in flight
+                    if not waiting:
+                        slots[s] = None
+                        break
+                    index, source = waiting.popleft()             # the stream takes the next recording
                     slots[s] = _Recording(index, source, Framer(frame_size, self.setup.lead_in.size,
                                                                 lead_in=self.setup.lead_in),
                                           StreamDecoder(self.package.tokenizer, self.setup.decoder), tail, warn)
                     self.engine.reset_stream(s)
                     self.engine.write_input("prompt", self.setup.prompt_words, stream=s)
-                    frame = slots[s].next_frame()
-                if frame is None:
-                    slots[s] = None
-                else:
-                    pcm[s], owner[s] = frame, slots[s]
             if not any(owner):
                 break
             owners[self.engine.frame] = owner
             collect(self.engine.submit({"pcm": pcm}))
         collect(self.engine.drain())
-        return [done[i] for i in range(len(done))]
+        results = [done[i] for i in range(len(done))]
+        failed = [t.error for t in results if t.error is not None]
+        if failed and raise_errors:
+            raise failed[0]
+        return results

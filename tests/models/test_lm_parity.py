@@ -10,6 +10,7 @@ The q4 package is then compared with the same engine on f16 weights: the quantis
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.lm import lm_plan
+from kyutai_stt.models.lm import MatmulTuning, lm_plan
 from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.weights.convert import convert
 from kyutai_stt.weights.package import open_package
@@ -82,6 +83,16 @@ def test_tiny_f16_engine_equals_official_across_the_ring_wrap(tiny_packages, arr
     steps = len(arrays["lm_tokens"])                       # 40 = 5 x the tiny context
     package = tiny_packages("f16")
     assert_matches_official(run_teacher_forced(engine_for(package), arrays["lm_input_tokens"], steps), arrays, steps)
+
+
+def test_tiny_f16_matmul_path_equals_official(tiny_packages, arrays):
+    """kernels/matmul.wgsl, the plans' kernel for many streams (here forced for one), to the same tolerance."""
+    steps = len(arrays["lm_tokens"])
+    package = tiny_packages("f16")
+    tuning = replace(tuning_for(*gpu.device_traits()), matmul=MatmulTuning(from_streams=1))
+    engine = Engine(lm_plan(package, tuning), package.read_stream)
+    assert "matmul" in {p.kernel for p in engine.plan.pipelines}
+    assert_matches_official(run_teacher_forced(engine, arrays["lm_input_tokens"], steps), arrays, steps)
 
 
 def test_tiny_q4_quantisation_error_is_reported_and_bounded(tiny_packages, arrays, capsys):

@@ -4,6 +4,8 @@ Mimi encoder and the whole frame: every stream's outputs equal a one-stream run 
 started at, whatever the other streams were fed before and meanwhile."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from mimi_cases import official_of
@@ -13,7 +15,7 @@ from test_lm_parity import FIXTURE
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import INT8_DOT, Plan
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.lm import build_lm_plan, tensors_of
+from kyutai_stt.models.lm import MatmulTuning, build_lm_plan, tensors_of
 from kyutai_stt.models.mimi import build_mimi_plan
 from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for, tunings
@@ -36,6 +38,11 @@ def device_tuning():
     return tuning_for(*gpu.device_traits())
 
 
+def matmul_tuning():
+    """Every matrix on kernels/matmul.wgsl, even for one stream, in 16-stream tiles."""
+    return replace(device_tuning(), matmul=MatmulTuning(row_threads=8, stream_threads=4, from_streams=1))
+
+
 def run(engine: Engine, feed) -> list[dict]:
     """feed: per submission {"codes": [S, n_q], "token": [S]}; returns per submission each stream's logits and
     results, and the frame each stream was at."""
@@ -55,13 +62,15 @@ def one_stream_run(package, tuning, inputs):
     return run(engine, feed)
 
 
-@pytest.mark.parametrize("quant, variant", [("q4", "device"), ("f16", "device"), ("q4", "int8-subgroup")])
+@pytest.mark.parametrize("quant, variant", [("q4", "device"), ("f16", "device"), ("q4", "int8-subgroup"),
+                                            ("q4", "matmul")])
 def test_streams_started_at_different_frames_equal_one_stream_runs(tiny_packages, inputs, quant, variant):
-    """The device's own variant, and the int8 path with subgroups (quantize_input and matvec_int8 for 3 streams)."""
-    if variant != "device" and INT8_DOT not in gpu.wgsl_language_features():
+    """The device's own variant, the int8 path with subgroups (quantize_input and matvec_int8 for 3 streams), and
+    matmul.wgsl (the kernel of many streams: a stream's results alone equal those among others)."""
+    if variant == "int8-subgroup" and INT8_DOT not in gpu.wgsl_language_features():
         pytest.fail(f"this adapter lacks {INT8_DOT}: the int8 variant cannot be checked here")
     package = tiny_packages(quant)
-    tuning = device_tuning() if variant == "device" else INT8_SUBGROUP
+    tuning = {"device": device_tuning, "int8-subgroup": lambda: INT8_SUBGROUP, "matmul": matmul_tuning}[variant]()
     expected = one_stream_run(package, tuning, inputs)
     plan = build_lm_plan(package.config, tensors_of(package), tuning, streams=len(STARTS))
     assert plan.streams == 3 and Plan.from_json(plan.to_json()) == plan
@@ -90,7 +99,8 @@ def test_streams_started_at_different_frames_equal_one_stream_runs(tiny_packages
 
 
 def test_plan_layout_for_streams(tiny_packages):
-    """Field-major step words, stream-major state, the matvec launch shapes fitted to the kernels' sums."""
+    """Field-major step words, stream-major state, the matvec launch shapes fitted to the kernels' sums, matmul.wgsl
+    past 8 streams."""
     package = tiny_packages("q4")
     plan = build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=8)
     assert plan.step_words([3, 0, 9, 1, 1, 1, 1, 2]) == [3, 0, 9, 1, 1, 1, 1, 2]
@@ -101,8 +111,14 @@ def test_plan_layout_for_streams(tiny_packages):
         if p.kernel == "matvec":
             sums = p.constants["ROWS_PER_THREAD"] * 8 + 8 * (p.constants["INPUT_MODE"] == INPUT_RMS_NORM)
             assert p.constants["BATCH"] == 8 and sums <= 16, p
+    many = build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=9)
+    kernels = {p.kernel for p in many.pipelines}
+    assert "matmul" in kernels and "matvec" not in kernels, kernels
+    late_matmul = replace(tunings()["gpu"], matmul=MatmulTuning(from_streams=10))
     with pytest.raises(ValueError, match="at most 8 streams"):
-        build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=9)
+        build_lm_plan(package.config, tensors_of(package), late_matmul, streams=9)
+    with pytest.raises(ValueError, match="a plan holds 1 to 256"):
+        build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=257)
     with pytest.raises(ValueError, match="2 stream frames for a plan of 8"):
         plan.step_words([0, 0])
 

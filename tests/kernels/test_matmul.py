@@ -1,0 +1,93 @@
+"""matmul.wgsl (every FORMAT, every input mode) vs the float64 numpy reference on the dequantised weights.
+
+Tolerance: as tests/kernels/test_matvec.py's bound, with the longest chain of one output here the serial sum over
+all COLUMNS (one fused multiply-add per column, the weight decoded exactly: f16 scale x small integer), plus 64
+for the input transform and the final scale and add: n = COLUMNS + 64. At D = 2048 that is ~1.2e-4 of sum |W x|,
+while one wrong weight moves an output by ~6e-4 of it.
+"""
+
+import numpy as np
+import pytest
+from kernel_helpers import U32, assert_within, in_out, random_weights, weight_bindings
+
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.reference import lm as ref
+from kyutai_stt.weights.quant import FORMATS
+
+PLAIN, RMS_NORM, SWIGLU = ref.INPUT_PLAIN, ref.INPUT_RMS_NORM, ref.INPUT_SWIGLU
+
+
+def check(quant_type, rng, rows, columns, batch, input_mode=PLAIN, accumulate=False, y_offset=0, y_padding=0,
+          row_threads=16, stream_threads=16, tile_k=32):
+    streams, w = random_weights(rng, (rows, columns), quant_type)
+    width = 2 * columns if input_mode == SWIGLU else columns
+    x = rng.standard_normal((batch, width)).astype(np.float32)
+    alpha = rng.standard_normal(columns).astype(np.float32) if input_mode == RMS_NORM else None
+    y_stride = rows + y_offset + y_padding
+    y_initial = np.full((batch, y_stride), np.nan, np.float32)
+    if accumulate:
+        y_initial[:, y_offset:y_offset + rows] = rng.standard_normal((batch, rows))
+    constants = {"FORMAT": FORMATS[quant_type], "ROWS": rows, "COLUMNS": columns, "BATCH": batch,
+                 "INPUT_MODE": input_mode, "ACCUMULATE": accumulate, "Y_OFFSET": y_offset, "Y_STRIDE": y_stride,
+                 "ROW_THREADS": row_threads, "STREAM_THREADS": stream_threads, "TILE_K": tile_k}
+    bindings = {**weight_bindings(streams), 2: x, 3: in_out(y_initial),
+                4: alpha if alpha is not None else np.zeros(4, np.float32)}
+    workgroups = (-(-rows // (4 * row_threads)), -(-batch // (4 * stream_threads)), 1)
+    y = gpu.run_kernel("matmul", bindings, workgroups, constants)[3]
+
+    residual = y_initial[:, y_offset:y_offset + rows] if accumulate else None
+    expected = ref.matvec(w, x, input_mode, alpha, accumulate_into=residual)
+    transformed = {PLAIN: x, RMS_NORM: ref.rms_norm(x, alpha) if alpha is not None else x,
+                   SWIGLU: ref.swiglu(x)}[input_mode]
+    bound = (columns + 64) * U32 * (np.abs(transformed) @ np.abs(w).T)
+    if accumulate:
+        bound = bound + U32 * np.abs(expected)
+    assert_within(y[:, y_offset:y_offset + rows], expected, bound, f"matmul {quant_type}")
+    assert np.isnan(y[:, :y_offset]).all() and np.isnan(y[:, y_offset + rows:]).all()
+    return y
+
+
+@pytest.mark.parametrize("quant_type", ["q4", "q8", "f16", "f32"])
+def test_every_format_with_ragged_tiles(quant_type, rng):
+    # 70 rows and 67 streams: both past a whole 64-tile; 192 columns: six steps.
+    check(quant_type, rng, rows=70, columns=192, batch=67, accumulate=True)
+
+
+@pytest.mark.parametrize("quant_type", ["q4", "q8"])
+def test_rms_norm_per_stream(quant_type, rng):
+    check(quant_type, rng, rows=33, columns=128, batch=9, input_mode=RMS_NORM)
+
+
+def test_swiglu_offset_output_and_odd_tiles(rng):
+    # An 8 x 4 workgroup, 64-column steps: every index expression off its default.
+    check("q4", rng, rows=20, columns=192, batch=30, input_mode=SWIGLU, accumulate=True, y_offset=3, y_padding=2,
+          row_threads=8, stream_threads=4, tile_k=64)
+
+
+def test_rms_norm_with_the_most_input_loads(rng):
+    # TILE_K = 8 ROW_THREADS: every invocation makes INPUT_LOADS = 8 input loads per step.
+    check("q4", rng, rows=24, columns=256, batch=13, input_mode=RMS_NORM, row_threads=4, stream_threads=4,
+          tile_k=32)
+
+
+def test_q4_realistic_ffn_input(rng):
+    # The LM's FFN-in family: D = 2048 inputs through the fused pre-norm, a slice of the rows, 20 streams.
+    check("q4", rng, rows=64, columns=2048, batch=20, input_mode=RMS_NORM)
+
+
+def test_a_stream_alone_equals_it_among_others(rng):
+    # The property the plans rely on: stream s's outputs do not depend on the batch around it, bit for bit.
+    streams, _ = random_weights(rng, (40, 256), "q4")
+    x = rng.standard_normal((70, 512)).astype(np.float32)
+    alpha = rng.standard_normal(256).astype(np.float32)
+
+    def run(inputs, mode):
+        constants = {"FORMAT": FORMATS["q4"], "ROWS": 40, "COLUMNS": 256, "BATCH": len(inputs), "INPUT_MODE": mode}
+        bindings = {**weight_bindings(streams), 2: np.ascontiguousarray(inputs), 3: gpu.Output((len(inputs), 40)),
+                    4: alpha}
+        return gpu.run_kernel("matmul", bindings, (1, -(-len(inputs) // 64), 1), constants)[3]
+
+    for mode, columns in ((RMS_NORM, 256), (SWIGLU, 512)):
+        together = run(x[:, :columns], mode)
+        for s in (0, 5, 66):
+            assert np.array_equal(run(x[s:s + 1, :columns], mode)[0], together[s]), (mode, s)
