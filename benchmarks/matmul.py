@@ -1,5 +1,6 @@
 """kernels/matmul.wgsl (the plans' matrix kernel for many streams) at the LM's shapes: one line per matrix and
-stream count, with the time of one dispatch, the effective bandwidth of the weights it must read, and the
+stream count, with the time of one dispatch (plus its combine dispatch where the columns are split), the effective
+bandwidth of the weights it must read, and the
 arithmetic rate (2 x rows x columns x streams flops).
 
     python benchmarks/matmul.py [--streams 16,64,256] [--shapes ffn_in,...] [--quant q4] [--tile 16,16,32]
@@ -22,24 +23,34 @@ from kyutai_stt.weights import quant  # noqa: E402
 from kyutai_stt.weights.quant import FORMATS  # noqa: E402
 
 
-def matmul_job(device, rng, source, quant_type, name, streams, tile, weights):
+def matmul_jobs(device, rng, source, quant_type, name, streams, tile, weights):
+    """The main dispatch, and the combine dispatch when the tile splits the columns (else None)."""
     rows, columns, input_mode = LM_SHAPES[name]
-    row_threads, stream_threads, tile_k = tile
+    row_threads, stream_threads, tile_k, splits = tile
     job = Job(f"matmul {quant_type} {name:<10} [{rows:>5} x {columns:>4}] x {streams:>3} streams", "matmul",
               {"FORMAT": FORMATS[quant_type], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
                "ACCUMULATE": input_mode == 2, "BATCH": streams, "ROW_THREADS": row_threads,
-               "STREAM_THREADS": stream_threads, "TILE_K": tile_k},
-              (-(-rows // (4 * row_threads)), -(-streams // (4 * stream_threads)), 1),
+               "STREAM_THREADS": stream_threads, "TILE_K": tile_k, "K_SPLITS": splits},
+              (-(-rows // (4 * row_threads)), -(-streams // (4 * stream_threads)), splits),
               bytes_read=quant.nbytes(quant_type, (rows, columns)))
     module = device.create_shader_module(code=source)
-    pipe = device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main",
-                                                                  "constants": job.constants})
     width = 2 * columns if input_mode == 2 else columns
     x = buffer(device, rng.standard_normal((streams, width)).astype(np.float32))
     alpha = buffer(device, np.ones(columns, np.float32))
     y = buffer(device, np.zeros((streams, rows), np.float32))
-    job.bind_groups = [bind(device, pipe, {**with_scales(copy), 2: x, 3: y, 4: alpha}) for copy in weights]
-    return job, pipe
+    partials = buffer(device, 4 * splits * streams * (rows + 1))
+    pipes = []
+    for entry in ("main", "combine") if splits > 1 else ("main",):
+        pipe = device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": entry,
+                                                                      "constants": job.constants})
+        pipes.append(pipe)
+    job.bind_groups = [bind(device, pipes[0], {**with_scales(copy), 2: x, 3: y, 4: alpha, 5: partials})
+                       for copy in weights]
+    combine = None
+    if splits > 1:
+        combine = Job(job.label + " combine", "matmul", job.constants, (-(-rows // 64), streams, 1), entry="combine")
+        combine.bind_groups = [bind(device, pipes[1], {3: y, 5: partials})]
+    return (job, pipes[0]), (combine, pipes[1]) if combine else None
 
 
 def main(argv=None) -> int:
@@ -47,7 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--streams", default="16,64,256")
     parser.add_argument("--shapes", default=",".join(LM_SHAPES))
     parser.add_argument("--quant", default="q4")
-    parser.add_argument("--tile", default="16,16,32", help="ROW_THREADS,STREAM_THREADS,TILE_K")
+    parser.add_argument("--tile", default="16,16,32,8", help="ROW_THREADS,STREAM_THREADS,TILE_K,K_SPLITS")
     parser.add_argument("--source", type=Path, help="a WGSL file in place of kernels/matmul.wgsl")
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--rotate-mib", type=int, default=256)
@@ -60,8 +71,10 @@ def main(argv=None) -> int:
         rows, columns, _ = LM_SHAPES[name]
         weights = weight_copies(device, rng, args.quant, rows, columns, args.rotate_mib * 2**20)
         for streams in (int(s) for s in args.streams.split(",")):
-            job, pipe = matmul_job(device, rng, source, args.quant, name, streams, tile, weights)
+            (job, pipe), combine = matmul_jobs(device, rng, source, args.quant, name, streams, tile, weights)
             ms, how = time_job(device, job, pipe, args.iterations)
+            if combine:
+                ms += time_job(device, *combine, args.iterations)[0]   # each includes ~4 us of pass overhead
             tflops = 2 * rows * columns * streams / (ms * 1e-3) / 1e12
             print(f"{job.label:<56} {ms:9.4f} ms {job.bytes_read / (ms * 1e-3) / 1e9:8.1f} GB/s "
                   f"{tflops:6.2f} TFLOPS  tile {args.tile}  ({how.split(';')[0]})", flush=True)

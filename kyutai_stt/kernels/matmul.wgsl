@@ -12,11 +12,18 @@
 //   results do not depend on BATCH or on the other streams (tests/models/test_streams.py runs one stream alone
 //   and among others, bit for bit). The order differs from matvec.wgsl's: the two agree to f32 rounding.
 //
+//   With K_SPLITS > 1 the columns are cut into K_SPLITS ranges summed by separate workgroups (more workgroups in
+//   flight where rows x streams alone give too few: each one's steps are a serial chain), into partials; the
+//   `combine` entry point then adds the ranges in order k_split = 0, 1, .. (and applies RMS_NORM's factor and
+//   ACCUMULATE): the sum order is fixed by K_SPLITS, never by BATCH.
+//
 // Bindings (group 0), as matvec.wgsl: 0 = w or qs (read, u32), 1 = d (read, as u32; bind the weights again for
 //   f32/f16), 2 = x (read, as vec4<f32>), 3 = y (read_write), 4 = alpha (read, [COLUMNS] f32; bind x unless
-//   RMS_NORM).
-// Dispatch: (ceil(ROWS / TILE_ROWS), ceil(BATCH / TILE_STREAMS), 1) workgroups of ROW_THREADS * STREAM_THREADS.
-// Constraints (the host checks them): COLUMNS % 32 == 0, X_STRIDE % 4 == 0,
+//   RMS_NORM), 5 = partials (read_write, f32[K_SPLITS, BATCH, ROWS] sums then f32[K_SPLITS, BATCH] sums of
+//   squares; any scratch buffer of at least one word when K_SPLITS == 1). `combine` binds 3 and 5.
+// Dispatch: main (ceil(ROWS / TILE_ROWS), ceil(BATCH / TILE_STREAMS), K_SPLITS) workgroups of ROW_THREADS *
+//   STREAM_THREADS; then, if K_SPLITS > 1, combine (ceil(ROWS / COMBINE_WORKGROUP), BATCH, 1).
+// Constraints (the host checks them): COLUMNS % (32 K_SPLITS) == 0, X_STRIDE % 4 == 0,
 //   ROW_THREADS * STREAM_THREADS <= 256 (a portable workgroup), TILE_K % 32 == 0, TILE_K <= 8 * ROW_THREADS
 //   (INPUT_LOADS),
 //   workgroup memory 16 * TILE_K * (ROW_THREADS + STREAM_THREADS) bytes within the device's limit
@@ -38,6 +45,9 @@ override Y_STRIDE: u32 = ROWS;
 override Y_OFFSET: u32 = 0u;
 override ACCUMULATE: bool = false;
 override INPUT_MODE: u32 = 0u;
+// Column ranges summed by separate workgroups (see above); each SPLIT_COLUMNS wide, a multiple of TILE_K.
+override K_SPLITS: u32 = 1u;
+override SPLIT_COLUMNS: u32 = COLUMNS / K_SPLITS;
 override EPS: f32 = 1e-8;
 // Tuning (benchmarks/kernels.py sweeps these): invocations along rows and along streams, 4 of each per invocation.
 override ROW_THREADS: u32 = 16u;
@@ -66,6 +76,9 @@ const INPUT_LOADS = 2u;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> alpha: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
+
+const COMBINE_WORKGROUP = 64u;
 
 // weight_tile[k * ROW_THREADS + g] = W[first_row + 4 g .. + 3, k0 + k]; input_tile[k * STREAM_THREADS + g] =
 // in(x)[first_stream + 4 g .. + 3, k0 + k]. After the last step input_tile holds the sums of squares.
@@ -189,7 +202,8 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     // squares[l]: the sums of squares of input load l's 4 streams (RMS_NORM), over the steps.
     var squares: array<vec4<f32>, INPUT_LOADS>;
 
-    for (var k0 = 0u; k0 < COLUMNS; k0 += TILE_K) {
+    let split = workgroup.z;
+    for (var k0 = split * SPLIT_COLUMNS; k0 < (split + 1u) * SPLIT_COLUMNS; k0 += TILE_K) {
         for (var i = lane; i < weight_loads; i += WORKGROUP_SIZE) {
             // Word columns fastest: neighbouring invocations read neighbouring words of a row.
             load_weights(i / (TILE_K / WEIGHTS_PER_WORD), i % (TILE_K / WEIGHTS_PER_WORD), k0, first_row);
@@ -214,7 +228,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
 
     // RMS_NORM: a stream group's sums of squares are spread over the TILE_K / 4 loads of its columns (pairs
     // g TILE_K / 4 + c); gathered in input_tile (free after the last barrier) and added in a fixed order.
-    var factors = vec4<f32>(1.0);
+    var squares_total = vec4<f32>(0.0);
     if (INPUT_MODE == MODE_RMS_NORM) {
         for (var l = 0u; l < INPUT_LOADS; l++) {
             let i = lane + l * WORKGROUP_SIZE;
@@ -223,17 +237,67 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             }
         }
         workgroupBarrier();
-        var total = vec4<f32>(0.0);
         for (var c = 0u; c < TILE_K / 4u; c++) {
-            total += input_tile[stream_group * (TILE_K / 4u) + c];
+            squares_total += input_tile[stream_group * (TILE_K / 4u) + c];
         }
-        factors = inverseSqrt(total / f32(COLUMNS) + EPS);
     }
 
     let rows = first_row + 4u * row_group;
     let streams = first_stream + 4u * stream_group;
+    if (K_SPLITS > 1u) {
+        store_partial(split, streams, rows, sum0, squares_total.x, workgroup.x == 0u && row_group == 0u);
+        store_partial(split, streams + 1u, rows, sum1, squares_total.y, workgroup.x == 0u && row_group == 0u);
+        store_partial(split, streams + 2u, rows, sum2, squares_total.z, workgroup.x == 0u && row_group == 0u);
+        store_partial(split, streams + 3u, rows, sum3, squares_total.w, workgroup.x == 0u && row_group == 0u);
+        return;
+    }
+    var factors = vec4<f32>(1.0);
+    if (INPUT_MODE == MODE_RMS_NORM) {
+        factors = inverseSqrt(squares_total / f32(COLUMNS) + EPS);
+    }
     store(streams, rows, sum0 * factors.x);
     store(streams + 1u, rows, sum1 * factors.y);
     store(streams + 2u, rows, sum2 * factors.z);
     store(streams + 3u, rows, sum3 * factors.w);
+}
+
+// One split's sums of 4 rows of one stream into partials; `with_squares`: one workgroup column also writes the
+// stream's sum of squares over the split (every row tile computes the same).
+fn store_partial(split: u32, stream: u32, first_row: u32, value: vec4<f32>, squares: f32, with_squares: bool) {
+    if (stream >= BATCH) {
+        return;
+    }
+    for (var r = 0u; r < 4u; r++) {
+        if (first_row + r < ROWS) {
+            partials[(split * BATCH + stream) * ROWS + first_row + r] = value[r];
+        }
+    }
+    if (INPUT_MODE == MODE_RMS_NORM && with_squares) {
+        partials[K_SPLITS * BATCH * ROWS + split * BATCH + stream] = squares;
+    }
+}
+
+@compute @workgroup_size(COMBINE_WORKGROUP)
+fn combine(@builtin(global_invocation_id) id: vec3<u32>) {
+    let row = id.x;
+    let stream = id.y;
+    if (row >= ROWS || stream >= BATCH) {
+        return;
+    }
+    var total = 0.0;
+    var squares = 0.0;
+    for (var split = 0u; split < K_SPLITS; split++) {
+        total += partials[(split * BATCH + stream) * ROWS + row];
+        if (INPUT_MODE == MODE_RMS_NORM) {
+            squares += partials[K_SPLITS * BATCH * ROWS + split * BATCH + stream];
+        }
+    }
+    if (INPUT_MODE == MODE_RMS_NORM) {
+        total *= inverseSqrt(squares / f32(COLUMNS) + EPS);
+    }
+    let index = stream * Y_STRIDE + Y_OFFSET + row;
+    if (ACCUMULATE) {
+        total += y[index];
+    }
+    y[index] = total;
 }

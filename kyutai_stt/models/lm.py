@@ -21,6 +21,7 @@ QUANTIZE_WORKGROUP = 256             # kernels/quantize_input.wgsl: 8 inputs per
 MATVEC_MAX_SUMS = 16                 # kernels/matvec*.wgsl: ROWS_PER_THREAD * BATCH (+ BATCH in RMS_NORM mode)
 MATVEC_MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM mode: 8 sums + 8 squares
 MAX_STREAMS = 256                    # beyond MATVEC_MAX_STREAMS the matrices take kernels/matmul.wgsl
+MATMUL_COMBINE_WORKGROUP = 64       # kernels/matmul.wgsl's COMBINE_WORKGROUP
 MATMUL_TILE_K_PER_ROW_THREAD = 8     # kernels/matmul.wgsl's INPUT_LOADS (2 of 4 columns): TILE_K <= 8 ROW_THREADS
 # Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
 # prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
@@ -51,9 +52,15 @@ class MatmulTuning:
     stream_threads: int = 16          # 64 x 64 tiles of 32 columns: 16 KiB of workgroup memory, the portable limit
     tile_k: int = 32
     from_streams: int = MATVEC_MAX_STREAMS + 1   # plans of this many streams or more take it for every matrix
+    k_splits: int = 8                 # column ranges on separate workgroups, at most (a plan constant: BENCHMARKS.md)
 
-    def constants(self) -> dict:
-        return {"ROW_THREADS": self.row_threads, "STREAM_THREADS": self.stream_threads, "TILE_K": self.tile_k}
+    def splits_for(self, columns: int) -> int:
+        """The most column ranges, up to k_splits, that cut `columns` into whole steps."""
+        return max(s for s in range(1, self.k_splits + 1) if columns % (s * self.tile_k) == 0)
+
+    def constants(self, columns: int) -> dict:
+        return {"ROW_THREADS": self.row_threads, "STREAM_THREADS": self.stream_threads, "TILE_K": self.tile_k,
+                "K_SPLITS": self.splits_for(columns)}
 
     def check(self, max_workgroup_bytes: int = 16384) -> None:
         if (self.row_threads * self.stream_threads > 256 or self.tile_k % 32
@@ -141,18 +148,23 @@ def for_streams(shape: MatvecTuning, streams: int, input_mode: int) -> MatvecTun
 
 def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: str,
             input_mode: int = INPUT_PLAIN, alpha: str | None = None, accumulate: bool = False,
-            int8_input: tuple[str, str] | None = None):
+            int8_input: tuple[str, str] | None = None, partials: str | None = None):
     """y (+)= W in(x) for each of the builder's streams (x: [streams, X_STRIDE], y: [streams, rows]), each weight
-    read once for all of them; int8_input: the (xq, xs) scratch buffers of the int8 path, where the tuning has one."""
+    read once for all of them; int8_input: the (xq, xs) scratch buffers of the int8 path, where the tuning has one;
+    partials: matmul.wgsl's scratch (plans of many streams)."""
     t = w.tensors[name]
     rows, columns = t.shape
     streams = b.streams
     if streams >= tuning.matmul.from_streams:
         tile = tuning.matmul
-        b.dispatch("matmul", {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x},
-                   (-(-rows // (4 * tile.row_threads)), -(-streams // (4 * tile.stream_threads))),
-                   {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
-                    "ACCUMULATE": accumulate, "BATCH": streams, **tile.constants()}, label=name)
+        constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
+                     "ACCUMULATE": accumulate, "BATCH": streams, **tile.constants(columns)}
+        b.dispatch("matmul", {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x, 5: partials},
+                   (-(-rows // (4 * tile.row_threads)), -(-streams // (4 * tile.stream_threads)),
+                    constants["K_SPLITS"]), constants, label=name)
+        if constants["K_SPLITS"] > 1:
+            b.dispatch("matmul", {3: y, 5: partials}, (-(-rows // MATMUL_COMBINE_WORKGROUP), streams), constants,
+                       label=f"{name} combine", entry="combine")
         return
     int8 = tuning.for_int8_matvec(name) if t.quant == "q4" and int8_input else None
     if int8:
@@ -225,9 +237,13 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     prompt = b.buffer("lm.prompt", "state", 4 * n * (2 + PROMPT_CAPACITY), (*s_, 2 + PROMPT_CAPACITY), "u32")
     b.inputs["prompt"] = prompt
     freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
-    int8_input = None
+    int8_input = partials = None
     if n >= tuning.matmul.from_streams:
         tuning.matmul.check()
+        # matmul.wgsl's column-range sums [splits, S, rows] and sums of squares [splits, S], for the widest matrix
+        rows = max(t.shape[0] for t in tensors.values() if len(t.shape) == 2)
+        partials = b.buffer("lm.matmul_partials", "scratch", 4 * tuning.matmul.k_splits * n * (rows + 1),
+                            (tuning.matmul.k_splits * n * (rows + 1),))
     elif tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
         widest = max(d, f)
         int8_input = (b.buffer("lm.input_int8", "scratch", n * widest, (*s_, widest // 4), "u32"),  # 4 int8 a u32
@@ -242,19 +258,22 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         k_cache = b.buffer(f"lm.k_cache.{i}", "state", 4 * n * d * cfg.context, ring)   # [S, H, context, hd]
         v_cache = b.buffer(f"lm.v_cache.{i}", "state", 4 * n * d * cfg.context, ring)
         _matvec(b, w, tuning, layer + "attn_qkv", x, qkv, INPUT_RMS_NORM, w.bindings(layer + "attn_norm")[0],
-                int8_input=int8_input)
+                int8_input=int8_input, partials=partials)
         b.dispatch("attention", {0: qkv, 1: "step", 2: freqs, 3: k_cache, 4: v_cache, 5: partial_out,
                                  6: partial_stats}, (cfg.num_heads, splits, n), attention, label=layer + "attention")
         if splits > 1:
             b.dispatch("attention", {5: partial_out, 6: partial_stats, 7: attended}, (cfg.num_heads, 1, n),
                        attention, label=layer + "attention combine", entry="combine")
-        _matvec(b, w, tuning, layer + "attn_out", attended, x, accumulate=True, int8_input=int8_input)
+        _matvec(b, w, tuning, layer + "attn_out", attended, x, accumulate=True, int8_input=int8_input,
+                partials=partials)
         _matvec(b, w, tuning, layer + "ffn_in", x, hidden, INPUT_RMS_NORM, w.bindings(layer + "ffn_norm")[0],
-                int8_input=int8_input)
-        _matvec(b, w, tuning, layer + "ffn_out", hidden, x, INPUT_SWIGLU, accumulate=True, int8_input=int8_input)
+                int8_input=int8_input, partials=partials)
+        _matvec(b, w, tuning, layer + "ffn_out", hidden, x, INPUT_SWIGLU, accumulate=True, int8_input=int8_input,
+                partials=partials)
 
     out_norm = w.bindings("out_norm")[0]
-    _matvec(b, w, tuning, "text_head", x, logits, INPUT_RMS_NORM, out_norm, int8_input=int8_input)
+    _matvec(b, w, tuning, "text_head", x, logits, INPUT_RMS_NORM, out_norm, int8_input=int8_input,
+            partials=partials)
     b.dispatch("argmax", {0: logits, 1: token, 2: results, 3: prompt}, (n,),
                {"COUNT": cfg.text_card, "RESULT_STRIDE": 1 + heads, "PROMPT_CAPACITY": PROMPT_CAPACITY,
                 "BOUNDARY_TOKEN": WORD_BOUNDARY_TOKEN, "PADDING_TOKEN": cfg.existing_text_padding_id},

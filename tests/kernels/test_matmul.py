@@ -17,8 +17,22 @@ from kyutai_stt.weights.quant import FORMATS
 PLAIN, RMS_NORM, SWIGLU = ref.INPUT_PLAIN, ref.INPUT_RMS_NORM, ref.INPUT_SWIGLU
 
 
+def run_matmul(bindings, rows, batch, constants):
+    """main, then (K_SPLITS > 1) combine, as a plan dispatches them; bindings 0-4 as the kernel's, 3 the initial y
+    (an in_out buffer); returns y."""
+    splits = constants.get("K_SPLITS", 1)
+    row_threads, stream_threads = constants.get("ROW_THREADS", 16), constants.get("STREAM_THREADS", 16)
+    workgroups = (-(-rows // (4 * row_threads)), -(-batch // (4 * stream_threads)), splits)
+    partials = gpu.Output((max(1, splits * batch * (rows + 1)),), np.float32, fill=np.nan)
+    out = gpu.run_kernel("matmul", {**bindings, 5: partials}, workgroups, constants)
+    if splits == 1:
+        return out[3]
+    return gpu.run_kernel("matmul", {3: bindings[3], 5: in_out(out[5])}, (-(-rows // 64), batch, 1), constants,
+                          entry="combine")[3]
+
+
 def check(quant_type, rng, rows, columns, batch, input_mode=PLAIN, accumulate=False, y_offset=0, y_padding=0,
-          row_threads=16, stream_threads=16, tile_k=32):
+          row_threads=16, stream_threads=16, tile_k=32, k_splits=1):
     streams, w = random_weights(rng, (rows, columns), quant_type)
     width = 2 * columns if input_mode == SWIGLU else columns
     x = rng.standard_normal((batch, width)).astype(np.float32)
@@ -29,11 +43,11 @@ def check(quant_type, rng, rows, columns, batch, input_mode=PLAIN, accumulate=Fa
         y_initial[:, y_offset:y_offset + rows] = rng.standard_normal((batch, rows))
     constants = {"FORMAT": FORMATS[quant_type], "ROWS": rows, "COLUMNS": columns, "BATCH": batch,
                  "INPUT_MODE": input_mode, "ACCUMULATE": accumulate, "Y_OFFSET": y_offset, "Y_STRIDE": y_stride,
-                 "ROW_THREADS": row_threads, "STREAM_THREADS": stream_threads, "TILE_K": tile_k}
+                 "ROW_THREADS": row_threads, "STREAM_THREADS": stream_threads, "TILE_K": tile_k,
+                 "K_SPLITS": k_splits}
     bindings = {**weight_bindings(streams), 2: x, 3: in_out(y_initial),
                 4: alpha if alpha is not None else np.zeros(4, np.float32)}
-    workgroups = (-(-rows // (4 * row_threads)), -(-batch // (4 * stream_threads)), 1)
-    y = gpu.run_kernel("matmul", bindings, workgroups, constants)[3]
+    y = run_matmul(bindings, rows, batch, constants)
 
     residual = y_initial[:, y_offset:y_offset + rows] if accumulate else None
     expected = ref.matvec(w, x, input_mode, alpha, accumulate_into=residual)
@@ -70,6 +84,13 @@ def test_rms_norm_with_the_most_input_loads(rng):
           tile_k=32)
 
 
+@pytest.mark.parametrize("input_mode", [RMS_NORM, SWIGLU])
+def test_column_splits_with_every_input_mode(rng, input_mode):
+    # Three column ranges added by combine: RMS_NORM's squares per range, the residual add once, an output offset.
+    check("q4", rng, rows=70, columns=192, batch=67, input_mode=input_mode, accumulate=True, y_offset=1,
+          y_padding=2, k_splits=3)
+
+
 def test_q4_realistic_ffn_input(rng):
     # The LM's FFN-in family: D = 2048 inputs through the fused pre-norm, a slice of the rows, 20 streams.
     check("q4", rng, rows=64, columns=2048, batch=20, input_mode=RMS_NORM)
@@ -81,13 +102,14 @@ def test_a_stream_alone_equals_it_among_others(rng):
     x = rng.standard_normal((70, 512)).astype(np.float32)
     alpha = rng.standard_normal(256).astype(np.float32)
 
-    def run(inputs, mode):
-        constants = {"FORMAT": FORMATS["q4"], "ROWS": 40, "COLUMNS": 256, "BATCH": len(inputs), "INPUT_MODE": mode}
-        bindings = {**weight_bindings(streams), 2: np.ascontiguousarray(inputs), 3: gpu.Output((len(inputs), 40)),
-                    4: alpha}
-        return gpu.run_kernel("matmul", bindings, (1, -(-len(inputs) // 64), 1), constants)[3]
+    def run(inputs, mode, splits):
+        constants = {"FORMAT": FORMATS["q4"], "ROWS": 40, "COLUMNS": 256, "BATCH": len(inputs), "INPUT_MODE": mode,
+                     "K_SPLITS": splits}
+        bindings = {**weight_bindings(streams), 2: np.ascontiguousarray(inputs),
+                    3: in_out(np.zeros((len(inputs), 40), np.float32)), 4: alpha}
+        return run_matmul(bindings, 40, len(inputs), constants)
 
-    for mode, columns in ((RMS_NORM, 256), (SWIGLU, 512)):
-        together = run(x[:, :columns], mode)
+    for mode, columns, splits in ((RMS_NORM, 256, 1), (SWIGLU, 512, 1), (RMS_NORM, 256, 2)):
+        together = run(x[:, :columns], mode, splits)
         for s in (0, 5, 66):
-            assert np.array_equal(run(x[s:s + 1, :columns], mode)[0], together[s]), (mode, s)
+            assert np.array_equal(run(x[s:s + 1, :columns], mode, splits)[0], together[s]), (mode, s)
