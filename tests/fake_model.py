@@ -8,7 +8,9 @@ resampled audio reached it intact; flush() emits the remainder (if >= 0.1 s) and
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from audio_helpers import peak_hz
@@ -31,11 +33,12 @@ class _Event:
         return {"type": self.kind, **{k: v for k, v in vars(self).items()}}
 
 
-class Word(_Event):
-    kind = "word"
-
-    def __init__(self, text, start, end):
-        self.text, self.start, self.end = text, start, end
+@dataclass
+class Word(_Event):                 # a dataclass, as the decoder's (segments.stitch moves its times by replace)
+    kind: ClassVar[str] = "word"
+    text: str
+    start: float
+    end: float
 
 
 class EndOfTurn(_Event):
@@ -110,8 +113,10 @@ class FakeBatchTranscriber:
         for source in sources:
             self.transcriber.reset()
             words, eots, samples = [], [], 0
+            chunks = ([source[i:i + RATE] for i in range(0, source.size, RATE)] if isinstance(source, np.ndarray)
+                      else read_chunks(Path(source), 1.0, on_warning=warn))
             try:
-                for chunk in read_chunks(Path(source), 1.0, on_warning=warn):
+                for chunk in chunks:
                     samples += chunk.size
                     take_events(self.transcriber.feed(chunk, RATE), words, eots)
             except AudioError as error:             # this file alone stops; raised once all are done

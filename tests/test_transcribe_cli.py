@@ -125,6 +125,23 @@ def test_several_files_run_as_a_batch_and_come_out_in_input_order(tmp_path, caps
         assert code == 2 and f"--streams {bad}: from 1 to 256" in err
 
 
+def test_parallel_segments_take_the_batch_one_file_at_a_time(tmp_path, capsys, fake, pkg):
+    # A 50 s file is cut in two near 30 s (streaming/segments.py), each segment on its own stream: the fake names
+    # every second of each segment (and a last part of 0.1 s or more), so ~50 words come back, moved into place.
+    a = tone(tmp_path / "a.flac", 440, 50.0)
+    code, out, err = main(capsys, a, "--model", pkg, "--parallel-segments", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc["text"].split()) == {"440hz"} and len(doc["words"]) in (50, 51)
+    assert doc["audio"]["duration_s"] == 50.0
+    starts = [w["start"] for w in doc["words"]]
+    assert starts == sorted(starts) and starts[-1] >= 49.0
+    (batch,) = fake_model.FakeBatchTranscriber.instances
+    assert batch.streams == 32 and summary(err)["streams"] == 32
+    code, _, err = main(capsys, a, "--model", pkg, "--parallel-segments", "--streams", "4")
+    assert code == 0 and summary(err)["streams"] == 4
+
+
 def test_one_file_to_an_output_file_and_into_an_existing_folder(tmp_path, capsys, fake, pkg):
     audio = tone(tmp_path / "talk.flac", 440, 1.0)
     code, out, _ = main(capsys, audio, "--model", pkg, "--format", "vtt", "--output", tmp_path / "t.vtt")

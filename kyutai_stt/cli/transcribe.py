@@ -15,18 +15,21 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from kyutai_stt.atomic import write_atomic
 from kyutai_stt.cli.common import checked_targets, model_info, synthetic_note
 from kyutai_stt.config import MAX_SILENCE_PREFIX_S
 from kyutai_stt.errors import UserError
 from kyutai_stt.models.lm import MAX_STREAMS
-from kyutai_stt.streaming.audio import check
+from kyutai_stt.streaming.audio import check, read_chunks
 from kyutai_stt.streaming.batch import BatchTranscriber
-from kyutai_stt.streaming.files import FILE_READBACK_BATCH, transcribe_file
+from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, transcribe_file
 from kyutai_stt.streaming.formats import EXTENSIONS, FORMATS, render
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.prompt import add_arguments as prompt_arguments
 from kyutai_stt.streaming.resample import low_rate_warning
+from kyutai_stt.streaming.segments import SEGMENT_S, transcribe_segmented
 from kyutai_stt.streaming.transcriber import Transcriber
 from kyutai_stt.weights.cache import resolve_model
 
@@ -34,6 +37,7 @@ TTY_REFRESH_S = 0.1          # the progress bar redraws at most this often
 PLAIN_INTERVAL_S = 30.0      # without a terminal, one progress line per this many seconds
 BAR_WIDTH = 24
 DEFAULT_STREAMS = 8          # several files: this many at once by default (tests/test_batch.py: equal transcripts)
+SEGMENT_STREAMS = 32         # --parallel-segments: segments at once by default (BENCHMARKS.md: 10-minute file)
 
 EPILOG = """\
 output:
@@ -129,6 +133,10 @@ def add_arguments(parser) -> None:
                         help="seconds of silence fed before the audio (helps clips that start mid-word; default: "
                              "the model's config, at least 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary line on stderr")
+    parser.add_argument("--parallel-segments", action="store_true",
+                        help=f"cut each long file at pauses into ~{SEGMENT_S:g} s segments transcribed side by side "
+                             f"(far faster on a GPU; each segment starts without the context before it: "
+                             f"docs/transcribe.md); with --streams: segments at once (default {SEGMENT_STREAMS})")
     parser.add_argument("--streams", type=int, default=None, metavar="N",
                         help=f"files transcribed at once on the GPU, every weight read once for all of them "
                              f"(default: as many as files, at most {DEFAULT_STREAMS}); the transcripts are the same "
@@ -176,14 +184,16 @@ def run(args) -> int:
     targets = _targets(args.files, args.output, args.format)
     prompt = Prompt.load(args.prompt_text, args.prompt_audio)
 
-    streams = min(len(args.files), DEFAULT_STREAMS) if args.streams is None else args.streams
-    if not 1 <= streams <= MAX_STREAMS:
+    if args.streams is not None and not 1 <= args.streams <= MAX_STREAMS:
         raise UserError(f"--streams {args.streams}: from 1 to {MAX_STREAMS}")
-    streams = min(streams, len(args.files))
+    if args.parallel_segments:
+        streams = args.streams or SEGMENT_STREAMS
+    else:
+        streams = min(args.streams or DEFAULT_STREAMS, len(args.files))
 
     started = time.perf_counter()
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
-    if streams > 1:
+    if streams > 1 or args.parallel_segments:
         transcriber = BatchTranscriber(package_dir, streams, silence_prefix=args.silence_prefix, prompt=prompt)
     else:
         transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix,
@@ -219,7 +229,22 @@ def run(args) -> int:
             return False
         return True
 
-    if streams > 1:
+    if args.parallel_segments:
+        for i, (path, info) in enumerate(zip(args.files, infos)):
+            t0 = time.perf_counter()
+            progress = Progress(sys.stderr, path.name, info.duration_s, enabled=not args.quiet)
+            try:   # the whole file in memory (24 kHz float32: 346 MB an hour), then its segments as one batch
+                samples = np.concatenate(list(read_chunks(path, CHUNK_S, on_warning=warn)))
+                (t,) = transcribe_segmented(transcriber, [samples])
+            except (UserError, KeyboardInterrupt):
+                progress.abandon()
+                raise
+            progress.finish(t.seconds)
+            if not emit(i, t.words, t.end_of_turns, t.seconds):
+                return 1
+            audio_total += t.seconds
+            wall_total += time.perf_counter() - t0
+    elif streams > 1:
         audio_total, wall_total, reader_left = _transcribe_batch(transcriber, args, infos, emit, warn)
         if reader_left:
             return 1

@@ -1,0 +1,92 @@
+"""Long recordings as a batch: cut at pauses into segments that run side by side on the streams of one
+BatchTranscriber, then stitched back by time (`kyutai-stt transcribe --parallel-segments`; docs/transcribe.md).
+
+A cut falls at the quietest frame (lowest RMS over 80 ms) within SEARCH_S of every SEGMENT_S, on a frame boundary,
+so that segment times stay whole frames. Each segment is then transcribed exactly as a recording of its own (its
+silence prefix, its flush: streaming/batch.py), and its words are moved by its start. What a cut changes, against
+one pass over the whole recording:
+- the model starts afresh at each segment: it has none of the context before the cut (the LM sees up to 60 s of
+  context; a speaker's name or topic from earlier no longer steers it);
+- a word that straddles the cut (a cut inside speech, where no pause was found) is heard in two halves;
+- the flush ends every segment with silence, so the end-of-turn detector may fire there: ends of turn after a
+  segment's last sample are dropped, but for the last segment's.
+The words of each segment equal a run of that segment alone (tests/test_segments.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from itertools import accumulate
+
+import numpy as np
+
+from kyutai_stt.streaming.batch import BatchTranscriber, Transcript
+from kyutai_stt.streaming.resample import TARGET_RATE
+
+SEGMENT_S = 30.0        # a cut near every this many seconds: 20 segments (streams) for 10 minutes
+SEARCH_S = 5.0          # looked for within this much of each target
+FRAME = 1920            # samples of one 80 ms frame at 24 kHz: cuts fall on frame boundaries
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: int           # first sample
+    end: int             # one past the last sample
+
+
+def cut_points(samples: np.ndarray, segment_s: float = SEGMENT_S, search_s: float = SEARCH_S) -> list[Segment]:
+    """Segments covering samples (24 kHz mono), cut at the quietest frame near every segment_s; one segment for
+    a recording shorter than 1.5 segment_s."""
+    frames = samples.size // FRAME
+    per_segment = round(segment_s * TARGET_RATE / FRAME)
+    if samples.size < 1.5 * segment_s * TARGET_RATE or frames < 2:
+        return [Segment(0, samples.size)]
+    energy = np.square(samples[:frames * FRAME].reshape(frames, FRAME), dtype=np.float64).mean(axis=1)
+    search = round(search_s * TARGET_RATE / FRAME)
+    cuts, target = [], per_segment
+    while target < frames - per_segment // 2:
+        lo, hi = max(target - search, (cuts[-1] if cuts else 0) + 1), min(target + search, frames - 1)
+        cut = lo + int(np.argmin(energy[lo:hi + 1]))       # the first quietest frame: deterministic on ties
+        cuts.append(cut)
+        target = cut + per_segment
+    bounds = [0, *(c * FRAME for c in cuts), samples.size]
+    return [Segment(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def stitch(segments: list[Segment], transcripts: list[Transcript]) -> Transcript:
+    """One transcript of the whole recording: each segment's words and ends of turn moved by its start; ends of
+    turn in a segment's flush dropped, but for the last segment's."""
+    whole = Transcript(seconds=sum(t.seconds for t in transcripts))
+    for i, (segment, t) in enumerate(zip(segments, transcripts)):
+        offset = segment.start / TARGET_RATE
+        whole.words += [replace(w, start=w.start + offset, end=w.end + offset) for w in t.words]
+        last = i == len(segments) - 1
+        whole.end_of_turns += [e + offset for e in t.end_of_turns if last or e <= t.seconds]
+    return whole
+
+
+def transcribe_segmented(batch: BatchTranscriber, recordings: list[np.ndarray], on_done=None,
+                         segment_s: float = SEGMENT_S, search_s: float = SEARCH_S) -> list[Transcript]:
+    """Every recording (24 kHz mono samples) cut into segments, all segments of all recordings run as one batch;
+    on_done(index, transcript) as each recording's last segment finishes; returned in input order."""
+    plan = [cut_points(r, segment_s, search_s) for r in recordings]
+    sources, owner = [], []
+    for i, (recording, segments) in enumerate(zip(recordings, plan)):
+        sources += [recording[s.start:s.end] for s in segments]
+        owner += [i] * len(segments)
+    pending = [len(segments) for segments in plan]
+    parts: dict[int, Transcript] = {}
+    results: dict[int, Transcript] = {}
+    firsts = list(accumulate([0, *pending[:-1]]))            # each recording's first segment among the sources
+
+    def done(index: int, transcript: Transcript) -> None:
+        parts[index] = transcript
+        r = owner[index]
+        pending[r] -= 1
+        if pending[r] == 0:
+            first = firsts[r]
+            results[r] = stitch(plan[r], [parts.pop(first + k) for k in range(len(plan[r]))])
+            if on_done:
+                on_done(r, results[r])
+
+    batch.transcribe(sources, on_done=done)
+    return [results[i] for i in range(len(recordings))]
