@@ -2,14 +2,14 @@
 
     {"bench": "transcribe", "audio_s": 600, "wall_s": ..., "rtf": ..., "load_s": ..., "adapter": ...}
 
-    python benchmarks/transcribe.py --package PKG [--audio FILE] [--seconds 600]
+    python benchmarks/transcribe.py --package PKG [--audio FILE] [--seconds 600] [-- --parallel-segments ...]
 
 wall_s is the command's own measure of the time spent on the file (decoding + transcription, model loading
 excluded; that is load_s), rtf = wall_s / audio_s (< 1: faster than real time). Without --audio, a speech-like
 signal (harmonic "vowels" at syllable rate, pauses, a little noise; 16 kHz mono, so the resampler runs too) of
 --seconds is written to a temporary file first (not timed). Without --package, the tiny synthetic package is built
 first (a smoke test of the pipeline, not a measure of the real model). The command runs as a child process (the
-CLI itself), exactly as a user runs it.
+CLI itself), exactly as a user runs it; arguments after `--` are passed to it (the line names them in "options").
 """
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ def main() -> int:
     parser.add_argument("--package", type=Path, help="model package directory (default: the tiny synthetic one)")
     parser.add_argument("--audio", type=Path, help="an audio file (default: a generated speech-like signal)")
     parser.add_argument("--seconds", type=float, default=600.0, help="length of the generated signal")
+    parser.add_argument("options", nargs="*", help="after --: options of `kyutai-stt transcribe`")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kyutai-transcribe-bench-"))
     try:
@@ -66,7 +67,7 @@ def main() -> int:
             convert(str(work / "ckpt"), package, "q4")
         audio = args.audio or write_speechlike(work / "speechlike.wav", args.seconds)
         done = subprocess.run([sys.executable, "-m", "kyutai_stt.cli", "transcribe", str(audio), "--model",
-                               str(package), "--output", str(work / "transcript.txt")],
+                               str(package), "--output", str(work / "transcript.txt"), *args.options],
                               capture_output=True, text=True)
         if done.returncode:
             sys.stderr.write(done.stdout + done.stderr)
@@ -74,7 +75,8 @@ def main() -> int:
         summary = json.loads(done.stderr.strip().splitlines()[-1])
         from kyutai_stt.engine import device as gpu
         print(json.dumps({"bench": "transcribe", "audio_s": summary["audio_s"], "wall_s": summary["wall_s"],
-                          "rtf": summary["rtf"], "load_s": summary["load_s"],
+                          "rtf": summary["rtf"], "load_s": summary["load_s"], "streams": summary["streams"],
+                          "options": " ".join(args.options),
                           "adapter": gpu.adapter_summary()["name"]}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
