@@ -10,7 +10,15 @@ import numpy as np
 from kyutai_stt.streaming.batch import BatchTranscriber, Transcript
 from kyutai_stt.streaming.decoder import Word
 from kyutai_stt.streaming.files import FILE_READBACK_BATCH
-from kyutai_stt.streaming.segments import FRAME, Segment, cut_points, stitch, transcribe_segmented
+from kyutai_stt.streaming.segments import (
+    FRAME,
+    MIN_SEGMENT_S,
+    Segment,
+    cut_points,
+    segment_length,
+    stitch,
+    transcribe_segmented,
+)
 from kyutai_stt.streaming.transcriber import Transcriber
 
 RATE = 24_000
@@ -23,13 +31,14 @@ def test_cuts_fall_in_the_pauses_on_frame_boundaries():
     pauses = [27.0, 61.0, 88.5]      # 0.2 s of near-silence each, within 5 s of the targets 30, 57, 91 s
     for t in pauses:
         samples[int(t * RATE):int((t + 0.2) * RATE)] *= 1e-3
-    segments = cut_points(samples)
+    segments = cut_points(samples, 30.0)
     assert [s.start for s in segments[1:]] == [s.end for s in segments[:-1]]
     assert segments[0].start == 0 and segments[-1].end == samples.size
     assert all(s.start % FRAME == 0 for s in segments)
     cuts = [s.start / RATE for s in segments[1:]]
     assert len(cuts) == 3 and all(t <= c <= t + 0.2 for c, t in zip(cuts, pauses)), cuts
-    assert cut_points(samples[:40 * RATE]) == [Segment(0, 40 * RATE)]     # under 1.5 segments: whole
+    assert cut_points(samples[:40 * RATE], 30.0) == [Segment(0, 40 * RATE)]     # under 1.5 segments: whole
+    assert segment_length(600, 32) == 18.75 and segment_length(60, 32) == MIN_SEGMENT_S
 
 
 def test_stitch_moves_times_and_drops_the_flush_ends_of_turn():

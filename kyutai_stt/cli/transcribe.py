@@ -29,7 +29,7 @@ from kyutai_stt.streaming.formats import EXTENSIONS, FORMATS, render
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.prompt import add_arguments as prompt_arguments
 from kyutai_stt.streaming.resample import low_rate_warning
-from kyutai_stt.streaming.segments import SEGMENT_S, transcribe_segmented
+from kyutai_stt.streaming.segments import MIN_SEGMENT_S, transcribe_segmented
 from kyutai_stt.streaming.transcriber import Transcriber
 from kyutai_stt.weights.cache import resolve_model
 
@@ -134,9 +134,10 @@ def add_arguments(parser) -> None:
                              "the model's config, at least 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary line on stderr")
     parser.add_argument("--parallel-segments", action="store_true",
-                        help=f"cut each long file at pauses into ~{SEGMENT_S:g} s segments transcribed side by side "
-                             f"(far faster on a GPU; each segment starts without the context before it: "
-                             f"docs/transcribe.md); with --streams: segments at once (default {SEGMENT_STREAMS})")
+                        help=f"cut each long file at pauses into segments (one per stream, at least "
+                             f"{MIN_SEGMENT_S:g} s) transcribed side by side: far faster on a GPU, but each segment "
+                             f"starts without the context before it (docs/transcribe.md); --streams: segments at "
+                             f"once (default {SEGMENT_STREAMS})")
     parser.add_argument("--streams", type=int, default=None, metavar="N",
                         help=f"files transcribed at once on the GPU, every weight read once for all of them "
                              f"(default: as many as files, at most {DEFAULT_STREAMS}); the transcripts are the same "

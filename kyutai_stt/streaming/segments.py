@@ -1,9 +1,11 @@
 """Long recordings as a batch: cut at pauses into segments that run side by side on the streams of one
 BatchTranscriber, then stitched back by time (`kyutai-stt transcribe --parallel-segments`; docs/transcribe.md).
 
-A cut falls at the quietest frame (lowest RMS over 80 ms) within SEARCH_S of every SEGMENT_S, on a frame boundary,
-so that segment times stay whole frames. Each segment is then transcribed exactly as a recording of its own (its
-silence prefix, its flush: streaming/batch.py), and its words are moved by its start. What a cut changes, against
+A recording is cut into about as many segments as the batch has streams (every stream busy), but none shorter
+than MIN_SEGMENT_S: the context a segment loses is the price of its speed. A cut falls at the quietest frame (lowest
+RMS over 80 ms) within SEARCH_S of each target, on a frame boundary, so that segment times stay whole frames.
+Each segment is then transcribed exactly as a recording of its own (its silence prefix, its flush:
+streaming/batch.py), and its words are moved by its start. What a cut changes, against
 one pass over the whole recording:
 - the model starts afresh at each segment: it has none of the context before the cut (the LM sees up to 60 s of
   context; a speaker's name or topic from earlier no longer steers it);
@@ -22,8 +24,8 @@ import numpy as np
 from kyutai_stt.streaming.batch import BatchTranscriber, Transcript
 from kyutai_stt.streaming.resample import TARGET_RATE
 
-SEGMENT_S = 30.0        # a cut near every this many seconds: 20 segments (streams) for 10 minutes
-SEARCH_S = 5.0          # looked for within this much of each target
+MIN_SEGMENT_S = 15.0    # no segment is planned shorter (10 minutes on 32 streams: 18.75 s segments)
+SEARCH_S = 5.0          # a cut is looked for within this much of each target
 FRAME = 1920            # samples of one 80 ms frame at 24 kHz: cuts fall on frame boundaries
 
 
@@ -33,7 +35,12 @@ class Segment:
     end: int             # one past the last sample
 
 
-def cut_points(samples: np.ndarray, segment_s: float = SEGMENT_S, search_s: float = SEARCH_S) -> list[Segment]:
+def segment_length(seconds: float, streams: int) -> float:
+    """The planned segment length for a recording of `seconds` on `streams` streams."""
+    return max(MIN_SEGMENT_S, seconds / streams)
+
+
+def cut_points(samples: np.ndarray, segment_s: float, search_s: float = SEARCH_S) -> list[Segment]:
     """Segments covering samples (24 kHz mono), cut at the quietest frame near every segment_s; one segment for
     a recording shorter than 1.5 segment_s."""
     frames = samples.size // FRAME
@@ -65,10 +72,12 @@ def stitch(segments: list[Segment], transcripts: list[Transcript]) -> Transcript
 
 
 def transcribe_segmented(batch: BatchTranscriber, recordings: list[np.ndarray], on_done=None,
-                         segment_s: float = SEGMENT_S, search_s: float = SEARCH_S) -> list[Transcript]:
-    """Every recording (24 kHz mono samples) cut into segments, all segments of all recordings run as one batch;
-    on_done(index, transcript) as each recording's last segment finishes; returned in input order."""
-    plan = [cut_points(r, segment_s, search_s) for r in recordings]
+                         segment_s: float | None = None, search_s: float = SEARCH_S) -> list[Transcript]:
+    """Every recording (24 kHz mono samples) cut into segments (segment_s: by default segment_length's), all
+    segments of all recordings run as one batch; on_done(index, transcript) as each recording's last segment
+    finishes; returned in input order."""
+    plan = [cut_points(r, segment_s or segment_length(r.size / TARGET_RATE, batch.streams), search_s)
+            for r in recordings]
     sources, owner = [], []
     for i, (recording, segments) in enumerate(zip(recordings, plan)):
         sources += [recording[s.start:s.end] for s in segments]
