@@ -37,7 +37,7 @@ TTY_REFRESH_S = 0.1          # the progress bar redraws at most this often
 PLAIN_INTERVAL_S = 30.0      # without a terminal, one progress line per this many seconds
 BAR_WIDTH = 24
 DEFAULT_STREAMS = 8          # several files: this many at once by default (tests/test_batch.py: equal transcripts)
-SEGMENT_STREAMS = 32         # --parallel-segments: segments at once by default (BENCHMARKS.md: 10-minute file)
+SEGMENT_STREAMS = 8          # --parallel-segments: segments at once by default (BENCHMARKS.md: 10-minute file, H100)
 
 EPILOG = """\
 output:

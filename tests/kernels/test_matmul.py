@@ -8,7 +8,7 @@ while one wrong weight moves an output by ~6e-4 of it.
 
 import numpy as np
 import pytest
-from kernel_helpers import U32, assert_within, in_out, random_weights, weight_bindings
+from kernel_helpers import in_out, product_case, random_weights, weight_bindings
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.reference import lm as ref
@@ -33,32 +33,12 @@ def run_matmul(bindings, rows, batch, constants):
 
 def check(quant_type, rng, rows, columns, batch, input_mode=PLAIN, accumulate=False, y_offset=0, y_padding=0,
           row_threads=16, stream_threads=16, tile_k=32, k_splits=1):
-    streams, w = random_weights(rng, (rows, columns), quant_type)
-    width = 2 * columns if input_mode == SWIGLU else columns
-    x = rng.standard_normal((batch, width)).astype(np.float32)
-    alpha = rng.standard_normal(columns).astype(np.float32) if input_mode == RMS_NORM else None
-    y_stride = rows + y_offset + y_padding
-    y_initial = np.full((batch, y_stride), np.nan, np.float32)
-    if accumulate:
-        y_initial[:, y_offset:y_offset + rows] = rng.standard_normal((batch, rows))
+    case = product_case(rng, quant_type, rows, columns, batch, input_mode, accumulate, y_offset, y_padding)
     constants = {"FORMAT": FORMATS[quant_type], "ROWS": rows, "COLUMNS": columns, "BATCH": batch,
-                 "INPUT_MODE": input_mode, "ACCUMULATE": accumulate, "Y_OFFSET": y_offset, "Y_STRIDE": y_stride,
-                 "ROW_THREADS": row_threads, "STREAM_THREADS": stream_threads, "TILE_K": tile_k,
-                 "K_SPLITS": k_splits}
-    bindings = {**weight_bindings(streams), 2: x, 3: in_out(y_initial),
-                4: alpha if alpha is not None else np.zeros(4, np.float32)}
-    y = run_matmul(bindings, rows, batch, constants)
-
-    residual = y_initial[:, y_offset:y_offset + rows] if accumulate else None
-    expected = ref.matvec(w, x, input_mode, alpha, accumulate_into=residual)
-    transformed = {PLAIN: x, RMS_NORM: ref.rms_norm(x, alpha) if alpha is not None else x,
-                   SWIGLU: ref.swiglu(x)}[input_mode]
-    bound = (columns + 64) * U32 * (np.abs(transformed) @ np.abs(w).T)
-    if accumulate:
-        bound = bound + U32 * np.abs(expected)
-    assert_within(y[:, y_offset:y_offset + rows], expected, bound, f"matmul {quant_type}")
-    assert np.isnan(y[:, :y_offset]).all() and np.isnan(y[:, y_offset + rows:]).all()
-    return y
+                 "INPUT_MODE": input_mode, "ACCUMULATE": accumulate, "Y_OFFSET": y_offset,
+                 "Y_STRIDE": case.y_initial.shape[1], "ROW_THREADS": row_threads, "STREAM_THREADS": stream_threads,
+                 "TILE_K": tile_k, "K_SPLITS": k_splits}
+    case.check(run_matmul(case.bindings, rows, batch, constants), columns + 64, f"matmul {quant_type}")
 
 
 @pytest.mark.parametrize("quant_type", ["q4", "q8", "f16", "f32"])
