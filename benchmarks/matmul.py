@@ -11,16 +11,23 @@ Timing as benchmarks/kernels.py (timestamp queries, weights rotated past the L2 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
-from kernels import LM_SHAPES, Job, bind, buffer, time_job, weight_copies, with_scales
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kyutai_stt.engine import device as gpu  # noqa: E402
 from kyutai_stt.weights import quant  # noqa: E402
 from kyutai_stt.weights.quant import FORMATS  # noqa: E402
+
+# benchmarks/kernels.py's timing helpers, by path (a bare `import kernels` can find tests/kernels or the package's).
+_spec = importlib.util.spec_from_file_location("kernel_benchmarks", Path(__file__).with_name("kernels.py"))
+_kernels = sys.modules["kernel_benchmarks"] = importlib.util.module_from_spec(_spec)   # its dataclass looks it up
+_spec.loader.exec_module(_kernels)
+LM_SHAPES, Job, bind, buffer = _kernels.LM_SHAPES, _kernels.Job, _kernels.bind, _kernels.buffer
+time_job, weight_copies, with_scales = _kernels.time_job, _kernels.weight_copies, _kernels.with_scales
 
 
 def matmul_jobs(device, rng, source, quant_type, name, streams, tile, weights):

@@ -102,7 +102,7 @@ fn block_scales(n: vec4<u32>, k: u32) -> vec4<f32> {
 
 // Decodes word column `c` (weights k = c WEIGHTS_PER_WORD ..) of row group g (rows 4 g .. 4 g + 3 of the tile) into
 // the weight tile, one vec4 (4 rows) per column. Rows past the end repeat the last row (never written out).
-fn load_weights(g: u32, c: u32, k0: u32, first_row: u32) {
+fn load_weight_tile(g: u32, c: u32, k0: u32, first_row: u32) {
     let n = min(vec4<u32>(first_row + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(ROWS - 1u));
     let k = c * WEIGHTS_PER_WORD;
     let index = (n * COLUMNS + k0 + k) / WEIGHTS_PER_WORD;
@@ -133,7 +133,7 @@ fn load_weights(g: u32, c: u32, k0: u32, first_row: u32) {
 }
 
 // in(x) of one stream at columns k .. k + 3 (absolute); `value` = x there (RMS_NORM sums its squares).
-fn input_vector(stream: u32, k: u32, value: vec4<f32>) -> vec4<f32> {
+fn transformed_input(stream: u32, k: u32, value: vec4<f32>) -> vec4<f32> {
     if (INPUT_MODE == MODE_RMS_NORM) {
         return value * alpha[k / 4u];
     } else if (INPUT_MODE == MODE_SWIGLU) {
@@ -149,17 +149,17 @@ fn raw_input(stream: u32, k: u32) -> vec4<f32> {
 // Transforms columns 4 c .. 4 c + 3 of stream group g (streams 4 g .. 4 g + 3 of the tile) into the input tile, one
 // vec4 (4 streams) per column; returns the streams' sums of squares of these raw inputs (RMS_NORM). Streams past
 // the end repeat the last stream (never written out).
-fn load_inputs(g: u32, c: u32, k0: u32, first_stream: u32) -> vec4<f32> {
+fn load_input_tile(g: u32, c: u32, k0: u32, first_stream: u32) -> vec4<f32> {
     let s = min(vec4<u32>(first_stream + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(BATCH - 1u));
     let k = k0 + 4u * c;
     let raw_a = raw_input(s.x, k);
     let raw_b = raw_input(s.y, k);
     let raw_e = raw_input(s.z, k);
     let raw_f = raw_input(s.w, k);
-    let a = input_vector(s.x, k, raw_a);
-    let b = input_vector(s.y, k, raw_b);
-    let e = input_vector(s.z, k, raw_e);
-    let f = input_vector(s.w, k, raw_f);
+    let a = transformed_input(s.x, k, raw_a);
+    let b = transformed_input(s.y, k, raw_b);
+    let e = transformed_input(s.z, k, raw_e);
+    let f = transformed_input(s.w, k, raw_f);
     let slot = 4u * c * STREAM_THREADS + g;
     input_tile[slot] = vec4<f32>(a.x, b.x, e.x, f.x);
     input_tile[slot + STREAM_THREADS] = vec4<f32>(a.y, b.y, e.y, f.y);
@@ -169,7 +169,7 @@ fn load_inputs(g: u32, c: u32, k0: u32, first_stream: u32) -> vec4<f32> {
 }
 
 // Writes the 4 rows of one stream (ACCUMULATE adds the old values).
-fn store(stream: u32, first_row: u32, value: vec4<f32>) {
+fn store_rows(stream: u32, first_row: u32, value: vec4<f32>) {
     if (stream >= BATCH) {
         return;
     }
@@ -206,12 +206,12 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     for (var k0 = split * SPLIT_COLUMNS; k0 < (split + 1u) * SPLIT_COLUMNS; k0 += TILE_K) {
         for (var i = lane; i < weight_loads; i += WORKGROUP_SIZE) {
             // Word columns fastest: neighbouring invocations read neighbouring words of a row.
-            load_weights(i / (TILE_K / WEIGHTS_PER_WORD), i % (TILE_K / WEIGHTS_PER_WORD), k0, first_row);
+            load_weight_tile(i / (TILE_K / WEIGHTS_PER_WORD), i % (TILE_K / WEIGHTS_PER_WORD), k0, first_row);
         }
         for (var l = 0u; l < INPUT_LOADS; l++) {
             let i = lane + l * WORKGROUP_SIZE;
             if (i < input_loads) {
-                squares[l] += load_inputs(i / (TILE_K / 4u), i % (TILE_K / 4u), k0, first_stream);
+                squares[l] += load_input_tile(i / (TILE_K / 4u), i % (TILE_K / 4u), k0, first_stream);
             }
         }
         workgroupBarrier();
@@ -245,25 +245,25 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let rows = first_row + 4u * row_group;
     let streams = first_stream + 4u * stream_group;
     if (K_SPLITS > 1u) {
-        store_partial(split, streams, rows, sum0, squares_total.x, workgroup.x == 0u && row_group == 0u);
-        store_partial(split, streams + 1u, rows, sum1, squares_total.y, workgroup.x == 0u && row_group == 0u);
-        store_partial(split, streams + 2u, rows, sum2, squares_total.z, workgroup.x == 0u && row_group == 0u);
-        store_partial(split, streams + 3u, rows, sum3, squares_total.w, workgroup.x == 0u && row_group == 0u);
+        store_partial_rows(split, streams, rows, sum0, squares_total.x, workgroup.x == 0u && row_group == 0u);
+        store_partial_rows(split, streams + 1u, rows, sum1, squares_total.y, workgroup.x == 0u && row_group == 0u);
+        store_partial_rows(split, streams + 2u, rows, sum2, squares_total.z, workgroup.x == 0u && row_group == 0u);
+        store_partial_rows(split, streams + 3u, rows, sum3, squares_total.w, workgroup.x == 0u && row_group == 0u);
         return;
     }
     var factors = vec4<f32>(1.0);
     if (INPUT_MODE == MODE_RMS_NORM) {
         factors = inverseSqrt(squares_total / f32(COLUMNS) + EPS);
     }
-    store(streams, rows, sum0 * factors.x);
-    store(streams + 1u, rows, sum1 * factors.y);
-    store(streams + 2u, rows, sum2 * factors.z);
-    store(streams + 3u, rows, sum3 * factors.w);
+    store_rows(streams, rows, sum0 * factors.x);
+    store_rows(streams + 1u, rows, sum1 * factors.y);
+    store_rows(streams + 2u, rows, sum2 * factors.z);
+    store_rows(streams + 3u, rows, sum3 * factors.w);
 }
 
 // One split's sums of 4 rows of one stream into partials; `with_squares`: one workgroup column also writes the
 // stream's sum of squares over the split (every row tile computes the same).
-fn store_partial(split: u32, stream: u32, first_row: u32, value: vec4<f32>, squares: f32, with_squares: bool) {
+fn store_partial_rows(split: u32, stream: u32, first_row: u32, value: vec4<f32>, squares: f32, with_squares: bool) {
     if (stream >= BATCH) {
         return;
     }

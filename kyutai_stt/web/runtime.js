@@ -170,12 +170,12 @@ export function checkPlanFormat(plan) {
     throw new SttError(ErrorCode.PACKAGE_MISMATCH,
       `plans.json holds a ${plan?.format} v${plan?.version} plan; this page reads ${PLAN_FORMAT} v${PLAN_VERSION}.`);
   }
-  // A plan of several streams (docs/plan.md "Streams") needs a stream's own frame index and reset: the native host
-  // has them; this host runs one stream, so plans.json is built with one.
-  if ((plan.streams ?? 1) !== 1) {
+  // A plan of several streams (docs/plan.md "Streams"): each stream has its own frame index and reset.
+  const streams = plan.streams ?? 1;
+  if (!Number.isInteger(streams) || streams < 1) {
     throw new SttError(ErrorCode.PACKAGE_MISMATCH,
-      `plans.json holds a plan for ${plan.streams} streams; this page runs one stream. Rebuild the site ` +
-      '(kyutai-stt export-web) to get one-stream plans.');
+      `plans.json holds a plan for ${JSON.stringify(plan.streams)} streams: not a positive integer. Rebuild the ` +
+      'site (kyutai-stt export-web).');
   }
 }
 
@@ -260,7 +260,10 @@ export class PlanRuntime {
     this._slots = new Array(readbackDepth).fill(Promise.resolve());   // readback of the frame using each slot
     this._pending = [];                                                // result promises not yet drained
     this._chain = Promise.resolve();                                   // submissions, in call order
-    this._stepWords = new Uint32Array(plan.step_fields.length);
+    this.streams = plan.streams ?? 1;
+    this.streamFrames = new Array(this.streams).fill(0);    // each stream's frame index, since its own reset
+    // Field-major: field f of stream s at word f * streams + s (docs/plan.md "Streams").
+    this._stepWords = new Uint32Array(plan.step_fields.length * this.streams);
   }
 
   // With timestamp queries and plan stages: a begin/end timestamp per stage and slot, resolved into a buffer and
@@ -364,15 +367,53 @@ export class PlanRuntime {
       this.device.queue.writeBuffer(this.buffers.get(b.name), 0, fill);
     }
     this.frame = firstFrame;
+    this.streamFrames.fill(firstFrame);
+  }
+
+  // Start stream `stream` anew while the others go on: its part of every state buffer refilled, queued after the
+  // frames submitted so far and before the next; its frame index back to firstFrame (as Engine.reset_stream).
+  resetStream(stream, firstFrame = 0) {
+    this._checkStream(stream);
+    return this._queue(() => {
+      for (const b of this.plan.buffers.filter((buffer) => buffer.kind === 'state')) {
+        const part = b.size / this.streams;
+        const fill = new Uint32Array(part / 4).fill(b.reset_fill);
+        this.device.queue.writeBuffer(this.buffers.get(b.name), stream * part, fill);
+      }
+      this.streamFrames[stream] = firstFrame;
+    });
+  }
+
+  // Write input `role` before the next frame: the whole buffer, or stream `stream`'s part (as Engine.write_input).
+  writeInput(role, data, stream = null) {
+    const name = this.plan.inputs[role];
+    if (!name) throw new Error(`the plan has no input "${role}"`);
+    if (stream !== null) this._checkStream(stream);
+    const size = this.buffers.get(name).size;
+    const room = stream === null ? size : size / this.streams;
+    if (data.byteLength > room) throw new Error(`input ${role}: ${data.byteLength} bytes for ${room}`);
+    return this._queue(() => this.device.queue.writeBuffer(this.buffers.get(name), (stream ?? 0) * room, data));
+  }
+
+  _checkStream(stream) {
+    if (!Number.isInteger(stream) || stream < 0 || stream >= this.streams) {
+      throw new Error(`stream ${stream} of a plan of ${this.streams}`);
+    }
+  }
+
+  // Runs `work` in submission order (after the frames submitted so far, before the next).
+  _queue(work) {
+    const next = this._chain.then(work);
+    this._chain = next.catch(() => {});
+    return next;
   }
 
   // Run one frame. inputs: {role: typed array} (e.g. {pcm: Float32Array(1920)}), not modified until this resolves.
-  // Resolves, once the frame is submitted, to {frame, result}: result is a Promise of {frame, outputs: {role:
-  // Uint32Array}} (raw words; the caller views them). Calls are queued: call it again without awaiting.
+  // Resolves, once the frame is submitted, to {frame, result}: result is a Promise of {frame, streamFrames,
+  // outputs: {role: Uint32Array}} (raw words, every stream's; the caller views them; streamFrames: each stream's
+  // frame index in this submission). Calls are queued: call it again without awaiting.
   submit(inputs = {}) {
-    const next = this._chain.then(() => this._submit(inputs));
-    this._chain = next.catch(() => {});
-    return next;
+    return this._queue(() => this._submit(inputs));
   }
 
   async _submit(inputs) {
@@ -380,7 +421,10 @@ export class PlanRuntime {
     const slot = frame % this._staging.length;
     await this._slots[slot];          // frame - depth's readback must be done with this staging buffer
     const queue = this.device.queue;
-    this.plan.step_fields.forEach((f, i) => { this._stepWords[i] = stepValue(f, frame); });
+    const streamFrames = [...this.streamFrames];
+    this.plan.step_fields.forEach((f, i) => {
+      streamFrames.forEach((n, s) => { this._stepWords[i * this.streams + s] = stepValue(f, n); });
+    });
     queue.writeBuffer(this.buffers.get(this.plan.step_buffer), 0, this._stepWords);
     for (const [role, data] of Object.entries(inputs)) {
       const name = this.plan.inputs[role];
@@ -407,7 +451,8 @@ export class PlanRuntime {
     }
     queue.submit([encoder.finish()]);
     this.frame = frame + 1;
-    const result = this._readback(frame, staging, timing?.staging[slot]);
+    this.streamFrames = this.streamFrames.map((n) => n + 1);
+    const result = this._readback(frame, streamFrames, staging, timing?.staging[slot]);
     this._slots[slot] = result.catch(() => {});
     this._pending.push(result);
     result.finally(() => { this._pending.splice(this._pending.indexOf(result), 1); }).catch(() => {});
@@ -423,8 +468,8 @@ export class PlanRuntime {
     pass.end();
   }
 
-  // {frame, outputs: {role: Uint32Array}, stageMs: {stage: GPU ms} | null}
-  async _readback(frame, staging, timestamps) {
+  // {frame, streamFrames, outputs: {role: Uint32Array}, stageMs: {stage: GPU ms} | null}
+  async _readback(frame, streamFrames, staging, timestamps) {
     const outputs = {};
     const buffers = Object.entries(staging);
     await Promise.all([...buffers.map(([, buffer]) => buffer.mapAsync(GPUMapMode.READ)),
@@ -440,7 +485,7 @@ export class PlanRuntime {
         [stage.name, Number(ns[2 * i + 1] - ns[2 * i]) / 1e6]));
       timestamps.unmap();
     }
-    return {frame, outputs, stageMs};
+    return {frame, streamFrames, outputs, stageMs};
   }
 
   // One throwaway frame of zeros (the first dispatch of each pipeline is slower on many drivers), then reset.

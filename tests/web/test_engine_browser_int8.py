@@ -1,18 +1,23 @@
-"""The int8 path of q4 matrices in the browser host: an LM plan with it (quantize_input.wgsl + matvec_int8.wgsl,
-the subgroup variant on attn_qkv) run by runtime.js in Chromium (SwiftShader) and by engine.py on lavapipe, the
-same plan JSON, the official fixture's teacher-forced inputs: tokens equal, VAD within INT8_VAD_TOLERANCE. The
-site's own variants would choose "cpu" on SwiftShader (no int8 path), and its "gpu-int8" whole-frame plan takes
-minutes there, hence this plan: CPU-sized launch shapes, the LM alone.
+"""Plans no site variant holds, in the browser host.
+
+The int8 path of q4 matrices: an LM plan with it (quantize_input.wgsl + matvec_int8.wgsl, the subgroup variant on
+attn_qkv) run by runtime.js in Chromium (SwiftShader) and by engine.py on lavapipe, the same plan JSON, the
+official fixture's teacher-forced inputs: tokens equal, VAD within INT8_VAD_TOLERANCE. The site's own variants
+would choose "cpu" on SwiftShader (no int8 path), and its "gpu-int8" whole-frame plan takes minutes there, hence
+this plan: CPU-sized launch shapes, the LM alone. Plans of several streams: three streams started at different
+frames (resetStream), as tests/models/test_streams.py runs them natively.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.models.lm import MatmulTuning, MatvecTuning, Tuning, build_lm_plan, tensors_of
 from kyutai_stt.models.variants import tunings
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_tiny_seed0"
@@ -49,3 +54,48 @@ def test_int8_lm_plan_equals_the_native_engine(page, site, tiny_packages):
     np.testing.assert_array_equal(browser_words[:, 0], native_words[:, 0], "tokens")
     np.testing.assert_allclose(browser_words[:, 1:].view(np.float32), native_words[:, 1:].view(np.float32),
                                rtol=0, atol=INT8_VAD_TOLERANCE)
+
+
+VAD_TOLERANCE = 1e-4
+STARTS = (0, 3, 7)      # the submission at which each of three streams starts (random inputs before)
+
+
+@pytest.mark.parametrize("matrices", ["matvec", "matmul"])
+def test_three_streams_equal_the_native_engine(page, site, tiny_packages, matrices):
+    """The same 3-stream LM plan (the CPU matvecs, or matmul.wgsl with split columns), the same inputs and stream
+    resets: runtime.js writes field-major step words from each stream's own frame index and refills one stream's
+    part of the state; its tokens equal the native engine's, its VAD within VAD_TOLERANCE (1e-4, the parity tests'
+    tolerance: the two compilers' sums differ by up to 1.0e-5 here)."""
+    package = tiny_packages("q4")
+    tuning = CPU if matrices == "matvec" else replace(CPU, matmul=MatmulTuning(8, 4, from_streams=1))
+    plan = build_lm_plan(package.config, tensors_of(package), tuning, streams=3)
+    assert ("matmul" in {p.kernel for p in plan.pipelines}) == (matrices == "matmul")
+    inputs = np.load(FIXTURE.with_suffix(".npz"))["lm_input_tokens"][:STEPS]
+    rng = np.random.default_rng(4)
+    frames = []
+    for n in range(max(STARTS) + STEPS):
+        codes = rng.integers(0, package.config.card, (3, package.config.n_q)).astype(np.uint32)
+        token = rng.integers(0, package.config.text_card, 3).astype(np.uint32)
+        for s_, start in enumerate(STARTS):
+            if 0 <= n - start < STEPS:
+                codes[s_], token[s_] = inputs[n - start, 1:], inputs[n - start, 0]
+        frames.append({"codes": codes.reshape(-1), "token": token})
+    resets = {start: [s_] for s_, start in enumerate(STARTS) if start}
+
+    engine = Engine(plan, package.read_stream)
+    native = []
+    for n, frame in enumerate(frames):
+        for s_ in resets.get(n, []):
+            engine.reset_stream(s_)
+        native += engine.submit(frame)
+    native += engine.drain()
+    browser = page.call("runPlan", {"plan": json.loads(plan.to_json()), "resets": resets,
+                                    "inputs": [{k: v.tolist() for k, v in f.items()} for f in frames]})
+
+    assert [f["streamFrames"] for f in browser] == [list(r.stream_frames) for r in native]
+    native_words = np.array([r.outputs["results"] for r in native]).reshape(len(frames), 3, -1)
+    browser_words = np.array([f["results"] for f in browser], np.uint32).reshape(len(frames), 3, -1)
+    assert len(set(native_words[:, :, 0].ravel())) > 2, "tokens barely vary: the comparison would say little"
+    np.testing.assert_array_equal(browser_words[:, :, 0], native_words[:, :, 0], "tokens")
+    np.testing.assert_allclose(browser_words[:, :, 1:].view(np.float32), native_words[:, :, 1:].view(np.float32),
+                               rtol=0, atol=VAD_TOLERANCE)

@@ -42,14 +42,16 @@ def test_limits_check(page):
     assert error["code"] == "adapter-limits" and "cannot run the model" in error["message"]
 
 
-def test_the_browser_host_refuses_a_plan_of_several_streams(page):
-    """It runs one stream (the native host runs plans of several: tests/models/test_lm_batch.py); a plan built for
-    more is refused with what to do, not run with every stream at one frame index."""
-    assert page.call("planFormatError", {"variant": "gpu", "changes": {}}) is None
-    assert page.call("planFormatError", {"variant": "gpu", "changes": {"streams": 1}}) is None
-    error = page.call("planFormatError", {"variant": "gpu", "changes": {"streams": 4}})
-    assert error["code"] == "package-mismatch" and "plan for 4 streams" in error["message"]
-    assert "Rebuild the site" in error["message"]
+def test_the_browser_host_takes_plans_of_several_streams_and_refuses_nonsense(page):
+    """Plans of several streams run here too (test_engine_browser_int8.py runs one); a stream count that is not a
+    positive integer is refused with what to do."""
+    for streams in (None, 1, 4, 256):
+        changes = {} if streams is None else {"streams": streams}
+        assert page.call("planFormatError", {"variant": "gpu", "changes": changes}) is None
+    for streams in (0, 2.5, "two"):
+        error = page.call("planFormatError", {"variant": "gpu", "changes": {"streams": streams}})
+        assert error["code"] == "package-mismatch" and "not a positive integer" in error["message"]
+        assert "Rebuild the site" in error["message"]
 
 
 def test_device_memory_check(page):
