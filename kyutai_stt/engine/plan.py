@@ -8,6 +8,7 @@ compute pass, copy the outputs to a readback buffer and submit. Nothing here dep
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -239,6 +240,13 @@ class PlanBuilder:
         self.buffers[name] = Buffer(name, kind, _align4(size), list(sources or []), list(shape), dtype, reset_fill,
                                     fields=[Field(*f) for f in fields])
         return name
+
+    def stream_buffer(self, name: str, kind: str, shape, dtype: str = "f32", reset_fill: int = 0, fields=()) -> str:
+        """A buffer of `shape` 32-bit words for each of the builder's streams, stream-major (docs/plan.md
+        "Streams"): its shape is [S, *shape], or `shape` alone in a one-stream plan."""
+        per_stream = (self.streams,) if self.streams > 1 else ()
+        return self.buffer(name, kind, 4 * self.streams * math.prod(shape), (*per_stream, *shape), dtype,
+                           reset_fill=reset_fill, fields=fields)
 
     def weight(self, name: str, streams: list[tuple[str, int]], shape=(), dtype: str = "u32") -> str:
         """A weight buffer made of package streams (name, nbytes) laid end to end."""

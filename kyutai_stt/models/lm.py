@@ -146,6 +146,11 @@ def for_streams(shape: MatvecTuning, streams: int, input_mode: int) -> MatvecTun
     return replace(shape, rows_per_thread=min(shape.rows_per_thread, room))
 
 
+def _batch(streams: int) -> dict:
+    """The matvec kernels' BATCH constant: absent for one stream, so that its pipelines stay those of before."""
+    return {"BATCH": streams} if streams > 1 else {}
+
+
 def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: str,
             input_mode: int = INPUT_PLAIN, alpha: str | None = None, accumulate: bool = False,
             int8_input: tuple[str, str] | None = None, partials: str | None = None):
@@ -173,17 +178,17 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
         b.dispatch("quantize_input", {0: x, 1: alpha or x, 2: xq, 3: xs},
                    (-(-columns // 8 // QUANTIZE_WORKGROUP), streams),
                    {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": QUANTIZE_WORKGROUP,
-                    **({"BATCH": streams} if streams > 1 else {})}, label=f"{name} input to int8")
+                    **_batch(streams)}, label=f"{name} input to int8")
         b.dispatch("matvec_int8_subgroup" if int8.subgroup else "matvec_int8",
                    {**with_scales_binding(w.bindings(name)), 2: xq, 3: y, 4: xs},
                    (-(-rows // int8.rows_per_workgroup),),
                    {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, **int8.constants(),
-                    **({"BATCH": streams} if streams > 1 else {})}, label=name,
+                    **_batch(streams)}, label=name,
                    features=("subgroup",) if int8.subgroup else (), language_features=(INT8_DOT,))
         return
     shape = for_streams(tuning.for_matvec(name), streams, input_mode)
     constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
-                 "ACCUMULATE": accumulate, **shape.constants(), **({"BATCH": streams} if streams > 1 else {})}
+                 "ACCUMULATE": accumulate, **shape.constants(), **_batch(streams)}
     # Binding 4 (alpha) is read only in RMS_NORM mode but always bound: x stands in for it.
     bindings = {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x}
     subgroup = shape.subgroup and t.quant == "q4"
@@ -216,25 +221,23 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     the results buffer [S, token + VAD probabilities]. Shapes below are per buffer; S = 1 for one stream."""
     w = _Weights(b, tensors)
     n = b.streams
-    s_ = (n,) if n > 1 else ()                           # shapes: one stream's, led by S when there are several
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
     heads = cfg.extra_heads_num_heads if "vad_heads" in tensors else 0
     splits = -(-cfg.context // tuning.attention_slots_per_split)
-    x = b.buffer("lm.x", "scratch", 4 * n * d, (*s_, d))                           # residual stream [S, D]
-    qkv = b.buffer("lm.qkv", "scratch", 4 * n * 3 * d, (*s_, 3 * d))               # [S, q | k | v], head-major
-    attended = b.buffer("lm.attended", "scratch", 4 * n * d, (*s_, d))             # attention output [S, D]
-    partial_out = b.buffer("lm.attn_partial", "scratch", 4 * n * splits * d, (*s_, splits, d)) if splits > 1 \
-        else attended
-    partial_stats = b.buffer("lm.attn_stats", "scratch", 8 * n * splits * cfg.num_heads,
-                             (*s_, splits, cfg.num_heads, 2))
-    hidden = b.buffer("lm.hidden", "scratch", 4 * n * 2 * f, (*s_, 2 * f))         # FFN [S, gate | up]
-    logits = b.buffer("lm.logits", "scratch", 4 * n * cfg.text_card, (*s_, cfg.text_card))
-    token = b.buffer("lm.token", "state", 4 * n, (*s_, 1), "u32", reset_fill=cfg.text_card)   # fed back each step
-    results = b.buffer("lm.results", "output", 4 * n * (1 + heads), (*s_, 1 + heads), "u32",  # [S, token, p..]
-                       fields=[("token", "u32", 1), ("vad", "f32", heads)])
+    # Shapes are one stream's: stream_buffer leads them with S when there are several.
+    x = b.stream_buffer("lm.x", "scratch", (d,))                                   # residual stream [S, D]
+    qkv = b.stream_buffer("lm.qkv", "scratch", (3 * d,))                           # [S, q | k | v], head-major
+    attended = b.stream_buffer("lm.attended", "scratch", (d,))                     # attention output [S, D]
+    partial_out = b.stream_buffer("lm.attn_partial", "scratch", (splits, d)) if splits > 1 else attended
+    partial_stats = b.stream_buffer("lm.attn_stats", "scratch", (splits, cfg.num_heads, 2))
+    hidden = b.stream_buffer("lm.hidden", "scratch", (2 * f,))                     # FFN [S, gate | up]
+    logits = b.stream_buffer("lm.logits", "scratch", (cfg.text_card,))
+    token = b.stream_buffer("lm.token", "state", (1,), "u32", reset_fill=cfg.text_card)   # fed back each step
+    results = b.stream_buffer("lm.results", "output", (1 + heads,), "u32",              # [S, token, p..]
+                              fields=[("token", "u32", 1), ("vad", "f32", heads)])
     # Per stream [n, e, id_0 .. id_127]: a text prompt of n ids, e emitted (argmax.wgsl); reset (zeros) = no
     # prompt. The host writes it with a stream's first frame; the GPU advances e.
-    prompt = b.buffer("lm.prompt", "state", 4 * n * (2 + PROMPT_CAPACITY), (*s_, 2 + PROMPT_CAPACITY), "u32")
+    prompt = b.stream_buffer("lm.prompt", "state", (2 + PROMPT_CAPACITY,), "u32")
     b.inputs["prompt"] = prompt
     freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
     int8_input = partials = None
@@ -246,17 +249,17 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
                             (tuning.matmul.k_splits * n * (rows + 1),))
     elif tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
         widest = max(d, f)
-        int8_input = (b.buffer("lm.input_int8", "scratch", n * widest, (*s_, widest // 4), "u32"),  # 4 int8 a u32
-                      b.buffer("lm.input_int8_scales", "scratch", 8 * n * (widest // 32), (*s_, widest // 32, 2)))
+        int8_input = (b.stream_buffer("lm.input_int8", "scratch", (widest // 4,), "u32"),     # 4 int8 a u32
+                      b.stream_buffer("lm.input_int8_scales", "scratch", (widest // 32, 2)))
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
                  "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd}
 
     _embed(b, w, cfg, x, codes, token)
     for i in range(cfg.num_layers):
         layer = f"layers.{i}."
-        ring = (*s_, cfg.num_heads, cfg.context, hd)
-        k_cache = b.buffer(f"lm.k_cache.{i}", "state", 4 * n * d * cfg.context, ring)   # [S, H, context, hd]
-        v_cache = b.buffer(f"lm.v_cache.{i}", "state", 4 * n * d * cfg.context, ring)
+        ring = (cfg.num_heads, cfg.context, hd)
+        k_cache = b.stream_buffer(f"lm.k_cache.{i}", "state", ring)                     # [S, H, context, hd]
+        v_cache = b.stream_buffer(f"lm.v_cache.{i}", "state", ring)
         _matvec(b, w, tuning, layer + "attn_qkv", x, qkv, INPUT_RMS_NORM, w.bindings(layer + "attn_norm")[0],
                 int8_input=int8_input, partials=partials)
         b.dispatch("attention", {0: qkv, 1: "step", 2: freqs, 3: k_cache, 4: v_cache, 5: partial_out,
@@ -297,8 +300,7 @@ def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning, str
     b = PlanBuilder("lm", streams)
     b.buffer("step", "step", 4 * max(4, streams), (max(4, streams),), "u32")
     position = b.step_field("position")
-    codes = b.buffer("lm.codes", "state", 4 * streams * cfg.n_q, ((streams,) if streams > 1 else ()) + (cfg.n_q,),
-                     "u32", reset_fill=cfg.card)
+    codes = b.stream_buffer("lm.codes", "state", (cfg.n_q,), "u32", reset_fill=cfg.card)
     b.inputs["codes"] = codes
     b.outputs["results"] = build_lm(b, cfg, tensors, codes, position, tuning)
     b.inputs["token"] = "lm.token"      # optional: a host may force the fed-back text token (teacher forcing)

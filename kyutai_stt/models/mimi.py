@@ -338,9 +338,8 @@ def build_mimi_plan(tensors: Mapping[str, Mapping], cfg: MimiConfig = MIMI, ring
     """A standalone plan: input "pcm" (f32[1920]); outputs "codes" (u32[32]) and "latent" (f32[512]); each per
     stream for `streams` streams."""
     b = PlanBuilder(name, streams)
-    per_stream = (streams,) if streams > 1 else ()
-    pcm = b.buffer("pcm", "input", 4 * streams * cfg.frame_size, (*per_stream, cfg.frame_size))
-    codes = b.buffer("codes", "state", 4 * streams * cfg.n_q, (*per_stream, cfg.n_q), "u32")
+    pcm = b.stream_buffer("pcm", "input", (cfg.frame_size,))
+    codes = b.stream_buffer("codes", "state", (cfg.n_q,), "u32")
     fragment = build_mimi(b, tensors, pcm, codes, "step", cfg, ring=ring, tuning=tuning)
     words = len(b.step_fields) * streams
     b.buffer("step", "step", 4 * words, (words,), "u32")

@@ -25,12 +25,10 @@ def build_stt_plan(lm_cfg: LMConfig, mimi_cfg: MimiConfig, lm_tensors: dict[str,
     """Inputs: "pcm" f32[frame_size] per frame (24 kHz mono). Outputs: "results" [token, VAD probabilities] of
     the LM step. Each per stream, for `streams` independent streams (docs/plan.md "Streams")."""
     b = PlanBuilder("stt", streams)
-    per_stream = (streams,) if streams > 1 else ()
     b.buffer("step", "step", 4 * STEP_FIELDS * streams, (STEP_FIELDS * streams,), "u32")
     position = b.step_field("position")
-    codes = b.buffer("codes", "state", 4 * streams * lm_cfg.n_q, (*per_stream, lm_cfg.n_q), "u32",
-                     reset_fill=lm_cfg.card)
-    pcm = b.buffer("pcm", "input", 4 * streams * mimi_cfg.frame_size, (*per_stream, mimi_cfg.frame_size))
+    codes = b.stream_buffer("codes", "state", (lm_cfg.n_q,), "u32", reset_fill=lm_cfg.card)
+    pcm = b.stream_buffer("pcm", "input", (mimi_cfg.frame_size,))
     b.inputs["pcm"] = pcm
     b.stage("lm")
     b.outputs["results"] = build_lm(b, lm_cfg, lm_tensors, codes, position, tuning)
