@@ -333,17 +333,12 @@ def test_real_transcriber_on_8k_96k_and_six_channels(tmp_path, tiny_packages):
     assert "Traceback" not in proc.stderr
     assert "8000 Hz audio (telephone band)" in proc.stderr
     assert f"NOTE: model {package} is a synthetic package" in proc.stderr
-    one_at_a_time = tmp_path / "one"
-    proc_one = run_cli("transcribe", *files, "--model", package, "--format", "json", "--output", one_at_a_time,
-                       "--silence-prefix", "0", "--streams", "1")
-    assert proc_one.returncode == 0, proc_one.stderr[-3000:]
     for f in files:
         doc = json.loads((out / (f.stem + ".json")).read_text())
         assert doc["synthetic"] is True and doc["audio"]["duration_s"] == pytest.approx(1.0, abs=0.05)
         assert all(w["start"] <= w["end"] for w in doc["words"])
-        # Three files on three streams: each transcript equals the one-stream run's.
-        assert doc == json.loads((one_at_a_time / (f.stem + ".json")).read_text())
     s = json.loads(proc.stderr.strip().splitlines()[-1])
+    # Three files on three streams (each transcript equal to a one-stream run's: tests/test_batch.py).
     assert s["files"] == 3 and s["streams"] == 3 and s["audio_s"] == pytest.approx(3.0, abs=0.1) and s["rtf"] > 0
 
 

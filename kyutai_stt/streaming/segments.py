@@ -62,7 +62,7 @@ def cut_points(samples: np.ndarray, segment_s: float, search_s: float = SEARCH_S
 def stitch(segments: list[Segment], transcripts: list[Transcript]) -> Transcript:
     """One transcript of the whole recording: each segment's words and ends of turn moved by its start; ends of
     turn in a segment's flush dropped, but for the last segment's."""
-    whole = Transcript(seconds=sum(t.seconds for t in transcripts))
+    whole = Transcript(seconds=(segments[-1].end - segments[0].start) / TARGET_RATE)
     for i, (segment, t) in enumerate(zip(segments, transcripts)):
         offset = segment.start / TARGET_RATE
         whole.words += [replace(w, start=w.start + offset, end=w.end + offset) for w in t.words]
