@@ -1,15 +1,13 @@
 """Long recordings cut at pauses and run as a batch (streaming/segments.py): where the cuts fall, how the pieces are
-stitched, and, on the tiny model, that each segment's words equal a run of that segment alone, moved by its start."""
+stitched, and that each segment's words equal a run of that segment alone, moved by its start."""
 from __future__ import annotations
 
-import wave
-from pathlib import Path
-
+import fake_model
 import numpy as np
+from audio_helpers import sine
 
-from kyutai_stt.streaming.batch import BatchTranscriber, Transcript
+from kyutai_stt.streaming.batch import Transcript
 from kyutai_stt.streaming.decoder import Word
-from kyutai_stt.streaming.files import FILE_READBACK_BATCH
 from kyutai_stt.streaming.segments import (
     FRAME,
     MIN_SEGMENT_S,
@@ -19,10 +17,8 @@ from kyutai_stt.streaming.segments import (
     stitch,
     transcribe_segmented,
 )
-from kyutai_stt.streaming.transcriber import Transcriber
 
 RATE = 24_000
-AUDIO = Path(__file__).resolve().parent / "fixtures" / "speech_en_fr_24k.wav"
 
 
 def test_cuts_fall_in_the_pauses_on_frame_boundaries():
@@ -49,22 +45,25 @@ def test_stitch_moves_times_and_drops_the_flush_ends_of_turn():
     assert whole.end_of_turns == [1.0, 3.5] and whole.seconds == 3.0
 
 
-def test_each_segment_equals_a_run_of_it_alone(tiny_packages):
-    package = tiny_packages("q4")
-    with wave.open(str(AUDIO)) as w:
-        samples = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
-    samples = samples[int(0.3 * RATE):int(2.1 * RATE)]              # 1.8 s of speech: two segments
-    segments = cut_points(samples, segment_s=0.9, search_s=0.2)
-    assert len(segments) == 2 and segments[1].start % FRAME == 0
-    batch = BatchTranscriber(package, streams=2, silence_prefix=0.2)
-    (whole,) = transcribe_segmented(batch, [samples], segment_s=0.9, search_s=0.2)
-    alone = Transcriber(package, silence_prefix=0.2, readback_batch=FILE_READBACK_BATCH)
+def test_each_segment_equals_a_run_of_it_alone():
+    """transcribe_segmented hands the batch exactly each segment's samples and moves each segment's words by its
+    start: on the fake recogniser (tests/fake_model.py: one word per second of audio, named by its frequency),
+    the stitched words equal runs of each segment alone, moved into place. That a segment on a stream of a batch
+    equals a run of it alone on the real engine is tests/test_batch.py's equality, on the same BatchTranscriber."""
+    tones = [sine(hz, RATE, 2.0) for hz in (300, 700, 1500)]
+    pause = np.zeros(int(0.24 * RATE), np.float32)
+    samples = np.concatenate([tones[0], pause, tones[1], pause, tones[2]]).astype(np.float32)
+    segments = cut_points(samples, segment_s=2.2, search_s=0.4)
+    assert len(segments) == 3 and all(s.start % FRAME == 0 for s in segments)
+    batch = fake_model.FakeBatchTranscriber("unused", streams=3)
+    (whole,) = transcribe_segmented(batch, [samples], segment_s=2.2, search_s=0.4)
+    alone = fake_model.FakeTranscriber("unused")
     expected = []
     for s in segments:
         alone.reset()
         events = alone.feed(samples[s.start:s.end], RATE) + alone.flush()
         expected += [(e.text, e.start + s.start / RATE, e.end + s.start / RATE) for e in events
-                     if e.to_dict()["type"] == "word"]
+                     if isinstance(e, fake_model.Word)]
     assert [(w.text, w.start, w.end) for w in whole.words] == expected
-    assert len(expected) >= 2, "the segments have words (equal empty lists would prove little)"
+    assert [w.text for w in whole.words][:2] == ["300hz", "300hz"] and "1500hz" in [w.text for w in whole.words]
     assert whole.seconds == samples.size / RATE

@@ -12,7 +12,8 @@ one pass over the whole recording:
 - a word that straddles the cut (a cut inside speech, where no pause was found) is heard in two halves;
 - the flush ends every segment with silence, so the end-of-turn detector may fire there: ends of turn after a
   segment's last sample are dropped, but for the last segment's.
-The words of each segment equal a run of that segment alone (tests/test_segments.py).
+The words of each segment equal a run of that segment alone: tests/test_segments.py checks the cutting and
+stitching, tests/test_batch.py that a recording on a stream of a batch equals a run of it alone.
 """
 from __future__ import annotations
 

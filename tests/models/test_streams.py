@@ -25,7 +25,7 @@ from kyutai_stt.weights.synthetic import MIMIS
 
 STEPS = 24                    # 3 x the tiny LM's context: every stream's ring wraps twice
 STARTS = (0, 5, 11)           # the submission at which each stream of the batch starts
-MIMI_FRAMES = 12              # past the tiny Mimi's context (9 frames), both parities at every start
+MIMI_FRAMES = 10              # past the tiny Mimi's context (9 frames), both parities at every start
 FRAME = 1920
 
 
