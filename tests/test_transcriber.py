@@ -78,7 +78,7 @@ def test_token_stream_equals_the_official_loop_and_events_the_official_rules(tin
 
 
 def test_chunk_size_does_not_change_anything(transcriber):
-    pcm = fixture_pcm(1.2)
+    pcm = fixture_pcm(0.8)
     whole = run(transcriber, pcm)
     for chunk in (1, 777, 5000):
         if chunk == 1:
@@ -89,7 +89,7 @@ def test_chunk_size_does_not_change_anything(transcriber):
 
 
 def test_flush_leaves_the_transcriber_ready_and_reset_drops_a_stream(transcriber):
-    pcm = fixture_pcm(1.2)
+    pcm = fixture_pcm(0.8)
     first = [e.to_dict() for e in run(transcriber, pcm)]
     transcriber.feed(fixture_pcm(0.5)[::-1].copy(), 24000)         # a stream abandoned half-way
     transcriber.reset()
