@@ -52,15 +52,19 @@ def add_arguments(parser) -> None:
                         help="start at this step index (e.g. 750: a full KV ring, the worst case)")
 
 
-def matrix_names(package) -> list[str]:
-    """The LM's matrices read every step: the layers' and the text head (not the embedding tables)."""
-    return [n for n in package.tensor_names() if (n.startswith("layers.") or n == "text_head")
-            and len(package.tensor(n).shape) == 2]
+def step_tensors(package) -> list:
+    """The LM tensors read whole every step: the layers' and the text head's (not the embedding tables)."""
+    return [package.tensor(n) for n in package.tensor_names() if n.startswith("layers.") or n == "text_head"]
 
 
 def weight_bytes_per_step(package) -> int:
-    names = [n for n in package.tensor_names() if n.startswith("layers.") or n == "text_head"]
-    return sum(s.nbytes for n in names for s in package.tensor(n).streams.values())
+    return sum(s.nbytes for t in step_tensors(package) for s in t.streams.values())
+
+
+def matrix_kernel(plan) -> str:
+    """Which kernel the plan's matrices take, as its pipelines say."""
+    kernels = {p.kernel for p in plan.pipelines}
+    return "matmul" if "matmul" in kernels else "int8" if "quantize_input" in kernels else "matvec"
 
 
 def run(args) -> int:
@@ -109,8 +113,7 @@ def run(args) -> int:
     intervals = np.diff(stamps) * 1e3
     p50, p95 = float(np.median(intervals)), float(np.percentile(intervals, 95))
     bytes_per_step = weight_bytes_per_step(package)
-    matmul = streams >= tuning.matmul.from_streams
-    multiply_adds = streams * sum(int(np.prod(package.tensor(n).shape)) for n in matrix_names(package))
+    multiply_adds = streams * sum(int(np.prod(t.shape)) for t in step_tensors(package) if len(t.shape) == 2)
     per_step_ms = mean_ms if args.batch_readback else p50       # batched results arrive in bursts
     print(json.dumps({
         "bench": "whole_frame" if args.whole_frame else "lm_step", "adapter": gpu.adapter_summary()["name"],
@@ -124,6 +127,6 @@ def run(args) -> int:
         "stream_frames_per_s": round(streams * 1e3 / mean_ms, 1),
         "realtime_streams": round(streams * 80 / mean_ms, 1),
         "frame_latency_p50_ms": round(float(np.median(latencies)), 4),
-        "matrix_kernel": "matmul" if matmul else "int8" if tuning.int8_matvec else "matvec",
+        "matrix_kernel": matrix_kernel(plan),
         "matrix_TFLOPS": round(2 * multiply_adds / (mean_ms * 1e-3) / 1e12, 2)}))
     return 0

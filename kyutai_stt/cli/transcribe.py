@@ -230,22 +230,15 @@ def run(args) -> int:
             return False
         return True
 
-    if args.parallel_segments:
-        for i, (path, info) in enumerate(zip(args.files, infos)):
-            t0 = time.perf_counter()
-            progress = Progress(sys.stderr, path.name, info.duration_s, enabled=not args.quiet)
-            try:   # the whole file in memory (24 kHz float32: 346 MB an hour), then its segments as one batch
-                samples = np.concatenate(list(read_chunks(path, CHUNK_S, on_warning=warn)))
-                (t,) = transcribe_segmented(transcriber, [samples])
-            except (UserError, KeyboardInterrupt):
-                progress.abandon()
-                raise
-            progress.finish(t.seconds)
-            if not emit(i, t.words, t.end_of_turns, t.seconds):
-                return 1
-            audio_total += t.seconds
-            wall_total += time.perf_counter() - t0
-    elif streams > 1:
+    def one_file(path: Path, progress: Progress) -> tuple[list, list[float], float]:
+        if not args.parallel_segments:
+            return transcribe_file(transcriber, path, progress, warn=warn)
+        # The whole file in memory (24 kHz float32: 346 MB an hour), then its segments as one batch.
+        (t,) = transcribe_segmented(transcriber, [np.concatenate(list(read_chunks(path, CHUNK_S, on_warning=warn)))])
+        progress.finish(t.seconds)
+        return t.words, t.end_of_turns, t.seconds
+
+    if streams > 1 and not args.parallel_segments:
         audio_total, wall_total, reader_left = _transcribe_batch(transcriber, args, infos, emit, warn)
         if reader_left:
             return 1
@@ -254,7 +247,7 @@ def run(args) -> int:
             t0 = time.perf_counter()
             progress = Progress(sys.stderr, path.name, info.duration_s, enabled=not args.quiet)
             try:
-                words, eots, audio_s = transcribe_file(transcriber, path, progress, warn=warn)
+                words, eots, audio_s = one_file(path, progress)
             except (UserError, KeyboardInterrupt):
                 progress.abandon()
                 raise

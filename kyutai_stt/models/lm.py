@@ -156,11 +156,11 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
             int8_input: tuple[str, str] | None = None, partials: str | None = None):
     """y (+)= W in(x) for each of the builder's streams (x: [streams, X_STRIDE], y: [streams, rows]), each weight
     read once for all of them; int8_input: the (xq, xs) scratch buffers of the int8 path, where the tuning has one;
-    partials: matmul.wgsl's scratch (plans of many streams)."""
+    partials: matmul.wgsl's scratch, given in plans of many streams (build_lm decides), which then take it."""
     t = w.tensors[name]
     rows, columns = t.shape
     streams = b.streams
-    if streams >= tuning.matmul.from_streams:
+    if partials is not None:
         tile = tuning.matmul
         constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
                      "ACCUMULATE": accumulate, "BATCH": streams, **tile.constants(columns)}
@@ -221,6 +221,8 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     the results buffer [S, token + VAD probabilities]. Shapes below are per buffer; S = 1 for one stream."""
     w = _Weights(b, tensors)
     n = b.streams
+    if not 1 <= n <= MAX_STREAMS:
+        raise ValueError(f"{n} streams: a plan holds 1 to {MAX_STREAMS}")
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
     heads = cfg.extra_heads_num_heads if "vad_heads" in tensors else 0
     splits = -(-cfg.context // tuning.attention_slots_per_split)
@@ -295,8 +297,6 @@ def lm_plan(package, tuning: Tuning, streams: int = 1) -> Plan:
 
 def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning, streams: int = 1) -> Plan:
     """The LM alone, for `streams` independent streams: the host writes `codes` each step (tests, benchmarks)."""
-    if not 1 <= streams <= MAX_STREAMS:
-        raise ValueError(f"{streams} streams: a plan holds 1 to {MAX_STREAMS}")
     b = PlanBuilder("lm", streams)
     b.buffer("step", "step", 4 * max(4, streams), (max(4, streams),), "u32")
     position = b.step_field("position")

@@ -386,13 +386,18 @@ export class PlanRuntime {
 
   // Write input `role` before the next frame: the whole buffer, or stream `stream`'s part (as Engine.write_input).
   writeInput(role, data, stream = null) {
+    return this._queue(this._inputWrite(role, data, stream));
+  }
+
+  // The write of input `role` (all of it, or stream `stream`'s part), checked now, to run when called.
+  _inputWrite(role, data, stream = null) {
     const name = this.plan.inputs[role];
     if (!name) throw new Error(`the plan has no input "${role}"`);
     if (stream !== null) this._checkStream(stream);
-    const size = this.buffers.get(name).size;
-    const room = stream === null ? size : size / this.streams;
+    const buffer = this.buffers.get(name);
+    const room = stream === null ? buffer.size : buffer.size / this.streams;
     if (data.byteLength > room) throw new Error(`input ${role}: ${data.byteLength} bytes for ${room}`);
-    return this._queue(() => this.device.queue.writeBuffer(this.buffers.get(name), (stream ?? 0) * room, data));
+    return () => this.device.queue.writeBuffer(buffer, (stream ?? 0) * room, data);
   }
 
   _checkStream(stream) {
@@ -426,11 +431,7 @@ export class PlanRuntime {
       streamFrames.forEach((n, s) => { this._stepWords[i * this.streams + s] = stepValue(f, n); });
     });
     queue.writeBuffer(this.buffers.get(this.plan.step_buffer), 0, this._stepWords);
-    for (const [role, data] of Object.entries(inputs)) {
-      const name = this.plan.inputs[role];
-      if (!name) throw new Error(`the plan has no input "${role}"`);
-      queue.writeBuffer(this.buffers.get(name), 0, data);
-    }
+    for (const [role, data] of Object.entries(inputs)) this._inputWrite(role, data)();
     const encoder = this.device.createCommandEncoder();
     const timing = this._timing;
     if (timing) {
