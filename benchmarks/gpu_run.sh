@@ -2,15 +2,20 @@
 # Every GPU benchmark in one run, for a lent NVIDIA machine with no registry access (see BENCHMARKS.md):
 # carried .gl/*.deb (Vulkan loader + glvnd) and .whl/*.whl (wgpu, cffi, gguf, moshi, ...), then
 #   doctor; a full synthetic checkpoint -> q4 package; kyutai-stt bench at position 0 and 750 (full KV ring), and
-#   at 750 without the int8 path (--kernels no-int8: what devices without dot4I8Packed run), the whole frame
-#   (LM + Mimi), the Mimi encoder alone; the native host's CPU time per dispatch (host_overhead.py);
+#   at 750 without the int8 path (--kernels no-int8: what devices without dot4I8Packed run), without f16 KV rings
+#   (no-f16-kv) and without the attention writing int8 (no-int8-merge), the whole frame
+#   (LM + Mimi), the Mimi encoder alone; the same LM step and whole frame in the browser host (runtime.js in Node
+#   on Dawn: benchmarks/browser_host.py); the native host's CPU time per dispatch (host_overhead.py);
 #   `kyutai-stt transcribe` of a 10-minute file (RTF); the per-kernel matvec benchmark; the official
 #   implementation (moshi, bf16, CUDA graphs) on the same GPU.
 #   With BENCHES=streams: the stream tests on the GPU, then the LM step and the whole frame for S = 1, 2, 4, 8
 #   streams and the official LM step at batch 1 and 8; BENCHES=huge: the tests marked huge (the full 2.6B vs the
 #   official implementation, the 2.6B checkpoint written and loaded, the real Mimi past its context; ~16 GB of
 #   memory, 4 min on 16 cores).
-# BENCHES selects (default: all but streams and huge): lm frame host mimi transcribe official streams huge.
+# BENCHES selects (default: all but streams and huge): lm frame browser host mimi transcribe official streams huge.
+# The browser host needs Node.js: node on PATH, or a carried .node/node.xz (an xz of a self-contained node binary,
+# e.g. NodeSource's /usr/bin/node); and node_modules/webgpu (`npm ci`), or a carried .node/webgpu.tar.xz of its
+# index.js, package.json and dist/linux-x64/ (paths from the repository root).
 # KERNELS=1 adds the per-kernel lines. Tests need pytest, pluggy, iniconfig, moshi and einops among the wheels.
 # Output: one JSON line per benchmark, also in $OUT/bench.log when OUT is set.
 set -uo pipefail
@@ -25,7 +30,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 run python3 -m kyutai_stt.cli doctor
 run python3 -m kyutai_stt.cli synth --size full /tmp/ckpt >/dev/null
 run python3 -m kyutai_stt.cli convert /tmp/ckpt /tmp/pkg-q4 --quant q4 >/dev/null
-want() { [[ " ${BENCHES:-lm frame host mimi transcribe official} " == *" $1 "* ]]; }
+want() { [[ " ${BENCHES:-lm frame browser host mimi transcribe official} " == *" $1 "* ]]; }
 if want streams; then
     run python3 -m pytest -q -p no:cacheprovider tests/models/test_streams.py
     for s in 1 2 4 8; do
@@ -43,11 +48,26 @@ if want lm; then
         run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position "$position"
     done
     run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --kernels no-int8
+    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --kernels no-f16-kv
+    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --kernels no-int8-merge
 fi
 if want frame; then
     run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --whole-frame
     run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --whole-frame \
         --readback-depth 16 --batch-readback
+fi
+if want browser; then
+    node="$(command -v node || true)"
+    if [ -f .node/node.xz ]; then
+        python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+            .node/node.xz /tmp/node && chmod +x /tmp/node && node=/tmp/node
+    fi
+    [ -f .node/webgpu.tar.xz ] && python3 -m tarfile -e .node/webgpu.tar.xz .
+    run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 400 --position 750 --node "$node"
+    run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 400 --position 750 --node "$node" \
+        --kernels no-int8
+    run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 400 --position 750 --node "$node" \
+        --whole-frame
 fi
 want host && run python3 benchmarks/host_overhead.py --package /tmp/pkg-q4 --whole-frame
 want mimi && run python3 benchmarks/mimi.py

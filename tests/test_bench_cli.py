@@ -25,3 +25,14 @@ def test_lm_step_of_two_streams_prints_its_throughput(tiny_packages, capsys):
 def test_streams_out_of_range_exit_2(tiny_packages, capsys, streams):
     assert cli.main(["bench", "--package", str(tiny_packages("q4").root), "--streams", streams]) == 2
     assert "--streams" in capsys.readouterr().err
+
+
+def test_kernel_switches_are_named_in_the_line_and_unknown_ones_exit_2(tiny_packages, capsys):
+    root = str(tiny_packages("q4").root)
+    assert cli.main(["bench", "--package", root, "--steps", "3", "--warmup", "1",
+                     "--kernels", "no-f16-kv,no-int8-merge"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["kernels"] == "no-f16-kv,no-int8-merge" and line["kv_f16"] is False
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--package", root, "--kernels", "no-f16-kv,fast"])
+    assert exit_info.value.code == 2 and "fast: not one of" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from pathlib import Path
 from npm_tools import ROOT, install_tools
 
 ESLINT = ("eslint@9.39.5", "@eslint/js@9.39.5", "globals@15.15.0")
-JS_DIRS = ("kyutai_stt/web", "tests/web/harness")
+JS_DIRS = ("kyutai_stt/web", "tests/web/harness", "benchmarks/browser_host.mjs")
 
 
 def test_ruff_finds_nothing():

@@ -8,9 +8,11 @@ realtime_streams = how many 80 ms streams that throughput keeps up with (S x 80 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +45,26 @@ def add_arguments(parser) -> None:
                         help="frames in flight before a readback (default: the engine's); with --batch-readback, "
                              "all of them are read back at once")
     parser.add_argument("--batch-readback", action="store_true")
-    parser.add_argument("--kernels", choices=("auto", "no-int8"), default="auto",
-                        help="auto: the fast paths this device has (as every command); no-int8: without the int8 path "
-                             "of q4 matrices, as on devices without dot4I8Packed (an A/B of that path)")
+    parser.add_argument("--kernels", default="auto", type=kernel_switches,
+                        help="auto: the fast paths this device has (as every command); or, comma-separated, what to "
+                             "leave out (an A/B of each): no-int8 (the int8 path of q4 matrices, as on devices "
+                             "without dot4I8Packed), no-f16-kv (f16 KV rings: f32 instead), no-int8-merge (the "
+                             "attention's merge writing attn_out's int8 input: a quantize_input dispatch instead)")
     parser.add_argument("--streams", type=int, default=1,
                         help=f"independent streams per step (the plan of several streams; up to {MAX_STREAMS})")
     parser.add_argument("--position", type=int, default=0,
                         help="start at this step index (e.g. 750: a full KV ring, the worst case)")
+
+
+KERNEL_SWITCHES = ("no-int8", "no-f16-kv", "no-int8-merge")
+
+
+def kernel_switches(value: str) -> str:
+    """--kernels: "auto" or a comma-separated set of KERNEL_SWITCHES."""
+    unknown = set(value.split(",")) - set(KERNEL_SWITCHES) if value != "auto" else set()
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(sorted(unknown))}: not one of auto, {', '.join(KERNEL_SWITCHES)}")
+    return value
 
 
 def step_tensors(package) -> list:
@@ -78,9 +93,12 @@ def run(args) -> int:
             raise UserError(f"{path}: no such package directory (make one with `kyutai-stt convert`)")
         package = open_package(path, verify_hashes=False)
         adapter_type, features, subgroup_size, description, language_features = gpu.device_traits()
-        if args.kernels == "no-int8":    # the int8 path is chosen by this language feature alone
+        off = set(args.kernels.split(","))
+        if "no-int8" in off:    # the int8 path is chosen by this language feature alone
             language_features = ()
         tuning = tuning_for(adapter_type, features, subgroup_size, description, language_features)
+        tuning = replace(tuning, kv_f16=tuning.kv_f16 and "no-f16-kv" not in off,
+                         attention_int8_output="no-int8-merge" not in off)
         if not 1 <= args.streams <= MAX_STREAMS:
             raise UserError(f"--streams {args.streams}: from 1 to {MAX_STREAMS}")
         streams = args.streams
@@ -99,8 +117,9 @@ def run(args) -> int:
         engine.drain()
         start = time.perf_counter()
         for i in range(args.steps):
-            for _ in engine.submit(inputs[i % len(inputs)]):
-                stamps.append(time.perf_counter())
+            results = engine.submit(inputs[i % len(inputs)])
+            if results:       # one burst of results (one, or the whole ring with --batch-readback)
+                stamps.append((time.perf_counter(), len(results)))
         engine.drain()
         mean_ms = (time.perf_counter() - start) * 1e3 / args.steps
         # A live stream's frame latency: one submission on an otherwise idle GPU, until its result is back.
@@ -110,14 +129,18 @@ def run(args) -> int:
             engine.submit(inputs[i % len(inputs)])
             engine.drain()
             latencies.append((time.perf_counter() - begin) * 1e3)
-    intervals = np.diff(stamps) * 1e3
+    # Per step: the time between bursts shared out by the steps of the later one.
+    times, counts = np.array(stamps).T
+    intervals = np.diff(times) * 1e3 / counts[1:]
     p50, p95 = float(np.median(intervals)), float(np.percentile(intervals, 95))
     bytes_per_step = weight_bytes_per_step(package)
     multiply_adds = streams * sum(int(np.prod(t.shape)) for t in step_tensors(package) if len(t.shape) == 2)
     per_step_ms = mean_ms if args.batch_readback else p50       # batched results arrive in bursts
     print(json.dumps({
-        "bench": "whole_frame" if args.whole_frame else "lm_step", "adapter": gpu.adapter_summary()["name"],
+        "bench": "whole_frame" if args.whole_frame else "lm_step", "host": "native",
+        "adapter": gpu.adapter_summary()["name"],
         "package_quant": package.quant, "kernels": args.kernels, "int8_path": bool(tuning.int8_matvec),
+        "kv_f16": tuning.kv_f16,
         "dim": package.config.dim, "layers": package.config.num_layers, "start_position": args.position,
         "p50_ms": round(p50, 4), "p95_ms": round(p95, 4), "mean_ms": round(mean_ms, 4),
         "readback_depth": args.readback_depth or READBACK_DEPTH, "batch_readback": args.batch_readback,

@@ -7,6 +7,9 @@
 //   freqs:     f32[HEAD_DIM / 2]      RoPE frequencies freq_i = theta^(-2i/HEAD_DIM) (lm_reference.rope_frequencies)
 //   k_cache:   [STREAMS, HEADS, CONTEXT, HEAD_DIM] f32   (the ring: slot j of head h is one row)
 //   v_cache:   [STREAMS, HEADS, CONTEXT, HEAD_DIM] f32
+//              KV_F16: f16 instead, two per u32 word, the even element in the low half (pack2x16float: core WGSL,
+//              no shader-f16 needed), half the bytes to store and read; a stored value is the f32 one rounded to
+//              f16 (clamped to f16's finite range first), and attention reads what was stored
 //
 //   p = positions[POSITION_INDEX + s], slot = p % CONTEXT,
 //   valid = min(p + 1, CONTEXT)  (slots [0, valid) hold this step and the previous min(p, CONTEXT - 1))
@@ -24,17 +27,24 @@
 //                partial_stats[s, split, h] = (m = max_j score_j, l = sum_j exp(score_j - m));
 //                an empty split writes (m, l, o) = (LOWEST, 0, 0).
 // Entry `combine` merges the splits: out[s, h*HEAD_DIM + d] = sum_k e_k o_k[d] / sum_k e_k l_k, e_k = exp(m_k - max m).
+// Entry `combine_int8` merges them the same way and writes the output rounded to int8 per 32-block, as
+// quantize_input.wgsl in PLAIN mode writes the input of an int8 matvec (out_q, out_scales: that file's xq and xs,
+// COLUMNS = D), with the same arithmetic: bit for bit what combine + quantize_input give, one dispatch fewer. Its
+// only reader is the attention's output matrix. Needs HEAD_DIM % 32 == 0 (a block never spans two heads).
 // The workgroup whose split holds `slot` writes the new key and value (no other workgroup reads that slot).
 //
-// Scores: teams of SCORE_TEAM invocations per slot (a few vec4 loads each), WORKGROUP_SIZE / SCORE_TEAM slots at
+// Scores: teams of SCORE_TEAM invocations per slot (a few 16-byte loads each), WORKGROUP_SIZE / SCORE_TEAM slots at
 // once; values: groups of HEAD_DIM / 4 invocations (one output vec4 each) over interleaved slots, summed at the end.
 //
 // Bindings (group 0): main: 0 = qkv (read, as vec4), 1 = positions (read), 2 = freqs (read), 3 = k_cache (read_write),
 //   4 = v_cache (read_write), 5 = partial_out (read_write), 6 = partial_stats (read_write; written only when
 //   SPLITS > 1 but always bound: any buffer of >= 8 bytes when SPLITS == 1).
-//   combine: 5 = partial_out, 6 = partial_stats (read), 7 = out (read_write, [STREAMS, D]). Caches and outputs
-//   are bound as vec4<f32>.
-// Dispatch: main (HEADS, SPLITS, STREAMS); combine (HEADS, 1, STREAMS); workgroups of WORKGROUP_SIZE invocations.
+//   combine: 5 = partial_out, 6 = partial_stats (read), 7 = out (read_write, [STREAMS, D]). Outputs are bound as
+//   vec4<f32>, caches as 16-byte units (vec4<u32>: 4 values in f32, 8 in f16).
+//   combine_int8: 5, 6 as combine; 8 = out_q (read_write, u32[STREAMS, D / 4]), 9 = out_scales (read_write,
+//   vec2<f32>[STREAMS, D / 32]).
+// Dispatch: main (HEADS, SPLITS, STREAMS); combine and combine_int8 (HEADS, 1, STREAMS); workgroups of
+// WORKGROUP_SIZE invocations.
 // Pass the same constants to both entry points.
 
 override HEADS: u32;
@@ -49,9 +59,11 @@ override SPLITS: u32 = 1u;
 override POSITION_INDEX: u32 = 0u;
 // 128: one vec4 of the output per invocation in 4 slot groups for the LM (HEAD_DIM / 4 = 32 per group).
 override WORKGROUP_SIZE: u32 = 128u;
-// Invocations per slot in the score pass: each reads HEAD_DIM / (4 SCORE_TEAM) vec4 of the key (4 for the LM), so
+// Invocations per slot in the score pass: each reads 1 / SCORE_TEAM of the key's units (4 for the LM in f32), so
 // WORKGROUP_SIZE / SCORE_TEAM slots are scored at once with few loads each.
 override SCORE_TEAM: u32 = 8u;
+// Keys and values stored as f16 (HEAD_DIM a multiple of 8 then): see k_cache above.
+override KV_F16: bool = false;
 
 const LOWEST = -3.402823e38;  // the score of nothing (finite: exp(LOWEST - m) is 0 without inf arithmetic)
 // 2 pi in seven parts (Cody-Waite, docs/mimi.md "RoPE angles"): parts 0-5 have at most 3 significant bits, so
@@ -68,21 +80,29 @@ const TWO_PI_4 = -1.9073486328125e-05;
 const TWO_PI_5 = 1.1920928955078125e-06;
 const TWO_PI_6 = 6.357301884918343e-08;
 const INVERSE_TWO_PI = 0.15915493667125702;
+const F16_MAX = 65504.0;
 
 @group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> freqs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> k_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> v_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> k_cache: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> v_cache: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> partial_out: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> partial_stats: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> out_q: array<u32>;
+@group(0) @binding(9) var<storage, read_write> out_scales: array<vec2<f32>>;
 
 var<workgroup> q_rotated: array<vec4<f32>, HEAD_DIM / 4u>;
 // Scores, then softmax numerators, of this workgroup's slots.
 var<workgroup> weights: array<f32, (CONTEXT + SPLITS - 1u) / SPLITS>;
-// Reductions: per-member partial scores, max and sum, then the slot groups' partial outputs.
-var<workgroup> reduction: array<vec4<f32>, max(WORKGROUP_SIZE, HEAD_DIM / 4u)>;
+// Reductions: per-member partial scores, max and sum, then the slot groups' partial outputs (in f16 a group
+// covers a row with half as many invocations, so there are up to twice as many groups).
+var<workgroup> reduction: array<vec4<f32>, max(select(1u, 2u, KV_F16) * WORKGROUP_SIZE, HEAD_DIM / 4u)>;
+// combine_int8: the merged output, each of its vec4's largest |value|, then its integers.
+var<workgroup> merged_values: array<vec4<f32>, HEAD_DIM / 4u>;
+var<workgroup> largest: array<f32, HEAD_DIM / 4u>;
+var<workgroup> integers: array<vec4<i32>, HEAD_DIM / 4u>;
 
 // (cos, sin) of an angle of any size: reduced to [-pi, pi] first, where GPU cos/sin are accurate.
 fn cos_sin(angle: f32) -> vec2<f32> {
@@ -96,6 +116,36 @@ fn cos_sin(angle: f32) -> vec2<f32> {
 fn rotate(v: vec4<f32>, rotation: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(v.x * rotation.x - v.y * rotation.y, v.x * rotation.y + v.y * rotation.x,
                      v.z * rotation.z - v.w * rotation.w, v.z * rotation.w + v.w * rotation.z);
+}
+
+// The rotation (cos a0, sin a0, cos a1, sin a1) of vec4 i of a head at this position.
+fn rotation_at(i: u32, position: u32) -> vec4<f32> {
+    let angles = f32(position) * vec2<f32>(freqs[2u * i], freqs[2u * i + 1u]);
+    return vec4<f32>(cos_sin(angles.x), cos_sin(angles.y));
+}
+
+// vec4s of a key or value per 16-byte unit of the ring.
+fn unit_vectors() -> u32 {
+    return select(1u, 2u, KV_F16);
+}
+
+// A ring unit from its vec4s: a alone in f32; a then b as f16 (8 values; b is ignored in f32).
+fn to_unit(a: vec4<f32>, b: vec4<f32>) -> vec4<u32> {
+    if (!KV_F16) {
+        return bitcast<vec4<u32>>(a);
+    }
+    let ca = clamp(a, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX));
+    let cb = clamp(b, vec4<f32>(-F16_MAX), vec4<f32>(F16_MAX));
+    return vec4<u32>(pack2x16float(ca.xy), pack2x16float(ca.zw), pack2x16float(cb.xy), pack2x16float(cb.zw));
+}
+
+// The first vec4 of a ring unit (its only one in f32) and the second (f16 only).
+fn unit_low(w: vec4<u32>) -> vec4<f32> {
+    return select(bitcast<vec4<f32>>(w), vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), KV_F16);
+}
+
+fn unit_high(w: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
 }
 
 // Tree reduction (max or sum) over the workgroup, any WORKGROUP_SIZE; every invocation gets the result.
@@ -124,6 +174,8 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let stream = workgroup.z;
     let dim = HEADS * HEAD_DIM;
     let vectors = HEAD_DIM / 4u;  // vec4 per key, value or output row
+    let per_unit = unit_vectors();
+    let units = vectors / per_unit;  // ring units per key or value row
     let slots_per_split = (CONTEXT + SPLITS - 1u) / SPLITS;
 
     let position = positions[POSITION_INDEX + stream];
@@ -131,7 +183,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let valid = min(position, CONTEXT - 1u) + 1u;
     let first = split * slots_per_split;
     let end = min(first + slots_per_split, valid);  // this workgroup's slots: [first, end), maybe empty
-    let cache_base = (stream * HEADS + head) * CONTEXT * vectors;  // cache[stream, head, j] = cache_base + j*vectors
+    let cache_base = (stream * HEADS + head) * CONTEXT * units;  // cache[stream, head, j] = cache_base + j * units
     let q_in = (stream * 3u * dim + head * HEAD_DIM) / 4u;       // this head's q in qkv; k at + dim/4, v at + dim/2
     let owns_slot = slot / slots_per_split == split;
 
@@ -139,18 +191,22 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     // the owner also stores v.
     let scale = inverseSqrt(f32(HEAD_DIM));
     for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
-        let angles = f32(position) * vec2<f32>(freqs[2u * i], freqs[2u * i + 1u]);
-        let rotation = vec4<f32>(cos_sin(angles.x), cos_sin(angles.y));
-        q_rotated[i] = rotate(qkv[q_in + i], rotation) * scale;
-        if (owns_slot) {
-            k_cache[cache_base + slot * vectors + i] = rotate(qkv[q_in + dim / 4u + i], rotation);
-            v_cache[cache_base + slot * vectors + i] = qkv[q_in + dim / 2u + i];
+        q_rotated[i] = rotate(qkv[q_in + i], rotation_at(i, position)) * scale;
+    }
+    if (owns_slot) {
+        for (var u = lane; u < units; u += WORKGROUP_SIZE) {
+            let i = u * per_unit;
+            let i_next = min(i + 1u, vectors - 1u);  // f16's second vec4 (unused in f32)
+            let k_unit = to_unit(rotate(qkv[q_in + dim / 4u + i], rotation_at(i, position)),
+                                 rotate(qkv[q_in + dim / 4u + i_next], rotation_at(i_next, position)));
+            k_cache[cache_base + slot * units + u] = k_unit;
+            v_cache[cache_base + slot * units + u] = to_unit(qkv[q_in + dim / 2u + i], qkv[q_in + dim / 2u + i_next]);
         }
     }
     storageBarrier();    // the new key and value are visible to the whole workgroup
     workgroupBarrier();  // and so is q_rotated
 
-    // Scores: teams of SCORE_TEAM invocations per slot, each member reading a few vec4 of the key.
+    // Scores: teams of SCORE_TEAM invocations per slot, each member reading a few units of the key.
     let team_size = min(SCORE_TEAM, WORKGROUP_SIZE);
     let teams = WORKGROUP_SIZE / team_size;
     let team = lane / team_size;
@@ -160,8 +216,12 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         let j = pass_first + team;
         var partial = 0.0;
         if (j < end && team < teams) {
-            for (var i = member; i < vectors; i += team_size) {
-                partial += dot(q_rotated[i], k_cache[cache_base + j * vectors + i]);
+            for (var u = member; u < units; u += team_size) {
+                let w = k_cache[cache_base + j * units + u];
+                partial += dot(q_rotated[u * per_unit], unit_low(w));
+                if (KV_F16) {
+                    partial += dot(q_rotated[u * per_unit + 1u], unit_high(w));
+                }
             }
         }
         reduction[lane].x = partial;
@@ -186,17 +246,25 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     }
     let denominator = reduce_workgroup(local_sum, false, lane);  // its barriers also publish weights[]
 
-    // Weighted sum of the values: slot groups of HEAD_DIM / 4 invocations, one vec4 of the output each, over every
-    // groups-th slot; then the groups' sums are added.
-    let groups = max(WORKGROUP_SIZE / vectors, 1u);
-    let group = lane / vectors;
+    // Weighted sum of the values: slot groups of one invocation per ring unit of a row (one or two vec4 of the
+    // output each), over every groups-th slot; then the groups' sums are added.
+    let groups = max(WORKGROUP_SIZE / units, 1u);
+    let group = lane / units;
     if (group < groups) {
-        for (var i = lane % vectors; i < vectors; i += WORKGROUP_SIZE) {
-            var sum = vec4<f32>(0.0);
+        for (var u = lane % units; u < units; u += WORKGROUP_SIZE) {
+            var low = vec4<f32>(0.0);
+            var high = vec4<f32>(0.0);
             for (var j = first + group; j < end; j += groups) {
-                sum += weights[j - first] * v_cache[cache_base + j * vectors + i];
+                let w = v_cache[cache_base + j * units + u];
+                low += weights[j - first] * unit_low(w);
+                if (KV_F16) {
+                    high += weights[j - first] * unit_high(w);
+                }
             }
-            reduction[group * vectors + i] = sum;
+            reduction[group * vectors + u * per_unit] = low;
+            if (KV_F16) {
+                reduction[group * vectors + u * per_unit + 1u] = high;
+            }
         }
     }
     workgroupBarrier();
@@ -213,27 +281,78 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn combine(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let head = workgroup.x;
-    let stream = workgroup.z;
+// The merged output vec4 i of (head, stream): sum_k e_k o_k / sum_k e_k l_k (see the header).
+fn merged(head: u32, stream: u32, i: u32) -> vec4<f32> {
     let dim = HEADS * HEAD_DIM;
-
     var score_max = LOWEST;
     for (var split = 0u; split < SPLITS; split++) {
         score_max = max(score_max, partial_stats[(stream * SPLITS + split) * HEADS + head].x);
     }
     var denominator = 0.0;
+    var sum = vec4<f32>(0.0);
     for (var split = 0u; split < SPLITS; split++) {
         let stats = partial_stats[(stream * SPLITS + split) * HEADS + head];
-        denominator += exp(stats.x - score_max) * stats.y;
+        let weight = exp(stats.x - score_max);
+        denominator += weight * stats.y;
+        sum += weight * partial_out[((stream * SPLITS + split) * dim + head * HEAD_DIM) / 4u + i];
     }
+    return sum / denominator;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn combine(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let head = workgroup.x;
+    let stream = workgroup.z;
     for (var i = lane; i < HEAD_DIM / 4u; i += WORKGROUP_SIZE) {
-        var sum = vec4<f32>(0.0);
-        for (var split = 0u; split < SPLITS; split++) {
-            let weight = exp(partial_stats[(stream * SPLITS + split) * HEADS + head].x - score_max);
-            sum += weight * partial_out[((stream * SPLITS + split) * dim + head * HEAD_DIM) / 4u + i];
+        out[(stream * HEADS * HEAD_DIM + head * HEAD_DIM) / 4u + i] = merged(head, stream, i);
+    }
+}
+
+// Four integers in -127..127 as the bytes of one word, the first in the low byte (quantize_input.wgsl's pack_int8).
+fn pack_int8(v: vec4<i32>) -> u32 {
+    let bytes = bitcast<vec4<u32>>(v) & vec4<u32>(0xFFu);
+    return bytes.x | (bytes.y << 8u) | (bytes.z << 16u) | (bytes.w << 24u);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let head = workgroup.x;
+    let stream = workgroup.z;
+    let vectors = HEAD_DIM / 4u;
+    let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
+    for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
+        let value = merged(head, stream, i);
+        merged_values[i] = value;
+        let m = abs(value);
+        largest[i] = max(max(m.x, m.y), max(m.z, m.w));
+    }
+    workgroupBarrier();
+    for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
+        let first = i & ~7u;          // a 32-block is 8 vec4
+        var amax = 0.0;
+        for (var k = 0u; k < 8u; k++) {
+            amax = max(amax, largest[first + k]);
         }
-        out[(stream * dim + head * HEAD_DIM) / 4u + i] = sum / denominator;
+        let inverse = select(0.0, 127.0 / amax, amax > 0.0);
+        integers[i] = vec4<i32>(round(merged_values[i] * inverse));
+    }
+    workgroupBarrier();
+    for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
+        if (i % 2u == 0u) {
+            // vec4 i and i + 1 are a group of 8 inputs: the even ones in one word, the odd ones in the next
+            let low = integers[i];
+            let high = integers[i + 1u];
+            out_q[column / 4u + i] = pack_int8(vec4<i32>(low.x, low.z, high.x, high.z));
+            out_q[column / 4u + i + 1u] = pack_int8(vec4<i32>(low.y, low.w, high.y, high.w));
+        }
+        if (i % 8u == 0u) {
+            var amax = 0.0;
+            var total = vec4<i32>(0);
+            for (var k = 0u; k < 8u; k++) {
+                amax = max(amax, largest[i + k]);
+                total += integers[i + k];
+            }
+            out_scales[(column + 4u * i) / 32u] = vec2<f32>(amax / 127.0, f32(total.x + total.y + total.z + total.w));
+        }
     }
 }

@@ -80,6 +80,12 @@ class Tuning:
     int8_matvec: dict = field(default_factory=dict)
     # Plans of many streams: every matrix (any format; the int8 path's rounding is not used) takes matmul.wgsl.
     matmul: MatmulTuning = MatmulTuning()
+    # The KV rings in f16 (attention.wgsl KV_F16): half their memory and reads; keys and values rounded to f16
+    # (docs/validation.md: its error).
+    kv_f16: bool = False
+    # With the int8 path: the attention's merge writes attn_out's int8 input itself (attention.wgsl combine_int8),
+    # one dispatch fewer per layer; the same bits as its own quantize_input dispatch (an A/B switch).
+    attention_int8_output: bool = True
 
     def for_matvec(self, name: str) -> MatvecTuning:
         return self.matvec.get(name.rsplit(".", 1)[-1], self.matvec["default"])
@@ -153,10 +159,11 @@ def _batch(streams: int) -> dict:
 
 def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: str,
             input_mode: int = INPUT_PLAIN, alpha: str | None = None, accumulate: bool = False,
-            int8_input: tuple[str, str] | None = None, partials: str | None = None):
+            int8_input: tuple[str, str] | None = None, partials: str | None = None, quantized: bool = False):
     """y (+)= W in(x) for each of the builder's streams (x: [streams, X_STRIDE], y: [streams, rows]), each weight
     read once for all of them; int8_input: the (xq, xs) scratch buffers of the int8 path, where the tuning has one;
-    partials: matmul.wgsl's scratch, given in plans of many streams (build_lm decides), which then take it."""
+    quantized: x's producer already wrote them (attention's combine_int8); partials: matmul.wgsl's scratch, given
+    in plans of many streams (build_lm decides), which then take it."""
     t = w.tensors[name]
     rows, columns = t.shape
     streams = b.streams
@@ -175,10 +182,11 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
     if int8:
         int8 = for_streams(int8, streams, INPUT_PLAIN)
         xq, xs = int8_input
-        b.dispatch("quantize_input", {0: x, 1: alpha or x, 2: xq, 3: xs},
-                   (-(-columns // 8 // QUANTIZE_WORKGROUP), streams),
-                   {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": QUANTIZE_WORKGROUP,
-                    **_batch(streams)}, label=f"{name} input to int8")
+        if not quantized:
+            b.dispatch("quantize_input", {0: x, 1: alpha or x, 2: xq, 3: xs},
+                       (-(-columns // 8 // QUANTIZE_WORKGROUP), streams),
+                       {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": QUANTIZE_WORKGROUP,
+                        **_batch(streams)}, label=f"{name} input to int8")
         b.dispatch("matvec_int8_subgroup" if int8.subgroup else "matvec_int8",
                    {**with_scales_binding(w.bindings(name)), 2: xq, 3: y, 4: xs},
                    (-(-rows // int8.rows_per_workgroup),),
@@ -254,23 +262,34 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         int8_input = (b.stream_buffer("lm.input_int8", "scratch", (widest // 4,), "u32"),     # 4 int8 a u32
                       b.stream_buffer("lm.input_int8_scales", "scratch", (widest // 32, 2)))
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
-                 "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd}
+                 "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd,
+                 **({"KV_F16": True} if tuning.kv_f16 else {})}
+    # [S, H, context, hd] f32, or f16 two to a u32 word
+    ring, ring_dtype = ((cfg.num_heads, cfg.context, hd // 2), "u32") if tuning.kv_f16 else \
+        ((cfg.num_heads, cfg.context, hd), "f32")
 
     _embed(b, w, cfg, x, codes, token)
     for i in range(cfg.num_layers):
         layer = f"layers.{i}."
-        ring = (cfg.num_heads, cfg.context, hd)
-        k_cache = b.stream_buffer(f"lm.k_cache.{i}", "state", ring)                     # [S, H, context, hd]
-        v_cache = b.stream_buffer(f"lm.v_cache.{i}", "state", ring)
+        k_cache = b.stream_buffer(f"lm.k_cache.{i}", "state", ring, ring_dtype)
+        v_cache = b.stream_buffer(f"lm.v_cache.{i}", "state", ring, ring_dtype)
         _matvec(b, w, tuning, layer + "attn_qkv", x, qkv, INPUT_RMS_NORM, w.bindings(layer + "attn_norm")[0],
                 int8_input=int8_input, partials=partials)
         b.dispatch("attention", {0: qkv, 1: "step", 2: freqs, 3: k_cache, 4: v_cache, 5: partial_out,
                                  6: partial_stats}, (cfg.num_heads, splits, n), attention, label=layer + "attention")
-        if splits > 1:
+        # Where attn_out takes the int8 path, the merge can round its input (blocks of 32 within a head): no
+        # quantize_input dispatch.
+        combine_int8 = bool(int8_input and tuning.attention_int8_output and splits > 1 and hd % 32 == 0
+                            and tuning.for_int8_matvec("attn_out") and tensors[layer + "attn_out"].quant == "q4")
+        if combine_int8:
+            b.dispatch("attention", {5: partial_out, 6: partial_stats, 8: int8_input[0], 9: int8_input[1]},
+                       (cfg.num_heads, 1, n), attention, label=layer + "attention combine to int8",
+                       entry="combine_int8")
+        elif splits > 1:
             b.dispatch("attention", {5: partial_out, 6: partial_stats, 7: attended}, (cfg.num_heads, 1, n),
                        attention, label=layer + "attention combine", entry="combine")
         _matvec(b, w, tuning, layer + "attn_out", attended, x, accumulate=True, int8_input=int8_input,
-                partials=partials)
+                partials=partials, quantized=combine_int8)
         _matvec(b, w, tuning, layer + "ffn_in", x, hidden, INPUT_RMS_NORM, w.bindings(layer + "ffn_norm")[0],
                 int8_input=int8_input, partials=partials)
         _matvec(b, w, tuning, layer + "ffn_out", hidden, x, INPUT_SWIGLU, accumulate=True, int8_input=int8_input,

@@ -28,7 +28,8 @@ def tunings() -> dict[str, Tuning]:
     """Variant name -> its launch shapes."""
     return {name: Tuning({role: MatvecTuning(**shape) for role, shape in v["matvec"].items()},
                          v["attention_slots_per_split"], v["mimi"],
-                         {role: MatvecTuning(**shape) for role, shape in v.get("int8_matvec", {}).items()})
+                         {role: MatvecTuning(**shape) for role, shape in v.get("int8_matvec", {}).items()},
+                         kv_f16=v.get("kv_f16", False))
             for name, v in _data()["variants"].items()}
 
 

@@ -153,14 +153,20 @@ def attention(qkv: np.ndarray, position: int, k_cache: np.ndarray, v_cache: np.n
     slot = position % context
     k_cache[:, slot, :] = k
     v_cache[:, slot, :] = v
-    valid = ring_valid_slots(position, context)
+    return attend(q, k_cache, v_cache, ring_valid_slots(position, context), dtype)
+
+
+def attend(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, valid: int, dtype=np.float64) -> np.ndarray:
+    """Softmax attention of the rotated queries q [H, hd] over slots [0, valid) of the rings [H, context, hd]
+    (this step's key and value already written); returns [H * hd]."""
+    head_dim = q.shape[1]
     keys = np.asarray(k_cache[:, :valid, :], dtype)        # [H, n, hd]
     values = np.asarray(v_cache[:, :valid, :], dtype)      # [H, n, hd]
     scores = np.einsum("hd,hnd->hn", q, keys) / np.sqrt(head_dim)
     scores -= scores.max(axis=1, keepdims=True)
     weights = np.exp(scores)
     weights /= weights.sum(axis=1, keepdims=True)
-    return np.einsum("hn,hnd->hd", weights, values).reshape(dim)
+    return np.einsum("hn,hnd->hd", weights, values).reshape(q.size)
 
 
 def argmax(logits: np.ndarray) -> int:

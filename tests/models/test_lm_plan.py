@@ -1,6 +1,8 @@
 """The LM plan on the native engine vs the numpy whole-step reference, on a tiny q4 package, across the ring wrap."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -17,10 +19,12 @@ def tiny_package(tiny_packages):
     return tiny_packages("q4")
 
 
-# Launch shapes change speed, never results: the GPU profile, and one with 3 attention splits over the ring of 8
-# (some empty early on) and small matvec teams, so the split + combine path runs too.
+# Launch shapes change speed, never results: the GPU profile (with f32 rings: its f16 rings round the keys and
+# values, tests/models/test_lm_kv_f16.py), and one with 3 attention splits over the ring of 8 (some empty early on)
+# and small matvec teams, so the split + combine path runs too.
 # The third uses matvec_q4_subgroup for every matrix, with teams of 4 (any subgroup size here is >= 4).
-@pytest.mark.parametrize("tuning", [tunings()["gpu"], Tuning({"default": MatvecTuning(64, 16, 2)}, 3),
+@pytest.mark.parametrize("tuning", [replace(tunings()["gpu"], kv_f16=False),
+                                    Tuning({"default": MatvecTuning(64, 16, 2)}, 3),
                                     Tuning({"default": MatvecTuning(64, 4, 2, subgroup=True)}, 8)],
                          ids=["gpu-tuning", "split-attention", "subgroup-matvec"])
 def test_plan_matches_numpy_reference(tiny_package, tuning):

@@ -9,7 +9,7 @@ Differences from the native runs, each for a stated reason:
   - RoPE (attention, attention_chunk): WGSL, like Vulkan, allows cos/sin an absolute error of 2^-11 on [-pi, pi];
     SwiftShader uses it (measured 1.9e-4), lavapipe's libm is exact to a few ulp, and the native bounds assume the
     latter. The attention cases below add the propagated trigonometric error to the native bound (derivation in
-    trig_score_error); wrong slots, rotations or heads are still orders of magnitude beyond it.
+    test_attention.trig_score_error); wrong slots, rotations or heads are still orders of magnitude beyond it.
   - Subsets, for time (SwiftShader runs these ~10x slower than lavapipe): RVQ runs each format once (alternating
     the two work splits), the realistic 16-head x 750-slot LM attention is replaced by the LM's head size on a
     short ring; the native subgroup test reads the native adapter's subgroup size, so its cases run here with the
@@ -27,7 +27,8 @@ import test_attention
 import test_matvec
 import test_matvec_int8
 import test_mimi_kernels
-from kernel_helpers import U32, assert_within, in_out, poisoned
+from kernel_helpers import assert_within, in_out, poisoned
+from test_attention import test_combine_int8_equals_combine_then_quantize_input  # noqa: F401 - run here too
 from test_embed_sum import (  # noqa: F401 - the native cases, run here by the browser
     test_codebook_group,
     test_realistic_width_and_codebook_count,
@@ -75,7 +76,6 @@ from test_output_heads import (  # noqa: F401 - the native cases, run here by th
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.models.mimi import FORMATS
 from kyutai_stt.models.rope import rope_frequencies
-from kyutai_stt.reference import lm as ref
 from kyutai_stt.reference import mimi as mr
 
 # WGSL's accuracy for cos and sin: absolute error <= 2^-11 on [-pi, pi] (the kernels reduce angles there first).
@@ -148,44 +148,6 @@ def test_rvq_split_levels(rng, fmt, tuning):
 
 
 # ---- attention with WGSL's trigonometric accuracy ----------------------------------------------------------------
-def trig_score_error(q_norm, k_norm, head_dim):
-    """Bound on |score error| from cos/sin errors <= e: each rotated pair (a, b) moves by at most
-    e (|a| + |b|) <= sqrt(2) e |(a, b)| per component, so a rotated vector moves by at most sqrt(2) e |v| (2-norm);
-    q.k / sqrt(hd) then moves by at most (|dq| |k| + |q| |dk|) / sqrt(hd) = 2 sqrt(2) e |q| |k| / sqrt(hd)."""
-    return 2 * np.sqrt(2) * WGSL_TRIG_ERROR * q_norm * k_norm / np.sqrt(head_dim)
-
-
-def check_attention(rng, positions, heads=2, head_dim=8, context=8, splits=1, **tuning):
-    """test_attention.check with the trigonometric term: a softmax weight moves by at most 2 max|score error|
-    relative, so an output element by 2 max|score error| max_j |v_jd| more."""
-    freqs = ref.rope_frequencies(head_dim, 100_000.0)
-    streams, dim = len(positions), heads * head_dim
-    rings = [test_attention.make_ring(rng, heads, head_dim, context, p) for p in positions]
-    qkv = rng.standard_normal((streams, 3 * dim)).astype(np.float32)
-    out, k_gpu, v_gpu = test_attention.run_attention(
-        qkv, positions, np.stack([k for k, _ in rings]), np.stack([v for _, v in rings]), freqs,
-        heads=heads, head_dim=head_dim, context=context, splits=splits, **tuning)
-    k_gpu = k_gpu.reshape(streams, heads, context, head_dim)
-    v_gpu = v_gpu.reshape(streams, heads, context, head_dim)
-    for s, position in enumerate(positions):
-        expected, k_ref, v_ref, bound = test_attention.expected_and_bound(qkv[s].astype(np.float64), position,
-                                                                          *rings[s], freqs)
-        valid = ref.ring_valid_slots(position, context)
-        q_norm = np.linalg.norm(qkv[s, :dim].reshape(heads, head_dim), axis=1)           # rotation keeps norms
-        k_norm = np.linalg.norm(k_ref[:, :valid, :], axis=2).max(axis=1)
-        v_max = np.abs(v_ref[:, :valid, :]).max(axis=1)                                  # [H, hd]
-        trig = 2 * trig_score_error(q_norm, k_norm, head_dim)[:, None] * v_max
-        assert_within(out[s], expected, bound + trig.reshape(dim), f"attention, stream {s}, position {position}")
-        slot = position % context
-        new_k = np.abs(qkv[s, dim:2 * dim]).reshape(heads, head_dim)
-        k_bound = 8 * U32 * new_k.max() + 1e-6 + 2 * WGSL_TRIG_ERROR * new_k.max()      # e (|a| + |b|) per element
-        assert_within(k_gpu[s][:, slot, :], k_ref[:, slot, :], k_bound, "new key")
-        np.testing.assert_array_equal(v_gpu[s][:, slot, :], v_ref[:, slot, :])
-        others = np.arange(context) != slot
-        np.testing.assert_array_equal(k_gpu[s][:, others, :], rings[s][0][:, others, :])
-        np.testing.assert_array_equal(v_gpu[s][:, others, :], rings[s][1][:, others, :])
-
-
 ATTENTION_CASES = {      # test_attention.py's cases (see there), plus the LM's head size on a short ring
     "first step": dict(positions=[0]),
     **{f"ring at {p}": dict(positions=[p]) for p in (1, 5, 7, 8, 9, 19)},
@@ -197,12 +159,16 @@ ATTENTION_CASES = {      # test_attention.py's cases (see there), plus the LM's 
     **{f"workgroup {w}, team {t}": dict(positions=[11], head_dim=64, context=10, splits=2, WORKGROUP_SIZE=w,
                                         SCORE_TEAM=t) for w, t in [(1, 8), (48, 5), (16, 1), (128, 32)]},
     "LM heads, short ring": dict(positions=[50], heads=4, head_dim=128, context=20, splits=3),
+    "f16 rings, streams, 3 splits": dict(positions=[5, 19], splits=3, KV_F16=True),
+    "f16 rings, LM heads": dict(positions=[50], heads=4, head_dim=128, context=20, splits=3, KV_F16=True),
+    "f16 rings, one invocation": dict(positions=[11], head_dim=64, context=10, splits=2, WORKGROUP_SIZE=1,
+                                      KV_F16=True),
 }
 
 
 @pytest.mark.parametrize("case", ATTENTION_CASES)
 def test_lm_attention(rng, case):
-    check_attention(rng, **ATTENTION_CASES[case])
+    test_attention.check(rng, trig_error=WGSL_TRIG_ERROR, **ATTENTION_CASES[case])
 
 
 @pytest.mark.parametrize("ring,steps,fmt", [(7, 2, "q4"), (8, 2, "f32"), (9, 3, "q8")])
@@ -235,7 +201,8 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt):
         k_norm = max(k_norm, np.linalg.norm(k, axis=2).max())
         k_max = max(k_max, np.abs(k).max())
         v_max = max(v_max, np.abs(v).max())
-        score_error = trig_score_error(np.linalg.norm(q, axis=2).max(), k_norm, head_dim)
+        score_error = test_attention.trig_score_error(np.linalg.norm(q, axis=2).max(), k_norm, head_dim,
+                                                      WGSL_TRIG_ERROR)
         assert_within(out[7].reshape(steps, dim), expected, 1e-5 + 2 * score_error * v_max, f"chunk {chunk}")
         key_bound = 1e-5 * np.abs(ref_k) + 1e-5 + 2 * WGSL_TRIG_ERROR * k_max
         assert_within(kv[0], ref_k, key_bound, f"keys after chunk {chunk}")

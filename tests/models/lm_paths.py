@@ -1,0 +1,57 @@
+"""Two plans of one LM on the same package, teacher-forced with the same inputs: the numeric effect of a fast path
+(the int8 path of q4 matrices, f16 KV rings) measured against the portable path (test_lm_int8, test_lm_kv_f16)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.models.lm import Tuning, build_lm_plan, tensors_of
+
+
+def teacher_forced(package, tuning: Tuning, inputs: np.ndarray,
+                   first_frame: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [steps, text_card], tokens [steps]) with inputs[step] = (text token, codes...) fed at every step,
+    from step index first_frame (rings empty, as after a reset)."""
+    engine = Engine(build_lm_plan(package.config, tensors_of(package), tuning), package.read_stream)
+    engine.reset(first_frame=first_frame)
+    logits, tokens = [], []
+    for step in inputs:
+        engine.submit({"codes": step[1:].astype(np.uint32), "token": np.array([step[0]], np.uint32)})
+        (result,) = engine.drain()
+        logits.append(engine.read("lm.logits").view(np.float32))
+        tokens.append(int(result.outputs["results"][0]))
+    return np.stack(logits), np.array(tokens)
+
+
+def random_inputs(cfg, steps: int, seed: int = 0) -> np.ndarray:
+    """[steps, 1 + n_q]: random text tokens and audio codes (a comparison of two paths needs no official run)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.integers(0, cfg.text_card, (steps, 1)), rng.integers(0, cfg.card, (steps, cfg.n_q))],
+                          axis=1)
+
+
+@dataclass
+class Comparison:
+    worst: float              # max |logit error| / max |logit|, over the steps
+    relative_rms: float
+    tokens_equal: float       # share of steps
+    decided: np.ndarray       # steps whose top two logits are further apart than 2 x the tolerance
+    decided_equal: bool       # the tokens of those steps are equal
+
+    def line(self) -> str:
+        return (f"logits: max error {self.worst:.2e} of max |logit|, relative RMS {self.relative_rms:.2e}; tokens "
+                f"equal {self.tokens_equal:.0%} ({self.decided.sum()} steps beyond the near-tie margin)")
+
+
+def compare(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray],
+            tolerance: float) -> Comparison:
+    (ref_logits, ref_tokens), (logits, tokens) = reference, other
+    scale = np.abs(ref_logits).max(axis=1, keepdims=True)
+    top2 = np.sort(ref_logits, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 2 * tolerance * scale[:, 0]
+    return Comparison(float((np.abs(logits - ref_logits) / scale).max()),
+                      float(np.sqrt(((logits - ref_logits) ** 2).mean() / (ref_logits**2).mean())),
+                      float(np.mean(tokens == ref_tokens)), decided,
+                      bool((tokens[decided] == ref_tokens[decided]).all()))

@@ -1,0 +1,48 @@
+"""benchmarks/browser_host.py: web/runtime.js run by Node on Dawn (the `webgpu` npm package, installed by the
+benchmark with `npm ci` from the root package.json) over an exported site, timed as `kyutai-stt bench` times the
+native host. Here on Chromium's SwiftShader Vulkan driver (lavapipe lacks a feature Dawn needs): the numbers are
+BENCHMARKS.md's on a GPU; this checks that the line is what it claims (the browser's own variant rules chose the
+plan, every dispatch of it ran, its timings are consistent) and that bad input is refused."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kyutai_stt.models.lm import lm_plan
+from kyutai_stt.models.variants import tunings
+
+ROOT = Path(__file__).resolve().parents[1]
+SWIFTSHADER = Path("/usr/lib/chromium/vk_swiftshader_icd.json")     # Debian's chromium package (./dev.sh installs it)
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    if not SWIFTSHADER.is_file():
+        pytest.fail(f"{SWIFTSHADER} is missing: install Chromium (apt-get install chromium; ./dev.sh does)")
+    env = {**os.environ, "VK_DRIVER_FILES": str(SWIFTSHADER)}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "browser_host.py"), *args], capture_output=True,
+                          text=True, env=env, timeout=600)
+
+
+def test_lm_step_in_the_browser_host_prints_one_line(tiny_packages):
+    package = tiny_packages("q4")
+    done = bench("--package", str(package.root), "--steps", "4", "--warmup", "1", "--position", "7")
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert line["bench"] == "lm_step" and line["host"] == "browser" and line["start_position"] == 7
+    assert line["variant"] == "cpu" and "SwiftShader" in line["adapter"]     # a CPU adapter, by the rules
+    assert line["dispatches_per_step"] == len(lm_plan(package, tunings()["cpu"]).dispatches)
+    assert 0 < line["p50_ms"] <= line["p95_ms"] and line["mean_ms"] > 0 and line["frame_latency_p50_ms"] > 0
+    # The GPU time of a frame, from timestamp queries, cannot exceed the wall time between frames by much.
+    assert 0 < line["gpu_mean_ms"] <= 1.5 * line["mean_ms"]
+    assert line["realtime_streams"] == pytest.approx(80 / line["mean_ms"], rel=1e-3, abs=0.051)
+
+
+def test_bad_package_exits_2_naming_it(tmp_path):
+    done = bench("--package", str(tmp_path / "nowhere"))
+    assert done.returncode == 2 and "not a model package directory" in done.stderr
+    assert "Traceback" not in done.stderr
