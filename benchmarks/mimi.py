@@ -3,6 +3,7 @@
     python benchmarks/mimi.py                         # synthetic seed-0 Mimi, q4 package policy, 40 frames
     python benchmarks/mimi.py --package PKG           # a converted package's Mimi tensors
     python benchmarks/mimi.py --profile               # also GPU time per dispatch group (slowest first)
+    python benchmarks/mimi.py --streams 64            # a plan of 64 streams (times are per submission of all)
     python benchmarks/mimi.py --precision             # no GPU: each precision policy vs the official fp32 encode
 
 The line gives the GPU time of one frame's compute pass (timestamp queries around the pass: the dispatches, their
@@ -24,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine  # noqa: E402
-from kyutai_stt.models.mimi import build_mimi_plan  # noqa: E402
+from kyutai_stt.models.mimi import build_mimi_plan, split_for_streams  # noqa: E402
 from kyutai_stt.reference import mimi as mimi_reference  # noqa: E402
 from kyutai_stt.weights.synthetic import MIMIS  # noqa: E402
 
@@ -123,10 +124,13 @@ def main() -> int:
     parser.add_argument("--quant", default="q4", choices=("q4", "q4-small", "q8", "f16", "f32"),
                         help="precision policy of the synthetic weights (default q4, the package default)")
     parser.add_argument("--frames", type=int, default=0, help="timed frames (default 40 on a GPU, 6 on a CPU)")
-    parser.add_argument("--tuning", default="auto", choices=("auto", "gpu", "cpu"))
+    parser.add_argument("--tuning", default="auto", choices=("auto", "gpu", "gpu-many", "cpu"),
+                        help="the work split (auto: the device's, \"gpu-many\" past MANY_STREAMS streams, as plans "
+                             "take it)")
     parser.add_argument("--mimi", default="real", choices=("real", "tiny"),
                         help="without --package: moshi's Mimi or the tests' tiny one (config.TINY_MIMI)")
     parser.add_argument("--profile", action="store_true", help="also print GPU time per dispatch group")
+    parser.add_argument("--streams", type=int, default=1, help="independent streams per submission (docs/plan.md)")
     parser.add_argument("--precision", action="store_true",
                         help="instead: each precision policy's error vs the official encode (numpy, ~10 s each)")
     args = parser.parse_args()
@@ -136,13 +140,13 @@ def main() -> int:
 
     summary = gpu.adapter_summary()
     cpu = summary["adapter_type"].lower() == "cpu"
-    tuning = args.tuning if args.tuning != "auto" else ("cpu" if cpu else "gpu")
+    tuning = args.tuning if args.tuning != "auto" else split_for_streams("cpu" if cpu else "gpu", args.streams)
     frames = args.frames or (6 if cpu else 40)
     tensors, read, cfg, source = load(args.package, args.quant, args.mimi)
-    plan = build_mimi_plan(tensors, cfg, tuning=tuning)
+    plan = build_mimi_plan(tensors, cfg, tuning=tuning, streams=args.streams)
     engine = Engine(plan, read)
     rng = np.random.default_rng(0)
-    audio = (0.1 * rng.standard_normal((frames + 3, 1920))).astype(np.float32)
+    audio = (0.1 * rng.standard_normal((frames + 3, args.streams, 1920))).astype(np.float32)
     for f in range(3):                       # JIT compilation, first-frame paths, clocks
         engine.submit({"pcm": audio[f]})
     engine.drain()
@@ -156,7 +160,8 @@ def main() -> int:
         times = gpu_times(engine, frames)
         timing = f"GPU {statistics.median(times):.3f} ms per frame (min {min(times):.3f}), "
     print(f"mimi: {timing}wall {wall:.3f} ms per frame pipelined; {len(plan.dispatches)} dispatches, "
-          f"{frames} frames, tuning {tuning}, {source}, on {summary['name']} ({summary['backend']})")
+          f"{frames} frames of {args.streams} stream{'s' * (args.streams > 1)}, tuning {tuning}, {source}, on "
+          f"{summary['name']} ({summary['backend']})")
     if args.profile and "timestamp-query" in engine.device.features:
         for group, ms in profile(engine):
             print(f"  {group:<32} {ms:8.3f} ms")

@@ -36,7 +36,14 @@ INPUT_PLAIN, INPUT_ELU, INPUT_LAYER_NORM = 0, 1, 2
 OUTPUT_PLAIN, OUTPUT_ELU, OUTPUT_GELU = 0, 1, 2
 PCM_HISTORY_REGION = 8         # floats per region of the PCM history (kernel_size - 1 = 6 used)
 STEPS_PER_FRAME = 2            # transformer steps per 80 ms frame (25 Hz)
-TUNINGS = ("gpu", "cpu")       # work splits: see _tiling
+TUNINGS = ("gpu", "gpu-many", "cpu")   # work splits: see _tiling
+# Plans of this many streams or more take the "gpu-many" split in place of "gpu" (split_for_streams): the streams
+# fill the GPU, so K is split across fewer team members (less reduction, more rows per workgroup) in the layers of
+# at most MANY_STREAMS_MAX_STEPS output steps a frame; the longer ones (the first SEANet blocks' 480 and 1920) were
+# slower so on an H100 at 256 streams and keep "gpu"'s (BENCHMARKS.md). The split is the same for every such plan,
+# so a stream's results do not depend on how many streams there are past it.
+MANY_STREAMS = 16
+MANY_STREAMS_MAX_STEPS = 128
 # The "cpu" work splits' sizes (software adapters: lavapipe, SwiftShader; measured in docs/testing.md):
 CPU_CONV_WORKGROUP = 64        # conv1d invocations per workgroup
 CPU_ATTENTION_WORKGROUP = 64   # attention_chunk invocations per workgroup
@@ -281,13 +288,20 @@ class _MimiBuilder:
 GPU_TARGET_INVOCATIONS = 1 << 16
 
 
+def split_for_streams(tuning: str, streams: int) -> str:
+    """The work split a plan of `streams` streams takes for a device whose split is `tuning`."""
+    return "gpu-many" if tuning == "gpu" and streams >= MANY_STREAMS else tuning
+
+
 def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu") -> dict:
     """conv1d.wgsl's work split for one layer (see the kernel's header).
 
     "cpu" (a software rasteriser such as lavapipe: few fat invocations; barriers are expensive): each invocation
     owns whole dot products (no split of K, no reduction), a 4 x 4 block of (rows x steps), or 4 rows x all steps.
     "gpu": teams split K (up to 32 members) until the dispatch has ~GPU_TARGET_INVOCATIONS invocations, with
-    1 (few steps) or 2 rows x up to 4 steps per invocation and up to 4 teams along time in a workgroup."""
+    1 (few steps) or 2 rows x up to 4 steps per invocation and up to 4 teams along time in a workgroup.
+    "gpu-many" (plans of MANY_STREAMS or more): the same, each stream aiming at 1 / MANY_STREAMS of the target in
+    layers of at most MANY_STREAMS_MAX_STEPS output steps."""
     units = k // 32
     steps_per_thread = min(t_out, 4)
     step_groups = math.ceil(t_out / steps_per_thread)
@@ -301,7 +315,9 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu") -> dict:
         rows_per_thread = 1 if t_out <= 4 else 2
         base = step_groups * math.ceil(c_out / rows_per_thread)
         threads_per_row = 1
-        while threads_per_row * 2 <= min(32, units) and base * threads_per_row * 2 <= GPU_TARGET_INVOCATIONS:
+        many = tuning == "gpu-many" and t_out <= MANY_STREAMS_MAX_STEPS
+        target = GPU_TARGET_INVOCATIONS // (MANY_STREAMS if many else 1)
+        while threads_per_row * 2 <= min(32, units) and base * threads_per_row * 2 <= target:
             threads_per_row *= 2
         size = 128
         teams = size // threads_per_row
@@ -328,7 +344,7 @@ def build_mimi(b: PlanBuilder, tensors: Mapping[str, Mapping], pcm: str, codes: 
     receiving the 32 codes at codes_offset (e.g. the LM's ids row [codes | text token] with offset 0).
     step_buffer: the plan's step buffer (declared by the caller, sized for all step fields, before build()).
     ring: KV ring slots (default cfg.context = moshi's streaming behaviour; cfg.context + 1: offline's window).
-    tuning: "gpu" or "cpu" work splits (same results up to float summation order; see _tiling).
+    tuning: "gpu", "gpu-many" or "cpu" work splits (same results up to float summation order; see _tiling).
     Adds the step fields mimi.position (= 2 * frame) and mimi.parity (= frame % 2)."""
     return _MimiBuilder(b, tensors, cfg, step_buffer, ring, codes_offset, tuning).build(pcm, codes)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from kyutai_stt.config import LMConfig, MimiConfig
 from kyutai_stt.engine.plan import Plan, PlanBuilder
 from kyutai_stt.models.lm import Tensor, Tuning, build_lm, tensors_of
-from kyutai_stt.models.mimi import build_mimi
+from kyutai_stt.models.mimi import build_mimi, split_for_streams
 
 STEP_FIELDS = 3      # LM position, Mimi position (2 x frame), Mimi history parity
 
@@ -33,6 +33,6 @@ def build_stt_plan(lm_cfg: LMConfig, mimi_cfg: MimiConfig, lm_tensors: dict[str,
     b.stage("lm")
     b.outputs["results"] = build_lm(b, lm_cfg, lm_tensors, codes, position, tuning)
     b.stage("mimi")
-    build_mimi(b, manifest_tensors, pcm, codes, "step", cfg=mimi_cfg, tuning=tuning.mimi)
+    build_mimi(b, manifest_tensors, pcm, codes, "step", cfg=mimi_cfg, tuning=split_for_streams(tuning.mimi, streams))
     assert len(b.step_fields) == STEP_FIELDS
     return b.build(step_buffer="step")

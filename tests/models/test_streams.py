@@ -16,7 +16,7 @@ from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import INT8_DOT, Plan
 from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.lm import MatmulTuning, build_lm_plan, tensors_of
-from kyutai_stt.models.mimi import build_mimi_plan
+from kyutai_stt.models.mimi import MANY_STREAMS, build_mimi_plan
 from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for, tunings
 from kyutai_stt.reference import mimi as mr
@@ -170,11 +170,13 @@ def run_staggered(engine: Engine, role: str, feed, starts=STARTS) -> list:
     return results + engine.drain()
 
 
-def test_mimi_streams_equal_one_stream_runs(pcm, policy="q4-small", work_split="cpu"):
+# "gpu-many" (plans of many streams on a GPU) takes ~3 min of lavapipe: run on a lent GPU (-m huge).
+@pytest.mark.parametrize("work_split", ["cpu", pytest.param("gpu-many", marks=pytest.mark.huge)])
+def test_mimi_streams_equal_one_stream_runs(pcm, work_split, policy="q4-small"):
     """The tiny Mimi for 3 streams (each its own stretch of the fixture audio, started at submissions 0, 5 and 11,
     noise before), vs the one-stream plan on each stretch: latents and codes bit for bit, past the ring's wrap.
-    The q4/q8 kernels and lavapipe's work split (the "gpu" split: 2.5x slower here, run by the whole-frame test
-    below where the device is a GPU)."""
+    The q4/q8 kernels; lavapipe's work split, and the one plans of many streams take (the "gpu" split: 2.5x slower
+    here, run by the whole-frame test below where the device is a GPU)."""
     cfg = MIMIS["tiny"]
     tensors, streams, _ = mr.package_tensors(official_of("tiny"), policy, cfg)
     audio = [pcm[(7 * s) * FRAME:(7 * s + MIMI_FRAMES) * FRAME].reshape(MIMI_FRAMES, FRAME) for s in range(3)]
@@ -220,3 +222,22 @@ def test_whole_frame_streams_equal_one_stream_runs(tiny_packages, pcm):
             np.testing.assert_array_equal(words, expected[s][k].outputs["results"], f"stream {s} frame {k}")
             tokens.add(int(words[0]))
     assert len(tokens) > 2, "the streams' tokens vary (a comparison of constant outputs would prove little)"
+
+
+def test_plans_of_many_streams_share_one_mimi_work_split(tiny_packages):
+    """Past MANY_STREAMS streams a GPU's whole-frame plan takes the "gpu-many" split, the same for every count (so
+    a stream's results do not depend on how many streams run beside it, given that split: the test above)."""
+    package = tiny_packages("q4")
+    gpu_tuning = tunings()["gpu"]
+
+    def conv_constants(plan):
+        return [p.constants for p in plan.pipelines if p.kernel == "conv1d"]
+
+    many = conv_constants(build_mimi_plan(package.manifest["tensors"], package.mimi_config, tuning="gpu-many"))
+    few = conv_constants(build_mimi_plan(package.manifest["tensors"], package.mimi_config, tuning="gpu"))
+    assert many != few
+    for streams, expected in [(1, few), (MANY_STREAMS - 1, few), (MANY_STREAMS, many), (3 * MANY_STREAMS, many)]:
+        got = conv_constants(stt_plan(package, gpu_tuning, streams))
+        strip = ("X_STREAM", "Y_STREAM", "R_STREAM", "PARITY_INDEX", "POSITION_INDEX")     # the streams' layout
+        assert [{k: v for k, v in c.items() if k not in strip} for c in got] == \
+            [{k: v for k, v in c.items() if k not in strip} for c in expected], streams
