@@ -37,6 +37,15 @@
 //   8-column chunk of weights is read once per row and used for all the thread's steps. Members' sums meet in
 //   workgroup memory (one barrier); the member writing an output adds them. kyutai_stt.models.mimi._tiling
 //   chooses the split per layer and device kind.
+// Entry `tiled` (plans of many streams: models/mimi.py "gpu-many"): the same outputs as a tiled product over
+//   (output channel o, column n = s * T_OUT + t) for all STREAMS streams at once: a workgroup decodes each slice of
+//   TILE_K weight columns of TILE_ROWS = 4 ROW_THREADS channels and the matching window slice of TILE_COLS =
+//   4 COL_THREADS columns into workgroup memory once, and each invocation accumulates 4 x 4 outputs, summed over
+//   j = 0, 1, .. K - 1 in order: a stream's outputs depend neither on STREAMS nor on the other streams (the order
+//   differs from `main`'s: the two agree to f32 rounding). INPUT_MODE plain or ELU (LayerNorm takes `main`).
+//   Dispatch: (ceil(C_OUT / TILE_ROWS), ceil(STREAMS * T_OUT / TILE_COLS), 1) workgroups of WORKGROUP_SIZE =
+//   ROW_THREADS * COL_THREADS invocations; workgroup memory 16 * TILE_K * (ROW_THREADS + COL_THREADS) bytes
+//   (16 KiB at the defaults, the portable limit).
 // Constraints (the host checks them): K % 32 == 0, C_IN % 4 == 0, all offsets and regions multiples of 4,
 //   ROWS_PER_THREAD <= 4, STEPS_PER_THREAD <= 4, WORKGROUP_SIZE % (THREADS_PER_ROW * TEAMS_T) == 0,
 //   LayerNorm: K == C_IN and TEAMS_T * STEPS_PER_THREAD <= 16.
@@ -80,6 +89,15 @@ override Y_STREAM: u32 = 0u;
 override R_STREAM: u32 = 0u;
 
 override WORKGROUP_SIZE: u32 = 64u;
+// `tiled` only: its streams (all in one dispatch) and tile (4 x 4 outputs per invocation).
+override STREAMS: u32 = 1u;
+override ROW_THREADS: u32 = 16u;
+override COL_THREADS: u32 = 16u;
+override TILE_ROWS: u32 = 4u * ROW_THREADS;
+override TILE_COLS: u32 = 4u * COL_THREADS;
+// Weights per u32 word of the stored matrix: f32 1, f16 2, q8 4, q4 8.
+override WEIGHTS_PER_WORD: u32 = select(select(1u, 2u, FORMAT == FORMAT_F16), select(4u, 8u, FORMAT == FORMAT_Q4),
+                                        FORMAT >= FORMAT_Q8);
 override THREADS_PER_ROW: u32 = 1u;
 override TEAMS_T: u32 = 1u;
 override ROWS_PER_THREAD: u32 = 4u;
@@ -95,6 +113,8 @@ const MODE_GELU = 2u;
 const MAX_ROWS = 4u;
 const MAX_STEPS = 4u;
 const MAX_NORM_STEPS = 16u;
+const TILE_K = 32u;
+const SCALE_BLOCK = 32u;
 
 @group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> scales: array<u32>;
@@ -108,6 +128,10 @@ const MAX_NORM_STEPS = 16u;
 var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE * ROWS_PER_THREAD * STEPS_PER_THREAD>;
 // (mean, 1 / std) of each of the workgroup's steps (LayerNorm input mode).
 var<workgroup> norm_stats: array<vec2<f32>, MAX_NORM_STEPS>;
+// `tiled`: weight_tile[j * ROW_THREADS + g] = W[first_row + 4 g .. + 3, j0 + j]; input_tile[j * COL_THREADS + g] =
+// in(win)[columns first_col + 4 g .. + 3][j0 + j].
+var<workgroup> weight_tile: array<vec4<f32>, TILE_K * ROW_THREADS>;
+var<workgroup> input_tile: array<vec4<f32>, TILE_K * COL_THREADS>;
 
 // expm1 without cancellation near 0 (Kahan): exact where exp rounds to 1, else (u - 1) * v / log(u).
 fn expm1(v: f32) -> f32 {
@@ -317,9 +341,6 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         workgroupBarrier();
     }
 
-    let r_base = R_OFFSET + stream * R_STREAM + p * R_REGION;
-    let y_base = Y_OFFSET + stream * Y_STREAM + p * Y_REGION;
-    let y_other = Y_OFFSET + stream * Y_STREAM + (1u - p) * Y_REGION;
     let team_lane = team * THREADS_PER_ROW;
     // Each member writes some of its team's outputs.
     for (var i = member; i < ROWS_PER_THREAD * STEPS_PER_THREAD; i += THREADS_PER_ROW) {
@@ -337,28 +358,168 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             } else {
                 v = sums[r * MAX_STEPS + s];
             }
-            if (HAS_BIAS) {
-                v += param(BIAS_OFFSET + o);
-            }
-            if (HAS_SCALE) {
-                v *= param(SCALE_OFFSET + o);
-            }
-            if (HAS_RESIDUAL) {
-                v += residual[r_base + (R_ROW + t) * C_OUT + o];
-            }
-            let destination = y_base + (Y_HISTORY + t) * C_OUT + o;
-            if (ACCUMULATE) {
-                v += y[destination];
-            }
-            if (OUTPUT_MODE == MODE_ELU) {
-                v = elu(v);
-            } else if (OUTPUT_MODE == MODE_GELU) {
-                v = gelu(v);
-            }
-            y[destination] = v;
-            if (Y_REGION > 0u && Y_HISTORY > 0u && t + Y_HISTORY >= T_OUT) {
-                y[y_other + (t + Y_HISTORY - T_OUT) * C_OUT + o] = v;
-            }
+            write_output(o, t, stream, p, v);
         }
     }
+}
+
+// The epilogue of output (o, t) of a stream whose history parity is p: bias, scale, residual, accumulate,
+// activation, then the write (and the consumer's history copy), as the header says.
+fn write_output(o: u32, t: u32, stream: u32, p: u32, acc: f32) {
+    let r_base = R_OFFSET + stream * R_STREAM + p * R_REGION;
+    let y_base = Y_OFFSET + stream * Y_STREAM + p * Y_REGION;
+    let y_other = Y_OFFSET + stream * Y_STREAM + (1u - p) * Y_REGION;
+    var v = acc;
+    if (HAS_BIAS) {
+        v += param(BIAS_OFFSET + o);
+    }
+    if (HAS_SCALE) {
+        v *= param(SCALE_OFFSET + o);
+    }
+    if (HAS_RESIDUAL) {
+        v += residual[r_base + (R_ROW + t) * C_OUT + o];
+    }
+    let destination = y_base + (Y_HISTORY + t) * C_OUT + o;
+    if (ACCUMULATE) {
+        v += y[destination];
+    }
+    if (OUTPUT_MODE == MODE_ELU) {
+        v = elu(v);
+    } else if (OUTPUT_MODE == MODE_GELU) {
+        v = gelu(v);
+    }
+    y[destination] = v;
+    if (Y_REGION > 0u && Y_HISTORY > 0u && t + Y_HISTORY >= T_OUT) {
+        y[y_other + (t + Y_HISTORY - T_OUT) * C_OUT + o] = v;
+    }
+}
+
+// ---- `tiled` ---------------------------------------------------------------------------------------------------
+
+// Word `word` (an index into the stored matrix's u32 words) of W.
+fn weight_word(word: u32) -> u32 {
+    return w[word / 4u][word % 4u];
+}
+
+// The f16 scales of rows n .. n + 3's block of column j (q8/q4).
+fn tile_block_scales(n: vec4<u32>, j: u32) -> vec4<f32> {
+    let index = n * (K / SCALE_BLOCK) + j / SCALE_BLOCK;
+    return vec4<f32>(unpack2x16float(scales[index.x / 2u])[index.x % 2u],
+                     unpack2x16float(scales[index.y / 2u])[index.y % 2u],
+                     unpack2x16float(scales[index.z / 2u])[index.z % 2u],
+                     unpack2x16float(scales[index.w / 2u])[index.w % 2u]);
+}
+
+// Decodes word column c (weights j = c WEIGHTS_PER_WORD ..) of row group g into the weight tile, one vec4 (4 rows)
+// per column; rows past the end repeat the last row (never written out). As matmul.wgsl decodes its tiles.
+fn load_tile_weights(g: u32, c: u32, j0: u32, first_row: u32) {
+    let n = min(vec4<u32>(first_row + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(C_OUT - 1u));
+    let j = c * WEIGHTS_PER_WORD;
+    let index = (n * K + j0 + j) / WEIGHTS_PER_WORD;
+    let words = vec4<u32>(weight_word(index.x), weight_word(index.y), weight_word(index.z), weight_word(index.w));
+    let slot = j * ROW_THREADS + g;
+    if (FORMAT == FORMAT_Q4) {
+        let d = tile_block_scales(n, j0 + j);
+        for (var i = 0u; i < 8u; i++) {
+            weight_tile[slot + i * ROW_THREADS] = d * (vec4<f32>((words >> vec4<u32>(4u * i)) & vec4<u32>(0xFu)) - 8.0);
+        }
+    } else if (FORMAT == FORMAT_Q8) {
+        let d = tile_block_scales(n, j0 + j);
+        for (var i = 0u; i < 4u; i++) {
+            // Each byte's sign: shift it to the top, then an arithmetic shift back.
+            let q = bitcast<vec4<i32>>(words << vec4<u32>(24u - 8u * i)) >> vec4<u32>(24u);
+            weight_tile[slot + i * ROW_THREADS] = d * vec4<f32>(q);
+        }
+    } else if (FORMAT == FORMAT_F16) {
+        let a = unpack2x16float(words.x);
+        let b = unpack2x16float(words.y);
+        let e = unpack2x16float(words.z);
+        let f = unpack2x16float(words.w);
+        weight_tile[slot] = vec4<f32>(a.x, b.x, e.x, f.x);
+        weight_tile[slot + ROW_THREADS] = vec4<f32>(a.y, b.y, e.y, f.y);
+    } else {
+        weight_tile[slot] = bitcast<vec4<f32>>(words);
+    }
+}
+
+// in(win) of column n (stream n / T_OUT, step n % T_OUT) at window elements j .. j + 3 (j % 4 == 0: one row).
+fn column_inputs(n: u32, j: u32) -> vec4<f32> {
+    let stream = n / T_OUT;
+    let x_base = X_OFFSET + stream * X_STREAM + parity(stream) * X_REGION;
+    let first_frame = REPLICATE && frame_values[POSITION_INDEX + stream] == 0u;
+    let v = x[window_index(n % T_OUT, j, x_base, first_frame) / 4u];
+    if (INPUT_MODE == MODE_ELU) {
+        return elu4(v);
+    }
+    return v;
+}
+
+// Window elements 4 c .. 4 c + 3 of the slice at j0, of column group g (columns 4 g .. + 3 of the tile), into the
+// input tile, one vec4 (4 columns) per element; columns past the end repeat the last column (never written out).
+fn load_tile_inputs(g: u32, c: u32, j0: u32, first_col: u32) {
+    let n = min(vec4<u32>(first_col + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(STREAMS * T_OUT - 1u));
+    let j = j0 + 4u * c;
+    let a = column_inputs(n.x, j);
+    let b = column_inputs(n.y, j);
+    let e = column_inputs(n.z, j);
+    let f = column_inputs(n.w, j);
+    let slot = 4u * c * COL_THREADS + g;
+    input_tile[slot] = vec4<f32>(a.x, b.x, e.x, f.x);
+    input_tile[slot + COL_THREADS] = vec4<f32>(a.y, b.y, e.y, f.y);
+    input_tile[slot + 2u * COL_THREADS] = vec4<f32>(a.z, b.z, e.z, f.z);
+    input_tile[slot + 3u * COL_THREADS] = vec4<f32>(a.w, b.w, e.w, f.w);
+}
+
+// Outputs of 4 rows of column n.
+fn write_rows(n: u32, first_row: u32, value: vec4<f32>) {
+    if (n >= STREAMS * T_OUT) {
+        return;
+    }
+    let stream = n / T_OUT;
+    let p = parity(stream);
+    for (var r = 0u; r < 4u; r++) {
+        if (first_row + r < C_OUT) {
+            write_output(first_row + r, n % T_OUT, stream, p, value[r]);
+        }
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let row_group = lane % ROW_THREADS;
+    let col_group = lane / ROW_THREADS;
+    let first_row = workgroup.x * TILE_ROWS;
+    let first_col = workgroup.y * TILE_COLS;
+    let weight_loads = ROW_THREADS * (TILE_K / WEIGHTS_PER_WORD);     // (row group, word column) pairs per slice
+    let input_loads = COL_THREADS * (TILE_K / 4u);                     // (column group, 4 elements) pairs
+    // sum_i: rows 4 row_group .. + 3 of column 4 col_group + i.
+    var sum0 = vec4<f32>(0.0);
+    var sum1 = vec4<f32>(0.0);
+    var sum2 = vec4<f32>(0.0);
+    var sum3 = vec4<f32>(0.0);
+    for (var j0 = 0u; j0 < K; j0 += TILE_K) {
+        for (var i = lane; i < weight_loads; i += WORKGROUP_SIZE) {
+            // Word columns fastest: neighbouring invocations read neighbouring words of a row.
+            load_tile_weights(i / (TILE_K / WEIGHTS_PER_WORD), i % (TILE_K / WEIGHTS_PER_WORD), j0, first_row);
+        }
+        for (var i = lane; i < input_loads; i += WORKGROUP_SIZE) {
+            load_tile_inputs(i / (TILE_K / 4u), i % (TILE_K / 4u), j0, first_col);
+        }
+        workgroupBarrier();
+        for (var j = 0u; j < TILE_K; j++) {
+            let weights = weight_tile[j * ROW_THREADS + row_group];
+            let inputs = input_tile[j * COL_THREADS + col_group];
+            sum0 = fma(weights, vec4<f32>(inputs.x), sum0);
+            sum1 = fma(weights, vec4<f32>(inputs.y), sum1);
+            sum2 = fma(weights, vec4<f32>(inputs.z), sum2);
+            sum3 = fma(weights, vec4<f32>(inputs.w), sum3);
+        }
+        workgroupBarrier();
+    }
+    let rows = first_row + 4u * row_group;
+    let columns = first_col + 4u * col_group;
+    write_rows(columns, rows, sum0);
+    write_rows(columns + 1u, rows, sum1);
+    write_rows(columns + 2u, rows, sum2);
+    write_rows(columns + 3u, rows, sum3);
 }

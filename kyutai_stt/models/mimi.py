@@ -37,13 +37,11 @@ OUTPUT_PLAIN, OUTPUT_ELU, OUTPUT_GELU = 0, 1, 2
 PCM_HISTORY_REGION = 8         # floats per region of the PCM history (kernel_size - 1 = 6 used)
 STEPS_PER_FRAME = 2            # transformer steps per 80 ms frame (25 Hz)
 TUNINGS = ("gpu", "gpu-many", "cpu")   # work splits: see _tiling
-# Plans of this many streams or more take the "gpu-many" split in place of "gpu" (split_for_streams): the streams
-# fill the GPU, so K is split across fewer team members (less reduction, more rows per workgroup) in the layers of
-# at most MANY_STREAMS_MAX_STEPS output steps a frame; the longer ones (the first SEANet blocks' 480 and 1920) were
-# slower so on an H100 at 256 streams and keep "gpu"'s (BENCHMARKS.md). The split is the same for every such plan,
-# so a stream's results do not depend on how many streams there are past it.
+# Plans of this many streams or more take the "gpu-many" split in place of "gpu" (split_for_streams): conv1d.wgsl's
+# `tiled` entry point for every layer but the LayerNorm one, whose teams split K over fewer members (the streams
+# fill the GPU). The split is the same for every such plan, so a stream's results do not depend on how many streams
+# there are past it. On an H100 it is 2.0x faster at 64 streams, 2.9x at 256 (BENCHMARKS.md).
 MANY_STREAMS = 16
-MANY_STREAMS_MAX_STEPS = 128
 # The "cpu" work splits' sizes (software adapters: lavapipe, SwiftShader; measured in docs/testing.md):
 CPU_CONV_WORKGROUP = 64        # conv1d invocations per workgroup
 CPU_ATTENTION_WORKGROUP = 64   # attention_chunk invocations per workgroup
@@ -150,7 +148,7 @@ class _MimiBuilder:
         assert k % c_in == 0 and k % 32 == 0 and c_in % 4 == 0, (label, k, c_in)
         assert y.channels == c_out and x.steps == y.steps * stride, (label, x, y, stride)
         t_out = y.steps
-        tiling = _tiling(t_out, c_out, k, self.tuning)
+        tiling = _tiling(t_out, c_out, k, self.tuning, self.streams, input_mode)
         constants = {"FORMAT": self.fmt(tensor), "C_OUT": c_out, "K": k, "C_IN": c_in, "T_OUT": t_out,
                      "STRIDE": stride, "X_REGION": x.region, "X_HISTORY": x.history, "REPLICATE": replicate,
                      "Y_REGION": y.region, "Y_HISTORY": y.history, "INPUT_MODE": input_mode,
@@ -170,7 +168,8 @@ class _MimiBuilder:
         params = self.weight(*(norm or [t for t in (bias, scale) if t])) if (norm or bias or scale) else x.name
         bindings = {0: self.weight(tensor), 1: self.scales(tensor), 2: x.name, 3: y.name, 4: params,
                     5: residual.name if residual is not None else x.name, 6: self.step}
-        self.b.dispatch("conv1d", bindings, (*tiling["workgroups"], self.streams), constants, label=f"mimi.{label}")
+        self.b.dispatch("conv1d", bindings, tiling["workgroups"], constants, label=f"mimi.{label}",
+                        entry=tiling["entry"])
 
     # ---- the network ---------------------------------------------------------------------------------------
     def build(self, pcm: str, codes: str) -> MimiFragment:
@@ -293,15 +292,27 @@ def split_for_streams(tuning: str, streams: int) -> str:
     return "gpu-many" if tuning == "gpu" and streams >= MANY_STREAMS else tuning
 
 
-def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu") -> dict:
+# conv1d.wgsl's `tiled` entry: 64 channels x 64 stream-steps per workgroup of 16 x 16 invocations.
+TILE_THREADS = 16
+
+
+def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 1,
+            input_mode: int = INPUT_PLAIN) -> dict:
     """conv1d.wgsl's work split for one layer (see the kernel's header).
 
     "cpu" (a software rasteriser such as lavapipe: few fat invocations; barriers are expensive): each invocation
     owns whole dot products (no split of K, no reduction), a 4 x 4 block of (rows x steps), or 4 rows x all steps.
     "gpu": teams split K (up to 32 members) until the dispatch has ~GPU_TARGET_INVOCATIONS invocations, with
     1 (few steps) or 2 rows x up to 4 steps per invocation and up to 4 teams along time in a workgroup.
-    "gpu-many" (plans of MANY_STREAMS or more): the same, each stream aiming at 1 / MANY_STREAMS of the target in
-    layers of at most MANY_STREAMS_MAX_STEPS output steps."""
+    "gpu-many" (plans of MANY_STREAMS or more): the `tiled` entry point (64 channels x 64 stream-steps per
+    workgroup, all streams in one dispatch), except for the LayerNorm layers: "gpu" with each stream aiming at
+    1 / MANY_STREAMS of the target.
+    Returns the constants, the workgroups (x, y, z: the streams for `main`) and the entry point."""
+    if tuning == "gpu-many" and input_mode != INPUT_LAYER_NORM:
+        tile = 4 * TILE_THREADS
+        return {"constants": {"WORKGROUP_SIZE": TILE_THREADS * TILE_THREADS, "ROW_THREADS": TILE_THREADS,
+                              "COL_THREADS": TILE_THREADS, "STREAMS": streams},
+                "workgroups": (math.ceil(c_out / tile), math.ceil(streams * t_out / tile), 1), "entry": "tiled"}
     units = k // 32
     steps_per_thread = min(t_out, 4)
     step_groups = math.ceil(t_out / steps_per_thread)
@@ -315,8 +326,7 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu") -> dict:
         rows_per_thread = 1 if t_out <= 4 else 2
         base = step_groups * math.ceil(c_out / rows_per_thread)
         threads_per_row = 1
-        many = tuning == "gpu-many" and t_out <= MANY_STREAMS_MAX_STEPS
-        target = GPU_TARGET_INVOCATIONS // (MANY_STREAMS if many else 1)
+        target = GPU_TARGET_INVOCATIONS // (MANY_STREAMS if tuning == "gpu-many" else 1)
         while threads_per_row * 2 <= min(32, units) and base * threads_per_row * 2 <= target:
             threads_per_row *= 2
         size = 128
@@ -329,7 +339,7 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu") -> dict:
     steps = teams_t * steps_per_thread
     return {"constants": {"WORKGROUP_SIZE": size, "THREADS_PER_ROW": threads_per_row, "TEAMS_T": teams_t,
                           "ROWS_PER_THREAD": rows_per_thread, "STEPS_PER_THREAD": steps_per_thread},
-            "workgroups": (math.ceil(c_out / rows), math.ceil(t_out / steps))}
+            "workgroups": (math.ceil(c_out / rows), math.ceil(t_out / steps), streams), "entry": "main"}
 
 
 # ---------------------------------------------------------------------------------------------------- public API

@@ -1,8 +1,9 @@
 """The Mimi encoder's kernels vs numpy (float64): conv1d.wgsl, conv1d_pcm.wgsl, attention_chunk.wgsl, rvq.wgsl.
 
 Awkward shapes throughout (channel counts that do not fill a workgroup's tile, step counts that do not divide it,
-strides that do not divide the taps), every weight format, both work splits of kyutai_stt.models.mimi._tiling,
-and the parity of the double-buffered history regions both ways.
+strides that do not divide the taps), every weight format, the work splits of kyutai_stt.models.mimi._tiling (the
+`tiled` entry point too, alone and for several streams), and the parity of the double-buffered history regions
+both ways.
 
 Tolerance (conv1d): an output is a K-term dot product, accumulated in f32 in chunks of 8 (the members' partial
 sums then added): |error| <= (K + 8) u sum_j |W_j in_j| for exact inputs. The fused input transforms add their own
@@ -34,9 +35,10 @@ def weight_streams(rng, shape, fmt, scale=1.0):
     return main, scales, quant.dequantize(streams, fmt, shape)
 
 
-def tiling_constants(t_out, c_out, k, tuning):
-    t = _tiling(t_out, c_out, k, tuning)
-    return t["constants"], t["workgroups"]
+def tiling_constants(t_out, c_out, k, tuning, input_mode=0):
+    """(constants, workgroups, entry point) of a work split, for one stream."""
+    t = _tiling(t_out, c_out, k, tuning, 1, input_mode)
+    return t["constants"], t["workgroups"], t["entry"]
 
 
 # ------------------------------------------------------------------------------------------------------ conv1d
@@ -60,7 +62,7 @@ def conv_reference(w, xs, taps, stride, c_in, t_out, x_base, x_history, *, first
 
 
 @pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
-@pytest.mark.parametrize("tuning", ["gpu", "cpu"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many"])
 @pytest.mark.parametrize("parity", [0, 1])
 def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
     """A SEANet-style strided conv: taps 5, stride 3, 64 -> 37 channels, 19 steps (or 3: the few-steps split),
@@ -84,7 +86,7 @@ def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
         residual = rng.standard_normal(2 * r_region).astype(np.float32)
         y0 = rng.standard_normal(2 * y_region).astype(np.float32)
         step = np.array([parity + 2, 77, 7], np.uint32)          # parity index 0 (value % 2), position index 2
-        constants, workgroups = tiling_constants(t_out, c_out, k, tuning)
+        constants, workgroups, entry = tiling_constants(t_out, c_out, k, tuning, input_mode=1)
         constants |= {"FORMAT": FORMATS[fmt], "C_OUT": c_out, "K": k, "C_IN": c_in, "T_OUT": t_out,
                       "STRIDE": stride, "X_OFFSET": x_offset, "X_REGION": x_region, "X_HISTORY": x_history,
                       "Y_REGION": y_region, "Y_HISTORY": y_history, "R_REGION": r_region, "R_ROW": r_row,
@@ -94,7 +96,7 @@ def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
         # a vector read that crosses the end; lavapipe would read the allocation's padding).
         bias_binding = np.concatenate([bias, np.zeros(-c_out % 4, np.float32)])
         out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: xs_buffer, 3: in_out(y0), 4: bias_binding,
-                                        5: residual, 6: step}, workgroups, constants)[3]
+                                        5: residual, 6: step}, workgroups, constants, entry)[3]
         acc, size = conv_reference(w, xs_buffer, taps, stride, c_in, t_out, x_offset + parity * x_region, x_history,
                                    input_mode=1)
         v = acc + bias + residual[parity * r_region:][:r_region].reshape(-1, c_out)[r_row:]
@@ -110,6 +112,43 @@ def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
                                       .reshape(-1, c_out)[y_history:], "the other region's rows are untouched")
 
 
+@pytest.mark.parametrize("t_out", [19, 40])
+def test_conv1d_tiled_streams_are_independent(rng, t_out):
+    """The `tiled` entry point with 3 streams in one dispatch (their columns side by side, tiles straddling two
+    streams), each with its own history parity and its own buffers' parts: every stream's outputs equal, bit for
+    bit, a one-stream dispatch on its own data, and the reference within the bound above."""
+    c_in, taps, stride, c_out, streams = 32, 4, 2, 70, 3
+    k, x_history = taps * c_in, taps - stride
+    x_region = (x_history + t_out * stride) * c_in
+    y_history = 1
+    y_region = (y_history + t_out) * c_out
+    main, scales, w = weight_streams(rng, (c_out, k), "q4")
+    bias = np.concatenate([rng.standard_normal(c_out), np.zeros(-c_out % 4)]).astype(np.float32)
+    xs = rng.standard_normal((streams, 2 * x_region)).astype(np.float32)
+    y0 = rng.standard_normal((streams, 2 * y_region)).astype(np.float32)
+    parities = [1, 0, 1]
+    base = {"FORMAT": FORMATS["q4"], "C_OUT": c_out, "K": k, "C_IN": c_in, "T_OUT": t_out, "STRIDE": stride,
+            "X_REGION": x_region, "X_HISTORY": x_history, "Y_REGION": y_region, "Y_HISTORY": y_history,
+            "INPUT_MODE": 1, "OUTPUT_MODE": 1, "HAS_BIAS": True, "PARITY_INDEX": 0, "POSITION_INDEX": streams}
+
+    def dispatch(n, x, y, step):
+        constants, workgroups, entry = _tiling(t_out, c_out, k, "gpu-many", n, 1).values()
+        strides = {"X_STREAM": 2 * x_region, "Y_STREAM": 2 * y_region} if n > 1 else {}
+        return gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: in_out(y.reshape(-1)), 4: bias,
+                                         5: x.reshape(-1), 6: step},
+                              workgroups, {**base, **constants, **strides, "POSITION_INDEX": n}, entry)[3]
+
+    together = dispatch(streams, xs, y0, np.array(parities + [5] * streams, np.uint32)).reshape(streams, -1)
+    for s_ in range(streams):
+        alone = dispatch(1, xs[s_], y0[s_], np.array([parities[s_], 5], np.uint32))
+        np.testing.assert_array_equal(together[s_], alone, f"stream {s_}")
+        p = parities[s_]
+        acc, size = conv_reference(w, xs[s_], taps, stride, c_in, t_out, p * x_region, x_history, input_mode=1)
+        v = acc + bias[:c_out]
+        got = together[s_][p * y_region:][:y_region].reshape(-1, c_out)[y_history:]
+        assert_within(got, mr.elu(v), 16 * k * U32 * size + 4 * U32 * np.abs(v) + 1e-30, f"stream {s_}")
+
+
 @pytest.mark.parametrize("fmt", ["f16", "q4"])
 @pytest.mark.parametrize("tuning", ["gpu", "cpu"])
 def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
@@ -120,7 +159,7 @@ def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
     main, scales, w = weight_streams(rng, (c_out, c_in), fmt, scale=3.0)
     norm_w = rng.uniform(0.5, 1.5, c_in).astype(np.float32)
     norm_b = (0.1 * rng.standard_normal(c_in)).astype(np.float32)
-    constants, workgroups = tiling_constants(t_out, c_out, c_in, tuning)
+    constants, workgroups, _ = tiling_constants(t_out, c_out, c_in, tuning, input_mode=2)
     constants |= {"FORMAT": FORMATS[fmt], "C_OUT": c_out, "K": c_in, "T_OUT": t_out, "INPUT_MODE": 2,
                   "OUTPUT_MODE": 2, "EPS": 1e-5}
     out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: poisoned(t_out * c_out),
@@ -132,7 +171,7 @@ def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
     assert_within(out.reshape(t_out, c_out), expected, bound, f"{fmt} {tuning}")
 
 
-@pytest.mark.parametrize("tuning", ["gpu", "cpu"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many"])
 def test_conv1d_accumulate_with_layer_scale(rng, tuning):
     """The attention output projection: y += scale * (W x), in place (the residual stream)."""
     c_in, c_out, t_out = 128, 40, 2
@@ -140,33 +179,34 @@ def test_conv1d_accumulate_with_layer_scale(rng, tuning):
     y0 = rng.standard_normal((t_out, c_out)).astype(np.float32)
     main, scales, w = weight_streams(rng, (c_out, c_in), "q8")
     layer_scale = rng.uniform(0.05, 0.2, c_out).astype(np.float32)
-    constants, workgroups = tiling_constants(t_out, c_out, c_in, tuning)
+    constants, workgroups, entry = tiling_constants(t_out, c_out, c_in, tuning)
     constants |= {"FORMAT": FORMATS["q8"], "C_OUT": c_out, "K": c_in, "T_OUT": t_out, "HAS_SCALE": True,
                   "ACCUMULATE": True}
     out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: in_out(y0.reshape(-1)),
                                     4: layer_scale, 5: x.reshape(-1), 6: np.zeros(2, np.uint32)},
-                         workgroups, constants)[3]
+                         workgroups, constants, entry)[3]
     acc, size = conv_reference(w, x.reshape(-1), 1, 1, c_in, t_out, 0, 0)
     expected = y0 + layer_scale * acc
     bound = (c_in + 8) * U32 * size * layer_scale + 2 * U32 * np.abs(expected)
     assert_within(out.reshape(t_out, c_out), expected, bound)
 
 
+@pytest.mark.parametrize("tuning", ["gpu", "gpu-many"])
 @pytest.mark.parametrize("position", [0, 2])
-def test_conv1d_replicate_padding_on_the_first_frame_only(rng, position):
+def test_conv1d_replicate_padding_on_the_first_frame_only(rng, position, tuning):
     """The downsample: k 4, stride 2, one output step; at position 0 its 2 history rows read the first input row."""
     c_in, c_out, taps, stride = 64, 24, 4, 2
     history = taps - stride
     x_region = (history + stride) * c_in
     xs = rng.standard_normal(2 * x_region).astype(np.float32)
     main, scales, w = weight_streams(rng, (c_out, taps * c_in), "q8")
-    constants, workgroups = tiling_constants(1, c_out, taps * c_in, "gpu")
+    constants, workgroups, entry = tiling_constants(1, c_out, taps * c_in, tuning)
     constants |= {"FORMAT": FORMATS["q8"], "C_OUT": c_out, "K": taps * c_in, "C_IN": c_in, "T_OUT": 1,
                   "STRIDE": stride, "X_REGION": x_region, "X_HISTORY": history, "REPLICATE": True,
                   "PARITY_INDEX": 1, "POSITION_INDEX": 0}
     step = np.array([position, 1], np.uint32)      # parity 1: the second region
     out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: xs, 3: poisoned(c_out), 4: xs, 5: xs, 6: step},
-                         workgroups, constants)[3]
+                         workgroups, constants, entry)[3]
     acc, size = conv_reference(w, xs, taps, stride, c_in, 1, x_region, history, first_frame=position == 0,
                                replicate=True)
     assert_within(out, acc[0], (taps * c_in + 8) * U32 * size[0], f"position {position}")
