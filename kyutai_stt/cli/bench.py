@@ -79,6 +79,8 @@ def weight_bytes_per_step(package) -> int:
 def matrix_kernel(plan) -> str:
     """Which kernel the plan's matrices take, as its pipelines say."""
     kernels = {p.kernel for p in plan.pipelines}
+    if "matmul_int8" in kernels:
+        return "int8 matmul"
     return "matmul" if "matmul" in kernels else "int8" if "quantize_input" in kernels else "matvec"
 
 

@@ -21,8 +21,9 @@ QUANTIZE_WORKGROUP = 256             # kernels/quantize_input.wgsl: 8 inputs per
 MATVEC_MAX_SUMS = 16                 # kernels/matvec*.wgsl: ROWS_PER_THREAD * BATCH (+ BATCH in RMS_NORM mode)
 MATVEC_MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM mode: 8 sums + 8 squares
 MAX_STREAMS = 256                    # beyond MATVEC_MAX_STREAMS the matrices take kernels/matmul.wgsl
-MATMUL_COMBINE_WORKGROUP = 64       # kernels/matmul.wgsl's COMBINE_WORKGROUP
+MATMUL_COMBINE_WORKGROUP = 64       # kernels/matmul.wgsl's and matmul_int8.wgsl's COMBINE_WORKGROUP
 MATMUL_TILE_K_PER_ROW_THREAD = 8     # kernels/matmul.wgsl's INPUT_LOADS (2 of 4 columns): TILE_K <= 8 ROW_THREADS
+MATMUL_INT8_TILE_BLOCKS = 4          # kernels/matmul_int8.wgsl: 32-column blocks per step (15 KiB of tiles)
 # Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
 # prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
 PROMPT_CAPACITY = 128
@@ -54,9 +55,10 @@ class MatmulTuning:
     from_streams: int = MATVEC_MAX_STREAMS + 1   # plans of this many streams or more take it for every matrix
     k_splits: int = 8                 # column ranges on separate workgroups, at most (a plan constant: BENCHMARKS.md)
 
-    def splits_for(self, columns: int) -> int:
-        """The most column ranges, up to k_splits, that cut `columns` into whole steps."""
-        return max(s for s in range(1, self.k_splits + 1) if columns % (s * self.tile_k) == 0)
+    def splits_for(self, columns: int, tile_k: int | None = None) -> int:
+        """The most column ranges, up to k_splits, that cut `columns` into whole steps (of tile_k columns; default
+        matmul.wgsl's)."""
+        return max(s for s in range(1, self.k_splits + 1) if columns % (s * (tile_k or self.tile_k)) == 0)
 
     def constants(self, columns: int) -> dict:
         return {"ROW_THREADS": self.row_threads, "STREAM_THREADS": self.stream_threads, "TILE_K": self.tile_k,
@@ -78,7 +80,8 @@ class Tuning:
     # The int8 path of q4 matrices (quantize_input.wgsl, then matvec_int8[_subgroup].wgsl), role -> launch shape;
     # empty: every matrix takes the portable matvec. It rounds the inputs to int8 (docs/validation.md: its error).
     int8_matvec: dict = field(default_factory=dict)
-    # Plans of many streams: every matrix (any format; the int8 path's rounding is not used) takes matmul.wgsl.
+    # Plans of many streams: every matrix takes matmul.wgsl, or matmul_int8.wgsl (its tile) where the int8 path
+    # applies (a q4 matrix, a role in int8_matvec).
     matmul: MatmulTuning = MatmulTuning()
     # The KV rings in f16 (attention.wgsl KV_F16): half their memory and reads; keys and values rounded to f16
     # (docs/validation.md: its error).
@@ -167,26 +170,39 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
     t = w.tensors[name]
     rows, columns = t.shape
     streams = b.streams
+    int8 = tuning.for_int8_matvec(name) if t.quant == "q4" and int8_input else None
+    if int8 and not quantized:
+        xq, xs = int8_input
+        b.dispatch("quantize_input", {0: x, 1: alpha or x, 2: xq, 3: xs},
+                   (-(-columns // 8 // QUANTIZE_WORKGROUP), streams),
+                   {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": QUANTIZE_WORKGROUP,
+                    **_batch(streams)}, label=f"{name} input to int8")
     if partials is not None:
         tile = tuning.matmul
-        constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
-                     "ACCUMULATE": accumulate, "BATCH": streams, **tile.constants(columns)}
-        b.dispatch("matmul", {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x, 5: partials},
-                   (-(-rows // (4 * tile.row_threads)), -(-streams // (4 * tile.stream_threads)),
-                    constants["K_SPLITS"]), constants, label=name)
+        grid = (-(-rows // (4 * tile.row_threads)), -(-streams // (4 * tile.stream_threads)))
+        if int8:     # q4 weights x int8 inputs (matmul_int8.wgsl)
+            kernel = "matmul_int8"
+            constants = {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, "BATCH": streams,
+                         "ROW_THREADS": tile.row_threads, "STREAM_THREADS": tile.stream_threads,
+                         "TILE_BLOCKS": MATMUL_INT8_TILE_BLOCKS,
+                         "K_SPLITS": tile.splits_for(columns, 32 * MATMUL_INT8_TILE_BLOCKS)}
+            bindings = {**with_scales_binding(w.bindings(name)), 2: int8_input[0], 3: y, 4: int8_input[1],
+                        5: partials}
+        else:
+            kernel = "matmul"
+            constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
+                         "ACCUMULATE": accumulate, "BATCH": streams, **tile.constants(columns)}
+            bindings = {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x, 5: partials}
+        language = (INT8_DOT,) if int8 else ()
+        b.dispatch(kernel, bindings, (*grid, constants["K_SPLITS"]), constants, label=name,
+                   language_features=language)
         if constants["K_SPLITS"] > 1:
-            b.dispatch("matmul", {3: y, 5: partials}, (-(-rows // MATMUL_COMBINE_WORKGROUP), streams), constants,
-                       label=f"{name} combine", entry="combine")
+            b.dispatch(kernel, {3: y, 5: partials}, (-(-rows // MATMUL_COMBINE_WORKGROUP), streams), constants,
+                       label=f"{name} combine", entry="combine", language_features=language)
         return
-    int8 = tuning.for_int8_matvec(name) if t.quant == "q4" and int8_input else None
     if int8:
         int8 = for_streams(int8, streams, INPUT_PLAIN)
         xq, xs = int8_input
-        if not quantized:
-            b.dispatch("quantize_input", {0: x, 1: alpha or x, 2: xq, 3: xs},
-                       (-(-columns // 8 // QUANTIZE_WORKGROUP), streams),
-                       {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": QUANTIZE_WORKGROUP,
-                        **_batch(streams)}, label=f"{name} input to int8")
         b.dispatch("matvec_int8_subgroup" if int8.subgroup else "matvec_int8",
                    {**with_scales_binding(w.bindings(name)), 2: xq, 3: y, 4: xs},
                    (-(-rows // int8.rows_per_workgroup),),
@@ -257,7 +273,7 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         rows = max(t.shape[0] for t in tensors.values() if len(t.shape) == 2)
         partials = b.buffer("lm.matmul_partials", "scratch", 4 * tuning.matmul.k_splits * n * (rows + 1),
                             (tuning.matmul.k_splits * n * (rows + 1),))
-    elif tuning.int8_matvec:   # one matvec input at a time, rounded to int8 (quantize_input.wgsl)
+    if tuning.int8_matvec:   # one matrix input at a time, rounded to int8 (quantize_input.wgsl)
         widest = max(d, f)
         int8_input = (b.stream_buffer("lm.input_int8", "scratch", (widest // 4,), "u32"),     # 4 int8 a u32
                       b.stream_buffer("lm.input_int8_scales", "scratch", (widest // 32, 2)))

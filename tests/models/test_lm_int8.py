@@ -17,7 +17,7 @@ from lm_paths import compare, random_inputs, teacher_forced
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import INT8_DOT
-from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.models.lm import MatmulTuning, MatvecTuning, Tuning, build_lm_plan, tensors_of
 from kyutai_stt.models.variants import tuning_for, tunings
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_tiny_seed0"
@@ -59,7 +59,11 @@ def test_tuning_follows_the_device():
     assert tuning_for("CPU", ("subgroup",), 32, "", (INT8_DOT,)).int8_matvec == {}     # lavapipe: portable
 
 
-@pytest.mark.parametrize("int8", [INT8, INT8_SUBGROUP], ids=["int8", "int8-subgroup"])
+# matmul_int8.wgsl, the int8 path of plans of many streams, forced for one stream.
+INT8_MATMUL = dataclasses.replace(INT8, matmul=MatmulTuning(row_threads=8, stream_threads=4, from_streams=1))
+
+
+@pytest.mark.parametrize("int8", [INT8, INT8_SUBGROUP, INT8_MATMUL], ids=["int8", "int8-subgroup", "int8-matmul"])
 def test_int8_path_against_the_portable_path(tiny_packages, arrays, int8, capsys):
     assert INT8_DOT in gpu.wgsl_language_features(), "Naga accepts dot4I8Packed on every adapter"
     package = tiny_packages("q4")

@@ -43,6 +43,11 @@ def matmul_tuning():
     return replace(device_tuning(), matmul=MatmulTuning(row_threads=8, stream_threads=4, from_streams=1))
 
 
+def int8_matmul_tuning():
+    """Every q4 matrix on kernels/matmul_int8.wgsl (the int8 path of many streams), even for one stream."""
+    return replace(INT8_SUBGROUP, matmul=MatmulTuning(row_threads=8, stream_threads=4, from_streams=1))
+
+
 def run(engine: Engine, feed) -> list[dict]:
     """feed: per submission {"codes": [S, n_q], "token": [S]}; returns per submission each stream's logits and
     results, and the frame each stream was at."""
@@ -63,14 +68,16 @@ def one_stream_run(package, tuning, inputs):
 
 
 @pytest.mark.parametrize("quant, variant", [("q4", "device"), ("f16", "device"), ("q4", "int8-subgroup"),
-                                            ("q4", "matmul")])
+                                            ("q4", "matmul"), ("q4", "int8-matmul")])
 def test_streams_started_at_different_frames_equal_one_stream_runs(tiny_packages, inputs, quant, variant):
     """The device's own variant, the int8 path with subgroups (quantize_input and matvec_int8 for 3 streams), and
-    matmul.wgsl (the kernel of many streams: a stream's results alone equal those among others)."""
-    if variant == "int8-subgroup" and INT8_DOT not in gpu.wgsl_language_features():
+    the kernels of many streams, matmul.wgsl and matmul_int8.wgsl (a stream's results alone equal those among
+    others)."""
+    if variant.startswith("int8") and INT8_DOT not in gpu.wgsl_language_features():
         pytest.fail(f"this adapter lacks {INT8_DOT}: the int8 variant cannot be checked here")
     package = tiny_packages(quant)
-    tuning = {"device": device_tuning, "int8-subgroup": lambda: INT8_SUBGROUP, "matmul": matmul_tuning}[variant]()
+    tuning = {"device": device_tuning, "int8-subgroup": lambda: INT8_SUBGROUP, "matmul": matmul_tuning,
+              "int8-matmul": int8_matmul_tuning}[variant]()
     expected = one_stream_run(package, tuning, inputs)
     plan = build_lm_plan(package.config, tensors_of(package), tuning, streams=len(STARTS))
     assert plan.streams == 3 and Plan.from_json(plan.to_json()) == plan
@@ -114,6 +121,14 @@ def test_plan_layout_for_streams(tiny_packages):
     many = build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=9)
     kernels = {p.kernel for p in many.pipelines}
     assert "matmul" in kernels and "matvec" not in kernels, kernels
+    # With the int8 path: q4 matrices on matmul_int8.wgsl, the q8 ones of the q4-small policy on matmul.wgsl.
+    small = tiny_packages("q4-small")
+    int8_many = build_lm_plan(small.config, tensors_of(small), tunings()["gpu-int8"], streams=9)
+    by_label = {d.label: next(p.kernel for p in int8_many.pipelines if p.name == d.pipeline)
+                for d in int8_many.dispatches}
+    for name, t in tensors_of(small).items():
+        if name in by_label and len(t.shape) == 2 and name != "vad_heads":
+            assert by_label[name] == ("matmul_int8" if t.quant == "q4" else "matmul"), name
     late_matmul = replace(tunings()["gpu"], matmul=MatmulTuning(from_streams=10))
     with pytest.raises(ValueError, match="at most 8 streams"):
         build_lm_plan(package.config, tensors_of(package), late_matmul, streams=9)

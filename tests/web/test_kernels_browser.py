@@ -36,6 +36,7 @@ from test_embed_sum import (  # noqa: F401 - the native cases, run here by the b
     test_streams_with_ids_sharing_a_buffer,
     test_tables_looped_over_few_invocations_and_a_ragged_last_workgroup,
 )
+from test_matmul_int8 import test_matmul_int8_against_the_exact_integers  # noqa: F401 - run here too
 from test_matvec import (  # noqa: F401 - the native cases, run here by the browser
     test_batch_with_rms_norm_uses_per_stream_norms,
     test_odd_rows_and_columns_accumulate,

@@ -1,0 +1,191 @@
+requires packed_4x8_integer_dot_product;
+
+// The int8 path of matmul.wgsl: q4 matrix times many vectors already rounded to int8 per 32-block by
+// quantize_input.wgsl, the nibbles multiplied by dot4I8Packed (4 multiply-adds per instruction) from workgroup
+// memory. Plans of many streams take it where the device has the language feature (as matvec_int8.wgsl for few
+// streams; its own file for the same reason: the `requires` line must never reach a device without it).
+//
+//   W: [ROWS, COLUMNS] q4 (kyutai_stt/quant.py): qs u32[ROWS, COLUMNS/8], nibble i of word j = q[n, 8j+i] in 0..15,
+//        d f16[ROWS, COLUMNS/32] (two per u32, even block low), W[n, k] = d[n, k/32] * (q[n, k] - 8)
+//   xq, xs: quantize_input.wgsl's output for [BATCH] streams: in(x)[s, k] ~= xs[s, b].x * q_x[s, k], b = k / 32,
+//        xs[s, b].y = sum_{k in b} q_x[s, k]
+//   y[s * Y_STRIDE + Y_OFFSET + n] = (ACCUMULATE ? y[...] : 0)
+//        + sum_b d[n, b] * xs[s, b].x * (sum_{k in b} q[n, k] q_x[s, k] - 8 xs[s, b].y)      for s < BATCH, n < ROWS
+//   Each output is summed over its blocks b = 0, 1, .. in order from its own stream's inputs: a stream's results do
+//   not depend on BATCH or on the other streams. With K_SPLITS > 1 the blocks are cut into K_SPLITS ranges summed
+//   by separate workgroups into partials, added in order by `combine` (which also applies ACCUMULATE).
+//
+// Bindings (group 0): 0 = qs (read, as vec4<u32>: one row's block), 1 = d (read, u32), 2 = xq (read, as vec4<u32>:
+//   16 inputs), 3 = y (read_write), 4 = xs (read, vec2<f32>[BATCH, COLUMNS / 32]), 5 = partials (read_write,
+//   f32[K_SPLITS, BATCH, ROWS]; any scratch buffer when K_SPLITS == 1). `combine` binds 3 and 5.
+// Dispatch: main (ceil(ROWS / TILE_ROWS), ceil(BATCH / TILE_STREAMS), K_SPLITS) workgroups of ROW_THREADS *
+//   STREAM_THREADS; then, if K_SPLITS > 1, combine (ceil(ROWS / COMBINE_WORKGROUP), BATCH, 1).
+// Constraints (the host checks them): COLUMNS % (32 TILE_BLOCKS K_SPLITS) == 0, ROW_THREADS * STREAM_THREADS
+//   <= 256, workgroup memory TILE_BLOCKS * (20 TILE_ROWS + 40 TILE_STREAMS) bytes (15 KiB at the defaults).
+//
+// Structure: matmul.wgsl's tiled product on integers. Per step of TILE_BLOCKS blocks the workgroup copies the
+// tile's weight words and scales and the streams' input words, sums and scales into workgroup memory (no
+// decoding: the nibbles go to dot4I8Packed as they are), then each invocation accumulates 4 rows x 4 streams:
+// per block and pair 8 dot4I8Packed and one scaled multiply-add.
+
+override ROWS: u32;
+override COLUMNS: u32;
+override BATCH: u32 = 1u;
+override Y_STRIDE: u32 = ROWS;
+override Y_OFFSET: u32 = 0u;
+override ACCUMULATE: bool = false;
+override K_SPLITS: u32 = 1u;
+override SPLIT_COLUMNS: u32 = COLUMNS / K_SPLITS;
+override ROW_THREADS: u32 = 16u;
+override STREAM_THREADS: u32 = 16u;
+// 32-column blocks per step.
+override TILE_BLOCKS: u32 = 4u;
+override WORKGROUP_SIZE: u32 = ROW_THREADS * STREAM_THREADS;
+override TILE_ROWS: u32 = 4u * ROW_THREADS;
+override TILE_STREAMS: u32 = 4u * STREAM_THREADS;
+
+const BLOCK = 32u;
+const NIBBLES = 0x0F0F0F0Fu;
+const COMBINE_WORKGROUP = 64u;
+
+@group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> scales: array<u32>;
+@group(0) @binding(2) var<storage, read> xq: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read> xs: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;
+
+// [block of the step][row of the tile]: the row's 4 q4 words (32 weights) and its scale.
+var<workgroup> weight_words: array<vec4<u32>, TILE_BLOCKS * TILE_ROWS>;
+var<workgroup> weight_scales: array<f32, TILE_BLOCKS * TILE_ROWS>;
+// [block of the step][stream of the tile][half]: the stream's 8 input words (2 x vec4), then its (scale, sum).
+var<workgroup> input_words: array<vec4<u32>, 2u * TILE_BLOCKS * TILE_STREAMS>;
+var<workgroup> input_blocks: array<vec2<f32>, TILE_BLOCKS * TILE_STREAMS>;
+
+// sum_i n_i * q_x[i] over the 8 nibbles n of a q4 word, the inputs packed as its even and odd ones (offset kept).
+// Text-equal to matvec_int8.wgsl's (tests/kernels/test_kernel_sources.py).
+fn nibbles_dot(word: u32, even: u32, odd: u32) -> i32 {
+    return dot4I8Packed(word & NIBBLES, even) + dot4I8Packed((word >> 4u) & NIBBLES, odd);
+}
+
+// sum_{k in the block} q[n, k] q_x[s, k] for one row's words and one stream's input words.
+fn block_dot(words: vec4<u32>, low: vec4<u32>, high: vec4<u32>) -> f32 {
+    return f32(nibbles_dot(words.x, low.x, low.y) + nibbles_dot(words.y, low.z, low.w)
+               + nibbles_dot(words.z, high.x, high.y) + nibbles_dot(words.w, high.z, high.w));
+}
+
+// Rows n .. n + 3 (of the tile, at step block bb) against one stream's block: their 4 scaled block sums.
+fn rows_times_stream(bb: u32, row_slot: u32, stream_slot: u32) -> vec4<f32> {
+    let low = input_words[2u * stream_slot];
+    let high = input_words[2u * stream_slot + 1u];
+    let block = input_blocks[stream_slot];
+    let first = bb * TILE_ROWS + row_slot;
+    let totals = vec4<f32>(block_dot(weight_words[first], low, high), block_dot(weight_words[first + 1u], low, high),
+                           block_dot(weight_words[first + 2u], low, high), block_dot(weight_words[first + 3u], low, high));
+    let d = vec4<f32>(weight_scales[first], weight_scales[first + 1u], weight_scales[first + 2u],
+                      weight_scales[first + 3u]);
+    // totals and 8 * sum are integers below 2^24: their difference is exact.
+    return d * block.x * (totals - 8.0 * block.y);
+}
+
+// Writes the 4 rows of one stream (ACCUMULATE adds the old values).
+fn store_rows(stream: u32, first_row: u32, value: vec4<f32>) {
+    if (stream >= BATCH) {
+        return;
+    }
+    for (var r = 0u; r < 4u; r++) {
+        let row = first_row + r;
+        if (row < ROWS) {
+            let index = stream * Y_STRIDE + Y_OFFSET + row;
+            var v = value[r];
+            if (ACCUMULATE) {
+                v += y[index];
+            }
+            y[index] = v;
+        }
+    }
+}
+
+// One split's sums of 4 rows of one stream into partials.
+fn store_split_rows(split: u32, stream: u32, first_row: u32, value: vec4<f32>) {
+    if (stream >= BATCH) {
+        return;
+    }
+    for (var r = 0u; r < 4u; r++) {
+        if (first_row + r < ROWS) {
+            partials[(split * BATCH + stream) * ROWS + first_row + r] = value[r];
+        }
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let row_group = lane % ROW_THREADS;
+    let stream_group = lane / ROW_THREADS;
+    let first_row = workgroup.x * TILE_ROWS;
+    let first_stream = workgroup.y * TILE_STREAMS;
+    let blocks = COLUMNS / BLOCK;
+    var sum0 = vec4<f32>(0.0);
+    var sum1 = vec4<f32>(0.0);
+    var sum2 = vec4<f32>(0.0);
+    var sum3 = vec4<f32>(0.0);
+
+    let split = workgroup.z;
+    for (var b0 = split * SPLIT_COLUMNS / BLOCK; b0 < (split + 1u) * SPLIT_COLUMNS / BLOCK; b0 += TILE_BLOCKS) {
+        // Rows and streams past the end repeat the last one (never written out).
+        for (var i = lane; i < TILE_BLOCKS * TILE_ROWS; i += WORKGROUP_SIZE) {
+            let n = min(first_row + i % TILE_ROWS, ROWS - 1u);
+            let index = n * blocks + b0 + i / TILE_ROWS;
+            weight_words[i] = w[index];
+            weight_scales[i] = unpack2x16float(scales[index / 2u])[index % 2u];
+        }
+        for (var i = lane; i < TILE_BLOCKS * TILE_STREAMS; i += WORKGROUP_SIZE) {
+            let s = min(first_stream + i % TILE_STREAMS, BATCH - 1u);
+            let block = s * blocks + b0 + i / TILE_STREAMS;
+            input_words[2u * i] = xq[2u * block];
+            input_words[2u * i + 1u] = xq[2u * block + 1u];
+            input_blocks[i] = xs[block];
+        }
+        workgroupBarrier();
+        for (var bb = 0u; bb < TILE_BLOCKS; bb++) {
+            let streams = bb * TILE_STREAMS + 4u * stream_group;
+            sum0 += rows_times_stream(bb, 4u * row_group, streams);
+            sum1 += rows_times_stream(bb, 4u * row_group, streams + 1u);
+            sum2 += rows_times_stream(bb, 4u * row_group, streams + 2u);
+            sum3 += rows_times_stream(bb, 4u * row_group, streams + 3u);
+        }
+        workgroupBarrier();
+    }
+
+    let rows = first_row + 4u * row_group;
+    let streams = first_stream + 4u * stream_group;
+    if (K_SPLITS > 1u) {
+        store_split_rows(split, streams, rows, sum0);
+        store_split_rows(split, streams + 1u, rows, sum1);
+        store_split_rows(split, streams + 2u, rows, sum2);
+        store_split_rows(split, streams + 3u, rows, sum3);
+        return;
+    }
+    store_rows(streams, rows, sum0);
+    store_rows(streams + 1u, rows, sum1);
+    store_rows(streams + 2u, rows, sum2);
+    store_rows(streams + 3u, rows, sum3);
+}
+
+@compute @workgroup_size(COMBINE_WORKGROUP)
+fn combine(@builtin(global_invocation_id) id: vec3<u32>) {
+    let row = id.x;
+    let stream = id.y;
+    if (row >= ROWS || stream >= BATCH) {
+        return;
+    }
+    var total = 0.0;
+    for (var split = 0u; split < K_SPLITS; split++) {
+        total += partials[(split * BATCH + stream) * ROWS + row];
+    }
+    let index = stream * Y_STRIDE + Y_OFFSET + row;
+    if (ACCUMULATE) {
+        total += y[index];
+    }
+    y[index] = total;
+}
