@@ -8,8 +8,9 @@
 #   on Dawn: benchmarks/browser_host.py); the native host's CPU time per dispatch (host_overhead.py);
 #   `kyutai-stt transcribe` of a 10-minute file (RTF); the per-kernel matvec benchmark; the official
 #   implementation (moshi, bf16, CUDA graphs) on the same GPU.
-#   With BENCHES=streams: the stream tests on the GPU, then the LM step and the whole frame for S = 1, 2, 4, 8
-#   streams and the official LM step at batch 1 and 8; BENCHES=huge: the tests marked huge (the full 2.6B vs the
+#   With BENCHES=streams: the stream tests on the GPU (the opt-in ones too), the LM step (with and without the
+#   int8 path) and the whole frame for S = 1, 8, 16, 64, 256 streams, Mimi alone at 64 and 256 streams with both
+#   of its GPU work splits, and the official LM step at batch 1, 64 and 256; BENCHES=huge: the tests marked huge (the full 2.6B vs the
 #   official implementation, the 2.6B checkpoint written and loaded, the real Mimi past its context; ~16 GB of
 #   memory, 4 min on 16 cores).
 # BENCHES selects (default: all but streams and huge): lm frame browser host mimi transcribe official streams huge.
@@ -32,14 +33,17 @@ run python3 -m kyutai_stt.cli synth --size full /tmp/ckpt >/dev/null
 run python3 -m kyutai_stt.cli convert /tmp/ckpt /tmp/pkg-q4 --quant q4 >/dev/null
 want() { [[ " ${BENCHES:-lm frame browser host mimi transcribe official} " == *" $1 "* ]]; }
 if want streams; then
-    run python3 -m pytest -q -p no:cacheprovider tests/models/test_streams.py
-    for s in 1 2 4 8; do
-        run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 300 --position 750 --streams "$s"
+    run python3 -m pytest -q -p no:cacheprovider -m "huge or not huge" tests/models/test_streams.py
+    for s in 1 8 16 64 256; do
+        run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 100 --position 750 --streams "$s"
+        run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 100 --position 750 --streams "$s" \
+            --kernels no-int8
+        run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 60 --position 750 --whole-frame --streams "$s"
     done
-    for s in 1 2 4 8; do
-        run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 300 --position 750 --whole-frame --streams "$s"
+    for s in 64 256; do
+        for t in gpu gpu-many; do run python3 benchmarks/mimi.py --streams "$s" --frames 20 --tuning "$t"; done
     done
-    for b in 1 8; do run python3 tools/bench_official.py --steps 300 --batch "$b"; done
+    for b in 1 64 256; do run python3 tools/bench_official.py --steps 100 --batch "$b"; done
 fi
 want huge && run python3 -m pytest -q -p no:cacheprovider -m huge tests/models/test_family_parity.py \
     tests/test_model_family.py tests/models/test_mimi.py
