@@ -157,9 +157,10 @@ def main() -> int:
     wall = (time.perf_counter() - start) / frames * 1e3
     timing = ""
     if "timestamp-query" in engine.device.features:
-        times = gpu_times(engine, frames)
-        timing = f"GPU {statistics.median(times):.3f} ms per frame (min {min(times):.3f}), "
-    print(f"mimi: {timing}wall {wall:.3f} ms per frame pipelined; {len(plan.dispatches)} dispatches, "
+        times = sorted(gpu_times(engine, frames))
+        timing = (f"GPU {statistics.median(times):.3f} ms per frame (min {times[0]:.3f}, mean "
+                  f"{statistics.fmean(times):.3f}, p95 {times[int(0.95 * (len(times) - 1))]:.3f}), ")
+    print(f"mimi: {timing}wall {wall:.3f} ms per frame pipelined (the mean); {len(plan.dispatches)} dispatches, "
           f"{frames} frames of {args.streams} stream{'s' * (args.streams > 1)}, tuning {tuning}, {source}, on "
           f"{summary['name']} ({summary['backend']})")
     if args.profile and "timestamp-query" in engine.device.features:
