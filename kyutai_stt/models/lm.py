@@ -23,7 +23,7 @@ MATVEC_MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM
 MAX_STREAMS = 256                    # beyond MATVEC_MAX_STREAMS the matrices take kernels/matmul.wgsl
 MATMUL_COMBINE_WORKGROUP = 64       # kernels/matmul.wgsl's and matmul_int8.wgsl's COMBINE_WORKGROUP
 MATMUL_TILE_K_PER_ROW_THREAD = 8     # kernels/matmul.wgsl's INPUT_LOADS (2 of 4 columns): TILE_K <= 8 ROW_THREADS
-MATMUL_INT8_TILE_BLOCKS = 4          # kernels/matmul_int8.wgsl: 32-column blocks per step (15 KiB of tiles)
+MATMUL_INT8_TILE_BLOCKS = 4          # kernels/matmul_int8.wgsl: 32-column blocks per step (15 KiB of tiles), at most
 # Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
 # prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
 PROMPT_CAPACITY = 128
@@ -180,12 +180,12 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
     if partials is not None:
         tile = tuning.matmul
         grid = (-(-rows // (4 * tile.row_threads)), -(-streams // (4 * tile.stream_threads)))
-        if int8:     # q4 weights x int8 inputs (matmul_int8.wgsl)
+        if int8:     # q4 weights x int8 inputs (matmul_int8.wgsl), steps of blocks that divide the columns
             kernel = "matmul_int8"
+            blocks = max(n for n in range(1, MATMUL_INT8_TILE_BLOCKS + 1) if columns % (32 * n) == 0)
             constants = {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, "BATCH": streams,
                          "ROW_THREADS": tile.row_threads, "STREAM_THREADS": tile.stream_threads,
-                         "TILE_BLOCKS": MATMUL_INT8_TILE_BLOCKS,
-                         "K_SPLITS": tile.splits_for(columns, 32 * MATMUL_INT8_TILE_BLOCKS)}
+                         "TILE_BLOCKS": blocks, "K_SPLITS": tile.splits_for(columns, 32 * blocks)}
             bindings = {**with_scales_binding(w.bindings(name)), 2: int8_input[0], 3: y, 4: int8_input[1],
                         5: partials}
         else:
