@@ -37,7 +37,9 @@ TTY_REFRESH_S = 0.1          # the progress bar redraws at most this often
 PLAIN_INTERVAL_S = 30.0      # without a terminal, one progress line per this many seconds
 BAR_WIDTH = 24
 DEFAULT_STREAMS = 8          # several files: this many at once by default (tests/test_batch.py: equal transcripts)
-SEGMENT_STREAMS = 8          # --parallel-segments: segments at once by default (BENCHMARKS.md: 10-minute file, H100)
+# --parallel-segments: segments at once by default, the fastest of 8-64 on a 10-minute file (BENCHMARKS.md, H100,
+# commit 2d0c1a1: before the many-stream kernels of plans of 16+ streams; not measured again since).
+SEGMENT_STREAMS = 8
 
 EPILOG = """\
 output:
