@@ -45,7 +45,7 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def ensure_webgpu(node: str) -> None:
+def ensure_webgpu() -> None:
     if (WEBGPU / "index.js").is_file():
         return
     npm = shutil.which("npm")
@@ -89,7 +89,7 @@ def main() -> int:
         fail(f"--steps {args.steps}: at least 2 (p50 and p95 are of intervals between frames)")
     if not (args.package / "manifest.json").is_file():
         fail(f"{args.package}: not a model package directory (make one with `kyutai-stt convert`)")
-    ensure_webgpu(args.node)
+    ensure_webgpu()
     package = open_package(args.package, verify_hashes=False)
     cfg = package.config
     with tempfile.TemporaryDirectory(prefix="kyutai-browser-host-") as tmp:

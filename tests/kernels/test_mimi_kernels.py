@@ -35,9 +35,9 @@ def weight_streams(rng, shape, fmt, scale=1.0):
     return main, scales, quant.dequantize(streams, fmt, shape)
 
 
-def tiling_constants(t_out, c_out, k, tuning, input_mode=0):
-    """(constants, workgroups, entry point) of a work split, for one stream."""
-    t = _tiling(t_out, c_out, k, tuning, 1, input_mode)
+def tiling_constants(t_out, c_out, k, tuning, input_mode=0, streams=1):
+    """(constants, workgroups, entry point) of a work split."""
+    t = _tiling(t_out, c_out, k, tuning, streams, input_mode)
     return t["constants"], t["workgroups"], t["entry"]
 
 
@@ -132,7 +132,7 @@ def test_conv1d_tiled_streams_are_independent(rng, t_out):
             "INPUT_MODE": 1, "OUTPUT_MODE": 1, "HAS_BIAS": True, "PARITY_INDEX": 0, "POSITION_INDEX": streams}
 
     def dispatch(n, x, y, step):
-        constants, workgroups, entry = _tiling(t_out, c_out, k, "gpu-many", n, 1).values()
+        constants, workgroups, entry = tiling_constants(t_out, c_out, k, "gpu-many", input_mode=1, streams=n)
         strides = {"X_STREAM": 2 * x_region, "Y_STREAM": 2 * y_region} if n > 1 else {}
         return gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: in_out(y.reshape(-1)), 4: bias,
                                          5: x.reshape(-1), 6: step},

@@ -1,5 +1,6 @@
 """Two plans of one LM on the same package, teacher-forced with the same inputs: the numeric effect of a fast path
-(the int8 path of q4 matrices, f16 KV rings) measured against the portable path (test_lm_int8, test_lm_kv_f16)."""
+(the int8 path of q4 matrices, f16 KV rings) measured against the portable path (test_lm_int8, test_lm_kv_f16);
+and which kernel each of a plan's dispatches runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,6 +24,12 @@ def teacher_forced(package, tuning: Tuning, inputs: np.ndarray,
         logits.append(engine.read("lm.logits").view(np.float32))
         tokens.append(int(result.outputs["results"][0]))
     return np.stack(logits), np.array(tokens)
+
+
+def kernels_by_label(plan) -> dict[str, str]:
+    """Each dispatch's label -> the kernel file its pipeline runs (a matrix's dispatch is labelled by its tensor)."""
+    kernel = {p.name: p.kernel for p in plan.pipelines}
+    return {d.label: kernel[d.pipeline] for d in plan.dispatches}
 
 
 def random_inputs(cfg, steps: int, seed: int = 0) -> np.ndarray:

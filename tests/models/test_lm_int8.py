@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lm_paths import compare, random_inputs, teacher_forced
+from lm_paths import compare, kernels_by_label, random_inputs, teacher_forced
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import INT8_DOT
@@ -42,7 +42,7 @@ def arrays():
 def test_int8_plan_uses_the_int8_kernels_for_q4_matrices_only(tiny_packages):
     package = tiny_packages("q4-small")    # q4 and q8 matrices: the q8 ones keep the portable kernel
     plan = build_lm_plan(package.config, tensors_of(package), tunings()["gpu-int8"])
-    kernels = {d.label: next(p.kernel for p in plan.pipelines if p.name == d.pipeline) for d in plan.dispatches}
+    kernels = kernels_by_label(plan)
     tensors = tensors_of(package)
     for name, t in tensors.items():
         if name in kernels and len(t.shape) == 2 and name != "vad_heads":
@@ -96,8 +96,8 @@ def test_full_size_int8_path_against_the_portable_path(full_q4_package, capsys):
     adapter = gpu.adapter_summary()
     portable, int8, steps = (PORTABLE_CPU, INT8_CPU, 8) if adapter["adapter_type"].lower() == "cpu" else \
         (PORTABLE, INT8, 24)
-    c = compare(teacher_forced(package, portable, random_inputs(package.config, steps)),
-                teacher_forced(package, int8, random_inputs(package.config, steps)), LOGIT_TOLERANCE)
+    inputs = random_inputs(package.config, steps)
+    c = compare(teacher_forced(package, portable, inputs), teacher_forced(package, int8, inputs), LOGIT_TOLERANCE)
     with capsys.disabled():
         print(f"\n[int8 path vs portable, full size q4, {steps} steps, {adapter['name']}] {c.line()}")
     assert c.worst <= LOGIT_TOLERANCE

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from lm_paths import kernels_by_label
 from mimi_cases import official_of
 from test_lm_int8 import INT8_SUBGROUP
 from test_lm_parity import FIXTURE
@@ -124,8 +125,7 @@ def test_plan_layout_for_streams(tiny_packages):
     # With the int8 path: q4 matrices on matmul_int8.wgsl, the q8 ones of the q4-small policy on matmul.wgsl.
     small = tiny_packages("q4-small")
     int8_many = build_lm_plan(small.config, tensors_of(small), tunings()["gpu-int8"], streams=9)
-    by_label = {d.label: next(p.kernel for p in int8_many.pipelines if p.name == d.pipeline)
-                for d in int8_many.dispatches}
+    by_label = kernels_by_label(int8_many)
     for name, t in tensors_of(small).items():
         if name in by_label and len(t.shape) == 2 and name != "vad_heads":
             assert by_label[name] == ("matmul_int8" if t.quant == "q4" else "matmul"), name
