@@ -29,6 +29,10 @@ RATE = 24000
 class _Event:
     kind = ""
 
+    @property
+    def type(self) -> str:          # as the decoder's events
+        return self.kind
+
     def to_dict(self) -> dict:
         return {"type": self.kind, **{k: v for k, v in vars(self).items()}}
 

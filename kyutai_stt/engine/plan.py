@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 PLAN_FORMAT = "kyutai-stt-plan"
+ACTIVE_FIELD = "active"         # the step field of plans of several streams: 1, or 0 for a stream sitting out
 PLAN_VERSION = 1
 BUFFER_KINDS = ("weight", "const", "state", "scratch", "input", "output", "step")
 STEP_FIELD_TYPES = ("u32",)
@@ -21,6 +22,8 @@ PORTABLE_MAX_BINDING = 128 << 20     # bytes: WebGPU's default maxStorageBufferB
 # The WGSL language feature of dot4I8Packed (the int8 path of q4 matrices): browsers list it in
 # navigator.gpu.wgslLanguageFeatures, natively gpu.wgsl_language_features() probes for it.
 INT8_DOT = "packed_4x8_integer_dot_product"
+# A kernel constant meaning "no such step field" (e.g. ACTIVE_INDEX in a one-stream plan: every stream takes part).
+NO_FIELD = 0xFFFFFFFF
 
 
 @dataclass
@@ -55,13 +58,18 @@ class Buffer:
 @dataclass
 class StepField:
     """One u32 of the step buffer, computed by the host before each frame: (frame * scale + offset) % modulo
-    (no modulo when 0). E.g. the LM's position is the frame index, its KV ring slot is frame % 750."""
+    (no modulo when 0). E.g. the LM's position is the frame index, its KV ring slot is frame % 750.
+    idle: the value for a stream that sits the frame out (Plan.step_words), e.g. 0 for the "active" flag; None:
+    the value at its frame, which does not advance while it sits out."""
     name: str
     scale: int = 1
     offset: int = 0
     modulo: int = 0
+    idle: int | None = None
 
-    def value(self, frame: int) -> int:
+    def value(self, frame: int, active: bool = True) -> int:
+        if not active and self.idle is not None:
+            return self.idle
         v = frame * self.scale + self.offset
         return v % self.modulo if self.modulo else v
 
@@ -124,11 +132,17 @@ class Plan:
         """The step buffer of a one-stream plan at `frame` (or of a plan whose streams are all at `frame`)."""
         return self.step_words([frame] * self.streams)
 
-    def step_words(self, frames) -> list[int]:
-        """The step buffer with stream s at frame frames[s] (frames since its reset): field-major."""
+    def step_words(self, frames, active=None) -> list[int]:
+        """The step buffer with stream s at frame frames[s] (frames since its reset): field-major. active[s] False:
+        stream s sits this frame out (docs/plan.md "Streams"): needs the plan's "active" field."""
         if len(frames) != self.streams:
             raise ValueError(f"{len(frames)} stream frames for a plan of {self.streams} streams")
-        return [f.value(frame) for f in self.step_fields for frame in frames]
+        active = [True] * self.streams if active is None else [bool(a) for a in active]
+        if len(active) != self.streams:
+            raise ValueError(f"{len(active)} active flags for a plan of {self.streams} streams")
+        if not all(active) and not any(f.idle is not None for f in self.step_fields):
+            raise ValueError(f"plan {self.name} has no {ACTIVE_FIELD!r} step field: its streams cannot sit a frame out")
+        return [f.value(frame, a) for f in self.step_fields for frame, a in zip(frames, active)]
 
     def largest_buffer(self) -> Buffer:
         return max(self.buffers, key=lambda b: b.size)
@@ -212,6 +226,16 @@ def decode_fields(fields: list[Field], words) -> dict[str, list]:
     return out
 
 
+def decode_streams(fields: list[Field], words, streams: int) -> dict[str, np.ndarray]:
+    """An output's raw words for every stream -> {field name: [streams, count] array} (decode_fields for all
+    streams at once: no per-stream work on the host)."""
+    rows, out, at = np.asarray(words, np.uint32).reshape(streams, -1), {}, 0
+    for f in fields:
+        out[f.name] = rows[:, at:at + f.count].view(np.float32 if f.dtype == "f32" else np.uint32)
+        at += f.count
+    return out
+
+
 class PlanBuilder:
     """Accumulates buffers, deduplicated pipelines and ordered dispatches while a model definition runs."""
 
@@ -267,6 +291,18 @@ class PlanBuilder:
         self.step_fields.append(StepField(name, scale, offset, modulo))
         return len(self.step_fields) - 1
 
+    def active_index(self) -> int:
+        """ACTIVE_INDEX for a kernel that writes state kept across frames outside the rings the step fields index
+        (the fed-back token, the codes): where stream 0's "active" flag sits in the step buffer (the field declared
+        on first use), or NO_FIELD in a one-stream plan, whose host simply does not submit a frame it sits out."""
+        if self.streams == 1:
+            return NO_FIELD
+        names = [f.name for f in self.step_fields]
+        if ACTIVE_FIELD not in names:
+            self.step_fields.append(StepField(ACTIVE_FIELD, scale=0, offset=1, idle=0))
+            names.append(ACTIVE_FIELD)
+        return names.index(ACTIVE_FIELD) * self.streams
+
     def dispatch(self, kernel: str, bindings: dict[int, str], workgroups, constants=None, label: str = "",
                  features: tuple[str, ...] = (), entry: str = "main", language_features: tuple[str, ...] = ()) -> None:
         constants = dict(constants or {})
@@ -278,7 +314,11 @@ class PlanBuilder:
         wg = list(workgroups) + [1] * (3 - len(workgroups))
         self.dispatches.append(Dispatch(self.pipelines[key].name, dict(bindings), wg, label))
 
-    def build(self, step_buffer: str) -> Plan:
+    def build(self, step_buffer: str = "step") -> Plan:
+        """step_buffer: declared here, sized for the step fields, unless the model declared it."""
+        if step_buffer not in self.buffers:
+            words = max(4, len(self.step_fields) * self.streams)
+            self.buffer(step_buffer, "step", 4 * words, (words,), "u32")
         plan = Plan(self.name, list(self.buffers.values()), list(self.pipelines.values()), self.dispatches,
                     step_buffer, self.step_fields, self.inputs, self.outputs, sorted(self.required_features),
                     self.stages, sorted(self.required_language_features), self.streams)

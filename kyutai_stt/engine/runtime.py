@@ -31,6 +31,7 @@ class FrameResult:
     frame: int                           # submissions since reset()
     outputs: dict[str, np.ndarray]       # role -> raw u32/f32 words as stored (the caller views them), all streams
     stream_frames: tuple[int, ...] = ()  # each stream's frame index in this submission (since its own reset)
+    active: tuple[bool, ...] = ()        # each stream: whether it took this frame (its outputs mean nothing if not)
 
 
 class DeviceLimitError(UserError, ValueError):
@@ -42,8 +43,9 @@ class Engine:
                  batch_readback: bool = False):
         """read_stream(name) returns the bytes of a package tensor stream (e.g. Package.stream_bytes).
 
-        batch_readback: once readback_depth frames are in flight, read them all back at once (one wait per
-        batch instead of one per frame: for files, where results may come in bursts)."""
+        batch_readback: once readback_depth frames are in flight, read the older half back at once (one wait per
+        readback_depth / 2 frames instead of one per frame, while the GPU runs the newer half: for files, where
+        results may come in bursts)."""
         _, self.device = gpu.get_device()
         missing = set(plan.required_features) - set(self.device.features)
         if missing:
@@ -80,7 +82,7 @@ class Engine:
         self._batch_readback = batch_readback
         self.frame = 0
         self.stream_frames = [0] * plan.streams
-        self._pending_frames: deque[tuple[int, ...]] = deque()
+        self._pending_frames: deque[tuple[tuple[int, ...], tuple[bool, ...]]] = deque()
         self.reset()
 
     def _create_buffer(self, b) -> wgpu.GPUBuffer:
@@ -144,11 +146,19 @@ class Engine:
         if not 0 <= stream < self.plan.streams:
             raise ValueError(f"stream {stream} of a plan of {self.plan.streams} streams")
 
-    def submit(self, inputs: dict[str, np.ndarray] | None = None) -> list[FrameResult]:
-        """Run one frame. Returns the results that became ready (at most one frame late; empty at first)."""
+    def submit(self, inputs: dict[str, np.ndarray] | None = None, active=None) -> list[FrameResult]:
+        """Run one frame. Returns the results that became ready (at most one frame late; empty at first).
+
+        active: per stream, whether it takes this frame (default: all). A stream sitting it out (a live caller
+        whose audio has not come) keeps its state and frame index, as if the frame had not happened for it; its
+        inputs are ignored and its outputs in this frame's result mean nothing. A frame no stream takes is not
+        submitted at all (returns [])."""
+        active = tuple(True for _ in self.stream_frames) if active is None else tuple(bool(a) for a in active)
+        step = np.array(self.plan.step_words(self.stream_frames, active), np.uint32)   # checks active's length
+        if not any(active):
+            return []
         queue = self.device.queue
-        queue.write_buffer(self.buffers[self.plan.step_buffer], 0,
-                           np.array(self.plan.step_words(self.stream_frames), np.uint32))
+        queue.write_buffer(self.buffers[self.plan.step_buffer], 0, step)
         for role, value in (inputs or {}).items():
             self.write_input(role, value)
         encoder = self.device.create_command_encoder()
@@ -158,13 +168,13 @@ class Engine:
             encoder.copy_buffer_to_buffer(self.buffers[name], 0, staging[role], 0, staging[role].size)
         queue.submit([encoder.finish()])
         self._pending.append(self.frame)
-        self._pending_frames.append(tuple(self.stream_frames))
+        self._pending_frames.append((tuple(self.stream_frames), active))
         self.frame += 1
-        self.stream_frames = [f + 1 for f in self.stream_frames]
+        self.stream_frames = [f + a for f, a in zip(self.stream_frames, active)]
         if len(self._pending) < len(self._staging):
             return []
         if self._batch_readback:
-            return self.drain()
+            return [self._collect() for _ in range(max(1, len(self._pending) // 2))]
         return [self._collect()]
 
     def record(self, encoder, first: int = 0, end: int | None = None, timestamps=None) -> None:
@@ -212,13 +222,13 @@ class Engine:
         return [self._collect() for _ in range(len(self._pending))]
 
     def _collect(self) -> FrameResult:
-        frame, stream_frames = self._pending.popleft(), self._pending_frames.popleft()
+        frame, (stream_frames, active) = self._pending.popleft(), self._pending_frames.popleft()
         outputs = {}
         for role, buffer in self._staging[frame % len(self._staging)].items():
             buffer.map_sync(wgpu.MapMode.READ)
             outputs[role] = np.frombuffer(buffer.read_mapped(), np.uint32).copy()
             buffer.unmap()
-        return FrameResult(frame, outputs, stream_frames)
+        return FrameResult(frame, outputs, stream_frames, active)
 
     def read(self, name: str) -> np.ndarray:
         """Debugging/tests: a buffer's current contents as u32 words (waits for the GPU)."""

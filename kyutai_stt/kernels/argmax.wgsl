@@ -12,8 +12,11 @@
 //   results[s * RESULT_STRIDE + RESULT_INDEX] = token_s  (the step's results, copied out for readback)
 // NaN logits are never chosen (all NaN or -inf: token 0).
 //
+// A stream sitting the frame out (step[ACTIVE_INDEX + s] == 0, plans of several streams) keeps its token and prompt
+// position: nothing is written for it.
+//
 // Bindings (group 0): 0 = logits (read), 1 = tokens (read_write, u32), 2 = results (read_write, u32),
-// 3 = prompt (read_write, u32).
+// 3 = prompt (read_write, u32), 4 = step (read, u32: the plan's step buffer).
 // Dispatch: (STREAMS, 1, 1) workgroups of WORKGROUP_SIZE invocations (one workgroup per stream).
 
 // The text vocabulary: 8000 for the LM.
@@ -34,6 +37,8 @@ override BOUNDARY_TOKEN: u32 = 0u;
 override PADDING_TOKEN: u32 = 3u;
 // 256: the portable maximum; 8000 logits are ~32 per invocation before the reduction.
 override WORKGROUP_SIZE: u32 = 256u;
+// Where stream 0's "active" flag sits in the step buffer; 0xFFFFFFFF: every stream takes every frame.
+override ACTIVE_INDEX: u32 = 0xFFFFFFFFu;
 
 const LOWEST = -3.402823e38;
 const NONE = 0xFFFFFFFFu;  // index of "no candidate": loses every tie
@@ -42,6 +47,7 @@ const NONE = 0xFFFFFFFFu;  // index of "no candidate": loses every tie
 @group(0) @binding(1) var<storage, read_write> tokens: array<u32>;
 @group(0) @binding(2) var<storage, read_write> results: array<u32>;
 @group(0) @binding(3) var<storage, read_write> prompt: array<u32>;
+@group(0) @binding(4) var<storage, read> step: array<u32>;
 
 var<workgroup> best_values: array<f32, WORKGROUP_SIZE>;
 var<workgroup> best_indices: array<u32, WORKGROUP_SIZE>;
@@ -55,6 +61,9 @@ fn beats(value: f32, index: u32, best_value: f32, best_index: u32) -> bool {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let stream = workgroup.x;
+    if (ACTIVE_INDEX != NONE && step[ACTIVE_INDEX + stream] == 0u) {
+        return;      // the whole workgroup: its stream sits this frame out
+    }
     let base = stream * LOGITS_STRIDE + LOGITS_OFFSET;
     let prompt_base = stream * (2u + PROMPT_CAPACITY);
     // Lane 0 alone touches the prompt buffer (reads here, the position update at the end): no storage race.

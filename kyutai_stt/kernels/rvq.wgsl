@@ -22,11 +22,12 @@
 //
 // Bindings (group 0): 0 = codebooks (read, u32 words as vec4: `w` or `qs`), 1 = scales (read, u32: the `d`
 //   stream; bind any buffer for f32/f16), 2 = sqnorms (read), 3 = proj (read), 4 = partials (read_write),
-//   5 = codes (read_write, u32), 6 = residuals (read_write).
+//   5 = codes (read_write, u32), 6 = residuals (read_write), 7 = step (read, u32: the plan's step buffer).
 // Dispatch: (BINS / ENTRIES, 2 if LEVEL == 1 else 1, STREAMS) for LEVEL = 1 .. LEVELS - 1, then (1, 2, STREAMS)
 //   with LEVEL = LEVELS; workgroups of WORKGROUP_SIZE invocations.
 // Streams (a plan of several, docs/plan.md): workgroup z is the stream s, with proj [s, 2 * DIM], partials
 //   [s, LEVELS, BLOCKS], residuals [s, LEVELS, DIM] and its codes from s * CODES_STRIDE + CODES_OFFSET.
+//   A stream sitting the frame out (step[ACTIVE_INDEX + s] == 0) keeps its codes: its workgroups do nothing.
 //   ENTRIES = (WORKGROUP_SIZE / THREADS_PER_ENTRY) * ENTRIES_PER_THREAD; BLOCKS = BINS / ENTRIES.
 // Constraints: DIM % 32 == 0, THREADS_PER_ENTRY <= DIM / 32, ENTRIES_PER_THREAD <= 4, BINS % ENTRIES == 0,
 //   BLOCKS <= WORKGROUP_SIZE.
@@ -42,6 +43,8 @@ override CODES_STRIDE: u32 = CODES_OFFSET + LEVELS;
 override WORKGROUP_SIZE: u32 = 256u;
 override THREADS_PER_ENTRY: u32 = 8u;
 override ENTRIES_PER_THREAD: u32 = 2u;
+// Where stream 0's "active" flag sits in the step buffer; 0xFFFFFFFF: every stream takes every frame.
+override ACTIVE_INDEX: u32 = 0xFFFFFFFFu;
 
 const FORMAT_F32 = 0u;
 const FORMAT_F16 = 1u;
@@ -56,6 +59,7 @@ const HIGHEST = 3.402823e38;
 @group(0) @binding(4) var<storage, read_write> partials: array<vec2<u32>>;
 @group(0) @binding(5) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(6) var<storage, read_write> residuals: array<f32>;
+@group(0) @binding(7) var<storage, read> step: array<u32>;
 
 // The workgroup's stream (workgroup z), set first thing in main.
 var<private> stream: u32;
@@ -139,6 +143,10 @@ fn resolve_level(level: u32, lane: u32) -> u32 {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     stream = workgroup.z;
+    // workgroup.z, not the private `stream`: uniform to the uniformity analysis, so the barriers below stay valid.
+    if (ACTIVE_INDEX != NONE && step[ACTIVE_INDEX + workgroup.z] == 0u) {
+        return;      // the whole workgroup: its stream sits this frame out
+    }
     let codes_at = stream * CODES_STRIDE + CODES_OFFSET;
     if (LEVEL == LEVELS) {
         let last = select(LEVELS - 1u, SEMANTIC - 1u, workgroup.y == 1u);

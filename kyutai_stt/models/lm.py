@@ -314,8 +314,9 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     out_norm = w.bindings("out_norm")[0]
     _matvec(b, w, tuning, "text_head", x, logits, INPUT_RMS_NORM, out_norm, int8_input=int8_input,
             partials=partials)
-    b.dispatch("argmax", {0: logits, 1: token, 2: results, 3: prompt}, (n,),
+    b.dispatch("argmax", {0: logits, 1: token, 2: results, 3: prompt, 4: "step"}, (n,),
                {"COUNT": cfg.text_card, "RESULT_STRIDE": 1 + heads, "PROMPT_CAPACITY": PROMPT_CAPACITY,
+                **({"ACTIVE_INDEX": b.active_index()} if n > 1 else {}),
                 "BOUNDARY_TOKEN": WORD_BOUNDARY_TOKEN, "PADDING_TOKEN": cfg.existing_text_padding_id},
                label="argmax")
     if heads:
@@ -333,7 +334,6 @@ def lm_plan(package, tuning: Tuning, streams: int = 1) -> Plan:
 def build_lm_plan(cfg: LMConfig, tensors: dict[str, Tensor], tuning: Tuning, streams: int = 1) -> Plan:
     """The LM alone, for `streams` independent streams: the host writes `codes` each step (tests, benchmarks)."""
     b = PlanBuilder("lm", streams)
-    b.buffer("step", "step", 4 * max(4, streams), (max(4, streams),), "u32")
     position = b.step_field("position")
     codes = b.stream_buffer("lm.codes", "state", (cfg.n_q,), "u32", reset_fill=cfg.card)
     b.inputs["codes"] = codes

@@ -273,9 +273,9 @@ class _MimiBuilder:
         common = {"FORMAT": self.fmt(books), "DIM": dim, "BINS": cfg.bins, "LEVELS": cfg.n_q, "SEMANTIC": 1,
                   "CODES_OFFSET": self.codes_offset, "WORKGROUP_SIZE": workgroup,
                   "THREADS_PER_ENTRY": threads_per_entry, "ENTRIES_PER_THREAD": entries_per_thread,
-                  **self.per_stream(CODES_STRIDE=self.codes_stride)}
+                  **self.per_stream(CODES_STRIDE=self.codes_stride, ACTIVE_INDEX=self.b.active_index())}
         bindings = {0: self.weight(books), 1: self.scales(books), 2: self.weight("mimi.codebook_sqnorms"),
-                    3: proj.name, 4: partials, 5: codes, 6: residuals}
+                    3: proj.name, 4: partials, 5: codes, 6: residuals, 7: self.step}
         for level in range(1, cfg.n_q):
             self.b.dispatch("rvq", bindings, (blocks, 2 if level == 1 else 1, self.streams), {**common, "LEVEL": level},
                             label=f"mimi.rvq.level{level}" + ("+0" if level == 1 else ""))
@@ -367,8 +367,6 @@ def build_mimi_plan(tensors: Mapping[str, Mapping], cfg: MimiConfig = MIMI, ring
     pcm = b.stream_buffer("pcm", "input", (cfg.frame_size,))
     codes = b.stream_buffer("codes", "state", (cfg.n_q,), "u32")
     fragment = build_mimi(b, tensors, pcm, codes, "step", cfg, ring=ring, tuning=tuning)
-    words = len(b.step_fields) * streams
-    b.buffer("step", "step", 4 * words, (words,), "u32")
     b.inputs["pcm"] = pcm
     b.outputs["codes"] = codes
     b.outputs["latent"] = fragment.latent

@@ -11,8 +11,6 @@ from kyutai_stt.engine.plan import Plan, PlanBuilder
 from kyutai_stt.models.lm import Tensor, Tuning, build_lm, tensors_of
 from kyutai_stt.models.mimi import build_mimi, split_for_streams
 
-STEP_FIELDS = 3      # LM position, Mimi position (2 x frame), Mimi history parity
-
 
 def stt_plan(package, tuning: Tuning, streams: int = 1) -> Plan:
     """The whole-frame plan of an opened package (weights/package.Package): every host and tool builds it here."""
@@ -25,7 +23,6 @@ def build_stt_plan(lm_cfg: LMConfig, mimi_cfg: MimiConfig, lm_tensors: dict[str,
     """Inputs: "pcm" f32[frame_size] per frame (24 kHz mono). Outputs: "results" [token, VAD probabilities] of
     the LM step. Each per stream, for `streams` independent streams (docs/plan.md "Streams")."""
     b = PlanBuilder("stt", streams)
-    b.buffer("step", "step", 4 * STEP_FIELDS * streams, (STEP_FIELDS * streams,), "u32")
     position = b.step_field("position")
     codes = b.stream_buffer("codes", "state", (lm_cfg.n_q,), "u32", reset_fill=lm_cfg.card)
     pcm = b.stream_buffer("pcm", "input", (mimi_cfg.frame_size,))
@@ -34,5 +31,4 @@ def build_stt_plan(lm_cfg: LMConfig, mimi_cfg: MimiConfig, lm_tensors: dict[str,
     b.outputs["results"] = build_lm(b, lm_cfg, lm_tensors, codes, position, tuning)
     b.stage("mimi")
     build_mimi(b, manifest_tensors, pcm, codes, "step", cfg=mimi_cfg, tuning=split_for_streams(tuning.mimi, streams))
-    assert len(b.step_fields) == STEP_FIELDS
-    return b.build(step_buffer="step")
+    return b.build()

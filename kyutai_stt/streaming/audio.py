@@ -4,9 +4,12 @@
     for chunk in read_chunks("talk.m4a"):  # float32 [chunk_seconds * 24000] (the last one shorter)
         ...
 
-Decoding is FFmpeg through PyAV, packet by packet. Each decoded frame is converted to planar float32 by PyAV's
-AudioResampler with only the sample *format* set (rate and layout stay the file's), then downmixed and resampled to
-24 kHz by kyutai_stt.streaming.resample.StreamResampler (soxr), the same path as any other PCM source.
+Decoding is FFmpeg through PyAV, packet by packet. Decoded frames (often only 1024 samples) are gathered into blocks
+of BLOCK_S, converted from the file's sample format in numpy, then downmixed and resampled to 24 kHz by
+kyutai_stt.streaming.resample.StreamResampler (soxr), the same path as any other PCM source: a few calls per second
+of audio, not a few per frame (an evaluation reads thousands of short files).
+A file is opened with a short probe (PROBE_BYTES); where that is not enough to tell its format, it is opened again
+with FFmpeg's default probe.
 
 Every problem a user can fix raises AudioError with one message naming the file: missing, a directory, not
 readable, not audio (or damaged beyond reading), no audio stream, no samples, NaN/inf samples, an unsupported
@@ -31,6 +34,12 @@ SUPPORTED = "wav, flac, mp3, ogg/opus, ogg/vorbis, m4a/aac, webm, aiff, and the 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".oga", ".m4a", ".aac", ".webm", ".mka",
                     ".aiff", ".aif", ".mp4", ".mkv", ".mov")
 DEFAULT_CHUNK_S = 10.0
+BLOCK_S = 0.5            # seconds of decoded audio converted and resampled at a time
+# FFmpeg's default probe reads up to 5 MB and decodes while it does: ~10 ms for any file. The headers of every
+# supported format tell their audio stream from the first few kB (an MP3's long ID3 tag may not: then the default).
+PROBE_BYTES = 4096
+# Integer sample formats (FFmpeg's names, planar or not) and the factor that maps them onto [-1, 1).
+_INT_SCALE = {"u8": 1 / 128, "s32": 1 / 2**31, "s64": 1 / 2**63}
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,13 @@ def _open(path):
 
     p = _check_path(path)
     try:
-        container = av.open(str(p), mode="r")
+        try:
+            container = av.open(str(p), mode="r", options={"probesize": str(PROBE_BYTES)})
+            if not container.streams.audio:
+                container.close()
+                raise av.error.FFmpegError(0, "no audio stream in the short probe")
+        except av.error.FFmpegError:                 # not told apart from its first bytes: FFmpeg's full probe
+            container = av.open(str(p), mode="r")
     except av.error.FFmpegError as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise AudioError(f"{p}: not an audio file this decoder can read, or it is damaged ({reason}; supported: "
@@ -177,47 +192,68 @@ class _Chunker:
         return np.concatenate(self.parts) if self.parts else None
 
 
+def _samples(frame) -> np.ndarray:
+    """A decoded frame's samples as [n, channels]: int16 as it is (StreamResampler scales it), float32/float64 as
+    they are, other integer formats scaled to float32."""
+    x = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    x = x.reshape(channels, -1).T if frame.format.is_planar else x.reshape(-1, channels)
+    name = frame.format.name.removesuffix("p")
+    if name == "u8":
+        return (x.astype(np.float32) - 128) * np.float32(_INT_SCALE[name])
+    if name in _INT_SCALE:
+        return (x.astype(np.float64) * _INT_SCALE[name]).astype(np.float32)
+    return x
+
+
 def read_chunks(path, chunk_seconds: float = DEFAULT_CHUNK_S, *,
                 on_warning: Callable[[str], None] | None = None) -> Iterator[np.ndarray]:
     """Decode `path` into float32 mono 24 kHz chunks of chunk_seconds (all full but the last), streaming."""
-    import av
-
     if not chunk_seconds > 0:
         raise ValueError(f"chunk_seconds must be positive, not {chunk_seconds}")
     container, stream = _open(path)
     name = str(path)
     chunker = _Chunker(max(1, round(chunk_seconds * TARGET_RATE)))
-    converter = av.AudioResampler(format="fltp")       # sample format only: rate and layout stay the file's
     resampler: StreamResampler | None = None
-    total = 0
+    block: list[np.ndarray] = []              # decoded frames not resampled yet, all of one dtype
+    held = total = 0
 
-    def to_24k(frame) -> np.ndarray:
-        nonlocal resampler
-        planes = frame.to_ndarray()                     # fltp: [channels, samples]
-        rate, channels = int(frame.sample_rate), planes.shape[0]
-        if resampler is None:
-            resampler = StreamResampler(rate, channels, source=name)
-        elif (rate, channels) != (resampler.in_rate, resampler.channels):
-            raise AudioError(f"{name}: the audio changes from {resampler.in_rate} Hz, {resampler.channels} "
-                             f"channel(s) to {rate} Hz, {channels} channel(s) mid-file; convert it to one "
-                             "format first (e.g. ffmpeg -i IN -ar 24000 -ac 1 OUT.wav)")
-        return resampler.process(planes.T)
+    def emit(x: np.ndarray) -> Iterator[np.ndarray]:
+        nonlocal total
+        for chunk in chunker.add(x):
+            total += len(chunk)
+            yield chunk
+
+    def resampled() -> np.ndarray:
+        nonlocal held
+        x = np.concatenate(block) if len(block) > 1 else block[0]
+        block.clear()
+        held = 0
+        return resampler.process(x)
 
     damage = _Damage()
     with container:
         for frame in _decoded_frames(container, stream, damage):
-            for converted in converter.resample(frame):
-                for chunk in chunker.add(to_24k(converted)):
-                    total += len(chunk)
-                    yield chunk
-        for converted in converter.resample(None):
-            for chunk in chunker.add(to_24k(converted)):
-                total += len(chunk)
-                yield chunk
+            if not frame.samples:
+                continue
+            rate, channels = int(frame.sample_rate), len(frame.layout.channels)
+            if resampler is None:
+                resampler = StreamResampler(rate, channels, source=name)
+            elif (rate, channels) != (resampler.in_rate, resampler.channels):
+                raise AudioError(f"{name}: the audio changes from {resampler.in_rate} Hz, {resampler.channels} "
+                                 f"channel(s) to {rate} Hz, {channels} channel(s) mid-file; convert it to one "
+                                 "format first (e.g. ffmpeg -i IN -ar 24000 -ac 1 OUT.wav)")
+            samples = _samples(frame)
+            if block and samples.dtype != block[0].dtype:
+                yield from emit(resampled())
+            block.append(samples)
+            held += len(samples)
+            if held >= BLOCK_S * rate:
+                yield from emit(resampled())
+        if block:
+            yield from emit(resampled())
     if resampler is not None:
-        for chunk in chunker.add(resampler.flush()):
-            total += len(chunk)
-            yield chunk
+        yield from emit(resampler.flush())
     last = chunker.rest()
     if last is not None:
         total += len(last)

@@ -8,29 +8,33 @@ transcribing one recording after another, every weight read once per frame for a
 Each recording runs exactly as a one-stream Transcriber runs it (its own silence prefix, prompt, flush and decoder
 state): its words, times and ends of turn are the same (tests/test_batch.py). A stream whose recording is done
 takes the next one at once (Engine.reset_stream; its last results are still in flight and are read as its
-previous recording's); while no recording is left for it, it runs on silence and its results are dropped.
-Files are read as `kyutai-stt transcribe` reads them (streaming/audio.py, 1 s chunks). A file that turns out bad
-mid-way (damage, NaN samples) stops alone: its stream takes the next recording, the others run on, its transcript
-comes back with `error` set (and no words), and once every recording is done transcribe() raises the first such
-AudioError (raise_errors=False: returns them all instead). on_done sees every recording, failed ones included.
+previous recording's); while no recording is left for it, it sits the frames out (Engine.submit's `active`).
+Files are read as `kyutai-stt transcribe` reads them (streaming/audio.py, 1 s chunks), ahead of their frames on
+READERS threads (files.ReadAhead), the next `streams` recordings' first chunks too, while the GPU runs. A file
+that turns out bad mid-way (damage, NaN samples) stops alone: its stream takes the next recording, the others run
+on, its transcript comes back with `error` set (and no words), and once every recording is done transcribe()
+raises the first such AudioError (raise_errors=False: returns them all instead). on_done sees every recording,
+failed ones included.
 """
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kyutai_stt.engine import device as gpu
-from kyutai_stt.engine.plan import decode_fields
+from kyutai_stt.engine.plan import decode_streams
 from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.audio import AudioError, read_chunks
 from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
-from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, take_events
+from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, ReadAhead, take_events
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.resample import TARGET_RATE
@@ -46,13 +50,17 @@ class Transcript:
     error: AudioError | None = None                          # the recording could not be read to its end
 
 
+# Threads decoding files ahead (FFmpeg and soxr release the GIL): enough to keep up with a GPU serving 64 streams.
+READERS = min(8, os.cpu_count() or 1)
+
+
 class _Recording:
     """One recording on one stream: its frames as they are read (the lead-in first, the flush's silence last), its
     decoder, and how many of its submitted frames have come back."""
 
-    def __init__(self, index: int, source, framer: Framer, decoder: StreamDecoder, tail: int, warn):
+    def __init__(self, index: int, source, framer: Framer, decoder: StreamDecoder, tail: int, warn, pool):
         self.index, self.framer, self.decoder, self.tail = index, framer, decoder, tail
-        self.chunks: Iterator[np.ndarray] | None = _chunks(source, warn)
+        self.chunks: Iterator[np.ndarray] | None = ReadAhead(_chunks(source, warn), pool)
         self.frames: deque[np.ndarray] = deque()
         self.samples = 0
         self.submitted = self.collected = 0
@@ -108,7 +116,6 @@ class BatchTranscriber:
         self.streams = streams
         self.engine = Engine(plan, self.package.read_stream, FILE_READBACK_BATCH, batch_readback=True)
         self._fields = plan.buffer(plan.outputs["results"]).fields
-        self._words = sum(f.count for f in self._fields)         # result words per stream
 
     def transcribe(self, sources: Sequence, warn=None, on_done=None, raise_errors: bool = True) -> list[Transcript]:
         """Every source (a file, or 24 kHz mono float32 samples) transcribed; returned in input order.
@@ -123,12 +130,12 @@ class BatchTranscriber:
 
         def collect(results) -> None:
             for r in results:
-                words = r.outputs["results"].reshape(self.streams, self._words)
+                fields = decode_streams(self._fields, r.outputs["results"], self.streams)
+                tokens, vad = fields["token"][:, 0].tolist(), fields["vad"].tolist()
                 for s, recording in enumerate(owners.pop(r.frame)):
                     if recording is None:
                         continue
-                    fields = decode_fields(self._fields, words[s])
-                    recording.take(recording.decoder.step(fields["token"][0], fields["vad"]))
+                    recording.take(recording.decoder.step(tokens[s], vad[s]))
                     recording.collected += 1
                     if recording.done:
                         finish(recording)
@@ -143,31 +150,41 @@ class BatchTranscriber:
             if on_done:
                 on_done(recording.index, recording.result)
 
-        while True:
-            pcm = np.zeros((self.streams, frame_size), np.float32)
-            owner: list[_Recording | None] = [None] * self.streams
-            for s in range(self.streams):
-                while True:
-                    recording = slots[s]
-                    frame = recording.next_frame() if recording is not None else None
-                    if frame is not None:
-                        pcm[s], owner[s] = frame, recording
-                        break
-                    if recording is not None and recording.result.error is not None and recording.done:
-                        finish(recording)                         # failed with nothing in flight
-                    if not waiting:
-                        slots[s] = None
-                        break
-                    index, source = waiting.popleft()             # the stream takes the next recording
-                    slots[s] = _Recording(index, source, Framer(frame_size, self.setup.lead_in.size,
-                                                                lead_in=self.setup.lead_in),
-                                          StreamDecoder(self.package.tokenizer, self.setup.decoder), tail, warn)
-                    self.engine.reset_stream(s)
-                    self.engine.write_input("prompt", self.setup.prompt_words, stream=s)
-            if not any(owner):
-                break
-            owners[self.engine.frame] = owner
-            collect(self.engine.submit({"pcm": pcm}))
+        with ThreadPoolExecutor(READERS, thread_name_prefix="kyutai-stt-read") as pool:
+            upcoming: deque[_Recording] = deque()
+
+            def next_recording() -> _Recording | None:
+                """The next recording; the `streams` after it are being read already."""
+                while waiting and len(upcoming) <= self.streams:
+                    index, source = waiting.popleft()
+                    upcoming.append(_Recording(index, source, Framer(frame_size, self.setup.lead_in.size,
+                                                                     lead_in=self.setup.lead_in),
+                                               StreamDecoder(self.package.tokenizer, self.setup.decoder), tail,
+                                               warn, pool))
+                return upcoming.popleft() if upcoming else None
+
+            pcm = np.zeros((self.streams, frame_size), np.float32)    # rewritten each frame (submit copies it)
+            while True:
+                owner: list[_Recording | None] = [None] * self.streams
+                for s in range(self.streams):
+                    while True:
+                        recording = slots[s]
+                        frame = recording.next_frame() if recording is not None else None
+                        if frame is not None:
+                            pcm[s], owner[s] = frame, recording
+                            break
+                        if recording is not None and recording.result.error is not None and recording.done:
+                            finish(recording)                     # failed with nothing in flight
+                        slots[s] = next_recording()               # the stream takes the next recording
+                        if slots[s] is None:
+                            pcm[s] = 0                            # it sits the frame out
+                            break
+                        self.engine.reset_stream(s)
+                        self.engine.write_input("prompt", self.setup.prompt_words, stream=s)
+                if not any(owner):
+                    break
+                owners[self.engine.frame] = owner
+                collect(self.engine.submit({"pcm": pcm}, active=[o is not None for o in owner]))
         collect(self.engine.drain())
         results = [done[i] for i in range(len(done))]
         failed = [t.error for t in results if t.error is not None]

@@ -110,6 +110,7 @@ class StreamDecoder:
         self.eot_armed = False
         self.no_voice: float | None = None           # smoothed head probability
         self.partial = ""
+        self._partial_of: tuple = ((), (), False)         # the pieces self.partial was decoded from
         self.audio_end: float | None = None          # the caller's audio length, once it is known (the flush)
 
     def step(self, token: int, vad=()) -> list[Event]:
@@ -177,6 +178,11 @@ class StreamDecoder:
         return []
 
     def _partial_changed(self) -> list[Event]:
+        # Most steps change no piece (padding, or a boundary closing a word): nothing to decode then.
+        of = (tuple(tuple(p) for p, _ in self.waiting), tuple(self.open), self.open_hidden)
+        if of == self._partial_of:
+            return []
+        self._partial_of = of
         texts = [self.tokenizer.decode(p).strip() for p, _ in self.waiting]
         texts += [] if self.open_hidden else [self.tokenizer.decode(self.open).strip()]
         text = " ".join(t for t in texts if t)

@@ -129,14 +129,8 @@ class Transcriber:
         """Audio of shape [n] or [n, channels] (float in [-1, 1] or int16; at most MAX_CHANNELS channels, and a
         stream's first block needs n >= channels: see MAX_CHANNELS). The rate and channel count must stay the same
         within a stream."""
-        pcm = _samples(pcm, first=self._resampler is None)
-        channels = 1 if pcm.ndim == 1 else pcm.shape[1]
-        if self._resampler is None:
-            self._resampler = StreamResampler(sample_rate, channels)
-        elif (sample_rate, channels) != (self._resampler.in_rate, self._resampler.channels):
-            raise ValueError(f"this stream is {self._resampler.in_rate} Hz x {self._resampler.channels} channels; "
-                             f"call flush() or reset() before feeding {sample_rate} Hz x {channels}")
-        return self._push(self._resampler.process(pcm))
+        self._resampler, mono = feed_samples(self._resampler, pcm, sample_rate, "call flush() or reset()")
+        return self._push(mono)
 
     def flush(self) -> list[Event]:
         """Release the last words now: pad the last frame, feed silence at full speed, drain the GPU. The
@@ -189,6 +183,20 @@ class Transcriber:
             fields = decode_fields(self._result_fields, r.outputs["results"])
             events += self.decoder.step(fields["token"][0], fields["vad"])
         return events
+
+
+def feed_samples(resampler: StreamResampler | None, pcm, sample_rate: int,
+                 to_restart: str) -> tuple[StreamResampler, np.ndarray]:
+    """A stream's next audio block checked and resampled: (its resampler, made for the first block's rate and
+    channel count; 24 kHz mono samples). to_restart: what the caller calls to start a stream of another format."""
+    pcm = _samples(pcm, first=resampler is None)
+    channels = 1 if pcm.ndim == 1 else pcm.shape[1]
+    if resampler is None:
+        resampler = StreamResampler(sample_rate, channels)
+    elif (sample_rate, channels) != (resampler.in_rate, resampler.channels):
+        raise ValueError(f"this stream is {resampler.in_rate} Hz x {resampler.channels} channels; "
+                         f"{to_restart} before feeding {sample_rate} Hz x {channels}")
+    return resampler, resampler.process(pcm)
 
 
 def _samples(pcm, first: bool) -> np.ndarray:

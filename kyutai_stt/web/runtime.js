@@ -220,7 +220,10 @@ export async function createPipeline(device, source, {name, kernel, constants = 
 
 // ---- the plan interpreter -----------------------------------------------------------------------------------
 
-export function stepValue(field, frame) {
+// A step field's value at a stream's frame (engine/plan.py StepField.value): a stream sitting the frame out gets
+// the field's `idle` value where it has one (the "active" flag), else the value at its frame, which holds.
+export function stepValue(field, frame, active = true) {
+  if (!active && field.idle !== null && field.idle !== undefined) return field.idle;
   const v = frame * field.scale + field.offset;
   return field.modulo ? v % field.modulo : v;
 }
@@ -417,18 +420,25 @@ export class PlanRuntime {
   // Resolves, once the frame is submitted, to {frame, result}: result is a Promise of {frame, streamFrames,
   // outputs: {role: Uint32Array}} (raw words, every stream's; the caller views them; streamFrames: each stream's
   // frame index in this submission). Calls are queued: call it again without awaiting.
-  submit(inputs = {}) {
-    return this._queue(() => this._submit(inputs));
+  // active: per stream, whether it takes this frame (as Engine.submit): a stream sitting it out keeps its state and
+  // frame index; a frame no stream takes is not submitted (resolves to null).
+  submit(inputs = {}, {active = null} = {}) {
+    const flags = active ? active.map(Boolean) : new Array(this.streams).fill(true);
+    if (flags.length !== this.streams) throw new Error(`${flags.length} active flags for a plan of ${this.streams} streams`);
+    if (!flags.every(Boolean) && !this.plan.step_fields.some((f) => f.idle !== null && f.idle !== undefined)) {
+      throw new Error(`plan ${this.plan.name} has no "active" step field: its streams cannot sit a frame out`);
+    }
+    return this._queue(() => (flags.some(Boolean) ? this._submit(inputs, flags) : null));
   }
 
-  async _submit(inputs) {
+  async _submit(inputs, active) {
     const frame = this.frame;
     const slot = frame % this._staging.length;
     await this._slots[slot];          // frame - depth's readback must be done with this staging buffer
     const queue = this.device.queue;
     const streamFrames = [...this.streamFrames];
     this.plan.step_fields.forEach((f, i) => {
-      streamFrames.forEach((n, s) => { this._stepWords[i * this.streams + s] = stepValue(f, n); });
+      streamFrames.forEach((n, s) => { this._stepWords[i * this.streams + s] = stepValue(f, n, active[s]); });
     });
     queue.writeBuffer(this.buffers.get(this.plan.step_buffer), 0, this._stepWords);
     for (const [role, data] of Object.entries(inputs)) this._inputWrite(role, data)();
@@ -452,8 +462,8 @@ export class PlanRuntime {
     }
     queue.submit([encoder.finish()]);
     this.frame = frame + 1;
-    this.streamFrames = this.streamFrames.map((n) => n + 1);
-    const result = this._readback(frame, streamFrames, staging, timing?.staging[slot]);
+    this.streamFrames = this.streamFrames.map((n, s) => n + (active[s] ? 1 : 0));
+    const result = this._readback(frame, streamFrames, staging, timing?.staging[slot], active);
     this._slots[slot] = result.catch(() => {});
     this._pending.push(result);
     result.finally(() => { this._pending.splice(this._pending.indexOf(result), 1); }).catch(() => {});
@@ -469,8 +479,8 @@ export class PlanRuntime {
     pass.end();
   }
 
-  // {frame, streamFrames, outputs: {role: Uint32Array}, stageMs: {stage: GPU ms} | null}
-  async _readback(frame, streamFrames, staging, timestamps) {
+  // {frame, streamFrames, active, outputs: {role: Uint32Array}, stageMs: {stage: GPU ms} | null}
+  async _readback(frame, streamFrames, staging, timestamps, active) {
     const outputs = {};
     const buffers = Object.entries(staging);
     await Promise.all([...buffers.map(([, buffer]) => buffer.mapAsync(GPUMapMode.READ)),
@@ -486,7 +496,7 @@ export class PlanRuntime {
         [stage.name, Number(ns[2 * i + 1] - ns[2 * i]) / 1e6]));
       timestamps.unmap();
     }
-    return {frame, streamFrames, outputs, stageMs};
+    return {frame, streamFrames, active, outputs, stageMs};
   }
 
   // One throwaway frame of zeros (the first dispatch of each pipeline is slower on many drivers), then reset.

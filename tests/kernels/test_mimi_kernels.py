@@ -14,6 +14,8 @@ Seen: ~1e-4 of the bound (a worst case; typical errors are ~sqrt(K) u). A wrong 
 is off by O(1), far beyond it.
 """
 
+import functools
+
 import numpy as np
 import pytest
 from kernel_helpers import U32, assert_within, in_out, poisoned
@@ -281,19 +283,21 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, context, chunks)
 
 
 # ---------------------------------------------------------------------------------------------------------- rvq
-def run_rvq(books, scales, sqnorms, proj, fmt, levels, bins, dim, tuning, codes_offset=3):
+def run_rvq(books, scales, sqnorms, proj, fmt, levels, bins, dim, tuning, codes_offset=3, active=None):
+    """active: the stream's "active" step flag (None: no flag)."""
     workgroup, tpe, ept = (64, 1, 4) if tuning == "cpu" else (256, 8, 2)
     entries = workgroup // tpe * ept
     blocks = bins // entries
     common = {"FORMAT": FORMATS[fmt], "DIM": dim, "BINS": bins, "LEVELS": levels, "SEMANTIC": 1,
               "CODES_OFFSET": codes_offset, "WORKGROUP_SIZE": workgroup, "THREADS_PER_ENTRY": tpe,
-              "ENTRIES_PER_THREAD": ept}
+              "ENTRIES_PER_THREAD": ept, **({} if active is None else {"ACTIVE_INDEX": 1})}
+    step = np.array([9, 1 if active is None else active], np.uint32)
     partials = np.zeros(2 * levels * blocks, np.uint32)
     codes = np.full(codes_offset + levels + 1, 0xDEADBEEF, np.uint32)
     residuals = np.full(levels * dim, np.nan, np.float32)
     for level in list(range(1, levels)) + [levels]:
         out = gpu.run_kernel("rvq", {0: books, 1: scales, 2: sqnorms, 3: proj, 4: in_out(partials), 5: in_out(codes),
-                                     6: in_out(residuals)},
+                                     6: in_out(residuals), 7: step},
                              (1, 2) if level == levels else (blocks, 2 if level == 1 else 1),
                              {**common, "LEVEL": level})
         partials, codes, residuals = out[4], out[5], out[6]
@@ -332,3 +336,15 @@ def test_rvq_split_levels_match_the_reference(rng, fmt, tuning):
                 break                                    # the group's residual diverged after a near-tie
             if margins[level] > 1e-4:
                 assert got[level] == expected[level], f"trial {trial} level {level} margin {margins[level]}"
+
+
+def test_rvq_stream_sitting_out_keeps_its_codes(rng):
+    """A stream whose "active" flag is 0 writes no code (the LM reads the codes of its last frame next time);
+    with the flag 1 the codes are those of a plan without flags."""
+    levels, bins, dim = 3, 256, 32
+    values = rng.standard_normal((levels * bins, dim)).astype(np.float32)
+    sqnorms = np.einsum("nd,nd->n", values, values).astype(np.float32)
+    proj = rng.standard_normal(2 * dim).astype(np.float32)
+    run = functools.partial(run_rvq, values, values, sqnorms, proj, "f32", levels, bins, dim, "cpu")
+    assert run(active=0).tolist() == [0xDEADBEEF] * levels
+    assert run(active=1).tolist() == run().tolist()

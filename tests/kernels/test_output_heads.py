@@ -11,16 +11,21 @@ UNWRITTEN = np.iinfo(np.uint32).max  # what poisoned u32 outputs hold
 
 
 def run_argmax(logits, count, *, token_stride=1, token_index=0, result_stride=1, result_index=0, prompt=None,
-               **constants):
-    """logits: [streams, stride]; prompt: [streams, 2 + PROMPT_CAPACITY] u32 (all zeros, no prompt, when None).
+               active=None, **constants):
+    """logits: [streams, stride]; prompt: [streams, 2 + PROMPT_CAPACITY] u32 (all zeros, no prompt, when None);
+    active: each stream's "active" step flag (placed after 2 other words of the step buffer), None: no flags.
     Returns (tokens buffer, results buffer), or with a prompt (tokens, results, prompt buffer after the step)."""
     streams = logits.shape[0]
     state = np.zeros((streams, 2), np.uint32) if prompt is None else prompt
+    step = np.array([7, 7, *(active if active is not None else [])], np.uint32)
+    if active is not None:
+        constants["ACTIVE_INDEX"] = 2
     outputs = gpu.run_kernel("argmax", {
         0: logits.astype(np.float32),
         1: poisoned(streams * token_stride, np.uint32),
         2: poisoned(streams * result_stride, np.uint32),
         3: in_out(state.reshape(-1).astype(np.uint32)),
+        4: step,
     }, (streams, 1, 1), {"COUNT": count, "LOGITS_STRIDE": logits.shape[1], "TOKEN_STRIDE": token_stride,
                          "TOKEN_INDEX": token_index, "RESULT_STRIDE": result_stride, "RESULT_INDEX": result_index,
                          "PROMPT_CAPACITY": state.shape[1] - 2, **constants})
@@ -80,6 +85,18 @@ def test_argmax_streams_offsets_and_destinations(rng):
     assert list(tokens.reshape(2, 5)[:, 4]) == expected
     assert list(results.reshape(2, 5)[:, 0]) == expected
     assert (tokens.reshape(2, 5)[:, :4] == UNWRITTEN).all() and (results.reshape(2, 5)[:, 1:] == UNWRITTEN).all()
+
+
+def test_argmax_streams_sitting_out_keep_token_and_prompt(rng):
+    """A stream whose "active" flag is 0 writes nothing: its fed-back token, result and prompt position stay as
+    they were; the others run as without flags."""
+    logits = rng.standard_normal((3, 40)).astype(np.float32)
+    prompt = prompt_rows([[int(np.argmax(logits[s]))] for s in range(3)], [0, 0, 0], 2)
+    tokens, results, after = run_argmax(logits, 40, prompt=prompt, active=[1, 0, 1])
+    expected = [int(np.argmax(logits[s])) for s in range(3)]
+    assert tokens[[0, 2]].tolist() == results[[0, 2]].tolist() == [expected[0], expected[2]]
+    assert tokens[1] == results[1] == UNWRITTEN
+    assert after[:, 1].tolist() == [1, 0, 1], "only the streams taking the frame advance their prompt"
 
 
 def prompt_rows(prompts: list[list[int]], emitted: list[int], capacity: int) -> np.ndarray:

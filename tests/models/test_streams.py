@@ -106,12 +106,58 @@ def test_streams_started_at_different_frames_equal_one_stream_runs(tiny_packages
             np.testing.assert_array_equal(step["results"][s], expected[k]["results"][0], f"stream {s} step {k}")
 
 
+def sitting_out(streams: int, frames: int, seed: int) -> list[list[bool]]:
+    """Per submission, which streams take it: each stream takes `frames` in all, sitting out at random between
+    (runs of up to 3 frames: a caller whose audio is late), and at least one stream takes every submission."""
+    rng = np.random.default_rng(seed)
+    taken, plan = [0] * streams, []
+    while min(taken) < frames:
+        row = [bool(taken[s] < frames and rng.random() < 0.6) for s in range(streams)]
+        if any(row):
+            plan.append(row)
+            taken = [t + r for t, r in zip(taken, row)]
+    return plan
+
+
+def test_streams_sitting_out_frames_equal_one_stream_runs(tiny_packages, inputs):
+    """Streams that sit frames out (Engine.submit(active=...)), fed garbage meanwhile: each stream's logits and
+    results on the frames it takes equal a one-stream run bit for bit, its frame index holds while it sits out, and
+    a frame no stream takes is not submitted."""
+    package = tiny_packages("q4")
+    tuning = device_tuning()
+    expected = one_stream_run(package, tuning, inputs)
+    engine = Engine(build_lm_plan(package.config, tensors_of(package), tuning, streams=3), package.read_stream)
+    assert engine.submit({}, active=[False] * 3) == [] and engine.frame == 0
+    rng = np.random.default_rng(5)
+    taken = [0, 0, 0]
+    for active in sitting_out(3, STEPS, seed=6):
+        codes = rng.integers(0, package.config.card, (3, package.config.n_q)).astype(np.uint32)
+        token = rng.integers(0, package.config.text_card, 3).astype(np.uint32)
+        for s in range(3):
+            if active[s]:
+                codes[s], token[s] = inputs[taken[s], 1:], inputs[taken[s], 0]
+        engine.submit({"codes": codes, "token": token}, active=active)
+        (result,) = engine.drain()
+        logits = engine.read("lm.logits").view(np.float32).reshape(3, -1)
+        assert result.active == tuple(active) and list(result.stream_frames) == taken
+        for s in np.flatnonzero(active):
+            k = taken[s]
+            np.testing.assert_array_equal(logits[s], expected[k]["logits"][0], f"stream {s} step {k}")
+            np.testing.assert_array_equal(result.outputs["results"].reshape(3, -1)[s], expected[k]["results"][0])
+            taken[s] += 1
+    with pytest.raises(ValueError, match="2 active flags for a plan of 3"):
+        engine.submit({}, active=[True, False])
+
+
 def test_plan_layout_for_streams(tiny_packages):
     """Field-major step words, stream-major state, the matvec launch shapes fitted to the kernels' sums, matmul.wgsl
     past 8 streams."""
     package = tiny_packages("q4")
     plan = build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=8)
-    assert plan.step_words([3, 0, 9, 1, 1, 1, 1, 2]) == [3, 0, 9, 1, 1, 1, 1, 2]
+    assert [f.name for f in plan.step_fields] == ["position", "active"]
+    assert plan.step_words([3, 0, 9, 1, 1, 1, 1, 2]) == [3, 0, 9, 1, 1, 1, 1, 2] + [1] * 8
+    assert plan.step_words([3, 0, 9, 1, 1, 1, 1, 2], [1, 0, 1, 1, 1, 1, 1, 0]) == \
+        [3, 0, 9, 1, 1, 1, 1, 2] + [1, 0, 1, 1, 1, 1, 1, 0]
     one = build_lm_plan(package.config, tensors_of(package), tunings()["gpu"])
     sizes = {b.name: b.size for b in one.buffers if b.kind in ("state", "output")}
     assert all(plan.buffer(name).size == 8 * size for name, size in sizes.items())
@@ -136,6 +182,10 @@ def test_plan_layout_for_streams(tiny_packages):
         build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=257)
     with pytest.raises(ValueError, match="2 stream frames for a plan of 8"):
         plan.step_words([0, 0])
+    single = build_lm_plan(package.config, tensors_of(package), tunings()["gpu"])
+    assert [f.name for f in single.step_fields] == ["position"], "one stream: a frame it sits out is not submitted"
+    with pytest.raises(ValueError, match="no 'active' step field"):
+        single.step_words([4], [False])
 
 
 def test_reset_stream_refills_its_part_only(tiny_packages):
@@ -256,3 +306,38 @@ def test_plans_of_many_streams_share_one_mimi_work_split(tiny_packages):
     assert many != few and {entry for entry, _ in many} == {"tiled", "main"}      # main: the LayerNorm layers
     for streams, expected in [(1, few), (MANY_STREAMS - 1, few), (MANY_STREAMS, many), (3 * MANY_STREAMS, many)]:
         assert conv_constants(stt_plan(package, gpu_tuning, streams)) == expected, streams
+
+
+def test_whole_frame_streams_sitting_out_frames_equal_one_stream_runs(tiny_packages, pcm):
+    """The whole-frame plan with streams sitting frames out, fed noise meanwhile: the conv histories, the Mimi and
+    LM rings (indexed by the frame index, which holds), the codes and the fed-back token (not written: rvq.wgsl and
+    argmax.wgsl read the "active" flag) carry over, so every stream's results on the frames it takes equal the
+    one-stream plan's on its stretch."""
+    package = tiny_packages("q4")
+    tuning = device_tuning()
+    frames = 14
+    audio = [pcm[(9 * s) * FRAME:(9 * s + frames) * FRAME].reshape(frames, FRAME) for s in range(3)]
+    one = Engine(stt_plan(package, tuning), package.read_stream)
+    expected = []
+    for s in range(3):
+        one.reset()
+        expected.append(run_staggered(one, "pcm", [frame[None] for frame in audio[s]], starts=(0,)))
+    engine = Engine(stt_plan(package, tuning, streams=3), package.read_stream)
+    rng = np.random.default_rng(7)
+    taken, got = [0, 0, 0], []
+    for active in sitting_out(3, frames, seed=8):
+        value = (0.3 * rng.standard_normal((3, FRAME))).astype(np.float32)
+        for s in np.flatnonzero(active):
+            value[s] = audio[s][taken[s]]
+            taken[s] += 1
+        got += engine.submit({"pcm": value}, active=active)
+    got += engine.drain()
+    checked = [0, 0, 0]
+    for result in got:
+        for s in np.flatnonzero(result.active):
+            k = result.stream_frames[s]
+            assert k == checked[s]
+            words = result.outputs["results"].reshape(3, -1)[s]
+            np.testing.assert_array_equal(words, expected[s][k].outputs["results"], f"stream {s} frame {k}")
+            checked[s] += 1
+    assert checked == [frames] * 3

@@ -220,7 +220,8 @@ async function clientTranscribePcm({pcm}) {
 // A plan given as JSON (e.g. one no variant of plans.json holds), run by runtime.js over the site's model: one frame
 // per entry of `inputs` ({role: u32 words}, every stream's); each frame's outputs as {role: u32 words}, and its
 // streams' frame indices. resets: {submission index: [stream, ...]} restarted (resetStream) before that frame.
-async function runPlan({plan, inputs, resets = {}}) {
+// actives: per frame, each stream's "takes this frame" flag (null: all).
+async function runPlan({plan, inputs, resets = {}, actives = null}) {
   const {host} = await sitePlans();
   const device = await requestDevice(await requestAdapter(), plan, host);
   const runtime = new PlanRuntime(device, plan, {readbackDepth: host.readback_depth});
@@ -236,11 +237,12 @@ async function runPlan({plan, inputs, resets = {}}) {
     for (const [i, frame] of inputs.entries()) {
       for (const stream of resets[i] ?? []) runtime.resetStream(stream);
       const typed = Object.fromEntries(Object.entries(frame).map(([role, words]) => [role, new Uint32Array(words)]));
-      results.push((await runtime.submit(typed)).result);
+      results.push((await runtime.submit(typed, {active: actives?.[i] ?? null})).result);
     }
     return (await Promise.all(results)).map((r) => ({
       ...Object.fromEntries(Object.entries(r.outputs).map(([role, words]) => [role, [...words]])),
       streamFrames: r.streamFrames,
+      active: r.active,
     }));
   } finally {
     runtime.destroy();
