@@ -109,10 +109,7 @@ class Engine:
         """Start a new stream: drop frames in flight, refill state buffers, frame index back to first_frame
         (benchmarks start at a full KV ring this way)."""
         self.drain()
-        for b in self.plan.buffers:
-            if b.kind == "state":
-                fill = np.full(b.size // 4, b.reset_fill, np.uint32)
-                self.device.queue.write_buffer(self.buffers[b.name], 0, fill)
+        self._refill_state(None)
         self.frame = first_frame
         self.stream_frames = [first_frame] * self.plan.streams
 
@@ -121,12 +118,25 @@ class Engine:
         after the frames already submitted, before the next), its frame index back to first_frame. Results of its
         frames still in flight belong to its previous run (FrameResult.stream_frames tells them apart)."""
         self._check_stream(stream)
-        for b in self.plan.buffers:
-            if b.kind == "state":
-                part = b.size // self.plan.streams
-                fill = np.full(part // 4, b.reset_fill, np.uint32)
-                self.device.queue.write_buffer(self.buffers[b.name], stream * part, fill)
+        self._refill_state(stream)
         self.stream_frames[stream] = first_frame
+
+    def _refill_state(self, stream: int | None) -> None:
+        """Every state buffer (or stream `stream`'s part of it) back to its reset_fill, queued in submission order.
+        Zero fills are cleared on the GPU (a stream's KV rings are ~100 MB for the 1B: no host copy of them);
+        the others (a few words: start tokens) are written."""
+        encoder = self.device.create_command_encoder()
+        for b in self.plan.buffers:
+            if b.kind != "state":
+                continue
+            part = b.size if stream is None else b.size // self.plan.streams
+            offset = 0 if stream is None else stream * part
+            if b.reset_fill == 0:
+                encoder.clear_buffer(self.buffers[b.name], offset, part)
+            else:
+                self.device.queue.write_buffer(self.buffers[b.name], offset,
+                                               np.full(part // 4, b.reset_fill, np.uint32))
+        self.device.queue.submit([encoder.finish()])
 
     def write_input(self, role: str, value: np.ndarray, stream: int | None = None) -> None:
         """Write an input now, queued before the next frame: the whole buffer, or stream `stream`'s part (e.g. one

@@ -42,7 +42,8 @@
 //   TILE_K weight columns of TILE_ROWS = 4 ROW_THREADS channels and the matching window slice of TILE_COLS =
 //   4 COL_THREADS columns into workgroup memory once, and each invocation accumulates 4 x 4 outputs, summed over
 //   j = 0, 1, .. K - 1 in order: a stream's outputs depend neither on STREAMS nor on the other streams (the order
-//   differs from `main`'s: the two agree to f32 rounding). INPUT_MODE plain or ELU (LayerNorm takes `main`).
+//   differs from `main`'s: the two agree to f32 rounding). LayerNorm input: each column's statistics first
+//   (tile_norm_stats; needs WORKGROUP_SIZE = 4 TILE_COLS and TILE_K <= 4 ROW_THREADS), applied as slices load.
 //   Dispatch: (ceil(C_OUT / TILE_ROWS), ceil(STREAMS * T_OUT / TILE_COLS), 1) workgroups of WORKGROUP_SIZE =
 //   ROW_THREADS * COL_THREADS invocations; workgroup memory 16 * TILE_K * (ROW_THREADS + COL_THREADS) bytes
 //   (16 KiB at the defaults, the portable limit).
@@ -132,6 +133,10 @@ var<workgroup> norm_stats: array<vec2<f32>, MAX_NORM_STEPS>;
 // in(win)[columns first_col + 4 g .. + 3][j0 + j].
 var<workgroup> weight_tile: array<vec4<f32>, TILE_K * ROW_THREADS>;
 var<workgroup> input_tile: array<vec4<f32>, TILE_K * COL_THREADS>;
+// `tiled`, LayerNorm input: (mean, 1 / std) of the 4 columns this invocation loads (tile_norm_stats), in registers:
+// workgroup memory holds no more than the two tiles (16 KiB, the portable limit).
+var<private> tile_means: vec4<f32>;
+var<private> tile_inv_stds: vec4<f32>;
 
 // expm1 without cancellation near 0 (Kahan): exact where exp rounds to 1, else (u - 1) * v / log(u).
 fn expm1(v: f32) -> f32 {
@@ -442,6 +447,50 @@ fn load_tile_weights(g: u32, c: u32, j0: u32, first_row: u32) {
     }
 }
 
+// The LayerNorm statistics of the tile's columns, two passes as in `main` (biased variance): 4 invocations per column
+// each sum a quarter of its window; the quarters meet in weight_tile, free until the first slice loads. Each
+// invocation that loads inputs (one column group g = lane / (TILE_K / 4)) then keeps its 4 columns' statistics.
+fn tile_norm_stats(lane: u32, first_col: u32) {
+    let column = lane / 4u;
+    let n = min(first_col + column, STREAMS * T_OUT - 1u);
+    let stream = n / T_OUT;
+    let x_base = X_OFFSET + stream * X_STREAM + parity(stream) * X_REGION;
+    let begin = window_index(n % T_OUT, (lane % 4u) * (K / 4u), x_base, false) / 4u;
+    var sum = vec4<f32>(0.0);
+    for (var i = 0u; i < K / 16u; i++) {
+        sum += x[begin + i];
+    }
+    weight_tile[lane] = sum;
+    workgroupBarrier();
+    let sums = weight_tile[4u * column] + weight_tile[4u * column + 1u] + weight_tile[4u * column + 2u]
+        + weight_tile[4u * column + 3u];
+    let mean = (sums.x + sums.y + sums.z + sums.w) / f32(K);
+    workgroupBarrier();
+    var squares = vec4<f32>(0.0);
+    for (var i = 0u; i < K / 16u; i++) {
+        let d = x[begin + i] - vec4<f32>(mean);
+        squares += d * d;
+    }
+    weight_tile[lane] = squares;
+    workgroupBarrier();
+    let total = weight_tile[4u * column] + weight_tile[4u * column + 1u] + weight_tile[4u * column + 2u]
+        + weight_tile[4u * column + 3u];
+    let inv_std = inverseSqrt((total.x + total.y + total.z + total.w) / f32(K) + EPS);
+    workgroupBarrier();
+    if (lane % 4u == 0u) {
+        weight_tile[column] = vec4<f32>(mean, inv_std, 0.0, 0.0);
+    }
+    workgroupBarrier();
+    let g = min(lane / (TILE_K / 4u), COL_THREADS - 1u);
+    let s0 = weight_tile[4u * g];
+    let s1 = weight_tile[4u * g + 1u];
+    let s2 = weight_tile[4u * g + 2u];
+    let s3 = weight_tile[4u * g + 3u];
+    tile_means = vec4<f32>(s0.x, s1.x, s2.x, s3.x);
+    tile_inv_stds = vec4<f32>(s0.y, s1.y, s2.y, s3.y);
+    workgroupBarrier();
+}
+
 // in(win) of column n (stream n / T_OUT, step n % T_OUT) at window elements j .. j + 3 (j % 4 == 0: one row).
 fn column_inputs(n: u32, j: u32) -> vec4<f32> {
     let stream = n / T_OUT;
@@ -459,10 +508,18 @@ fn column_inputs(n: u32, j: u32) -> vec4<f32> {
 fn load_tile_inputs(g: u32, c: u32, j0: u32, first_col: u32) {
     let n = min(vec4<u32>(first_col + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(STREAMS * T_OUT - 1u));
     let j = j0 + 4u * c;
-    let a = column_inputs(n.x, j);
-    let b = column_inputs(n.y, j);
-    let e = column_inputs(n.z, j);
-    let f = column_inputs(n.w, j);
+    var a = column_inputs(n.x, j);
+    var b = column_inputs(n.y, j);
+    var e = column_inputs(n.z, j);
+    var f = column_inputs(n.w, j);
+    if (INPUT_MODE == MODE_LAYER_NORM) {     // tile_means / tile_inv_stds hold columns 4 g .. + 3
+        let weight = params[(NORM_OFFSET + j) / 4u];
+        let bias = params[(NORM_OFFSET + K + j) / 4u];
+        a = (a - tile_means.x) * tile_inv_stds.x * weight + bias;
+        b = (b - tile_means.y) * tile_inv_stds.y * weight + bias;
+        e = (e - tile_means.z) * tile_inv_stds.z * weight + bias;
+        f = (f - tile_means.w) * tile_inv_stds.w * weight + bias;
+    }
     let slot = 4u * c * COL_THREADS + g;
     input_tile[slot] = vec4<f32>(a.x, b.x, e.x, f.x);
     input_tile[slot + COL_THREADS] = vec4<f32>(a.y, b.y, e.y, f.y);
@@ -497,6 +554,9 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     var sum1 = vec4<f32>(0.0);
     var sum2 = vec4<f32>(0.0);
     var sum3 = vec4<f32>(0.0);
+    if (INPUT_MODE == MODE_LAYER_NORM) {
+        tile_norm_stats(lane, first_col);
+    }
     for (var j0 = 0u; j0 < K; j0 += TILE_K) {
         for (var i = lane; i < weight_loads; i += WORKGROUP_SIZE) {
             // Word columns fastest: neighbouring invocations read neighbouring words of a row.

@@ -38,9 +38,9 @@ PCM_HISTORY_REGION = 8         # floats per region of the PCM history (kernel_si
 STEPS_PER_FRAME = 2            # transformer steps per 80 ms frame (25 Hz)
 TUNINGS = ("gpu", "gpu-many", "cpu")   # work splits: see _tiling
 # Plans of this many streams or more take the "gpu-many" split in place of "gpu" (split_for_streams): conv1d.wgsl's
-# `tiled` entry point for every layer but the LayerNorm one, whose teams split K over fewer members (the streams
-# fill the GPU). The split is the same for every such plan, so a stream's results do not depend on how many streams
-# there are past it. On an H100 it is 2.0x faster at 64 streams, 2.9x at 256 (BENCHMARKS.md).
+# `tiled` entry point for every layer (the LayerNorm one computes its statistics per tile). The split is the same
+# for every such plan, so a stream's results do not depend on how many streams there are past it. On an H100 it is
+# 2.0x faster at 64 streams, 2.9x at 256 (BENCHMARKS.md).
 MANY_STREAMS = 16
 # The "cpu" work splits' sizes (software adapters: lavapipe, SwiftShader; measured in docs/testing.md):
 CPU_CONV_WORKGROUP = 64        # conv1d invocations per workgroup
@@ -305,10 +305,9 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 
     "gpu": teams split K (up to 32 members) until the dispatch has ~GPU_TARGET_INVOCATIONS invocations, with
     1 (few steps) or 2 rows x up to 4 steps per invocation and up to 4 teams along time in a workgroup.
     "gpu-many" (plans of MANY_STREAMS or more): the `tiled` entry point (64 channels x 64 stream-steps per
-    workgroup, all streams in one dispatch), except for the LayerNorm layers: "gpu" with each stream aiming at
-    1 / MANY_STREAMS of the target.
+    workgroup, all streams in one dispatch), the LayerNorm layers too (their statistics computed per tile).
     Returns the constants, the workgroups (x, y, z: the streams for `main`) and the entry point."""
-    if tuning == "gpu-many" and input_mode != INPUT_LAYER_NORM:
+    if tuning == "gpu-many":
         tile = 4 * TILE_THREADS
         return {"constants": {"WORKGROUP_SIZE": TILE_THREADS * TILE_THREADS, "ROW_THREADS": TILE_THREADS,
                               "COL_THREADS": TILE_THREADS, "STREAMS": streams},
@@ -326,8 +325,7 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 
         rows_per_thread = 1 if t_out <= 4 else 2
         base = step_groups * math.ceil(c_out / rows_per_thread)
         threads_per_row = 1
-        target = GPU_TARGET_INVOCATIONS // (MANY_STREAMS if tuning == "gpu-many" else 1)
-        while threads_per_row * 2 <= min(32, units) and base * threads_per_row * 2 <= target:
+        while threads_per_row * 2 <= min(32, units) and base * threads_per_row * 2 <= GPU_TARGET_INVOCATIONS:
             threads_per_row *= 2
         size = 128
         teams = size // threads_per_row

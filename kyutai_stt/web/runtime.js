@@ -363,12 +363,7 @@ export class PlanRuntime {
   // A new stream: wait for frames in flight, refill the state buffers, frame index back to firstFrame.
   async reset(firstFrame = 0) {
     await this.drain();
-    const states = this.plan.buffers.filter((b) => b.kind === 'state');
-    const words = new Uint32Array(Math.max(0, ...states.map((b) => b.size / 4)));
-    for (const b of states) {
-      const fill = words.subarray(0, b.size / 4).fill(b.reset_fill);
-      this.device.queue.writeBuffer(this.buffers.get(b.name), 0, fill);
-    }
+    this._refillState(null);
     this.frame = firstFrame;
     this.streamFrames.fill(firstFrame);
   }
@@ -378,13 +373,25 @@ export class PlanRuntime {
   resetStream(stream, firstFrame = 0) {
     this._checkStream(stream);
     return this._queue(() => {
-      for (const b of this.plan.buffers.filter((buffer) => buffer.kind === 'state')) {
-        const part = b.size / this.streams;
-        const fill = new Uint32Array(part / 4).fill(b.reset_fill);
-        this.device.queue.writeBuffer(this.buffers.get(b.name), stream * part, fill);
-      }
+      this._refillState(stream);
       this.streamFrames[stream] = firstFrame;
     });
+  }
+
+  // Every state buffer (or stream `stream`'s part) back to its reset_fill: zero fills cleared on the GPU (KV rings:
+  // no copy from here), the others (a few words: start tokens) written (as Engine._refill_state).
+  _refillState(stream) {
+    const encoder = this.device.createCommandEncoder();
+    for (const b of this.plan.buffers.filter((buffer) => buffer.kind === 'state')) {
+      const part = stream === null ? b.size : b.size / this.streams;
+      const offset = stream === null ? 0 : stream * part;
+      if (b.reset_fill === 0) {
+        encoder.clearBuffer(this.buffers.get(b.name), offset, part);
+      } else {
+        this.device.queue.writeBuffer(this.buffers.get(b.name), offset, new Uint32Array(part / 4).fill(b.reset_fill));
+      }
+    }
+    this.device.queue.submit([encoder.finish()]);
   }
 
   // Write input `role` before the next frame: the whole buffer, or stream `stream`'s part (as Engine.write_input).

@@ -152,25 +152,53 @@ def test_conv1d_tiled_streams_are_independent(rng, t_out):
 
 
 @pytest.mark.parametrize("fmt", ["f16", "q4"])
-@pytest.mark.parametrize("tuning", ["gpu", "cpu"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many"])
 def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
     """The transformer's FFN-in: LayerNorm fused on the input (two steps, weight and bias from one params buffer),
-    exact GELU on the output; inputs with a large mean (the two-pass variance must not cancel)."""
+    exact GELU on the output; inputs with a large mean (the two-pass variance must not cancel). gpu-many: the
+    `tiled` entry point, its statistics computed per tile of columns."""
     c_in, c_out, t_out = 192, 75, 2
     x = (3.0 + rng.standard_normal((t_out, c_in))).astype(np.float32)
     main, scales, w = weight_streams(rng, (c_out, c_in), fmt, scale=3.0)
     norm_w = rng.uniform(0.5, 1.5, c_in).astype(np.float32)
     norm_b = (0.1 * rng.standard_normal(c_in)).astype(np.float32)
-    constants, workgroups, _ = tiling_constants(t_out, c_out, c_in, tuning, input_mode=2)
+    constants, workgroups, entry = tiling_constants(t_out, c_out, c_in, tuning, input_mode=2)
     constants |= {"FORMAT": FORMATS[fmt], "C_OUT": c_out, "K": c_in, "T_OUT": t_out, "INPUT_MODE": 2,
                   "OUTPUT_MODE": 2, "EPS": 1e-5}
     out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: poisoned(t_out * c_out),
                                     4: np.concatenate([norm_w, norm_b]), 5: x.reshape(-1),
-                                    6: np.zeros(2, np.uint32)}, workgroups, constants)[3]
+                                    6: np.zeros(2, np.uint32)}, workgroups, constants, entry)[3]
     acc, size = conv_reference(w, x.reshape(-1), 1, 1, c_in, t_out, 0, 0, input_mode=2, norm=(norm_w, norm_b))
     expected = mr.gelu(acc)
     bound = 1.2 * 16 * c_in * U32 * (size + np.abs(norm_b) @ np.abs(w.T)) + 8 * U32 * np.abs(acc) + 1e-30
     assert_within(out.reshape(t_out, c_out), expected, bound, f"{fmt} {tuning}")
+
+
+@pytest.mark.parametrize("t_out", [2, 40])
+def test_conv1d_tiled_layer_norm_streams_are_independent(rng, t_out):
+    """The `tiled` entry point with the LayerNorm input for 3 streams (tiles straddling streams at 40 steps): each
+    stream's outputs equal a one-stream dispatch on its own rows bit for bit (the statistics are per column), and
+    the reference within the LayerNorm test's bound."""
+    c_in, c_out, streams = 64, 70, 3
+    main, scales, w = weight_streams(rng, (c_out, c_in), "q4", scale=3.0)
+    norm = np.concatenate([rng.uniform(0.5, 1.5, c_in), 0.1 * rng.standard_normal(c_in)]).astype(np.float32)
+    xs = (3.0 + rng.standard_normal((streams, t_out, c_in))).astype(np.float32)
+    base = {"FORMAT": FORMATS["q4"], "C_OUT": c_out, "K": c_in, "T_OUT": t_out, "INPUT_MODE": 2, "EPS": 1e-5}
+
+    def dispatch(n, x):
+        constants, workgroups, entry = tiling_constants(t_out, c_out, c_in, "gpu-many", input_mode=2, streams=n)
+        strides = {"X_STREAM": t_out * c_in, "Y_STREAM": t_out * c_out, "POSITION_INDEX": n} if n > 1 else {}
+        return gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: poisoned(n * t_out * c_out),
+                                         4: norm, 5: x.reshape(-1), 6: np.zeros(2 * n, np.uint32)},
+                              workgroups, {**base, **constants, **strides}, entry)[3]
+
+    together = dispatch(streams, xs).reshape(streams, t_out, c_out)
+    for s_ in range(streams):
+        np.testing.assert_array_equal(together[s_], dispatch(1, xs[s_]).reshape(t_out, c_out), f"stream {s_}")
+        acc, size = conv_reference(w, xs[s_].reshape(-1), 1, 1, c_in, t_out, 0, 0, input_mode=2,
+                                   norm=(norm[:c_in], norm[c_in:]))
+        bound = 1.2 * 16 * c_in * U32 * (size + np.abs(norm[c_in:]) @ np.abs(w.T)) + 8 * U32 * np.abs(acc) + 1e-30
+        assert_within(together[s_], acc, bound, f"stream {s_}")
 
 
 @pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many"])

@@ -60,6 +60,8 @@ from test_mimi_kernels import (  # noqa: F401 - the native cases, run here by th
     test_conv1d_pcm_keeps_its_sample_history_across_frames,
     test_conv1d_replicate_padding_on_the_first_frame_only,
     test_conv1d_strided_with_history_regions,
+    test_conv1d_tiled_layer_norm_streams_are_independent,
+    test_rvq_stream_sitting_out_keeps_its_codes,
 )
 from test_output_heads import (  # noqa: F401 - the native cases, run here by the browser
     test_argmax_all_equal_and_tiny_counts,
@@ -67,6 +69,7 @@ from test_output_heads import (  # noqa: F401 - the native cases, run here by th
     test_argmax_realistic_vocabulary,
     test_argmax_skips_nan,
     test_argmax_streams_offsets_and_destinations,
+    test_argmax_streams_sitting_out_keep_token_and_prompt,
     test_argmax_ties_go_to_the_lowest_index,
     test_prompt_allows_only_padding_and_the_next_id_then_advances,
     test_prompt_edge_cases,
