@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kyutai_stt.atomic import write_atomic
@@ -14,7 +15,7 @@ from kyutai_stt.errors import UserError
 from kyutai_stt.evaluation import TABLE_HEADER, dataset_files, discover, evaluate, summary_line, table_row
 from kyutai_stt.models.lm import MAX_STREAMS
 from kyutai_stt.streaming.audio import check
-from kyutai_stt.streaming.batch import BatchTranscriber
+from kyutai_stt.streaming.batch import READERS, BatchTranscriber
 from kyutai_stt.streaming.files import FILE_READBACK_BATCH, transcribe_file
 from kyutai_stt.streaming.resample import low_rate_warning
 from kyutai_stt.streaming.transcriber import Transcriber
@@ -53,10 +54,13 @@ def run(args) -> int:
     if args.output is not None:              # never one of the dataset's files; writable before the model loads
         checked_targets(dataset_files(items), [args.output])
 
-    for item in items:                       # every file readable before the model loads (ms per file)
-        note = low_rate_warning(check(item.audio).sample_rate)
-        if note:
-            print(f"warning: {item.audio}: {note}", file=sys.stderr)
+    # Every file readable before the model loads (ms per file; FFmpeg works without the GIL, so on READERS
+    # threads); the first bad file in dataset order is the one reported.
+    with ThreadPoolExecutor(READERS) as pool:
+        for item, info in zip(items, pool.map(check, [item.audio for item in items])):
+            note = low_rate_warning(info.sample_rate)
+            if note:
+                print(f"warning: {item.audio}: {note}", file=sys.stderr)
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
     warn = lambda m: print(f"warning: {m}", file=sys.stderr)      # noqa: E731
     streams = min(args.batch, len(items))

@@ -250,3 +250,145 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         partials[(stream * LEVELS + level) * blocks + workgroup.x] = vec2<u32>(bitcast<u32>(best_scores[0]), best_indices[0]);
     }
 }
+
+// ---- `tiled`: one level for TILE entries x TILE streams per workgroup (plans of many streams, "gpu-many") --------
+// The same partials as `main` with ENTRIES = TILE (the final resolve stays `main`'s, with WORKGROUP_SIZE /
+// THREADS_PER_ENTRY * ENTRIES_PER_THREAD = TILE): a workgroup decodes each slice of TILE_DIMS dims of its TILE
+// entries once, and of its TILE streams' residuals, into workgroup memory, and each invocation sums 4 entries x
+// 4 streams over the dims in order, so a stream's scores depend neither on STREAMS nor on the other streams (the
+// order differs from `main`'s: they agree to f32 rounding).
+// Dispatch LEVEL (1 <= LEVEL < LEVELS): (BINS / TILE, ceil(STREAMS / TILE), 2 if LEVEL == 1 else 1) workgroups of
+//   WORKGROUP_SIZE = (TILE / 4)^2 = 256 invocations; workgroup z is the job (1: level 0, as `main`'s y). Workgroup
+//   memory: two tiles of TILE_DIMS x TILE floats, 16 KiB (the portable limit).
+override STREAMS: u32 = 1u;
+const TILE = 64u;              // entries and streams per workgroup
+const TILE_GROUPS = 16u;       // TILE / 4: invocations along each side
+const TILE_DIMS = 32u;         // dims per slice
+
+// entry_tile[d * TILE_GROUPS + g] = entries 4 g .. + 3 of the block at dim d0 + d; residual_tile likewise for
+// streams. Both are scratch for the previous codes and the final argmin too.
+var<workgroup> entry_tile: array<vec4<f32>, TILE_DIMS * TILE_GROUPS>;
+var<workgroup> residual_tile: array<vec4<f32>, TILE_DIMS * TILE_GROUPS>;
+
+fn stream_active(s: u32) -> bool {
+    return ACTIVE_INDEX == NONE || step[ACTIVE_INDEX + s] != 0u;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let level = select(LEVEL, 0u, workgroup.z == 1u);
+    let group = select(1u, 0u, level < SEMANTIC);
+    let group_start = select(SEMANTIC, 0u, level < SEMANTIC);
+    let blocks = BINS / TILE;
+    let first_entry = workgroup.x * TILE;
+    let first_stream = workgroup.y * TILE;
+    // Loads: 4 invocations per stream (residuals) and per entry (entries), 8 dims of each slice each.
+    let local = lane / 4u;
+    let quarter = lane % 4u;
+    let my_stream = min(first_stream + local, STREAMS - 1u);
+
+    // The previous level's code of my_stream: its 4 invocations split the BLOCKS partials, then meet.
+    var previous = 0u;
+    if (level > group_start) {
+        var best_score = HIGHEST;
+        var best_index = NONE;
+        for (var b = quarter; b < blocks; b += 4u) {
+            let p = partials[(my_stream * LEVELS + level - 1u) * blocks + b];
+            if (beats(bitcast<f32>(p.x), p.y, best_score, best_index)) {
+                best_score = bitcast<f32>(p.x);
+                best_index = p.y;
+            }
+        }
+        entry_tile[lane] = vec4<f32>(best_score, bitcast<f32>(best_index), 0.0, 0.0);
+        workgroupBarrier();
+        best_score = HIGHEST;
+        best_index = NONE;
+        for (var i = 0u; i < 4u; i++) {
+            let p = entry_tile[4u * local + i];
+            if (beats(p.x, bitcast<u32>(p.y), best_score, best_index)) {
+                best_score = p.x;
+                best_index = bitcast<u32>(p.y);
+            }
+        }
+        previous = select(best_index, 0u, best_index == NONE);
+        workgroupBarrier();
+        if (workgroup.x == 0u && quarter == 0u && first_stream + local < STREAMS && stream_active(my_stream)) {
+            codes[my_stream * CODES_STRIDE + CODES_OFFSET + level - 1u] = previous;
+        }
+    }
+
+    let entry_group = lane % TILE_GROUPS;     // entries 4 entry_group .. + 3 of the block
+    let stream_group = lane / TILE_GROUPS;    // streams 4 stream_group .. + 3
+    var sum0 = vec4<f32>(0.0);                // entries' dot products with stream 4 stream_group + 0
+    var sum1 = vec4<f32>(0.0);
+    var sum2 = vec4<f32>(0.0);
+    var sum3 = vec4<f32>(0.0);
+    for (var d0 = 0u; d0 < DIM; d0 += TILE_DIMS) {
+        for (var i = 0u; i < 8u; i++) {
+            let d = d0 + 8u * quarter + i;
+            var r: f32;
+            if (level == group_start) {
+                r = proj[(my_stream * 2u + group) * DIM + d];
+            } else {
+                r = residuals[(my_stream * LEVELS + level - 1u) * DIM + d]
+                    - entry_element((level - 1u) * BINS + previous, d);
+            }
+            residual_tile[(8u * quarter + i) * TILE_GROUPS + local / 4u][local % 4u] = r;
+            if (workgroup.x == 0u && first_stream + local < STREAMS) {
+                residuals[(my_stream * LEVELS + level) * DIM + d] = r;
+            }
+        }
+        let e = entry8(level * BINS + first_entry + local, d0 + 8u * quarter);
+        for (var i = 0u; i < 4u; i++) {
+            entry_tile[(8u * quarter + i) * TILE_GROUPS + local / 4u][local % 4u] = e[0][i];
+            entry_tile[(8u * quarter + 4u + i) * TILE_GROUPS + local / 4u][local % 4u] = e[1][i];
+        }
+        workgroupBarrier();
+        for (var d = 0u; d < TILE_DIMS; d++) {
+            let entries = entry_tile[d * TILE_GROUPS + entry_group];
+            let streams = residual_tile[d * TILE_GROUPS + stream_group];
+            sum0 = fma(entries, vec4<f32>(streams.x), sum0);
+            sum1 = fma(entries, vec4<f32>(streams.y), sum1);
+            sum2 = fma(entries, vec4<f32>(streams.z), sum2);
+            sum3 = fma(entries, vec4<f32>(streams.w), sum3);
+        }
+        workgroupBarrier();
+    }
+
+    // Each invocation's best of its 4 entries for each of its 4 streams, then each stream's best of the
+    // TILE_GROUPS entry groups (scanned in entry order: ties go to the lowest index).
+    let first = first_entry + 4u * entry_group;
+    let norms = vec4<f32>(sqnorms[level * BINS + first], sqnorms[level * BINS + first + 1u],
+                          sqnorms[level * BINS + first + 2u], sqnorms[level * BINS + first + 3u]);
+    var sums = array(sum0, sum1, sum2, sum3);
+    for (var j = 0u; j < 4u; j++) {
+        let scores = norms - 2.0 * sums[j];
+        var best_score = scores.x;
+        var best_index = first;
+        for (var i = 1u; i < 4u; i++) {
+            if (beats(scores[i], first + i, best_score, best_index)) {
+                best_score = scores[i];
+                best_index = first + i;
+            }
+        }
+        let slot = (4u * stream_group + j) * TILE_GROUPS + entry_group;     // [stream][entry group]
+        entry_tile[slot / 4u][slot % 4u] = best_score;
+        residual_tile[slot / 4u][slot % 4u] = bitcast<f32>(best_index);
+    }
+    workgroupBarrier();
+    if (lane < TILE && first_stream + lane < STREAMS) {
+        var best_score = HIGHEST;
+        var best_index = NONE;
+        for (var g = 0u; g < TILE_GROUPS; g++) {
+            let slot = lane * TILE_GROUPS + g;
+            let score = entry_tile[slot / 4u][slot % 4u];
+            let index = bitcast<u32>(residual_tile[slot / 4u][slot % 4u]);
+            if (beats(score, index, best_score, best_index)) {
+                best_score = score;
+                best_index = index;
+            }
+        }
+        partials[((first_stream + lane) * LEVELS + level) * blocks + workgroup.x] =
+            vec2<u32>(bitcast<u32>(best_score), best_index);
+    }
+}

@@ -46,6 +46,7 @@ MANY_STREAMS = 16
 CPU_CONV_WORKGROUP = 64        # conv1d invocations per workgroup
 CPU_ATTENTION_WORKGROUP = 64   # attention_chunk invocations per workgroup
 CPU_RVQ = (64, 1, 4)           # rvq: workgroup size, threads per entry, entries per thread
+RVQ_TILE = 64                  # rvq.wgsl `tiled` ("gpu-many"): entries and streams per workgroup
 
 
 @dataclass
@@ -258,7 +259,8 @@ class _MimiBuilder:
     def rvq(self, proj: _Act, codes: str) -> None:
         """rvq.wgsl: one dispatch per level (the two groups' first levels together), then a resolve. (One
         workgroup per group running all its levels in one dispatch was measured 4.7x slower on an H100 and 1.3x
-        on lavapipe: a level's 2048 x 256 scores need more than one workgroup.)"""
+        on lavapipe: a level's 2048 x 256 scores need more than one workgroup.) "gpu-many": the levels take the
+        `tiled` entry point, every codebook entry decoded once per 64 streams."""
         cfg = self.cfg
         books = "mimi.codebooks"
         dim = int(self.tensors[books]["shape"][1])
@@ -276,9 +278,16 @@ class _MimiBuilder:
                   **self.per_stream(CODES_STRIDE=self.codes_stride, ACTIVE_INDEX=self.b.active_index())}
         bindings = {0: self.weight(books), 1: self.scales(books), 2: self.weight("mimi.codebook_sqnorms"),
                     3: proj.name, 4: partials, 5: codes, 6: residuals, 7: self.step}
+        tiled = self.tuning == "gpu-many"       # 64 entries x 64 streams a workgroup (rvq.wgsl `tiled`)
+        assert not tiled or entries == RVQ_TILE
         for level in range(1, cfg.n_q):
-            self.b.dispatch("rvq", bindings, (blocks, 2 if level == 1 else 1, self.streams), {**common, "LEVEL": level},
-                            label=f"mimi.rvq.level{level}" + ("+0" if level == 1 else ""))
+            label = f"mimi.rvq.level{level}" + ("+0" if level == 1 else "")
+            if tiled:
+                self.b.dispatch("rvq", bindings, (blocks, math.ceil(self.streams / RVQ_TILE), 2 if level == 1 else 1),
+                                {**common, "LEVEL": level, "STREAMS": self.streams}, label=label, entry="tiled")
+            else:
+                self.b.dispatch("rvq", bindings, (blocks, 2 if level == 1 else 1, self.streams),
+                                {**common, "LEVEL": level}, label=label)
         self.b.dispatch("rvq", bindings, (1, 2, self.streams), {**common, "LEVEL": cfg.n_q}, label="mimi.rvq.resolve")
 
 

@@ -311,30 +311,38 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, context, chunks)
 
 
 # ---------------------------------------------------------------------------------------------------------- rvq
-def run_rvq(books, scales, sqnorms, proj, fmt, levels, bins, dim, tuning, codes_offset=3, active=None):
-    """active: the stream's "active" step flag (None: no flag)."""
+def run_rvq(books, scales, sqnorms, proj, fmt, levels, bins, dim, tuning, codes_offset=3, active=None, streams=1):
+    """The codes [streams, levels] of proj [streams, 2 * dim]; tuning "gpu-many": the levels on the `tiled` entry
+    point (the final resolve on `main`, as the plan does). active: the streams' "active" step flags (None: none)."""
     workgroup, tpe, ept = (64, 1, 4) if tuning == "cpu" else (256, 8, 2)
     entries = workgroup // tpe * ept
     blocks = bins // entries
+    stride = codes_offset + levels + 1
     common = {"FORMAT": FORMATS[fmt], "DIM": dim, "BINS": bins, "LEVELS": levels, "SEMANTIC": 1,
               "CODES_OFFSET": codes_offset, "WORKGROUP_SIZE": workgroup, "THREADS_PER_ENTRY": tpe,
-              "ENTRIES_PER_THREAD": ept, **({} if active is None else {"ACTIVE_INDEX": 1})}
-    step = np.array([9, 1 if active is None else active], np.uint32)
-    partials = np.zeros(2 * levels * blocks, np.uint32)
-    codes = np.full(codes_offset + levels + 1, 0xDEADBEEF, np.uint32)
-    residuals = np.full(levels * dim, np.nan, np.float32)
+              "ENTRIES_PER_THREAD": ept, "CODES_STRIDE": stride, **({} if active is None else {"ACTIVE_INDEX": 1})}
+    step = np.array([9, *([1] * streams if active is None else np.atleast_1d(active))], np.uint32)
+    partials = np.zeros(2 * streams * levels * blocks, np.uint32)
+    codes = np.full(streams * stride, 0xDEADBEEF, np.uint32)
+    residuals = np.full(streams * levels * dim, np.nan, np.float32)
     for level in list(range(1, levels)) + [levels]:
-        out = gpu.run_kernel("rvq", {0: books, 1: scales, 2: sqnorms, 3: proj, 4: in_out(partials), 5: in_out(codes),
-                                     6: in_out(residuals), 7: step},
-                             (1, 2) if level == levels else (blocks, 2 if level == 1 else 1),
-                             {**common, "LEVEL": level})
+        if level == levels:
+            workgroups, entry, more = (1, 2, streams), "main", {}
+        elif tuning == "gpu-many":
+            workgroups, entry, more = (blocks, -(-streams // 64), 2 if level == 1 else 1), "tiled", {"STREAMS": streams}
+        else:
+            workgroups, entry, more = (blocks, 2 if level == 1 else 1, streams), "main", {}
+        out = gpu.run_kernel("rvq", {0: books, 1: scales, 2: sqnorms, 3: proj.reshape(-1), 4: in_out(partials),
+                                     5: in_out(codes), 6: in_out(residuals), 7: step},
+                             workgroups, {**common, "LEVEL": level, **more}, entry)
         partials, codes, residuals = out[4], out[5], out[6]
-    assert codes[:codes_offset].tolist() == [0xDEADBEEF] * codes_offset and codes[-1] == 0xDEADBEEF
-    return codes[codes_offset:codes_offset + levels]
+    codes = codes.reshape(streams, stride)
+    assert (codes[:, :codes_offset] == 0xDEADBEEF).all() and (codes[:, -1] == 0xDEADBEEF).all()
+    return codes[:, codes_offset:codes_offset + levels] if streams > 1 else codes[0, codes_offset:codes_offset + levels]
 
 
 @pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
-@pytest.mark.parametrize("tuning", ["gpu", "cpu"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many"])
 def test_rvq_split_levels_match_the_reference(rng, fmt, tuning):
     """5 levels (1 semantic + 4 acoustic from their own projection) of 512 entries x 64 dims, 4 latents, one
     dispatch per level as the plan records them: codes equal the reference wherever its margin is clear of float
@@ -376,3 +384,20 @@ def test_rvq_stream_sitting_out_keeps_its_codes(rng):
     run = functools.partial(run_rvq, values, values, sqnorms, proj, "f32", levels, bins, dim, "cpu")
     assert run(active=0).tolist() == [0xDEADBEEF] * levels
     assert run(active=1).tolist() == run().tolist()
+
+
+def test_rvq_tiled_streams_are_independent(rng):
+    """rvq.wgsl's `tiled` entry point for 70 streams (two tiles of streams; one sits the frame out): each stream's
+    codes equal a one-stream run on its own projection, and the inactive stream's codes are not written."""
+    levels, bins, dim, streams = 4, 256, 64, 70
+    values = rng.standard_normal((levels * bins, dim)).astype(np.float32)
+    sqnorms = np.einsum("nd,nd->n", values, values).astype(np.float32)
+    proj = rng.standard_normal((streams, 2 * dim)).astype(np.float32)
+    active = np.ones(streams, np.uint32)
+    active[66] = 0
+    run = functools.partial(run_rvq, values, values, sqnorms, fmt="f32", levels=levels, bins=bins, dim=dim,
+                            tuning="gpu-many")
+    together = run(proj=proj, streams=streams, active=active)
+    assert (together[66] == 0xDEADBEEF).all()
+    for s_ in [0, 1, 37, 63, 64, 69]:
+        np.testing.assert_array_equal(together[s_], run(proj=proj[s_]), f"stream {s_}")

@@ -62,6 +62,7 @@ from test_mimi_kernels import (  # noqa: F401 - the native cases, run here by th
     test_conv1d_strided_with_history_regions,
     test_conv1d_tiled_layer_norm_streams_are_independent,
     test_rvq_stream_sitting_out_keeps_its_codes,
+    test_rvq_tiled_streams_are_independent,
 )
 from test_output_heads import (  # noqa: F401 - the native cases, run here by the browser
     test_argmax_all_equal_and_tiny_counts,
@@ -146,7 +147,8 @@ def test_int8_subgroup_in_the_browser(rng, case, browser_subgroup_size, page):
 
 
 # ---- RVQ ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt, tuning", [("q8", "gpu"), ("q4", "cpu"), ("f16", "gpu"), ("f32", "cpu")])
+@pytest.mark.parametrize("fmt, tuning", [("q8", "gpu"), ("q4", "cpu"), ("f16", "gpu"), ("f32", "cpu"),
+                                         ("q4", "gpu-many")])
 def test_rvq_split_levels(rng, fmt, tuning):
     test_mimi_kernels.test_rvq_split_levels_match_the_reference(rng, fmt, tuning)
 
