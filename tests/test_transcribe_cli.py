@@ -126,7 +126,7 @@ def test_several_files_run_as_a_batch_and_come_out_in_input_order(tmp_path, caps
 
 
 def test_parallel_segments_take_the_batch_one_file_at_a_time(tmp_path, capsys, fake, pkg):
-    # A 50 s file on 8 streams is cut near 15 and 30 s (segments of at least 15 s: streaming/segments.py), each
+    # A 50 s file is cut near 15 and 30 s (segments of at least 15 s: streaming/segments.py), each
     # segment on its own stream: the fake names every second of each segment (and a last part of 0.1 s or more),
     # so 50 to 52 words come back, moved into place.
     a = tone(tmp_path / "a.flac", 440, 50.0)
@@ -138,7 +138,7 @@ def test_parallel_segments_take_the_batch_one_file_at_a_time(tmp_path, capsys, f
     starts = [w["start"] for w in doc["words"]]
     assert starts == sorted(starts) and starts[-1] >= 49.0
     (batch,) = fake_model.FakeBatchTranscriber.instances
-    assert batch.streams == 8 and summary(err)["streams"] == 8
+    assert batch.streams == 3 and summary(err)["streams"] == 3, "no more streams than the file's 15 s segments"
     code, _, err = main(capsys, a, "--model", pkg, "--parallel-segments", "--streams", "4")
     assert code == 0 and summary(err)["streams"] == 4
 

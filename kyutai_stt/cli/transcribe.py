@@ -37,9 +37,9 @@ TTY_REFRESH_S = 0.1          # the progress bar redraws at most this often
 PLAIN_INTERVAL_S = 30.0      # without a terminal, one progress line per this many seconds
 BAR_WIDTH = 24
 DEFAULT_STREAMS = 8          # several files: this many at once by default (tests/test_batch.py: equal transcripts)
-# --parallel-segments: segments at once by default, the fastest of 8-64 on a 10-minute file (BENCHMARKS.md, H100,
-# commit 2d0c1a1: before the many-stream kernels of plans of 16+ streams; not measured again since).
-SEGMENT_STREAMS = 8
+# --parallel-segments: segments at once by default (no more than the files' segments of MIN_SEGMENT_S): the fastest
+# of 8, 16 and 32 on a 10-minute file (BENCHMARKS.md, H100, commit 1e4264d: 8.30, 6.94 and 5.21 s).
+SEGMENT_STREAMS = 32
 
 EPILOG = """\
 output:
@@ -190,7 +190,9 @@ def run(args) -> int:
     if args.streams is not None and not 1 <= args.streams <= MAX_STREAMS:
         raise UserError(f"--streams {args.streams}: from 1 to {MAX_STREAMS}")
     if args.parallel_segments:
-        streams = args.streams or SEGMENT_STREAMS
+        durations = [info.duration_s for info in infos]
+        most = sum(max(1, int(d // MIN_SEGMENT_S)) for d in durations) if None not in durations else SEGMENT_STREAMS
+        streams = args.streams or max(1, min(SEGMENT_STREAMS, most))     # a short file: a smaller plan
     else:
         streams = min(args.streams or DEFAULT_STREAMS, len(args.files))
 

@@ -13,6 +13,7 @@ from kyutai_stt.engine import device as gpu
 DIFFERENT_PER_KERNEL = {
     "main": "every kernel's entry point",
     "combine": "the entry point that adds split work: attention its softmax partials, matmul its column ranges",
+    "tiled": "the entry point of plans of many streams: conv1d's and rvq's tiled products (64 x 64 per workgroup)",
     "beats": "argmax keeps the highest logit, rvq the lowest distance",
     "reduce_workgroup": "attention reduces in vec4 scratch (reused for outputs), attention_chunk in f32 scratch",
     "rotate": "attention rotates two pairs (vec4), attention_chunk one pair (vec2)",
