@@ -15,7 +15,7 @@ from kyutai_stt.streaming.transcriber import Transcriber
 AUDIO = Path(__file__).resolve().parent / "fixtures" / "speech_en_fr_24k.wav"
 RATE = 24_000
 SILENCE_PREFIX = 0.2          # short lead-ins: the comparison, not the model's defaults, is what is tested
-CLIPS = [(0.3, 1.4), (2.0, 0.7), (4.1, 1.0)]      # (start, seconds) of the fixture audio, one per caller
+CLIPS = [(0.3, 1.1), (2.0, 0.5), (4.1, 0.7)]      # (start, seconds) of the fixture audio, one per caller
 
 
 @pytest.fixture(scope="module")

@@ -27,18 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import decode_streams
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.stt import stt_plan
-from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.audio import AudioError, read_chunks
 from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
 from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, ReadAhead, take_events
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.resample import TARGET_RATE
-from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, open_checked, stream_setup
+from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, streams_plan
 from kyutai_stt.weights.package import Package
 
 
@@ -107,12 +104,9 @@ class BatchTranscriber:
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None):
         """streams: recordings transcribed at once (the plan's streams, up to lm.MAX_STREAMS: docs/plan.md). The
         other arguments are Transcriber's; every recording gets the same."""
-        self.package = open_checked(package, verify_hashes, silence_prefix, prompt)
-        if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
-            raise ValueError(f"streams must be a positive integer, not {streams!r}")
+        self.package, plan, self.setup = streams_plan(package, streams, verify_hashes, silence_prefix, decoder,
+                                                      prompt)
         self.synthetic = self.package.synthetic is not None
-        plan = stt_plan(self.package, tuning_for(*gpu.device_traits()), streams)
-        self.setup = stream_setup(self.package, plan, silence_prefix, decoder, prompt)
         self.streams = streams
         self.engine = Engine(plan, self.package.read_stream, FILE_READBACK_BATCH, batch_readback=True)
         self._fields = plan.buffer(plan.outputs["results"]).fields

@@ -20,16 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import decode_streams
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
-from kyutai_stt.models.stt import stt_plan
-from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.decoder import DecoderConfig, Event, StreamDecoder
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.resample import StreamResampler
-from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, feed_samples, open_checked, stream_setup
+from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, feed_samples, streams_plan
 from kyutai_stt.weights.package import Package
 
 
@@ -50,12 +47,9 @@ class LiveStreams:
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None):
         """streams: how many may be open at once (the plan's streams). The other arguments are Transcriber's;
         every stream gets the same."""
-        self.package = open_checked(package, verify_hashes, silence_prefix, prompt)
-        if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
-            raise ValueError(f"streams must be a positive integer, not {streams!r}")
+        self.package, plan, self.setup = streams_plan(package, streams, verify_hashes, silence_prefix, decoder,
+                                                      prompt)
         self.synthetic = self.package.synthetic is not None
-        plan = stt_plan(self.package, tuning_for(*gpu.device_traits()), streams)
-        self.setup = stream_setup(self.package, plan, silence_prefix, decoder, prompt)
         self.streams = streams
         self.engine = Engine(plan, self.package.read_stream, READBACK_DEPTH)
         self._fields = plan.buffer(plan.outputs["results"]).fields

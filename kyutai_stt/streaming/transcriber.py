@@ -22,7 +22,7 @@ import numpy as np
 
 from kyutai_stt.config import MAX_SILENCE_PREFIX_S, stream_settings
 from kyutai_stt.engine import device as gpu
-from kyutai_stt.engine.plan import decode_fields
+from kyutai_stt.engine.plan import Plan, decode_fields
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import AudioError
 from kyutai_stt.models.stt import stt_plan
@@ -74,6 +74,17 @@ def open_checked(package: Package | str | Path, verify_hashes: bool, silence_pre
     if prompt is not None and not isinstance(prompt, Prompt):
         raise TypeError(f"prompt must be a kyutai_stt.streaming.prompt.Prompt, not {type(prompt).__name__}")
     return package if isinstance(package, Package) else open_package(package, verify_hashes)
+
+
+def streams_plan(package: Package | str | Path, streams, verify_hashes: bool, silence_prefix: float | None,
+                 decoder: DecoderConfig | None, prompt: Prompt | None) -> tuple[Package, Plan, StreamSetup]:
+    """For a transcriber of several streams (BatchTranscriber, LiveStreams): the package opened and checked, the
+    whole-frame plan of `streams` streams for this device, and what every stream starts with."""
+    package = open_checked(package, verify_hashes, silence_prefix, prompt)
+    if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
+        raise ValueError(f"streams must be a positive integer, not {streams!r}")
+    plan = stt_plan(package, tuning_for(*gpu.device_traits()), streams)
+    return package, plan, stream_setup(package, plan, silence_prefix, decoder, prompt)
 
 
 def stream_setup(package: Package, plan, silence_prefix: float | None, decoder: DecoderConfig | None,

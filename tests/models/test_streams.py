@@ -265,6 +265,17 @@ def test_mimi_streams_equal_one_stream_runs(pcm, work_split, policy="q4-small"):
                                               expected[s][k].outputs[role], f"stream {s} frame {k} {role}")
 
 
+def stretches_alone(package, tuning, pcm, frames):
+    """3 stretches of `frames` frames of the fixture audio, and each one's results on the one-stream plan."""
+    audio = [pcm[(9 * s) * FRAME:(9 * s + frames) * FRAME].reshape(frames, FRAME) for s in range(3)]
+    one = Engine(stt_plan(package, tuning), package.read_stream)
+    expected = []
+    for s in range(3):
+        one.reset()
+        expected.append(run_staggered(one, "pcm", [frame[None] for frame in audio[s]], starts=(0,)))
+    return audio, expected
+
+
 def test_whole_frame_streams_equal_one_stream_runs(tiny_packages, pcm):
     """The whole-frame plan (LM step + Mimi) of the tiny q4 package for 3 streams on 3 stretches of the fixture
     audio started at different submissions: every stream's tokens and VAD probabilities equal the one-stream plan's
@@ -272,12 +283,7 @@ def test_whole_frame_streams_equal_one_stream_runs(tiny_packages, pcm):
     package = tiny_packages("q4")
     tuning = device_tuning()
     frames = 16
-    audio = [pcm[(9 * s) * FRAME:(9 * s + frames) * FRAME].reshape(frames, FRAME) for s in range(3)]
-    one = Engine(stt_plan(package, tuning), package.read_stream)
-    expected = []
-    for s in range(3):
-        one.reset()
-        expected.append(run_staggered(one, "pcm", [frame[None] for frame in audio[s]], starts=(0,)))
+    audio, expected = stretches_alone(package, tuning, pcm, frames)
     engine = Engine(stt_plan(package, tuning, streams=3), package.read_stream)
     got = run_staggered(engine, "pcm", staggered(audio, max(STARTS) + frames,
                                                  lambda s, k: np.zeros(FRAME, np.float32)))
@@ -315,13 +321,8 @@ def test_whole_frame_streams_sitting_out_frames_equal_one_stream_runs(tiny_packa
     one-stream plan's on its stretch."""
     package = tiny_packages("q4")
     tuning = device_tuning()
-    frames = 14
-    audio = [pcm[(9 * s) * FRAME:(9 * s + frames) * FRAME].reshape(frames, FRAME) for s in range(3)]
-    one = Engine(stt_plan(package, tuning), package.read_stream)
-    expected = []
-    for s in range(3):
-        one.reset()
-        expected.append(run_staggered(one, "pcm", [frame[None] for frame in audio[s]], starts=(0,)))
+    frames = 11
+    audio, expected = stretches_alone(package, tuning, pcm, frames)
     engine = Engine(stt_plan(package, tuning, streams=3), package.read_stream)
     rng = np.random.default_rng(7)
     taken, got = [0, 0, 0], []

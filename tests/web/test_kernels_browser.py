@@ -60,9 +60,7 @@ from test_mimi_kernels import (  # noqa: F401 - the native cases, run here by th
     test_conv1d_pcm_keeps_its_sample_history_across_frames,
     test_conv1d_replicate_padding_on_the_first_frame_only,
     test_conv1d_strided_with_history_regions,
-    test_conv1d_tiled_layer_norm_streams_are_independent,
     test_rvq_stream_sitting_out_keeps_its_codes,
-    test_rvq_tiled_streams_are_independent,
 )
 from test_output_heads import (  # noqa: F401 - the native cases, run here by the browser
     test_argmax_all_equal_and_tiny_counts,
