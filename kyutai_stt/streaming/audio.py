@@ -38,6 +38,9 @@ BLOCK_S = 0.5            # seconds of decoded audio converted and resampled at a
 # FFmpeg's default probe reads up to 5 MB and decodes while it does: ~10 ms for any file. The headers of every
 # supported format tell their audio stream from the first few kB (an MP3's long ID3 tag may not: then the default).
 PROBE_BYTES = 4096
+# The WAV demuxer's packet size (FFmpeg's default 4096 bytes: 1024 samples a decoded frame, each frame a round of
+# Python); other demuxers ignore the option.
+PCM_PACKET_BYTES = 65536
 # Integer sample formats (FFmpeg's names, planar or not) and the factor that maps them onto [-1, 1).
 _INT_SCALE = {"u8": 1 / 128, "s32": 1 / 2**31, "s64": 1 / 2**63}
 
@@ -76,12 +79,13 @@ def _open(path):
     p = _check_path(path)
     try:
         try:
-            container = av.open(str(p), mode="r", options={"probesize": str(PROBE_BYTES)})
+            container = av.open(str(p), mode="r", options={"probesize": str(PROBE_BYTES),
+                                                           "max_size": str(PCM_PACKET_BYTES)})
             if not container.streams.audio:
                 container.close()
                 raise av.error.FFmpegError(0, "no audio stream in the short probe")
         except av.error.FFmpegError:                 # not told apart from its first bytes: FFmpeg's full probe
-            container = av.open(str(p), mode="r")
+            container = av.open(str(p), mode="r", options={"max_size": str(PCM_PACKET_BYTES)})
     except av.error.FFmpegError as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise AudioError(f"{p}: not an audio file this decoder can read, or it is damaged ({reason}; supported: "
