@@ -2,10 +2,29 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kyutai_stt.errors import UserError
+from kyutai_stt.streaming.audio import AudioInfo, check
+from kyutai_stt.streaming.files import READERS
+from kyutai_stt.streaming.resample import low_rate_warning
+
+
+def checked_audio(paths: list[Path]) -> list[AudioInfo]:
+    """Every file readable before the model loads (ms per file; FFmpeg works without the GIL, so on READERS
+    threads): their AudioInfo in order, a low-rate warning on stderr for each that needs one. The first bad file in
+    the given order is the one reported (AudioError)."""
+    infos = []
+    with ThreadPoolExecutor(READERS) as pool:
+        for path, info in zip(paths, pool.map(check, paths)):
+            note = low_rate_warning(info.sample_rate)
+            if note:
+                print(f"warning: {path}: {note}", file=sys.stderr)
+            infos.append(info)
+    return infos
 
 
 def synthetic_note(name: str) -> str:

@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kyutai_stt.atomic import write_atomic
-from kyutai_stt.cli.common import checked_targets, model_info, synthetic_note
+from kyutai_stt.cli.common import checked_audio, checked_targets, model_info, synthetic_note
 from kyutai_stt.config import MAX_SILENCE_PREFIX_S
 from kyutai_stt.errors import UserError
 from kyutai_stt.evaluation import TABLE_HEADER, dataset_files, discover, evaluate, summary_line, table_row
 from kyutai_stt.models.lm import MAX_STREAMS
-from kyutai_stt.streaming.audio import check
-from kyutai_stt.streaming.batch import READERS, BatchTranscriber
+from kyutai_stt.streaming.batch import BatchTranscriber
 from kyutai_stt.streaming.files import FILE_READBACK_BATCH, transcribe_file
-from kyutai_stt.streaming.resample import low_rate_warning
 from kyutai_stt.streaming.transcriber import Transcriber
 from kyutai_stt.weights.cache import resolve_model
 
@@ -54,13 +51,7 @@ def run(args) -> int:
     if args.output is not None:              # never one of the dataset's files; writable before the model loads
         checked_targets(dataset_files(items), [args.output])
 
-    # Every file readable before the model loads (ms per file; FFmpeg works without the GIL, so on READERS
-    # threads); the first bad file in dataset order is the one reported.
-    with ThreadPoolExecutor(READERS) as pool:
-        for item, info in zip(items, pool.map(check, [item.audio for item in items])):
-            note = low_rate_warning(info.sample_rate)
-            if note:
-                print(f"warning: {item.audio}: {note}", file=sys.stderr)
+    checked_audio([item.audio for item in items])
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
     warn = lambda m: print(f"warning: {m}", file=sys.stderr)      # noqa: E731
     streams = min(args.batch, len(items))

@@ -18,17 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from kyutai_stt.atomic import write_atomic
-from kyutai_stt.cli.common import checked_targets, model_info, synthetic_note
+from kyutai_stt.cli.common import checked_audio, checked_targets, model_info, synthetic_note
 from kyutai_stt.config import MAX_SILENCE_PREFIX_S
 from kyutai_stt.errors import UserError
 from kyutai_stt.models.lm import MAX_STREAMS
-from kyutai_stt.streaming.audio import check, read_chunks
+from kyutai_stt.streaming.audio import read_chunks
 from kyutai_stt.streaming.batch import BatchTranscriber
 from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, transcribe_file
 from kyutai_stt.streaming.formats import EXTENSIONS, FORMATS, render
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.prompt import add_arguments as prompt_arguments
-from kyutai_stt.streaming.resample import low_rate_warning
 from kyutai_stt.streaming.segments import MIN_SEGMENT_S, transcribe_segmented
 from kyutai_stt.streaming.transcriber import Transcriber
 from kyutai_stt.weights.cache import resolve_model
@@ -177,13 +176,7 @@ def run(args) -> int:
     if args.silence_prefix is not None and not 0 <= args.silence_prefix <= MAX_SILENCE_PREFIX_S:   # refuses nan
         raise UserError(f"--silence-prefix must be 0 or more seconds (at most {MAX_SILENCE_PREFIX_S:g}), not "
                         f"{args.silence_prefix}")
-    infos = []
-    for path in args.files:
-        info = check(path)
-        note = low_rate_warning(info.sample_rate)
-        if note:
-            print(f"warning: {path}: {note}", file=sys.stderr)
-        infos.append(info)
+    infos = checked_audio(args.files)
     targets = _targets(args.files, args.output, args.format)
     prompt = Prompt.load(args.prompt_text, args.prompt_audio)
 

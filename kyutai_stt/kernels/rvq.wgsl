@@ -118,6 +118,11 @@ fn beats(score: f32, index: u32, best_score: f32, best_index: u32) -> bool {
     return score < best_score || (score == best_score && index < best_index);
 }
 
+// Whether stream s takes this frame (its "active" step flag; every stream when the plan has none).
+fn stream_active(s: u32) -> bool {
+    return ACTIVE_INDEX == NONE || step[ACTIVE_INDEX + s] != 0u;
+}
+
 // The code of `level`: the best of its BLOCKS partial results. The partials are loaded in parallel into workgroup
 // memory, then every invocation scans them (call in uniform control flow: it has a barrier).
 fn resolve_level(level: u32, lane: u32) -> u32 {
@@ -144,7 +149,7 @@ fn resolve_level(level: u32, lane: u32) -> u32 {
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     stream = workgroup.z;
     // workgroup.z, not the private `stream`: uniform to the uniformity analysis, so the barriers below stay valid.
-    if (ACTIVE_INDEX != NONE && step[ACTIVE_INDEX + workgroup.z] == 0u) {
+    if (!stream_active(workgroup.z)) {
         return;      // the whole workgroup: its stream sits this frame out
     }
     let codes_at = stream * CODES_STRIDE + CODES_OFFSET;
@@ -269,10 +274,6 @@ const TILE_DIMS = 32u;         // dims per slice
 // streams. Both are scratch for the previous codes and the final argmin too.
 var<workgroup> entry_tile: array<vec4<f32>, TILE_DIMS * TILE_GROUPS>;
 var<workgroup> residual_tile: array<vec4<f32>, TILE_DIMS * TILE_GROUPS>;
-
-fn stream_active(s: u32) -> bool {
-    return ACTIVE_INDEX == NONE || step[ACTIVE_INDEX + s] != 0u;
-}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {

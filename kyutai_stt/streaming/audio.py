@@ -77,15 +77,15 @@ def _open(path):
     import av
 
     p = _check_path(path)
+    options = {"max_size": str(PCM_PACKET_BYTES)}
     try:
         try:
-            container = av.open(str(p), mode="r", options={"probesize": str(PROBE_BYTES),
-                                                           "max_size": str(PCM_PACKET_BYTES)})
+            container = av.open(str(p), mode="r", options={**options, "probesize": str(PROBE_BYTES)})
             if not container.streams.audio:
                 container.close()
                 raise av.error.FFmpegError(0, "no audio stream in the short probe")
         except av.error.FFmpegError:                 # not told apart from its first bytes: FFmpeg's full probe
-            container = av.open(str(p), mode="r", options={"max_size": str(PCM_PACKET_BYTES)})
+            container = av.open(str(p), mode="r", options=options)
     except av.error.FFmpegError as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise AudioError(f"{p}: not an audio file this decoder can read, or it is damaged ({reason}; supported: "

@@ -18,7 +18,6 @@ failed ones included.
 """
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,15 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.engine.plan import decode_streams
 from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.streaming.audio import AudioError, read_chunks
 from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
-from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, ReadAhead, take_events
+from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, READERS, ReadAhead, take_events
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.resample import TARGET_RATE
-from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, streams_plan
+from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, stream_results, streams_plan
 from kyutai_stt.weights.package import Package
 
 
@@ -45,10 +43,6 @@ class Transcript:
     end_of_turns: list[float] = field(default_factory=list)
     seconds: float = 0.0                                     # of the recording's audio
     error: AudioError | None = None                          # the recording could not be read to its end
-
-
-# Threads decoding files ahead (FFmpeg and soxr release the GIL): enough to keep up with a GPU serving 64 streams.
-READERS = min(8, os.cpu_count() or 1)
 
 
 class _Recording:
@@ -124,12 +118,10 @@ class BatchTranscriber:
 
         def collect(results) -> None:
             for r in results:
-                fields = decode_streams(self._fields, r.outputs["results"], self.streams)
-                tokens, vad = fields["token"][:, 0].tolist(), fields["vad"].tolist()
-                for s, recording in enumerate(owners.pop(r.frame)):
+                for recording, (token, vad) in zip(owners.pop(r.frame), stream_results(self._fields, r, self.streams)):
                     if recording is None:
                         continue
-                    recording.take(recording.decoder.step(tokens[s], vad[s]))
+                    recording.take(recording.decoder.step(token, vad))
                     recording.collected += 1
                     if recording.done:
                         finish(recording)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor
@@ -14,6 +15,8 @@ from kyutai_stt.streaming.resample import TARGET_RATE
 FILE_READBACK_BATCH = 16
 CHUNK_S = 1.0                # seconds of audio per Transcriber.feed call (and per progress update)
 READ_AHEAD_CHUNKS = 4        # chunks a ReadAhead reads per task: one batch of them ahead of its consumer
+# Threads decoding files ahead (FFmpeg and soxr release the GIL): enough to keep up with a GPU serving 64 streams.
+READERS = min(8, os.cpu_count() or 1)
 
 
 class ReadAhead:

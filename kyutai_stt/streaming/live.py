@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.engine.plan import decode_streams
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.streaming.decoder import DecoderConfig, Event, StreamDecoder
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.resample import StreamResampler
-from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, feed_samples, streams_plan
+from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, feed_samples, stream_results, streams_plan
 from kyutai_stt.weights.package import Package
 
 
@@ -123,11 +122,9 @@ class LiveStreams:
 
     def _collect(self, results) -> None:
         for r in results:
-            fields = decode_streams(self._fields, r.outputs["results"], self.streams)
-            tokens, vad = fields["token"][:, 0].tolist(), fields["vad"].tolist()
-            for s, caller in enumerate(self._owners.pop(r.frame)):
+            for caller, (token, vad) in zip(self._owners.pop(r.frame), stream_results(self._fields, r, self.streams)):
                 if caller is not None:
-                    caller.events += caller.decoder.step(tokens[s], vad[s])
+                    caller.events += caller.decoder.step(token, vad)
 
     def _hand_out(self) -> dict[int, list[Event]]:
         out = {}

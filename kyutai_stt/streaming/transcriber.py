@@ -22,7 +22,7 @@ import numpy as np
 
 from kyutai_stt.config import MAX_SILENCE_PREFIX_S, stream_settings
 from kyutai_stt.engine import device as gpu
-from kyutai_stt.engine.plan import Plan, decode_fields
+from kyutai_stt.engine.plan import Plan, decode_streams
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import AudioError
 from kyutai_stt.models.stt import stt_plan
@@ -191,9 +191,16 @@ class Transcriber:
     def _decode(self, results) -> list[Event]:
         events = []
         for r in results:
-            fields = decode_fields(self._result_fields, r.outputs["results"])
-            events += self.decoder.step(fields["token"][0], fields["vad"])
+            ((token, vad),) = stream_results(self._result_fields, r, 1)
+            events += self.decoder.step(token, vad)
         return events
+
+
+def stream_results(fields, result, streams: int) -> list[tuple[int, list[float]]]:
+    """Each stream's (token, VAD probabilities) in a frame's result: the plan's "results" output, whose `fields`
+    the caller looked up once."""
+    decoded = decode_streams(fields, result.outputs["results"], streams)
+    return list(zip(decoded["token"][:, 0].tolist(), decoded["vad"].tolist()))
 
 
 def feed_samples(resampler: StreamResampler | None, pcm, sample_rate: int,
