@@ -51,17 +51,12 @@ def gpu_times(engine: Engine, frames: int) -> list[float]:
     return [t[0] for t in engine.gpu_times(frames)]
 
 
-def profile(engine: Engine, repeats: int = 3) -> list[tuple[str, float]]:
-    """GPU milliseconds per dispatch (median of `repeats` frames, one pass per dispatch), summed by label group."""
-    plan = engine.plan
-    count = len(plan.dispatches)
-    totals: dict[str, list[float]] = {}
-    for _ in range(repeats):
-        (times,) = engine.gpu_times(1, [(i, i + 1) for i in range(count)])
-        for d, ms in zip(plan.dispatches, times):
-            totals.setdefault(_group(d.label), []).append(ms)
-    per_frame = {g: sum(v) / repeats for g, v in totals.items()}
-    return sorted(per_frame.items(), key=lambda kv: -kv[1])
+def profile(engine: Engine) -> list[tuple[str, float]]:
+    """GPU milliseconds per dispatch (Engine.dispatch_times), summed by label group, slowest first."""
+    totals: dict[str, float] = {}
+    for d, ms in zip(engine.plan.dispatches, engine.dispatch_times()):
+        totals[_group(d.label)] = totals.get(_group(d.label), 0.0) + ms
+    return sorted(totals.items(), key=lambda kv: -kv[1])
 
 
 def dispatch_floor(engine: Engine, label: str = "mimi.downsample", repeats: int = 88) -> float:

@@ -9,16 +9,22 @@ import pytest
 from kyutai_stt import cli
 
 
-def test_lm_step_of_two_streams_prints_its_throughput(tiny_packages, capsys):
+def test_lm_step_of_two_streams_prints_its_throughput_and_profile(tiny_packages, capsys):
     package = tiny_packages("q4")
     assert cli.main(["bench", "--package", str(package.root), "--steps", "6", "--warmup", "2",
-                     "--streams", "2"]) == 0
+                     "--streams", "2", "--profile"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["bench"] == "lm_step" and line["streams"] == 2 and line["dispatches_per_step"] > 0
     assert 0 < line["p50_ms"] <= line["p95_ms"]
     # Both printed to 0.1, from mean_ms printed to 1e-4 ms.
     assert line["stream_frames_per_s"] == pytest.approx(2e3 / line["mean_ms"], rel=1e-3, abs=0.051)
     assert line["realtime_streams"] == pytest.approx(2 * 80 / line["mean_ms"], rel=1e-3, abs=0.051)
+    # GPU time per dispatch group, slowest first: the layers' dispatches summed under one starred label.
+    profile = line["profile_ms"]
+    assert list(profile.values()) == sorted(profile.values(), reverse=True) and min(profile.values()) > 0
+    layers = [g for g in profile if g.startswith("layers.*.")]
+    assert layers and not [g for g in profile if g.startswith("layers.0.")], profile
+    assert len(profile) < line["dispatches_per_step"]
 
 
 @pytest.mark.parametrize("streams", ["0", "257"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from dataclasses import replace
@@ -52,6 +53,9 @@ def add_arguments(parser) -> None:
                              "attention's merge writing attn_out's int8 input: a quantize_input dispatch instead)")
     parser.add_argument("--streams", type=int, default=1,
                         help=f"independent streams per step (the plan of several streams; up to {MAX_STREAMS})")
+    parser.add_argument("--profile", action="store_true",
+                        help="also GPU milliseconds per dispatch group (\"profile_ms\", slowest first; needs the "
+                             "timestamp-query feature)")
     parser.add_argument("--position", type=int, default=0,
                         help="start at this step index (e.g. 750: a full KV ring, the worst case)")
 
@@ -106,6 +110,8 @@ def run(args) -> int:
         streams = args.streams
         plan = (stt_plan if args.whole_frame else lm_plan)(package, tuning, streams)
         engine = Engine(plan, package.read_stream, args.readback_depth or READBACK_DEPTH, args.batch_readback)
+        if args.profile and "timestamp-query" not in engine.device.features:
+            raise UserError("--profile needs the timestamp-query feature, which this device lacks: leave it out")
         engine.reset(first_frame=args.position)
         rng = np.random.default_rng(0)
         if args.whole_frame:   # noise at speech level: the work does not depend on the values
@@ -131,6 +137,7 @@ def run(args) -> int:
             engine.submit(inputs[i % len(inputs)])
             engine.drain()
             latencies.append((time.perf_counter() - begin) * 1e3)
+        profile = dispatch_profile(engine) if args.profile else None
     # Per step: the time between bursts shared out by the steps of the later one.
     times, counts = np.array(stamps).T
     intervals = np.diff(times) * 1e3 / counts[1:]
@@ -153,5 +160,16 @@ def run(args) -> int:
         "realtime_streams": round(streams * 80 / mean_ms, 1),
         "frame_latency_p50_ms": round(float(np.median(latencies)), 4),
         "matrix_kernel": matrix_kernel(plan),
-        "matrix_TFLOPS": round(2 * multiply_adds / (mean_ms * 1e-3) / 1e12, 2)}))
+        "matrix_TFLOPS": round(2 * multiply_adds / (mean_ms * 1e-3) / 1e12, 2),
+        **({"profile_ms": profile} if profile else {})}))
     return 0
+
+
+def dispatch_profile(engine: Engine) -> dict[str, float]:
+    """GPU milliseconds per group of dispatches (labels with their numbers starred: "layers.*.attention"),
+    slowest first; each dispatch timed in a pass of its own (Engine.dispatch_times)."""
+    totals: dict[str, float] = {}
+    for d, ms in zip(engine.plan.dispatches, engine.dispatch_times()):
+        group = re.sub(r"\d+", "*", d.label)
+        totals[group] = totals.get(group, 0.0) + ms
+    return {g: round(ms, 4) for g, ms in sorted(totals.items(), key=lambda kv: -kv[1])}

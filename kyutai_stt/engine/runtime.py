@@ -218,6 +218,13 @@ class Engine:
         stamps = np.frombuffer(self.device.queue.read_buffer(resolved), np.uint64).reshape(frames, len(spans), 2)
         return ((stamps[..., 1] - stamps[..., 0]).astype(np.float64) / 1e6).tolist()
 
+    def dispatch_times(self, repeats: int = 3) -> list[float]:
+        """GPU milliseconds of each of the plan's dispatches, in plan order: the mean of `repeats` timed frames, each
+        dispatch in a pass of its own (so the sum exceeds the frame's time by a pass's overhead per dispatch)."""
+        count = len(self.plan.dispatches)
+        times = np.array(self.gpu_times(repeats, [(i, i + 1) for i in range(count)]))
+        return times.mean(axis=0).tolist()
+
     def stage_times(self, frames: int = 1) -> dict[str, float]:
         """Mean GPU milliseconds per plan stage (e.g. {"lm": ..., "mimi": ...}) over `frames` timed frames."""
         stages = self.plan.stages or []

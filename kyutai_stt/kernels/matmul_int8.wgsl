@@ -26,7 +26,9 @@ requires packed_4x8_integer_dot_product;
 // Structure: matmul.wgsl's tiled product on integers. Per step of TILE_BLOCKS blocks the workgroup copies the
 // tile's weight words and scales and the streams' input words, sums and scales into workgroup memory (no
 // decoding: the nibbles go to dot4I8Packed as they are), then each invocation accumulates 4 rows x 4 streams:
-// per block and pair 8 dot4I8Packed and one scaled multiply-add.
+// per block its rows' nibbles split once, then per pair 8 dot4I8Packed and one scaled multiply-add. An
+// invocation's rows are ROW_THREADS apart, so that neighbouring invocations read neighbouring 16-byte words of
+// workgroup memory (rows 4 apart put 8 invocations of a half-warp on the same 4 of 32 banks).
 
 override ROWS: u32;
 override COLUMNS: u32;
@@ -62,39 +64,46 @@ var<workgroup> weight_scales: array<f32, TILE_BLOCKS * TILE_ROWS>;
 var<workgroup> input_words: array<vec4<u32>, 2u * TILE_BLOCKS * TILE_STREAMS>;
 var<workgroup> input_blocks: array<vec2<f32>, TILE_BLOCKS * TILE_STREAMS>;
 
-// sum_i n_i * q_x[i] over the 8 nibbles n of a q4 word, the inputs packed as its even and odd ones (offset kept).
-// Text-equal to matvec_int8.wgsl's (tests/kernels/test_kernel_sources.py).
-fn nibbles_dot(word: u32, even: u32, odd: u32) -> i32 {
-    return dot4I8Packed(word & NIBBLES, even) + dot4I8Packed((word >> 4u) & NIBBLES, odd);
+// One row's block, its nibbles split once for every stream of the tile: the even nibbles of its 4 words, the odd ones
+// (as bytes 0..15, the offset 8 taken out by the stream's sum), and its scale.
+struct RowBlock {
+    even: vec4<u32>,
+    odd: vec4<u32>,
+    scale: f32,
 }
 
-// sum_{k in the block} q[n, k] q_x[s, k] for one row's words and one stream's input words.
-fn block_dot(words: vec4<u32>, low: vec4<u32>, high: vec4<u32>) -> f32 {
-    return f32(nibbles_dot(words.x, low.x, low.y) + nibbles_dot(words.y, low.z, low.w)
-               + nibbles_dot(words.z, high.x, high.y) + nibbles_dot(words.w, high.z, high.w));
+fn row_block(slot: u32) -> RowBlock {
+    let words = weight_words[slot];
+    return RowBlock(words & vec4<u32>(NIBBLES), (words >> vec4<u32>(4u)) & vec4<u32>(NIBBLES), weight_scales[slot]);
 }
 
-// Rows n .. n + 3 (of the tile, at step block bb) against one stream's block: their 4 scaled block sums.
-fn rows_times_stream(bb: u32, row_slot: u32, stream_slot: u32) -> vec4<f32> {
+// sum_{k in the block} q[n, k] q_x[s, k] for one row and one stream's 8 input words (exact: |sum| < 2^24).
+fn block_dot(row: RowBlock, low: vec4<u32>, high: vec4<u32>) -> f32 {
+    return f32(dot4I8Packed(row.even.x, low.x) + dot4I8Packed(row.odd.x, low.y)
+               + dot4I8Packed(row.even.y, low.z) + dot4I8Packed(row.odd.y, low.w)
+               + dot4I8Packed(row.even.z, high.x) + dot4I8Packed(row.odd.z, high.y)
+               + dot4I8Packed(row.even.w, high.z) + dot4I8Packed(row.odd.w, high.w));
+}
+
+// The invocation's 4 rows (at one step block) against one stream's block: their 4 scaled block sums.
+fn rows_times_stream(r0: RowBlock, r1: RowBlock, r2: RowBlock, r3: RowBlock, stream_slot: u32) -> vec4<f32> {
     let low = input_words[2u * stream_slot];
     let high = input_words[2u * stream_slot + 1u];
     let block = input_blocks[stream_slot];
-    let first = bb * TILE_ROWS + row_slot;
-    let totals = vec4<f32>(block_dot(weight_words[first], low, high), block_dot(weight_words[first + 1u], low, high),
-                           block_dot(weight_words[first + 2u], low, high), block_dot(weight_words[first + 3u], low, high));
-    let d = vec4<f32>(weight_scales[first], weight_scales[first + 1u], weight_scales[first + 2u],
-                      weight_scales[first + 3u]);
+    let totals = vec4<f32>(block_dot(r0, low, high), block_dot(r1, low, high), block_dot(r2, low, high),
+                           block_dot(r3, low, high));
+    let d = vec4<f32>(r0.scale, r1.scale, r2.scale, r3.scale);
     // totals and 8 * sum are integers below 2^24: their difference is exact.
     return d * block.x * (totals - 8.0 * block.y);
 }
 
-// Writes the 4 rows of one stream (ACCUMULATE adds the old values).
-fn store_rows(stream: u32, first_row: u32, value: vec4<f32>) {
+// Writes the 4 rows (ROW_THREADS apart) of one stream (ACCUMULATE adds the old values).
+fn store_spread_rows(stream: u32, first_row: u32, value: vec4<f32>) {
     if (stream >= BATCH) {
         return;
     }
     for (var r = 0u; r < 4u; r++) {
-        let row = first_row + r;
+        let row = first_row + r * ROW_THREADS;
         if (row < ROWS) {
             let index = stream * Y_STRIDE + Y_OFFSET + row;
             var v = value[r];
@@ -106,14 +115,15 @@ fn store_rows(stream: u32, first_row: u32, value: vec4<f32>) {
     }
 }
 
-// One split's sums of 4 rows of one stream into partials.
+// One split's sums of 4 rows (ROW_THREADS apart) of one stream into partials.
 fn store_split_rows(split: u32, stream: u32, first_row: u32, value: vec4<f32>) {
     if (stream >= BATCH) {
         return;
     }
     for (var r = 0u; r < 4u; r++) {
-        if (first_row + r < ROWS) {
-            partials[(split * BATCH + stream) * ROWS + first_row + r] = value[r];
+        let row = first_row + r * ROW_THREADS;
+        if (row < ROWS) {
+            partials[(split * BATCH + stream) * ROWS + row] = value[r];
         }
     }
 }
@@ -148,16 +158,21 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         }
         workgroupBarrier();
         for (var bb = 0u; bb < TILE_BLOCKS; bb++) {
+            let rows = bb * TILE_ROWS + row_group;
+            let r0 = row_block(rows);
+            let r1 = row_block(rows + ROW_THREADS);
+            let r2 = row_block(rows + 2u * ROW_THREADS);
+            let r3 = row_block(rows + 3u * ROW_THREADS);
             let streams = bb * TILE_STREAMS + 4u * stream_group;
-            sum0 += rows_times_stream(bb, 4u * row_group, streams);
-            sum1 += rows_times_stream(bb, 4u * row_group, streams + 1u);
-            sum2 += rows_times_stream(bb, 4u * row_group, streams + 2u);
-            sum3 += rows_times_stream(bb, 4u * row_group, streams + 3u);
+            sum0 += rows_times_stream(r0, r1, r2, r3, streams);
+            sum1 += rows_times_stream(r0, r1, r2, r3, streams + 1u);
+            sum2 += rows_times_stream(r0, r1, r2, r3, streams + 2u);
+            sum3 += rows_times_stream(r0, r1, r2, r3, streams + 3u);
         }
         workgroupBarrier();
     }
 
-    let rows = first_row + 4u * row_group;
+    let rows = first_row + row_group;
     let streams = first_stream + 4u * stream_group;
     if (K_SPLITS > 1u) {
         store_split_rows(split, streams, rows, sum0);
@@ -166,10 +181,10 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         store_split_rows(split, streams + 3u, rows, sum3);
         return;
     }
-    store_rows(streams, rows, sum0);
-    store_rows(streams + 1u, rows, sum1);
-    store_rows(streams + 2u, rows, sum2);
-    store_rows(streams + 3u, rows, sum3);
+    store_spread_rows(streams, rows, sum0);
+    store_spread_rows(streams + 1u, rows, sum1);
+    store_spread_rows(streams + 2u, rows, sum2);
+    store_spread_rows(streams + 3u, rows, sum3);
 }
 
 @compute @workgroup_size(COMBINE_WORKGROUP)

@@ -23,6 +23,9 @@ MATVEC_MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM
 MAX_STREAMS = 256                    # beyond MATVEC_MAX_STREAMS the matrices take kernels/matmul.wgsl
 MATMUL_COMBINE_WORKGROUP = 64       # kernels/matmul.wgsl's and matmul_int8.wgsl's COMBINE_WORKGROUP
 MATMUL_TILE_K_PER_ROW_THREAD = 8     # kernels/matmul.wgsl's INPUT_LOADS (2 of 4 columns): TILE_K <= 8 ROW_THREADS
+# The ring's slot ranges in plans of many streams, at most (a tuning's attention_slots_per_split is for few: 48,
+# 16 ranges of the LM's 750 slots). BENCHMARKS.md: 4 ranges (188 slots) were fastest at 64 and 256 streams.
+MANY_STREAMS_ATTENTION_SPLITS = 4
 MATMUL_INT8_TILE_BLOCKS = 4          # kernels/matmul_int8.wgsl: 32-column blocks per step (15 KiB of tiles), at most
 # Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
 # prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
@@ -54,15 +57,26 @@ class MatmulTuning:
     tile_k: int = 32
     from_streams: int = MATVEC_MAX_STREAMS + 1   # plans of this many streams or more take it for every matrix
     k_splits: int = 8                 # column ranges on separate workgroups, at most (a plan constant: BENCHMARKS.md)
+    # Columns are split only until the grid has this many workgroups: each split adds a combine pass and a round
+    # trip of partial sums, which cost more than they give once the GPU is full (an H100's 132 SMs twice over;
+    # BENCHMARKS.md: ffn_in at 256 streams, 704 workgroups, 0.247 ms unsplit against 0.313 ms in 8 ranges).
+    full_grid: int = 256
 
-    def splits_for(self, columns: int, tile_k: int | None = None) -> int:
-        """The most column ranges, up to k_splits, that cut `columns` into whole steps (of tile_k columns; default
-        matmul.wgsl's)."""
-        return max(s for s in range(1, self.k_splits + 1) if columns % (s * (tile_k or self.tile_k)) == 0)
+    def grid(self, rows: int, streams: int) -> tuple[int, int]:
+        """Workgroups along rows and along streams (4 x 4 per invocation)."""
+        return -(-rows // (4 * self.row_threads)), -(-streams // (4 * self.stream_threads))
 
-    def constants(self, columns: int) -> dict:
+    def splits_for(self, rows: int, columns: int, streams: int, tile_k: int | None = None) -> int:
+        """Column ranges, at most k_splits, each a whole number of steps (of tile_k columns; default
+        matmul.wgsl's): the fewest that fill the grid to full_grid workgroups, else the most there are. A stream's
+        sums depend on this, never on the other streams' inputs."""
+        tiles = self.grid(rows, streams)
+        usable = [s for s in range(1, self.k_splits + 1) if columns % (s * (tile_k or self.tile_k)) == 0]
+        return next((s for s in usable if tiles[0] * tiles[1] * s >= self.full_grid), usable[-1])
+
+    def constants(self, rows: int, columns: int, streams: int) -> dict:
         return {"ROW_THREADS": self.row_threads, "STREAM_THREADS": self.stream_threads, "TILE_K": self.tile_k,
-                "K_SPLITS": self.splits_for(columns)}
+                "K_SPLITS": self.splits_for(rows, columns, streams)}
 
     def check(self, max_workgroup_bytes: int = 16384) -> None:
         if (self.row_threads * self.stream_threads > 256 or self.tile_k % 32
@@ -179,19 +193,19 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
                     **_batch(streams)}, label=f"{name} input to int8")
     if partials is not None:
         tile = tuning.matmul
-        grid = (-(-rows // (4 * tile.row_threads)), -(-streams // (4 * tile.stream_threads)))
+        grid = tile.grid(rows, streams)
         if int8:     # q4 weights x int8 inputs (matmul_int8.wgsl), steps of blocks that divide the columns
             kernel = "matmul_int8"
             blocks = max(n for n in range(1, MATMUL_INT8_TILE_BLOCKS + 1) if columns % (32 * n) == 0)
             constants = {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, "BATCH": streams,
                          "ROW_THREADS": tile.row_threads, "STREAM_THREADS": tile.stream_threads,
-                         "TILE_BLOCKS": blocks, "K_SPLITS": tile.splits_for(columns, 32 * blocks)}
+                         "TILE_BLOCKS": blocks, "K_SPLITS": tile.splits_for(rows, columns, streams, 32 * blocks)}
             bindings = {**with_scales_binding(w.bindings(name)), 2: int8_input[0], 3: y, 4: int8_input[1],
                         5: partials}
         else:
             kernel = "matmul"
             constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
-                         "ACCUMULATE": accumulate, "BATCH": streams, **tile.constants(columns)}
+                         "ACCUMULATE": accumulate, "BATCH": streams, **tile.constants(rows, columns, streams)}
             bindings = {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x, 5: partials}
         language = (INT8_DOT,) if int8 else ()
         b.dispatch(kernel, bindings, (*grid, constants["K_SPLITS"]), constants, label=name,
@@ -250,6 +264,8 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
     heads = cfg.extra_heads_num_heads if "vad_heads" in tensors else 0
     splits = -(-cfg.context // tuning.attention_slots_per_split)
+    if n >= tuning.matmul.from_streams:    # the streams fill the GPU: longer ranges, fewer partials to merge
+        splits = min(splits, MANY_STREAMS_ATTENTION_SPLITS)
     # Shapes are one stream's: stream_buffer leads them with S when there are several.
     x = b.stream_buffer("lm.x", "scratch", (d,))                                   # residual stream [S, D]
     qkv = b.stream_buffer("lm.qkv", "scratch", (3 * d,))                           # [S, q | k | v], head-major

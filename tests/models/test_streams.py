@@ -188,6 +188,17 @@ def test_plan_layout_for_streams(tiny_packages):
         single.step_words([4], [False])
 
 
+def test_matmul_splits_columns_only_until_the_grid_is_full():
+    """The full LM's shapes with the default 64 x 64 tiles (8 ranges at most, a full grid of 256 workgroups),
+    int8 steps of 128 columns: 2048 columns are 16 steps, 5632 are 44 (1, 2 or 4 ranges)."""
+    tile = MatmulTuning()
+    assert tile.splits_for(11264, 2048, 256, 128) == 1        # ffn_in: 176 x 4 workgroups already
+    assert tile.splits_for(2048, 2048, 256, 128) == 2         # attn_out: 32 x 4, twice
+    assert tile.splits_for(6144, 2048, 64, 128) == 4          # attn_qkv: 96 x 1 (3 ranges are no whole steps)
+    assert tile.splits_for(2048, 5632, 9, 128) == 4           # ffn_out: 32 x 1, the most 44 steps allow
+    assert tile.splits_for(2048, 2048, 9) == 8                # f32 steps of 32 columns: 64 steps
+
+
 def test_reset_stream_refills_its_part_only(tiny_packages):
     """reset_stream(s): stream s's part of every state buffer back to its reset pattern (start tokens, an empty
     prompt, a zero ring), the other streams' parts untouched, only its frame index restarted."""
