@@ -29,7 +29,11 @@
 // Bindings (group 0): 0 = W (read, u32 words as vec4: `w` or `qs`), 1 = scales (read, u32: `d`; bind any buffer
 //   for f32/f16), 2 = x (read), 3 = norm (read), 4 = frame_values (read, u32: the step buffer), 5 = freqs (read),
 //   6 = kv (read_write), 7 = out (read_write, [STEPS, D]).
-// Streams (a plan of several, docs/plan.md): workgroup z is the stream s, with x [s, STEPS, D], kv
+// Entry `given_qkv` (plans of many streams: models/mimi.py "gpu-many"): the same from q, k, v computed beforehand
+//   for all streams at once (conv1d.wgsl's `tiled` product: LayerNorm, then W, each weight read once per 64
+//   stream-steps, where `main` reads the head's rows once per workgroup): 8 = qkv (read, [STEPS, 3 D] f32, q | k | v
+//   as W's rows) in place of 0-3; 4-7 as above.
+// Streams (a plan of several, docs/plan.md): workgroup z is the stream s, with x [s, STEPS, D], qkv [s, STEPS, 3 D], kv
 //   [s, 2, HEADS, RING, HEAD_DIM], out [s, STEPS, D] and base = frame_values[POSITION_INDEX + s].
 // Dispatch: (HEADS, STEPS, STREAMS) workgroups of WORKGROUP_SIZE invocations. Scores: one slot per invocation per pass,
 //   its key read as HEAD_DIM / 4 independent 16-byte loads; values: invocation i accumulates elements
@@ -79,6 +83,7 @@ override GROUPS: u32 = max(1u, WORKGROUP_SIZE / (HEAD_DIM / 4u));
 @group(0) @binding(5) var<storage, read> freqs: array<f32>;
 @group(0) @binding(6) var<storage, read_write> kv: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(8) var<storage, read> qkv: array<f32>;
 
 var<workgroup> normalized: array<vec4<f32>, STEPS * D / 4u>;           // LayerNorm(x_j), j <= t
 var<workgroup> projected: array<f32, (1u + 2u * STEPS) * HEAD_DIM>;    // q_t | k_0 .. k_{STEPS-1} | v_0 ..
@@ -149,11 +154,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let head = workgroup.x;
     let t = workgroup.y;
     let stream = workgroup.z;
-    let quads = HEAD_DIM / 4u;
-    let x_at = stream * STEPS * D / 4u;               // this stream's x (vec4), ring and output
-    let kv_at = stream * 2u * HEADS * RING * quads;
-    let base = frame_values[POSITION_INDEX + stream];
-    let position = base + t;
+    let x_at = stream * STEPS * D / 4u;               // this stream's x (vec4)
 
     // 1. LayerNorm of x_0 .. x_t (two-pass: mean, then the mean of squared deviations).
     for (var j = 0u; j <= t; j++) {
@@ -199,6 +200,37 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         }
     }
     workgroupBarrier();
+    attend(head, t, stream, lane);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn given_qkv(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let head = workgroup.x;
+    let t = workgroup.y;
+    let stream = workgroup.z;
+    // This head's q_t and k_j, v_j for j <= t, laid out in `projected` as `main` computes them.
+    for (var r = lane; r < 3u * HEAD_DIM; r += WORKGROUP_SIZE) {
+        let part = r / HEAD_DIM;                          // 0 q, 1 k, 2 v
+        let column = part * D + head * HEAD_DIM + r % HEAD_DIM;
+        if (part == 0u) {
+            projected[r] = qkv[(stream * STEPS + t) * 3u * D + column];
+        } else {
+            for (var j = 0u; j <= t; j++) {
+                projected[HEAD_DIM + ((part - 1u) * STEPS + j) * HEAD_DIM + r % HEAD_DIM] =
+                    qkv[(stream * STEPS + j) * 3u * D + column];
+            }
+        }
+    }
+    workgroupBarrier();
+    attend(head, t, stream, lane);
+}
+
+// Steps 3 and 4 for query t of one head and stream, from `projected` (q_t | k_0 .. | v_0 ..).
+fn attend(head: u32, t: u32, stream: u32, lane: u32) {
+    let quads = HEAD_DIM / 4u;
+    let kv_at = stream * 2u * HEADS * RING * quads;   // this stream's ring
+    let base = frame_values[POSITION_INDEX + stream];
+    let position = base + t;
 
     // 3. RoPE of q_t and k_j (two pairs = one vec4 per invocation); step t's key and value go into the ring.
     let keys = kv_at + head * RING * quads;              // kv[s, 0, head, slot, quad] = keys + slot * quads + quad

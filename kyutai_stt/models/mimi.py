@@ -220,6 +220,7 @@ class _MimiBuilder:
         self.conv("conv_out", "mimi.conv_out", x, h, bias="mimi.conv_out.bias")
 
         att = self.act("attention", d, steps)
+        projected = self.act("qkv", 3 * d, steps) if self.tuning == "gpu-many" else None    # [steps, q | k | v]
         ffn = self.act("ffn", cfg.dim_feedforward, steps)
         stride = cfg.downsample_stride
         ds_in = self.act("downsample.in", d, steps, int(self.tensors["mimi.downsample"]["shape"][1]) // d - stride)
@@ -231,15 +232,20 @@ class _MimiBuilder:
             kv = self.buffer(f"mimi.layers.{i}.kv_cache", "state", 2 * cfg.num_heads * self.ring * hd,
                              (2, cfg.num_heads, self.ring, hd))
             qkv = p + "attn_qkv"
-            b.dispatch("attention_chunk", {0: self.weight(qkv), 1: self.scales(qkv), 2: h.name,
-                                           3: self.weight(p + "attn_norm", p + "attn_norm.bias"), 4: self.step,
-                                           5: freqs, 6: kv, 7: att.name},
-                       (cfg.num_heads, steps, self.streams),
-                       {"FORMAT": self.fmt(qkv), "HEADS": cfg.num_heads, "HEAD_DIM": hd, "STEPS": steps,
-                        "RING": self.ring, "CONTEXT": cfg.context, "POSITION_INDEX": self.position * self.streams,
-                        "EPS": cfg.layer_norm_eps,
-                        "WORKGROUP_SIZE": CPU_ATTENTION_WORKGROUP if self.tuning == "cpu" else 256},
-                       label=f"mimi.layers.{i}.attention")
+            constants = {"FORMAT": self.fmt(qkv), "HEADS": cfg.num_heads, "HEAD_DIM": hd, "STEPS": steps,
+                         "RING": self.ring, "CONTEXT": cfg.context, "POSITION_INDEX": self.position * self.streams,
+                         "EPS": cfg.layer_norm_eps,
+                         "WORKGROUP_SIZE": CPU_ATTENTION_WORKGROUP if self.tuning == "cpu" else 256}
+            state = {4: self.step, 5: freqs, 6: kv, 7: att.name}
+            if self.tuning == "gpu-many":   # LayerNorm + QKV as one tiled product for every stream, then attention
+                self.conv(f"layers.{i}.attn_qkv", qkv, h, projected, input_mode=INPUT_LAYER_NORM,
+                          norm=(p + "attn_norm", p + "attn_norm.bias"))
+                b.dispatch("attention_chunk", {**state, 8: projected.name}, (cfg.num_heads, steps, self.streams),
+                           constants, label=f"mimi.layers.{i}.attention", entry="given_qkv")
+            else:
+                b.dispatch("attention_chunk", {0: self.weight(qkv), 1: self.scales(qkv), 2: h.name,
+                                               3: self.weight(p + "attn_norm", p + "attn_norm.bias"), **state},
+                           (cfg.num_heads, steps, self.streams), constants, label=f"mimi.layers.{i}.attention")
             self.conv(f"layers.{i}.attn_out", p + "attn_out", att, h, scale=p + "attn_scale", accumulate=True)
             self.conv(f"layers.{i}.ffn_in", p + "ffn_in", h, ffn, input_mode=INPUT_LAYER_NORM,
                       output_mode=OUTPUT_GELU, norm=(p + "ffn_norm", p + "ffn_norm.bias"))

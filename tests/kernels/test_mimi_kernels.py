@@ -274,14 +274,16 @@ def test_conv1d_pcm_keeps_its_sample_history_across_frames(rng):
 
 
 # --------------------------------------------------------------------------------------------- attention_chunk
-@pytest.mark.parametrize("ring,steps,fmt,context,chunks", [(7, 2, "q4", 7, 14), (8, 2, "f32", 7, 14),
-                                                            (9, 3, "q8", 7, 14), (70, 2, "f16", 70, 40)])
-def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, context, chunks):
+@pytest.mark.parametrize("ring,steps,fmt,context,chunks,entry", [
+    (7, 2, "q4", 7, 14, "main"), (8, 2, "f32", 7, 14, "main"), (9, 3, "q8", 7, 14, "main"),
+    (70, 2, "f16", 70, 40, "main"), (7, 2, "q4", 7, 14, "given_qkv"), (70, 2, "f32", 70, 40, "given_qkv")])
+def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, context, chunks, entry):
     """LayerNorm + QKV + RoPE + ring + attention, `chunks` chunks of `steps` steps, far past the wrap: ring =
     context reproduces moshi's streaming quirk (the chunk's later keys overwrite the slot the first query still
     wanted), ring = context + steps - 1 gives the exact sliding window. A ring of 70 keys takes more than one pass
     of the 32 invocations (as the real Mimi's 250 do of 128). Unwritten slots hold garbage. 4 heads of 16 (D = 64:
-    the q4/q8 layouts need K % 64 == 0)."""
+    the q4/q8 layouts need K % 64 == 0). Entry given_qkv: the same from q, k, v computed beforehand (here by numpy
+    from the same weights, rounded to f32 as conv1d.wgsl writes them)."""
     heads, head_dim = 4, 16
     dim = heads * head_dim
     freqs = rope_frequencies(head_dim, 10_000.0)
@@ -295,12 +297,18 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, context, chunks)
     for chunk in range(chunks):
         base = chunk * steps
         x = (0.5 + rng.standard_normal((steps, dim))).astype(np.float32)
-        out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),
-                                                 3: np.concatenate([norm_w, norm_b]),
-                                                 4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv),
-                                                 7: poisoned(steps * dim)}, (heads, steps), constants)
-        kv = out[6]
         qkv = mr.layer_norm(x, norm_w, norm_b) @ w.T.astype(np.float64)
+        common = {4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv), 7: poisoned(steps * dim)}
+        if entry == "given_qkv":
+            qkv = qkv.astype(np.float32)
+            out = gpu.run_kernel("attention_chunk", {8: qkv.reshape(-1), **common}, (heads, steps), constants,
+                                 entry)
+            qkv = qkv.astype(np.float64)
+        else:
+            out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),
+                                                     3: np.concatenate([norm_w, norm_b]), **common},
+                                 (heads, steps), constants)
+        kv = out[6]
         expected = mr.attention_chunk(qkv, base, ref_k, ref_v, freqs, context)
         # q, k, v ~ N(0, 1) (unit LayerNorm outputs, 1/sqrt(D) weights) and softmax weights sum to 1: the float
         # error is ~(D + head_dim + window) u ~ 1e-6; 1e-5 is far below any wrong slot (garbage 1e4), missing or

@@ -175,11 +175,13 @@ def test_lm_attention(rng, case):
     test_attention.check(rng, trig_error=WGSL_TRIG_ERROR, **ATTENTION_CASES[case])
 
 
-@pytest.mark.parametrize("ring,steps,fmt", [(7, 2, "q4"), (8, 2, "f32"), (9, 3, "q8")])
-def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt):
+@pytest.mark.parametrize("ring,steps,fmt,entry", [(7, 2, "q4", "main"), (8, 2, "f32", "main"), (9, 3, "q8", "main"),
+                                                  (8, 2, "q4", "given_qkv")])
+def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, entry):
     """test_mimi_kernels' case (14 chunks of LayerNorm + QKV + RoPE + ring + attention, far past the wrap), with
     its 1e-5 float bound plus the trigonometric term. The GPU's ring carries over between chunks as natively; its
-    keys differ from the reference's by the rotation error only (each slot is rewritten from fresh inputs)."""
+    keys differ from the reference's by the rotation error only (each slot is rewritten from fresh inputs).
+    given_qkv: the entry point of plans of many streams, fed q, k, v computed by numpy."""
     heads, head_dim, context = 4, 16, 7
     dim = heads * head_dim
     freqs = rope_frequencies(head_dim, 10_000.0)
@@ -194,12 +196,18 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt):
     for chunk in range(14):
         base = chunk * steps
         x = (0.5 + rng.standard_normal((steps, dim))).astype(np.float32)
-        out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),
-                                                 3: np.concatenate([norm_w, norm_b]),
-                                                 4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv),
-                                                 7: poisoned(steps * dim)}, (heads, steps), constants)
-        kv = out[6]
         qkv = mr.layer_norm(x, norm_w, norm_b) @ w.T.astype(np.float64)
+        common = {4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv), 7: poisoned(steps * dim)}
+        if entry == "given_qkv":
+            qkv = qkv.astype(np.float32)
+            out = gpu.run_kernel("attention_chunk", {8: qkv.reshape(-1), **common}, (heads, steps), constants,
+                                 entry)
+            qkv = qkv.astype(np.float64)
+        else:
+            out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),
+                                                     3: np.concatenate([norm_w, norm_b]), **common},
+                                 (heads, steps), constants)
+        kv = out[6]
         expected = mr.attention_chunk(qkv, base, ref_k, ref_v, freqs, context)
         q, k, v = (qkv[:, i * dim:(i + 1) * dim].reshape(steps, heads, head_dim) for i in range(3))
         k_norm = max(k_norm, np.linalg.norm(k, axis=2).max())
