@@ -37,8 +37,9 @@ PLAIN_INTERVAL_S = 30.0      # without a terminal, one progress line per this ma
 BAR_WIDTH = 24
 DEFAULT_STREAMS = 8          # several files: this many at once by default (tests/test_batch.py: equal transcripts)
 # --parallel-segments: segments at once by default (no more than the files' segments of MIN_SEGMENT_S): the fastest
-# of 8, 16 and 32 on a 10-minute file (BENCHMARKS.md, H100, commit 2762a47: 7.82, 6.50 and 4.77 s).
-SEGMENT_STREAMS = 32
+# on a 10-minute file (BENCHMARKS.md, H100: 7.82, 6.50 and 4.77 s with 8, 16 and 32 at commit 2762a47; 4.46 s with
+# 32 and 2.92 s with 64, its 40 segments of 15 s on 64 streams, in a later call).
+SEGMENT_STREAMS = 64
 
 EPILOG = """\
 output:
