@@ -91,6 +91,8 @@ def test_argmax_streams_sitting_out_keep_token_and_prompt(rng):
     """A stream whose "active" flag is 0 writes nothing: its fed-back token, result and prompt position stay as
     they were; the others run as without flags."""
     logits = rng.standard_normal((3, 40)).astype(np.float32)
+    logits[:, [0, 3]] = -10.0       # the boundary and padding ids (argmax.wgsl defaults) never win: each prompt id
+    # below (its stream's argmax) is then one the rule advances on
     prompt = prompt_rows([[int(np.argmax(logits[s]))] for s in range(3)], [0, 0, 0], 2)
     tokens, results, after = run_argmax(logits, 40, prompt=prompt, active=[1, 0, 1])
     expected = [int(np.argmax(logits[s])) for s in range(3)]

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import pytest
 from chromium import (
     AUDIO,
     RUN_TIMEOUT_MS,
@@ -72,15 +73,24 @@ def check_screenshot(path: Path):
     assert 0.002 < dark < 0.3, f"{dark:.4f} of the pixels are dark: blank or garbled page"
 
 
-def test_file_transcription_equals_the_native_engine_and_downloads(browser, server, tmp_path, tiny_packages):
+@pytest.fixture(scope="module")
+def ready_page(browser, server):
+    """One page of the default app for the tests below that need no query of their own: each load compiles the
+    plans again (~30 s on SwiftShader). Each test leaves it ready, with no prompt."""
+    page, console, _ = open_app(browser, server)
+    assert wait_state(page, ["ready", "error"], console=console) == "ready", page.inner_text("#error")
+    yield page, console
+    page.close()
+
+
+def test_file_transcription_equals_the_native_engine_and_downloads(ready_page, tmp_path, tiny_packages):
     clip = tmp_path / "clip.wav"
     with wave.open(str(AUDIO)) as f:
         params, frames = f.getparams(), f.readframes(int(FILE_SECONDS * f.getframerate()))
     with wave.open(str(clip), "wb") as out:
         out.setparams(params)
         out.writeframes(frames)
-    page, console, _ = open_app(browser, server)
-    assert wait_state(page, ["ready", "error"], console=console) == "ready"
+    page, console = ready_page
     page.set_input_files("#file", str(clip))
     wait_state(page, ["busy"], timeout=30_000, console=console)
     assert wait_state(page, ["ready", "error"], timeout=RUN_TIMEOUT_MS, console=console) == "ready"
@@ -104,14 +114,22 @@ def test_file_transcription_equals_the_native_engine_and_downloads(browser, serv
         page.click("#downloads [data-format=txt]")
     assert Path(download.value.path()).read_text() == \
         formats.to_text(expected, page.evaluate("window.sttApp.transcript.endOfTurns"))
-    page.close()
 
 
-def test_prompt_field_sets_refuses_and_clears_a_prompt(browser, server):
+def test_prompt_field_sets_refuses_and_clears_a_prompt(ready_page):
     """The page's prompt field (stt-client.js setPrompt): a usable prompt is reported in use, an unusable one gets
     its message next to the field (the page stays ready), "No prompt" clears it."""
-    page, console, _ = open_app(browser, server)
-    assert wait_state(page, ["ready", "error"], console=console) == "ready"
+    page, _ = ready_page
+    try:
+        check_prompt_field(page)
+    finally:                  # the shared page is left as found: no prompt, its field closed
+        if page.evaluate("document.getElementById('prompt').open"):
+            page.click("#prompt-clear")
+            page.wait_for_function("document.getElementById('prompt-status').textContent === 'No prompt.'")
+            page.click("#prompt summary")
+
+
+def check_prompt_field(page):
     page.click("#prompt summary")
     status = "document.getElementById('prompt-status')"
     page.fill("#prompt-text", "   ")
@@ -128,4 +146,3 @@ def test_prompt_field_sets_refuses_and_clears_a_prompt(browser, server):
     page.click("#prompt-clear")
     page.wait_for_function(f"{status}.textContent === 'No prompt.'")
     assert page.evaluate("document.body.dataset.state") == "ready"
-    page.close()
