@@ -23,9 +23,6 @@ MATVEC_MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM
 MAX_STREAMS = 256                    # beyond MATVEC_MAX_STREAMS the matrices take kernels/matmul.wgsl
 MATMUL_COMBINE_WORKGROUP = 64       # kernels/matmul.wgsl's and matmul_int8.wgsl's COMBINE_WORKGROUP
 MATMUL_TILE_K_PER_ROW_THREAD = 8     # kernels/matmul.wgsl's INPUT_LOADS (2 of 4 columns): TILE_K <= 8 ROW_THREADS
-# The ring's slot ranges in plans of many streams, at most (a tuning's attention_slots_per_split is for few: 48,
-# 16 ranges of the LM's 750 slots). BENCHMARKS.md: 4 ranges (188 slots) were fastest at 64 and 256 streams.
-MANY_STREAMS_ATTENTION_SPLITS = 4
 MATMUL_INT8_TILE_BLOCKS = 4          # kernels/matmul_int8.wgsl: 32-column blocks per step (15 KiB of tiles), at most
 # Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
 # prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
@@ -103,6 +100,9 @@ class Tuning:
     # With the int8 path: the attention's merge writes attn_out's int8 input itself (attention.wgsl combine_int8),
     # one dispatch fewer per layer; the same bits as its own quantize_input dispatch (an A/B switch).
     attention_int8_output: bool = True
+    # Plans of many streams (the matmul path) read the ring in ranges of this many slots: the streams fill the GPU,
+    # and fewer ranges leave fewer partials to merge (benchmarks/attention_splits.py). None: as for few streams.
+    attention_slots_per_split_many: int | None = None
 
     def for_matvec(self, name: str) -> MatvecTuning:
         return self.matvec.get(name.rsplit(".", 1)[-1], self.matvec["default"])
@@ -263,9 +263,10 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         raise ValueError(f"{n} streams: a plan holds 1 to {MAX_STREAMS}")
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
     heads = cfg.extra_heads_num_heads if "vad_heads" in tensors else 0
-    splits = -(-cfg.context // tuning.attention_slots_per_split)
-    if n >= tuning.matmul.from_streams:    # the streams fill the GPU: longer ranges, fewer partials to merge
-        splits = min(splits, MANY_STREAMS_ATTENTION_SPLITS)
+    slots = tuning.attention_slots_per_split
+    if n >= tuning.matmul.from_streams and tuning.attention_slots_per_split_many:
+        slots = tuning.attention_slots_per_split_many
+    splits = -(-cfg.context // slots)
     # Shapes are one stream's: stream_buffer leads them with S when there are several.
     x = b.stream_buffer("lm.x", "scratch", (d,))                                   # residual stream [S, D]
     qkv = b.stream_buffer("lm.qkv", "scratch", (3 * d,))                           # [S, q | k | v], head-major

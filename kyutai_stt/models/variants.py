@@ -29,7 +29,8 @@ def tunings() -> dict[str, Tuning]:
     return {name: Tuning({role: MatvecTuning(**shape) for role, shape in v["matvec"].items()},
                          v["attention_slots_per_split"], v["mimi"],
                          {role: MatvecTuning(**shape) for role, shape in v.get("int8_matvec", {}).items()},
-                         kv_f16=v.get("kv_f16", False))
+                         kv_f16=v.get("kv_f16", False),
+                         attention_slots_per_split_many=v.get("attention_slots_per_split_many"))
             for name, v in _data()["variants"].items()}
 
 

@@ -1,0 +1,57 @@
+"""The LM step of many streams against the attention's slot ranges: for each stream count and slots per range
+(Tuning.attention_slots_per_split_many), the step's mean wall time and the attention's GPU time (its dispatches
+and their merges, each timed in a pass of its own), at a full ring (position 750). One line per setting.
+
+    python benchmarks/attention_splits.py --package PKG [--streams 64,256] [--slots 48,94,188,375,750]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kyutai_stt.engine import device as gpu  # noqa: E402
+from kyutai_stt.engine.runtime import Engine  # noqa: E402
+from kyutai_stt.models.lm import lm_plan  # noqa: E402
+from kyutai_stt.models.variants import tuning_for  # noqa: E402
+from kyutai_stt.weights.package import open_package  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--package", required=True, type=Path, help="a full-size package (kyutai-stt convert)")
+    parser.add_argument("--streams", default="64,256")
+    parser.add_argument("--slots", default="48,94,188,375,750", help="slots per range (750: one range)")
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    package = open_package(args.package, verify_hashes=False)
+    base = tuning_for(*gpu.device_traits())
+    rng = np.random.default_rng(0)
+    for streams in (int(s) for s in args.streams.split(",")):
+        inputs = [{"codes": rng.integers(0, package.config.card, (streams, package.config.n_q)).astype(np.uint32)}
+                  for _ in range(8)]
+        for slots in (int(s) for s in args.slots.split(",")):
+            plan = lm_plan(package, replace(base, attention_slots_per_split_many=slots), streams)
+            engine = Engine(plan, package.read_stream)
+            engine.reset(first_frame=750)
+            for i in range(10):
+                engine.submit(inputs[i % 8])
+            engine.drain()
+            start = time.perf_counter()
+            for i in range(args.steps):
+                engine.submit(inputs[i % 8])
+            engine.drain()
+            mean = (time.perf_counter() - start) / args.steps * 1e3
+            attention = sum(ms for d, ms in zip(plan.dispatches, engine.dispatch_times()) if "attention" in d.label)
+            print(f"streams {streams:3} slots per range {slots:4}: step mean {mean:7.3f} ms, attention (with its "
+                  f"merge) {attention:7.3f} ms, {len(plan.dispatches)} dispatches", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
