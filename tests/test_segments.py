@@ -13,6 +13,7 @@ from kyutai_stt.streaming.segments import (
     MIN_SEGMENT_S,
     Segment,
     cut_points,
+    segment_count,
     segment_length,
     stitch,
     transcribe_segmented,
@@ -24,7 +25,8 @@ RATE = 24_000
 def test_cuts_fall_in_the_pauses_on_frame_boundaries():
     rng = np.random.default_rng(0)
     samples = (0.3 * rng.standard_normal(110 * RATE)).astype(np.float32)
-    pauses = [27.0, 61.0, 88.5]      # 0.2 s of near-silence each, within 5 s of the targets 30, 57, 91 s
+    pauses = [25.0, 57.5, 80.0]      # 0.2 s of near-silence each, within 3.75 s (an eighth of 30 s) of the targets
+    #                                  27.5, 55 and 82.5 s (110 s in 4 even parts)
     for t in pauses:
         samples[int(t * RATE):int((t + 0.2) * RATE)] *= 1e-3
     segments = cut_points(samples, 30.0)
@@ -35,6 +37,14 @@ def test_cuts_fall_in_the_pauses_on_frame_boundaries():
     assert len(cuts) == 3 and all(t <= c <= t + 0.2 for c, t in zip(cuts, pauses)), cuts
     assert cut_points(samples[:40 * RATE], 30.0) == [Segment(0, 40 * RATE)]     # under 1.5 segments: whole
     assert segment_length(600, 32) == 18.75 and segment_length(60, 32) == MIN_SEGMENT_S
+    # As many segments as planned, never more than the streams: none is left to run alone after the others.
+    assert len(cut_points(samples, 30.0, max_segments=3)) == 3
+    for seconds, streams in [(600, 40), (610, 41), (610, 40), (600, 64), (3600, 64), (20, 4)]:
+        assert segment_count(seconds, segment_length(seconds, streams)) <= streams, (seconds, streams)
+    # The command plans segment_count(d, MIN_SEGMENT_S) streams for a file: each then gets one segment.
+    assert segment_count(610, segment_length(610, segment_count(610, MIN_SEGMENT_S))) == 41
+    rng_long = (0.3 * rng.standard_normal(600 * RATE)).astype(np.float32)
+    assert len(cut_points(rng_long, segment_length(600, 40))) == 40 == segment_count(600, MIN_SEGMENT_S)
 
 
 def test_stitch_moves_times_and_drops_the_flush_ends_of_turn():

@@ -28,7 +28,7 @@ from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, transcribe_
 from kyutai_stt.streaming.formats import EXTENSIONS, FORMATS, render
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.prompt import add_arguments as prompt_arguments
-from kyutai_stt.streaming.segments import MIN_SEGMENT_S, transcribe_segmented
+from kyutai_stt.streaming.segments import MIN_SEGMENT_S, segment_count, transcribe_segmented
 from kyutai_stt.streaming.transcriber import Transcriber
 from kyutai_stt.weights.cache import resolve_model
 
@@ -36,9 +36,8 @@ TTY_REFRESH_S = 0.1          # the progress bar redraws at most this often
 PLAIN_INTERVAL_S = 30.0      # without a terminal, one progress line per this many seconds
 BAR_WIDTH = 24
 DEFAULT_STREAMS = 8          # several files: this many at once by default (tests/test_batch.py: equal transcripts)
-# --parallel-segments: segments at once by default (no more than the files' segments of MIN_SEGMENT_S): the fastest
-# on a 10-minute file (BENCHMARKS.md, H100: 7.82, 6.50 and 4.77 s with 8, 16 and 32 at commit 2762a47; 4.46 s with
-# 32 and 2.92 s with 64, its 40 segments of 15 s on 64 streams, in a later call).
+# --parallel-segments: segments at once by default (no more than the files' segments of MIN_SEGMENT_S): the more the
+# faster on a 10-minute file (BENCHMARKS.md, H100: 7.82, 6.50 and 4.77 s with 8, 16 and 32 at commit 2762a47).
 SEGMENT_STREAMS = 64
 
 EPILOG = """\
@@ -185,7 +184,7 @@ def run(args) -> int:
         raise UserError(f"--streams {args.streams}: from 1 to {MAX_STREAMS}")
     if args.parallel_segments:
         durations = [info.duration_s for info in infos]
-        most = sum(max(1, int(d // MIN_SEGMENT_S)) for d in durations) if None not in durations else SEGMENT_STREAMS
+        most = sum(segment_count(d, MIN_SEGMENT_S) for d in durations) if None not in durations else SEGMENT_STREAMS
         streams = args.streams or max(1, min(SEGMENT_STREAMS, most))     # a short file: a smaller plan
     else:
         streams = min(args.streams or DEFAULT_STREAMS, len(args.files))
