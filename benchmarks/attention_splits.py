@@ -27,7 +27,8 @@ def main() -> int:
     parser.add_argument("--package", required=True, type=Path, help="a full-size package (kyutai-stt convert)")
     parser.add_argument("--streams", default="64,256")
     parser.add_argument("--slots", default="48,94,188,375,750", help="slots per range (750: one range)")
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per setting")
+    parser.add_argument("--warmup", type=int, default=10, help="steps before the timed ones (compilation, clocks)")
     args = parser.parse_args()
     package = open_package(args.package, verify_hashes=False)
     base = tuning_for(*gpu.device_traits())
@@ -39,7 +40,7 @@ def main() -> int:
             plan = lm_plan(package, replace(base, attention_slots_per_split_many=slots), streams)
             engine = Engine(plan, package.read_stream)
             engine.reset(first_frame=750)
-            for i in range(10):
+            for i in range(args.warmup):
                 engine.submit(inputs[i % 8])
             engine.drain()
             start = time.perf_counter()

@@ -297,17 +297,7 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, context, chunks,
     for chunk in range(chunks):
         base = chunk * steps
         x = (0.5 + rng.standard_normal((steps, dim))).astype(np.float32)
-        qkv = mr.layer_norm(x, norm_w, norm_b) @ w.T.astype(np.float64)
-        common = {4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv), 7: poisoned(steps * dim)}
-        if entry == "given_qkv":
-            qkv = qkv.astype(np.float32)
-            out = gpu.run_kernel("attention_chunk", {8: qkv.reshape(-1), **common}, (heads, steps), constants,
-                                 entry)
-            qkv = qkv.astype(np.float64)
-        else:
-            out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),
-                                                     3: np.concatenate([norm_w, norm_b]), **common},
-                                 (heads, steps), constants)
+        out, qkv = run_attention_chunk(entry, x, (main, scales, w), (norm_w, norm_b), base, freqs, kv, constants)
         kv = out[6]
         expected = mr.attention_chunk(qkv, base, ref_k, ref_v, freqs, context)
         # q, k, v ~ N(0, 1) (unit LayerNorm outputs, 1/sqrt(D) weights) and softmax weights sum to 1: the float
@@ -316,6 +306,23 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, context, chunks,
         assert_within(out[7].reshape(steps, dim), expected, 1e-5, f"chunk {chunk}")
         assert_within(kv[0], ref_k, 1e-5 * np.abs(ref_k) + 1e-5, f"keys after chunk {chunk}")
         assert_within(kv[1], ref_v, 1e-5 * np.abs(ref_v) + 1e-5, f"values after chunk {chunk}")
+
+
+def run_attention_chunk(entry, x, weights, norm, base, freqs, kv, constants):
+    """One chunk of x [steps, D] through attention_chunk.wgsl's `entry` (frame value [99, base]): `main` normalises
+    and projects x itself (weights: (main, scales, dequantised W)), `given_qkv` takes q, k, v computed here in
+    float64 and rounded to f32 as conv1d.wgsl writes them. Returns (outputs, the q | k | v the reference takes)."""
+    main, scales, w = weights
+    qkv = mr.layer_norm(x, *norm) @ w.T.astype(np.float64)
+    steps, dim = x.shape
+    common = {4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv), 7: poisoned(steps * dim)}
+    workgroups = (constants["HEADS"], steps)
+    if entry == "given_qkv":
+        qkv = qkv.astype(np.float32)
+        return gpu.run_kernel("attention_chunk", {8: qkv.reshape(-1), **common}, workgroups, constants,
+                              entry), qkv.astype(np.float64)
+    return gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1), 3: np.concatenate(norm),
+                                              **common}, workgroups, constants), qkv
 
 
 # ---------------------------------------------------------------------------------------------------------- rvq

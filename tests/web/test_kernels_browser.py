@@ -27,7 +27,7 @@ import test_attention
 import test_matvec
 import test_matvec_int8
 import test_mimi_kernels
-from kernel_helpers import assert_within, in_out, poisoned
+from kernel_helpers import assert_within
 from test_attention import test_combine_int8_equals_combine_then_quantize_input  # noqa: F401 - run here too
 from test_embed_sum import (  # noqa: F401 - the native cases, run here by the browser
     test_codebook_group,
@@ -196,17 +196,8 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, entry):
     for chunk in range(14):
         base = chunk * steps
         x = (0.5 + rng.standard_normal((steps, dim))).astype(np.float32)
-        qkv = mr.layer_norm(x, norm_w, norm_b) @ w.T.astype(np.float64)
-        common = {4: np.array([99, base], np.uint32), 5: freqs, 6: in_out(kv), 7: poisoned(steps * dim)}
-        if entry == "given_qkv":
-            qkv = qkv.astype(np.float32)
-            out = gpu.run_kernel("attention_chunk", {8: qkv.reshape(-1), **common}, (heads, steps), constants,
-                                 entry)
-            qkv = qkv.astype(np.float64)
-        else:
-            out = gpu.run_kernel("attention_chunk", {0: main, 1: scales, 2: x.reshape(-1),
-                                                     3: np.concatenate([norm_w, norm_b]), **common},
-                                 (heads, steps), constants)
+        out, qkv = test_mimi_kernels.run_attention_chunk(entry, x, (main, scales, w), (norm_w, norm_b), base, freqs,
+                                                         kv, constants)
         kv = out[6]
         expected = mr.attention_chunk(qkv, base, ref_k, ref_v, freqs, context)
         q, k, v = (qkv[:, i * dim:(i + 1) * dim].reshape(steps, heads, head_dim) for i in range(3))
