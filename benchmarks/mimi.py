@@ -51,14 +51,6 @@ def gpu_times(engine: Engine, frames: int) -> list[float]:
     return [t[0] for t in engine.gpu_times(frames)]
 
 
-def profile(engine: Engine) -> list[tuple[str, float]]:
-    """GPU milliseconds per dispatch (Engine.dispatch_times), summed by label group, slowest first."""
-    totals: dict[str, float] = {}
-    for d, ms in zip(engine.plan.dispatches, engine.dispatch_times()):
-        totals[_group(d.label)] = totals.get(_group(d.label), 0.0) + ms
-    return sorted(totals.items(), key=lambda kv: -kv[1])
-
-
 def dispatch_floor(engine: Engine, label: str = "mimi.downsample", repeats: int = 88) -> float:
     """GPU microseconds per dispatch of one small dispatch repeated back to back in one pass (each writes what the
     next one overwrites, so the host inserts a barrier between them, as between a frame's dependent dispatches)."""
@@ -159,7 +151,7 @@ def main() -> int:
           f"{frames} frames of {args.streams} stream{'s' * (args.streams > 1)}, tuning {tuning}, {source}, on "
           f"{summary['name']} ({summary['backend']})")
     if args.profile and "timestamp-query" in engine.device.features:
-        for group, ms in profile(engine):
+        for group, ms in engine.dispatch_profile(_group).items():
             print(f"  {group:<32} {ms:8.3f} ms")
         floor = min(dispatch_floor(engine) for _ in range(3))
         print(f"  (one small dependent dispatch in a pass: {floor:.1f} us; x {len(plan.dispatches)} dispatches = "

@@ -126,7 +126,7 @@ def test_several_files_run_as_a_batch_and_come_out_in_input_order(tmp_path, caps
 
 
 def test_parallel_segments_take_the_batch_one_file_at_a_time(tmp_path, capsys, fake, pkg):
-    # A 50 s file is cut near 15 and 30 s (segments of at least 15 s: streaming/segments.py), each
+    # A 50 s file is cut near 16.7 and 33.3 s (3 even parts of at least 15 s: streaming/segments.py), each
     # segment on its own stream: the fake names every second of each segment (and a last part of 0.1 s or more),
     # so 50 to 52 words come back, moved into place.
     a = tone(tmp_path / "a.flac", 440, 50.0)

@@ -137,7 +137,8 @@ def run(args) -> int:
             engine.submit(inputs[i % len(inputs)])
             engine.drain()
             latencies.append((time.perf_counter() - begin) * 1e3)
-        profile = dispatch_profile(engine) if args.profile else None
+        # GPU milliseconds per group of dispatches, their numbers starred ("layers.*.attention").
+        profile = engine.dispatch_profile(lambda label: re.sub(r"\d+", "*", label)) if args.profile else None
     # Per step: the time between bursts shared out by the steps of the later one.
     times, counts = np.array(stamps).T
     intervals = np.diff(times) * 1e3 / counts[1:]
@@ -161,15 +162,5 @@ def run(args) -> int:
         "frame_latency_p50_ms": round(float(np.median(latencies)), 4),
         "matrix_kernel": matrix_kernel(plan),
         "matrix_TFLOPS": round(2 * multiply_adds / (mean_ms * 1e-3) / 1e12, 2),
-        **({"profile_ms": profile} if profile else {})}))
+        **({"profile_ms": {g: round(ms, 4) for g, ms in profile.items()}} if profile else {})}))
     return 0
-
-
-def dispatch_profile(engine: Engine) -> dict[str, float]:
-    """GPU milliseconds per group of dispatches (labels with their numbers starred: "layers.*.attention"),
-    slowest first; each dispatch timed in a pass of its own (Engine.dispatch_times)."""
-    totals: dict[str, float] = {}
-    for d, ms in zip(engine.plan.dispatches, engine.dispatch_times()):
-        group = re.sub(r"\d+", "*", d.label)
-        totals[group] = totals.get(group, 0.0) + ms
-    return {g: round(ms, 4) for g, ms in sorted(totals.items(), key=lambda kv: -kv[1])}

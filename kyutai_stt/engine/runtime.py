@@ -225,6 +225,13 @@ class Engine:
         times = np.array(self.gpu_times(repeats, [(i, i + 1) for i in range(count)]))
         return times.mean(axis=0).tolist()
 
+    def dispatch_profile(self, group) -> dict[str, float]:
+        """dispatch_times summed by group(label) of each dispatch, slowest group first."""
+        totals: dict[str, float] = {}
+        for d, ms in zip(self.plan.dispatches, self.dispatch_times()):
+            totals[group(d.label)] = totals.get(group(d.label), 0.0) + ms
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
     def stage_times(self, frames: int = 1) -> dict[str, float]:
         """Mean GPU milliseconds per plan stage (e.g. {"lm": ..., "mimi": ...}) over `frames` timed frames."""
         stages = self.plan.stages or []

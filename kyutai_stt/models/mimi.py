@@ -236,16 +236,16 @@ class _MimiBuilder:
                          "RING": self.ring, "CONTEXT": cfg.context, "POSITION_INDEX": self.position * self.streams,
                          "EPS": cfg.layer_norm_eps,
                          "WORKGROUP_SIZE": CPU_ATTENTION_WORKGROUP if self.tuning == "cpu" else 256}
-            state = {4: self.step, 5: freqs, 6: kv, 7: att.name}
             if self.tuning == "gpu-many":   # LayerNorm + QKV as one tiled product for every stream, then attention
                 self.conv(f"layers.{i}.attn_qkv", qkv, h, projected, input_mode=INPUT_LAYER_NORM,
                           norm=(p + "attn_norm", p + "attn_norm.bias"))
-                b.dispatch("attention_chunk", {**state, 8: projected.name}, (cfg.num_heads, steps, self.streams),
-                           constants, label=f"mimi.layers.{i}.attention", entry="given_qkv")
+                entry, inputs = "given_qkv", {8: projected.name}
             else:
-                b.dispatch("attention_chunk", {0: self.weight(qkv), 1: self.scales(qkv), 2: h.name,
-                                               3: self.weight(p + "attn_norm", p + "attn_norm.bias"), **state},
-                           (cfg.num_heads, steps, self.streams), constants, label=f"mimi.layers.{i}.attention")
+                entry, inputs = "main", {0: self.weight(qkv), 1: self.scales(qkv), 2: h.name,
+                                         3: self.weight(p + "attn_norm", p + "attn_norm.bias")}
+            b.dispatch("attention_chunk", {**inputs, 4: self.step, 5: freqs, 6: kv, 7: att.name},
+                       (cfg.num_heads, steps, self.streams), constants, label=f"mimi.layers.{i}.attention",
+                       entry=entry)
             self.conv(f"layers.{i}.attn_out", p + "attn_out", att, h, scale=p + "attn_scale", accumulate=True)
             self.conv(f"layers.{i}.ffn_in", p + "ffn_in", h, ffn, input_mode=INPUT_LAYER_NORM,
                       output_mode=OUTPUT_GELU, norm=(p + "ffn_norm", p + "ffn_norm.bias"))

@@ -50,7 +50,7 @@ def segment_count(seconds: float, segment_s: float) -> int:
     number, so that no piece is much shorter or longer than planned (at most `streams` with segment_length's)."""
     if seconds < 1.5 * segment_s:
         return 1
-    return max(1, math.ceil(seconds / segment_s - 0.5))
+    return math.ceil(seconds / segment_s - 0.5)          # >= 1 from 1.5 segments on
 
 
 def cut_points(samples: np.ndarray, segment_s: float, search_s: float = SEARCH_S,
