@@ -4,6 +4,7 @@
     python benchmarks/mimi.py --package PKG           # a converted package's Mimi tensors
     python benchmarks/mimi.py --profile               # also GPU time per dispatch group (slowest first)
     python benchmarks/mimi.py --streams 64            # a plan of 64 streams (times are per submission of all)
+    python benchmarks/mimi.py --streams 40 --mimi-frames 8   # 8 frames of each a submission (files); times per frame
     python benchmarks/mimi.py --precision             # no GPU: each precision policy vs the official fp32 encode
 
 The line gives the GPU time of one frame's compute pass (timestamp queries around the pass: the dispatches, their
@@ -118,6 +119,9 @@ def main() -> int:
                         help="without --package: moshi's Mimi or the tests' tiny one (config.TINY_MIMI)")
     parser.add_argument("--profile", action="store_true", help="also print GPU time per dispatch group")
     parser.add_argument("--streams", type=int, default=1, help="independent streams per submission (docs/plan.md)")
+    parser.add_argument("--mimi-frames", type=int, default=1,
+                        help="frames of each stream per submission (files: docs/mimi.md); times are per frame, the "
+                             "submission's divided by this")
     parser.add_argument("--precision", action="store_true",
                         help="instead: each precision policy's error vs the official encode (numpy, ~10 s each)")
     args = parser.parse_args()
@@ -127,13 +131,14 @@ def main() -> int:
 
     summary = gpu.adapter_summary()
     cpu = summary["adapter_type"].lower() == "cpu"
-    tuning = args.tuning if args.tuning != "auto" else split_for_streams("cpu" if cpu else "gpu", args.streams)
-    frames = args.frames or (6 if cpu else 40)
+    per = args.mimi_frames
+    tuning = args.tuning if args.tuning != "auto" else split_for_streams("cpu" if cpu else "gpu", args.streams * per)
+    frames = args.frames or (6 if cpu else 40)          # submissions
     tensors, read, cfg, source = load(args.package, args.quant, args.mimi)
-    plan = build_mimi_plan(tensors, cfg, tuning=tuning, streams=args.streams)
+    plan = build_mimi_plan(tensors, cfg, tuning=tuning, streams=args.streams, frames=per)
     engine = Engine(plan, read)
     rng = np.random.default_rng(0)
-    audio = (0.1 * rng.standard_normal((frames + 3, args.streams, 1920))).astype(np.float32)
+    audio = (0.1 * rng.standard_normal((frames + 3, args.streams, per * 1920))).astype(np.float32)
     for f in range(3):                       # JIT compilation, first-frame paths, clocks
         engine.submit({"pcm": audio[f]})
     engine.drain()
@@ -141,18 +146,19 @@ def main() -> int:
     for f in range(frames):
         engine.submit({"pcm": audio[3 + f]})
     engine.drain()
-    wall = (time.perf_counter() - start) / frames * 1e3
+    wall = (time.perf_counter() - start) / frames / per * 1e3
     timing = ""
     if "timestamp-query" in engine.device.features:
-        times = sorted(gpu_times(engine, frames))
+        times = sorted(t / per for t in gpu_times(engine, frames))
         timing = (f"GPU {statistics.median(times):.3f} ms per frame (min {times[0]:.3f}, mean "
                   f"{statistics.fmean(times):.3f}, p95 {times[int(0.95 * (len(times) - 1))]:.3f}), ")
     print(f"mimi: {timing}wall {wall:.3f} ms per frame pipelined (the mean); {len(plan.dispatches)} dispatches, "
-          f"{frames} frames of {args.streams} stream{'s' * (args.streams > 1)}, tuning {tuning}, {source}, on "
+          f"{frames * per} frames of {args.streams} stream{'s' * (args.streams > 1)}, {per} a submission, "
+          f"tuning {tuning}, {source}, on "
           f"{summary['name']} ({summary['backend']})")
     if args.profile and "timestamp-query" in engine.device.features:
         for group, ms in engine.dispatch_profile(_group).items():
-            print(f"  {group:<32} {ms:8.3f} ms")
+            print(f"  {group:<32} {ms / per:8.3f} ms per frame")
         floor = min(dispatch_floor(engine) for _ in range(3))
         print(f"  (one small dependent dispatch in a pass: {floor:.1f} us; x {len(plan.dispatches)} dispatches = "
               f"{floor * len(plan.dispatches) / 1e3:.3f} ms per frame)")

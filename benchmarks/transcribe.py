@@ -76,6 +76,7 @@ def main() -> int:
         from kyutai_stt.engine import device as gpu
         print(json.dumps({"bench": "transcribe", "audio_s": summary["audio_s"], "wall_s": summary["wall_s"],
                           "rtf": summary["rtf"], "load_s": summary["load_s"], "streams": summary["streams"],
+                          "mimi_frames": summary["mimi_frames"],
                           "options": " ".join(args.options),
                           "adapter": gpu.adapter_summary()["name"]}))
     finally:

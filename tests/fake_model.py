@@ -106,8 +106,9 @@ class FakeBatchTranscriber:
     synthetic = True
     instances: list[FakeBatchTranscriber] = []
 
-    def __init__(self, package_dir, streams: int = 4, *, silence_prefix: float | None = None, prompt=None):
-        self.streams = streams
+    def __init__(self, package_dir, streams: int = 4, *, silence_prefix: float | None = None, prompt=None,
+                 mimi_frames: int | None = None):
+        self.streams, self.mimi_frames = streams, 4 if mimi_frames is None else mimi_frames
         self.transcriber = FakeTranscriber(package_dir, silence_prefix=silence_prefix, prompt=prompt)
         self.package = self.transcriber.package
         FakeBatchTranscriber.instances.append(self)

@@ -41,22 +41,33 @@ def one_by_one(package, clips, prompt=None):
     return out
 
 
+PROMPT = "the quick brown fox"
+
+
+@pytest.fixture(scope="module")
+def prompted_runs(tiny_packages, clips):
+    """Each clip on a one-stream Transcriber with PROMPT: what every batch must equal."""
+    return one_by_one(tiny_packages("q4"), clips, Prompt(PROMPT))
+
+
 def words_of(transcript):
     return [w.to_dict() for w in transcript.words], transcript.end_of_turns
 
 
-def test_each_recording_equals_a_one_stream_run(tiny_packages, clips, tmp_path):
+def test_each_recording_equals_a_one_stream_run(tiny_packages, clips, prompted_runs, tmp_path):
     """Two streams, three recordings (one of them a file), in input order, with a text prompt: each stream gets it
-    at its recording's first frame (its part of the prompt input, written while the other runs)."""
+    at its recording's first frame (its part of the prompt input, written while the other runs). Two passes (the
+    device's mimi_frames: Mimi's codes first, several frames a submission, then the LM) equal the one-stream
+    whole-frame run; the next test takes one pass."""
     package = tiny_packages("q4")
-    prompt = Prompt("the quick brown fox")
-    expected = one_by_one(package, clips, prompt)
+    prompt, expected = Prompt(PROMPT), prompted_runs
     wav = tmp_path / "clip.wav"
     with wave.open(str(wav), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(RATE)
         w.writeframes((np.clip(clips[2], -1, 1 - 2 ** -15) * 32768).astype(np.int16).tobytes())
     sources = [clips[0], clips[1], wav]
     batch = BatchTranscriber(package, streams=2, silence_prefix=SILENCE_PREFIX, prompt=prompt)
+    assert batch.mimi_frames > 1, "the device's default takes two passes"
     finished = []
     got = batch.transcribe(sources, on_done=lambda i, t: finished.append(i))
     assert sorted(finished) == [0, 1, 2] and finished[0] == 1, "the short one first; its stream took the third"
@@ -71,18 +82,22 @@ def test_each_recording_equals_a_one_stream_run(tiny_packages, clips, tmp_path):
 def test_streams_argument_is_checked(tiny_packages):
     with pytest.raises(ValueError, match="streams must be a positive integer"):
         BatchTranscriber(tiny_packages("q4"), streams=0)
+    with pytest.raises(ValueError, match="mimi_frames must be a positive integer"):
+        BatchTranscriber(tiny_packages("q4"), mimi_frames=0)
 
 
-def test_a_bad_file_stops_alone(tiny_packages, clips, tmp_path):
+@pytest.mark.parametrize("mimi_frames", [None, 1])
+def test_a_bad_file_stops_alone(tiny_packages, clips, tmp_path, mimi_frames):
     """A file with NaN samples mid-way: its stream moves on, the other recordings equal one-stream runs, on_done
-    sees all three, and transcribe() raises the file's error at the end (or returns it, raise_errors=False)."""
+    sees all three, and transcribe() raises the file's error at the end (or returns it, raise_errors=False). Two
+    passes (the device's mimi_frames: the file fails in Mimi's) and one (mimi_frames=1: the whole-frame plan)."""
     package = tiny_packages("q4")
     bad = tmp_path / "bad.wav"
     samples = clips[0].astype(np.float32)                           # 1.2 s
     samples[RATE + 100] = np.nan                                    # in its second 1 s chunk
     write_audio(bad, samples, RATE, "wavf32")
     expected = one_by_one(package, [clips[1], clips[2]])
-    batch = BatchTranscriber(package, streams=2, silence_prefix=SILENCE_PREFIX)
+    batch = BatchTranscriber(package, streams=2, silence_prefix=SILENCE_PREFIX, mimi_frames=mimi_frames)
     seen = {}
     with pytest.raises(AudioError, match="NaN"):
         batch.transcribe([clips[1], bad, clips[2]], on_done=lambda i, t: seen.update({i: t}))

@@ -123,6 +123,11 @@ def test_several_files_run_as_a_batch_and_come_out_in_input_order(tmp_path, caps
     for bad in ("0", "300"):
         code, _, err = main(capsys, a, "--model", pkg, "--streams", bad)
         assert code == 2 and f"--streams {bad}: from 1 to 256" in err
+    assert summary(err := main(capsys, a, b, "--model", pkg, "--mimi-frames", "2")[2])["mimi_frames"] == 2, err
+    assert fake_model.FakeBatchTranscriber.instances[-1].mimi_frames == 2
+    for bad in ("0", "65"):
+        code, _, err = main(capsys, a, b, "--model", pkg, "--mimi-frames", bad)
+        assert code == 2 and f"--mimi-frames {bad}: from 1 to 64" in err
 
 
 def test_parallel_segments_take_the_batch_one_file_at_a_time(tmp_path, capsys, fake, pkg):

@@ -80,7 +80,7 @@ def test_token_stream_equals_the_official_loop_and_events_the_official_rules(tin
 def test_chunk_size_does_not_change_anything(transcriber):
     pcm = fixture_pcm(0.8)
     whole = run(transcriber, pcm)
-    for chunk in (1, 777, 5000):
+    for chunk in (1, 777):         # 777 samples: a frame (1920) is cut in a different place each time
         if chunk == 1:
             pcm_small = pcm[:2000]          # sample-by-sample is slow in Python: a short stretch proves the point
             assert non_step(run(transcriber, pcm_small, chunk=1)) == non_step(run(transcriber, pcm_small))

@@ -39,6 +39,7 @@ DEFAULT_STREAMS = 8          # several files: this many at once by default (test
 # --parallel-segments: segments at once by default (no more than the files' segments of MIN_SEGMENT_S): the more the
 # faster on a 10-minute file (BENCHMARKS.md, H100: 7.82, 6.50 and 4.77 s with 8, 16 and 32 at commit 2762a47).
 SEGMENT_STREAMS = 64
+MAX_MIMI_FRAMES = 64         # --mimi-frames: Mimi's buffers grow with streams x frames
 
 EPILOG = """\
 output:
@@ -143,6 +144,10 @@ def add_arguments(parser) -> None:
                         help=f"files transcribed at once on the GPU, every weight read once for all of them "
                              f"(default: as many as files, at most {DEFAULT_STREAMS}); the transcripts are the same "
                              f"as one at a time")
+    parser.add_argument("--mimi-frames", type=int, default=None, metavar="N",
+                        help="with several streams: frames of each stream the audio encoder takes a submission in "
+                             "its own first pass (default: this device's; 1: one pass, encoder and language model "
+                             "together, a frame at a time); the transcripts are the same (docs/transcribe.md)")
     prompt_arguments(parser)
 
 
@@ -182,6 +187,8 @@ def run(args) -> int:
 
     if args.streams is not None and not 1 <= args.streams <= MAX_STREAMS:
         raise UserError(f"--streams {args.streams}: from 1 to {MAX_STREAMS}")
+    if args.mimi_frames is not None and not 1 <= args.mimi_frames <= MAX_MIMI_FRAMES:
+        raise UserError(f"--mimi-frames {args.mimi_frames}: from 1 to {MAX_MIMI_FRAMES}")
     if args.parallel_segments:
         durations = [info.duration_s for info in infos]
         most = sum(segment_count(d, MIN_SEGMENT_S) for d in durations) if None not in durations else SEGMENT_STREAMS
@@ -192,7 +199,8 @@ def run(args) -> int:
     started = time.perf_counter()
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
     if streams > 1 or args.parallel_segments:
-        transcriber = BatchTranscriber(package_dir, streams, silence_prefix=args.silence_prefix, prompt=prompt)
+        transcriber = BatchTranscriber(package_dir, streams, silence_prefix=args.silence_prefix, prompt=prompt,
+                                       mimi_frames=args.mimi_frames)
     else:
         transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix,
                                   readback_batch=FILE_READBACK_BATCH, prompt=prompt)
@@ -256,7 +264,8 @@ def run(args) -> int:
         print(json.dumps({"files": len(args.files), "audio_s": round(audio_total, 3),
                           "wall_s": round(wall_total, 3),
                           "rtf": round(wall_total / audio_total, 4) if audio_total else None,
-                          "load_s": round(load_s, 3), "streams": streams}), file=sys.stderr)
+                          "load_s": round(load_s, 3), "streams": streams,
+                          "mimi_frames": getattr(transcriber, "mimi_frames", 1)}), file=sys.stderr)
     return 0
 
 

@@ -33,13 +33,18 @@
 //   for all streams at once (conv1d.wgsl's `tiled` product: LayerNorm, then W, each weight read once per 64
 //   stream-steps, where `main` reads the head's rows once per workgroup): 8 = qkv (read, [STEPS, 3 D] f32, q | k | v
 //   as W's rows) in place of 0-3; 4-7 as above.
-// Streams (a plan of several, docs/plan.md): workgroup z is the stream s, with x [s, STEPS, D], qkv [s, STEPS, 3 D], kv
-//   [s, 2, HEADS, RING, HEAD_DIM], out [s, STEPS, D] and base = frame_values[POSITION_INDEX + s].
+// Streams (a plan of several, docs/plan.md): workgroup z is the stream s, with x [s, ROWS, D], qkv [s, ROWS, 3 D], kv
+//   [s, 2, HEADS, RING, HEAD_DIM], out [s, ROWS, D] and base = frame_values[POSITION_INDEX + s] + FIRST_ROW.
+// Several frames a dispatch (models/mimi.py, files): x, qkv and out hold ROWS = frames * STEPS rows per stream;
+//   this dispatch attends the chunk of rows FIRST_ROW .. FIRST_ROW + STEPS - 1 (step j is row FIRST_ROW + j, at
+//   position base + j), one dispatch per frame in frame order, so the ring is written and read exactly as frame by
+//   frame. ROWS = STEPS and FIRST_ROW = 0 by default: one frame.
 // Dispatch: (HEADS, STEPS, STREAMS) workgroups of WORKGROUP_SIZE invocations. Scores: one slot per invocation per pass,
 //   its key read as HEAD_DIM / 4 independent 16-byte loads; values: invocation i accumulates elements
 //   4 (i % (HEAD_DIM / 4)) .. + 3 over the slots j = i / (HEAD_DIM / 4) (mod GROUPS), then the GROUPS partial sums
 //   are added in workgroup memory. (Short chains of independent loads: the kernel is latency-bound otherwise.)
-// Constraints: HEAD_DIM % 4 == 0, D % 32 == 0, STEPS <= MAX_STEPS, RING >= STEPS, CONTEXT >= 1.
+// Constraints: HEAD_DIM % 4 == 0, D % 32 == 0, STEPS <= MAX_STEPS, RING >= STEPS, CONTEXT >= 1,
+//   FIRST_ROW + STEPS <= ROWS.
 
 override FORMAT: u32;
 override HEADS: u32;
@@ -48,6 +53,8 @@ override STEPS: u32 = 2u;
 override RING: u32;
 override CONTEXT: u32 = RING;
 override POSITION_INDEX: u32 = 0u;
+override ROWS: u32 = STEPS;
+override FIRST_ROW: u32 = 0u;
 override EPS: f32 = 1e-5;
 override WORKGROUP_SIZE: u32 = 128u;
 
@@ -154,7 +161,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let head = workgroup.x;
     let t = workgroup.y;
     let stream = workgroup.z;
-    let x_at = stream * STEPS * D / 4u;               // this stream's x (vec4)
+    let x_at = (stream * ROWS + FIRST_ROW) * D / 4u;  // this chunk's x (vec4)
 
     // 1. LayerNorm of x_0 .. x_t (two-pass: mean, then the mean of squared deviations).
     for (var j = 0u; j <= t; j++) {
@@ -213,11 +220,11 @@ fn given_qkv(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocat
         let part = r / HEAD_DIM;                          // 0 q, 1 k, 2 v
         let column = part * D + head * HEAD_DIM + r % HEAD_DIM;
         if (part == 0u) {
-            projected[r] = qkv[(stream * STEPS + t) * 3u * D + column];
+            projected[r] = qkv[(stream * ROWS + FIRST_ROW + t) * 3u * D + column];
         } else {
             for (var j = 0u; j <= t; j++) {
                 projected[HEAD_DIM + ((part - 1u) * STEPS + j) * HEAD_DIM + r % HEAD_DIM] =
-                    qkv[(stream * STEPS + j) * 3u * D + column];
+                    qkv[(stream * ROWS + FIRST_ROW + j) * 3u * D + column];
             }
         }
     }
@@ -229,7 +236,7 @@ fn given_qkv(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocat
 fn attend(head: u32, t: u32, stream: u32, lane: u32) {
     let quads = HEAD_DIM / 4u;
     let kv_at = stream * 2u * HEADS * RING * quads;   // this stream's ring
-    let base = frame_values[POSITION_INDEX + stream];
+    let base = frame_values[POSITION_INDEX + stream] + FIRST_ROW;
     let position = base + t;
 
     // 3. RoPE of q_t and k_j (two pairs = one vec4 per invocation); step t's key and value go into the ring.
@@ -311,7 +318,7 @@ fn attend(head: u32, t: u32, stream: u32, lane: u32) {
         for (var group = 0u; group < GROUPS; group++) {
             sum += partial_values[group * quads + quad];
         }
-        let o = (stream * STEPS + t) * D + head * HEAD_DIM + 4u * quad;
+        let o = (stream * ROWS + FIRST_ROW + t) * D + head * HEAD_DIM + 4u * quad;
         let result = sum / denominator;
         out[o] = result.x;
         out[o + 1u] = result.y;

@@ -103,6 +103,9 @@ class Tuning:
     # Plans of many streams (the matmul path) read the ring in ranges of this many slots: the streams fill the GPU,
     # and fewer ranges leave fewer partials to merge (benchmarks/attention_splits.py). None: as for few streams.
     attention_slots_per_split_many: int | None = None
+    # Files (streaming/batch.py): Mimi encodes this many frames a submission ahead of the LM (each of its weights
+    # read once for them all: models/mimi.py `frames`); 1: Mimi and the LM step together, one frame a submission.
+    mimi_frames: int = 1
 
     def for_matvec(self, name: str) -> MatvecTuning:
         return self.matvec.get(name.rsplit(".", 1)[-1], self.matvec["default"])

@@ -77,10 +77,13 @@ class _Act:
 
 class _MimiBuilder:
     def __init__(self, b: PlanBuilder, tensors: Mapping[str, Mapping], cfg: MimiConfig, step_buffer: str,
-                 ring: int | None, codes_offset: int, tuning: str):
+                 ring: int | None, codes_offset: int, tuning: str, frames: int = 1):
         if tuning not in TUNINGS:
             raise ValueError(f"unknown tuning {tuning!r}: one of {', '.join(TUNINGS)}")
+        if not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"frames must be a positive integer, not {frames!r}")
         self.b, self.tensors, self.cfg, self.step, self.tuning = b, tensors, cfg, step_buffer, tuning
+        self.frames = frames
         self.ring = ring or cfg.context
         self.codes_offset = codes_offset
         self.streams = b.streams
@@ -175,14 +178,15 @@ class _MimiBuilder:
     # ---- the network ---------------------------------------------------------------------------------------
     def build(self, pcm: str, codes: str) -> MimiFragment:
         cfg, b = self.cfg, self.b
-        self.position = b.step_field("mimi.position", scale=STEPS_PER_FRAME)
+        frames = self.frames
+        self.position = b.step_field("mimi.position", scale=STEPS_PER_FRAME * frames)
         self.parity = b.step_field("mimi.parity", modulo=2)
-        frame = cfg.frame_size
+        frame = cfg.frame_size * frames     # the samples of one submission
         stages = [(cfg.n_filters * 2 ** s, r) for s, r in enumerate(reversed(cfg.ratios))]
         res_history = cfg.residual_kernel_size - 1
 
         # conv_in on raw PCM with its own 6-sample history.
-        assert b.buffers[pcm].size == 4 * self.streams * cfg.frame_size, "pcm: frame_size floats per stream"
+        assert b.buffers[pcm].size == 4 * self.streams * frame, "pcm: frames * frame_size floats per stream"
         pcm_history = self.buffer("mimi.pcm_history", "state", 2 * PCM_HISTORY_REGION, (2, PCM_HISTORY_REGION))
         steps = frame
         x = self.act("stage0.in", stages[0][0], steps, res_history)
@@ -215,7 +219,7 @@ class _MimiBuilder:
             x = nxt
 
         d = cfg.dimension
-        assert steps == STEPS_PER_FRAME, steps
+        assert steps == STEPS_PER_FRAME * frames, steps
         h = self.act("x", d, steps)                                                 # the residual stream
         self.conv("conv_out", "mimi.conv_out", x, h, bias="mimi.conv_out.bias")
 
@@ -232,7 +236,7 @@ class _MimiBuilder:
             kv = self.buffer(f"mimi.layers.{i}.kv_cache", "state", 2 * cfg.num_heads * self.ring * hd,
                              (2, cfg.num_heads, self.ring, hd))
             qkv = p + "attn_qkv"
-            constants = {"FORMAT": self.fmt(qkv), "HEADS": cfg.num_heads, "HEAD_DIM": hd, "STEPS": steps,
+            constants = {"FORMAT": self.fmt(qkv), "HEADS": cfg.num_heads, "HEAD_DIM": hd, "STEPS": STEPS_PER_FRAME,
                          "RING": self.ring, "CONTEXT": cfg.context, "POSITION_INDEX": self.position * self.streams,
                          "EPS": cfg.layer_norm_eps,
                          "WORKGROUP_SIZE": CPU_ATTENTION_WORKGROUP if self.tuning == "cpu" else 256}
@@ -243,9 +247,11 @@ class _MimiBuilder:
             else:
                 entry, inputs = "main", {0: self.weight(qkv), 1: self.scales(qkv), 2: h.name,
                                          3: self.weight(p + "attn_norm", p + "attn_norm.bias")}
-            b.dispatch("attention_chunk", {**inputs, 4: self.step, 5: freqs, 6: kv, 7: att.name},
-                       (cfg.num_heads, steps, self.streams), constants, label=f"mimi.layers.{i}.attention",
-                       entry=entry)
+            for f in range(frames):     # one frame's chunk of steps a dispatch, in order (attention_chunk.wgsl)
+                rows = {"ROWS": steps, "FIRST_ROW": STEPS_PER_FRAME * f} if frames > 1 else {}
+                b.dispatch("attention_chunk", {**inputs, 4: self.step, 5: freqs, 6: kv, 7: att.name},
+                           (cfg.num_heads, STEPS_PER_FRAME, self.streams), {**constants, **rows},
+                           label=f"mimi.layers.{i}.attention", entry=entry)
             self.conv(f"layers.{i}.attn_out", p + "attn_out", att, h, scale=p + "attn_scale", accumulate=True)
             self.conv(f"layers.{i}.ffn_in", p + "ffn_in", h, ffn, input_mode=INPUT_LAYER_NORM,
                       output_mode=OUTPUT_GELU, norm=(p + "ffn_norm", p + "ffn_norm.bias"))
@@ -254,9 +260,9 @@ class _MimiBuilder:
             else:   # the last layer writes the downsample's input (with its history) instead
                 self.conv(f"layers.{i}.ffn_out", p + "ffn_out", ffn, ds_in, scale=p + "ffn_scale", residual=h)
 
-        latent = self.act("latent", d, 1)
+        latent = self.act("latent", d, frames)
         self.conv("downsample", "mimi.downsample", ds_in, latent, stride, replicate=True)
-        proj = self.act("rvq_proj", int(self.tensors["mimi.rvq_in"]["shape"][0]), 1)
+        proj = self.act("rvq_proj", int(self.tensors["mimi.rvq_in"]["shape"][0]), frames)
         self.conv("rvq_in", "mimi.rvq_in", latent, proj)
         self.rvq(proj, codes)
         return MimiFragment(pcm, codes, latent.name, self.position, self.parity,
@@ -266,8 +272,9 @@ class _MimiBuilder:
         """rvq.wgsl: one dispatch per level (the two groups' first levels together), then a resolve. (One
         workgroup per group running all its levels in one dispatch was measured 4.7x slower on an H100 and 1.3x
         on lavapipe: a level's 2048 x 256 scores need more than one workgroup.) "gpu-many": the levels take the
-        `tiled` entry point, every codebook entry decoded once per 64 streams."""
-        cfg = self.cfg
+        `tiled` entry point, every codebook entry decoded once per 64 streams. Several frames a submission: each
+        (stream, frame) is one row, quantised as a stream of its own (rows = streams * frames)."""
+        cfg, rows = self.cfg, self.streams * self.frames
         books = "mimi.codebooks"
         dim = int(self.tensors[books]["shape"][1])
         # gpu: teams of 8 split each entry's 256 dims (32 workgroups); cpu: whole dot products (8 workgroups).
@@ -275,13 +282,18 @@ class _MimiBuilder:
         entries = workgroup // threads_per_entry * entries_per_thread
         blocks = cfg.bins // entries
         assert cfg.bins % entries == 0
-        self.codes_stride = self.b.buffers[codes].size // (4 * self.streams)     # the caller's codes per stream
-        partials = self.buffer("mimi.rvq_partials", "scratch", 2 * cfg.n_q * blocks, (cfg.n_q, blocks, 2), "u32")
-        residuals = self.buffer("mimi.rvq_residuals", "scratch", cfg.n_q * dim, (cfg.n_q, dim))
+        self.codes_stride = self.b.buffers[codes].size // (4 * rows)     # the caller's codes per row
+        partials = self.buffer("mimi.rvq_partials", "scratch", 2 * cfg.n_q * blocks * self.frames,
+                               (self.frames, cfg.n_q, blocks, 2), "u32")
+        residuals = self.buffer("mimi.rvq_residuals", "scratch", cfg.n_q * dim * self.frames,
+                                (self.frames, cfg.n_q, dim))
+        # A stream sitting a frame out keeps its codes (ACTIVE_INDEX); plans of several frames have no such field.
+        rows_of = {"CODES_STRIDE": self.codes_stride} if rows > 1 else {}
+        if self.streams > 1 and self.frames == 1:
+            rows_of["ACTIVE_INDEX"] = self.b.active_index()
         common = {"FORMAT": self.fmt(books), "DIM": dim, "BINS": cfg.bins, "LEVELS": cfg.n_q, "SEMANTIC": 1,
                   "CODES_OFFSET": self.codes_offset, "WORKGROUP_SIZE": workgroup,
-                  "THREADS_PER_ENTRY": threads_per_entry, "ENTRIES_PER_THREAD": entries_per_thread,
-                  **self.per_stream(CODES_STRIDE=self.codes_stride, ACTIVE_INDEX=self.b.active_index())}
+                  "THREADS_PER_ENTRY": threads_per_entry, "ENTRIES_PER_THREAD": entries_per_thread, **rows_of}
         bindings = {0: self.weight(books), 1: self.scales(books), 2: self.weight("mimi.codebook_sqnorms"),
                     3: proj.name, 4: partials, 5: codes, 6: residuals, 7: self.step}
         tiled = self.tuning == "gpu-many"       # 64 entries x 64 streams a workgroup (rvq.wgsl `tiled`)
@@ -289,12 +301,12 @@ class _MimiBuilder:
         for level in range(1, cfg.n_q):
             label = f"mimi.rvq.level{level}" + ("+0" if level == 1 else "")
             if tiled:
-                self.b.dispatch("rvq", bindings, (blocks, math.ceil(self.streams / RVQ_TILE), 2 if level == 1 else 1),
-                                {**common, "LEVEL": level, "STREAMS": self.streams}, label=label, entry="tiled")
+                self.b.dispatch("rvq", bindings, (blocks, math.ceil(rows / RVQ_TILE), 2 if level == 1 else 1),
+                                {**common, "LEVEL": level, "STREAMS": rows}, label=label, entry="tiled")
             else:
-                self.b.dispatch("rvq", bindings, (blocks, 2 if level == 1 else 1, self.streams),
+                self.b.dispatch("rvq", bindings, (blocks, 2 if level == 1 else 1, rows),
                                 {**common, "LEVEL": level}, label=label)
-        self.b.dispatch("rvq", bindings, (1, 2, self.streams), {**common, "LEVEL": cfg.n_q}, label="mimi.rvq.resolve")
+        self.b.dispatch("rvq", bindings, (1, 2, rows), {**common, "LEVEL": cfg.n_q}, label="mimi.rvq.resolve")
 
 
 # "gpu" work splits aim at this many invocations per dispatch (an H100 holds 270k resident; most of a frame's
@@ -358,7 +370,7 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 
 # ---------------------------------------------------------------------------------------------------- public API
 def build_mimi(b: PlanBuilder, tensors: Mapping[str, Mapping], pcm: str, codes: str, step_buffer: str = "step",
                cfg: MimiConfig = MIMI, codes_offset: int = 0, ring: int | None = None,
-               tuning: str = "gpu") -> MimiFragment:
+               tuning: str = "gpu", frames: int = 1) -> MimiFragment:
     """Append the Mimi encoder's buffers and dispatches to `b`.
 
     tensors: the package manifest's "tensors" (name -> {"quant", "shape", "streams": {key: {"nbytes", ...}}}),
@@ -368,18 +380,31 @@ def build_mimi(b: PlanBuilder, tensors: Mapping[str, Mapping], pcm: str, codes: 
     step_buffer: the plan's step buffer (declared by the caller, sized for all step fields, before build()).
     ring: KV ring slots (default cfg.context = moshi's streaming behaviour; cfg.context + 1: offline's window).
     tuning: "gpu", "gpu-many" or "cpu" work splits (same results up to float summation order; see _tiling).
-    Adds the step fields mimi.position (= 2 * frame) and mimi.parity (= frame % 2)."""
-    return _MimiBuilder(b, tensors, cfg, step_buffer, ring, codes_offset, tuning).build(pcm, codes)
+    frames: frames encoded per submission (files: every layer sees frames x more steps, each weight read once for
+    them all; pcm then holds frames * frame_size samples per stream, codes frames rows per stream). The codes and
+    latents are frame by frame streaming's: the convs' histories and the transformer's ring are carried the same
+    way, and attention runs frame by frame (attention_chunk.wgsl FIRST_ROW).
+    Adds the step fields mimi.position (= 2 * frames * submission) and mimi.parity (= submission % 2)."""
+    return _MimiBuilder(b, tensors, cfg, step_buffer, ring, codes_offset, tuning, frames).build(pcm, codes)
+
+
+def mimi_plan(package, tuning: str, streams: int = 1, frames: int = 1) -> Plan:
+    """The Mimi-alone plan of an opened package (weights/package.Package) for a device whose work split is
+    `tuning` (Tuning.mimi): the split its rows per dispatch (streams x frames) take."""
+    return build_mimi_plan(package.manifest["tensors"], package.mimi_config,
+                           tuning=split_for_streams(tuning, streams * frames), streams=streams, frames=frames)
 
 
 def build_mimi_plan(tensors: Mapping[str, Mapping], cfg: MimiConfig = MIMI, ring: int | None = None,
-                    tuning: str = "gpu", name: str = "mimi", streams: int = 1) -> Plan:
+                    tuning: str = "gpu", name: str = "mimi", streams: int = 1, frames: int = 1) -> Plan:
     """A standalone plan: input "pcm" (f32[1920]); outputs "codes" (u32[32]) and "latent" (f32[512]); each per
-    stream for `streams` streams."""
+    stream for `streams` streams, and per frame for `frames` frames a submission (f32[frames, 1920] in,
+    u32[frames, 32] and f32[frames, 512] out)."""
     b = PlanBuilder(name, streams)
-    pcm = b.stream_buffer("pcm", "input", (cfg.frame_size,))
-    codes = b.stream_buffer("codes", "state", (cfg.n_q,), "u32")
-    fragment = build_mimi(b, tensors, pcm, codes, "step", cfg, ring=ring, tuning=tuning)
+    rows = (frames,) if frames > 1 else ()
+    pcm = b.stream_buffer("pcm", "input", (*rows, cfg.frame_size))
+    codes = b.stream_buffer("codes", "state", (*rows, cfg.n_q), "u32")
+    fragment = build_mimi(b, tensors, pcm, codes, "step", cfg, ring=ring, tuning=tuning, frames=frames)
     b.inputs["pcm"] = pcm
     b.outputs["codes"] = codes
     b.outputs["latent"] = fragment.latent

@@ -30,7 +30,8 @@ def tunings() -> dict[str, Tuning]:
                          v["attention_slots_per_split"], v["mimi"],
                          {role: MatvecTuning(**shape) for role, shape in v.get("int8_matvec", {}).items()},
                          kv_f16=v.get("kv_f16", False),
-                         attention_slots_per_split_many=v.get("attention_slots_per_split_many"))
+                         attention_slots_per_split_many=v.get("attention_slots_per_split_many"),
+                         mimi_frames=v.get("mimi_frames", 1))
             for name, v in _data()["variants"].items()}
 
 

@@ -15,6 +15,15 @@ that turns out bad mid-way (damage, NaN samples) stops alone: its stream takes t
 on, its transcript comes back with `error` set (and no words), and once every recording is done transcribe()
 raises the first such AudioError (raise_errors=False: returns them all instead). on_done sees every recording,
 failed ones included.
+
+Two passes (mimi_frames > 1: every device's default, variants.json): Mimi needs nothing from the LM, so it encodes
+every recording first, mimi_frames frames of each stream a submission (models/mimi.py `frames`: each of its weights
+read once for streams x mimi_frames frames, where the whole-frame plan reads them every frame), and the codes come
+back to the host (128 bytes a frame). Then the LM alone (models/lm.py lm_plan) runs every recording frame by frame
+on them: step k reads frame k - 1's codes (start tokens at step 0), as it does in the whole-frame plan. The codes
+are frame by frame streaming's (tests/models/test_mimi_frames.py), so the transcripts are the same
+(tests/test_batch.py). A stream whose recording ends within a submission takes the next one at the next submission.
+mimi_frames=1: the whole-frame plan, one submission per frame (what LiveStreams runs).
 """
 from __future__ import annotations
 
@@ -26,7 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.models.mimi import mimi_plan
+from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.audio import AudioError, read_chunks
 from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
 from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, READERS, ReadAhead, take_events
@@ -53,6 +65,7 @@ class _Recording:
         self.index, self.framer, self.decoder, self.tail = index, framer, decoder, tail
         self.chunks: Iterator[np.ndarray] | None = ReadAhead(_chunks(source, warn), pool)
         self.frames: deque[np.ndarray] = deque()
+        self.codes: list[np.ndarray] = []          # two passes: Mimi's codes of its frames, [n, n_q] at a time
         self.samples = 0
         self.submitted = self.collected = 0
         self.result = Transcript()
@@ -85,6 +98,30 @@ class _Recording:
         return self.chunks is None and not self.frames and self.collected == self.submitted
 
 
+class _Coded:
+    """A recording's second pass (two passes): the LM's codes input for each of its frames (start tokens, then the
+    codes of the frame before), with the recording's decoder and transcript. A recording that failed has none."""
+
+    def __init__(self, recording: _Recording, start: np.ndarray):
+        self.index, self.decoder, self.result = recording.index, recording.decoder, recording.result
+        self.samples = recording.samples
+        codes = recording.codes if recording.result.error is None else []
+        self.rows: deque[np.ndarray] = deque([start, *np.concatenate(codes)[:-1]] if codes else [])
+        self.submitted = self.collected = 0
+
+    def next_frame(self) -> np.ndarray | None:
+        if not self.rows:
+            return None
+        self.submitted += 1
+        return self.rows.popleft()
+
+    take = _Recording.take
+
+    @property
+    def done(self) -> bool:
+        return not self.rows and self.collected == self.submitted
+
+
 def _chunks(source, warn) -> Iterator[np.ndarray]:
     if isinstance(source, np.ndarray):
         samples = np.asarray(source, np.float32).reshape(-1)
@@ -95,30 +132,114 @@ def _chunks(source, warn) -> Iterator[np.ndarray]:
 
 class BatchTranscriber:
     def __init__(self, package: Package | str | Path, streams: int = 4, *, silence_prefix: float | None = None,
-                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None):
-        """streams: recordings transcribed at once (the plan's streams, up to lm.MAX_STREAMS: docs/plan.md). The
-        other arguments are Transcriber's; every recording gets the same."""
+                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None,
+                 mimi_frames: int | None = None):
+        """streams: recordings transcribed at once (the plan's streams, up to lm.MAX_STREAMS: docs/plan.md).
+        mimi_frames: frames of each stream Mimi encodes a submission in the first of two passes (module docstring);
+        1: one pass of the whole-frame plan; None: this device's (variants.json). The other arguments are
+        Transcriber's; every recording gets the same."""
+        tuning = tuning_for(*gpu.device_traits())
+        mimi_frames = tuning.mimi_frames if mimi_frames is None else mimi_frames
+        if not isinstance(mimi_frames, int) or isinstance(mimi_frames, bool) or mimi_frames < 1:
+            raise ValueError(f"mimi_frames must be a positive integer, not {mimi_frames!r}")
         self.package, plan, self.setup = streams_plan(package, streams, verify_hashes, silence_prefix, decoder,
-                                                      prompt)
+                                                      prompt, with_mimi=mimi_frames == 1)
         self.synthetic = self.package.synthetic is not None
-        self.streams = streams
+        self.streams, self.mimi_frames = streams, mimi_frames
         self.engine = Engine(plan, self.package.read_stream, FILE_READBACK_BATCH, batch_readback=True)
+        self.mimi = None if mimi_frames == 1 else Engine(mimi_plan(self.package, tuning.mimi, streams, mimi_frames),
+                                                         self.package.read_stream, FILE_READBACK_BATCH,
+                                                         batch_readback=True)
         self._fields = plan.buffer(plan.outputs["results"]).fields
 
     def transcribe(self, sources: Sequence, warn=None, on_done=None, raise_errors: bool = True) -> list[Transcript]:
         """Every source (a file, or 24 kHz mono float32 samples) transcribed; returned in input order.
         on_done(index, transcript) is called as each recording finishes (in finishing order)."""
-        frame_size = self.package.mimi_config.frame_size
-        tail = self.setup.decoder.delay_steps + FLUSH_EXTRA_FRAMES
-        waiting = deque(enumerate(sources))
-        slots: list[_Recording | None] = [None] * self.streams
-        owners: dict[int, list[_Recording | None]] = {}          # submission -> the recording on each stream
         done: dict[int, Transcript] = {}
-        self.engine.reset()
+        with ThreadPoolExecutor(READERS, thread_name_prefix="kyutai-stt-read") as pool:
+            recordings = self._read_ahead(sources, warn, pool)
+            if self.mimi is None:
+                self._run("pcm", recordings, self.package.mimi_config.frame_size, done, on_done)
+            else:
+                encoded = self._encode(recordings)
+        if self.mimi is not None:
+            cfg = self.package.config
+            start = np.full(cfg.n_q, cfg.card, np.uint32)          # the codes buffer's reset fill: start tokens
+            self._run("codes", (_Coded(r, start) for r in encoded), cfg.n_q, done, on_done)
+        results = [done[i] for i in range(len(done))]
+        failed = [t.error for t in results if t.error is not None]
+        if failed and raise_errors:
+            raise failed[0]
+        return results
+
+    def _read_ahead(self, sources: Sequence, warn, pool) -> Iterator[_Recording]:
+        """The recordings in input order, each made (its reading started) `streams` recordings before it is taken."""
+        tail = self.setup.decoder.delay_steps + FLUSH_EXTRA_FRAMES
+        frame_size = self.package.mimi_config.frame_size
+        upcoming: deque[_Recording] = deque()
+        for index, source in enumerate(sources):
+            upcoming.append(_Recording(index, source, Framer(frame_size, self.setup.lead_in.size,
+                                                             lead_in=self.setup.lead_in),
+                                       StreamDecoder(self.package.tokenizer, self.setup.decoder), tail, warn, pool))
+            if len(upcoming) > self.streams:
+                yield upcoming.popleft()
+        yield from upcoming
+
+    def _encode(self, recordings: Iterator[_Recording]) -> list[_Recording]:
+        """The first of two passes: every recording's frames through Mimi, mimi_frames of each stream a submission,
+        their codes kept (_Recording.codes). Returns the recordings in input order."""
+        engine, streams, frames = self.mimi, self.streams, self.mimi_frames
+        pcm = np.zeros((streams, frames, self.package.mimi_config.frame_size), np.float32)
+        slots: list[_Recording | None] = [None] * streams
+        owners: dict[int, list[tuple[_Recording | None, int]]] = {}    # submission -> (recording, frames) a stream
+        encoded: list[_Recording] = []
+        engine.reset()
 
         def collect(results) -> None:
             for r in results:
-                for recording, (token, vad) in zip(owners.pop(r.frame), stream_results(self._fields, r, self.streams)):
+                codes = r.outputs["codes"].reshape(streams, frames, -1)
+                for s, (recording, count) in enumerate(owners.pop(r.frame)):
+                    if count:
+                        recording.codes.append(codes[s, :count].copy())
+
+        while True:
+            owner: list[tuple[_Recording | None, int]] = [(None, 0)] * streams
+            for s in range(streams):
+                count = 0
+                while count < frames:
+                    frame = slots[s].next_frame() if slots[s] is not None else None
+                    if frame is not None:
+                        pcm[s, count] = frame
+                        count += 1
+                    elif count:
+                        break                   # the next recording starts with the next submission
+                    else:
+                        slots[s] = next(recordings, None)
+                        if slots[s] is None:
+                            break               # nothing left: the stream encodes silence, unread
+                        encoded.append(slots[s])
+                        engine.reset_stream(s)
+                pcm[s, count:] = 0
+                owner[s] = (slots[s], count)
+            if not any(count for _, count in owner):
+                break
+            owners[engine.frame] = owner
+            collect(engine.submit({"pcm": pcm}))
+        collect(engine.drain())
+        return encoded
+
+    def _run(self, role: str, recordings: Iterator, width: int, done: dict[int, Transcript], on_done) -> None:
+        """The recordings on the streams of self.engine, one frame each a submission (role: their frames' input,
+        `width` words a stream): each stream takes the next recording as soon as its own is submitted, its
+        results go through the recording's decoder."""
+        engine, streams = self.engine, self.streams
+        slots: list = [None] * streams
+        owners: dict[int, list] = {}                              # submission -> the recording on each stream
+        engine.reset()
+
+        def collect(results) -> None:
+            for r in results:
+                for recording, (token, vad) in zip(owners.pop(r.frame), stream_results(self._fields, r, streams)):
                     if recording is None:
                         continue
                     recording.take(recording.decoder.step(token, vad))
@@ -126,7 +247,7 @@ class BatchTranscriber:
                     if recording.done:
                         finish(recording)
 
-        def finish(recording: _Recording) -> None:
+        def finish(recording) -> None:
             if recording.result.error is None:
                 recording.take(recording.decoder.finish())
             else:
@@ -136,44 +257,26 @@ class BatchTranscriber:
             if on_done:
                 on_done(recording.index, recording.result)
 
-        with ThreadPoolExecutor(READERS, thread_name_prefix="kyutai-stt-read") as pool:
-            upcoming: deque[_Recording] = deque()
-
-            def next_recording() -> _Recording | None:
-                """The next recording; the `streams` after it are being read already."""
-                while waiting and len(upcoming) <= self.streams:
-                    index, source = waiting.popleft()
-                    upcoming.append(_Recording(index, source, Framer(frame_size, self.setup.lead_in.size,
-                                                                     lead_in=self.setup.lead_in),
-                                               StreamDecoder(self.package.tokenizer, self.setup.decoder), tail,
-                                               warn, pool))
-                return upcoming.popleft() if upcoming else None
-
-            pcm = np.zeros((self.streams, frame_size), np.float32)    # rewritten each frame (submit copies it)
-            while True:
-                owner: list[_Recording | None] = [None] * self.streams
-                for s in range(self.streams):
-                    while True:
-                        recording = slots[s]
-                        frame = recording.next_frame() if recording is not None else None
-                        if frame is not None:
-                            pcm[s], owner[s] = frame, recording
-                            break
-                        if recording is not None and recording.result.error is not None and recording.done:
-                            finish(recording)                     # failed with nothing in flight
-                        slots[s] = next_recording()               # the stream takes the next recording
-                        if slots[s] is None:
-                            pcm[s] = 0                            # it sits the frame out
-                            break
-                        self.engine.reset_stream(s)
-                        self.engine.write_input("prompt", self.setup.prompt_words, stream=s)
-                if not any(owner):
-                    break
-                owners[self.engine.frame] = owner
-                collect(self.engine.submit({"pcm": pcm}, active=[o is not None for o in owner]))
-        collect(self.engine.drain())
-        results = [done[i] for i in range(len(done))]
-        failed = [t.error for t in results if t.error is not None]
-        if failed and raise_errors:
-            raise failed[0]
-        return results
+        inputs = np.zeros((streams, width), np.float32 if role == "pcm" else np.uint32)   # submit copies it
+        while True:
+            owner: list = [None] * streams
+            for s in range(streams):
+                while True:
+                    recording = slots[s]
+                    frame = recording.next_frame() if recording is not None else None
+                    if frame is not None:
+                        inputs[s], owner[s] = frame, recording
+                        break
+                    if recording is not None and recording.result.error is not None and recording.done:
+                        finish(recording)                         # failed with nothing in flight
+                    slots[s] = next(recordings, None)             # the stream takes the next recording
+                    if slots[s] is None:
+                        inputs[s] = 0                             # it sits the frame out
+                        break
+                    engine.reset_stream(s)
+                    engine.write_input("prompt", self.setup.prompt_words, stream=s)
+            if not any(owner):
+                break
+            owners[engine.frame] = owner
+            collect(engine.submit({role: inputs}, active=[o is not None for o in owner]))
+        collect(engine.drain())

@@ -25,6 +25,7 @@ from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import Plan, decode_streams
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import AudioError
+from kyutai_stt.models.lm import lm_plan
 from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.decoder import DecoderConfig, Event, StreamDecoder
@@ -77,13 +78,16 @@ def open_checked(package: Package | str | Path, verify_hashes: bool, silence_pre
 
 
 def streams_plan(package: Package | str | Path, streams, verify_hashes: bool, silence_prefix: float | None,
-                 decoder: DecoderConfig | None, prompt: Prompt | None) -> tuple[Package, Plan, StreamSetup]:
+                 decoder: DecoderConfig | None, prompt: Prompt | None,
+                 with_mimi: bool = True) -> tuple[Package, Plan, StreamSetup]:
     """For a transcriber of several streams (BatchTranscriber, LiveStreams): the package opened and checked, the
-    whole-frame plan of `streams` streams for this device, and what every stream starts with."""
+    whole-frame plan of `streams` streams for this device (with_mimi False: the LM alone, fed codes), and what
+    every stream starts with."""
     package = open_checked(package, verify_hashes, silence_prefix, prompt)
     if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
         raise ValueError(f"streams must be a positive integer, not {streams!r}")
-    plan = stt_plan(package, tuning_for(*gpu.device_traits()), streams)
+    tuning = tuning_for(*gpu.device_traits())
+    plan = stt_plan(package, tuning, streams) if with_mimi else lm_plan(package, tuning, streams)
     return package, plan, stream_setup(package, plan, silence_prefix, decoder, prompt)
 
 

@@ -19,6 +19,7 @@ import functools
 import numpy as np
 import pytest
 from kernel_helpers import U32, assert_within, in_out, poisoned
+from test_attention import trig_score_error
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.models.mimi import FORMATS, _tiling
@@ -306,6 +307,53 @@ def test_attention_chunk_over_ring_wraps(rng, ring, steps, fmt, context, chunks,
         assert_within(out[7].reshape(steps, dim), expected, 1e-5, f"chunk {chunk}")
         assert_within(kv[0], ref_k, 1e-5 * np.abs(ref_k) + 1e-5, f"keys after chunk {chunk}")
         assert_within(kv[1], ref_v, 1e-5 * np.abs(ref_v) + 1e-5, f"values after chunk {chunk}")
+
+
+@pytest.mark.parametrize("entry", ["main", "given_qkv"])
+def test_attention_chunk_one_frame_of_several(rng, entry):
+    check_one_frame_of_several(rng, entry)
+
+
+def check_one_frame_of_several(rng, entry, frames=3, submissions=3, trig_error=0.0):
+    """ROWS / FIRST_ROW (Mimi plans of several frames a submission): x, qkv and out hold `frames` frames' rows;
+    the dispatch of frame f attends rows 2f, 2f + 1 at positions base + 2f, + 1 and writes only those rows of out.
+    Frame by frame over 9 frames (past the ring's wrap): the same as one-frame chunks in the reference.
+    trig_error: the adapter's cos/sin error where not negligible (test_attention.trig_score_error)."""
+    heads, head_dim, ring, steps = 4, 16, 7, 2
+    dim, rows = heads * head_dim, frames * steps
+    freqs = rope_frequencies(head_dim, 10_000.0)
+    main, scales, w = weight_streams(rng, (3 * dim, dim), "q4")
+    norm = ((rng.uniform(0.5, 1.5, dim)).astype(np.float32), (0.1 * rng.standard_normal(dim)).astype(np.float32))
+    kv = np.full((2, heads, ring, head_dim), GARBAGE, np.float32)
+    ref_k, ref_v = kv[0].astype(np.float64), kv[1].astype(np.float64)
+    k_norm = k_max = v_max = 0.0                # over every key/value written so far (what a query can attend)
+    for submission in range(submissions):
+        base = submission * rows                                  # the step field: the submission's first position
+        x = (0.5 + rng.standard_normal((rows, dim))).astype(np.float32)
+        qkv = (mr.layer_norm(x, *norm) @ w.T.astype(np.float64)).astype(np.float32)
+        inputs = {8: qkv.reshape(-1)} if entry == "given_qkv" else {0: main, 1: scales, 2: x.reshape(-1),
+                                                                    3: np.concatenate(norm)}
+        out = np.full(rows * dim, np.nan, np.float32)
+        for f in range(frames):
+            constants = {"FORMAT": FORMATS["q4"], "HEADS": heads, "HEAD_DIM": head_dim, "STEPS": steps, "RING": ring,
+                         "CONTEXT": ring, "POSITION_INDEX": 1, "WORKGROUP_SIZE": 32, "ROWS": rows,
+                         "FIRST_ROW": steps * f}
+            result = gpu.run_kernel("attention_chunk", {**inputs, 4: np.array([99, base], np.uint32), 5: freqs,
+                                                        6: in_out(kv), 7: in_out(out)}, (heads, steps), constants,
+                                    entry)
+            kv, out = result[6], result[7].reshape(-1)
+            chunk = slice(steps * f, steps * (f + 1))
+            expected = mr.attention_chunk(qkv[chunk].astype(np.float64), base + steps * f, ref_k, ref_v, freqs, ring)
+            q, k, v = (qkv[chunk, i * dim:(i + 1) * dim].reshape(steps, heads, head_dim) for i in range(3))
+            k_norm = max(k_norm, np.linalg.norm(k, axis=2).max())
+            k_max, v_max = max(k_max, np.abs(k).max()), max(v_max, np.abs(v).max())
+            score = trig_score_error(np.linalg.norm(q, axis=2).max(), k_norm, head_dim, trig_error)
+            assert_within(out.reshape(rows, dim)[chunk], expected, 1e-5 + 2 * score * v_max,
+                          f"submission {submission} frame {f}")
+            assert np.isnan(out.reshape(rows, dim)[steps * (f + 1):]).all(), "a later frame's rows were written"
+        key_bound = 1e-5 * np.abs(ref_k) + 1e-5 + 2 * trig_error * k_max
+        assert_within(kv[0], ref_k, key_bound, f"keys after submission {submission}")
+        assert_within(kv[1], ref_v, 1e-5 * np.abs(ref_v) + 1e-5, f"values after submission {submission}")
 
 
 def run_attention_chunk(entry, x, weights, norm, base, freqs, kv, constants):

@@ -157,9 +157,10 @@ def test_engine_f32_equals_official_streaming(mimi, frames, pcm, tuning, capsys)
 
 
 # The "gpu-many" split (conv1d.wgsl's `tiled` entry point) takes minutes of lavapipe at the real size: -m huge, run
-# on a lent GPU.
-@pytest.mark.parametrize("policy, work_split, mimi", [("q4-small", "gpu", "tiny"), ("q4-small", "cpu", "tiny"),
-                                                      ("q4", "cpu", "tiny"), ("q4", "gpu", "real"),
+# on a lent GPU. The q4-small policy's q4/q8 layouts under the "gpu" split (its teams' K reductions): the kernel
+# tests (tests/kernels/test_mimi_kernels.py), every format with every split.
+@pytest.mark.parametrize("policy, work_split, mimi", [("q4-small", "cpu", "tiny"), ("q4", "cpu", "tiny"),
+                                                      ("q4", "gpu", "real"),
                                                       pytest.param("q4", "gpu-many", "real", marks=pytest.mark.huge)])
 def test_engine_quantised_equals_reference_on_its_weights_and_resets(pcm, policy, work_split, mimi, capsys):
     """A package precision policy (q4-small: q4/q8/f32 per tensor; q4, the default: f16/f32; docs/weights.md) on

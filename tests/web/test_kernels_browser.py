@@ -10,10 +10,11 @@ Differences from the native runs, each for a stated reason:
     SwiftShader uses it (measured 1.9e-4), lavapipe's libm is exact to a few ulp, and the native bounds assume the
     latter. The attention cases below add the propagated trigonometric error to the native bound (derivation in
     test_attention.trig_score_error); wrong slots, rotations or heads are still orders of magnitude beyond it.
-  - Subsets, for time (SwiftShader runs these ~10x slower than lavapipe): RVQ runs each format once (alternating
-    the two work splits), the realistic 16-head x 750-slot LM attention is replaced by the LM's head size on a
-    short ring; the native subgroup test reads the native adapter's subgroup size, so its cases run here with the
-    browser's.
+  - Subsets, for time (SwiftShader runs these ~10x slower than lavapipe): RVQ and the strided conv run each
+    format once (alternating the work splits, each split and both history regions at least once), the int8 tile
+    each case once (accumulating or not, alternately), the realistic 16-head x 750-slot LM attention is replaced
+    by the LM's head size on a short ring; the native subgroup test reads the native adapter's subgroup size, so
+    its cases run here with the browser's.
 Nothing needs shader-f16 (SwiftShader lacks it): the f16 layouts are read through unpack2x16float, so every format
 runs here.
 """
@@ -24,6 +25,7 @@ import os
 import numpy as np
 import pytest
 import test_attention
+import test_matmul_int8
 import test_matvec
 import test_matvec_int8
 import test_mimi_kernels
@@ -36,7 +38,6 @@ from test_embed_sum import (  # noqa: F401 - the native cases, run here by the b
     test_streams_with_ids_sharing_a_buffer,
     test_tables_looped_over_few_invocations_and_a_ragged_last_workgroup,
 )
-from test_matmul_int8 import test_matmul_int8_against_the_exact_integers  # noqa: F401 - run here too
 from test_matvec import (  # noqa: F401 - the native cases, run here by the browser
     test_batch_with_rms_norm_uses_per_stream_norms,
     test_odd_rows_and_columns_accumulate,
@@ -59,7 +60,6 @@ from test_mimi_kernels import (  # noqa: F401 - the native cases, run here by th
     test_conv1d_layer_norm_in_gelu_out,
     test_conv1d_pcm_keeps_its_sample_history_across_frames,
     test_conv1d_replicate_padding_on_the_first_frame_only,
-    test_conv1d_strided_with_history_regions,
     test_rvq_stream_sitting_out_keeps_its_codes,
 )
 from test_output_heads import (  # noqa: F401 - the native cases, run here by the browser
@@ -145,10 +145,20 @@ def test_int8_subgroup_in_the_browser(rng, case, browser_subgroup_size, page):
 
 
 # ---- RVQ ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt, tuning", [("q8", "gpu"), ("q4", "cpu"), ("f16", "gpu"), ("f32", "cpu"),
-                                         ("q4", "gpu-many")])
+@pytest.mark.parametrize("fmt, tuning", [("q8", "gpu"), ("f16", "cpu"), ("f32", "cpu"), ("q4", "gpu-many")])
 def test_rvq_split_levels(rng, fmt, tuning):
     test_mimi_kernels.test_rvq_split_levels_match_the_reference(rng, fmt, tuning)
+
+
+@pytest.mark.parametrize("fmt, tuning, parity", [("q4", "gpu-many", 0), ("f16", "gpu", 1), ("q8", "cpu", 0),
+                                                 ("f32", "gpu-many", 1)])
+def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
+    test_mimi_kernels.test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity)
+
+
+@pytest.mark.parametrize("case, accumulate", [(case, i % 2 == 1) for i, case in enumerate(test_matmul_int8.CASES)])
+def test_matmul_int8_against_the_exact_integers(rng, case, accumulate):
+    test_matmul_int8.test_matmul_int8_against_the_exact_integers(rng, case, accumulate)
 
 
 # ---- attention with WGSL's trigonometric accuracy ----------------------------------------------------------------
@@ -173,6 +183,12 @@ ATTENTION_CASES = {      # test_attention.py's cases (see there), plus the LM's 
 @pytest.mark.parametrize("case", ATTENTION_CASES)
 def test_lm_attention(rng, case):
     test_attention.check(rng, trig_error=WGSL_TRIG_ERROR, **ATTENTION_CASES[case])
+
+
+def test_attention_chunk_one_frame_of_several(rng):
+    """test_mimi_kernels' case (ROWS / FIRST_ROW: Mimi plans of several frames a submission), given_qkv, with the
+    trigonometric term."""
+    test_mimi_kernels.check_one_frame_of_several(rng, "given_qkv", trig_error=WGSL_TRIG_ERROR)
 
 
 @pytest.mark.parametrize("ring,steps,fmt,entry", [(7, 2, "q4", "main"), (8, 2, "f32", "main"), (9, 3, "q8", "main"),
