@@ -10,7 +10,8 @@ What this measures is everything `kyutai-stt eval --batch S` does on the CPU per
 below the GPU's frame time (BENCHMARKS.md) or the GPU waits. The files are benchmarks/transcribe.py's speech-like
 signal (16 kHz: the resampler runs), the model the tiny synthetic package (its plan is built, never run); the
 stand-in engine's results are mostly padding with a word piece now and then, as a real transcript's are. frame_ms
-is the host time between two submissions.
+is the host time between two of the LM's submissions (BatchTranscriber's second pass; the first, Mimi's, is in
+wall_s).
 """
 from __future__ import annotations
 
@@ -36,11 +37,12 @@ TOKENS = [3] * 6 + [0] * 2 + [17, 25]     # padding mostly, word boundaries, two
 
 
 class InstantEngine:
-    """Engine's interface as BatchTranscriber uses it; results one frame late, as the real one's."""
+    """Engine's interface as BatchTranscriber uses it (the LM's and Mimi's); results one submission late, as the
+    real one's: word pieces and padding for the LM's "results", random codes for Mimi's."""
 
     def __init__(self, plan, *_args, **_kwargs):
         self.plan, self.frame, self.pending, self.submitted_at = plan, 0, [], []
-        self.words = plan.buffer(plan.outputs["results"]).size // 4
+        self.words = {role: plan.buffer(name).size // 4 for role, name in plan.outputs.items()}
         self.rng = np.random.default_rng(0)
 
     def reset(self, first_frame: int = 0) -> None:
@@ -54,8 +56,9 @@ class InstantEngine:
 
     def submit(self, inputs, active=None) -> list[FrameResult]:
         self.submitted_at.append(time.perf_counter())
-        words = self.rng.choice(TOKENS, self.words).astype(np.uint32)
-        self.pending.append(FrameResult(self.frame, {"results": words}, (), tuple(active or ())))
+        outputs = {role: (self.rng.choice(TOKENS, n) if role == "results" else self.rng.integers(0, 2048, n))
+                   .astype(np.uint32) for role, n in self.words.items()}
+        self.pending.append(FrameResult(self.frame, outputs, (), tuple(active or ())))
         self.frame += 1
         ready, self.pending = self.pending[:-1], self.pending[-1:]
         return ready
@@ -83,9 +86,10 @@ def main() -> int:
         started = time.perf_counter()
         transcriber.transcribe(files)
         wall = time.perf_counter() - started
-    engine = transcriber.engine
+    engine = transcriber.engine            # the LM's (a frame each submission); Mimi's work is in wall_s
     frame_ms = 1e3 * np.diff(engine.submitted_at)
-    print(json.dumps({"bench": "batch_host", "files": args.files, "streams": args.streams, "frames": engine.frame,
+    print(json.dumps({"bench": "batch_host", "files": args.files, "streams": args.streams,
+                      "mimi_frames": transcriber.mimi_frames, "frames": engine.frame,
                       "us_per_stream_frame": round(1e6 * wall / (engine.frame * args.streams), 1),
                       "frame_ms": {"mean": round(float(frame_ms.mean()), 3),
                                    "p50": round(float(np.median(frame_ms)), 3),

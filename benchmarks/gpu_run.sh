@@ -13,7 +13,11 @@
 #   of its GPU work splits, and the official LM step at batch 1, 64 and 256; BENCHES=huge: the tests marked huge (the full 2.6B vs the
 #   official implementation, the 2.6B checkpoint written and loaded, the real Mimi past its context; ~16 GB of
 #   memory, 4 min on 16 cores).
-# BENCHES selects (default: all but streams and huge): lm frame browser host mimi transcribe official streams huge.
+#   With BENCHES=files: the tests of Mimi several frames a submission and of the batch transcriber (the opt-in ones
+#   too), Mimi at 40 streams 1, 4, 8 and 16 frames a submission, and a 10-minute file through --parallel-segments
+#   with each (--mimi-frames).
+# BENCHES selects (default: all but streams, files and huge): lm frame browser host mimi transcribe official streams
+#   files huge.
 # The browser host needs Node.js: node on PATH, or a carried .node/node.xz (an xz of a self-contained node binary,
 # e.g. NodeSource's /usr/bin/node); and node_modules/webgpu (`npm ci`), or a carried .node/webgpu.tar.xz of its
 # index.js, package.json and dist/linux-x64/ (paths from the repository root).
@@ -44,6 +48,18 @@ if want streams; then
         for t in gpu gpu-many; do run python3 benchmarks/mimi.py --streams "$s" --frames 20 --tuning "$t"; done
     done
     for b in 1 64 256; do run python3 tools/bench_official.py --steps 100 --batch "$b"; done
+fi
+if want files; then     # files in two passes: Mimi several frames a submission (docs/transcribe.md "Two passes")
+    run python3 -m pytest -q -p no:cacheprovider -m "huge or not huge" tests/models/test_mimi_frames.py \
+        tests/test_batch.py
+    for f in 1 4 8 16; do
+        run python3 benchmarks/mimi.py --package /tmp/pkg-q4 --streams 40 --mimi-frames "$f" --frames 20
+    done
+    run python3 benchmarks/mimi.py --package /tmp/pkg-q4 --streams 40 --mimi-frames 8 --frames 10 --profile
+    for f in 1 8 16 4; do
+        run python3 benchmarks/transcribe.py --package /tmp/pkg-q4 --seconds 600 -- --parallel-segments \
+            --mimi-frames "$f"
+    done
 fi
 want huge && run python3 -m pytest -q -p no:cacheprovider -m huge tests/models/test_family_parity.py \
     tests/test_model_family.py tests/models/test_mimi.py

@@ -63,9 +63,11 @@ class FakeTranscriber:
     synthetic = True
     instances: list[FakeTranscriber] = []
 
-    def __init__(self, package_dir, *, silence_prefix: float | None = None, readback_batch: int = 0, prompt=None):
+    def __init__(self, package_dir, *, silence_prefix: float | None = None, readback_batch: int = 0, prompt=None,
+                 mimi_frames: int | None = None):
         self.package_dir, self.silence_prefix, self.prompt = Path(package_dir), silence_prefix, prompt
         self.readback_batch = readback_batch
+        self.mimi_frames = (4 if readback_batch > 1 else 1) if mimi_frames is None else mimi_frames
         self.package = types.SimpleNamespace(manifest={"variant": "fake", "quant": "q4", "created_by": "tests"})
         self.resets = 0
         self.fed_seconds: list[float] = []

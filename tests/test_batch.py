@@ -32,7 +32,7 @@ def clips():
 
 def one_by_one(package, clips, prompt=None):
     transcriber = Transcriber(package, silence_prefix=SILENCE_PREFIX, readback_batch=FILE_READBACK_BATCH,
-                              prompt=prompt)
+                              prompt=prompt, mimi_frames=1)      # the whole-frame plan, a frame at a time
     out = []
     for samples in clips:
         events = transcriber.feed(samples, RATE) + transcriber.flush()

@@ -138,11 +138,24 @@ def test_decoder_settings_reach_the_decoder(tiny_packages):
     assert (t.decoder.config.eot_threshold, t.decoder.config.eot_head, t.decoder.config.silence_prefix) == (0.9, 1, 0.2)
 
 
-def test_batched_readback_gives_the_same_events(tiny_packages, transcriber):
-    """Files read results back 16 frames at a time (one GPU wait per batch): the same events, in bursts."""
+def test_batched_readback_and_two_passes_give_the_same_events(tiny_packages, transcriber):
+    """Files read results back 16 frames at a time (one GPU wait per batch) and, by default, take two passes (Mimi
+    several frames a submission, then the LM on its codes): the same events as live, in bursts. 3 frames a
+    submission: the stream's frames are not a multiple of it (its last submission is partial); then a second
+    stream on the same transcriber, from a clean state."""
     pcm = fixture_pcm(1.6)
-    batched = Transcriber(tiny_packages("q4"), silence_prefix=0.0, readback_batch=16)
-    assert [e.to_dict() for e in run(batched, pcm, chunk=4000)] == [e.to_dict() for e in run(transcriber, pcm)]
+    live = [e.to_dict() for e in run(transcriber, pcm)]
+    batched = Transcriber(tiny_packages("q4"), silence_prefix=0.0, readback_batch=16, mimi_frames=1)
+    assert batched.mimi is None and [e.to_dict() for e in run(batched, pcm, chunk=4000)] == live
+    two = Transcriber(tiny_packages("q4"), silence_prefix=0.0, readback_batch=16, mimi_frames=3)
+    assert two.mimi is not None
+    for _ in range(2):
+        assert [e.to_dict() for e in run(two, pcm, chunk=4000)] == live
+    assert two.stats.frames == 2 * batched.stats.frames, "one LM step per frame"
+    default = Transcriber(tiny_packages("q4"), silence_prefix=0.0, readback_batch=16)
+    assert default.mimi_frames > 1, "files take two passes by default"
+    with pytest.raises(ValueError, match="mimi_frames must be a positive integer"):
+        Transcriber(tiny_packages("q4"), mimi_frames=0)
 
 
 def test_readme_python_example(tiny_packages, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 
 from kyutai_stt.engine import host
 from kyutai_stt.models import variants
-from kyutai_stt.models.lm import MatvecTuning
+from kyutai_stt.models.lm import MIMI_FRAMES_MOST, MatvecTuning
 
 CASES = json.loads((Path(__file__).parent / "vectors" / "variant_choice.json").read_text())["cases"]
 
@@ -44,3 +44,14 @@ def test_host_constants_in_both_spellings():
     assert host.READBACK_DEPTH == host.document()["readback_depth"] >= 1
     assert "max-storage-buffer-binding-size" in host.WANTED_LIMITS
     assert len(host.WANTED_LIMITS) == len(host.document()["wanted_limits"])
+
+
+def test_mimi_frames_for_files_spread_the_rows_over_the_streams():
+    """Tuning.mimi_frames: about mimi_rows frames a Mimi submission for files, spread over the streams, at most
+    MIMI_FRAMES_MOST a stream, at least 1 (1: the whole-frame plan, one pass)."""
+    every = variants.tunings()
+    assert {name: t.mimi_rows for name, t in every.items()} == {
+        **{name: 320 for name in every if name != "cpu"}, "cpu": 8}
+    gpu, cpu = every["gpu"], every["cpu"]
+    assert [gpu.mimi_frames(s) for s in (1, 10, 40, 64, 256)] == [MIMI_FRAMES_MOST, 32, 8, 5, 2]
+    assert [cpu.mimi_frames(s) for s in (1, 2, 3, 8, 64)] == [8, 4, 3, 1, 1]

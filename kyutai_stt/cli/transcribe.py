@@ -145,9 +145,9 @@ def add_arguments(parser) -> None:
                              f"(default: as many as files, at most {DEFAULT_STREAMS}); the transcripts are the same "
                              f"as one at a time")
     parser.add_argument("--mimi-frames", type=int, default=None, metavar="N",
-                        help="with several streams: frames of each stream the audio encoder takes a submission in "
-                             "its own first pass (default: this device's; 1: one pass, encoder and language model "
-                             "together, a frame at a time); the transcripts are the same (docs/transcribe.md)")
+                        help="frames of each stream the audio encoder takes at a time, ahead of the language model "
+                             "(default: this device's; 1: the two together, a frame at a time); the transcripts are "
+                             "the same (docs/transcribe.md)")
     prompt_arguments(parser)
 
 
@@ -203,7 +203,7 @@ def run(args) -> int:
                                        mimi_frames=args.mimi_frames)
     else:
         transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix,
-                                  readback_batch=FILE_READBACK_BATCH, prompt=prompt)
+                                  readback_batch=FILE_READBACK_BATCH, prompt=prompt, mimi_frames=args.mimi_frames)
     load_s = time.perf_counter() - started
     synthetic = bool(transcriber.synthetic)
     if synthetic:
@@ -265,7 +265,7 @@ def run(args) -> int:
                           "wall_s": round(wall_total, 3),
                           "rtf": round(wall_total / audio_total, 4) if audio_total else None,
                           "load_s": round(load_s, 3), "streams": streams,
-                          "mimi_frames": getattr(transcriber, "mimi_frames", 1)}), file=sys.stderr)
+                          "mimi_frames": transcriber.mimi_frames}), file=sys.stderr)
     return 0
 
 

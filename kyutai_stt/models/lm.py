@@ -82,6 +82,11 @@ class MatmulTuning:
             raise ValueError(f"matmul tile {self}: outside kernels/matmul.wgsl's constraints")
 
 
+# The most frames of a stream Mimi takes a submission by default (Tuning.mimi_frames): for one stream, 32 was the
+# fastest of 1, 4, 8, 16 and 32 on an H100 (a 10-minute file: BENCHMARKS.md); more holds more of Mimi's state.
+MIMI_FRAMES_MOST = 32
+
+
 @dataclass(frozen=True)
 class Tuning:
     """Kernel launch shapes: they change speed, never results (the kernel tests cover each)."""
@@ -103,9 +108,15 @@ class Tuning:
     # Plans of many streams (the matmul path) read the ring in ranges of this many slots: the streams fill the GPU,
     # and fewer ranges leave fewer partials to merge (benchmarks/attention_splits.py). None: as for few streams.
     attention_slots_per_split_many: int | None = None
-    # Files (streaming/batch.py): Mimi encodes this many frames a submission ahead of the LM (each of its weights
-    # read once for them all: models/mimi.py `frames`); 1: Mimi and the LM step together, one frame a submission.
-    mimi_frames: int = 1
+    # Files (streaming/transcriber.py, batch.py): Mimi encodes frames ahead of the LM, several of each stream a
+    # submission, about this many (streams x frames) at once (each of its weights read once for them all:
+    # models/mimi.py `frames`); 1: Mimi and the LM step together, a frame a submission. See mimi_frames().
+    mimi_rows: int = 1
+
+    def mimi_frames(self, streams: int) -> int:
+        """Frames of each stream Mimi encodes a submission for files, for a plan of `streams` streams: mimi_rows
+        spread over the streams, at most MIMI_FRAMES_MOST."""
+        return max(1, min(MIMI_FRAMES_MOST, -(-self.mimi_rows // max(1, streams))))
 
     def for_matvec(self, name: str) -> MatvecTuning:
         return self.matvec.get(name.rsplit(".", 1)[-1], self.matvec["default"])

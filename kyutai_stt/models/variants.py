@@ -31,7 +31,7 @@ def tunings() -> dict[str, Tuning]:
                          {role: MatvecTuning(**shape) for role, shape in v.get("int8_matvec", {}).items()},
                          kv_f16=v.get("kv_f16", False),
                          attention_slots_per_split_many=v.get("attention_slots_per_split_many"),
-                         mimi_frames=v.get("mimi_frames", 1))
+                         mimi_rows=v.get("mimi_rows", 1))
             for name, v in _data()["variants"].items()}
 
 

@@ -16,7 +16,7 @@ on, its transcript comes back with `error` set (and no words), and once every re
 raises the first such AudioError (raise_errors=False: returns them all instead). on_done sees every recording,
 failed ones included.
 
-Two passes (mimi_frames > 1: every device's default, variants.json): Mimi needs nothing from the LM, so it encodes
+Two passes (mimi_frames > 1: every device's default, Tuning.mimi_frames): Mimi needs nothing from the LM, so it encodes
 every recording first, mimi_frames frames of each stream a submission (models/mimi.py `frames`: each of its weights
 read once for streams x mimi_frames frames, where the whole-frame plan reads them every frame), and the codes come
 back to the host (128 bytes a frame). Then the LM alone (models/lm.py lm_plan) runs every recording frame by frame
@@ -136,10 +136,10 @@ class BatchTranscriber:
                  mimi_frames: int | None = None):
         """streams: recordings transcribed at once (the plan's streams, up to lm.MAX_STREAMS: docs/plan.md).
         mimi_frames: frames of each stream Mimi encodes a submission in the first of two passes (module docstring);
-        1: one pass of the whole-frame plan; None: this device's (variants.json). The other arguments are
+        1: one pass of the whole-frame plan; None: this device's (Tuning.mimi_frames). The other arguments are
         Transcriber's; every recording gets the same."""
         tuning = tuning_for(*gpu.device_traits())
-        mimi_frames = tuning.mimi_frames if mimi_frames is None else mimi_frames
+        mimi_frames = tuning.mimi_frames(streams) if mimi_frames is None else mimi_frames
         if not isinstance(mimi_frames, int) or isinstance(mimi_frames, bool) or mimi_frames < 1:
             raise ValueError(f"mimi_frames must be a positive integer, not {mimi_frames!r}")
         self.package, plan, self.setup = streams_plan(package, streams, verify_hashes, silence_prefix, decoder,

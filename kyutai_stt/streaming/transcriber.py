@@ -7,7 +7,9 @@
     events = t.flush()                                # the last words, at once; then ready for a new stream
 
 Audio is downmixed and resampled to 24 kHz (resample.py), cut into 80 ms frames (framing.py), and each frame is one
-submission of the whole-frame plan (models/stt.py: the LM step, then Mimi, on the GPU). Results come back one
+submission of the whole-frame plan (models/stt.py: the LM step, then Mimi, on the GPU). For files (readback_batch
+> 1) frames go through Mimi several at a time first (mimi_frames: models/mimi.py `frames`, the same codes as frame
+by frame), and the LM alone (models/lm.py lm_plan) then steps through their codes. Results come back one
 frame late (engine/runtime.py pipelines the readback) and go through the delayed-streams decoder (streaming/decoder.py).
 prompt=Prompt(text=..., audio=...) steers every stream's transcript (streaming/prompt.py): the text prompt goes to
 the GPU with the stream's first frame, the audio prompt is fed after the silence prefix, and its words are hidden.
@@ -15,6 +17,7 @@ the GPU with the stream's first frame, the audio prompt is fed after the silence
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from kyutai_stt.engine.plan import Plan, decode_streams
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import AudioError
 from kyutai_stt.models.lm import lm_plan
+from kyutai_stt.models.mimi import mimi_plan
 from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.decoder import DecoderConfig, Event, StreamDecoder
@@ -114,20 +118,29 @@ def stream_setup(package: Package, plan, silence_prefix: float | None, decoder: 
 class Transcriber:
     def __init__(self, package: Package | str | Path, *, silence_prefix: float | None = None,
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0,
-                 prompt: Prompt | None = None):
+                 prompt: Prompt | None = None, mimi_frames: int | None = None):
         """silence_prefix: seconds of silence fed before each stream (times are reported without it); None: the
         model's (config.stream_settings: its config's audio_silence_prefix_seconds, at least 1 s). The decoder's
         delay_steps, unless given, is the model's. readback_batch: 0 for live audio (each frame's result one frame
         late); N > 1 for files: results are read back N frames at a time, one GPU wait per N frames (faster;
         events come in bursts). prompt: a text and/or audio prompt for every stream (streaming/prompt.py;
-        PromptError when unusable)."""
+        PromptError when unusable). mimi_frames: frames Mimi encodes a submission ahead of the LM (events then come
+        that many frames later); 1: Mimi and the LM step together, a frame at a time; None: the device's
+        (Tuning.mimi_frames) with readback_batch > 1 (files), else 1."""
         self.package = open_checked(package, verify_hashes, silence_prefix, prompt)
         self.synthetic = self.package.synthetic is not None
-        plan = stt_plan(self.package, tuning_for(*gpu.device_traits()))
+        tuning = tuning_for(*gpu.device_traits())
+        self.mimi_frames = (tuning.mimi_frames(1) if readback_batch > 1 else 1) if mimi_frames is None \
+            else mimi_frames
+        if not isinstance(self.mimi_frames, int) or isinstance(self.mimi_frames, bool) or self.mimi_frames < 1:
+            raise ValueError(f"mimi_frames must be a positive integer, not {mimi_frames!r}")
+        plan = stt_plan(self.package, tuning) if self.mimi_frames == 1 else lm_plan(self.package, tuning)
         setup = stream_setup(self.package, plan, silence_prefix, decoder, prompt)
         self.prompt = prompt
         self._lead_in, self._prompt_words, self.decoder_config = setup.lead_in, setup.prompt_words, setup.decoder
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
+        self.mimi = None if self.mimi_frames == 1 else \
+            Engine(mimi_plan(self.package, tuning.mimi, 1, self.mimi_frames), self.package.read_stream)
         self._result_fields = plan.buffer(plan.outputs["results"]).fields      # read once, decoded per frame
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
         self.stats = Stats()
@@ -135,7 +148,7 @@ class Transcriber:
 
     def reset(self) -> None:
         """Drop the current stream (nothing is released) and start a new one on the same loaded model."""
-        self.engine.reset()
+        self._reset_engines()
         self.decoder.reset()
         self.stats = Stats()
         self._start_stream()
@@ -155,12 +168,14 @@ class Transcriber:
         events = self._push(self._resampler.flush())
         self.decoder.end_of_audio(self._stream_samples / self.package.mimi_config.sample_rate)
         events += self._submit(self._framer.flush(self.decoder_config.delay_steps + FLUSH_EXTRA_FRAMES))
+        if self.mimi is not None:          # the last frames, fewer than mimi_frames, then what Mimi has in flight
+            events += self._encode(True)
         start = time.perf_counter()
         results = self.engine.drain()
         self.stats.engine_seconds += time.perf_counter() - start
         events += self._decode(results)
         events += self.decoder.finish()
-        self.engine.reset()
+        self._reset_engines()
         self.decoder.reset()
         self._start_stream()
         return events
@@ -172,6 +187,16 @@ class Transcriber:
         # to the GPU.
         self._framer = Framer(self.package.mimi_config.frame_size, self._lead_in.size, lead_in=self._lead_in)
         self._first_frame = True
+        self._waiting: list[np.ndarray] = []          # frames not yet sent to Mimi (mimi_frames > 1)
+        self._encoding: deque[int] = deque()          # frames of each Mimi submission in flight
+        # The LM step of frame k reads frame k - 1's codes; the first, start tokens (the codes buffer's reset fill).
+        cfg = self.package.config
+        self._codes = np.full(cfg.n_q, cfg.card, np.uint32)
+
+    def _reset_engines(self) -> None:
+        self.engine.reset()
+        if self.mimi is not None:
+            self.mimi.reset()
 
     def _push(self, mono: np.ndarray) -> list[Event]:
         """Append the caller's 24 kHz samples; submit every whole frame; decode the results that came back."""
@@ -180,10 +205,44 @@ class Transcriber:
         return self._submit(self._framer.push(mono))
 
     def _submit(self, frames: list[np.ndarray]) -> list[Event]:
-        events = []
-        for frame in frames:
+        if self.mimi is not None:
+            self._waiting.extend(frames)
+            return self._encode(False)
+        return self._step([{"pcm": frame} for frame in frames])
+
+    def _encode(self, last: bool) -> list[Event]:
+        """Waiting frames through Mimi, mimi_frames a submission (last: the rest too, then every submission in
+        flight); the LM steps through the codes that came back."""
+        events, per = [], self.mimi_frames
+        while len(self._waiting) >= per or (last and self._waiting):
+            chunk, self._waiting = self._waiting[:per], self._waiting[per:]
+            pcm = np.zeros((per, self.package.mimi_config.frame_size), np.float32)
+            pcm[:len(chunk)] = chunk
+            self._encoding.append(len(chunk))
             start = time.perf_counter()
-            inputs = {"pcm": frame}
+            results = self.mimi.submit({"pcm": pcm})
+            self.stats.engine_seconds += time.perf_counter() - start
+            events += self._lm_steps(results)
+        if last:
+            start = time.perf_counter()
+            results = self.mimi.drain()
+            self.stats.engine_seconds += time.perf_counter() - start
+            events += self._lm_steps(results)
+        return events
+
+    def _lm_steps(self, mimi_results) -> list[Event]:
+        inputs = []
+        for r in mimi_results:
+            for codes in r.outputs["codes"].reshape(self.mimi_frames, -1)[:self._encoding.popleft()]:
+                inputs.append({"codes": self._codes})
+                self._codes = codes.copy()
+        return self._step(inputs)
+
+    def _step(self, frames_inputs: list[dict]) -> list[Event]:
+        """One submission of the plan (the whole frame, or the LM step) per frame, with its inputs."""
+        events = []
+        for inputs in frames_inputs:
+            start = time.perf_counter()
             if self._first_frame:
                 inputs["prompt"], self._first_frame = self._prompt_words, False
             results = self.engine.submit(inputs)
