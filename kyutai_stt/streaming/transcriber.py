@@ -239,7 +239,9 @@ class Transcriber:
         return self._step(inputs)
 
     def _step(self, frames_inputs: list[dict]) -> list[Event]:
-        """One submission of the plan (the whole frame, or the LM step) per frame, with its inputs."""
+        """One submission of the plan (the whole frame, or the LM step) per frame, with its inputs. (Several frames
+        in one command buffer were measured no faster for files: the host's recording of each frame's dispatches,
+        not the submissions, is what the GPU waits for: BENCHMARKS.md.)"""
         events = []
         for inputs in frames_inputs:
             start = time.perf_counter()
