@@ -140,9 +140,9 @@ def test_decoder_settings_reach_the_decoder(tiny_packages):
 
 def test_batched_readback_and_two_passes_give_the_same_events(tiny_packages, transcriber):
     """Files read results back 16 frames at a time (one GPU wait per batch) and, by default, take two passes (Mimi
-    several frames a submission, then the LM on its codes): the same events as live, in bursts. 3 frames a
-    submission: the stream's frames are not a multiple of it (its last submission is partial); then a second
-    stream on the same transcriber, from a clean state."""
+    several frames a submission, then the LM on its codes: Tuning.mimi_frames, tests/test_variants.py): the same
+    events as live, in bursts. 3 frames a submission: the stream's frames are not a multiple of it (its last
+    submission is partial); then a second stream on the same transcriber, from a clean state."""
     pcm = fixture_pcm(1.6)
     live = [e.to_dict() for e in run(transcriber, pcm)]
     batched = Transcriber(tiny_packages("q4"), silence_prefix=0.0, readback_batch=16, mimi_frames=1)
@@ -152,8 +152,6 @@ def test_batched_readback_and_two_passes_give_the_same_events(tiny_packages, tra
     for _ in range(2):
         assert [e.to_dict() for e in run(two, pcm, chunk=4000)] == live
     assert two.stats.frames == 2 * batched.stats.frames, "one LM step per frame"
-    default = Transcriber(tiny_packages("q4"), silence_prefix=0.0, readback_batch=16)
-    assert default.mimi_frames > 1, "files take two passes by default"
     with pytest.raises(ValueError, match="mimi_frames must be a positive integer"):
         Transcriber(tiny_packages("q4"), mimi_frames=0)
 
