@@ -6,15 +6,19 @@ import ast
 import copy
 import re
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import make_stream_vectors
 import numpy as np
 import pytest
 
+from kyutai_stt.engine import device as gpu
+from kyutai_stt.models.mimi import mimi_plan
+from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.reference import mimi as mr
 from kyutai_stt.streaming.decoder import DecoderConfig
-from kyutai_stt.streaming.transcriber import Transcriber
+from kyutai_stt.streaming.transcriber import Transcriber, files_mimi_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT / "tests" / "fixtures" / "speech_en_fr_24k.wav"
@@ -172,3 +176,19 @@ def test_readme_python_example(tiny_packages, tmp_path, capsys):
     flushed = ast.literal_eval(printed[-1])
     assert len(timed) == len(printed) - 1 and isinstance(flushed, list)
     assert timed or flushed, "2 s of speech give words"
+
+
+def test_files_take_the_most_mimi_frames_the_device_binds(tiny_packages, monkeypatch):
+    """files_mimi_plan: the device's frames a submission, halved until Mimi's largest buffer fits the device's
+    binding limit (a GPU that binds less gets a smaller plan, not an error); a number given is kept (the engine
+    then says --mimi-frames if it does not fit); 1, or nothing that fits: the whole-frame plan."""
+    package = tiny_packages("q4")
+    streams, tuning = 4, replace(tuning_for(*gpu.device_traits()), mimi_rows=128)     # 32 frames a stream
+    largest = {f: mimi_plan(package, tuning.mimi, streams, f).largest_buffer().size for f in (8, 16, 32)}
+    assert largest[8] < largest[16] < largest[32]
+    for limit, frames in ((largest[32], 32), (largest[32] - 4, 16), (largest[16] - 4, 8), (1 << 20, 1)):
+        monkeypatch.setattr(gpu, "binding_limit", lambda limit=limit: limit)
+        got, plan = files_mimi_plan(package, tuning, streams, None)
+        assert got == frames and (plan is None) == (frames == 1), (limit, got)
+    assert files_mimi_plan(package, tuning, streams, 32)[0] == 32, "a number given is kept"
+    assert files_mimi_plan(package, tuning, streams, 1) == (1, None)

@@ -276,6 +276,12 @@ def subgroup_size() -> int:
     return int(run_kernel("subgroup_size", {0: Output((1,), np.uint32)}, (1, 1, 1))[0][0])
 
 
+def binding_limit() -> int:
+    """The largest buffer, in bytes, this device can create and bind as storage: what a plan's buffers must fit."""
+    _, device = get_device()
+    return min(device.limits["max-storage-buffer-binding-size"], device.limits["max-buffer-size"])
+
+
 def device_traits() -> tuple[str, tuple[str, ...], int, str, tuple[str, ...]]:
     """(adapter type, enabled features, subgroup size, description, WGSL language features): what a plan variant
     is chosen from (models/variants.py)."""

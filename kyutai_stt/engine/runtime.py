@@ -54,11 +54,12 @@ class Engine:
         if missing:
             raise gpu.NoAdapterError(f"the plan needs WGSL language features {sorted(missing)} this device lacks")
         largest = plan.largest_buffer()
-        limit = min(self.device.limits["max-storage-buffer-binding-size"], self.device.limits["max-buffer-size"])
+        limit = gpu.binding_limit()
         if largest.size > limit:
             raise DeviceLimitError(
                 f"the plan's buffer {largest.name} needs {largest.size / 2**20:.0f} MiB, more than this device binds "
-                f"({limit / 2**20:.0f} MiB): build it for fewer streams")
+                f"({limit / 2**20:.0f} MiB): build it for fewer streams (files: or fewer Mimi frames a submission, "
+                f"--mimi-frames)")
         self.plan = plan
         self.buffers = {b.name: self._create_buffer(b) for b in plan.buffers}
         for b in plan.buffers:

@@ -37,7 +37,6 @@ import numpy as np
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.mimi import mimi_plan
 from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.audio import AudioError, read_chunks
 from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
@@ -45,7 +44,14 @@ from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, READERS, Re
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.resample import TARGET_RATE
-from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, stream_results, streams_plan
+from kyutai_stt.streaming.transcriber import (
+    FLUSH_EXTRA_FRAMES,
+    check_positive,
+    files_mimi_plan,
+    open_checked,
+    stream_results,
+    streams_plan,
+)
 from kyutai_stt.weights.package import Package
 
 
@@ -136,20 +142,18 @@ class BatchTranscriber:
                  mimi_frames: int | None = None):
         """streams: recordings transcribed at once (the plan's streams, up to lm.MAX_STREAMS: docs/plan.md).
         mimi_frames: frames of each stream Mimi encodes a submission in the first of two passes (module docstring);
-        1: one pass of the whole-frame plan; None: this device's (Tuning.mimi_frames). The other arguments are
+        1: one pass of the whole-frame plan; None: this device's (transcriber.files_mimi_plan). The other arguments are
         Transcriber's; every recording gets the same."""
-        tuning = tuning_for(*gpu.device_traits())
-        mimi_frames = tuning.mimi_frames(streams) if mimi_frames is None else mimi_frames
-        if not isinstance(mimi_frames, int) or isinstance(mimi_frames, bool) or mimi_frames < 1:
-            raise ValueError(f"mimi_frames must be a positive integer, not {mimi_frames!r}")
+        package = open_checked(package, verify_hashes, silence_prefix, prompt)
+        check_positive("streams", streams)
+        self.mimi_frames, mimi = files_mimi_plan(package, tuning_for(*gpu.device_traits()), streams, mimi_frames)
         self.package, plan, self.setup = streams_plan(package, streams, verify_hashes, silence_prefix, decoder,
-                                                      prompt, with_mimi=mimi_frames == 1)
+                                                      prompt, with_mimi=mimi is None)
         self.synthetic = self.package.synthetic is not None
-        self.streams, self.mimi_frames = streams, mimi_frames
+        self.streams = streams
         self.engine = Engine(plan, self.package.read_stream, FILE_READBACK_BATCH, batch_readback=True)
-        self.mimi = None if mimi_frames == 1 else Engine(mimi_plan(self.package, tuning.mimi, streams, mimi_frames),
-                                                         self.package.read_stream, FILE_READBACK_BATCH,
-                                                         batch_readback=True)
+        self.mimi = None if mimi is None else Engine(mimi, self.package.read_stream, FILE_READBACK_BATCH,
+                                                     batch_readback=True)
         self._fields = plan.buffer(plan.outputs["results"]).fields
 
     def transcribe(self, sources: Sequence, warn=None, on_done=None, raise_errors: bool = True) -> list[Transcript]:

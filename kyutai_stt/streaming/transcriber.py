@@ -88,11 +88,31 @@ def streams_plan(package: Package | str | Path, streams, verify_hashes: bool, si
     whole-frame plan of `streams` streams for this device (with_mimi False: the LM alone, fed codes), and what
     every stream starts with."""
     package = open_checked(package, verify_hashes, silence_prefix, prompt)
-    if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
-        raise ValueError(f"streams must be a positive integer, not {streams!r}")
+    check_positive("streams", streams)
     tuning = tuning_for(*gpu.device_traits())
     plan = stt_plan(package, tuning, streams) if with_mimi else lm_plan(package, tuning, streams)
     return package, plan, stream_setup(package, plan, silence_prefix, decoder, prompt)
+
+
+def check_positive(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+
+def files_mimi_plan(package: Package, tuning, streams: int, frames: int | None) -> tuple[int, Plan | None]:
+    """Mimi's plan for files, `frames` of each stream a submission: (frames, the plan), or (1, None) for Mimi and
+    the LM together (the whole-frame plan). frames None: the device's (Tuning.mimi_frames), halved until the plan's
+    largest buffer fits this device (a GPU that binds less still gets the largest plan it holds); a number given
+    is taken as it is (the engine refuses it, naming --mimi-frames, if it does not fit)."""
+    explicit = frames is not None
+    frames = tuning.mimi_frames(streams) if frames is None else frames
+    check_positive("mimi_frames", frames)
+    while frames > 1:
+        plan = mimi_plan(package, tuning.mimi, streams, frames)
+        if explicit or plan.largest_buffer().size <= gpu.binding_limit():
+            return frames, plan
+        frames //= 2
+    return 1, None
 
 
 def stream_setup(package: Package, plan, silence_prefix: float | None, decoder: DecoderConfig | None,
@@ -126,21 +146,18 @@ class Transcriber:
         events come in bursts). prompt: a text and/or audio prompt for every stream (streaming/prompt.py;
         PromptError when unusable). mimi_frames: frames Mimi encodes a submission ahead of the LM (events then come
         that many frames later); 1: Mimi and the LM step together, a frame at a time; None: the device's
-        (Tuning.mimi_frames) with readback_batch > 1 (files), else 1."""
+        (files_mimi_plan) with readback_batch > 1 (files), else 1."""
         self.package = open_checked(package, verify_hashes, silence_prefix, prompt)
         self.synthetic = self.package.synthetic is not None
         tuning = tuning_for(*gpu.device_traits())
-        self.mimi_frames = (tuning.mimi_frames(1) if readback_batch > 1 else 1) if mimi_frames is None \
-            else mimi_frames
-        if not isinstance(self.mimi_frames, int) or isinstance(self.mimi_frames, bool) or self.mimi_frames < 1:
-            raise ValueError(f"mimi_frames must be a positive integer, not {mimi_frames!r}")
-        plan = stt_plan(self.package, tuning) if self.mimi_frames == 1 else lm_plan(self.package, tuning)
+        self.mimi_frames, mimi = files_mimi_plan(self.package, tuning, 1, mimi_frames if mimi_frames is not None
+                                                 else None if readback_batch > 1 else 1)
+        plan = stt_plan(self.package, tuning) if mimi is None else lm_plan(self.package, tuning)
         setup = stream_setup(self.package, plan, silence_prefix, decoder, prompt)
         self.prompt = prompt
         self._lead_in, self._prompt_words, self.decoder_config = setup.lead_in, setup.prompt_words, setup.decoder
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
-        self.mimi = None if self.mimi_frames == 1 else \
-            Engine(mimi_plan(self.package, tuning.mimi, 1, self.mimi_frames), self.package.read_stream)
+        self.mimi = None if mimi is None else Engine(mimi, self.package.read_stream)
         self._result_fields = plan.buffer(plan.outputs["results"]).fields      # read once, decoded per frame
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
         self.stats = Stats()
