@@ -50,6 +50,12 @@ def prompted_runs(tiny_packages, clips):
     return one_by_one(tiny_packages("q4"), clips, Prompt(PROMPT))
 
 
+@pytest.fixture(scope="module")
+def plain_runs(tiny_packages, clips):
+    """Clips 1 and 2 on a one-stream Transcriber without a prompt."""
+    return one_by_one(tiny_packages("q4"), [clips[1], clips[2]])
+
+
 def words_of(transcript):
     return [w.to_dict() for w in transcript.words], transcript.end_of_turns
 
@@ -87,7 +93,7 @@ def test_streams_argument_is_checked(tiny_packages):
 
 
 @pytest.mark.parametrize("mimi_frames", [None, 1])
-def test_a_bad_file_stops_alone(tiny_packages, clips, tmp_path, mimi_frames):
+def test_a_bad_file_stops_alone(tiny_packages, clips, plain_runs, tmp_path, mimi_frames):
     """A file with NaN samples mid-way: its stream moves on, the other recordings equal one-stream runs, on_done
     sees all three, and transcribe() raises the file's error at the end (or returns it, raise_errors=False). Two
     passes (the device's mimi_frames: the file fails in Mimi's) and one (mimi_frames=1: the whole-frame plan)."""
@@ -96,7 +102,7 @@ def test_a_bad_file_stops_alone(tiny_packages, clips, tmp_path, mimi_frames):
     samples = clips[0].astype(np.float32)                           # 1.2 s
     samples[RATE + 100] = np.nan                                    # in its second 1 s chunk
     write_audio(bad, samples, RATE, "wavf32")
-    expected = one_by_one(package, [clips[1], clips[2]])
+    expected = plain_runs
     batch = BatchTranscriber(package, streams=2, silence_prefix=SILENCE_PREFIX, mimi_frames=mimi_frames)
     seen = {}
     with pytest.raises(AudioError, match="NaN"):
