@@ -35,23 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.variants import tuning_for
 from kyutai_stt.streaming.audio import AudioError, read_chunks
 from kyutai_stt.streaming.decoder import DecoderConfig, StreamDecoder
 from kyutai_stt.streaming.files import CHUNK_S, FILE_READBACK_BATCH, READERS, ReadAhead, take_events
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.resample import TARGET_RATE
-from kyutai_stt.streaming.transcriber import (
-    FLUSH_EXTRA_FRAMES,
-    check_positive,
-    files_mimi_plan,
-    open_checked,
-    stream_results,
-    streams_plan,
-)
+from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, stream_results, transcriber_plans
 from kyutai_stt.weights.package import Package
 
 
@@ -144,16 +135,13 @@ class BatchTranscriber:
         mimi_frames: frames of each stream Mimi encodes a submission in the first of two passes (module docstring);
         1: one pass of the whole-frame plan; None: this device's (transcriber.files_mimi_plan). The other arguments are
         Transcriber's; every recording gets the same."""
-        package = open_checked(package, verify_hashes, silence_prefix, prompt)
-        check_positive("streams", streams)
-        self.mimi_frames, mimi = files_mimi_plan(package, tuning_for(*gpu.device_traits()), streams, mimi_frames)
-        self.package, plan, self.setup = streams_plan(package, streams, verify_hashes, silence_prefix, decoder,
-                                                      prompt, with_mimi=mimi is None)
+        plans = transcriber_plans(package, streams, verify_hashes, silence_prefix, decoder, prompt, mimi_frames)
+        self.package, plan, self.setup, self.mimi_frames = plans.package, plans.plan, plans.setup, plans.mimi_frames
         self.synthetic = self.package.synthetic is not None
         self.streams = streams
         self.engine = Engine(plan, self.package.read_stream, FILE_READBACK_BATCH, batch_readback=True)
-        self.mimi = None if mimi is None else Engine(mimi, self.package.read_stream, FILE_READBACK_BATCH,
-                                                     batch_readback=True)
+        self.mimi = None if plans.mimi is None else Engine(plans.mimi, self.package.read_stream, FILE_READBACK_BATCH,
+                                                           batch_readback=True)
         self._fields = plan.buffer(plan.outputs["results"]).fields
 
     def transcribe(self, sources: Sequence, warn=None, on_done=None, raise_errors: bool = True) -> list[Transcript]:

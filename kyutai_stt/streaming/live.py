@@ -25,7 +25,7 @@ from kyutai_stt.streaming.decoder import DecoderConfig, Event, StreamDecoder
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt
 from kyutai_stt.streaming.resample import StreamResampler
-from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, feed_samples, stream_results, streams_plan
+from kyutai_stt.streaming.transcriber import FLUSH_EXTRA_FRAMES, feed_samples, stream_results, transcriber_plans
 from kyutai_stt.weights.package import Package
 
 
@@ -46,8 +46,8 @@ class LiveStreams:
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None):
         """streams: how many may be open at once (the plan's streams). The other arguments are Transcriber's;
         every stream gets the same."""
-        self.package, plan, self.setup = streams_plan(package, streams, verify_hashes, silence_prefix, decoder,
-                                                      prompt)
+        plans = transcriber_plans(package, streams, verify_hashes, silence_prefix, decoder, prompt)
+        self.package, plan, self.setup = plans.package, plans.plan, plans.setup
         self.synthetic = self.package.synthetic is not None
         self.streams = streams
         self.engine = Engine(plan, self.package.read_stream, READBACK_DEPTH)

@@ -81,17 +81,27 @@ def open_checked(package: Package | str | Path, verify_hashes: bool, silence_pre
     return package if isinstance(package, Package) else open_package(package, verify_hashes)
 
 
-def streams_plan(package: Package | str | Path, streams, verify_hashes: bool, silence_prefix: float | None,
-                 decoder: DecoderConfig | None, prompt: Prompt | None,
-                 with_mimi: bool = True) -> tuple[Package, Plan, StreamSetup]:
-    """For a transcriber of several streams (BatchTranscriber, LiveStreams): the package opened and checked, the
-    whole-frame plan of `streams` streams for this device (with_mimi False: the LM alone, fed codes), and what
-    every stream starts with."""
+@dataclass(frozen=True)
+class Plans:
+    """What a transcriber runs (transcriber_plans)."""
+    package: Package
+    plan: Plan                    # the whole frame, or (mimi given) the LM alone, fed Mimi's codes
+    setup: StreamSetup
+    mimi_frames: int              # Mimi's frames of each stream a submission (1: the whole-frame plan)
+    mimi: Plan | None             # Mimi's plan of mimi_frames frames a submission (files), or None
+
+
+def transcriber_plans(package: Package | str | Path, streams, verify_hashes: bool, silence_prefix: float | None,
+                      decoder: DecoderConfig | None, prompt: Prompt | None, mimi_frames: int | None = 1) -> Plans:
+    """For every transcriber (Transcriber, BatchTranscriber, LiveStreams): the package opened and checked, the plans
+    of `streams` streams for this device (files_mimi_plan: mimi_frames 1 is the whole-frame plan, None the
+    device's choice for files), and what every stream starts with."""
     package = open_checked(package, verify_hashes, silence_prefix, prompt)
     check_positive("streams", streams)
     tuning = tuning_for(*gpu.device_traits())
-    plan = stt_plan(package, tuning, streams) if with_mimi else lm_plan(package, tuning, streams)
-    return package, plan, stream_setup(package, plan, silence_prefix, decoder, prompt)
+    frames, mimi = files_mimi_plan(package, tuning, streams, mimi_frames)
+    plan = stt_plan(package, tuning, streams) if mimi is None else lm_plan(package, tuning, streams)
+    return Plans(package, plan, stream_setup(package, plan, silence_prefix, decoder, prompt), frames, mimi)
 
 
 def check_positive(name: str, value) -> None:
@@ -147,17 +157,15 @@ class Transcriber:
         PromptError when unusable). mimi_frames: frames Mimi encodes a submission ahead of the LM (events then come
         that many frames later); 1: Mimi and the LM step together, a frame at a time; None: the device's
         (files_mimi_plan) with readback_batch > 1 (files), else 1."""
-        self.package = open_checked(package, verify_hashes, silence_prefix, prompt)
+        if mimi_frames is None:           # files: the device's choice; live audio: a frame at a time
+            mimi_frames = None if readback_batch > 1 else 1
+        plans = transcriber_plans(package, 1, verify_hashes, silence_prefix, decoder, prompt, mimi_frames)
+        self.package, plan, setup, self.mimi_frames = plans.package, plans.plan, plans.setup, plans.mimi_frames
         self.synthetic = self.package.synthetic is not None
-        tuning = tuning_for(*gpu.device_traits())
-        self.mimi_frames, mimi = files_mimi_plan(self.package, tuning, 1, mimi_frames if mimi_frames is not None
-                                                 else None if readback_batch > 1 else 1)
-        plan = stt_plan(self.package, tuning) if mimi is None else lm_plan(self.package, tuning)
-        setup = stream_setup(self.package, plan, silence_prefix, decoder, prompt)
         self.prompt = prompt
         self._lead_in, self._prompt_words, self.decoder_config = setup.lead_in, setup.prompt_words, setup.decoder
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
-        self.mimi = None if mimi is None else Engine(mimi, self.package.read_stream)
+        self.mimi = None if plans.mimi is None else Engine(plans.mimi, self.package.read_stream)
         self._result_fields = plan.buffer(plan.outputs["results"]).fields      # read once, decoded per frame
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
         self.stats = Stats()
