@@ -58,6 +58,23 @@ fn beats(value: f32, index: u32, best_value: f32, best_index: u32) -> bool {
     return value > best_value || (value == best_value && index < best_index);
 }
 
+struct Candidate {
+    value: f32,
+    index: u32,
+}
+
+// best after index i of value v: taken if larger; indices past COUNT, or outside the prompt's allowed ones while a
+// prompt is enforced (next != NONE), are skipped.
+fn scan(best: Candidate, i: u32, value: f32, next: u32) -> Candidate {
+    if (i >= COUNT || (next != NONE && i != next && i != BOUNDARY_TOKEN && i != PADDING_TOKEN)) {
+        return best;
+    }
+    if (value > best.value) {
+        return Candidate(value, i);
+    }
+    return best;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let stream = workgroup.x;
@@ -77,21 +94,25 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     workgroupBarrier();
     let next = prompt_next;
 
-    // Each invocation scans its strided indices in increasing order: strict > keeps the lowest of equals.
-    var best_value = LOWEST;
-    var best_index = NONE;
-    for (var i = lane; i < COUNT; i += WORKGROUP_SIZE) {
-        if (next != NONE && i != next && i != BOUNDARY_TOKEN && i != PADDING_TOKEN) {
-            continue;
-        }
-        let value = logits[base + i];
-        if (value > best_value) {
-            best_value = value;
-            best_index = i;
-        }
+    // Each invocation scans its strided indices in increasing order: strict > keeps the lowest of equals. Four
+    // indices a round, their loads issued before any is compared: the driver does not overlap the loads of
+    // successive loop iterations (BENCHMARKS.md).
+    var best = Candidate(LOWEST, NONE);
+    for (var i = lane; i < COUNT; i += 4u * WORKGROUP_SIZE) {
+        let i1 = i + WORKGROUP_SIZE;
+        let i2 = i + 2u * WORKGROUP_SIZE;
+        let i3 = i + 3u * WORKGROUP_SIZE;
+        let v0 = logits[base + i];
+        let v1 = logits[base + min(i1, COUNT - 1u)];
+        let v2 = logits[base + min(i2, COUNT - 1u)];
+        let v3 = logits[base + min(i3, COUNT - 1u)];
+        best = scan(best, i, v0, next);
+        best = scan(best, i1, v1, next);
+        best = scan(best, i2, v2, next);
+        best = scan(best, i3, v3, next);
     }
-    best_values[lane] = best_value;
-    best_indices[lane] = best_index;
+    best_values[lane] = best.value;
+    best_indices[lane] = best.index;
     workgroupBarrier();
 
     // Tree reduction halving the active count (rounding up): any WORKGROUP_SIZE works.

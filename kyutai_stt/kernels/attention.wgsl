@@ -103,6 +103,8 @@ var<workgroup> reduction: array<vec4<f32>, max(select(1u, 2u, KV_F16) * WORKGROU
 var<workgroup> merged_values: array<vec4<f32>, HEAD_DIM / 4u>;
 var<workgroup> largest: array<f32, HEAD_DIM / 4u>;
 var<workgroup> integers: array<vec4<i32>, HEAD_DIM / 4u>;
+// combine, combine_int8: every split's (m, l) for this (head, stream).
+var<workgroup> merge_stats: array<vec2<f32>, SPLITS>;
 
 // (cos, sin) of an angle of any size: reduced to [-pi, pi] first, where GPU cos/sin are accurate.
 fn cos_sin(angle: f32) -> vec2<f32> {
@@ -146,6 +148,29 @@ fn unit_low(w: vec4<u32>) -> vec4<f32> {
 
 fn unit_high(w: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+}
+
+// partial + q . key for unit u of a key (both vec4 of it in f16, added one after the other).
+fn key_dot(partial: f32, u: u32, w: vec4<u32>) -> f32 {
+    let per_unit = unit_vectors();
+    var sum = partial + dot(q_rotated[u * per_unit], unit_low(w));
+    if (KV_F16) {
+        sum += dot(q_rotated[u * per_unit + 1u], unit_high(w));
+    }
+    return sum;
+}
+
+// Slots of the values' weighted sum whose loads are issued together.
+const VALUE_LOADS = 4u;
+
+// The (low, high) vec4 sums of a value unit plus weights[index] times the unit w (high: f16 only).
+fn weigh_value(acc: array<vec4<f32>, 2>, index: u32, w: vec4<u32>) -> array<vec4<f32>, 2> {
+    var next = acc;
+    next[0] += weights[index] * unit_low(w);
+    if (KV_F16) {
+        next[1] += weights[index] * unit_high(w);
+    }
+    return next;
 }
 
 // Tree reduction (max or sum) over the workgroup, any WORKGROUP_SIZE; every invocation gets the result.
@@ -216,11 +241,14 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         let j = pass_first + team;
         var partial = 0.0;
         if (j < end && team < teams) {
-            for (var u = member; u < units; u += team_size) {
+            // Two of the member's units a round, both loads issued before either is used (see merged()).
+            for (var u = member; u < units; u += 2u * team_size) {
+                let u_next = u + team_size;
                 let w = k_cache[cache_base + j * units + u];
-                partial += dot(q_rotated[u * per_unit], unit_low(w));
-                if (KV_F16) {
-                    partial += dot(q_rotated[u * per_unit + 1u], unit_high(w));
+                let w_next = k_cache[cache_base + j * units + min(u_next, units - 1u)];
+                partial = key_dot(partial, u, w);
+                if (u_next < units) {
+                    partial = key_dot(partial, u_next, w_next);
                 }
             }
         }
@@ -252,15 +280,26 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let group = lane / units;
     if (group < groups) {
         for (var u = lane % units; u < units; u += WORKGROUP_SIZE) {
-            var low = vec4<f32>(0.0);
-            var high = vec4<f32>(0.0);
-            for (var j = first + group; j < end; j += groups) {
-                let w = v_cache[cache_base + j * units + u];
-                low += weights[j - first] * unit_low(w);
-                if (KV_F16) {
-                    high += weights[j - first] * unit_high(w);
+            var acc = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));  // the unit's low and high vec4
+            // VALUE_LOADS slots a round, every load issued before any is used (see merged()); in slot order.
+            for (var j = first + group; j < end; j += VALUE_LOADS * groups) {
+                let w0 = v_cache[cache_base + j * units + u];
+                let w1 = v_cache[cache_base + min(j + groups, end - 1u) * units + u];
+                let w2 = v_cache[cache_base + min(j + 2u * groups, end - 1u) * units + u];
+                let w3 = v_cache[cache_base + min(j + 3u * groups, end - 1u) * units + u];
+                acc = weigh_value(acc, j - first, w0);
+                if (j + groups < end) {
+                    acc = weigh_value(acc, j + groups - first, w1);
+                }
+                if (j + 2u * groups < end) {
+                    acc = weigh_value(acc, j + 2u * groups - first, w2);
+                }
+                if (j + 3u * groups < end) {
+                    acc = weigh_value(acc, j + 3u * groups - first, w3);
                 }
             }
+            let low = acc[0];
+            let high = acc[1];
             reduction[group * vectors + u * per_unit] = low;
             if (KV_F16) {
                 reduction[group * vectors + u * per_unit + 1u] = high;
@@ -281,28 +320,70 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     }
 }
 
-// The merged output vec4 i of (head, stream): sum_k e_k o_k / sum_k e_k l_k (see the header).
+// Split k's output vec4 i; k past the last split reads the last (callers ignore it).
+fn split_output(head: u32, stream: u32, k: u32, i: u32) -> vec4<f32> {
+    return partial_out[((stream * SPLITS + min(k, SPLITS - 1u)) * HEADS * HEAD_DIM + head * HEAD_DIM) / 4u + i];
+}
+
+// Outputs i of splits k .. k + 3, loaded together.
+fn split_outputs4(head: u32, stream: u32, k: u32, i: u32) -> array<vec4<f32>, 4> {
+    return array<vec4<f32>, 4>(split_output(head, stream, k, i), split_output(head, stream, k + 1u, i),
+                               split_output(head, stream, k + 2u, i), split_output(head, stream, k + 3u, i));
+}
+
+struct Merge {
+    denominator: f32,
+    sum: vec4<f32>,
+}
+
+// Split k's share of the merge (nothing past the last split), added in split order.
+fn merge_split(m: Merge, k: u32, output: vec4<f32>, score_max: f32) -> Merge {
+    if (k >= SPLITS) {
+        return m;
+    }
+    let stats = merge_stats[k];
+    let weight = exp(stats.x - score_max);
+    return Merge(m.denominator + weight * stats.y, m.sum + weight * output);
+}
+
+// The combine entries' first step: every split's (m, l) of (head, stream) into workgroup memory, one load per
+// invocation (call in uniform control flow: it has a barrier).
+fn load_merge_stats(head: u32, stream: u32, lane: u32) {
+    for (var k = lane; k < SPLITS; k += WORKGROUP_SIZE) {
+        merge_stats[k] = partial_stats[(stream * SPLITS + k) * HEADS + head];
+    }
+    workgroupBarrier();
+}
+
+// The merged output vec4 i of (head, stream): sum_k e_k o_k / sum_k e_k l_k (see the header), after
+// load_merge_stats. The splits' outputs are read 8 at a time, every load of a round issued before any is used: the
+// driver does not overlap the loads of successive loop iterations (BENCHMARKS.md).
 fn merged(head: u32, stream: u32, i: u32) -> vec4<f32> {
-    let dim = HEADS * HEAD_DIM;
     var score_max = LOWEST;
-    for (var split = 0u; split < SPLITS; split++) {
-        score_max = max(score_max, partial_stats[(stream * SPLITS + split) * HEADS + head].x);
+    for (var k = 0u; k < SPLITS; k++) {
+        score_max = max(score_max, merge_stats[k].x);
     }
-    var denominator = 0.0;
-    var sum = vec4<f32>(0.0);
-    for (var split = 0u; split < SPLITS; split++) {
-        let stats = partial_stats[(stream * SPLITS + split) * HEADS + head];
-        let weight = exp(stats.x - score_max);
-        denominator += weight * stats.y;
-        sum += weight * partial_out[((stream * SPLITS + split) * dim + head * HEAD_DIM) / 4u + i];
+    var m = Merge(0.0, vec4<f32>(0.0));
+    for (var k = 0u; k < SPLITS; k += 8u) {
+        let low = split_outputs4(head, stream, k, i);
+        let high = split_outputs4(head, stream, k + 4u, i);
+        m = merge_split(m, k, low[0], score_max);
+        m = merge_split(m, k + 1u, low[1], score_max);
+        m = merge_split(m, k + 2u, low[2], score_max);
+        m = merge_split(m, k + 3u, low[3], score_max);
+        m = merge_split(m, k + 4u, high[0], score_max);
+        m = merge_split(m, k + 5u, high[1], score_max);
+        m = merge_split(m, k + 6u, high[2], score_max);
+        m = merge_split(m, k + 7u, high[3], score_max);
     }
-    return sum / denominator;
+    return m.sum / m.denominator;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn combine(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let head = workgroup.x;
     let stream = workgroup.z;
+    load_merge_stats(head, stream, lane);
     for (var i = lane; i < HEAD_DIM / 4u; i += WORKGROUP_SIZE) {
         out[(stream * HEADS * HEAD_DIM + head * HEAD_DIM) / 4u + i] = merged(head, stream, i);
     }
@@ -318,6 +399,7 @@ fn pack_int8(v: vec4<i32>) -> u32 {
 fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let head = workgroup.x;
     let stream = workgroup.z;
+    load_merge_stats(head, stream, lane);
     let vectors = HEAD_DIM / 4u;
     let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
     for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {

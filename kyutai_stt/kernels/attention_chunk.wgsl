@@ -192,10 +192,17 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         // (An explicit initializer: Naga zero-initialises a declaration without one only once per invocation,
         // not each time the loop body runs.)
         var sums = array<f32, MAX_STEPS>(0.0, 0.0, 0.0, 0.0);
-        for (var col = 0u; col < D; col += 8u) {
-            let wv = weights8(row * D + col);
+        // 32 columns a round (D % 32 == 0), their four loads issued before any is used: the driver does not
+        // overlap the loads of successive loop iterations (BENCHMARKS.md). The columns are still added in order.
+        for (var col = 0u; col < D; col += 32u) {
+            let w = array<array<vec4<f32>, 2>, 4>(weights8(row * D + col), weights8(row * D + col + 8u),
+                                                  weights8(row * D + col + 16u), weights8(row * D + col + 24u));
             for (var j = first_step; j <= t; j++) {
-                sums[j] += dot(wv[0], normalized[(j * D + col) / 4u]) + dot(wv[1], normalized[(j * D + col) / 4u + 1u]);
+                let at = (j * D + col) / 4u;
+                sums[j] += dot(w[0][0], normalized[at]) + dot(w[0][1], normalized[at + 1u]);
+                sums[j] += dot(w[1][0], normalized[at + 2u]) + dot(w[1][1], normalized[at + 3u]);
+                sums[j] += dot(w[2][0], normalized[at + 4u]) + dot(w[2][1], normalized[at + 5u]);
+                sums[j] += dot(w[3][0], normalized[at + 6u]) + dot(w[3][1], normalized[at + 7u]);
             }
         }
         if (part == 0u) {
@@ -230,6 +237,17 @@ fn given_qkv(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocat
     }
     workgroupBarrier();
     attend(head, t, stream, lane);
+}
+
+// Vec4 `quad` of the value of window slot j (absolute step lo + j): from the ring before the chunk, else from this
+// chunk's projections.
+fn slot_value(values: u32, quad: u32, lo: u32, base: u32, j: u32) -> vec4<f32> {
+    let s = lo + j;
+    if (s < base) {
+        return kv[values + (s % RING) * (HEAD_DIM / 4u) + quad];
+    }
+    let v_at = HEAD_DIM + (STEPS + s - base) * HEAD_DIM + 4u * quad;
+    return vec4<f32>(projected[v_at], projected[v_at + 1u], projected[v_at + 2u], projected[v_at + 3u]);
 }
 
 // Steps 3 and 4 for query t of one head and stream, from `projected` (q_t | k_0 .. | v_0 ..).
@@ -274,8 +292,22 @@ fn attend(head: u32, t: u32, stream: u32, lane: u32) {
         var score = 0.0;
         if (s < base) {
             let key = keys + (s % RING) * quads;
-            for (var q = 0u; q < quads; q++) {
-                score += dot(q_rotated[q], kv[key + q]);
+            // Four quads a round, loads issued together (see step 2); added in order.
+            for (var q = 0u; q < quads; q += 4u) {
+                let k0 = kv[key + q];
+                let k1 = kv[key + min(q + 1u, quads - 1u)];
+                let k2 = kv[key + min(q + 2u, quads - 1u)];
+                let k3 = kv[key + min(q + 3u, quads - 1u)];
+                score += dot(q_rotated[q], k0);
+                if (q + 1u < quads) {
+                    score += dot(q_rotated[q + 1u], k1);
+                }
+                if (q + 2u < quads) {
+                    score += dot(q_rotated[q + 2u], k2);
+                }
+                if (q + 3u < quads) {
+                    score += dot(q_rotated[q + 3u], k3);
+                }
             }
         } else {
             for (var q = 0u; q < quads; q++) {
@@ -299,16 +331,22 @@ fn attend(head: u32, t: u32, stream: u32, lane: u32) {
         let quad = i % quads;
         let group = i / quads;
         var sum = vec4<f32>(0.0);
-        for (var j = group; j < count; j += GROUPS) {
-            let s = lo + j;
-            var value: vec4<f32>;
-            if (s < base) {
-                value = kv[values + (s % RING) * quads + quad];
-            } else {
-                let v_at = HEAD_DIM + (STEPS + s - base) * HEAD_DIM + 4u * quad;
-                value = vec4<f32>(projected[v_at], projected[v_at + 1u], projected[v_at + 2u], projected[v_at + 3u]);
+        // Four slots a round, their ring loads issued together (see step 2); added in slot order.
+        for (var j = group; j < count; j += 4u * GROUPS) {
+            let v0 = slot_value(values, quad, lo, base, j);
+            let v1 = slot_value(values, quad, lo, base, min(j + GROUPS, count - 1u));
+            let v2 = slot_value(values, quad, lo, base, min(j + 2u * GROUPS, count - 1u));
+            let v3 = slot_value(values, quad, lo, base, min(j + 3u * GROUPS, count - 1u));
+            sum += weights[j] * v0;
+            if (j + GROUPS < count) {
+                sum += weights[j + GROUPS] * v1;
             }
-            sum += weights[j] * value;
+            if (j + 2u * GROUPS < count) {
+                sum += weights[j + 2u * GROUPS] * v2;
+            }
+            if (j + 3u * GROUPS < count) {
+                sum += weights[j + 3u * GROUPS] * v3;
+            }
         }
         partial_values[i] = sum;
     }

@@ -79,21 +79,33 @@ fn q4_unit_dot_int8(row: u32, unit: u32, low: vec4<u32>, high: vec4<u32>, block:
 // One member's partial sums over its units: sums[s * ROWS_PER_THREAD + r] for stream s and row first_row + r.
 fn member_sums(first_row: u32, member: u32) -> array<f32, MAX_SUMS> {
     var sums: array<f32, MAX_SUMS>;
-    // A constant trip count (after specialisation): the compiler can unroll it and issue every load up front.
-    for (var pass_index = 0u; pass_index < UNITS_PER_MEMBER; pass_index++) {
+    // Two units a pass, both units' loads issued before either is used: the driver does not overlap the loads of
+    // successive loop iterations (BENCHMARKS.md). Each sum still adds its units in order.
+    for (var pass_index = 0u; pass_index < UNITS_PER_MEMBER; pass_index += 2u) {
         let unit = member + pass_index * THREADS_PER_ROW;
         if (unit >= COLUMNS / INT8_UNIT) {
             break;
         }
+        let has_next = unit + THREADS_PER_ROW < COLUMNS / INT8_UNIT;
+        let next = min(unit + THREADS_PER_ROW, COLUMNS / INT8_UNIT - 1u);   // a valid unit, unused if !has_next
         for (var stream = 0u; stream < BATCH; stream++) {
             let block = stream * (COLUMNS / INT8_UNIT) + unit;
+            let block_next = stream * (COLUMNS / INT8_UNIT) + next;
             let low = xq[2u * block];
             let high = xq[2u * block + 1u];
             let quantized = xs[block];
+            let low_next = xq[2u * block_next];
+            let high_next = xq[2u * block_next + 1u];
+            let quantized_next = xs[block_next];
             for (var r = 0u; r < ROWS_PER_THREAD; r++) {
                 // Rows past the end repeat the last row (uniform work, no branch) and are never written.
                 let row = min(first_row + r, ROWS - 1u);
-                sums[stream * ROWS_PER_THREAD + r] += q4_unit_dot_int8(row, unit, low, high, quantized);
+                let first = q4_unit_dot_int8(row, unit, low, high, quantized);
+                let second = q4_unit_dot_int8(row, next, low_next, high_next, quantized_next);
+                sums[stream * ROWS_PER_THREAD + r] += first;
+                if (has_next) {
+                    sums[stream * ROWS_PER_THREAD + r] += second;
+                }
             }
         }
     }
