@@ -160,9 +160,6 @@ fn key_dot(partial: f32, u: u32, w: vec4<u32>) -> f32 {
     return sum;
 }
 
-// Slots of the values' weighted sum whose loads are issued together.
-const VALUE_LOADS = 4u;
-
 // The (low, high) vec4 sums of a value unit plus weights[index] times the unit w (high: f16 only).
 fn weigh_value(acc: array<vec4<f32>, 2>, index: u32, w: vec4<u32>) -> array<vec4<f32>, 2> {
     var next = acc;
@@ -281,8 +278,8 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     if (group < groups) {
         for (var u = lane % units; u < units; u += WORKGROUP_SIZE) {
             var acc = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));  // the unit's low and high vec4
-            // VALUE_LOADS slots a round, every load issued before any is used (see merged()); in slot order.
-            for (var j = first + group; j < end; j += VALUE_LOADS * groups) {
+            // Four slots a round, every load issued before any is used (see merged()); in slot order.
+            for (var j = first + group; j < end; j += 4u * groups) {
                 let w0 = v_cache[cache_base + j * units + u];
                 let w1 = v_cache[cache_base + min(j + groups, end - 1u) * units + u];
                 let w2 = v_cache[cache_base + min(j + 2u * groups, end - 1u) * units + u];
