@@ -5,6 +5,7 @@
     python benchmarks/mimi.py --profile               # also GPU time per dispatch group (slowest first)
     python benchmarks/mimi.py --streams 64            # a plan of 64 streams (times are per submission of all)
     python benchmarks/mimi.py --streams 40 --mimi-frames 8   # 8 frames of each a submission (files); times per frame
+    python benchmarks/mimi.py --qkv-apart             # the attention's QKV as a product of its own (QKV_APART)
     python benchmarks/mimi.py --precision             # no GPU: each precision policy vs the official fp32 encode
 
 The line gives the GPU time of one frame's compute pass (timestamp queries around the pass: the dispatches, their
@@ -26,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine  # noqa: E402
+from kyutai_stt.models import mimi as mimi_model  # noqa: E402
 from kyutai_stt.models.mimi import build_mimi_plan, split_for_streams  # noqa: E402
 from kyutai_stt.reference import mimi as mimi_reference  # noqa: E402
 from kyutai_stt.weights.synthetic import MIMIS  # noqa: E402
@@ -122,6 +124,9 @@ def main() -> int:
     parser.add_argument("--mimi-frames", type=int, default=1,
                         help="frames of each stream per submission (files: docs/mimi.md); times are per frame, the "
                              "submission's divided by this")
+    parser.add_argument("--qkv-apart", action="store_true",
+                        help="the attention's q, k, v from a LayerNorm + QKV product of their own under every split "
+                             "(models/mimi.py QKV_APART)")
     parser.add_argument("--precision", action="store_true",
                         help="instead: each precision policy's error vs the official encode (numpy, ~10 s each)")
     args = parser.parse_args()
@@ -135,6 +140,8 @@ def main() -> int:
     tuning = args.tuning if args.tuning != "auto" else split_for_streams("cpu" if cpu else "gpu", args.streams * per)
     frames = args.frames or (6 if cpu else 40)          # submissions
     tensors, read, cfg, source = load(args.package, args.quant, args.mimi)
+    if args.qkv_apart:
+        mimi_model.QKV_APART = (*mimi_model.QKV_APART, tuning)
     plan = build_mimi_plan(tensors, cfg, tuning=tuning, streams=args.streams, frames=per)
     engine = Engine(plan, read)
     rng = np.random.default_rng(0)

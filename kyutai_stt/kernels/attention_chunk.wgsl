@@ -100,31 +100,57 @@ var<workgroup> weights: array<f32, RING>;
 var<workgroup> reduction: array<f32, WORKGROUP_SIZE>;
 var<workgroup> partial_values: array<vec4<f32>, GROUPS * HEAD_DIM / 4u>;
 
-// Weights W[row, col .. col + 8) at element index = row * D + col (a multiple of 8) as two vec4, dequantised exactly
-// as quant.dequantize does. Text-equal to conv1d.wgsl's (tests/kernels/test_kernel_sources.py).
-fn weights8(index: u32) -> array<vec4<f32>, 2> {
+// W[row, col .. col + 32) (one 32-column unit at element index row * columns + col, a multiple of 32) as 8 vec4,
+// dequantised exactly as quant.dequantize does; straight-line code, so its loads (FORMAT's words: f32 8 vec4,
+// f16 4, q8 2, q4 1; the block's scale for q8/q4) issue together with the caller's other loads (the driver does
+// not overlap the loads of successive loop iterations: docs/architecture.md). Text-equal in every kernel using it.
+fn unit_weights(index: u32) -> array<vec4<f32>, 8> {
     if (FORMAT == FORMAT_F32) {
-        return array(bitcast<vec4<f32>>(w[index / 4u]), bitcast<vec4<f32>>(w[index / 4u + 1u]));
+        let at = index / 4u;
+        return array(bitcast<vec4<f32>>(w[at]), bitcast<vec4<f32>>(w[at + 1u]), bitcast<vec4<f32>>(w[at + 2u]),
+                     bitcast<vec4<f32>>(w[at + 3u]), bitcast<vec4<f32>>(w[at + 4u]), bitcast<vec4<f32>>(w[at + 5u]),
+                     bitcast<vec4<f32>>(w[at + 6u]), bitcast<vec4<f32>>(w[at + 7u]));
     } else if (FORMAT == FORMAT_F16) {
-        let words = w[index / 8u];
-        return array(vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y)),
-                     vec4<f32>(unpack2x16float(words.z), unpack2x16float(words.w)));
+        let at = index / 8u;
+        let a = w[at];
+        let b = w[at + 1u];
+        let c = w[at + 2u];
+        let d = w[at + 3u];
+        return array(vec4<f32>(unpack2x16float(a.x), unpack2x16float(a.y)),
+                     vec4<f32>(unpack2x16float(a.z), unpack2x16float(a.w)),
+                     vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y)),
+                     vec4<f32>(unpack2x16float(b.z), unpack2x16float(b.w)),
+                     vec4<f32>(unpack2x16float(c.x), unpack2x16float(c.y)),
+                     vec4<f32>(unpack2x16float(c.z), unpack2x16float(c.w)),
+                     vec4<f32>(unpack2x16float(d.x), unpack2x16float(d.y)),
+                     vec4<f32>(unpack2x16float(d.z), unpack2x16float(d.w)));
     }
     let block = index / 32u;
     let scale = unpack2x16float(scales[block / 2u])[block % 2u];
     if (FORMAT == FORMAT_Q8) {
-        let words = w[index / 16u];
-        let pair = select(words.xy, words.zw, (index / 8u) % 2u == 1u);
-        let shifts = vec4<u32>(24u, 16u, 8u, 0u);
-        let low = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.x) << shifts) >> vec4<u32>(24u));
-        let high = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.y) << shifts) >> vec4<u32>(24u));
-        return array(low * scale, high * scale);
+        let a = w[index / 16u];
+        let b = w[index / 16u + 1u];
+        return array(q8_low(a.x) * scale, q8_low(a.y) * scale, q8_low(a.z) * scale, q8_low(a.w) * scale,
+                     q8_low(b.x) * scale, q8_low(b.y) * scale, q8_low(b.z) * scale, q8_low(b.w) * scale);
     }
-    let word = w[index / 32u][(index / 8u) % 4u];
-    let mask = vec4<u32>(0xFu);
-    let low = vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) - 8.0;
-    let high = vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) - 8.0;
-    return array(low * scale, high * scale);
+    let words = w[index / 32u];
+    return array(q4_low(words.x) * scale, q4_high(words.x) * scale, q4_low(words.y) * scale,
+                 q4_high(words.y) * scale, q4_low(words.z) * scale, q4_high(words.z) * scale,
+                 q4_low(words.w) * scale, q4_high(words.w) * scale);
+}
+
+// The 4 signed bytes of a q8 word, low byte first.
+fn q8_low(word: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// Nibbles 0-3 and 4-7 of a q4 word, offset 8 taken off.
+fn q4_low(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(0xFu)) - 8.0;
+}
+
+fn q4_high(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(0xFu)) - 8.0;
 }
 
 fn cos_sin(angle: f32) -> vec2<f32> {
@@ -192,17 +218,16 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         // (An explicit initializer: Naga zero-initialises a declaration without one only once per invocation,
         // not each time the loop body runs.)
         var sums = array<f32, MAX_STEPS>(0.0, 0.0, 0.0, 0.0);
-        // 32 columns a round (D % 32 == 0), their four loads issued before any is used: the driver does not
-        // overlap the loads of successive loop iterations (BENCHMARKS.md). The columns are still added in order.
+        // 32 columns a round (D % 32 == 0), the unit's loads issued before any is used: the driver does not
+        // overlap the loads of successive loop iterations (docs/architecture.md). The columns are added in order.
         for (var col = 0u; col < D; col += 32u) {
-            let w = array<array<vec4<f32>, 2>, 4>(weights8(row * D + col), weights8(row * D + col + 8u),
-                                                  weights8(row * D + col + 16u), weights8(row * D + col + 24u));
+            let w = unit_weights(row * D + col);
             for (var j = first_step; j <= t; j++) {
                 let at = (j * D + col) / 4u;
-                sums[j] += dot(w[0][0], normalized[at]) + dot(w[0][1], normalized[at + 1u]);
-                sums[j] += dot(w[1][0], normalized[at + 2u]) + dot(w[1][1], normalized[at + 3u]);
-                sums[j] += dot(w[2][0], normalized[at + 4u]) + dot(w[2][1], normalized[at + 5u]);
-                sums[j] += dot(w[3][0], normalized[at + 6u]) + dot(w[3][1], normalized[at + 7u]);
+                sums[j] += dot(w[0], normalized[at]) + dot(w[1], normalized[at + 1u]);
+                sums[j] += dot(w[2], normalized[at + 2u]) + dot(w[3], normalized[at + 3u]);
+                sums[j] += dot(w[4], normalized[at + 4u]) + dot(w[5], normalized[at + 5u]);
+                sums[j] += dot(w[6], normalized[at + 6u]) + dot(w[7], normalized[at + 7u]);
             }
         }
         if (part == 0u) {

@@ -111,8 +111,6 @@ const FORMAT_Q4 = 3u;
 const MODE_ELU = 1u;
 const MODE_LAYER_NORM = 2u;
 const MODE_GELU = 2u;
-const MAX_ROWS = 4u;
-const MAX_STEPS = 4u;
 const MAX_NORM_STEPS = 16u;
 const TILE_K = 32u;
 const SCALE_BLOCK = 32u;
@@ -190,31 +188,57 @@ fn param(i: u32) -> f32 {
     return params[i / 4u][i % 4u];
 }
 
-// Weights W[row, col .. col + 8) at element index = row * K + col (a multiple of 8) as two vec4, dequantised exactly
-// as quant.dequantize does. Text-equal to attention_chunk.wgsl's (tests/kernels/test_kernel_sources.py).
-fn weights8(index: u32) -> array<vec4<f32>, 2> {
+// W[row, col .. col + 32) (one 32-column unit at element index row * columns + col, a multiple of 32) as 8 vec4,
+// dequantised exactly as quant.dequantize does; straight-line code, so its loads (FORMAT's words: f32 8 vec4,
+// f16 4, q8 2, q4 1; the block's scale for q8/q4) issue together with the caller's other loads (the driver does
+// not overlap the loads of successive loop iterations: docs/architecture.md). Text-equal in every kernel using it.
+fn unit_weights(index: u32) -> array<vec4<f32>, 8> {
     if (FORMAT == FORMAT_F32) {
-        return array(bitcast<vec4<f32>>(w[index / 4u]), bitcast<vec4<f32>>(w[index / 4u + 1u]));
+        let at = index / 4u;
+        return array(bitcast<vec4<f32>>(w[at]), bitcast<vec4<f32>>(w[at + 1u]), bitcast<vec4<f32>>(w[at + 2u]),
+                     bitcast<vec4<f32>>(w[at + 3u]), bitcast<vec4<f32>>(w[at + 4u]), bitcast<vec4<f32>>(w[at + 5u]),
+                     bitcast<vec4<f32>>(w[at + 6u]), bitcast<vec4<f32>>(w[at + 7u]));
     } else if (FORMAT == FORMAT_F16) {
-        let words = w[index / 8u];
-        return array(vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y)),
-                     vec4<f32>(unpack2x16float(words.z), unpack2x16float(words.w)));
+        let at = index / 8u;
+        let a = w[at];
+        let b = w[at + 1u];
+        let c = w[at + 2u];
+        let d = w[at + 3u];
+        return array(vec4<f32>(unpack2x16float(a.x), unpack2x16float(a.y)),
+                     vec4<f32>(unpack2x16float(a.z), unpack2x16float(a.w)),
+                     vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y)),
+                     vec4<f32>(unpack2x16float(b.z), unpack2x16float(b.w)),
+                     vec4<f32>(unpack2x16float(c.x), unpack2x16float(c.y)),
+                     vec4<f32>(unpack2x16float(c.z), unpack2x16float(c.w)),
+                     vec4<f32>(unpack2x16float(d.x), unpack2x16float(d.y)),
+                     vec4<f32>(unpack2x16float(d.z), unpack2x16float(d.w)));
     }
     let block = index / 32u;
     let scale = unpack2x16float(scales[block / 2u])[block % 2u];
     if (FORMAT == FORMAT_Q8) {
-        let words = w[index / 16u];
-        let pair = select(words.xy, words.zw, (index / 8u) % 2u == 1u);
-        let shifts = vec4<u32>(24u, 16u, 8u, 0u);
-        let low = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.x) << shifts) >> vec4<u32>(24u));
-        let high = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.y) << shifts) >> vec4<u32>(24u));
-        return array(low * scale, high * scale);
+        let a = w[index / 16u];
+        let b = w[index / 16u + 1u];
+        return array(q8_low(a.x) * scale, q8_low(a.y) * scale, q8_low(a.z) * scale, q8_low(a.w) * scale,
+                     q8_low(b.x) * scale, q8_low(b.y) * scale, q8_low(b.z) * scale, q8_low(b.w) * scale);
     }
-    let word = w[index / 32u][(index / 8u) % 4u];
-    let mask = vec4<u32>(0xFu);
-    let low = vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) - 8.0;
-    let high = vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) - 8.0;
-    return array(low * scale, high * scale);
+    let words = w[index / 32u];
+    return array(q4_low(words.x) * scale, q4_high(words.x) * scale, q4_low(words.y) * scale,
+                 q4_high(words.y) * scale, q4_low(words.z) * scale, q4_high(words.z) * scale,
+                 q4_low(words.w) * scale, q4_high(words.w) * scale);
+}
+
+// The 4 signed bytes of a q8 word, low byte first.
+fn q8_low(word: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// Nibbles 0-3 and 4-7 of a q4 word, offset 8 taken off.
+fn q4_low(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(0xFu)) - 8.0;
+}
+
+fn q4_high(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(0xFu)) - 8.0;
 }
 
 fn parity(stream: u32) -> u32 {
@@ -230,22 +254,71 @@ fn window_index(t: u32, j: u32, x_base: u32, first_frame: bool) -> u32 {
     return x_base + flat;
 }
 
-// Inputs in(win(t))[col .. col + 8) as two vec4 (col % 8 == 0; 8 consecutive columns never straddle two rows).
-fn inputs8(t: u32, col: u32, x_base: u32, first_frame: bool, local_step: u32) -> array<vec4<f32>, 2> {
-    let index = window_index(t, col, x_base, first_frame) / 4u;
-    var a = x[index];
-    var b = x[index + 1u];
-    if (INPUT_MODE == MODE_ELU) {
-        a = elu4(a);
-        b = elu4(b);
-    } else if (INPUT_MODE == MODE_LAYER_NORM) {
-        let stats = norm_stats[local_step];
-        let p = (NORM_OFFSET + col) / 4u;
-        let q = (NORM_OFFSET + K + col) / 4u;
-        a = (a - stats.x) * stats.y * params[p] + params[q];
-        b = (b - stats.x) * stats.y * params[p + 1u] + params[q + 1u];
+// Window elements col .. col + 31 of step t (one unit, col % 32 == 0) as stored, 8 loads issued together.
+fn unit_inputs(t: u32, col: u32, x_base: u32, first_frame: bool) -> array<vec4<f32>, 8> {
+    if (REPLICATE) {
+        // The first frame reads rows < X_HISTORY from row X_HISTORY: a unit may straddle such rows.
+        return array(x[window_index(t, col, x_base, first_frame) / 4u],
+                     x[window_index(t, col + 4u, x_base, first_frame) / 4u],
+                     x[window_index(t, col + 8u, x_base, first_frame) / 4u],
+                     x[window_index(t, col + 12u, x_base, first_frame) / 4u],
+                     x[window_index(t, col + 16u, x_base, first_frame) / 4u],
+                     x[window_index(t, col + 20u, x_base, first_frame) / 4u],
+                     x[window_index(t, col + 24u, x_base, first_frame) / 4u],
+                     x[window_index(t, col + 28u, x_base, first_frame) / 4u]);
     }
-    return array(a, b);
+    let at = window_index(t, col, x_base, first_frame) / 4u;
+    return array(x[at], x[at + 1u], x[at + 2u], x[at + 3u], x[at + 4u], x[at + 5u], x[at + 6u], x[at + 7u]);
+}
+
+// The LayerNorm weight (0 .. 7) and bias (8 .. 15) of columns col .. col + 31 (LayerNorm input mode).
+fn unit_norm(col: u32) -> array<vec4<f32>, 16> {
+    let p = (NORM_OFFSET + col) / 4u;
+    let q = (NORM_OFFSET + K + col) / 4u;
+    return array(params[p], params[p + 1u], params[p + 2u], params[p + 3u], params[p + 4u], params[p + 5u],
+                 params[p + 6u], params[p + 7u], params[q], params[q + 1u], params[q + 2u], params[q + 3u],
+                 params[q + 4u], params[q + 5u], params[q + 6u], params[q + 7u]);
+}
+
+// in(win) of a unit from its stored inputs (INPUT_MODE); stats: the step's LayerNorm (mean, 1 / std).
+fn unit_transform(v: array<vec4<f32>, 8>, stats: vec2<f32>,
+                  norm: array<vec4<f32>, 16>) -> array<vec4<f32>, 8> {
+    if (INPUT_MODE == MODE_ELU) {
+        return array(elu4(v[0]), elu4(v[1]), elu4(v[2]), elu4(v[3]), elu4(v[4]), elu4(v[5]), elu4(v[6]), elu4(v[7]));
+    } else if (INPUT_MODE == MODE_LAYER_NORM) {
+        return array((v[0] - stats.x) * stats.y * norm[0] + norm[8], (v[1] - stats.x) * stats.y * norm[1] + norm[9],
+                     (v[2] - stats.x) * stats.y * norm[2] + norm[10], (v[3] - stats.x) * stats.y * norm[3] + norm[11],
+                     (v[4] - stats.x) * stats.y * norm[4] + norm[12], (v[5] - stats.x) * stats.y * norm[5] + norm[13],
+                     (v[6] - stats.x) * stats.y * norm[6] + norm[14], (v[7] - stats.x) * stats.y * norm[7] + norm[15]);
+    }
+    return v;
+}
+
+// sums[s] += chunk c of one row's weights . chunk c of step s's inputs, for the thread's steps.
+fn chunk_dots(unit: array<vec4<f32>, 8>, c: u32, in0: array<vec4<f32>, 8>, in1: array<vec4<f32>, 8>,
+              in2: array<vec4<f32>, 8>, in3: array<vec4<f32>, 8>, sums: vec4<f32>) -> vec4<f32> {
+    let wv = array(unit[2u * c], unit[2u * c + 1u]);
+    var result = sums;
+    result.x += dot(wv[0], in0[2u * c]) + dot(wv[1], in0[2u * c + 1u]);
+    if (STEPS_PER_THREAD > 1u) {
+        result.y += dot(wv[0], in1[2u * c]) + dot(wv[1], in1[2u * c + 1u]);
+    }
+    if (STEPS_PER_THREAD > 2u) {
+        result.z += dot(wv[0], in2[2u * c]) + dot(wv[1], in2[2u * c + 1u]);
+    }
+    if (STEPS_PER_THREAD > 3u) {
+        result.w += dot(wv[0], in3[2u * c]) + dot(wv[1], in3[2u * c + 1u]);
+    }
+    return result;
+}
+
+// One row's sums over a whole unit, its four chunks in column order.
+fn unit_dots(unit: array<vec4<f32>, 8>, in0: array<vec4<f32>, 8>, in1: array<vec4<f32>, 8>,
+             in2: array<vec4<f32>, 8>, in3: array<vec4<f32>, 8>, sums: vec4<f32>) -> vec4<f32> {
+    var result = chunk_dots(unit, 0u, in0, in1, in2, in3, sums);
+    result = chunk_dots(unit, 1u, in0, in1, in2, in3, result);
+    result = chunk_dots(unit, 2u, in0, in1, in2, in3, result);
+    return chunk_dots(unit, 3u, in0, in1, in2, in3, result);
 }
 
 // partial_sums[i * WORKGROUP_SIZE] = sum over lanes of partial_sums[i * WORKGROUP_SIZE + lane], for i < count
@@ -283,15 +356,15 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
 
     if (INPUT_MODE == MODE_LAYER_NORM) {
         // Two-pass mean and variance of each of the workgroup's windows (biased variance, as torch), all the
-        // workgroup's steps reduced together (partial_sums[s * WORKGROUP_SIZE + lane]).
+        // workgroup's steps reduced together (partial_sums[s * WORKGROUP_SIZE + lane]); a vec4 per load.
         let norm_steps = TEAMS_T * STEPS_PER_THREAD;
         for (var s = 0u; s < norm_steps; s++) {
             let t = min(workgroup_first_step + s, T_OUT - 1u);
-            var sum = 0.0;
-            for (var j = lane; j < K; j += WORKGROUP_SIZE) {
-                sum += x[window_index(t, j, x_base, first_frame) / 4u][j % 4u];
+            var sum = vec4<f32>(0.0);
+            for (var q = lane; q < K / 4u; q += WORKGROUP_SIZE) {
+                sum += x[window_index(t, 4u * q, x_base, first_frame) / 4u];
             }
-            partial_sums[s * WORKGROUP_SIZE + lane] = sum;
+            partial_sums[s * WORKGROUP_SIZE + lane] = (sum.x + sum.y) + (sum.z + sum.w);
         }
         workgroup_sums(norm_steps, lane);
         var means: array<f32, MAX_NORM_STEPS>;
@@ -302,9 +375,9 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         for (var s = 0u; s < norm_steps; s++) {
             let t = min(workgroup_first_step + s, T_OUT - 1u);
             var squares = 0.0;
-            for (var j = lane; j < K; j += WORKGROUP_SIZE) {
-                let d = x[window_index(t, j, x_base, first_frame) / 4u][j % 4u] - means[s];
-                squares += d * d;
+            for (var q = lane; q < K / 4u; q += WORKGROUP_SIZE) {
+                let d = x[window_index(t, 4u * q, x_base, first_frame) / 4u] - vec4<f32>(means[s]);
+                squares += dot(d, d);
             }
             partial_sums[s * WORKGROUP_SIZE + lane] = squares;
         }
@@ -316,24 +389,71 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         workgroupBarrier();
     }
 
-    var sums: array<f32, 16>;   // [row * MAX_STEPS + step]
+    // Steps past the end repeat the last step (uniform work) and are never written; rows past the end repeat the
+    // last row. sums_r[s]: row first_row + r, step first_step + s.
+    let t0 = min(first_step, T_OUT - 1u);
+    let t1 = min(first_step + 1u, T_OUT - 1u);
+    let t2 = min(first_step + 2u, T_OUT - 1u);
+    let t3 = min(first_step + 3u, T_OUT - 1u);
+    let local_step = team_t * STEPS_PER_THREAD;
+    var sums0 = vec4<f32>(0.0);
+    var sums1 = vec4<f32>(0.0);
+    var sums2 = vec4<f32>(0.0);
+    var sums3 = vec4<f32>(0.0);
     for (var unit = member; unit < K / 32u; unit += THREADS_PER_ROW) {
-        for (var chunk = 0u; chunk < 4u; chunk++) {
-            let col = unit * 32u + chunk * 8u;
-            var inputs: array<vec4<f32>, 8>;   // [2 * step + half]
-            for (var s = 0u; s < STEPS_PER_THREAD; s++) {
-                // Steps past the end repeat the last step (uniform work) and are never written.
-                let t = min(first_step + s, T_OUT - 1u);
-                let v = inputs8(t, col, x_base, first_frame, team_t * STEPS_PER_THREAD + s);
-                inputs[2u * s] = v[0];
-                inputs[2u * s + 1u] = v[1];
+        let col = unit * 32u;
+        // One round of loads: every row's weights and every step's inputs of the unit, issued before any is used.
+        let w0 = unit_weights(min(first_row, C_OUT - 1u) * K + col);
+        var w1: array<vec4<f32>, 8>;
+        var w2: array<vec4<f32>, 8>;
+        var w3: array<vec4<f32>, 8>;
+        if (ROWS_PER_THREAD > 1u) {
+            w1 = unit_weights(min(first_row + 1u, C_OUT - 1u) * K + col);
+        }
+        if (ROWS_PER_THREAD > 2u) {
+            w2 = unit_weights(min(first_row + 2u, C_OUT - 1u) * K + col);
+        }
+        if (ROWS_PER_THREAD > 3u) {
+            w3 = unit_weights(min(first_row + 3u, C_OUT - 1u) * K + col);
+        }
+        var in0 = unit_inputs(t0, col, x_base, first_frame);
+        var in1: array<vec4<f32>, 8>;
+        var in2: array<vec4<f32>, 8>;
+        var in3: array<vec4<f32>, 8>;
+        if (STEPS_PER_THREAD > 1u) {
+            in1 = unit_inputs(t1, col, x_base, first_frame);
+        }
+        if (STEPS_PER_THREAD > 2u) {
+            in2 = unit_inputs(t2, col, x_base, first_frame);
+        }
+        if (STEPS_PER_THREAD > 3u) {
+            in3 = unit_inputs(t3, col, x_base, first_frame);
+        }
+        var norm: array<vec4<f32>, 16>;
+        if (INPUT_MODE == MODE_LAYER_NORM) {
+            norm = unit_norm(col);
+        }
+        if (INPUT_MODE != 0u) {
+            in0 = unit_transform(in0, step_stats(local_step), norm);
+            if (STEPS_PER_THREAD > 1u) {
+                in1 = unit_transform(in1, step_stats(local_step + 1u), norm);
             }
-            for (var r = 0u; r < ROWS_PER_THREAD; r++) {
-                let wv = weights8(min(first_row + r, C_OUT - 1u) * K + col);
-                for (var s = 0u; s < STEPS_PER_THREAD; s++) {
-                    sums[r * MAX_STEPS + s] += dot(wv[0], inputs[2u * s]) + dot(wv[1], inputs[2u * s + 1u]);
-                }
+            if (STEPS_PER_THREAD > 2u) {
+                in2 = unit_transform(in2, step_stats(local_step + 2u), norm);
             }
+            if (STEPS_PER_THREAD > 3u) {
+                in3 = unit_transform(in3, step_stats(local_step + 3u), norm);
+            }
+        }
+        sums0 = unit_dots(w0, in0, in1, in2, in3, sums0);
+        if (ROWS_PER_THREAD > 1u) {
+            sums1 = unit_dots(w1, in0, in1, in2, in3, sums1);
+        }
+        if (ROWS_PER_THREAD > 2u) {
+            sums2 = unit_dots(w2, in0, in1, in2, in3, sums2);
+        }
+        if (ROWS_PER_THREAD > 3u) {
+            sums3 = unit_dots(w3, in0, in1, in2, in3, sums3);
         }
     }
 
@@ -341,7 +461,8 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         // Members' sums side by side, [sum index][invocation]; after one barrier, the member that writes an
         // output adds its team's THREADS_PER_ROW partial sums (independent loads, no further barrier).
         for (var i = 0u; i < ROWS_PER_THREAD * STEPS_PER_THREAD; i++) {
-            partial_sums[i * WORKGROUP_SIZE + lane] = sums[(i / STEPS_PER_THREAD) * MAX_STEPS + i % STEPS_PER_THREAD];
+            partial_sums[i * WORKGROUP_SIZE + lane] = row_sums(i / STEPS_PER_THREAD, sums0, sums1, sums2,
+                                                               sums3)[i % STEPS_PER_THREAD];
         }
         workgroupBarrier();
     }
@@ -356,16 +477,47 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         if (o < C_OUT && t < T_OUT) {
             var v: f32;
             if (THREADS_PER_ROW > 1u) {
-                v = 0.0;
-                for (var m = 0u; m < THREADS_PER_ROW; m++) {
-                    v += partial_sums[i * WORKGROUP_SIZE + team_lane + m];
-                }
+                v = member_total(i * WORKGROUP_SIZE + team_lane);
             } else {
-                v = sums[r * MAX_STEPS + s];
+                v = row_sums(r, sums0, sums1, sums2, sums3)[s];
             }
             write_output(o, t, stream, p, v);
         }
     }
+}
+
+// The LayerNorm (mean, 1 / std) of the workgroup's step s (LayerNorm input mode; unused otherwise).
+fn step_stats(s: u32) -> vec2<f32> {
+    if (INPUT_MODE == MODE_LAYER_NORM) {
+        return norm_stats[s];
+    }
+    return vec2<f32>(0.0);
+}
+
+fn row_sums(r: u32, sums0: vec4<f32>, sums1: vec4<f32>, sums2: vec4<f32>, sums3: vec4<f32>) -> vec4<f32> {
+    return select(select(sums0, sums1, r == 1u), select(sums2, sums3, r == 3u), r >= 2u);
+}
+
+// The sum of a team's THREADS_PER_ROW partial sums from partial_sums[at], in member order, four loads a round.
+fn member_total(at: u32) -> f32 {
+    var v = 0.0;
+    if (THREADS_PER_ROW % 4u != 0u) {
+        for (var m = 0u; m < THREADS_PER_ROW; m++) {
+            v += partial_sums[at + m];
+        }
+        return v;
+    }
+    for (var m = 0u; m < THREADS_PER_ROW; m += 4u) {
+        let a = partial_sums[at + m];
+        let b = partial_sums[at + m + 1u];
+        let c = partial_sums[at + m + 2u];
+        let d = partial_sums[at + m + 3u];
+        v += a;
+        v += b;
+        v += c;
+        v += d;
+    }
+    return v;
 }
 
 // The epilogue of output (o, t) of a stream whose history parity is p: bias, scale, residual, accumulate,

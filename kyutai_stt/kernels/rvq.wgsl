@@ -52,7 +52,7 @@ const FORMAT_Q8 = 2u;
 const NONE = 0xFFFFFFFFu;
 const HIGHEST = 3.402823e38;
 
-@group(0) @binding(0) var<storage, read> books: array<vec4<u32>>;
+@group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> scales: array<u32>;
 @group(0) @binding(2) var<storage, read> sqnorms: array<f32>;
 @group(0) @binding(3) var<storage, read> proj: array<f32>;
@@ -69,27 +69,80 @@ var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE * ENTRIES_PER_THREAD>;
 var<workgroup> best_scores: array<f32, WORKGROUP_SIZE>;
 var<workgroup> best_indices: array<u32, WORKGROUP_SIZE>;
 
-// Entry row [col, col + 8) as two vec4 (as conv1d.wgsl's weights8).
+// W[row, col .. col + 32) (one 32-column unit at element index row * columns + col, a multiple of 32) as 8 vec4,
+// dequantised exactly as quant.dequantize does; straight-line code, so its loads (FORMAT's words: f32 8 vec4,
+// f16 4, q8 2, q4 1; the block's scale for q8/q4) issue together with the caller's other loads (the driver does
+// not overlap the loads of successive loop iterations: docs/architecture.md). Text-equal in every kernel using it.
+fn unit_weights(index: u32) -> array<vec4<f32>, 8> {
+    if (FORMAT == FORMAT_F32) {
+        let at = index / 4u;
+        return array(bitcast<vec4<f32>>(w[at]), bitcast<vec4<f32>>(w[at + 1u]), bitcast<vec4<f32>>(w[at + 2u]),
+                     bitcast<vec4<f32>>(w[at + 3u]), bitcast<vec4<f32>>(w[at + 4u]), bitcast<vec4<f32>>(w[at + 5u]),
+                     bitcast<vec4<f32>>(w[at + 6u]), bitcast<vec4<f32>>(w[at + 7u]));
+    } else if (FORMAT == FORMAT_F16) {
+        let at = index / 8u;
+        let a = w[at];
+        let b = w[at + 1u];
+        let c = w[at + 2u];
+        let d = w[at + 3u];
+        return array(vec4<f32>(unpack2x16float(a.x), unpack2x16float(a.y)),
+                     vec4<f32>(unpack2x16float(a.z), unpack2x16float(a.w)),
+                     vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y)),
+                     vec4<f32>(unpack2x16float(b.z), unpack2x16float(b.w)),
+                     vec4<f32>(unpack2x16float(c.x), unpack2x16float(c.y)),
+                     vec4<f32>(unpack2x16float(c.z), unpack2x16float(c.w)),
+                     vec4<f32>(unpack2x16float(d.x), unpack2x16float(d.y)),
+                     vec4<f32>(unpack2x16float(d.z), unpack2x16float(d.w)));
+    }
+    let block = index / 32u;
+    let scale = unpack2x16float(scales[block / 2u])[block % 2u];
+    if (FORMAT == FORMAT_Q8) {
+        let a = w[index / 16u];
+        let b = w[index / 16u + 1u];
+        return array(q8_low(a.x) * scale, q8_low(a.y) * scale, q8_low(a.z) * scale, q8_low(a.w) * scale,
+                     q8_low(b.x) * scale, q8_low(b.y) * scale, q8_low(b.z) * scale, q8_low(b.w) * scale);
+    }
+    let words = w[index / 32u];
+    return array(q4_low(words.x) * scale, q4_high(words.x) * scale, q4_low(words.y) * scale,
+                 q4_high(words.y) * scale, q4_low(words.z) * scale, q4_high(words.z) * scale,
+                 q4_low(words.w) * scale, q4_high(words.w) * scale);
+}
+
+// The 4 signed bytes of a q8 word, low byte first.
+fn q8_low(word: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+// Nibbles 0-3 and 4-7 of a q4 word, offset 8 taken off.
+fn q4_low(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(0xFu)) - 8.0;
+}
+
+fn q4_high(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(0xFu)) - 8.0;
+}
+
+// Entry row [col, col + 8) as two vec4 (dequantised as unit_weights).
 fn entry8(row: u32, col: u32) -> array<vec4<f32>, 2> {
     let index = row * DIM + col;
     if (FORMAT == FORMAT_F32) {
-        return array(bitcast<vec4<f32>>(books[index / 4u]), bitcast<vec4<f32>>(books[index / 4u + 1u]));
+        return array(bitcast<vec4<f32>>(w[index / 4u]), bitcast<vec4<f32>>(w[index / 4u + 1u]));
     } else if (FORMAT == FORMAT_F16) {
-        let words = books[index / 8u];
+        let words = w[index / 8u];
         return array(vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y)),
                      vec4<f32>(unpack2x16float(words.z), unpack2x16float(words.w)));
     }
     let block = index / 32u;
     let scale = unpack2x16float(scales[block / 2u])[block % 2u];
     if (FORMAT == FORMAT_Q8) {
-        let words = books[index / 16u];
+        let words = w[index / 16u];
         let pair = select(words.xy, words.zw, (index / 8u) % 2u == 1u);
         let shifts = vec4<u32>(24u, 16u, 8u, 0u);
         let low = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.x) << shifts) >> vec4<u32>(24u));
         let high = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.y) << shifts) >> vec4<u32>(24u));
         return array(low * scale, high * scale);
     }
-    let word = books[index / 32u][(index / 8u) % 4u];
+    let word = w[index / 32u][(index / 8u) % 4u];
     let mask = vec4<u32>(0xFu);
     let low = vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) - 8.0;
     let high = vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) - 8.0;
@@ -100,18 +153,42 @@ fn entry8(row: u32, col: u32) -> array<vec4<f32>, 2> {
 fn entry_element(row: u32, d: u32) -> f32 {
     let index = row * DIM + d;
     if (FORMAT == FORMAT_F32) {
-        return bitcast<f32>(books[index / 4u][index % 4u]);
+        return bitcast<f32>(w[index / 4u][index % 4u]);
     } else if (FORMAT == FORMAT_F16) {
-        return unpack2x16float(books[index / 8u][(index / 2u) % 4u])[index % 2u];
+        return unpack2x16float(w[index / 8u][(index / 2u) % 4u])[index % 2u];
     }
     let block = index / 32u;
     let scale = unpack2x16float(scales[block / 2u])[block % 2u];
     if (FORMAT == FORMAT_Q8) {
-        let word = books[index / 16u][(index / 4u) % 4u];
+        let word = w[index / 16u][(index / 4u) % 4u];
         return f32(bitcast<i32>(word << (24u - 8u * (index % 4u))) >> 24u) * scale;
     }
-    let word = books[index / 32u][(index / 8u) % 4u];
+    let word = w[index / 32u][(index / 8u) % 4u];
     return (f32((word >> (4u * (index % 8u))) & 0xFu) - 8.0) * scale;
+}
+
+// sums[e] + chunk c of entry e's unit . residual[col + 8 c .. + 8) (col % 32 == 0), for the thread's entries.
+fn chunk_scores(c: u32, col: u32, e0: array<vec4<f32>, 8>, e1: array<vec4<f32>, 8>, e2: array<vec4<f32>, 8>,
+                e3: array<vec4<f32>, 8>, sums: vec4<f32>) -> vec4<f32> {
+    let at = col + 8u * c;
+    let ra = vec4<f32>(residual[at], residual[at + 1u], residual[at + 2u], residual[at + 3u]);
+    let rb = vec4<f32>(residual[at + 4u], residual[at + 5u], residual[at + 6u], residual[at + 7u]);
+    var result = sums;
+    let w0 = array(e0[2u * c], e0[2u * c + 1u]);
+    result.x += dot(w0[0], ra) + dot(w0[1], rb);
+    if (ENTRIES_PER_THREAD > 1u) {
+        let w1 = array(e1[2u * c], e1[2u * c + 1u]);
+        result.y += dot(w1[0], ra) + dot(w1[1], rb);
+    }
+    if (ENTRIES_PER_THREAD > 2u) {
+        let w2 = array(e2[2u * c], e2[2u * c + 1u]);
+        result.z += dot(w2[0], ra) + dot(w2[1], rb);
+    }
+    if (ENTRIES_PER_THREAD > 3u) {
+        let w3 = array(e3[2u * c], e3[2u * c + 1u]);
+        result.w += dot(w3[0], ra) + dot(w3[1], rb);
+    }
+    return result;
 }
 
 fn beats(score: f32, index: u32, best_score: f32, best_index: u32) -> bool {
@@ -192,17 +269,28 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let team = lane / THREADS_PER_ENTRY;
     let member = lane % THREADS_PER_ENTRY;
     let first_entry = (workgroup.x * teams + team) * ENTRIES_PER_THREAD;
-    var sums: array<f32, 4>;
+    // Each unit's entries loaded in one round, before any is used (docs/architecture.md); columns added in order.
+    var sums = vec4<f32>(0.0);     // [entry]
+    let row = level * BINS + first_entry;
     for (var unit = member; unit < DIM / 32u; unit += THREADS_PER_ENTRY) {
-        for (var chunk = 0u; chunk < 4u; chunk++) {
-            let col = unit * 32u + chunk * 8u;
-            let ra = vec4<f32>(residual[col], residual[col + 1u], residual[col + 2u], residual[col + 3u]);
-            let rb = vec4<f32>(residual[col + 4u], residual[col + 5u], residual[col + 6u], residual[col + 7u]);
-            for (var e = 0u; e < ENTRIES_PER_THREAD; e++) {
-                let c = entry8(level * BINS + first_entry + e, col);
-                sums[e] += dot(c[0], ra) + dot(c[1], rb);
-            }
+        let col = unit * 32u;
+        let e0 = unit_weights(row * DIM + col);
+        var e1: array<vec4<f32>, 8>;
+        var e2: array<vec4<f32>, 8>;
+        var e3: array<vec4<f32>, 8>;
+        if (ENTRIES_PER_THREAD > 1u) {
+            e1 = unit_weights((row + 1u) * DIM + col);
         }
+        if (ENTRIES_PER_THREAD > 2u) {
+            e2 = unit_weights((row + 2u) * DIM + col);
+        }
+        if (ENTRIES_PER_THREAD > 3u) {
+            e3 = unit_weights((row + 3u) * DIM + col);
+        }
+        sums = chunk_scores(0u, col, e0, e1, e2, e3, sums);
+        sums = chunk_scores(1u, col, e0, e1, e2, e3, sums);
+        sums = chunk_scores(2u, col, e0, e1, e2, e3, sums);
+        sums = chunk_scores(3u, col, e0, e1, e2, e3, sums);
     }
     for (var e = 0u; e < ENTRIES_PER_THREAD; e++) {
         partial_sums[e * WORKGROUP_SIZE + lane] = sums[e];

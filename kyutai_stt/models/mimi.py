@@ -47,6 +47,9 @@ CPU_CONV_WORKGROUP = 64        # conv1d invocations per workgroup
 CPU_ATTENTION_WORKGROUP = 64   # attention_chunk invocations per workgroup
 CPU_RVQ = (64, 1, 4)           # rvq: workgroup size, threads per entry, entries per thread
 RVQ_TILE = 64                  # rvq.wgsl `tiled` ("gpu-many"): entries and streams per workgroup
+# The splits whose attention takes q, k, v from a LayerNorm + QKV product of its own (conv1d.wgsl) instead of
+# computing each head's in attention_chunk.wgsl `main`.
+QKV_APART = ("gpu-many",)
 
 
 @dataclass
@@ -224,7 +227,7 @@ class _MimiBuilder:
         self.conv("conv_out", "mimi.conv_out", x, h, bias="mimi.conv_out.bias")
 
         att = self.act("attention", d, steps)
-        projected = self.act("qkv", 3 * d, steps) if self.tuning == "gpu-many" else None    # [steps, q | k | v]
+        projected = self.act("qkv", 3 * d, steps) if self.tuning in QKV_APART else None    # [steps, q | k | v]
         ffn = self.act("ffn", cfg.dim_feedforward, steps)
         stride = cfg.downsample_stride
         ds_in = self.act("downsample.in", d, steps, int(self.tensors["mimi.downsample"]["shape"][1]) // d - stride)
@@ -240,7 +243,7 @@ class _MimiBuilder:
                          "RING": self.ring, "CONTEXT": cfg.context, "POSITION_INDEX": self.position * self.streams,
                          "EPS": cfg.layer_norm_eps,
                          "WORKGROUP_SIZE": CPU_ATTENTION_WORKGROUP if self.tuning == "cpu" else 256}
-            if self.tuning == "gpu-many":   # LayerNorm + QKV as one tiled product for every stream, then attention
+            if self.tuning in QKV_APART:   # LayerNorm + QKV as one product for every stream, then attention
                 self.conv(f"layers.{i}.attn_qkv", qkv, h, projected, input_mode=INPUT_LAYER_NORM,
                           norm=(p + "attn_norm", p + "attn_norm.bias"))
                 entry, inputs = "given_qkv", {8: projected.name}

@@ -57,8 +57,8 @@ def test_helpers_copied_between_kernels_are_identical():
     shared = copies()
     # The copies this test exists for (matvec and its subgroup variant share their whole format section).
     # matvec_int8 and its subgroup variant share everything but the reduction; quantize_input shares silu.
-    for name in ("silu", "input_vector", "load_inputs", "unit_dot", "q4_word_dot", "q8_word_dot", "weights8",
-                 "nibbles_dot", "q4_unit_dot_int8", "member_sums", "store_total"):
+    for name in ("silu", "input_vector", "load_inputs", "unit_dot", "q4_word_dot", "q8_word_dot", "unit_weights",
+                 "q4_low", "q8_low", "nibbles_dot", "q4_unit_dot_int8", "member_sums", "store_total"):
         assert name in shared, f"{name} is no longer defined in several kernels: update this test"
     differing = {name: sorted(files) for name, files in shared.items()
                  if name not in DIFFERENT_PER_KERNEL and len(set(files.values())) > 1}
