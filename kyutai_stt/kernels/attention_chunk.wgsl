@@ -218,16 +218,24 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         // (An explicit initializer: Naga zero-initialises a declaration without one only once per invocation,
         // not each time the loop body runs.)
         var sums = array<f32, MAX_STEPS>(0.0, 0.0, 0.0, 0.0);
-        // 32 columns a round (D % 32 == 0), the unit's loads issued before any is used: the driver does not
-        // overlap the loads of successive loop iterations (docs/architecture.md). The columns are added in order.
-        for (var col = 0u; col < D; col += 32u) {
+        // Two 32-column units a round (D % 32 == 0: the second may be past the end), their loads issued before
+        // any is used: the driver does not overlap the loads of successive loop iterations (docs/architecture.md).
+        // The columns are added in order.
+        for (var col = 0u; col < D; col += 64u) {
             let w = unit_weights(row * D + col);
+            let v = unit_weights(row * D + min(col + 32u, D - 32u));
             for (var j = first_step; j <= t; j++) {
                 let at = (j * D + col) / 4u;
                 sums[j] += dot(w[0], normalized[at]) + dot(w[1], normalized[at + 1u]);
                 sums[j] += dot(w[2], normalized[at + 2u]) + dot(w[3], normalized[at + 3u]);
                 sums[j] += dot(w[4], normalized[at + 4u]) + dot(w[5], normalized[at + 5u]);
                 sums[j] += dot(w[6], normalized[at + 6u]) + dot(w[7], normalized[at + 7u]);
+                if (col + 32u < D) {
+                    sums[j] += dot(v[0], normalized[at + 8u]) + dot(v[1], normalized[at + 9u]);
+                    sums[j] += dot(v[2], normalized[at + 10u]) + dot(v[3], normalized[at + 11u]);
+                    sums[j] += dot(v[4], normalized[at + 12u]) + dot(v[5], normalized[at + 13u]);
+                    sums[j] += dot(v[6], normalized[at + 14u]) + dot(v[7], normalized[at + 15u]);
+                }
             }
         }
         if (part == 0u) {

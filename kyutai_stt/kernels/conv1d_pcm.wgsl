@@ -17,7 +17,11 @@
 //   2 = pcm (read), 3 = history (read_write), 4 = y (read_write), 5 = frame_values (read, u32: the step buffer).
 // Dispatch: (ceil(FRAME / STEPS_PER_WORKGROUP), 1, STREAMS) workgroups of WORKGROUP_SIZE invocations; invocation i
 //   computes channels i, i + WORKGROUP_SIZE, ... (neighbours write neighbouring floats) for the workgroup's steps.
-// Constraints: FRAME >= TAPS - 1, FRAME >= Y_HISTORY, HISTORY_REGION >= TAPS - 1.
+// Structure, for latency: the workgroup's STEPS_PER_WORKGROUP + TAPS - 1 input samples go to workgroup memory (one
+//   round of loads where WORKGROUP_SIZE covers them), and each invocation loads its channel's taps as MAX_TAPS
+//   written-out loads (the driver does not overlap the loads of successive loop iterations: docs/architecture.md);
+//   the taps are still added in order.
+// Constraints: FRAME >= TAPS - 1, FRAME >= Y_HISTORY, HISTORY_REGION >= TAPS - 1, TAPS <= MAX_TAPS.
 
 override C_OUT: u32;
 override TAPS: u32;
@@ -34,12 +38,25 @@ override Y_STREAM: u32 = 0u;
 override STEPS_PER_WORKGROUP: u32 = 16u;
 override WORKGROUP_SIZE: u32 = 64u;
 
+const MAX_TAPS = 8u;
+
 @group(0) @binding(0) var<storage, read> w: array<f32>;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
 @group(0) @binding(2) var<storage, read> pcm: array<f32>;
 @group(0) @binding(3) var<storage, read_write> history: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> frame_values: array<u32>;
+
+// The input samples of the workgroup's steps: window[i] = in[first step + i].
+var<workgroup> window: array<f32, STEPS_PER_WORKGROUP + MAX_TAPS>;
+
+// The taps of channel o (entries past TAPS repeat the last one, unused).
+fn channel_taps(o: u32) -> array<f32, MAX_TAPS> {
+    let at = o * TAPS;
+    return array(w[at], w[at + min(1u, TAPS - 1u)], w[at + min(2u, TAPS - 1u)], w[at + min(3u, TAPS - 1u)],
+                 w[at + min(4u, TAPS - 1u)], w[at + min(5u, TAPS - 1u)], w[at + min(6u, TAPS - 1u)],
+                 w[at + min(7u, TAPS - 1u)]);
+}
 
 fn sample(i: u32, parity: u32, stream: u32) -> f32 {
     if (i < TAPS - 1u) {
@@ -55,12 +72,20 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let y_base = Y_OFFSET + stream * Y_STREAM;
     let first = workgroup.x * STEPS_PER_WORKGROUP;
     let end = min(first + STEPS_PER_WORKGROUP, FRAME);
+    for (var i = lane; i < end - first + TAPS - 1u; i += WORKGROUP_SIZE) {
+        window[i] = sample(first + i, parity, stream);
+    }
+    workgroupBarrier();
     for (var o = lane; o < C_OUT; o += WORKGROUP_SIZE) {
         let bias = params[BIAS_OFFSET + o];
+        let taps = channel_taps(o);
         for (var t = first; t < end; t++) {
-            var acc = 0.0;
-            for (var j = 0u; j < TAPS; j++) {
-                acc += w[o * TAPS + j] * sample(t + j, parity, stream);
+            let k = t - first;
+            var acc = taps[0] * window[k];   // 0.0 + the first product, exactly
+            for (var j = 1u; j < MAX_TAPS; j++) {
+                if (j < TAPS) {
+                    acc += taps[j] * window[k + j];
+                }
             }
             let v = acc + bias;
             y[y_base + parity * Y_REGION + (Y_HISTORY + t) * C_OUT + o] = v;

@@ -35,6 +35,7 @@ from kyutai_stt.weights.quant import FORMATS
 INPUT_PLAIN, INPUT_ELU, INPUT_LAYER_NORM = 0, 1, 2
 OUTPUT_PLAIN, OUTPUT_ELU, OUTPUT_GELU = 0, 1, 2
 PCM_HISTORY_REGION = 8         # floats per region of the PCM history (kernel_size - 1 = 6 used)
+CONV_PCM_MAX_TAPS = 8          # conv1d_pcm.wgsl MAX_TAPS
 STEPS_PER_FRAME = 2            # transformer steps per 80 ms frame (25 Hz)
 TUNINGS = ("gpu", "gpu-many", "cpu")   # work splits: see _tiling
 # Plans of this many streams or more take the "gpu-many" split in place of "gpu" (split_for_streams): conv1d.wgsl's
@@ -194,8 +195,9 @@ class _MimiBuilder:
         steps = frame
         x = self.act("stage0.in", stages[0][0], steps, res_history)
         c_out, taps = (int(v) for v in self.tensors["mimi.conv_in"]["shape"])
-        assert self.tensors["mimi.conv_in"]["quant"] == "f32" and taps - 1 <= PCM_HISTORY_REGION
         steps_per_workgroup = 16
+        assert self.tensors["mimi.conv_in"]["quant"] == "f32" and taps - 1 <= PCM_HISTORY_REGION
+        assert taps <= CONV_PCM_MAX_TAPS, "conv1d_pcm.wgsl's constraint"
         b.dispatch("conv1d_pcm", {0: self.weight("mimi.conv_in"), 1: self.weight("mimi.conv_in.bias"), 2: pcm,
                                   3: pcm_history, 4: x.name, 5: self.step},
                    (math.ceil(frame / steps_per_workgroup), 1, self.streams),

@@ -111,8 +111,9 @@ def prompt_rows(prompts: list[list[int]], emitted: list[int], capacity: int) -> 
 
 def test_prompt_allows_only_padding_and_the_next_id_then_advances(rng):
     """Many random steps of 3 streams against reference/lm.py prompted_argmax: the token, and the position the GPU
-    keeps. Logits are drawn so that each of the allowed ids (0, 3, next) wins sometimes, and the global argmax is
-    usually elsewhere (a kernel ignoring the prompt fails at once)."""
+    keeps. Logits are drawn so that each of the allowed ids (0, 3, next) wins, and the global argmax is usually
+    elsewhere (a kernel ignoring the prompt fails at once): every third step one allowed id, in turn, is lifted above
+    the other two (so each wins whatever the seed), the other steps are left to chance."""
     count, capacity = 1000, 9
     prompts = [[17, 999, 256, 17, 40, 41, 42, 43], [5], []]
     emitted = [0, 0, 0]
@@ -121,7 +122,11 @@ def test_prompt_allows_only_padding_and_the_next_id_then_advances(rng):
         logits = rng.standard_normal((3, count)).astype(np.float32)
         for s, ids in enumerate(prompts):
             if emitted[s] < len(ids):
-                logits[s, [0, 3, ids[emitted[s]]]] += rng.uniform(-1, 1, 3).astype(np.float32)
+                allowed = [0, 3, ids[emitted[s]]]
+                logits[s, allowed] += rng.uniform(-1, 1, 3).astype(np.float32)
+                if step % 3 == 0:
+                    lifted = allowed[(step // 3) % 3]
+                    logits[s, lifted] = logits[s, allowed].max() + 1.0
         state = prompt_rows(prompts, emitted, capacity)
         tokens, results, after = run_argmax(logits, count, prompt=state, WORKGROUP_SIZE=64)
         for s, ids in enumerate(prompts):
