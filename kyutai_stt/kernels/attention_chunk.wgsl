@@ -20,7 +20,7 @@
 //   docs/reference.md, quirk 1. RING = CONTEXT + STEPS - 1 gives the exact sliding window of the offline pass.)
 //
 // Workgroup (h, t) normalises x_0 .. x_t, projects q_t and k_j, v_j (j <= t) of head h (one row per invocation,
-// 8-column chunks of weights, independent loads), writes step t's key and value into the ring and attends. Keys
+// two 32-column units of weights a round of loads), writes step t's key and value into the ring and attends. Keys
 // and values of the chunk's steps come from workgroup memory, older ones from the ring: the slots written by this
 // dispatch ((base + j) % RING, j < STEPS) are never among the older positions read ([lo, base), with
 // lo >= base + STEPS - RING), so no workgroup reads what another writes. Workgroup t recomputes the keys and

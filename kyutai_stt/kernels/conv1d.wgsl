@@ -33,10 +33,12 @@
 // Dispatch: (ceil(C_OUT / (TEAMS_O * ROWS_PER_THREAD)), ceil(T_OUT / (TEAMS_T * STEPS_PER_THREAD)), STREAMS) workgroups
 //   of WORKGROUP_SIZE invocations; TEAMS_O = WORKGROUP_SIZE / (THREADS_PER_ROW * TEAMS_T).
 // Work split: a team of THREADS_PER_ROW invocations owns ROWS_PER_THREAD output channels x STEPS_PER_THREAD steps
-//   and splits K into 32-column units between its members (neighbours read neighbouring units: coalesced); every
-//   8-column chunk of weights is read once per row and used for all the thread's steps. Members' sums meet in
-//   workgroup memory (one barrier); the member writing an output adds them. kyutai_stt.models.mimi._tiling
-//   chooses the split per layer and device kind.
+//   and splits K into 32-column units between its members (neighbours read neighbouring units: coalesced). Per
+//   unit a thread issues one round of loads, every row's weights and every step's inputs, before using any (the
+//   driver does not overlap a loop's iterations: docs/architecture.md), then adds the columns in order; each
+//   weight is read once per row and used for all the thread's steps. Members' sums meet in workgroup memory (one
+//   barrier); the member writing an output adds them. kyutai_stt.models.mimi._tiling chooses the split per layer
+//   and device kind.
 // Entry `tiled` (plans of many streams: models/mimi.py "gpu-many"): the same outputs as a tiled product over
 //   (output channel o, column n = s * T_OUT + t) for all STREAMS streams at once: a workgroup decodes each slice of
 //   TILE_K weight columns of TILE_ROWS = 4 ROW_THREADS channels and the matching window slice of TILE_COLS =
