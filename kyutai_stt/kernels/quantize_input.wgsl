@@ -61,10 +61,18 @@ fn pack_int8(v: vec4<i32>) -> u32 {
 
 // The stream's RMSNorm factor inverseSqrt(mean(x^2) + EPS), reduced over the workgroup (every lane gets it).
 fn rms_factor(stream: u32, lane: u32) -> f32 {
+    // Two vec4 a round, both loaded before either is used (the driver does not overlap the loads of successive
+    // loop iterations: docs/architecture.md); added in the order of the one-a-round loop.
+    let at = stream * X_STRIDE / 4u;
+    let count = COLUMNS / 4u;
     var sum = 0.0;
-    for (var i = lane; i < COLUMNS / 4u; i += WORKGROUP_SIZE) {
-        let v = x[stream * X_STRIDE / 4u + i];
+    for (var i = lane; i < count; i += 2u * WORKGROUP_SIZE) {
+        let v = x[at + i];
+        let u = x[at + min(i + WORKGROUP_SIZE, count - 1u)];
         sum += dot(v, v);
+        if (i + WORKGROUP_SIZE < count) {
+            sum += dot(u, u);
+        }
     }
     squares[lane] = sum;
     workgroupBarrier();
@@ -89,9 +97,11 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     var low = x[first];        // inputs 8g .. 8g+3
     var high = x[first + 1u];  // inputs 8g+4 .. 8g+7
     if (INPUT_MODE == MODE_RMS_NORM) {
+        let alpha_low = alpha[2u * g];     // loaded before the reduction's barriers
+        let alpha_high = alpha[2u * g + 1u];
         let norm = rms_factor(stream, lane);
-        low *= alpha[2u * g] * norm;
-        high *= alpha[2u * g + 1u] * norm;
+        low *= alpha_low * norm;
+        high *= alpha_high * norm;
     } else if (INPUT_MODE == MODE_SWIGLU) {
         low = silu(low) * x[first + COLUMNS / 4u];
         high = silu(high) * x[first + 1u + COLUMNS / 4u];

@@ -46,10 +46,22 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     var dot_sum = 0.0;
     var square_sum = 0.0;
     if (row < rows) {
-        for (var i = member; i < DIM / 4u; i += team_size) {
+        // Two items a round, their loads issued before any is used (docs/architecture.md); added in order.
+        let w_at = (head * CLASSES + row) * (DIM / 4u);
+        for (var i = member; i < DIM / 4u; i += 2u * team_size) {
+            let j = min(i + team_size, DIM / 4u - 1u);
             let value = x[stream * (DIM / 4u) + i];
+            let weight = w[w_at + i];
+            let scale = alpha[i];
+            let value_next = x[stream * (DIM / 4u) + j];
+            let weight_next = w[w_at + j];
+            let scale_next = alpha[j];
             square_sum += dot(value, value);
-            dot_sum += dot(w[(head * CLASSES + row) * (DIM / 4u) + i], value * alpha[i]);
+            dot_sum += dot(weight, value * scale);
+            if (i + team_size < DIM / 4u) {
+                square_sum += dot(value_next, value_next);
+                dot_sum += dot(weight_next, value_next * scale_next);
+            }
         }
     }
     dots[lane] = dot_sum;
