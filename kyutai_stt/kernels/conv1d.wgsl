@@ -299,17 +299,18 @@ fn unit_transform(v: array<vec4<f32>, 8>, stats: vec2<f32>,
 // sums[s] += chunk c of one row's weights . chunk c of step s's inputs, for the thread's steps.
 fn chunk_dots(unit: array<vec4<f32>, 8>, c: u32, in0: array<vec4<f32>, 8>, in1: array<vec4<f32>, 8>,
               in2: array<vec4<f32>, 8>, in3: array<vec4<f32>, 8>, sums: vec4<f32>) -> vec4<f32> {
-    let wv = array(unit[2u * c], unit[2u * c + 1u]);
+    let low = unit[2u * c];
+    let high = unit[2u * c + 1u];
     var result = sums;
-    result.x += dot(wv[0], in0[2u * c]) + dot(wv[1], in0[2u * c + 1u]);
+    result.x += dot(low, in0[2u * c]) + dot(high, in0[2u * c + 1u]);
     if (STEPS_PER_THREAD > 1u) {
-        result.y += dot(wv[0], in1[2u * c]) + dot(wv[1], in1[2u * c + 1u]);
+        result.y += dot(low, in1[2u * c]) + dot(high, in1[2u * c + 1u]);
     }
     if (STEPS_PER_THREAD > 2u) {
-        result.z += dot(wv[0], in2[2u * c]) + dot(wv[1], in2[2u * c + 1u]);
+        result.z += dot(low, in2[2u * c]) + dot(high, in2[2u * c + 1u]);
     }
     if (STEPS_PER_THREAD > 3u) {
-        result.w += dot(wv[0], in3[2u * c]) + dot(wv[1], in3[2u * c + 1u]);
+        result.w += dot(low, in3[2u * c]) + dot(high, in3[2u * c + 1u]);
     }
     return result;
 }

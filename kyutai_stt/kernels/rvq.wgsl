@@ -137,16 +137,10 @@ fn entry8(row: u32, col: u32) -> array<vec4<f32>, 2> {
     if (FORMAT == FORMAT_Q8) {
         let words = w[index / 16u];
         let pair = select(words.xy, words.zw, (index / 8u) % 2u == 1u);
-        let shifts = vec4<u32>(24u, 16u, 8u, 0u);
-        let low = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.x) << shifts) >> vec4<u32>(24u));
-        let high = vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(pair.y) << shifts) >> vec4<u32>(24u));
-        return array(low * scale, high * scale);
+        return array(q8_low(pair.x) * scale, q8_low(pair.y) * scale);
     }
     let word = w[index / 32u][(index / 8u) % 4u];
-    let mask = vec4<u32>(0xFu);
-    let low = vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & mask) - 8.0;
-    let high = vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & mask) - 8.0;
-    return array(low * scale, high * scale);
+    return array(q4_low(word) * scale, q4_high(word) * scale);
 }
 
 // Element d of entry `row`, dequantised alone.
@@ -174,19 +168,15 @@ fn chunk_scores(c: u32, col: u32, e0: array<vec4<f32>, 8>, e1: array<vec4<f32>, 
     let ra = vec4<f32>(residual[at], residual[at + 1u], residual[at + 2u], residual[at + 3u]);
     let rb = vec4<f32>(residual[at + 4u], residual[at + 5u], residual[at + 6u], residual[at + 7u]);
     var result = sums;
-    let w0 = array(e0[2u * c], e0[2u * c + 1u]);
-    result.x += dot(w0[0], ra) + dot(w0[1], rb);
+    result.x += dot(e0[2u * c], ra) + dot(e0[2u * c + 1u], rb);
     if (ENTRIES_PER_THREAD > 1u) {
-        let w1 = array(e1[2u * c], e1[2u * c + 1u]);
-        result.y += dot(w1[0], ra) + dot(w1[1], rb);
+        result.y += dot(e1[2u * c], ra) + dot(e1[2u * c + 1u], rb);
     }
     if (ENTRIES_PER_THREAD > 2u) {
-        let w2 = array(e2[2u * c], e2[2u * c + 1u]);
-        result.z += dot(w2[0], ra) + dot(w2[1], rb);
+        result.z += dot(e2[2u * c], ra) + dot(e2[2u * c + 1u], rb);
     }
     if (ENTRIES_PER_THREAD > 3u) {
-        let w3 = array(e3[2u * c], e3[2u * c + 1u]);
-        result.w += dot(w3[0], ra) + dot(w3[1], rb);
+        result.w += dot(e3[2u * c], ra) + dot(e3[2u * c + 1u], rb);
     }
     return result;
 }
