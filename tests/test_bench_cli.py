@@ -16,6 +16,8 @@ def test_lm_step_of_two_streams_prints_its_throughput_and_profile(tiny_packages,
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["bench"] == "lm_step" and line["streams"] == 2 and line["dispatches_per_step"] > 0
     assert 0 < line["p50_ms"] <= line["p95_ms"]
+    # The GPU's time of a frame's pass (lavapipe has timestamp queries).
+    assert 0 < line["gpu_p50_ms"] <= line["gpu_p95_ms"] and line["gpu_mean_ms"] > 0
     # Both printed to 0.1, from mean_ms printed to 1e-4 ms.
     assert line["stream_frames_per_s"] == pytest.approx(2e3 / line["mean_ms"], rel=1e-3, abs=0.051)
     assert line["realtime_streams"] == pytest.approx(2 * 80 / line["mean_ms"], rel=1e-3, abs=0.051)

@@ -82,7 +82,7 @@ def test_int8_path_against_the_portable_path(tiny_packages, arrays, int8, capsys
 
 @pytest.mark.slow
 @pytest.mark.full_size
-def test_full_size_int8_path_against_the_portable_path(full_q4_package, capsys):
+def test_full_size_int8_path_against_the_portable_path(request, capsys):
     """The same comparison at full size (2048 wide, 16 layers) over random codes and text tokens (the comparison
     needs no official run), on the default q4 package of the cached full-size synthetic checkpoint (the one
     tests/test_convert.py checks). FULL_Q4_PACKAGE names an existing full-size q4 package instead (on a lent GPU:
@@ -92,7 +92,8 @@ def test_full_size_int8_path_against_the_portable_path(full_q4_package, capsys):
 
     from kyutai_stt.weights.package import open_package
 
-    package = open_package(os.environ.get("FULL_Q4_PACKAGE") or full_q4_package.path, verify_hashes=False)
+    path = os.environ.get("FULL_Q4_PACKAGE") or request.getfixturevalue("full_q4_package").path   # made only if unset
+    package = open_package(path, verify_hashes=False)
     adapter = gpu.adapter_summary()
     portable, int8, steps = (PORTABLE_CPU, INT8_CPU, 4) if adapter["adapter_type"].lower() == "cpu" else \
         (PORTABLE, INT8, 24)
