@@ -33,8 +33,10 @@
 // only reader is the attention's output matrix. Needs HEAD_DIM % 32 == 0 (a block never spans two heads).
 // The workgroup whose split holds `slot` writes the new key and value (no other workgroup reads that slot).
 //
-// Scores: teams of SCORE_TEAM invocations per slot (a few 16-byte loads each), WORKGROUP_SIZE / SCORE_TEAM slots at
-// once; values: groups of HEAD_DIM / 4 invocations (one output vec4 each) over interleaved slots, summed at the end.
+// Scores: teams of SCORE_TEAM invocations per slot (a few 16-byte loads each), 4 slots per team in a round of loads
+// (4 WORKGROUP_SIZE / SCORE_TEAM slots at once); values: groups of HEAD_DIM / 4 invocations (one output vec4 each,
+// HEAD_DIM / 8 in f16) over interleaved slots, 8 slots per group a round, summed at the end; the merge reads 16
+// splits a round.
 //
 // Bindings (group 0): main: 0 = qkv (read, as vec4), 1 = positions (read), 2 = freqs (read), 3 = k_cache (read_write),
 //   4 = v_cache (read_write), 5 = partial_out (read_write), 6 = partial_stats (read_write; written only when
@@ -170,6 +172,14 @@ fn weigh_value(acc: array<vec4<f32>, 2>, index: u32, w: vec4<u32>) -> array<vec4
     return next;
 }
 
+// weigh_value for slot j of [first, end); a slot past the end adds nothing.
+fn weigh_next(acc: array<vec4<f32>, 2>, j: u32, first: u32, end: u32, w: vec4<u32>) -> array<vec4<f32>, 2> {
+    if (j >= end) {
+        return acc;
+    }
+    return weigh_value(acc, j - first, w);
+}
+
 // Tree reduction (max or sum) over the workgroup, any WORKGROUP_SIZE; every invocation gets the result.
 fn reduce_workgroup(value: f32, take_max: bool, lane: u32) -> f32 {
     reduction[lane].x = value;
@@ -228,36 +238,52 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     storageBarrier();    // the new key and value are visible to the whole workgroup
     workgroupBarrier();  // and so is q_rotated
 
-    // Scores: teams of SCORE_TEAM invocations per slot, each member reading a few units of the key.
+    // Scores: teams of SCORE_TEAM invocations per slot, each member reading a few units of the key; a round scores
+    // 4 slots per team, every key load of the round issued before any is used (the driver does not overlap the
+    // loads of successive loop iterations: docs/architecture.md). Each score adds its members' sums in order.
     let team_size = min(SCORE_TEAM, WORKGROUP_SIZE);
     let teams = WORKGROUP_SIZE / team_size;
     let team = lane / team_size;
     let member = lane % team_size;
+    let last_slot = CONTEXT - 1u;       // loads past `end` read a slot of the ring, unused
     var local_max = LOWEST;
-    for (var pass_first = first; pass_first < first + slots_per_split; pass_first += teams) {
-        let j = pass_first + team;
-        var partial = 0.0;
-        if (j < end && team < teams) {
-            // Two of the member's units a round, both loads issued before either is used (see merged()).
+    for (var round_first = first; round_first < first + slots_per_split; round_first += 4u * teams) {
+        let j = vec4<u32>(round_first + team) + vec4<u32>(0u, 1u, 2u, 3u) * teams;
+        var partial = vec4<f32>(0.0);    // [slot of the round]
+        if (team < teams) {
             for (var u = member; u < units; u += 2u * team_size) {
                 let u_next = u + team_size;
-                let w = k_cache[cache_base + j * units + u];
-                let w_next = k_cache[cache_base + j * units + min(u_next, units - 1u)];
-                partial = key_dot(partial, u, w);
+                let v = min(u_next, units - 1u);
+                let row = cache_base + min(j, vec4<u32>(last_slot)) * units;
+                let w0 = k_cache[row.x + u];
+                let w1 = k_cache[row.y + u];
+                let w2 = k_cache[row.z + u];
+                let w3 = k_cache[row.w + u];
+                let n0 = k_cache[row.x + v];
+                let n1 = k_cache[row.y + v];
+                let n2 = k_cache[row.z + v];
+                let n3 = k_cache[row.w + v];
+                partial = vec4<f32>(key_dot(partial.x, u, w0), key_dot(partial.y, u, w1), key_dot(partial.z, u, w2),
+                                    key_dot(partial.w, u, w3));
                 if (u_next < units) {
-                    partial = key_dot(partial, u_next, w_next);
+                    partial = vec4<f32>(key_dot(partial.x, u_next, n0), key_dot(partial.y, u_next, n1),
+                                        key_dot(partial.z, u_next, n2), key_dot(partial.w, u_next, n3));
                 }
             }
         }
-        reduction[lane].x = partial;
+        reduction[lane] = partial;
         workgroupBarrier();
-        if (j < end && team < teams && member == 0u) {
-            var score = 0.0;
-            for (var m = 0u; m < team_size; m++) {
-                score += reduction[lane + m].x;
+        if (team < teams && member == 0u) {
+            for (var p = 0u; p < 4u; p++) {
+                if (j[p] < end) {
+                    var score = 0.0;
+                    for (var m = 0u; m < team_size; m++) {
+                        score += reduction[lane + m][p];
+                    }
+                    weights[j[p] - first] = score;
+                    local_max = max(local_max, score);
+                }
             }
-            weights[j - first] = score;
-            local_max = max(local_max, score);
         }
         workgroupBarrier();
     }
@@ -278,22 +304,26 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     if (group < groups) {
         for (var u = lane % units; u < units; u += WORKGROUP_SIZE) {
             var acc = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));  // the unit's low and high vec4
-            // Four slots a round, every load issued before any is used (see merged()); in slot order.
-            for (var j = first + group; j < end; j += 4u * groups) {
-                let w0 = v_cache[cache_base + j * units + u];
-                let w1 = v_cache[cache_base + min(j + groups, end - 1u) * units + u];
-                let w2 = v_cache[cache_base + min(j + 2u * groups, end - 1u) * units + u];
-                let w3 = v_cache[cache_base + min(j + 3u * groups, end - 1u) * units + u];
+            // Eight slots a round, every load issued before any is used (see merged()); in slot order.
+            for (var j = first + group; j < end; j += 8u * groups) {
+                let at = cache_base + u;
+                let last = end - 1u;
+                let w0 = v_cache[at + j * units];
+                let w1 = v_cache[at + min(j + groups, last) * units];
+                let w2 = v_cache[at + min(j + 2u * groups, last) * units];
+                let w3 = v_cache[at + min(j + 3u * groups, last) * units];
+                let w4 = v_cache[at + min(j + 4u * groups, last) * units];
+                let w5 = v_cache[at + min(j + 5u * groups, last) * units];
+                let w6 = v_cache[at + min(j + 6u * groups, last) * units];
+                let w7 = v_cache[at + min(j + 7u * groups, last) * units];
                 acc = weigh_value(acc, j - first, w0);
-                if (j + groups < end) {
-                    acc = weigh_value(acc, j + groups - first, w1);
-                }
-                if (j + 2u * groups < end) {
-                    acc = weigh_value(acc, j + 2u * groups - first, w2);
-                }
-                if (j + 3u * groups < end) {
-                    acc = weigh_value(acc, j + 3u * groups - first, w3);
-                }
+                acc = weigh_next(acc, j + groups, first, end, w1);
+                acc = weigh_next(acc, j + 2u * groups, first, end, w2);
+                acc = weigh_next(acc, j + 3u * groups, first, end, w3);
+                acc = weigh_next(acc, j + 4u * groups, first, end, w4);
+                acc = weigh_next(acc, j + 5u * groups, first, end, w5);
+                acc = weigh_next(acc, j + 6u * groups, first, end, w6);
+                acc = weigh_next(acc, j + 7u * groups, first, end, w7);
             }
             let low = acc[0];
             let high = acc[1];
@@ -343,6 +373,14 @@ fn merge_split(m: Merge, k: u32, output: vec4<f32>, score_max: f32) -> Merge {
     return Merge(m.denominator + weight * stats.y, m.sum + weight * output);
 }
 
+// Splits k .. k + 3's shares, in order.
+fn merge4(m: Merge, k: u32, outputs: array<vec4<f32>, 4>, score_max: f32) -> Merge {
+    var next = merge_split(m, k, outputs[0], score_max);
+    next = merge_split(next, k + 1u, outputs[1], score_max);
+    next = merge_split(next, k + 2u, outputs[2], score_max);
+    return merge_split(next, k + 3u, outputs[3], score_max);
+}
+
 // The combine entries' first step: every split's (m, l) of (head, stream) into workgroup memory, one load per
 // invocation (call in uniform control flow: it has a barrier).
 fn load_merge_stats(head: u32, stream: u32, lane: u32) {
@@ -353,25 +391,23 @@ fn load_merge_stats(head: u32, stream: u32, lane: u32) {
 }
 
 // The merged output vec4 i of (head, stream): sum_k e_k o_k / sum_k e_k l_k (see the header), after
-// load_merge_stats. The splits' outputs are read 8 at a time, every load of a round issued before any is used: the
-// driver does not overlap the loads of successive loop iterations (BENCHMARKS.md).
+// load_merge_stats. The splits' outputs are read 16 at a time, every load of a round issued before any is used:
+// the driver does not overlap the loads of successive loop iterations (BENCHMARKS.md).
 fn merged(head: u32, stream: u32, i: u32) -> vec4<f32> {
     var score_max = LOWEST;
     for (var k = 0u; k < SPLITS; k++) {
         score_max = max(score_max, merge_stats[k].x);
     }
     var m = Merge(0.0, vec4<f32>(0.0));
-    for (var k = 0u; k < SPLITS; k += 8u) {
-        let low = split_outputs4(head, stream, k, i);
-        let high = split_outputs4(head, stream, k + 4u, i);
-        m = merge_split(m, k, low[0], score_max);
-        m = merge_split(m, k + 1u, low[1], score_max);
-        m = merge_split(m, k + 2u, low[2], score_max);
-        m = merge_split(m, k + 3u, low[3], score_max);
-        m = merge_split(m, k + 4u, high[0], score_max);
-        m = merge_split(m, k + 5u, high[1], score_max);
-        m = merge_split(m, k + 6u, high[2], score_max);
-        m = merge_split(m, k + 7u, high[3], score_max);
+    for (var k = 0u; k < SPLITS; k += 16u) {
+        let a = split_outputs4(head, stream, k, i);
+        let b = split_outputs4(head, stream, k + 4u, i);
+        let c = split_outputs4(head, stream, k + 8u, i);
+        let d = split_outputs4(head, stream, k + 12u, i);
+        m = merge4(m, k, a, score_max);
+        m = merge4(m, k + 4u, b, score_max);
+        m = merge4(m, k + 8u, c, score_max);
+        m = merge4(m, k + 12u, d, score_max);
     }
     return m.sum / m.denominator;
 }
