@@ -232,6 +232,46 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let group = select(1u, 0u, level < SEMANTIC);
     let group_start = select(SEMANTIC, 0u, level < SEMANTIC);
 
+    // Scores: a team of THREADS_PER_ENTRY invocations per ENTRIES_PER_THREAD entries, splitting DIM in units of 32.
+    let teams = WORKGROUP_SIZE / THREADS_PER_ENTRY;
+    let team = lane / THREADS_PER_ENTRY;
+    let member = lane % THREADS_PER_ENTRY;
+    let first_entry = (workgroup.x * teams + team) * ENTRIES_PER_THREAD;
+    let row = level * BINS + first_entry;
+    // With one unit per member (Mimi: 8 units, teams of 8), its entries' units and squared norms are loaded first,
+    // so that their latency overlaps the previous level's resolution and the residual (none depends on them).
+    let one_unit = DIM / 32u == THREADS_PER_ENTRY;
+    let first_col = member * 32u;
+    var early0: array<vec4<f32>, 8>;
+    var early1: array<vec4<f32>, 8>;
+    var early2: array<vec4<f32>, 8>;
+    var early3: array<vec4<f32>, 8>;
+    var norms = vec4<f32>(0.0);
+    if (one_unit) {
+        early0 = unit_weights(row * DIM + first_col);
+        if (ENTRIES_PER_THREAD > 1u) {
+            early1 = unit_weights((row + 1u) * DIM + first_col);
+        }
+        if (ENTRIES_PER_THREAD > 2u) {
+            early2 = unit_weights((row + 2u) * DIM + first_col);
+        }
+        if (ENTRIES_PER_THREAD > 3u) {
+            early3 = unit_weights((row + 3u) * DIM + first_col);
+        }
+    }
+    if (member == 0u) {     // the team leader's, for its entries' scores
+        norms.x = sqnorms[row];
+        if (ENTRIES_PER_THREAD > 1u) {
+            norms.y = sqnorms[row + 1u];
+        }
+        if (ENTRIES_PER_THREAD > 2u) {
+            norms.z = sqnorms[row + 2u];
+        }
+        if (ENTRIES_PER_THREAD > 3u) {
+            norms.w = sqnorms[row + 3u];
+        }
+    }
+
     // The residual of this level.
     var previous = NONE;
     if (level > group_start) {
@@ -254,15 +294,15 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     }
     workgroupBarrier();
 
-    // Scores: a team of THREADS_PER_ENTRY invocations per ENTRIES_PER_THREAD entries, splitting DIM in units of 32.
-    let teams = WORKGROUP_SIZE / THREADS_PER_ENTRY;
-    let team = lane / THREADS_PER_ENTRY;
-    let member = lane % THREADS_PER_ENTRY;
-    let first_entry = (workgroup.x * teams + team) * ENTRIES_PER_THREAD;
     // Each unit's entries loaded in one round, before any is used (docs/architecture.md); columns added in order.
     var sums = vec4<f32>(0.0);     // [entry]
-    let row = level * BINS + first_entry;
-    for (var unit = member; unit < DIM / 32u; unit += THREADS_PER_ENTRY) {
+    if (one_unit) {
+        sums = chunk_scores(0u, first_col, early0, early1, early2, early3, sums);
+        sums = chunk_scores(1u, first_col, early0, early1, early2, early3, sums);
+        sums = chunk_scores(2u, first_col, early0, early1, early2, early3, sums);
+        sums = chunk_scores(3u, first_col, early0, early1, early2, early3, sums);
+    }
+    for (var unit = select(member, DIM / 32u, one_unit); unit < DIM / 32u; unit += THREADS_PER_ENTRY) {
         let col = unit * 32u;
         let e0 = unit_weights(row * DIM + col);
         var e1: array<vec4<f32>, 8>;
@@ -305,7 +345,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     if (member == 0u) {
         for (var e = 0u; e < ENTRIES_PER_THREAD; e++) {
             let entry = first_entry + e;
-            let score = sqnorms[level * BINS + entry] - 2.0 * partial_sums[e * WORKGROUP_SIZE + lane];
+            let score = norms[e] - 2.0 * partial_sums[e * WORKGROUP_SIZE + lane];
             if (beats(score, entry, best_score, best_index)) {
                 best_score = score;
                 best_index = entry;

@@ -411,7 +411,18 @@ def test_rvq_split_levels_match_the_reference(rng, fmt, tuning):
     dispatch per level as the plan records them: codes equal the reference wherever its margin is clear of float
     noise (after a differing code a group's residual differs: not compared); duplicated entries (exact ties)
     resolve to the lowest index; nothing is written outside codes[CODES_OFFSET : CODES_OFFSET + LEVELS]."""
-    levels, bins, dim = 5, 512, 64
+    check_rvq_levels(rng, fmt, tuning, 64)
+
+
+@pytest.mark.parametrize("fmt", ["f16", "q4"])
+def test_rvq_one_unit_per_member_matches_the_reference(rng, fmt):
+    """Mimi's 256 dims on the "gpu" split: one 32-dim unit per member of a team of 8, whose entries' units and
+    squared norms main loads before it resolves the previous level (as the real codec runs it)."""
+    check_rvq_levels(rng, fmt, "gpu", 256)
+
+
+def check_rvq_levels(rng, fmt, tuning, dim):
+    levels, bins = 5, 512
     values = rng.standard_normal((levels * bins, dim)) * rng.uniform(0.5, 1.5, (levels * bins, 1))
     values = values.astype(np.float32)
     for level in range(levels):                          # exact ties: entry 300 = entry 7 in every level
