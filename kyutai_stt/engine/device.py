@@ -267,6 +267,34 @@ def dispatch_recorder(commands: list[tuple]) -> Callable[..., None]:
     return record_direct
 
 
+def submitter(device) -> tuple[Callable[[object], int | None], Callable[[int | None], None]]:
+    """(submit, wait_for): submit(command_buffer) submits it and returns its submission index; wait_for(index)
+    blocks until that submission is done, and no later one. A frame's readback needs exactly that: wgpu-py's
+    map_sync polls until the newest submission is done, so with frame n + 1 already submitted the host would wait
+    for it before handing back frame n, then record frame n + 2 while the GPU idles (BENCHMARKS.md: the native
+    host's step took its GPU time plus its recording). wgpu-native's C functions with the objects' handles; other
+    wgpu-py backends get queue.submit and no wait (map_sync then waits as before)."""
+    try:
+        from wgpu.backends.wgpu_native._ffi import ffi, lib
+        queue, handle = device.queue._internal, device._internal
+    except (ImportError, AttributeError):
+        def submit_public(command_buffer) -> None:
+            device.queue.submit([command_buffer])
+        return submit_public, lambda index: None
+
+    submit_for_index, poll = lib.wgpuQueueSubmitForIndex, lib.wgpuDevicePoll
+
+    def submit(command_buffer) -> int:
+        buffers = ffi.new("WGPUCommandBuffer[1]", [command_buffer._internal])
+        return int(submit_for_index(queue, 1, buffers))
+
+    def wait_for(index: int | None) -> None:
+        if index is not None:
+            poll(handle, True, ffi.new("uint64_t *", index))
+
+    return submit, wait_for
+
+
 @cache
 def subgroup_size() -> int:
     """The subgroup size compute pipelines get on this device (0 without the subgroup feature)."""

@@ -2,7 +2,8 @@
 
 Per frame: write the step values and the inputs, record every dispatch of the plan into one compute pass, copy
 the outputs into a staging buffer, submit. Readback is pipelined: frame n's staging buffer is mapped only after
-frame n+1 is submitted (READBACK_DEPTH frames in flight), so the GPU never waits for the CPU between frames.
+frame n+1 is submitted (READBACK_DEPTH frames in flight), once frame n's own submission is done (not the newer
+ones: device.submitter), so the GPU never waits for the CPU between frames.
 """
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ class Engine:
         self.frame = 0
         self.stream_frames = [0] * plan.streams
         self._pending_frames: deque[tuple[tuple[int, ...], tuple[bool, ...]]] = deque()
+        self._pending_indices: deque[int | None] = deque()   # each pending frame's submission
+        self._submit, self._wait_for = gpu.submitter(self.device)
         self.reset()
 
     def _create_buffer(self, b) -> wgpu.GPUBuffer:
@@ -177,7 +180,7 @@ class Engine:
         staging = self._staging[self.frame % len(self._staging)]
         for role, name in self.plan.outputs.items():
             encoder.copy_buffer_to_buffer(self.buffers[name], 0, staging[role], 0, staging[role].size)
-        queue.submit([encoder.finish()])
+        self._pending_indices.append(self._submit(encoder.finish()))
         self._pending.append(self.frame)
         self._pending_frames.append((tuple(self.stream_frames), active))
         self.frame += 1
@@ -248,6 +251,7 @@ class Engine:
 
     def _collect(self) -> FrameResult:
         frame, (stream_frames, active) = self._pending.popleft(), self._pending_frames.popleft()
+        self._wait_for(self._pending_indices.popleft())     # this frame's submission only, not the newer ones
         outputs = {}
         for role, buffer in self._staging[frame % len(self._staging)].items():
             buffer.map_sync(wgpu.MapMode.READ)
