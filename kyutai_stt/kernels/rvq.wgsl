@@ -181,6 +181,30 @@ fn chunk_scores(c: u32, col: u32, e0: array<vec4<f32>, 8>, e1: array<vec4<f32>, 
     return result;
 }
 
+// The unit at column col (a multiple of 32) of entries row .. row + ENTRIES_PER_THREAD - 1, loaded in one round.
+fn entries_unit(row: u32, col: u32) -> array<array<vec4<f32>, 8>, 4> {
+    var units: array<array<vec4<f32>, 8>, 4>;
+    units[0] = unit_weights(row * DIM + col);
+    if (ENTRIES_PER_THREAD > 1u) {
+        units[1] = unit_weights((row + 1u) * DIM + col);
+    }
+    if (ENTRIES_PER_THREAD > 2u) {
+        units[2] = unit_weights((row + 2u) * DIM + col);
+    }
+    if (ENTRIES_PER_THREAD > 3u) {
+        units[3] = unit_weights((row + 3u) * DIM + col);
+    }
+    return units;
+}
+
+// sums + each entry's unit . residual[col .. col + 32), its chunks added in order.
+fn unit_scores(col: u32, units: array<array<vec4<f32>, 8>, 4>, sums: vec4<f32>) -> vec4<f32> {
+    var result = chunk_scores(0u, col, units[0], units[1], units[2], units[3], sums);
+    result = chunk_scores(1u, col, units[0], units[1], units[2], units[3], result);
+    result = chunk_scores(2u, col, units[0], units[1], units[2], units[3], result);
+    return chunk_scores(3u, col, units[0], units[1], units[2], units[3], result);
+}
+
 fn beats(score: f32, index: u32, best_score: f32, best_index: u32) -> bool {
     return score < best_score || (score == best_score && index < best_index);
 }
@@ -242,22 +266,10 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     // so that their latency overlaps the previous level's resolution and the residual (none depends on them).
     let one_unit = DIM / 32u == THREADS_PER_ENTRY;
     let first_col = member * 32u;
-    var early0: array<vec4<f32>, 8>;
-    var early1: array<vec4<f32>, 8>;
-    var early2: array<vec4<f32>, 8>;
-    var early3: array<vec4<f32>, 8>;
+    var early: array<array<vec4<f32>, 8>, 4>;
     var norms = vec4<f32>(0.0);
     if (one_unit) {
-        early0 = unit_weights(row * DIM + first_col);
-        if (ENTRIES_PER_THREAD > 1u) {
-            early1 = unit_weights((row + 1u) * DIM + first_col);
-        }
-        if (ENTRIES_PER_THREAD > 2u) {
-            early2 = unit_weights((row + 2u) * DIM + first_col);
-        }
-        if (ENTRIES_PER_THREAD > 3u) {
-            early3 = unit_weights((row + 3u) * DIM + first_col);
-        }
+        early = entries_unit(row, first_col);
     }
     if (member == 0u) {     // the team leader's, for its entries' scores
         norms.x = sqnorms[row];
@@ -297,30 +309,10 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     // Each unit's entries loaded in one round, before any is used (docs/architecture.md); columns added in order.
     var sums = vec4<f32>(0.0);     // [entry]
     if (one_unit) {
-        sums = chunk_scores(0u, first_col, early0, early1, early2, early3, sums);
-        sums = chunk_scores(1u, first_col, early0, early1, early2, early3, sums);
-        sums = chunk_scores(2u, first_col, early0, early1, early2, early3, sums);
-        sums = chunk_scores(3u, first_col, early0, early1, early2, early3, sums);
+        sums = unit_scores(first_col, early, sums);
     }
     for (var unit = select(member, DIM / 32u, one_unit); unit < DIM / 32u; unit += THREADS_PER_ENTRY) {
-        let col = unit * 32u;
-        let e0 = unit_weights(row * DIM + col);
-        var e1: array<vec4<f32>, 8>;
-        var e2: array<vec4<f32>, 8>;
-        var e3: array<vec4<f32>, 8>;
-        if (ENTRIES_PER_THREAD > 1u) {
-            e1 = unit_weights((row + 1u) * DIM + col);
-        }
-        if (ENTRIES_PER_THREAD > 2u) {
-            e2 = unit_weights((row + 2u) * DIM + col);
-        }
-        if (ENTRIES_PER_THREAD > 3u) {
-            e3 = unit_weights((row + 3u) * DIM + col);
-        }
-        sums = chunk_scores(0u, col, e0, e1, e2, e3, sums);
-        sums = chunk_scores(1u, col, e0, e1, e2, e3, sums);
-        sums = chunk_scores(2u, col, e0, e1, e2, e3, sums);
-        sums = chunk_scores(3u, col, e0, e1, e2, e3, sums);
+        sums = unit_scores(unit * 32u, entries_unit(row, unit * 32u), sums);
     }
     for (var e = 0u; e < ENTRIES_PER_THREAD; e++) {
         partial_sums[e * WORKGROUP_SIZE + lane] = sums[e];
