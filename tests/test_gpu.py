@@ -6,7 +6,6 @@ import pytest
 from kyutai_stt.cli import doctor
 from kyutai_stt.engine import device as gpu
 
-
 SPEC_VALUE_FOR_NO_LIMIT = {"max-bindings-per-bind-group": 1000}
 
 

@@ -24,7 +24,11 @@ def test_corrupt_shard_is_named_and_retry_recovers(browser, server):
         assert shard in page.inner_text("#error-message")
         assert page.inner_text("#error-fix")
         server.clear_overrides()
-        page.click("#retry")
+        retry = page.locator("#retry")
+        assert retry.is_visible() and retry.is_enabled()
+        # force: no wait for two still animation frames (Playwright's "stable"), which a loaded 2-core machine may
+        # not paint within the click's 30 s (seen once in a full run); the button is shown and enabled above.
+        retry.click(force=True)
         assert wait_state(page, ["ready", "error"], console=console) == "ready", page.inner_text("#error")
         assert any(r.startswith(f"{CORRUPT}model/") for r in server.requests)
         page.close()
