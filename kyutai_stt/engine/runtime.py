@@ -80,12 +80,11 @@ class Engine:
         self._staging = [{role: self.device.create_buffer(size=self.buffers[name].size,
                                                           usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
                           for role, name in plan.outputs.items()} for _ in range(readback_depth)]
-        self._pending: deque[int] = deque()
+        # Frames in flight, oldest first: (frame, stream frames, active flags, submission index)
+        self._pending: deque[tuple[int, tuple[int, ...], tuple[bool, ...], int | None]] = deque()
         self._batch_readback = batch_readback
         self.frame = 0
         self.stream_frames = [0] * plan.streams
-        self._pending_frames: deque[tuple[tuple[int, ...], tuple[bool, ...]]] = deque()
-        self._pending_indices: deque[int | None] = deque()   # each pending frame's submission
         self._submit, self._wait_for = gpu.submitter(self.device)
         self.reset()
 
@@ -180,9 +179,7 @@ class Engine:
         staging = self._staging[self.frame % len(self._staging)]
         for role, name in self.plan.outputs.items():
             encoder.copy_buffer_to_buffer(self.buffers[name], 0, staging[role], 0, staging[role].size)
-        self._pending_indices.append(self._submit(encoder.finish()))
-        self._pending.append(self.frame)
-        self._pending_frames.append((tuple(self.stream_frames), active))
+        self._pending.append((self.frame, tuple(self.stream_frames), active, self._submit(encoder.finish())))
         self.frame += 1
         self.stream_frames = [f + a for f, a in zip(self.stream_frames, active)]
         if len(self._pending) < len(self._staging):
@@ -250,8 +247,8 @@ class Engine:
         return [self._collect() for _ in range(len(self._pending))]
 
     def _collect(self) -> FrameResult:
-        frame, (stream_frames, active) = self._pending.popleft(), self._pending_frames.popleft()
-        self._wait_for(self._pending_indices.popleft())     # this frame's submission only, not the newer ones
+        frame, stream_frames, active, index = self._pending.popleft()
+        self._wait_for(index)     # this frame's submission only, not the newer ones
         outputs = {}
         for role, buffer in self._staging[frame % len(self._staging)].items():
             buffer.map_sync(wgpu.MapMode.READ)
