@@ -4,8 +4,9 @@
 //   node benchmarks/browser_host.mjs CONFIG.json
 // CONFIG: {site: an exported site (its runtime.js, kernels/ and model/ are used), plans: a plans.json document
 // {host, rules, variants} (the plans `kyutai-stt bench` runs), steps, warmup, position (first frame index), latency_samples,
-// no_int8 (choose the variant as a browser without dot4I8Packed would), inputs: {role: {u32_below: n} | {f32_scale: s}},
-// toggles: Dawn toggles}.
+// no_int8 (choose the variant as a browser without dot4I8Packed would), no_f16 (likewise without shader-f16),
+// inputs: {role: {u32_below: n} | {f32_scale: s}}, toggles: Dawn toggles, tokens (also print each timed step's text
+// token: to compare hosts)}.
 // Prints one JSON line: the variant the browser's own rules chose, the adapter, the interval between completed
 // frames (p50, p95), the mean (the throughput), the GPU time per frame from timestamp queries, a frame's latency.
 import {readFile} from 'node:fs/promises';
@@ -57,7 +58,10 @@ async function main() {
   const adapter = await requestAdapter();
   const plans = config.plans;
   const languageFeatures = config.no_int8 ? new Set() : wgslLanguageFeatures();
-  const variant = chooseVariant(adapter, plans, languageFeatures);
+  // Without shader-f16: the rules see the adapter's other features (chooseVariant reads info and features).
+  const chooser = config.no_f16 ? {info: adapter.info, isFallbackAdapter: adapter.isFallbackAdapter,
+    features: new Set([...adapter.features].filter((f) => f !== 'shader-f16'))} : adapter;
+  const variant = chooseVariant(chooser, plans, languageFeatures);
   const plan = plans.variants[variant];
   const device = await requestDevice(adapter, plan, plans.host);
   const runtime = new PlanRuntime(device, plan, {readbackDepth: plans.host.readback_depth});
@@ -70,11 +74,13 @@ async function main() {
 
   const stamps = [];
   const gpuMs = [];
+  const tokens = [];
   const start = performance.now();
   for (let i = 0; i < config.steps; i++) {
     const {result} = await runtime.submit(inputs[i % inputs.length]);
     result.then((r) => {
       stamps.push(performance.now());
+      if (config.tokens) tokens.push(r.outputs.results[0]);
       if (r.stageMs) gpuMs.push(Object.values(r.stageMs).reduce((a, b) => a + b, 0));
     });
   }
@@ -94,7 +100,7 @@ async function main() {
     mean_ms: meanMs, p50_ms: percentile(intervals, 0.5), p95_ms: percentile(intervals, 0.95),
     gpu_mean_ms: gpuMs.length ? gpuMs.reduce((a, b) => a + b, 0) / gpuMs.length : null,
     frame_latency_p50_ms: percentile(latencies.sort((a, b) => a - b), 0.5),
-    dispatches_per_step: plan.dispatches.length, streams: plan.streams ?? 1,
+    dispatches_per_step: plan.dispatches.length, streams: plan.streams ?? 1, ...(config.tokens ? {tokens} : {}),
   }));
   runtime.destroy();
 }

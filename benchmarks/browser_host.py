@@ -2,7 +2,7 @@
 format of `kyutai-stt bench` (with "host": "browser"):
 
     python benchmarks/browser_host.py --package PKG [--steps 400] [--position 750] [--whole-frame] [--streams S]
-                                      [--kernels auto|no-int8] [--node NODE]
+                                      [--kernels auto|no-int8|no-int8,no-f16] [--tokens] [--node NODE]
 
 The same package is exported as a site (kyutai_stt/site/build.py: its runtime.js, kernels and model files), and
 benchmarks/browser_host.mjs runs that runtime.js in Node on Dawn, the WebGPU implementation inside Chrome, through
@@ -77,8 +77,11 @@ def main() -> int:
     parser.add_argument("--position", type=int, default=0, help="first frame index (750: a full KV ring)")
     parser.add_argument("--whole-frame", action="store_true", help="LM step + Mimi encoder, as `bench`")
     parser.add_argument("--streams", type=int, default=1)
-    parser.add_argument("--kernels", choices=("auto", "no-int8"), default="auto",
-                        help="no-int8: choose the variant as a browser without dot4I8Packed would")
+    parser.add_argument("--kernels", choices=("auto", "no-int8", "no-int8,no-f16"), default="auto",
+                        help="no-int8: choose the variant as a browser without dot4I8Packed would (the f16 path "
+                             "where the GPU has shader-f16); no-int8,no-f16: as one without shader-f16 either")
+    parser.add_argument("--tokens", action="store_true",
+                        help="also print each timed step's text token (\"tokens\"), to compare with the native host")
     parser.add_argument("--node", default=shutil.which("node"), help="the Node.js binary (default: node on PATH)")
     args = parser.parse_args()
     if not args.node or not Path(args.node).is_file():
@@ -100,7 +103,8 @@ def main() -> int:
         config.write_text(json.dumps({
             "site": str(site), "plans": plans_document(plans), "steps": args.steps, "warmup": args.warmup,
             "position": args.position,
-            "latency_samples": LATENCY_SAMPLES, "no_int8": args.kernels == "no-int8", "toggles": DAWN_TOGGLES,
+            "latency_samples": LATENCY_SAMPLES, "no_int8": args.kernels != "auto",
+            "no_f16": "no-f16" in args.kernels, "tokens": args.tokens, "toggles": DAWN_TOGGLES,
             # the work does not depend on the values: audio codes below the codebook size, or speech-level noise
             "inputs": {"pcm": {"f32_scale": 0.17}} if args.whole_frame else {"codes": {"u32_below": cfg.card}}}))
         done = subprocess.run([args.node, str(SCRIPT), str(config)], capture_output=True, text=True)
@@ -113,7 +117,8 @@ def main() -> int:
     print(json.dumps({
         "bench": "whole_frame" if args.whole_frame else "lm_step", "host": "browser", "adapter": out["adapter"],
         "variant": out["variant"], "package_quant": package.quant, "kernels": args.kernels,
-        "int8_path": any(p.kernel == "quantize_input" for p in plan.pipelines),
+        "int8_path": bool(variants.tunings()[out["variant"]].int8_matvec),
+        "rounded_inputs": variants.tunings()[out["variant"]].rounded_inputs,
         "kv_f16": variants.tunings()[out["variant"]].kv_f16, "start_position": args.position,
         "p50_ms": round(out["p50_ms"], 4), "p95_ms": round(out["p95_ms"], 4), "mean_ms": round(mean_ms, 4),
         "gpu_mean_ms": None if out["gpu_mean_ms"] is None else round(out["gpu_mean_ms"], 4),
@@ -123,7 +128,7 @@ def main() -> int:
         "dispatches_per_step": out["dispatches_per_step"], "streams": streams,
         "stream_frames_per_s": round(streams * 1e3 / mean_ms, 1), "realtime_streams": round(streams * 80 / mean_ms, 1),
         "frame_latency_p50_ms": round(out["frame_latency_p50_ms"], 4),
-        "matrix_kernel": matrix_kernel(plan)}))
+        "matrix_kernel": matrix_kernel(plan), **({"tokens": out["tokens"]} if args.tokens else {})}))
     return 0
 
 

@@ -2,8 +2,9 @@
 # Every GPU benchmark in one run, for a lent NVIDIA machine with no registry access (see BENCHMARKS.md):
 # carried .gl/*.deb (Vulkan loader + glvnd) and .whl/*.whl (wgpu, cffi, gguf, moshi, ...), then
 #   doctor; a full synthetic checkpoint -> q4 package; kyutai-stt bench at position 0 and 750 (full KV ring), and
-#   at 750 without the int8 path (--kernels no-int8: what devices without dot4I8Packed run), without f16 KV rings
-#   (no-f16-kv) and without the attention writing int8 (no-int8-merge), the whole frame
+#   at 750 without the int8 path (--kernels no-int8: what devices without dot4I8Packed run, the f16 path where
+#   they have shader-f16), without either (no-int8,no-f16: the portable kernels), without f16 KV rings
+#   (no-f16-kv) and without the attention writing attn_out's rounded input (no-merge-rounding), the whole frame
 #   (LM + Mimi), the Mimi encoder alone; the same LM step and whole frame in the browser host (runtime.js in Node
 #   on Dawn: benchmarks/browser_host.py); the native host's CPU time per dispatch (host_overhead.py);
 #   `kyutai-stt transcribe` of a 10-minute file (RTF); the per-kernel matvec benchmark; the official
@@ -68,8 +69,9 @@ if want lm; then
         run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position "$position"
     done
     run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --kernels no-int8
+    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --kernels no-int8,no-f16
     run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --kernels no-f16-kv
-    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --kernels no-int8-merge
+    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --kernels no-merge-rounding
 fi
 if want frame; then
     run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 400 --position 750 --whole-frame
@@ -86,6 +88,8 @@ if want browser; then
     run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 400 --position 750 --node "$node"
     run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 400 --position 750 --node "$node" \
         --kernels no-int8
+    run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 400 --position 750 --node "$node" \
+        --kernels no-int8,no-f16
     run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 400 --position 750 --node "$node" \
         --whole-frame
 fi

@@ -14,7 +14,8 @@ submission of all dispatches ("wall"). Each job first runs for 50 ms: an idle GP
 The last lines add the kernel times of one LM step per matvec variant (no dispatch overhead, no combine pass).
 A variant is a weight format (FORMAT of kernels/matvec.wgsl), `_subgroup` for kernels/matvec_subgroup.wgsl,
 `q4_int8` / `q4_int8_subgroup` for kernels/matvec_int8[_subgroup].wgsl (the int8 path: its input already quantised;
-the `quantize_input` lines time that once-per-input kernel, and the step estimate of an int8 variant adds them).
+the `quantize_input` lines time that once-per-input kernel, and the step estimate of an int8 variant adds them),
+`q4_f16` for kernels/matvec_f16.wgsl (the f16 path: likewise, its input already rounded to f16; needs shader-f16).
 
 Weights rotate through enough copies to exceed --rotate-mib, so that repeated dispatches read memory, not the last
 level cache (an H100 has 50 MB of L2: the default 256 MiB is 5x that). Contents are random bits of the right layout:
@@ -193,8 +194,8 @@ def matvec_job(device, rng, variant, name, rows, columns, input_mode, tuning, we
     quant_type = variant.split("_")[0]
     tuning = {**DEFAULT_TUNING, **tuning}
     rows_per_workgroup = tuning["WORKGROUP_SIZE"] // tuning["THREADS_PER_ROW"] * tuning["ROWS_PER_THREAD"]
-    if "_int8" in variant:
-        return int8_matvec_job(device, rng, variant, name, rows, columns, input_mode, tuning, weights)
+    if "_int8" in variant or "_f16" in variant:
+        return rounded_matvec_job(device, rng, variant, name, rows, columns, input_mode, tuning, weights)
     kernel = "matvec_subgroup" if variant.endswith("_subgroup") else "matvec"
     job = Job(f"matvec {variant:<12} {name:<10} [{rows:>5} x {columns:>4}]", kernel,
               {"FORMAT": FORMATS[quant_type], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
@@ -209,16 +210,18 @@ def matvec_job(device, rng, variant, name, rows, columns, input_mode, tuning, we
     return job, pipe
 
 
-def int8_matvec_job(device, rng, variant, name, rows, columns, input_mode, tuning, weights) -> tuple[Job, object]:
-    """matvec_int8[_subgroup] (q4 weights, an input quantised by quantize_input beforehand: random int8 words and
-    block scales; the kernel's work does not depend on their values)."""
+def rounded_matvec_job(device, rng, variant, name, rows, columns, input_mode, tuning, weights) -> tuple[Job, object]:
+    """matvec_int8[_subgroup] or matvec_f16 (q4 weights, an input rounded by quantize_input beforehand: random int8
+    words or f16 halves below 1, and block scales; the kernel's work does not depend on their values)."""
     rows_per_workgroup = tuning["WORKGROUP_SIZE"] // tuning["THREADS_PER_ROW"] * tuning["ROWS_PER_THREAD"]
-    kernel = "matvec_int8_subgroup" if variant.endswith("_subgroup") else "matvec_int8"
+    kernel = "matvec_f16" if "_f16" in variant else \
+        "matvec_int8_subgroup" if variant.endswith("_subgroup") else "matvec_int8"
     job = Job(f"matvec {variant:<12} {name:<10} [{rows:>5} x {columns:>4}]", kernel,
               {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": input_mode == 2, **tuning},
               (-(-rows // rows_per_workgroup), 1, 1), bytes_read=quant.nbytes("q4", (rows, columns)))
     pipe = pipeline(device, job)
-    xq = buffer(device, rng.integers(0, 2**32, columns // 4, dtype=np.uint32))           # [COLUMNS / 4] int8 x 4
+    xq = buffer(device, rng.uniform(-1, 1, columns).astype(np.float16).view(np.uint32) if kernel == "matvec_f16"
+                else rng.integers(0, 2**32, columns // 4, dtype=np.uint32))   # [COLUMNS / 2] f16 or [/ 4] int8
     xs = buffer(device, np.stack([rng.uniform(1e-3, 1e-2, columns // 32),               # [COLUMNS / 32] (scale, sum)
                                   rng.integers(-500, 500, columns // 32)], axis=1).astype(np.float32))
     y = buffer(device, np.zeros(rows, np.float32))
@@ -226,17 +229,17 @@ def int8_matvec_job(device, rng, variant, name, rows, columns, input_mode, tunin
     return job, pipe
 
 
-def quantize_input_job(device, rng, columns: int, input_mode: int) -> tuple[Job, object]:
-    """quantize_input (once per int8-path input: RMSNorm of D inputs, or SwiGLU of 2F), workgroups of 256."""
+def quantize_input_job(device, rng, columns: int, input_mode: int, f16: bool = False) -> tuple[Job, object]:
+    """quantize_input (once per int8- or f16-path input: RMSNorm of D inputs, or SwiGLU of 2F), workgroups of 256."""
     blocks = columns // 32
     mode = {0: "plain", 1: "rms_norm", 2: "swiglu"}[input_mode]
-    job = Job(f"quantize_input {mode:<8} [{columns:>5}]", "quantize_input",
-              {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": 256}, (-(-columns // 8 // 256), 1, 1),
-              bytes_read=4 * columns * (2 if input_mode else 1))
+    job = Job(f"quantize_input {'f16' if f16 else 'int8'} {mode:<8} [{columns:>5}]", "quantize_input",
+              {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": 256, "OUTPUT_F16": f16},
+              (-(-columns // 8 // 256), 1, 1), bytes_read=4 * columns * (2 if input_mode else 1))
     pipe = pipeline(device, job)
     x = buffer(device, rng.standard_normal(2 * columns if input_mode == 2 else columns).astype(np.float32))
     job.bind_groups = [bind(device, pipe, {0: x, 1: buffer(device, np.ones(columns, np.float32)),
-                                           2: buffer(device, columns), 3: buffer(device, 8 * blocks)})]
+                                           2: buffer(device, 2 * columns), 3: buffer(device, 8 * blocks)})]
     return job, pipe
 
 
@@ -323,7 +326,7 @@ def report(job: Job, ms: float, how: str, extra: str = "") -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quants", default="q4,q4_subgroup,q4_int8,q4_int8_subgroup,q8,f16,f32",
+    parser.add_argument("--quants", default="q4,q4_subgroup,q4_int8,q4_int8_subgroup,q4_f16,q8,f16,f32",
                         help="matvec variants (comma-separated)")
     parser.add_argument("--shapes", default=",".join(LM_SHAPES), help="LM matrices (comma-separated)")
     parser.add_argument("--iterations", type=int, help="dispatches timed per line (default 200; 3 on a CPU)")
@@ -351,9 +354,12 @@ def main(argv=None) -> int:
         if "_int8" in variant and gpu.INT8_DOT not in gpu.wgsl_language_features():
             print(f"matvec {variant}: skipped (no {gpu.INT8_DOT})")
             continue
+        if "_f16" in variant and "shader-f16" not in device.features:
+            print(f"matvec {variant}: skipped (no shader-f16)")
+            continue
         # The subgroup variant's teams must fit in a subgroup (a power of two <= the minimum subgroup size).
         default = {"THREADS_PER_ROW": min(subgroups, 32)} if variant.endswith("_subgroup") else {}
-        if "_int8" in variant:
+        if "_int8" in variant or "_f16" in variant:
             default = {"WORKGROUP_SIZE": 64, "THREADS_PER_ROW": min(subgroups or 16, 16), "ROWS_PER_THREAD": 1}
         sweep = [t for t in SWEEP if not variant.endswith("_subgroup") or t["THREADS_PER_ROW"] <= subgroups]
         for name in args.shapes.split(","):
@@ -371,12 +377,13 @@ def main(argv=None) -> int:
                 report(job, ms, how, tuning_text(job.constants) + " (best of the sweep)")
             best[variant, name] = min(r[0] for r in results)
             del weights
-    quantize_ms = {}  # input mode -> ms of quantize_input at the step's widths (D for RMSNorm/plain, F for SwiGLU)
-    if any("_int8" in v for v, _ in best):
-        for input_mode, columns in ((1, D), (0, D), (2, F)):
-            job, pipe = quantize_input_job(device, rng, columns, input_mode)
-            quantize_ms[input_mode], how = time_job(device, job, pipe, iterations)
-            report(job, quantize_ms[input_mode], how)
+    quantize_ms = {}  # (f16, input mode) -> ms of quantize_input at the step's widths (D for RMSNorm/plain, F for
+    for f16 in (False, True):       # SwiGLU)
+        if any(("_f16" if f16 else "_int8") in v for v, _ in best):
+            for input_mode, columns in ((1, D), (0, D), (2, F)):
+                job, pipe = quantize_input_job(device, rng, columns, input_mode, f16)
+                quantize_ms[f16, input_mode], how = time_job(device, job, pipe, iterations)
+                report(job, quantize_ms[f16, input_mode], how)
     attention_ms, small_ms = 0.0, 0.0
     if not args.matvec_only:
         attention = []
@@ -393,8 +400,10 @@ def main(argv=None) -> int:
     layers = FULL_LM.num_layers
     for variant in dict.fromkeys(v for v, _ in best):
         if all((variant, name) in best for name in LM_SHAPES):
-            # The int8 path quantises each matvec input once (a dispatch before it).
-            extra = {name: quantize_ms[LM_SHAPES[name][2]] if "_int8" in variant else 0.0 for name in LM_SHAPES}
+            # The int8 and f16 paths round each matvec input once (a dispatch before it).
+            rounded = "_int8" in variant or "_f16" in variant
+            extra = {name: quantize_ms["_f16" in variant, LM_SHAPES[name][2]] if rounded else 0.0
+                     for name in LM_SHAPES}
             per_layer = sum(best[variant, name] + extra[name] for name in LM_SHAPES if name != "text_head")
             total = layers * (per_layer + attention_ms) + best[variant, "text_head"] + extra["text_head"] + small_ms
             print(f"LM step, all matrices matvec {variant}: {total:.3f} ms of kernel time ({layers} layers x "

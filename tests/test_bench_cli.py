@@ -38,9 +38,9 @@ def test_streams_out_of_range_exit_2(tiny_packages, capsys, streams):
 def test_kernel_switches_are_named_in_the_line_and_unknown_ones_exit_2(tiny_packages, capsys):
     root = str(tiny_packages("q4").root)
     assert cli.main(["bench", "--package", root, "--steps", "3", "--warmup", "1",
-                     "--kernels", "no-f16-kv,no-int8-merge"]) == 0
+                     "--kernels", "no-f16-kv,no-merge-rounding"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["kernels"] == "no-f16-kv,no-int8-merge" and line["kv_f16"] is False
+    assert line["kernels"] == "no-f16-kv,no-merge-rounding" and line["kv_f16"] is False
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", "--package", root, "--kernels", "no-f16-kv,fast"])
     assert exit_info.value.code == 2 and "fast: not one of" in capsys.readouterr().err

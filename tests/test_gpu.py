@@ -54,6 +54,29 @@ def test_native_wgsl_strips_only_subgroups():
     assert gpu.to_native_wgsl("enable f16;\n").strip() == "enable f16;"
 
 
+def test_native_wgsl_unpacks_the_f16_pair_bitcast():
+    """Naga cannot bitcast u32 to vec2<f16>: matvec_f16.wgsl's one helper doing it is compiled natively as an
+    unpack, and the browser gets the file as written. Natively the two give the same halves."""
+    source = (gpu.KERNEL_DIR / "matvec_f16.wgsl").read_text()
+    assert source.count("bitcast<vec2<f16>>") == 1
+    native = gpu.to_native_wgsl(source)
+    assert "bitcast<vec2<f16>>" not in native and "vec2<f16>(unpack2x16float(word))" in native
+    probe = """enable f16;
+@group(0) @binding(0) var<storage, read> words: array<u32>;
+@group(0) @binding(1) var<storage, read_write> out: array<vec2<f32>>;
+fn f16_pair(word: u32) -> vec2<f16> {
+    return bitcast<vec2<f16>>(word);
+}
+@compute @workgroup_size(4) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    out[id.x] = vec2<f32>(f16_pair(words[id.x]));
+}
+"""
+    halves = np.array([1.0, -2.5, 65504.0, 2.0**-24, -0.0, 0.333, 1024.0, -7.0], np.float16)
+    words = halves.view(np.uint32)
+    out = gpu.run_shader(gpu.to_native_wgsl(probe), {0: words, 1: gpu.Output((4, 2), np.float32)}, (1, 1, 1))[1]
+    np.testing.assert_array_equal(out.reshape(-1), halves.astype(np.float32))
+
+
 def test_doctor_report_names_adapter_and_limits():
     text = doctor.report()
     assert gpu.adapter_summary()["name"] in text

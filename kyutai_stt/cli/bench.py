@@ -50,8 +50,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--kernels", default="auto", type=kernel_switches,
                         help="auto: the fast paths this device has (as every command); or, comma-separated, what to "
                              "leave out (an A/B of each): no-int8 (the int8 path of q4 matrices, as on devices "
-                             "without dot4I8Packed), no-f16-kv (f16 KV rings: f32 instead), no-int8-merge (the "
-                             "attention's merge writing attn_out's int8 input: a quantize_input dispatch instead)")
+                             "without dot4I8Packed), no-f16 (the f16 path of q4 matrices, taken without the int8 "
+                             "path, as on devices without shader-f16), no-f16-kv (f16 KV rings: f32 instead), "
+                             "no-merge-rounding (the attention's merge writing attn_out's int8 or f16 input: a "
+                             "quantize_input dispatch instead)")
     parser.add_argument("--streams", type=int, default=1,
                         help=f"independent streams per step (the plan of several streams; up to {MAX_STREAMS})")
     parser.add_argument("--profile", action="store_true",
@@ -61,7 +63,7 @@ def add_arguments(parser) -> None:
                         help="start at this step index (e.g. 750: a full KV ring, the worst case)")
 
 
-KERNEL_SWITCHES = ("no-int8", "no-f16-kv", "no-int8-merge")
+KERNEL_SWITCHES = ("no-int8", "no-f16", "no-f16-kv", "no-merge-rounding")
 
 
 def kernel_switches(value: str) -> str:
@@ -86,7 +88,9 @@ def matrix_kernel(plan) -> str:
     kernels = {p.kernel for p in plan.pipelines}
     if "matmul_int8" in kernels:
         return "int8 matmul"
-    return "matmul" if "matmul" in kernels else "int8" if "quantize_input" in kernels else "matvec"
+    if "matmul" in kernels:
+        return "matmul"
+    return "f16" if "matvec_f16" in kernels else "int8" if "quantize_input" in kernels else "matvec"
 
 
 def gpu_summary(times: list[list[float]] | None) -> dict:
@@ -112,9 +116,11 @@ def run(args) -> int:
         off = set(args.kernels.split(","))
         if "no-int8" in off:    # the int8 path is chosen by this language feature alone
             language_features = ()
+        if "no-f16" in off:     # the f16 path by this feature (the f16 KV rings need none)
+            features = tuple(f for f in features if f != "shader-f16")
         tuning = tuning_for(adapter_type, features, subgroup_size, description, language_features)
         tuning = replace(tuning, kv_f16=tuning.kv_f16 and "no-f16-kv" not in off,
-                         attention_int8_output="no-int8-merge" not in off)
+                         attention_rounds_output="no-merge-rounding" not in off)
         if not 1 <= args.streams <= MAX_STREAMS:
             raise UserError(f"--streams {args.streams}: from 1 to {MAX_STREAMS}")
         streams = args.streams
@@ -162,6 +168,7 @@ def run(args) -> int:
         "bench": "whole_frame" if args.whole_frame else "lm_step", "host": "native",
         "adapter": gpu.adapter_summary()["name"],
         "package_quant": package.quant, "kernels": args.kernels, "int8_path": bool(tuning.int8_matvec),
+        "rounded_inputs": tuning.rounded_inputs,
         "kv_f16": tuning.kv_f16,
         "dim": package.config.dim, "layers": package.config.num_layers, "start_position": args.position,
         "p50_ms": round(p50, 4), "p95_ms": round(p95, 4), "mean_ms": round(mean_ms, 4),

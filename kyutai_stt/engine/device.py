@@ -87,17 +87,22 @@ def adapter_summary() -> dict:
 # `enable f16, subgroups;`.
 _ENABLE_DIRECTIVE = re.compile(r"^[ \t]*enable\s+([\w\s,]+);[ \t]*$", re.MULTILINE)
 _NAGA_UNSUPPORTED_EXTENSIONS = {"subgroups"}
+# Naga cannot bitcast a u32 to vec2<f16> (a width-changing bitcast); kernels needing it call a helper whose body is
+# exactly the first line below, compiled natively as the second: the same values (an f16 -> f32 -> f16 round trip is
+# exact).
+_NAGA_F16_BITCAST = ("    return bitcast<vec2<f16>>(word);\n", "    return vec2<f16>(unpack2x16float(word));\n")
 
 
 def to_native_wgsl(source: str) -> str:
-    """The same shader with the enable-extensions Naga rejects removed from its `enable` directives."""
+    """The same shader with the enable-extensions Naga rejects removed from its `enable` directives, and u32 ->
+    vec2<f16> bitcasts written as an unpack."""
 
     def keep_supported(match: re.Match) -> str:
         names = [name.strip() for name in match.group(1).split(",") if name.strip()]
         kept = [name for name in names if name not in _NAGA_UNSUPPORTED_EXTENSIONS]
         return f"enable {', '.join(kept)};" if kept else ""
 
-    return _ENABLE_DIRECTIVE.sub(keep_supported, source)
+    return _ENABLE_DIRECTIVE.sub(keep_supported, source).replace(*_NAGA_F16_BITCAST)
 
 
 def load_kernel_source(name: str) -> str:

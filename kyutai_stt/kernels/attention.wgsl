@@ -31,6 +31,7 @@
 // quantize_input.wgsl in PLAIN mode writes the input of an int8 matvec (out_q, out_scales: that file's xq and xs,
 // COLUMNS = D), with the same arithmetic: bit for bit what combine + quantize_input give, one dispatch fewer. Its
 // only reader is the attention's output matrix. Needs HEAD_DIM % 32 == 0 (a block never spans two heads).
+// Entry `combine_f16` likewise for the f16 path (quantize_input.wgsl's OUTPUT_F16 rounding, matvec_f16.wgsl).
 // The workgroup whose split holds `slot` writes the new key and value (no other workgroup reads that slot).
 //
 // Scores: teams of SCORE_TEAM invocations per slot (a few 16-byte loads each), 4 slots per team in a round of loads
@@ -44,8 +45,8 @@
 //   combine: 5 = partial_out, 6 = partial_stats (read), 7 = out (read_write, [STREAMS, D]). Outputs are bound as
 //   vec4<f32>, caches as 16-byte units (vec4<u32>: 4 values in f32, 8 in f16).
 //   combine_int8: 5, 6 as combine; 8 = out_q (read_write, u32[STREAMS, D / 4]), 9 = out_scales (read_write,
-//   vec2<f32>[STREAMS, D / 32]).
-// Dispatch: main (HEADS, SPLITS, STREAMS); combine and combine_int8 (HEADS, 1, STREAMS); workgroups of
+//   vec2<f32>[STREAMS, D / 32]). combine_f16: the same with out_q u32[STREAMS, D / 2].
+// Dispatch: main (HEADS, SPLITS, STREAMS); combine, combine_int8, combine_f16 (HEADS, 1, STREAMS); workgroups of
 // WORKGROUP_SIZE invocations.
 // Pass the same constants to both entry points.
 
@@ -101,11 +102,11 @@ var<workgroup> weights: array<f32, (CONTEXT + SPLITS - 1u) / SPLITS>;
 // Reductions: per-member partial scores, max and sum, then the slot groups' partial outputs (in f16 a group
 // covers a row with half as many invocations, so there are up to twice as many groups).
 var<workgroup> reduction: array<vec4<f32>, max(select(1u, 2u, KV_F16) * WORKGROUP_SIZE, HEAD_DIM / 4u)>;
-// combine_int8: the merged output, each of its vec4's largest |value|, then its integers.
+// combine_int8, combine_f16: the merged output, each of its vec4's largest |value|, then (int8) its integers.
 var<workgroup> merged_values: array<vec4<f32>, HEAD_DIM / 4u>;
 var<workgroup> largest: array<f32, HEAD_DIM / 4u>;
 var<workgroup> integers: array<vec4<i32>, HEAD_DIM / 4u>;
-// combine, combine_int8: every split's (m, l) for this (head, stream).
+// combine, combine_int8, combine_f16: every split's (m, l) for this (head, stream).
 var<workgroup> merge_stats: array<vec2<f32>, SPLITS>;
 
 // (cos, sin) of an angle of any size: reduced to [-pi, pi] first, where GPU cos/sin are accurate.
@@ -468,6 +469,47 @@ fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invo
                 total += integers[i + k];
             }
             out_scales[(column + 4u * i) / 32u] = vec2<f32>(amax / 127.0, f32(total.x + total.y + total.z + total.w));
+        }
+    }
+}
+
+// combine_f16: as combine_int8, the output rounded as quantize_input.wgsl's OUTPUT_F16 writes it (out_q: u32[STREAMS,
+// D / 2] of f16 pairs (8j + i, 8j + 4 + i) per group of 8, out_scales: (2^e, 0) per 32-block, 2^e the least power
+// of two above the block's largest |value|): bit for bit what combine + quantize_input give.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn combine_f16(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let head = workgroup.x;
+    let stream = workgroup.z;
+    load_merge_stats(head, stream, lane);
+    let vectors = HEAD_DIM / 4u;
+    let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
+    for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
+        let value = merged(head, stream, i);
+        merged_values[i] = value;
+        let m = abs(value);
+        largest[i] = max(max(m.x, m.y), max(m.z, m.w));
+    }
+    workgroupBarrier();
+    for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
+        if (i % 2u == 0u) {
+            let first = i & ~7u;          // a 32-block is 8 vec4
+            var amax = 0.0;
+            for (var k = 0u; k < 8u; k++) {
+                amax = max(amax, largest[first + k]);
+            }
+            let exponent = frexp(amax).exp;
+            let inverse = select(0.0, ldexp(1.0, -exponent), amax > 0.0);
+            // vec4 i and i + 1 are a group of 8 inputs: pairs (i, i + 4) of it in four words
+            let low = merged_values[i] * inverse;
+            let high = merged_values[i + 1u] * inverse;
+            let word = column / 2u + 2u * i;
+            out_q[word] = pack2x16float(vec2<f32>(low.x, high.x));
+            out_q[word + 1u] = pack2x16float(vec2<f32>(low.y, high.y));
+            out_q[word + 2u] = pack2x16float(vec2<f32>(low.z, high.z));
+            out_q[word + 3u] = pack2x16float(vec2<f32>(low.w, high.w));
+            if (i == first) {
+                out_scales[(column + 4u * i) / 32u] = vec2<f32>(select(0.0, ldexp(1.0, exponent), amax > 0.0), 0.0);
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-// Rounds a matvec input to int8 once per step, for the int8 path of q4 matrices (matvec_int8.wgsl and its subgroup
-// variant): every q4 matvec reading the vector then multiplies integers (dot4I8Packed) instead of converting each
-// weight to f32. This file itself needs no language feature (it packs bytes without pack4xI8).
+// Rounds a matvec input to int8 (or f16) once per step, for the int8 path of q4 matrices (matvec_int8.wgsl and its
+// subgroup variant; with OUTPUT_F16 the f16 path, matvec_f16.wgsl): every q4 matvec reading the vector then
+// multiplies integers (dot4I8Packed) or packed f16 instead of converting each weight to f32. This file itself needs
+// no language feature or `shader-f16` (it packs bytes without pack4xI8, halves with pack2x16float).
 //
 //   x: [BATCH, X_STRIDE] f32, one row per stream; in(x)[s, :COLUMNS] by INPUT_MODE, as matvec.wgsl:
 //        0 = PLAIN: x[s, k];  1 = RMS_NORM: x[s, k] * alpha[k] * inverseSqrt(mean_k(x[s, :COLUMNS]^2) + EPS);
@@ -14,6 +15,13 @@
 //   xs: vec2<f32>[BATCH, COLUMNS / 32]: (scale, sum) per block, in(x)[s, k] ~= scale * q[s, k] with scale =
 //        amax / 127, sum = sum_{k in b} q[s, k] (an integer, exact in f32: |sum| <= 4064)
 // The rounding moves each input by at most scale / 2 (tests/kernels/test_matvec_int8.py; docs/validation.md).
+// OUTPUT_F16 instead, per block b of stream s:
+//   xs[s, b] = (scale, 0) with scale = 2^e the least power of two above amax (0 if amax is 0): in(x) / scale is
+//        exact and below 1 in magnitude, so its f16 rounding h (at most 1: values within 2^-12 of 1 round up to it)
+//        keeps 11 significant bits and no product overflows
+//   xq: u32[BATCH, COLUMNS / 2], 16 words per block: for each group j < 4 of 8 inputs, words 16 b + 4 j + i
+//        (i < 4) pack h of inputs 32 b + 8 j + i (low half) and 32 b + 8 j + 4 + i (high half): the pairs of
+//        nibbles ((word >> 4 i) & 0x000F000F) of a q4 word (matvec_f16.wgsl)
 //
 // Bindings (group 0): 0 = x (read, as vec4<f32>), 1 = alpha (read, [COLUMNS] f32: read only in RMS_NORM mode but
 //   always bound; bind x otherwise), 2 = xq (read_write), 3 = xs (read_write).
@@ -30,6 +38,8 @@ override X_STRIDE: u32 = select(COLUMNS, 2u * COLUMNS, INPUT_MODE == 2u);
 override INPUT_MODE: u32 = 0u;
 override EPS: f32 = 1e-8;
 override WORKGROUP_SIZE: u32 = 256u;
+// false: int8 and (scale, sum) for matvec_int8.wgsl; true: f16 and (power-of-two scale, 0) for matvec_f16.wgsl.
+override OUTPUT_F16: bool = false;
 
 const MODE_RMS_NORM = 1u;
 const MODE_SWIGLU = 2u;
@@ -85,6 +95,22 @@ fn rms_factor(stream: u32, lane: u32) -> f32 {
     return inverseSqrt(squares[0] / f32(COLUMNS) + EPS);
 }
 
+// OUTPUT_F16: inputs 8g .. 8g+7 of a stream (low, high) scaled by a power of two and packed as f16 pairs
+// (8g + i, 8g + 4 + i); the block's first invocation writes its scale.
+fn store_f16(stream: u32, g: u32, first_of_block: bool, amax: f32, low: vec4<f32>, high: vec4<f32>) {
+    // amax = m 2^e with m in [0.5, 1): 2^e is the least power of two above it.
+    let exponent = frexp(amax).exp;
+    let inverse = select(0.0, ldexp(1.0, -exponent), amax > 0.0);
+    let word = (stream * COLUMNS + g * GROUP) / 2u;
+    xq[word] = pack2x16float(vec2<f32>(low.x, high.x) * inverse);
+    xq[word + 1u] = pack2x16float(vec2<f32>(low.y, high.y) * inverse);
+    xq[word + 2u] = pack2x16float(vec2<f32>(low.z, high.z) * inverse);
+    xq[word + 3u] = pack2x16float(vec2<f32>(low.w, high.w) * inverse);
+    if (first_of_block) {
+        xs[stream * (COLUMNS / BLOCK) + g / 4u] = vec2<f32>(select(0.0, ldexp(1.0, exponent), amax > 0.0), 0.0);
+    }
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let stream = workgroup.y;
@@ -111,6 +137,12 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     workgroupBarrier();
     let base = lane & ~3u;  // the block's first invocation
     let amax = max(max(largest[base], largest[base + 1u]), max(largest[base + 2u], largest[base + 3u]));
+    if (OUTPUT_F16) {
+        if (valid) {
+            store_f16(stream, g, lane == base, amax, low, high);
+        }
+        return;
+    }
     let inverse = select(0.0, 127.0 / amax, amax > 0.0);
     let q_low = vec4<i32>(round(low * inverse));
     let q_high = vec4<i32>(round(high * inverse));

@@ -96,15 +96,20 @@ class Tuning:
     # The int8 path of q4 matrices (quantize_input.wgsl, then matvec_int8[_subgroup].wgsl), role -> launch shape;
     # empty: every matrix takes the portable matvec. It rounds the inputs to int8 (docs/validation.md: its error).
     int8_matvec: dict = field(default_factory=dict)
+    # The f16 path of q4 matrices (quantize_input.wgsl OUTPUT_F16, then matvec_f16.wgsl; needs `shader-f16`),
+    # role -> launch shape, for tunings without the int8 path; plans of many streams keep matmul.wgsl. It rounds
+    # the inputs to f16 (docs/validation.md: its error).
+    f16_matvec: dict = field(default_factory=dict)
     # Plans of many streams: every matrix takes matmul.wgsl, or matmul_int8.wgsl (its tile) where the int8 path
     # applies (a q4 matrix, a role in int8_matvec).
     matmul: MatmulTuning = MatmulTuning()
     # The KV rings in f16 (attention.wgsl KV_F16): half their memory and reads; keys and values rounded to f16
     # (docs/validation.md: its error).
     kv_f16: bool = False
-    # With the int8 path: the attention's merge writes attn_out's int8 input itself (attention.wgsl combine_int8),
-    # one dispatch fewer per layer; the same bits as its own quantize_input dispatch (an A/B switch).
-    attention_int8_output: bool = True
+    # With the int8 (f16) path: the attention's merge writes attn_out's int8 (f16) input itself (attention.wgsl
+    # combine_int8, combine_f16), one dispatch fewer per layer; the same bits as its own quantize_input dispatch
+    # (an A/B switch).
+    attention_rounds_output: bool = True
     # Plans of many streams (the matmul path) read the ring in ranges of this many slots: the streams fill the GPU,
     # and fewer ranges leave fewer partials to merge (benchmarks/attention_splits.py). None: as for few streams.
     attention_slots_per_split_many: int | None = None
@@ -125,6 +130,16 @@ class Tuning:
         if not self.int8_matvec:
             return None
         return self.int8_matvec.get(name.rsplit(".", 1)[-1], self.int8_matvec["default"])
+
+    def for_f16_matvec(self, name: str) -> MatvecTuning | None:
+        if not self.f16_matvec or self.int8_matvec:
+            return None
+        return self.f16_matvec.get(name.rsplit(".", 1)[-1], self.f16_matvec["default"])
+
+    @property
+    def rounded_inputs(self) -> str | None:
+        """What q4 matrices' inputs are rounded to once per step, by quantize_input.wgsl: "int8", "f16" or None."""
+        return "int8" if self.int8_matvec else "f16" if self.f16_matvec else None
 
 
 @dataclass(frozen=True)
@@ -190,21 +205,24 @@ def _batch(streams: int) -> dict:
 
 def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: str,
             input_mode: int = INPUT_PLAIN, alpha: str | None = None, accumulate: bool = False,
-            int8_input: tuple[str, str] | None = None, partials: str | None = None, quantized: bool = False):
+            rounded_input: tuple[str, str] | None = None, partials: str | None = None, quantized: bool = False):
     """y (+)= W in(x) for each of the builder's streams (x: [streams, X_STRIDE], y: [streams, rows]), each weight
-    read once for all of them; int8_input: the (xq, xs) scratch buffers of the int8 path, where the tuning has one;
-    quantized: x's producer already wrote them (attention's combine_int8); partials: matmul.wgsl's scratch, given
-    in plans of many streams (build_lm decides), which then take it."""
+    read once for all of them; rounded_input: the (xq, xs) scratch buffers of the int8 or f16 path, where the
+    tuning has one; quantized: x's producer already wrote them (attention's combine_int8); partials: matmul.wgsl's
+    scratch, given in plans of many streams (build_lm decides), which then take it."""
     t = w.tensors[name]
     rows, columns = t.shape
     streams = b.streams
-    int8 = tuning.for_int8_matvec(name) if t.quant == "q4" and int8_input else None
-    if int8 and not quantized:
-        xq, xs = int8_input
+    q4_rounded = t.quant == "q4" and rounded_input
+    int8 = tuning.for_int8_matvec(name) if q4_rounded else None
+    half = tuning.for_f16_matvec(name) if q4_rounded and partials is None else None
+    if (int8 or half) and not quantized:
+        xq, xs = rounded_input
         b.dispatch("quantize_input", {0: x, 1: alpha or x, 2: xq, 3: xs},
                    (-(-columns // 8 // QUANTIZE_WORKGROUP), streams),
                    {"COLUMNS": columns, "INPUT_MODE": input_mode, "WORKGROUP_SIZE": QUANTIZE_WORKGROUP,
-                    **_batch(streams)}, label=f"{name} input to int8")
+                    **({"OUTPUT_F16": True} if half else {}), **_batch(streams)},
+                   label=f"{name} input to {'int8' if int8 else 'f16'}")
     if partials is not None:
         tile = tuning.matmul
         grid = tile.grid(rows, streams)
@@ -214,7 +232,7 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
             constants = {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, "BATCH": streams,
                          "ROW_THREADS": tile.row_threads, "STREAM_THREADS": tile.stream_threads,
                          "TILE_BLOCKS": blocks, "K_SPLITS": tile.splits_for(rows, columns, streams, 32 * blocks)}
-            bindings = {**with_scales_binding(w.bindings(name)), 2: int8_input[0], 3: y, 4: int8_input[1],
+            bindings = {**with_scales_binding(w.bindings(name)), 2: rounded_input[0], 3: y, 4: rounded_input[1],
                         5: partials}
         else:
             kernel = "matmul"
@@ -228,9 +246,17 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
             b.dispatch(kernel, {3: y, 5: partials}, (-(-rows // MATMUL_COMBINE_WORKGROUP), streams), constants,
                        label=f"{name} combine", entry="combine", language_features=language)
         return
+    if half:
+        half = for_streams(half, streams, INPUT_PLAIN)
+        xq, xs = rounded_input
+        b.dispatch("matvec_f16", {**with_scales_binding(w.bindings(name)), 2: xq, 3: y, 4: xs},
+                   (-(-rows // half.rows_per_workgroup),),
+                   {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, **half.constants(),
+                    **_batch(streams)}, label=name, features=("shader-f16",))
+        return
     if int8:
         int8 = for_streams(int8, streams, INPUT_PLAIN)
-        xq, xs = int8_input
+        xq, xs = rounded_input
         b.dispatch("matvec_int8_subgroup" if int8.subgroup else "matvec_int8",
                    {**with_scales_binding(w.bindings(name)), 2: xq, 3: y, 4: xs},
                    (-(-rows // int8.rows_per_workgroup),),
@@ -297,17 +323,20 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     prompt = b.stream_buffer("lm.prompt", "state", (2 + PROMPT_CAPACITY,), "u32")
     b.inputs["prompt"] = prompt
     freqs = b.const("lm.rope_freqs", rope_frequencies(hd, cfg.max_period))   # [hd / 2]
-    int8_input = partials = None
+    rounded_input = partials = None
     if n >= tuning.matmul.from_streams:
         tuning.matmul.check()
         # matmul.wgsl's column-range sums [splits, S, rows] and sums of squares [splits, S], for the widest matrix
         rows = max(t.shape[0] for t in tensors.values() if len(t.shape) == 2)
         partials = b.buffer("lm.matmul_partials", "scratch", 4 * tuning.matmul.k_splits * n * (rows + 1),
                             (tuning.matmul.k_splits * n * (rows + 1),))
-    if tuning.int8_matvec:   # one matrix input at a time, rounded to int8 (quantize_input.wgsl)
+    # Plans of many streams keep matmul.wgsl where the f16 path would apply (it has no f16 variant).
+    rounding = None if partials and tuning.rounded_inputs == "f16" else tuning.rounded_inputs
+    if rounding:   # one matrix input at a time, rounded to int8 or f16 (quantize_input.wgsl)
         widest = max(d, f)
-        int8_input = (b.stream_buffer("lm.input_int8", "scratch", (widest // 4,), "u32"),     # 4 int8 a u32
-                      b.stream_buffer("lm.input_int8_scales", "scratch", (widest // 32, 2)))
+        per_word = 4 if rounding == "int8" else 2
+        rounded_input = (b.stream_buffer(f"lm.input_{rounding}", "scratch", (widest // per_word,), "u32"),
+                         b.stream_buffer(f"lm.input_{rounding}_scales", "scratch", (widest // 32, 2)))
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
                  "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd,
                  **({"KV_F16": True} if tuning.kv_f16 else {})}
@@ -321,29 +350,29 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         k_cache = b.stream_buffer(f"lm.k_cache.{i}", "state", ring, ring_dtype)
         v_cache = b.stream_buffer(f"lm.v_cache.{i}", "state", ring, ring_dtype)
         _matvec(b, w, tuning, layer + "attn_qkv", x, qkv, INPUT_RMS_NORM, w.bindings(layer + "attn_norm")[0],
-                int8_input=int8_input, partials=partials)
+                rounded_input=rounded_input, partials=partials)
         b.dispatch("attention", {0: qkv, 1: "step", 2: freqs, 3: k_cache, 4: v_cache, 5: partial_out,
                                  6: partial_stats}, (cfg.num_heads, splits, n), attention, label=layer + "attention")
-        # Where attn_out takes the int8 path, the merge can round its input (blocks of 32 within a head): no
-        # quantize_input dispatch.
-        combine_int8 = bool(int8_input and tuning.attention_int8_output and splits > 1 and hd % 32 == 0
-                            and tuning.for_int8_matvec("attn_out") and tensors[layer + "attn_out"].quant == "q4")
-        if combine_int8:
-            b.dispatch("attention", {5: partial_out, 6: partial_stats, 8: int8_input[0], 9: int8_input[1]},
-                       (cfg.num_heads, 1, n), attention, label=layer + "attention combine to int8",
-                       entry="combine_int8")
+        # Where attn_out takes the int8 or f16 path, the merge can round its input (blocks of 32 within a head):
+        # no quantize_input dispatch.
+        combine_rounded = bool(rounding and tuning.attention_rounds_output and splits > 1 and hd % 32 == 0
+                               and tensors[layer + "attn_out"].quant == "q4")
+        if combine_rounded:
+            b.dispatch("attention", {5: partial_out, 6: partial_stats, 8: rounded_input[0], 9: rounded_input[1]},
+                       (cfg.num_heads, 1, n), attention, label=layer + f"attention combine to {rounding}",
+                       entry=f"combine_{rounding}")
         elif splits > 1:
             b.dispatch("attention", {5: partial_out, 6: partial_stats, 7: attended}, (cfg.num_heads, 1, n),
                        attention, label=layer + "attention combine", entry="combine")
-        _matvec(b, w, tuning, layer + "attn_out", attended, x, accumulate=True, int8_input=int8_input,
-                partials=partials, quantized=combine_int8)
+        _matvec(b, w, tuning, layer + "attn_out", attended, x, accumulate=True, rounded_input=rounded_input,
+                partials=partials, quantized=combine_rounded)
         _matvec(b, w, tuning, layer + "ffn_in", x, hidden, INPUT_RMS_NORM, w.bindings(layer + "ffn_norm")[0],
-                int8_input=int8_input, partials=partials)
-        _matvec(b, w, tuning, layer + "ffn_out", hidden, x, INPUT_SWIGLU, accumulate=True, int8_input=int8_input,
-                partials=partials)
+                rounded_input=rounded_input, partials=partials)
+        _matvec(b, w, tuning, layer + "ffn_out", hidden, x, INPUT_SWIGLU, accumulate=True,
+                rounded_input=rounded_input, partials=partials)
 
     out_norm = w.bindings("out_norm")[0]
-    _matvec(b, w, tuning, "text_head", x, logits, INPUT_RMS_NORM, out_norm, int8_input=int8_input,
+    _matvec(b, w, tuning, "text_head", x, logits, INPUT_RMS_NORM, out_norm, rounded_input=rounded_input,
             partials=partials)
     b.dispatch("argmax", {0: logits, 1: token, 2: results, 3: prompt, 4: "step"}, (n,),
                {"COUNT": cfg.text_card, "RESULT_STRIDE": 1 + heads, "PROMPT_CAPACITY": PROMPT_CAPACITY,

@@ -99,6 +99,18 @@ def matvec_int8(w: np.ndarray, x: np.ndarray, input_mode: int = INPUT_PLAIN, alp
     return matvec(w, rounded, accumulate_into=accumulate_into)
 
 
+def quantize_f16(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_input.wgsl's OUTPUT_F16 rounding of in(x) [..., K] (K % 32 == 0): (h [..., K] float16, scale
+    [..., K/32]) with scale = the least power of two above the block's max |v| (0 if it is 0) and h = f16(v / scale),
+    |h| <= 1 (round to nearest even: |v / scale| < 1 may round up to 1), v ~= scale * h."""
+    v = np.asarray(v, np.float64)
+    blocks = v.reshape(*v.shape[:-1], -1, INT8_BLOCK)
+    amax = np.abs(blocks).max(axis=-1, keepdims=True)
+    scale = np.where(amax > 0, np.ldexp(1.0, np.frexp(amax)[1]), 0.0)
+    h = np.divide(blocks, scale, out=np.zeros_like(blocks), where=scale > 0).astype(np.float16)
+    return h.reshape(v.shape), scale[..., 0]
+
+
 def embed_sum(table: np.ndarray, ids: np.ndarray, table_rows: int, accumulate_into: np.ndarray | None = None,
               dtype=np.float64) -> np.ndarray:
     """embed_sum.wgsl: x = (accumulate_into or 0) + sum_t table[t * table_rows + ids[t]], in order t = 0, 1...

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lm_paths import compare, kernels_by_label, random_inputs, teacher_forced
+from lm_paths import compare, kernels_by_label, random_inputs, teacher_forced, teacher_forced_once
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import INT8_DOT
@@ -98,7 +98,7 @@ def test_full_size_int8_path_against_the_portable_path(request, capsys):
     portable, int8, steps = (PORTABLE_CPU, INT8_CPU, 4) if adapter["adapter_type"].lower() == "cpu" else \
         (PORTABLE, INT8, 24)
     inputs = random_inputs(package.config, steps)
-    c = compare(teacher_forced(package, portable, inputs), teacher_forced(package, int8, inputs), LOGIT_TOLERANCE)
+    c = compare(teacher_forced_once(package, portable, inputs), teacher_forced(package, int8, inputs), LOGIT_TOLERANCE)
     with capsys.disabled():
         print(f"\n[int8 path vs portable, full size q4, {steps} steps, {adapter['name']}] {c.line()}")
     assert c.worst <= LOGIT_TOLERANCE
@@ -110,7 +110,7 @@ def test_attention_merge_writing_int8_changes_no_bit(tiny_packages):
     ring of 8, head dim 32): one dispatch fewer per layer, the same logits and results bit for bit."""
     package = tiny_packages("q4")
     fused = dataclasses.replace(INT8, attention_slots_per_split=3)
-    separate = dataclasses.replace(fused, attention_int8_output=False)
+    separate = dataclasses.replace(fused, attention_rounds_output=False)
     plans = [build_lm_plan(package.config, tensors_of(package), t) for t in (fused, separate)]
     labels = [[d.label for d in plan.dispatches] for plan in plans]
     layers = package.config.num_layers
