@@ -62,3 +62,17 @@ def test_callers_in_bursts_and_gaps_equal_one_stream_runs(tiny_packages, clips):
         assert comparable(got[caller]) == expected[caller], f"caller {caller}"
     with pytest.raises(ValueError, match="is not open"):
         live.feed(ids.get(0, 0), clips[0][:100], RATE)
+
+
+def test_advance_returns_the_frames_it_submitted(tiny_packages, clips):
+    """advance() waits for what it submitted: a caller's steps come back in the same call as its audio."""
+    live = LiveStreams(tiny_packages("q4"), streams=2, silence_prefix=0.0)
+    frame = live.package.mimi_config.frame_size
+    a, b = live.open(), live.open()
+    live.feed(a, clips[0][:2 * frame], RATE)
+    live.feed(b, clips[1][:frame], RATE)
+    steps = {s: [e.frame for e in events if e.type == "step"] for s, events in live.advance().items()}
+    assert steps == {a: [0, 1], b: [0]}
+    live.feed(b, clips[1][frame:2 * frame], RATE)
+    steps = {s: [e.frame for e in events if e.type == "step"] for s, events in live.advance().items()}
+    assert steps == {b: [1]}

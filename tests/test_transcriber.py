@@ -192,3 +192,15 @@ def test_files_take_the_most_mimi_frames_the_device_binds(tiny_packages, monkeyp
         assert got == frames and (plan is None) == (frames == 1), (limit, got)
     assert files_mimi_plan(package, tuning, streams, 32)[0] == 32, "a number given is kept"
     assert files_mimi_plan(package, tuning, streams, 1) == (1, None)
+
+
+def test_a_live_feed_returns_every_frame_it_completed(tiny_packages):
+    """Live audio (readback_batch 0): feed() waits for the frames it submitted, so each call's events carry a
+    step for every whole frame it completed, none later (the GPU's readback ring no longer holds one back)."""
+    live = Transcriber(tiny_packages("q4"), silence_prefix=0.0)
+    frame = live.package.mimi_config.frame_size
+    noise = (0.05 * np.random.default_rng(0).standard_normal(10 * frame)).astype(np.float32)
+    steps = [e.frame for e in live.feed(noise[:3 * frame], 24000) if e.type == "step"]
+    assert steps == [0, 1, 2]
+    assert [e for e in live.feed(noise[3 * frame:4 * frame - 5], 24000) if e.type == "step"] == []
+    assert [e.frame for e in live.feed(noise[4 * frame - 5:5 * frame], 24000) if e.type == "step"] == [3, 4]

@@ -10,8 +10,9 @@
 One plan of `streams` streams (models/stt.py; docs/plan.md "Streams") runs every submission; a stream with no whole
 frame of audio waiting sits it out (Engine.submit's `active`): its state and frame index stay as they were, so
 a caller whose audio comes late or in bursts gets exactly the transcript it would get alone. Each stream's events
-equal a one-stream Transcriber's on the same audio (tests/test_live.py). Results come back one frame late (as
-Transcriber's): advance() returns those that came back, close() drains the GPU and so brings every stream's.
+equal a one-stream Transcriber's on the same audio (tests/test_live.py). As a live Transcriber's feed(), advance()
+waits for the frames it submitted and returns their events (a frame's GPU time after its last submission, rather
+than a frame of audio later).
 """
 from __future__ import annotations
 
@@ -78,9 +79,10 @@ class LiveStreams:
 
     def advance(self) -> dict[int, list[Event]]:
         """Submit frames until no stream has a whole frame waiting (each submission takes one frame of every
-        stream that has one; the others sit it out). Returns the events that came back, per stream id."""
+        stream that has one; the others sit it out), then wait for them. Returns their events, per stream id."""
         while any(c is not None and c.frames for c in self._callers):
             self._submit_once()
+        self._collect(self.engine.drain())
         return self._hand_out()
 
     def close(self, stream: int) -> list[Event]:

@@ -9,8 +9,9 @@
 Audio is downmixed and resampled to 24 kHz (resample.py), cut into 80 ms frames (framing.py), and each frame is one
 submission of the whole-frame plan (models/stt.py: the LM step, then Mimi, on the GPU). For files (readback_batch
 > 1) frames go through Mimi several at a time first (mimi_frames: models/mimi.py `frames`, the same codes as frame
-by frame), and the LM alone (models/lm.py lm_plan) then steps through their codes. Results come back one
-frame late (engine/runtime.py pipelines the readback) and go through the delayed-streams decoder (streaming/decoder.py).
+by frame), and the LM alone (models/lm.py lm_plan) then steps through their codes. For live audio each feed()
+waits for the frames it submitted (pipelined among themselves: engine/runtime.py) and returns their events; files
+read results back N frames at a time. Results go through the delayed-streams decoder (streaming/decoder.py).
 prompt=Prompt(text=..., audio=...) steers every stream's transcript (streaming/prompt.py): the text prompt goes to
 the GPU with the stream's first frame, the audio prompt is fed after the silence prefix, and its words are hidden.
 """
@@ -151,9 +152,10 @@ class Transcriber:
                  prompt: Prompt | None = None, mimi_frames: int | None = None):
         """silence_prefix: seconds of silence fed before each stream (times are reported without it); None: the
         model's (config.stream_settings: its config's audio_silence_prefix_seconds, at least 1 s). The decoder's
-        delay_steps, unless given, is the model's. readback_batch: 0 for live audio (each frame's result one frame
-        late); N > 1 for files: results are read back N frames at a time, one GPU wait per N frames (faster;
-        events come in bursts). prompt: a text and/or audio prompt for every stream (streaming/prompt.py;
+        delay_steps, unless given, is the model's. readback_batch: 0 for live audio (feed() returns the events of
+        every frame it completed: it waits for the GPU once, a frame's GPU time after its last submission); N > 1
+        for files: results are read back N frames at a time, one GPU wait per N frames (faster; events come in
+        bursts). prompt: a text and/or audio prompt for every stream (streaming/prompt.py;
         PromptError when unusable). mimi_frames: frames Mimi encodes a submission ahead of the LM (events then come
         that many frames later); 1: Mimi and the LM step together, a frame at a time; None: the device's
         (files_mimi_plan) with readback_batch > 1 (files), else 1."""
@@ -165,6 +167,7 @@ class Transcriber:
         self.prompt = prompt
         self._lead_in, self._prompt_words, self.decoder_config = setup.lead_in, setup.prompt_words, setup.decoder
         self.engine = Engine(plan, self.package.read_stream, readback_batch or READBACK_DEPTH, readback_batch > 1)
+        self._live = readback_batch <= 1          # feed() waits for its frames (an 80 ms frame sooner than not)
         self.mimi = None if plans.mimi is None else Engine(plans.mimi, self.package.read_stream)
         self._result_fields = plan.buffer(plan.outputs["results"]).fields      # read once, decoded per frame
         self.decoder = StreamDecoder(self.package.tokenizer, self.decoder_config)
@@ -195,10 +198,7 @@ class Transcriber:
         events += self._submit(self._framer.flush(self.decoder_config.delay_steps + FLUSH_EXTRA_FRAMES))
         if self.mimi is not None:          # the last frames, fewer than mimi_frames, then what Mimi has in flight
             events += self._encode(True)
-        start = time.perf_counter()
-        results = self.engine.drain()
-        self.stats.engine_seconds += time.perf_counter() - start
-        events += self._decode(results)
+        events += self._drain()
         events += self.decoder.finish()
         self._reset_engines()
         self.decoder.reset()
@@ -227,7 +227,15 @@ class Transcriber:
         """Append the caller's 24 kHz samples; submit every whole frame; decode the results that came back."""
         self.stats.audio_seconds += mono.size / self.package.mimi_config.sample_rate
         self._stream_samples += mono.size
-        return self._submit(self._framer.push(mono))
+        events = self._submit(self._framer.push(mono))
+        return events + self._drain() if self._live else events
+
+    def _drain(self) -> list[Event]:
+        """The events of every frame in flight (waits for the GPU)."""
+        start = time.perf_counter()
+        results = self.engine.drain()
+        self.stats.engine_seconds += time.perf_counter() - start
+        return self._decode(results)
 
     def _submit(self, frames: list[np.ndarray]) -> list[Event]:
         if self.mimi is not None:

@@ -58,6 +58,8 @@ function onProgress(p) {
     $('progress-text').textContent = `Compiling GPU kernels ${p.done}/${p.total}…`;
   } else if (p.phase === 'warmup') {
     $('progress-text').textContent = 'Warming up…';
+  } else if (p.phase === 'fallback') {
+    $('progress-text').textContent = `The ${p.from} kernels do not compile on this GPU: loading the portable ones…`;
   }
 }
 
@@ -83,7 +85,8 @@ async function load() {
   }
   const t = info.timings;
   $('progress-text').textContent = `Model ready in ${(t.totalMs / 1000).toFixed(1)} s` +
-    (t.cached ? ' (cached)' : '') + ` on ${[info.adapter.vendor, info.adapter.architecture, info.adapter.description].filter(Boolean).join(' ') || 'this GPU'} (${info.variant} kernels).`;
+    (t.cached ? ' (cached)' : '') + ` on ${[info.adapter.vendor, info.adapter.architecture, info.adapter.description].filter(Boolean).join(' ') || 'this GPU'} (${info.variant} kernels)` +
+    (info.fallback ? `: the faster ${info.fallback.from} kernels do not compile here (${info.fallback.reason}).` : '.');
   $('synthetic').hidden = !info.package.synthetic;
   $('model').textContent = describeModel(info.model);
   // Without the semantic VAD no end of turn ever comes: no indicator, and a note saying why.

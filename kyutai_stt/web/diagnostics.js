@@ -14,7 +14,7 @@ export async function collectDiagnostics(engine = null, plansUrl = null) {
     crossOriginIsolated: Boolean(globalThis.crossOriginIsolated),
     webgpu: globalThis.navigator?.gpu ? 'present' : 'navigator.gpu is missing',
     adapter: null,
-    engine: engine && {variant: engine.variant, package: engine.package, plan: engine.plan, timings: engine.timings},
+    engine: engine && {variant: engine.variant, fallback: engine.fallback, package: engine.package, plan: engine.plan, timings: engine.timings},
   };
   if (globalThis.navigator?.gpu) {
     try {

@@ -34,9 +34,11 @@ export const ToWorker = Object.freeze({
 export const FromWorker = Object.freeze({
   // {id, result} | {id, error}: the answer to a request
   REPLY: 'reply',
-  // {phase: 'download', loaded, total, file, cached} | {phase: 'compile', done, total} | {phase: 'warmup'}
+  // {phase: 'download', loaded, total, file, cached} | {phase: 'compile', done, total} | {phase: 'warmup'} |
+  // {phase: 'fallback', from, to, reason}: a fast path's kernel did not compile, the portable kernels load instead
   PROGRESS: 'progress',
-  // {adapter, variant, timings, package}: sent once a LOAD finished (also its reply)
+  // {adapter, variant, fallback, timings, package}: sent once a LOAD finished (also its reply); fallback:
+  // {from, reason} when the portable variant replaced one whose kernels did not compile, else null
   READY: 'ready',
   // the first audio frame of a live stream arrived from the microphone
   LISTENING: 'listening',

@@ -72,6 +72,13 @@ export function chooseVariant(adapter, {rules, host}, languageFeatures = wgslLan
   throw new SttError(ErrorCode.PACKAGE_MISMATCH, 'plans.json: no variant rule holds (the last must have no condition)');
 }
 
+// The variant the rules give this adapter without any optional feature or WGSL language feature: the portable
+// kernels, which every WebGPU device compiles (the fallback where a fast path's kernel does not: worker.js load).
+export function portableVariant(adapter, plans) {
+  const bare = {info: adapter.info, isFallbackAdapter: adapter.isFallbackAdapter, features: new Set()};
+  return chooseVariant(bare, plans, new Set());
+}
+
 function webgpuFeatures(plan) {
   return plan.required_features.map((f) => WEBGPU_FEATURE[f] ?? f);
 }
@@ -202,8 +209,13 @@ export function pipelineConstants(constants) {
   return Object.fromEntries(Object.entries(constants).map(([k, v]) => [k, typeof v === 'boolean' ? Number(v) : v]));
 }
 
+// Throws an SttError whose `kernel` names the kernel file where the pipeline does not compile.
 export async function createPipeline(device, source, {name, kernel, constants = {}, entry = 'main'}) {
+  // A module that does not compile is reported by the pipeline's rejection below, not as an uncaptured error (which
+  // the worker would pass to the page although it falls back to the portable kernels: worker.js load).
+  device.pushErrorScope('validation');
   const module = device.createShaderModule({label: kernel, code: source});
+  const moduleError = device.popErrorScope();
   try {
     return await device.createComputePipelineAsync({
       label: name ?? kernel, layout: 'auto',
@@ -213,8 +225,12 @@ export async function createPipeline(device, source, {name, kernel, constants = 
     const info = await module.getCompilationInfo();
     const messages = info.messages.filter((m) => m.type === 'error')
       .map((m) => `${kernel}.wgsl:${m.lineNum}:${m.linePos}: ${m.message}`);
-    throw new SttError(ErrorCode.GPU, `kernel ${kernel} (${name}) does not compile on this GPU: ` +
+    const failure = new SttError(ErrorCode.GPU, `kernel ${kernel} (${name}) does not compile on this GPU: ` +
       `${messages.join('; ') || error.message}`);
+    failure.kernel = kernel;
+    throw failure;
+  } finally {
+    await moduleError;
   }
 }
 

@@ -56,7 +56,7 @@ export interface Prompt {
 
 export interface LoadOptions {
   /** Force a kernel variant instead of the one chosen from the adapter. */
-  variant?: 'gpu' | 'gpu-subgroup' | 'cpu';
+  variant?: 'gpu' | 'gpu-subgroup' | 'gpu-int8' | 'gpu-int8-subgroup' | 'gpu-f16' | 'cpu';
   /** Seconds of silence fed before each stream (default: the model's, at least 1: EngineInfo.silencePrefix). */
   silencePrefix?: number;
   decoder?: DecoderOptions;
@@ -101,6 +101,8 @@ export interface AdapterSummary {
 export interface EngineInfo {
   adapter: AdapterSummary;
   variant: string;
+  /** Set when the portable variant replaced the one the rules chose, whose kernels did not compile on this GPU. */
+  fallback: null | {from: string; reason: string};
   package: {quant: string; variant: string; bytes: number; sha256: string; synthetic: unknown};
   plan: {dispatches: number; pipelines: number};
   model: ModelInfo;
@@ -124,7 +126,8 @@ export interface Word {
 export type Progress =
   | {phase: 'download'; loaded: number; total: number; file: string; cached: boolean}
   | {phase: 'compile'; done: number; total: number}
-  | {phase: 'warmup'};
+  | {phase: 'warmup'}
+  | {phase: 'fallback'; from: string; to: string; reason: string};
 
 export interface Stats {
   frames: number;
@@ -180,7 +183,7 @@ export interface Diagnostics {
     features: string[];
     limits: Record<string, number>;
   };
-  engine: null | Pick<EngineInfo, 'variant' | 'package' | 'plan' | 'timings'>;
+  engine: null | Pick<EngineInfo, 'variant' | 'fallback' | 'package' | 'plan' | 'timings'>;
 }
 
 export declare class SttClient extends EventTarget {

@@ -45,7 +45,8 @@ export class SttClient extends EventTarget {
   }
 
   // options: {variant, silencePrefix, decoder, retries, backoffMs, maxBacklogSeconds} (protocol.js LOAD), and
-  // prompt: {text, audio} (setPrompt). Resolves with the engine's info: {adapter, variant, package, plan, timings}.
+  // prompt: {text, audio} (setPrompt). Resolves with the engine's info: {adapter, variant, fallback, package, plan,
+  // timings}.
   async load({prompt = null, ...options} = {}, onProgress = null) {
     if (!globalThis.navigator?.gpu) {
       throw webGpuProblem();

@@ -14,7 +14,8 @@ import {DEFAULT_MAX_BACKLOG_SECONDS, LivePacer} from './pacing.js';
 import {FromWorker, ToWorker} from './protocol.js';
 import {checkPrompt, hiddenUntil, leadIn, promptWords} from './prompt.js';
 import {
-  PlanRuntime, adapterSummary, chooseVariant, decodeOutput, kernelFetcher, requestAdapter, requestDevice,
+  PlanRuntime, adapterSummary, chooseVariant, decodeOutput, kernelFetcher, portableVariant, requestAdapter,
+  requestDevice,
 } from './runtime.js';
 import {StreamDecoder} from './stream.js';
 import {Tokenizer} from './tokenizer.js';
@@ -102,6 +103,27 @@ async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix, dec
   }
   const adapter = await requestAdapter();
   const chosen = variant ?? chooseVariant(adapter, plans);
+  const options = {t0, plans, manifest, sha256, kernelsUrl, modelUrl, retries, backoffMs, silencePrefix, decoder,
+    maxBacklogSeconds, testFrameDelayMs, testDeviceMemoryGiB};
+  try {
+    return await loadVariant(adapter, chosen, null, options);
+  } catch (error) {
+    // A fast path's kernel that does not compile on this GPU (a driver or compiler gap no test here could see):
+    // the portable kernels instead, on a new device (an adapter gives one). A variant the page asked for is not
+    // replaced.
+    const fallback = portableVariant(adapter, plans);
+    if (variant || !(error instanceof SttError && error.kernel) || chosen === fallback) throw error;
+    const reason = error.message;
+    post(FromWorker.PROGRESS, {phase: 'fallback', from: chosen, to: fallback, reason});
+    return await loadVariant(await requestAdapter(), fallback, {from: chosen, reason}, options);
+  }
+}
+
+// Loads plans.variants[chosen] on a device of this adapter; fallback: {from, reason} when it replaces a variant
+// whose kernels did not compile (info.fallback), else null.
+async function loadVariant(adapter, chosen, fallback, {t0, plans, manifest, sha256, kernelsUrl, modelUrl, retries,
+  backoffMs, silencePrefix, decoder, maxBacklogSeconds, testFrameDelayMs, testDeviceMemoryGiB}) {
+  const settings = plans.stream;
   const plan = plans.variants?.[chosen];
   if (!plan) throw new SttError(ErrorCode.PACKAGE_MISMATCH, `plans.json has no "${chosen}" variant`);
   // testDeviceMemoryGiB: a test hook standing in for navigator.deviceMemory (a phone's); unset otherwise.
@@ -134,7 +156,7 @@ async function load({modelUrl, plansUrl, kernelsUrl, variant, silencePrefix, dec
   const input = plan.buffers.find((b) => b.name === plan.inputs.pcm);
   silencePrefix ??= settings.silence_prefix;
   const info = {
-    adapter: adapterSummary(adapter), variant: chosen,
+    adapter: adapterSummary(adapter), variant: chosen, fallback,
     // What runs, for the page to say: {name, parameters, layers, text_card, delay_seconds, languages} (plans.json).
     model: settings.model, endOfTurn: settings.end_of_turn, delaySteps: settings.delay_steps, silencePrefix,
     package: {quant: manifest.quant, variant: manifest.variant, bytes: manifest.total_bytes, sha256,

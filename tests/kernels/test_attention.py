@@ -222,10 +222,12 @@ def test_f16_ring_clamps_to_the_f16_range(rng):
                                   [65504, -65504, 65504, -65504, 1, 2, 65504, 0])
 
 
+@pytest.mark.parametrize("rounding", ["int8", "f16"])
 @pytest.mark.parametrize("heads, head_dim, splits, workgroup_size", [(4, 32, 3, 32), (16, 128, 8, 128), (2, 64, 2, 4)])
-def test_combine_int8_equals_combine_then_quantize_input(rng, heads, head_dim, splits, workgroup_size):
-    """combine_int8 writes, bit for bit, what combine then quantize_input.wgsl (PLAIN mode) write: the int8 path's
-    input to the attention's output matrix, one dispatch fewer (a workgroup smaller than a head's vec4s too)."""
+def test_combine_rounded_equals_combine_then_quantize_input(rng, heads, head_dim, splits, workgroup_size, rounding):
+    """combine_int8 (combine_f16) writes, bit for bit, what combine then quantize_input.wgsl (PLAIN mode, OUTPUT_F16
+    for f16) write: the int8 (f16) path's input to the attention's output matrix, one dispatch fewer (a workgroup
+    smaller than a head's vec4s too)."""
     context, positions = 10, [3, 17]
     streams, dim = len(positions), heads * head_dim
     constants = {"HEADS": heads, "HEAD_DIM": head_dim, "CONTEXT": context, "SPLITS": splits,
@@ -238,12 +240,14 @@ def test_combine_int8_equals_combine_then_quantize_input(rng, heads, head_dim, s
         6: poisoned(streams * splits * heads * 2)}, (heads, splits, streams), constants)
     out = gpu.run_kernel("attention", {5: main[5], 6: main[6], 7: poisoned(streams * dim)}, (heads, 1, streams),
                          constants, entry="combine")[7]
-    separate = gpu.run_kernel("quantize_input", {0: out, 1: out, 2: poisoned(streams * dim // 4, np.uint32),
+    words = streams * dim // (4 if rounding == "int8" else 2)
+    separate = gpu.run_kernel("quantize_input", {0: out, 1: out, 2: poisoned(words, np.uint32),
                                                  3: poisoned(streams * dim // 32 * 2)},
-                              (1, streams), {"COLUMNS": dim, "BATCH": streams, "WORKGROUP_SIZE": 256})
-    fused = gpu.run_kernel("attention", {5: main[5], 6: main[6], 8: poisoned(streams * dim // 4, np.uint32),
+                              (1, streams), {"COLUMNS": dim, "BATCH": streams, "WORKGROUP_SIZE": 256,
+                                             "OUTPUT_F16": rounding == "f16"})
+    fused = gpu.run_kernel("attention", {5: main[5], 6: main[6], 8: poisoned(words, np.uint32),
                                          9: poisoned(streams * dim // 32 * 2)}, (heads, 1, streams), constants,
-                           entry="combine_int8")
-    assert len(set(separate[2].tolist())) > streams * dim // 8, "the integers barely vary"
-    np.testing.assert_array_equal(fused[8], separate[2], "integers")
+                           entry=f"combine_{rounding}")
+    assert len(set(separate[2].tolist())) > streams * dim // 8, "the rounded inputs barely vary"
+    np.testing.assert_array_equal(fused[8], separate[2], "rounded inputs")
     np.testing.assert_array_equal(fused[9], separate[3], "scales and sums")

@@ -2,6 +2,7 @@
 no WebGPU (which browsers work), the microphone denied (how to allow it). Each shows a message that says what to do."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
@@ -35,6 +36,29 @@ def test_corrupt_shard_is_named_and_retry_recovers(browser, server):
     finally:
         server.clear_overrides()
         server.mounts.pop(CORRUPT, None)
+
+
+def test_a_fast_path_that_does_not_compile_falls_back_to_the_portable_kernels(browser, server):
+    """plans.json with a variant ahead of "cpu" for adapters with subgroups (SwiftShader has them), one of whose
+    kernels is not WGSL: the worker loads the portable variant the rules give an adapter without optional features
+    ("cpu"), the page says which kernels did not compile and why, and no error reaches it."""
+    plans = json.loads((server.root / "plans.json").read_text())
+    broken = copy.deepcopy(plans["variants"]["cpu"])
+    broken["pipelines"][0]["kernel"] = "broken_fast"
+    plans["variants"]["fast-broken"] = broken
+    plans["rules"].insert(0, {"variant": "fast-broken", "cpu_adapter": True, "features": ["subgroup"]})
+    server.overrides["/fallback-plans.json"] = json.dumps(plans).encode()
+    server.overrides["/kernels/broken_fast.wgsl"] = b"fn main( {"
+    try:
+        page, console, _ = open_app(browser, server, "silence=0&plans=fallback-plans.json")
+        assert wait_state(page, ["ready", "error"], console=console) == "ready", page.inner_text("#error")
+        text = page.inner_text("#progress-text")
+        assert "(cpu kernels): the faster fast-broken kernels do not compile here" in text and "broken_fast" in text
+        assert not page.is_visible("#error")
+        assert "/kernels/broken_fast.wgsl" in server.requests
+        page.close()
+    finally:
+        server.clear_overrides()
 
 
 def launch(playwright, extra_args: list[str], without: tuple[str, ...] = ()):

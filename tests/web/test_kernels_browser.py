@@ -30,7 +30,7 @@ import test_matvec
 import test_matvec_int8
 import test_mimi_kernels
 from kernel_helpers import assert_within
-from test_attention import test_combine_int8_equals_combine_then_quantize_input  # noqa: F401 - run here too
+from test_attention import test_combine_rounded_equals_combine_then_quantize_input  # noqa: F401 - run here too
 from test_embed_sum import (  # noqa: F401 - the native cases, run here by the browser
     test_codebook_group,
     test_realistic_width_and_codebook_count,

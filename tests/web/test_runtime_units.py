@@ -23,6 +23,8 @@ TINY_LIMITS = {**DEFAULT_LIMITS, "maxStorageBufferBindingSize": 1 << 16, "maxCom
 @pytest.mark.parametrize("case", VARIANT_CASES, ids=lambda c: c["variant"])
 def test_variant_choice(page, case):
     assert page.call("variantFor", case["adapter"]) == case["variant"]
+    # Where a fast path's kernel does not compile (worker.js), the variant of the same adapter with nothing optional.
+    assert page.call("portableVariantFor", case["adapter"]) == ("cpu" if case["variant"] == "cpu" else "gpu")
 
 
 def test_limits_check(page):

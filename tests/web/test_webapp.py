@@ -30,7 +30,8 @@ def test_site_layout_plans_and_model(site, tiny_packages):
     document = json.loads((site / "plans.json").read_text())
     assert document["package_sha"] == hashlib.sha256((package.root / "manifest.json").read_bytes()).hexdigest()
     tunings = variants.tunings()
-    assert set(document["variants"]) == set(tunings) == {"gpu", "gpu-subgroup", "gpu-int8", "gpu-int8-subgroup", "cpu"}
+    assert set(document["variants"]) == set(tunings) == {"gpu", "gpu-subgroup", "gpu-int8", "gpu-int8-subgroup",
+                                                         "gpu-f16", "cpu"}
     for name, tuning in tunings.items():
         assert Plan.from_json(json.dumps(document["variants"][name])) == stt_plan(package, tuning), name
     assert document["rules"] == variants.rules() and document["host"]["readback_depth"] == 2
@@ -39,6 +40,7 @@ def test_site_layout_plans_and_model(site, tiny_packages):
     assert document["variants"]["gpu-int8"]["required_language_features"] == ["packed_4x8_integer_dot_product"]
     assert document["variants"]["gpu-int8-subgroup"]["required_features"] == ["subgroup"]
     assert document["variants"]["gpu"]["required_language_features"] == []
+    assert document["variants"]["gpu-f16"]["required_features"] == ["shader-f16"]
 
 
 def test_reexport_replaces_atomically_and_strangers_are_left_alone(tmp_path, tiny_packages, monkeypatch):

@@ -1,7 +1,8 @@
 // Test harness: window.harness.* functions that the Python tests call through Playwright (tests/web/conftest.py
 // Page.call). Arrays cross the boundary as base64 strings of their raw little-endian bytes.
 import {
-  PlanRuntime, checkPlanFormat, chooseVariant, createPipeline, kernelFetcher, planProblems, requestAdapter, requestDevice,
+  PlanRuntime, checkPlanFormat, chooseVariant, createPipeline, kernelFetcher, planProblems, portableVariant,
+  requestAdapter, requestDevice,
 } from '/runtime.js';
 import {clearCache, fetchManifest, loadShards, sha256Hex} from '/package.js';
 import {Resampler} from '/audio-processor.js';
@@ -135,6 +136,11 @@ async function variantFor(adapter) {
   return chooseVariant(fakeAdapter(adapter), await sitePlans(), new Set(adapter.languageFeatures ?? []));
 }
 
+// The variant a fast path that does not compile falls back to (worker.js load).
+async function portableVariantFor(adapter) {
+  return portableVariant(fakeAdapter(adapter), await sitePlans());
+}
+
 async function planFit({variant, limits, features, languageFeatures = [], deviceMemoryGiB}) {
   return planProblems((await sitePlans()).variants[variant], limits, new Set(features),
     {languageFeatures: new Set(languageFeatures), deviceMemoryGiB});
@@ -265,8 +271,8 @@ async function loadError({options = {}, hideWebGpu = false} = {}) {
   }
 }
 
-window.harness = {runKernel, adapterInfo, loadPackage, clearCache, resample, variantFor, planFit, deviceError,
-  planFormatError,
+window.harness = {runKernel, adapterInfo, loadPackage, clearCache, resample, variantFor, portableVariantFor, planFit,
+  deviceError, planFormatError,
   runPlan,
   clientLoad, clientEvents, clientTranscribe, clientTranscribePcm, clientSetPrompt, loadError,
   clientStart: (options) => client.start(options), clientStop: () => client.stop()};
