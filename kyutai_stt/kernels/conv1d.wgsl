@@ -46,6 +46,8 @@
 //   j = 0, 1, .. K - 1 in order: a stream's outputs depend neither on STREAMS nor on the other streams (the order
 //   differs from `main`'s: the two agree to f32 rounding). LayerNorm input: each column's statistics first
 //   (tile_norm_stats; needs WORKGROUP_SIZE = 4 TILE_COLS and TILE_K <= 4 ROW_THREADS), applied as slices load.
+//   Where each invocation loads at most one part of each tile, the next slice's loads go out before the current
+//   slice is summed (registers: words, scales, windows) and are decoded into the tiles after it.
 //   Dispatch: (ceil(C_OUT / TILE_ROWS), ceil(STREAMS * T_OUT / TILE_COLS), 1) workgroups of WORKGROUP_SIZE =
 //   ROW_THREADS * COL_THREADS invocations; workgroup memory 16 * TILE_K * (ROW_THREADS + COL_THREADS) bytes
 //   (16 KiB at the defaults, the portable limit).
@@ -570,21 +572,35 @@ fn tile_block_scales(n: vec4<u32>, j: u32) -> vec4<f32> {
                      unpack2x16float(scales[index.w / 2u])[index.w % 2u]);
 }
 
-// Decodes word column c (weights j = c WEIGHTS_PER_WORD ..) of row group g into the weight tile, one vec4 (4 rows)
-// per column; rows past the end repeat the last row (never written out). As matmul.wgsl decodes its tiles.
-fn load_tile_weights(g: u32, c: u32, j0: u32, first_row: u32) {
-    let n = min(vec4<u32>(first_row + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(C_OUT - 1u));
+// Rows 4 g .. + 3 of the tile (rows past the end repeat the last row, never written out).
+fn tile_rows(g: u32, first_row: u32) -> vec4<u32> {
+    return min(vec4<u32>(first_row + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(C_OUT - 1u));
+}
+
+// The stored words of word column c (weights j = c WEIGHTS_PER_WORD ..) of row group g, one per row.
+fn tile_weight_words(g: u32, c: u32, j0: u32, first_row: u32) -> vec4<u32> {
+    let index = (tile_rows(g, first_row) * K + j0 + c * WEIGHTS_PER_WORD) / WEIGHTS_PER_WORD;
+    return vec4<u32>(weight_word(index.x), weight_word(index.y), weight_word(index.z), weight_word(index.w));
+}
+
+// Their rows' block scales (q8/q4; unused otherwise).
+fn tile_weight_scales(g: u32, c: u32, j0: u32, first_row: u32) -> vec4<f32> {
+    if (FORMAT < FORMAT_Q8) {
+        return vec4<f32>(0.0);
+    }
+    return tile_block_scales(tile_rows(g, first_row), j0 + c * WEIGHTS_PER_WORD);
+}
+
+// Decodes word column c of row group g (words and scales as loaded above) into the weight tile, one vec4 (4 rows)
+// per column. As matmul.wgsl decodes its tiles.
+fn store_tile_weights(g: u32, c: u32, words: vec4<u32>, d: vec4<f32>) {
     let j = c * WEIGHTS_PER_WORD;
-    let index = (n * K + j0 + j) / WEIGHTS_PER_WORD;
-    let words = vec4<u32>(weight_word(index.x), weight_word(index.y), weight_word(index.z), weight_word(index.w));
     let slot = j * ROW_THREADS + g;
     if (FORMAT == FORMAT_Q4) {
-        let d = tile_block_scales(n, j0 + j);
         for (var i = 0u; i < 8u; i++) {
             weight_tile[slot + i * ROW_THREADS] = d * (vec4<f32>((words >> vec4<u32>(4u * i)) & vec4<u32>(0xFu)) - 8.0);
         }
     } else if (FORMAT == FORMAT_Q8) {
-        let d = tile_block_scales(n, j0 + j);
         for (var i = 0u; i < 4u; i++) {
             // Each byte's sign: shift it to the top, then an arithmetic shift back.
             let q = bitcast<vec4<i32>>(words << vec4<u32>(24u - 8u * i)) >> vec4<u32>(24u);
@@ -646,27 +662,35 @@ fn tile_norm_stats(lane: u32, first_col: u32) {
     workgroupBarrier();
 }
 
-// in(win) of column n (stream n / T_OUT, step n % T_OUT) at window elements j .. j + 3 (j % 4 == 0: one row).
-fn column_inputs(n: u32, j: u32) -> vec4<f32> {
+// The window of column n (stream n / T_OUT, step n % T_OUT) at elements j .. j + 3 (j % 4 == 0: one row), raw.
+fn column_window(n: u32, j: u32) -> vec4<f32> {
     let stream = n / T_OUT;
     let x_base = X_OFFSET + stream * X_STREAM + parity(stream) * X_REGION;
     let first_frame = REPLICATE && frame_values[POSITION_INDEX + stream] == 0u;
-    let v = x[window_index(n % T_OUT, j, x_base, first_frame) / 4u];
-    if (INPUT_MODE == MODE_ELU) {
-        return elu4(v);
-    }
-    return v;
+    return x[window_index(n % T_OUT, j, x_base, first_frame) / 4u];
 }
 
-// Window elements 4 c .. 4 c + 3 of the slice at j0, of column group g (columns 4 g .. + 3 of the tile), into the
-// input tile, one vec4 (4 columns) per element; columns past the end repeat the last column (never written out).
-fn load_tile_inputs(g: u32, c: u32, j0: u32, first_col: u32) {
+// Window elements 4 c .. 4 c + 3 of the slice at j0 of column group g (columns 4 g .. + 3 of the tile: columns
+// past the end repeat the last column, never written out), raw: one column per matrix column.
+fn tile_input_windows(g: u32, c: u32, j0: u32, first_col: u32) -> mat4x4<f32> {
     let n = min(vec4<u32>(first_col + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(STREAMS * T_OUT - 1u));
     let j = j0 + 4u * c;
-    var a = column_inputs(n.x, j);
-    var b = column_inputs(n.y, j);
-    var e = column_inputs(n.z, j);
-    var f = column_inputs(n.w, j);
+    return mat4x4<f32>(column_window(n.x, j), column_window(n.y, j), column_window(n.z, j), column_window(n.w, j));
+}
+
+// in(win) of those windows (as loaded above) into the input tile, one vec4 (4 columns) per element.
+fn store_tile_inputs(g: u32, c: u32, j0: u32, windows: mat4x4<f32>) {
+    let j = j0 + 4u * c;
+    var a = windows[0];
+    var b = windows[1];
+    var e = windows[2];
+    var f = windows[3];
+    if (INPUT_MODE == MODE_ELU) {
+        a = elu4(a);
+        b = elu4(b);
+        e = elu4(e);
+        f = elu4(f);
+    }
     if (INPUT_MODE == MODE_LAYER_NORM) {     // tile_means / tile_inv_stds hold columns 4 g .. + 3
         let weight = params[(NORM_OFFSET + j) / 4u];
         let bias = params[(NORM_OFFSET + K + j) / 4u];
@@ -712,15 +736,55 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     if (INPUT_MODE == MODE_LAYER_NORM) {
         tile_norm_stats(lane, first_col);
     }
+    // Word columns fastest: neighbouring invocations read neighbouring words of a row.
+    let wg = lane / (TILE_K / WEIGHTS_PER_WORD);
+    let wc = lane % (TILE_K / WEIGHTS_PER_WORD);
+    let xg = lane / (TILE_K / 4u);
+    let xc = lane % (TILE_K / 4u);
+    // With at most one load of each tile per invocation (the default tile in q4, q8 and f16), the next slice's loads
+    // are issued before the current slice is summed, and land in the tiles after it: the chain of K / TILE_K slices
+    // no longer waits for memory at each step. The same values, stored and summed in the same order.
+    let prefetch = weight_loads <= WORKGROUP_SIZE && input_loads <= WORKGROUP_SIZE;
+    var words = vec4<u32>(0u);
+    var block_scales = vec4<f32>(0.0);
+    var windows = mat4x4<f32>();
+    if (prefetch && lane < weight_loads) {
+        words = tile_weight_words(wg, wc, 0u, first_row);
+        block_scales = tile_weight_scales(wg, wc, 0u, first_row);
+    }
+    if (prefetch && lane < input_loads) {
+        windows = tile_input_windows(xg, xc, 0u, first_col);
+    }
     for (var j0 = 0u; j0 < K; j0 += TILE_K) {
-        for (var i = lane; i < weight_loads; i += WORKGROUP_SIZE) {
-            // Word columns fastest: neighbouring invocations read neighbouring words of a row.
-            load_tile_weights(i / (TILE_K / WEIGHTS_PER_WORD), i % (TILE_K / WEIGHTS_PER_WORD), j0, first_row);
-        }
-        for (var i = lane; i < input_loads; i += WORKGROUP_SIZE) {
-            load_tile_inputs(i / (TILE_K / 4u), i % (TILE_K / 4u), j0, first_col);
+        if (prefetch) {
+            if (lane < weight_loads) {
+                store_tile_weights(wg, wc, words, block_scales);
+            }
+            if (lane < input_loads) {
+                store_tile_inputs(xg, xc, j0, windows);
+            }
+        } else {
+            for (var i = lane; i < weight_loads; i += WORKGROUP_SIZE) {
+                let g = i / (TILE_K / WEIGHTS_PER_WORD);
+                let c = i % (TILE_K / WEIGHTS_PER_WORD);
+                let loaded = tile_weight_words(g, c, j0, first_row);
+                store_tile_weights(g, c, loaded, tile_weight_scales(g, c, j0, first_row));
+            }
+            for (var i = lane; i < input_loads; i += WORKGROUP_SIZE) {
+                let g = i / (TILE_K / 4u);
+                let c = i % (TILE_K / 4u);
+                store_tile_inputs(g, c, j0, tile_input_windows(g, c, j0, first_col));
+            }
         }
         workgroupBarrier();
+        let next = j0 + TILE_K;
+        if (prefetch && next < K && lane < weight_loads) {
+            words = tile_weight_words(wg, wc, next, first_row);
+            block_scales = tile_weight_scales(wg, wc, next, first_row);
+        }
+        if (prefetch && next < K && lane < input_loads) {
+            windows = tile_input_windows(xg, xc, next, first_col);
+        }
         for (var j = 0u; j < TILE_K; j++) {
             let weights = weight_tile[j * ROW_THREADS + row_group];
             let inputs = input_tile[j * COL_THREADS + col_group];
