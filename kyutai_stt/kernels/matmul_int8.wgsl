@@ -28,7 +28,8 @@ requires packed_4x8_integer_dot_product;
 // decoding: the nibbles go to dot4I8Packed as they are), then each invocation accumulates 4 rows x 4 streams:
 // per block its rows' nibbles split once, then per pair 8 dot4I8Packed and one scaled multiply-add. An
 // invocation's rows are ROW_THREADS apart, so that neighbouring invocations read neighbouring 16-byte words of
-// workgroup memory (rows 4 apart put 8 invocations of a half-warp on the same 4 of 32 banks).
+// workgroup memory (rows 4 apart put 8 invocations of a half-warp on the same 4 of 32 banks). With at most one
+// entry of each tile per invocation, a step's loads go out while the previous step is summed (registers).
 
 override ROWS: u32;
 override COLUMNS: u32;
@@ -128,35 +129,90 @@ fn store_split_rows(split: u32, stream: u32, first_row: u32, value: vec4<f32>) {
     }
 }
 
+// Where tile entry i (block i / TILE_ROWS of the step, row i % TILE_ROWS of the tile) of the step at block b0 lies
+// in W; rows past the end repeat the last one (never written out).
+fn weight_block(i: u32, b0: u32, first_row: u32) -> u32 {
+    return min(first_row + i % TILE_ROWS, ROWS - 1u) * (COLUMNS / BLOCK) + b0 + i / TILE_ROWS;
+}
+
+// Likewise for input entry i (block i / TILE_STREAMS, stream i % TILE_STREAMS of the tile) in xq and xs.
+fn input_block(i: u32, b0: u32, first_stream: u32) -> u32 {
+    return min(first_stream + i % TILE_STREAMS, BATCH - 1u) * (COLUMNS / BLOCK) + b0 + i / TILE_STREAMS;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let row_group = lane % ROW_THREADS;
     let stream_group = lane / ROW_THREADS;
     let first_row = workgroup.x * TILE_ROWS;
     let first_stream = workgroup.y * TILE_STREAMS;
-    let blocks = COLUMNS / BLOCK;
     var sum0 = vec4<f32>(0.0);
     var sum1 = vec4<f32>(0.0);
     var sum2 = vec4<f32>(0.0);
     var sum3 = vec4<f32>(0.0);
 
     let split = workgroup.z;
-    for (var b0 = split * SPLIT_COLUMNS / BLOCK; b0 < (split + 1u) * SPLIT_COLUMNS / BLOCK; b0 += TILE_BLOCKS) {
-        // Rows and streams past the end repeat the last one (never written out).
-        for (var i = lane; i < TILE_BLOCKS * TILE_ROWS; i += WORKGROUP_SIZE) {
-            let n = min(first_row + i % TILE_ROWS, ROWS - 1u);
-            let index = n * blocks + b0 + i / TILE_ROWS;
-            weight_words[i] = w[index];
-            weight_scales[i] = unpack2x16float(scales[index / 2u])[index % 2u];
-        }
-        for (var i = lane; i < TILE_BLOCKS * TILE_STREAMS; i += WORKGROUP_SIZE) {
-            let s = min(first_stream + i % TILE_STREAMS, BATCH - 1u);
-            let block = s * blocks + b0 + i / TILE_STREAMS;
-            input_words[2u * i] = xq[2u * block];
-            input_words[2u * i + 1u] = xq[2u * block + 1u];
-            input_blocks[i] = xs[block];
+    let weight_entries = TILE_BLOCKS * TILE_ROWS;
+    let input_entries = TILE_BLOCKS * TILE_STREAMS;
+    let first_block = split * SPLIT_COLUMNS / BLOCK;
+    let end_block = (split + 1u) * SPLIT_COLUMNS / BLOCK;
+    // With at most one entry of each tile per invocation (the default tile), the next step's loads go out before
+    // the current step is summed and are stored after it: the chain of steps no longer waits for memory at each
+    // one. The same values, summed in the same order.
+    let prefetch = weight_entries <= WORKGROUP_SIZE && input_entries <= WORKGROUP_SIZE;
+    var words = vec4<u32>(0u);
+    var word_scale = 0.0;
+    var low = vec4<u32>(0u);
+    var high = vec4<u32>(0u);
+    var block_stats = vec2<f32>(0.0);
+    if (prefetch && lane < weight_entries) {
+        let index = weight_block(lane, first_block, first_row);
+        words = w[index];
+        word_scale = unpack2x16float(scales[index / 2u])[index % 2u];
+    }
+    if (prefetch && lane < input_entries) {
+        let block = input_block(lane, first_block, first_stream);
+        low = xq[2u * block];
+        high = xq[2u * block + 1u];
+        block_stats = xs[block];
+    }
+    for (var b0 = first_block; b0 < end_block; b0 += TILE_BLOCKS) {
+        if (prefetch) {
+            if (lane < weight_entries) {
+                weight_words[lane] = words;
+                weight_scales[lane] = word_scale;
+            }
+            if (lane < input_entries) {
+                input_words[2u * lane] = low;
+                input_words[2u * lane + 1u] = high;
+                input_blocks[lane] = block_stats;
+            }
+        } else {
+            for (var i = lane; i < weight_entries; i += WORKGROUP_SIZE) {
+                let index = weight_block(i, b0, first_row);
+                weight_words[i] = w[index];
+                weight_scales[i] = unpack2x16float(scales[index / 2u])[index % 2u];
+            }
+            for (var i = lane; i < input_entries; i += WORKGROUP_SIZE) {
+                let block = input_block(i, b0, first_stream);
+                input_words[2u * i] = xq[2u * block];
+                input_words[2u * i + 1u] = xq[2u * block + 1u];
+                input_blocks[i] = xs[block];
+            }
         }
         workgroupBarrier();
+        let next = b0 + TILE_BLOCKS;
+        if (prefetch && next < end_block && lane < weight_entries) {
+            let index = weight_block(lane, next, first_row);
+            words = w[index];
+            word_scale = unpack2x16float(scales[index / 2u])[index % 2u];
+        }
+        if (prefetch && next < end_block && lane < input_entries) {
+            let block = input_block(lane, next, first_stream);
+            low = xq[2u * block];
+            high = xq[2u * block + 1u];
+            block_stats = xs[block];
+        }
         for (var bb = 0u; bb < TILE_BLOCKS; bb++) {
             let rows = bb * TILE_ROWS + row_group;
             let r0 = row_block(rows);
