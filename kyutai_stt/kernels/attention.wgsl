@@ -429,20 +429,26 @@ fn pack_int8(v: vec4<i32>) -> u32 {
     return bytes.x | (bytes.y << 8u) | (bytes.z << 16u) | (bytes.w << 24u);
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let head = workgroup.x;
-    let stream = workgroup.z;
+// combine_int8, combine_f16: the head's merged output into merged_values, each vec4's largest |value| into largest
+// (every invocation returns after the barrier that makes them visible).
+fn merge_to_workgroup(head: u32, stream: u32, lane: u32) {
     load_merge_stats(head, stream, lane);
-    let vectors = HEAD_DIM / 4u;
-    let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
-    for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
+    for (var i = lane; i < HEAD_DIM / 4u; i += WORKGROUP_SIZE) {
         let value = merged(head, stream, i);
         merged_values[i] = value;
         let m = abs(value);
         largest[i] = max(max(m.x, m.y), max(m.z, m.w));
     }
     workgroupBarrier();
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let head = workgroup.x;
+    let stream = workgroup.z;
+    merge_to_workgroup(head, stream, lane);
+    let vectors = HEAD_DIM / 4u;
+    let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
     for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
         let first = i & ~7u;          // a 32-block is 8 vec4
         var amax = 0.0;
@@ -480,16 +486,9 @@ fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invo
 fn combine_f16(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let head = workgroup.x;
     let stream = workgroup.z;
-    load_merge_stats(head, stream, lane);
+    merge_to_workgroup(head, stream, lane);
     let vectors = HEAD_DIM / 4u;
     let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
-    for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
-        let value = merged(head, stream, i);
-        merged_values[i] = value;
-        let m = abs(value);
-        largest[i] = max(max(m.x, m.y), max(m.z, m.w));
-    }
-    workgroupBarrier();
     for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
         if (i % 2u == 0u) {
             let first = i & ~7u;          // a 32-block is 8 vec4
