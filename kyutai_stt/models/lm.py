@@ -208,8 +208,8 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
             rounded_input: tuple[str, str] | None = None, partials: str | None = None, quantized: bool = False):
     """y (+)= W in(x) for each of the builder's streams (x: [streams, X_STRIDE], y: [streams, rows]), each weight
     read once for all of them; rounded_input: the (xq, xs) scratch buffers of the int8 or f16 path, where the
-    tuning has one; quantized: x's producer already wrote them (attention's combine_int8); partials: matmul.wgsl's
-    scratch, given in plans of many streams (build_lm decides), which then take it."""
+    tuning has one; quantized: x's producer already wrote them (attention's combine_int8 or combine_f16);
+    partials: matmul.wgsl's scratch, given in plans of many streams (build_lm decides), which then take it."""
     t = w.tensors[name]
     rows, columns = t.shape
     streams = b.streams
