@@ -442,6 +442,16 @@ fn merge_to_workgroup(head: u32, stream: u32, lane: u32) {
     workgroupBarrier();
 }
 
+// The largest |value| of the 32-block holding merged vec4 i (8 vec4s), after merge_to_workgroup.
+fn block_largest(i: u32) -> f32 {
+    let first = i & ~7u;
+    var amax = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        amax = max(amax, largest[first + k]);
+    }
+    return amax;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let head = workgroup.x;
@@ -450,11 +460,7 @@ fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invo
     let vectors = HEAD_DIM / 4u;
     let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
     for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
-        let first = i & ~7u;          // a 32-block is 8 vec4
-        var amax = 0.0;
-        for (var k = 0u; k < 8u; k++) {
-            amax = max(amax, largest[first + k]);
-        }
+        let amax = block_largest(i);
         let inverse = select(0.0, 127.0 / amax, amax > 0.0);
         integers[i] = vec4<i32>(round(merged_values[i] * inverse));
     }
@@ -491,11 +497,7 @@ fn combine_f16(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invoc
     let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
     for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
         if (i % 2u == 0u) {
-            let first = i & ~7u;          // a 32-block is 8 vec4
-            var amax = 0.0;
-            for (var k = 0u; k < 8u; k++) {
-                amax = max(amax, largest[first + k]);
-            }
+            let amax = block_largest(i);
             let exponent = frexp(amax).exp;
             let inverse = select(0.0, ldexp(1.0, -exponent), amax > 0.0);
             // vec4 i and i + 1 are a group of 8 inputs: pairs (i, i + 4) of it in four words
@@ -506,7 +508,7 @@ fn combine_f16(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invoc
             out_q[word + 1u] = pack2x16float(vec2<f32>(low.y, high.y));
             out_q[word + 2u] = pack2x16float(vec2<f32>(low.z, high.z));
             out_q[word + 3u] = pack2x16float(vec2<f32>(low.w, high.w));
-            if (i == first) {
+            if (i % 8u == 0u) {
                 out_scales[(column + 4u * i) / 32u] = vec2<f32>(select(0.0, ldexp(1.0, exponent), amax > 0.0), 0.0);
             }
         }
