@@ -3,6 +3,7 @@ fixtures were made from, and its packages, each written once per test session.""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from kyutai_stt.weights.package import open_package
 from kyutai_stt.weights.synthetic import write_checkpoint
 
 FIXTURE = scheduling.ROOT / "tests" / "fixtures" / "reference_tiny_seed0"
+# A developer's forced kernel variant (models/variants.py VARIANT_ENV) would change what every test runs.
+os.environ.pop("KYUTAI_STT_VARIANT", None)
 CONVERT_KILL_SECONDS = 600     # a converter still running then is stuck (benchmarks/convert.py: ~36 s alone)
 
 

@@ -122,3 +122,20 @@ def test_engine_records_and_times_stages():
     encoder = engine.device.create_command_encoder()
     engine.record(encoder)                                # what submit() records, for a caller's own encoder
     engine.device.queue.submit([encoder.finish()])
+
+
+def test_a_kernel_the_device_rejects_is_named_with_the_way_around(monkeypatch):
+    """A kernel this device's driver or wgpu does not compile (here: a broken source): the engine's error names the
+    kernel and KYUTAI_STT_VARIANT, and is a UserError (the CLI prints it alone, exit code 2)."""
+    from kyutai_stt.engine import device as gpu
+    from kyutai_stt.engine import runtime
+    from kyutai_stt.errors import UserError
+
+    monkeypatch.setattr(runtime, "_PIPELINES", {})          # no pipeline compiled before may stand in
+    monkeypatch.setattr(gpu, "load_kernel_source", lambda name: "fn main( {")
+    with pytest.raises(runtime.KernelCompileError) as caught:
+        Engine(toy_plan(), {"norm.w": np.ones(LENGTH, np.float32),
+                            "eye.w": np.eye(LENGTH, dtype=np.float32)}.__getitem__)
+    message = str(caught.value)
+    assert isinstance(caught.value, UserError)
+    assert message.startswith("kernel matvec (") and "KYUTAI_STT_VARIANT=gpu" in message and "error" in message

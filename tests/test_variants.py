@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kyutai_stt.engine import host
+from kyutai_stt.errors import UserError
 from kyutai_stt.models import variants
 from kyutai_stt.models.lm import MIMI_FRAMES_MOST, MatvecTuning
 
@@ -55,3 +56,16 @@ def test_mimi_frames_for_files_spread_the_rows_over_the_streams():
     gpu, cpu = every["gpu"], every["cpu"]
     assert [gpu.mimi_frames(s) for s in (1, 10, 40, 64, 256)] == [MIMI_FRAMES_MOST, 32, 8, 5, 2]
     assert [cpu.mimi_frames(s) for s in (1, 2, 3, 8, 64)] == [8, 4, 3, 1, 1]
+
+
+def test_the_variant_environment_variable_overrides_the_rules(monkeypatch):
+    """KYUTAI_STT_VARIANT: every command's way around a fast path this device's driver rejects."""
+    monkeypatch.setenv(variants.VARIANT_ENV, "gpu")
+    assert variants.choose("DiscreteGPU", "", ("subgroup", "shader-f16"), 32, ("packed_4x8_integer_dot_product",)) \
+        == "gpu"
+    assert variants.tuning_for("CPU", ()).rounded_inputs is None
+    monkeypatch.setenv(variants.VARIANT_ENV, "fastest")
+    with pytest.raises(UserError, match="KYUTAI_STT_VARIANT='fastest' is not a kernel variant: use one of gpu, "):
+        variants.choose("DiscreteGPU", "")
+    monkeypatch.delenv(variants.VARIANT_ENV)
+    assert variants.choose("CPU", "") == "cpu"

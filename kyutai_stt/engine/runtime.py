@@ -35,6 +35,10 @@ class FrameResult:
     active: tuple[bool, ...] = ()        # each stream: whether it took this frame (its outputs mean nothing if not)
 
 
+class KernelCompileError(UserError, RuntimeError):
+    """A kernel this device's driver (or wgpu) rejects: the message names it and the way around it."""
+
+
 class DeviceLimitError(UserError, ValueError):
     """A plan this device cannot hold (a buffer past its binding limit): the message says what to change."""
 
@@ -102,10 +106,16 @@ class Engine:
         pipeline on CPU adapters)."""
         key = (id(self.device), p.kernel, p.entry, tuple(sorted(p.constants.items())))
         if key not in _PIPELINES:
-            module = self.device.create_shader_module(code=gpu.load_kernel_source(p.kernel), label=p.kernel)
-            _PIPELINES[key] = self.device.create_compute_pipeline(
-                layout="auto", label=p.name,
-                compute={"module": module, "entry_point": p.entry, "constants": dict(p.constants)})
+            try:
+                module = self.device.create_shader_module(code=gpu.load_kernel_source(p.kernel), label=p.kernel)
+                _PIPELINES[key] = self.device.create_compute_pipeline(
+                    layout="auto", label=p.name,
+                    compute={"module": module, "entry_point": p.entry, "constants": dict(p.constants)})
+            except wgpu.GPUError as error:
+                raise KernelCompileError(
+                    f"kernel {p.kernel} ({p.name}) does not compile on this GPU ({_gpu_error_line(error)}). Run with "
+                    f"KYUTAI_STT_VARIANT=gpu (the portable kernels; cpu on a CPU adapter) to do without this "
+                    f"device's fast paths, and please report the adapter `kyutai-stt doctor` names") from None
         return _PIPELINES[key]
 
     def reset(self, first_frame: int = 0) -> None:
@@ -259,6 +269,12 @@ class Engine:
     def read(self, name: str) -> np.ndarray:
         """Debugging/tests: a buffer's current contents as u32 words (waits for the GPU)."""
         return np.frombuffer(self.device.queue.read_buffer(self.buffers[name]), np.uint32).copy()
+
+
+def _gpu_error_line(error: Exception) -> str:
+    """The informative line of a wgpu error ("Shader '' parsing error: ..." rather than "Validation Error")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "error:" in line.lower()), lines[-1] if lines else type(error).__name__)
 
 
 def _pad4(data: np.ndarray) -> np.ndarray:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from pathlib import Path
 
 from kyutai_stt.engine.host import CPU_ADAPTER_PATTERN
+from kyutai_stt.errors import UserError
 from kyutai_stt.models.lm import MatvecTuning, Tuning
 
 VARIANTS_FILE = Path(__file__).parents[1] / "data" / "variants.json"
+# Names the variant every command takes instead of the rules' choice: the way around a fast path's kernel that this
+# device's driver rejects (engine/runtime.py names it then), as the browser's load({variant}).
+VARIANT_ENV = "KYUTAI_STT_VARIANT"
 
 
 @functools.cache
@@ -37,8 +42,14 @@ def tunings() -> dict[str, Tuning]:
 
 
 def choose(adapter_type: str, description: str, features=(), subgroup_size: int = 0, language_features=()) -> str:
-    """The variant for a device, by the rules. A CPU adapter: its type says so, or its description matches the
-    host's pattern (SwiftShader, llvmpipe...)."""
+    """The variant for a device, by the rules, or the one KYUTAI_STT_VARIANT names. A CPU adapter: its type says
+    so, or its description matches the host's pattern (SwiftShader, llvmpipe...)."""
+    forced = os.environ.get(VARIANT_ENV)
+    if forced:
+        if forced not in _data()["variants"]:
+            raise UserError(f"{VARIANT_ENV}={forced!r} is not a kernel variant: use one of "
+                            f"{', '.join(_data()['variants'])}, or unset it for the one this device gets")
+        return forced
     cpu = "cpu" in adapter_type.lower() or bool(re.search(CPU_ADAPTER_PATTERN, description, re.IGNORECASE))
     for rule in rules():
         if (rule.get("cpu_adapter", cpu) == cpu and set(rule.get("features", ())) <= set(features)
