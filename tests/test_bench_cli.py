@@ -44,3 +44,9 @@ def test_kernel_switches_are_named_in_the_line_and_unknown_ones_exit_2(tiny_pack
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", "--package", root, "--kernels", "no-f16-kv,fast"])
     assert exit_info.value.code == 2 and "fast: not one of" in capsys.readouterr().err
+
+
+def test_an_unknown_forced_variant_exits_2(tiny_packages, capsys, monkeypatch):
+    monkeypatch.setenv("KYUTAI_STT_VARIANT", "fastest")
+    assert cli.main(["bench", "--package", str(tiny_packages("q4").root), "--steps", "3"]) == 2
+    assert "KYUTAI_STT_VARIANT='fastest' is not a kernel variant" in capsys.readouterr().err
