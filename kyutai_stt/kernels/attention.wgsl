@@ -442,6 +442,19 @@ fn merge_to_workgroup(head: u32, stream: u32, lane: u32) {
     workgroupBarrier();
 }
 
+// (1 / scale, scale) of a block whose largest |value| is amax, for the f16 path: scale = 2^e, the least power of
+// two above amax (amax = m 2^e with m in [0.5, 1)); (0, 0) for an all-zero block.
+fn f16_block_scale(amax: f32) -> vec2<f32> {
+    let exponent = frexp(amax).exp;
+    return select(vec2<f32>(0.0), vec2<f32>(ldexp(1.0, -exponent), ldexp(1.0, exponent)), amax > 0.0);
+}
+
+// Inputs 8g .. 8g+7 (low, high: already scaled) as the f16 path's 4 words: pairs (8g + i, 8g + 4 + i), i < 4.
+fn f16_pairs(low: vec4<f32>, high: vec4<f32>) -> vec4<u32> {
+    return vec4<u32>(pack2x16float(vec2<f32>(low.x, high.x)), pack2x16float(vec2<f32>(low.y, high.y)),
+                     pack2x16float(vec2<f32>(low.z, high.z)), pack2x16float(vec2<f32>(low.w, high.w)));
+}
+
 // The largest |value| of the 32-block holding merged vec4 i (8 vec4s), after merge_to_workgroup.
 fn block_largest(i: u32) -> f32 {
     let first = i & ~7u;
@@ -497,19 +510,16 @@ fn combine_f16(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invoc
     let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
     for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
         if (i % 2u == 0u) {
-            let amax = block_largest(i);
-            let exponent = frexp(amax).exp;
-            let inverse = select(0.0, ldexp(1.0, -exponent), amax > 0.0);
+            let scale = f16_block_scale(block_largest(i));
             // vec4 i and i + 1 are a group of 8 inputs: pairs (i, i + 4) of it in four words
-            let low = merged_values[i] * inverse;
-            let high = merged_values[i + 1u] * inverse;
+            let words = f16_pairs(merged_values[i] * scale.x, merged_values[i + 1u] * scale.x);
             let word = column / 2u + 2u * i;
-            out_q[word] = pack2x16float(vec2<f32>(low.x, high.x));
-            out_q[word + 1u] = pack2x16float(vec2<f32>(low.y, high.y));
-            out_q[word + 2u] = pack2x16float(vec2<f32>(low.z, high.z));
-            out_q[word + 3u] = pack2x16float(vec2<f32>(low.w, high.w));
+            out_q[word] = words.x;
+            out_q[word + 1u] = words.y;
+            out_q[word + 2u] = words.z;
+            out_q[word + 3u] = words.w;
             if (i % 8u == 0u) {
-                out_scales[(column + 4u * i) / 32u] = vec2<f32>(select(0.0, ldexp(1.0, exponent), amax > 0.0), 0.0);
+                out_scales[(column + 4u * i) / 32u] = vec2<f32>(scale.y, 0.0);
             }
         }
     }

@@ -97,17 +97,29 @@ fn rms_factor(stream: u32, lane: u32) -> f32 {
 
 // OUTPUT_F16: inputs 8g .. 8g+7 of a stream (low, high) scaled by a power of two and packed as f16 pairs
 // (8g + i, 8g + 4 + i); the block's first invocation writes its scale.
-fn store_f16(stream: u32, g: u32, first_of_block: bool, amax: f32, low: vec4<f32>, high: vec4<f32>) {
-    // amax = m 2^e with m in [0.5, 1): 2^e is the least power of two above it.
+// (1 / scale, scale) of a block whose largest |value| is amax, for the f16 path: scale = 2^e, the least power of
+// two above amax (amax = m 2^e with m in [0.5, 1)); (0, 0) for an all-zero block.
+fn f16_block_scale(amax: f32) -> vec2<f32> {
     let exponent = frexp(amax).exp;
-    let inverse = select(0.0, ldexp(1.0, -exponent), amax > 0.0);
+    return select(vec2<f32>(0.0), vec2<f32>(ldexp(1.0, -exponent), ldexp(1.0, exponent)), amax > 0.0);
+}
+
+// Inputs 8g .. 8g+7 (low, high: already scaled) as the f16 path's 4 words: pairs (8g + i, 8g + 4 + i), i < 4.
+fn f16_pairs(low: vec4<f32>, high: vec4<f32>) -> vec4<u32> {
+    return vec4<u32>(pack2x16float(vec2<f32>(low.x, high.x)), pack2x16float(vec2<f32>(low.y, high.y)),
+                     pack2x16float(vec2<f32>(low.z, high.z)), pack2x16float(vec2<f32>(low.w, high.w)));
+}
+
+fn store_f16(stream: u32, g: u32, first_of_block: bool, amax: f32, low: vec4<f32>, high: vec4<f32>) {
+    let scale = f16_block_scale(amax);
+    let words = f16_pairs(low * scale.x, high * scale.x);
     let word = (stream * COLUMNS + g * GROUP) / 2u;
-    xq[word] = pack2x16float(vec2<f32>(low.x, high.x) * inverse);
-    xq[word + 1u] = pack2x16float(vec2<f32>(low.y, high.y) * inverse);
-    xq[word + 2u] = pack2x16float(vec2<f32>(low.z, high.z) * inverse);
-    xq[word + 3u] = pack2x16float(vec2<f32>(low.w, high.w) * inverse);
+    xq[word] = words.x;
+    xq[word + 1u] = words.y;
+    xq[word + 2u] = words.z;
+    xq[word + 3u] = words.w;
     if (first_of_block) {
-        xs[stream * (COLUMNS / BLOCK) + g / 4u] = vec2<f32>(select(0.0, ldexp(1.0, exponent), amax > 0.0), 0.0);
+        xs[stream * (COLUMNS / BLOCK) + g / 4u] = vec2<f32>(scale.y, 0.0);
     }
 }
 
