@@ -13,13 +13,14 @@ import pytest
 import scheduling
 from measured import Measured, run_measured
 
+from kyutai_stt.engine.host import VARIANT_ENV
 from kyutai_stt.weights.convert import convert
 from kyutai_stt.weights.package import open_package
 from kyutai_stt.weights.synthetic import write_checkpoint
 
 FIXTURE = scheduling.ROOT / "tests" / "fixtures" / "reference_tiny_seed0"
-# A developer's forced kernel variant (models/variants.py VARIANT_ENV) would change what every test runs.
-os.environ.pop("KYUTAI_STT_VARIANT", None)
+# A developer's forced kernel variant (engine/host.py VARIANT_ENV) would change what every test runs.
+os.environ.pop(VARIANT_ENV, None)
 CONVERT_KILL_SECONDS = 600     # a converter still running then is stuck (benchmarks/convert.py: ~36 s alone)
 
 

@@ -13,6 +13,10 @@ READBACK_DEPTH: int = HOST["readback_depth"]
 WANTED_LIMITS: tuple[str, ...] = tuple(re.sub(r"[A-Z]", lambda m: "-" + m.group(0).lower(), name)
                                        for name in HOST["wanted_limits"])
 CPU_ADAPTER_PATTERN: str = HOST["cpu_adapter_pattern"]
+# Names the kernel variant every native command takes instead of the rules' choice (models/variants.py choose): the
+# way around a fast path's kernel this device's driver rejects (engine/runtime.py names it then), as the browser's
+# load({variant}).
+VARIANT_ENV = "KYUTAI_STT_VARIANT"
 
 
 def document() -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 import wgpu
 
 from kyutai_stt.engine import device as gpu
-from kyutai_stt.engine.host import READBACK_DEPTH
+from kyutai_stt.engine.host import READBACK_DEPTH, VARIANT_ENV
 from kyutai_stt.engine.plan import Plan
 from kyutai_stt.errors import UserError
 
@@ -114,7 +114,7 @@ class Engine:
             except wgpu.GPUError as error:
                 raise KernelCompileError(
                     f"kernel {p.kernel} ({p.name}) does not compile on this GPU ({_gpu_error_line(error)}). Run with "
-                    f"KYUTAI_STT_VARIANT=gpu (the portable kernels; cpu on a CPU adapter) to do without this "
+                    f"{VARIANT_ENV}=gpu (the portable kernels; cpu on a CPU adapter) to do without this "
                     f"device's fast paths, and please report the adapter `kyutai-stt doctor` names") from None
         return _PIPELINES[key]
 

@@ -8,14 +8,11 @@ import os
 import re
 from pathlib import Path
 
-from kyutai_stt.engine.host import CPU_ADAPTER_PATTERN
+from kyutai_stt.engine.host import CPU_ADAPTER_PATTERN, VARIANT_ENV
 from kyutai_stt.errors import UserError
 from kyutai_stt.models.lm import MatvecTuning, Tuning
 
 VARIANTS_FILE = Path(__file__).parents[1] / "data" / "variants.json"
-# Names the variant every command takes instead of the rules' choice: the way around a fast path's kernel that this
-# device's driver rejects (engine/runtime.py names it then), as the browser's load({variant}).
-VARIANT_ENV = "KYUTAI_STT_VARIANT"
 
 
 @functools.cache
