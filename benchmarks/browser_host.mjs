@@ -22,7 +22,7 @@ Object.defineProperty(globalThis, 'navigator', {value: {gpu: create(['backend=vu
   configurable: true});
 
 const web = pathToFileURL(join(config.site, '/'));
-const {PlanRuntime, chooseVariant, requestAdapter, requestDevice, adapterSummary, wgslLanguageFeatures} =
+const {PlanRuntime, chooseVariant, requestAdapter, requestDevice, adapterSummary, wgslLanguageFeatures, withFeatures} =
   await import(new URL('runtime.js', web));
 const {checkManifestFiles, MANIFEST} = await import(new URL('package.js', web));
 
@@ -58,9 +58,8 @@ async function main() {
   const adapter = await requestAdapter();
   const plans = config.plans;
   const languageFeatures = config.no_int8 ? new Set() : wgslLanguageFeatures();
-  // Without shader-f16: the rules see the adapter's other features (chooseVariant reads info and features).
-  const chooser = config.no_f16 ? {info: adapter.info, isFallbackAdapter: adapter.isFallbackAdapter,
-    features: new Set([...adapter.features].filter((f) => f !== 'shader-f16'))} : adapter;
+  // Without shader-f16: the rules see the adapter's other features.
+  const chooser = config.no_f16 ? withFeatures(adapter, (f) => f !== 'shader-f16') : adapter;
   const variant = chooseVariant(chooser, plans, languageFeatures);
   const plan = plans.variants[variant];
   const device = await requestDevice(adapter, plan, plans.host);

@@ -72,11 +72,16 @@ export function chooseVariant(adapter, {rules, host}, languageFeatures = wgslLan
   throw new SttError(ErrorCode.PACKAGE_MISMATCH, 'plans.json: no variant rule holds (the last must have no condition)');
 }
 
+// The adapter as chooseVariant sees it, offering only the optional features `keep` lets through.
+export function withFeatures(adapter, keep) {
+  return {info: adapter.info, isFallbackAdapter: adapter.isFallbackAdapter,
+    features: new Set([...adapter.features].filter(keep))};
+}
+
 // The variant the rules give this adapter without any optional feature or WGSL language feature: the portable
 // kernels, which every WebGPU device compiles (the fallback where a fast path's kernel does not: worker.js load).
 export function portableVariant(adapter, plans) {
-  const bare = {info: adapter.info, isFallbackAdapter: adapter.isFallbackAdapter, features: new Set()};
-  return chooseVariant(bare, plans, new Set());
+  return chooseVariant(withFeatures(adapter, () => false), plans, new Set());
 }
 
 function webgpuFeatures(plan) {
