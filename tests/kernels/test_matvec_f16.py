@@ -11,15 +11,14 @@ unit's sum of |products| (a compiler that keeps more bits does better), then the
 
 import numpy as np
 import pytest
-from kernel_helpers import U32, assert_within, in_out, poisoned, random_weights, weight_bindings
-from test_matvec_int8 import awkward_input, transformed_input
+from kernel_helpers import U32, assert_within, poisoned, random_weights
+from test_matvec_int8 import DEFAULTS, awkward_input, run_rounded_matvec, transformed_input
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.reference import lm as ref
 
 PLAIN, RMS_NORM, SWIGLU = ref.INPUT_PLAIN, ref.INPUT_RMS_NORM, ref.INPUT_SWIGLU
 BLOCK = ref.INT8_BLOCK
-DEFAULTS = {"WORKGROUP_SIZE": 256, "THREADS_PER_ROW": 16, "ROWS_PER_THREAD": 4}
 U16 = 2.0**-11                     # unit roundoff of f16
 UNIT_SUM_ROUNDINGS = 16            # f16 multiply-adds per lane and unit
 
@@ -110,14 +109,6 @@ def f16_sum_bound(rounded, w):
     return UNIT_SUM_ROUNDINGS * U16 * (np.abs(rounded) @ np.abs(w).T)
 
 
-def run_matvec_f16(streams, xq, xs, rows, columns, *, y, **constants):
-    tuning = {**DEFAULTS, **{k: v for k, v in constants.items() if k in DEFAULTS}}
-    rows_per_workgroup = tuning["WORKGROUP_SIZE"] // tuning["THREADS_PER_ROW"] * tuning["ROWS_PER_THREAD"]
-    bindings = {**weight_bindings(streams), 2: xq, 3: in_out(y), 4: np.ascontiguousarray(xs, np.float32)}
-    return gpu.run_kernel("matvec_f16", bindings, (-(-rows // rows_per_workgroup), 1, 1),
-                          {"ROWS": rows, "COLUMNS": columns, **constants})[3]
-
-
 def check_matvec(rng, rows, columns, *, batch=1, accumulate=False, y_offset=0, y_padding=0, **tuning):
     """matvec_f16 alone, on inputs rounded by the numpy reference."""
     require_f16()
@@ -132,7 +123,8 @@ def check_matvec(rng, rows, columns, *, batch=1, accumulate=False, y_offset=0, y
     constants = {"BATCH": batch, "ACCUMULATE": accumulate, **tuning}
     if y_offset or y_padding:
         constants |= {"Y_OFFSET": y_offset, "Y_STRIDE": y_stride}
-    y = run_matvec_f16(streams, pack_f16(h), xs.astype(np.float32), rows, columns, y=y_initial, **constants)
+    y = run_rounded_matvec(streams, pack_f16(h), xs.astype(np.float32), rows, columns, y=y_initial,
+                           kernel="matvec_f16", **constants)
     rounded = (h.astype(np.float64).reshape(batch, -1, BLOCK) * scale[..., None]).reshape(batch, columns)
     residual = y_initial[:, y_offset:y_offset + rows] if accumulate else None
     expected = ref.matvec(w, rounded, accumulate_into=residual)
@@ -174,8 +166,8 @@ def test_whole_f16_path_against_the_float_matvec(mode, rng, capsys):
     x = rng.standard_normal((batch, 2 * columns if mode == SWIGLU else columns)).astype(np.float32)
     alpha = rng.standard_normal(columns).astype(np.float32) if mode == RMS_NORM else None
     h, blocks = run_quantize_f16(x, columns, mode, alpha)
-    y = run_matvec_f16(streams, pack_f16(h), blocks, rows, columns, y=np.full((batch, rows), np.nan, np.float32),
-                       BATCH=batch)
+    y = run_rounded_matvec(streams, pack_f16(h), blocks, rows, columns, y=np.full((batch, rows), np.nan, np.float32),
+                           kernel="matvec_f16", BATCH=batch)
     value = transformed_input(x, mode, alpha)
     check_f16_inputs(h, blocks, value)
     expected = ref.matvec(w, value)

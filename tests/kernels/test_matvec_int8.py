@@ -105,7 +105,8 @@ def test_quantize_input(case, rng):
     assert (q[0, :BLOCK] == 0).all() and blocks[0, 0, 0] == 0.0, "an all-zero block quantises to zero, scale 0"
 
 
-def run_matvec_int8(streams, xq, xs, rows, columns, *, y, kernel="matvec_int8", **constants):
+def run_rounded_matvec(streams, xq, xs, rows, columns, *, y, kernel="matvec_int8", **constants):
+    """matvec_int8, its subgroup variant or matvec_f16 (the same bindings and launch) on rounded inputs; returns y."""
     tuning = {**DEFAULTS, **{k: v for k, v in constants.items() if k in DEFAULTS}}
     rows_per_workgroup = tuning["WORKGROUP_SIZE"] // tuning["THREADS_PER_ROW"] * tuning["ROWS_PER_THREAD"]
     bindings = {**weight_bindings(streams), 2: xq, 3: in_out(y), 4: np.ascontiguousarray(xs, np.float32)}
@@ -128,7 +129,7 @@ def check_matvec(rng, rows, columns, *, batch=1, accumulate=False, y_offset=0, y
     constants = {"BATCH": batch, "ACCUMULATE": accumulate, **tuning}
     if y_offset or y_padding:
         constants |= {"Y_OFFSET": y_offset, "Y_STRIDE": y_stride}
-    y = run_matvec_int8(streams, pack_inputs(q), xs.astype(np.float32), rows, columns, y=y_initial,
+    y = run_rounded_matvec(streams, pack_inputs(q), xs.astype(np.float32), rows, columns, y=y_initial,
                         kernel=kernel, **constants)
     rounded = (q.reshape(batch, -1, BLOCK) * scale[..., None].astype(np.float32)).reshape(batch, columns)
     residual = y_initial[:, y_offset:y_offset + rows] if accumulate else None
@@ -193,7 +194,7 @@ def test_whole_path_against_the_float_matvec(mode, rng):
     x = rng.standard_normal((batch, 2 * columns if mode == SWIGLU else columns)).astype(np.float32)
     alpha = rng.standard_normal(columns).astype(np.float32) if mode == RMS_NORM else None
     q, blocks = run_quantize(x, columns, mode, alpha)
-    y = run_matvec_int8(streams, pack_inputs(q), blocks, rows, columns, y=np.full((batch, rows), np.nan, np.float32),
+    y = run_rounded_matvec(streams, pack_inputs(q), blocks, rows, columns, y=np.full((batch, rows), np.nan, np.float32),
                         BATCH=batch)
     value = transformed_input(x, mode, alpha)
     expected = ref.matvec(w, value)
