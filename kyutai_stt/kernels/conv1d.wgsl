@@ -29,7 +29,8 @@
 // Bindings (group 0): 0 = W (read, u32 words as vec4: the f32/f16 `w` stream or the q8/q4 `qs` stream),
 //   1 = scales (read, u32: the `d` stream of q8/q4; bind any buffer otherwise), 2 = x (read), 3 = y (read_write),
 //   4 = params (read, f32 vectors: biases, LayerScales, LayerNorm weight then bias, at 16-byte aligned offsets),
-//   5 = residual (read; bind any buffer but y when unused), 6 = step (read, u32: the plan's step buffer).
+//   5 = residual (read; bind any buffer but y when unused), 6 = step (read, u32: the plan's step buffer),
+//   7 = partials (read_write, f32: `tiled` and `tiled_combine` only; any scratch buffer when K_SPLITS == 1).
 // Dispatch: (ceil(C_OUT / (TEAMS_O * ROWS_PER_THREAD)), ceil(T_OUT / (TEAMS_T * STEPS_PER_THREAD)), STREAMS) workgroups
 //   of WORKGROUP_SIZE invocations; TEAMS_O = WORKGROUP_SIZE / (THREADS_PER_ROW * TEAMS_T).
 // Work split: a team of THREADS_PER_ROW invocations owns ROWS_PER_THREAD output channels x STEPS_PER_THREAD steps
@@ -48,10 +49,16 @@
 //   (tile_norm_stats; needs WORKGROUP_SIZE = 4 TILE_COLS and TILE_K <= 4 ROW_THREADS), applied as slices load.
 //   Where each invocation loads at most one part of each tile, the next slice's loads go out before the current
 //   slice is summed (registers: words, scales, windows) and are decoded into the tiles after it.
-//   Dispatch: (ceil(C_OUT / TILE_ROWS), ceil(STREAMS * T_OUT / TILE_COLS), 1) workgroups of WORKGROUP_SIZE =
+//   With K_SPLITS > 1, workgroup z sums columns [z K / K_SPLITS, (z + 1) K / K_SPLITS) into partials
+//   (f32[K_SPLITS, STREAMS * T_OUT, C_OUT]), and `tiled_combine` adds the ranges in order z = 0, 1, .. then
+//   applies the epilogue: layers whose few columns (1-2 steps a frame) leave the grid small shorten each
+//   workgroup's chain of K / TILE_K slices. The sum order is fixed by K_SPLITS, which the plan takes from the
+//   layer's shape alone (never from STREAMS).
+//   Dispatch: (ceil(C_OUT / TILE_ROWS), ceil(STREAMS * T_OUT / TILE_COLS), K_SPLITS) workgroups of WORKGROUP_SIZE =
 //   ROW_THREADS * COL_THREADS invocations; workgroup memory 16 * TILE_K * (ROW_THREADS + COL_THREADS) bytes
-//   (16 KiB at the defaults, the portable limit).
-// Constraints (the host checks them): K % 32 == 0, C_IN % 4 == 0, all offsets and regions multiples of 4,
+//   (16 KiB at the defaults, the portable limit); then, if K_SPLITS > 1, tiled_combine (ceil(C_OUT /
+//   COMBINE_WORKGROUP), STREAMS * T_OUT, 1).
+// Constraints (the host checks them): K % (32 K_SPLITS) == 0, C_IN % 4 == 0, all offsets and regions multiples of 4,
 //   ROWS_PER_THREAD <= 4, STEPS_PER_THREAD <= 4, WORKGROUP_SIZE % (THREADS_PER_ROW * TEAMS_T) == 0,
 //   LayerNorm: K == C_IN and TEAMS_T * STEPS_PER_THREAD <= 16.
 //
@@ -100,6 +107,7 @@ override ROW_THREADS: u32 = 16u;
 override COL_THREADS: u32 = 16u;
 override TILE_ROWS: u32 = 4u * ROW_THREADS;
 override TILE_COLS: u32 = 4u * COL_THREADS;
+override K_SPLITS: u32 = 1u;
 // Weights per u32 word of the stored matrix: f32 1, f16 2, q8 4, q4 8.
 override WEIGHTS_PER_WORD: u32 = select(select(1u, 2u, FORMAT == FORMAT_F16), select(4u, 8u, FORMAT == FORMAT_Q4),
                                         FORMAT >= FORMAT_Q8);
@@ -118,6 +126,7 @@ const MODE_GELU = 2u;
 const MAX_NORM_STEPS = 16u;
 const TILE_K = 32u;
 const SCALE_BLOCK = 32u;
+const COMBINE_WORKGROUP = 64u;
 
 @group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> scales: array<u32>;
@@ -126,6 +135,7 @@ const SCALE_BLOCK = 32u;
 @group(0) @binding(4) var<storage, read> params: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 @group(0) @binding(6) var<storage, read> frame_values: array<u32>;
+@group(0) @binding(7) var<storage, read_write> partials: array<f32>;
 
 // Team members' sums [sum index][invocation]; also the LayerNorm statistics' reduction scratch.
 var<workgroup> partial_sums: array<f32, WORKGROUP_SIZE * ROWS_PER_THREAD * STEPS_PER_THREAD>;
@@ -706,9 +716,17 @@ fn store_tile_inputs(g: u32, c: u32, j0: u32, windows: mat4x4<f32>) {
     input_tile[slot + 3u * COL_THREADS] = vec4<f32>(a.w, b.w, e.w, f.w);
 }
 
-// Outputs of 4 rows of column n.
-fn write_rows(n: u32, first_row: u32, value: vec4<f32>) {
+// Outputs of 4 rows of column n (with K_SPLITS > 1: split `split`'s sums, into partials).
+fn write_rows(n: u32, first_row: u32, value: vec4<f32>, split: u32) {
     if (n >= STREAMS * T_OUT) {
+        return;
+    }
+    if (K_SPLITS > 1u) {
+        for (var r = 0u; r < 4u; r++) {
+            if (first_row + r < C_OUT) {
+                partials[(split * STREAMS * T_OUT + n) * C_OUT + first_row + r] = value[r];
+            }
+        }
         return;
     }
     let stream = n / T_OUT;
@@ -726,6 +744,9 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     let col_group = lane / ROW_THREADS;
     let first_row = workgroup.x * TILE_ROWS;
     let first_col = workgroup.y * TILE_COLS;
+    let split = workgroup.z;
+    let first_j = split * (K / K_SPLITS);
+    let end_j = first_j + K / K_SPLITS;
     let weight_loads = ROW_THREADS * (TILE_K / WEIGHTS_PER_WORD);     // (row group, word column) pairs per slice
     let input_loads = COL_THREADS * (TILE_K / 4u);                     // (column group, 4 elements) pairs
     // sum_i: rows 4 row_group .. + 3 of column 4 col_group + i.
@@ -749,13 +770,13 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     var block_scales = vec4<f32>(0.0);
     var windows = mat4x4<f32>();
     if (prefetch && lane < weight_loads) {
-        words = tile_weight_words(wg, wc, 0u, first_row);
-        block_scales = tile_weight_scales(wg, wc, 0u, first_row);
+        words = tile_weight_words(wg, wc, first_j, first_row);
+        block_scales = tile_weight_scales(wg, wc, first_j, first_row);
     }
     if (prefetch && lane < input_loads) {
-        windows = tile_input_windows(xg, xc, 0u, first_col);
+        windows = tile_input_windows(xg, xc, first_j, first_col);
     }
-    for (var j0 = 0u; j0 < K; j0 += TILE_K) {
+    for (var j0 = first_j; j0 < end_j; j0 += TILE_K) {
         if (prefetch) {
             if (lane < weight_loads) {
                 store_tile_weights(wg, wc, words, block_scales);
@@ -778,11 +799,11 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
         }
         workgroupBarrier();
         let next = j0 + TILE_K;
-        if (prefetch && next < K && lane < weight_loads) {
+        if (prefetch && next < end_j && lane < weight_loads) {
             words = tile_weight_words(wg, wc, next, first_row);
             block_scales = tile_weight_scales(wg, wc, next, first_row);
         }
-        if (prefetch && next < K && lane < input_loads) {
+        if (prefetch && next < end_j && lane < input_loads) {
             windows = tile_input_windows(xg, xc, next, first_col);
         }
         for (var j = 0u; j < TILE_K; j++) {
@@ -797,8 +818,24 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     }
     let rows = first_row + 4u * row_group;
     let columns = first_col + 4u * col_group;
-    write_rows(columns, rows, sum0);
-    write_rows(columns + 1u, rows, sum1);
-    write_rows(columns + 2u, rows, sum2);
-    write_rows(columns + 3u, rows, sum3);
+    write_rows(columns, rows, sum0, split);
+    write_rows(columns + 1u, rows, sum1, split);
+    write_rows(columns + 2u, rows, sum2, split);
+    write_rows(columns + 3u, rows, sum3, split);
+}
+
+// K_SPLITS > 1: output (o, column n) is the sum of the splits' partial sums in order, then the epilogue.
+@compute @workgroup_size(COMBINE_WORKGROUP)
+fn tiled_combine(@builtin(global_invocation_id) id: vec3<u32>) {
+    let o = id.x;
+    let n = id.y;
+    if (o >= C_OUT || n >= STREAMS * T_OUT) {
+        return;
+    }
+    var acc = 0.0;
+    for (var split = 0u; split < K_SPLITS; split++) {
+        acc += partials[(split * STREAMS * T_OUT + n) * C_OUT + o];
+    }
+    let stream = n / T_OUT;
+    write_output(o, n % T_OUT, stream, parity(stream), acc);
 }

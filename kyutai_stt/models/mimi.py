@@ -48,6 +48,18 @@ CPU_CONV_WORKGROUP = 64        # conv1d invocations per workgroup
 CPU_ATTENTION_WORKGROUP = 64   # attention_chunk invocations per workgroup
 CPU_RVQ = (64, 1, 4)           # rvq: workgroup size, threads per entry, entries per thread
 RVQ_TILE = 64                  # rvq.wgsl `tiled` ("gpu-many"): entries and streams per workgroup
+# "gpu-many": the layers of at most SPLIT_STEPS steps a frame (the last downsampling conv, conv_out, the transformer,
+# the downsample) have few columns (streams x 1-2), so few workgroups, each summing all of K in slices of 32: they
+# cut K into ranges summed apart and added by conv1d.wgsl `tiled_combine`. As many ranges of at least SPLIT_COLUMNS
+# columns as K holds (at most MAX_K_SPLITS), and at least enough (of at least MIN_SPLIT_COLUMNS) for SPLIT_ROW_TILES
+# workgroups per 64 columns. A rule on the layer's shape alone: a stream's results never depend on how many streams
+# or frames run beside it (BENCHMARKS.md: the measurement).
+SPLIT_STEPS = 2
+SPLIT_COLUMNS = 512
+MIN_SPLIT_COLUMNS = 256
+SPLIT_ROW_TILES = 16
+MAX_K_SPLITS = 16
+CONV_COMBINE_WORKGROUP = 64    # conv1d.wgsl COMBINE_WORKGROUP
 # The splits whose attention takes q, k, v from a LayerNorm + QKV product of its own (conv1d.wgsl) instead of
 # computing each head's in attention_chunk.wgsl `main`.
 QKV_APART = ("gpu-many",)
@@ -156,7 +168,7 @@ class _MimiBuilder:
         assert k % c_in == 0 and k % 32 == 0 and c_in % 4 == 0, (label, k, c_in)
         assert y.channels == c_out and x.steps == y.steps * stride, (label, x, y, stride)
         t_out = y.steps
-        tiling = _tiling(t_out, c_out, k, self.tuning, self.streams, input_mode)
+        tiling = _tiling(t_out, c_out, k, self.tuning, self.streams, input_mode, self.frames)
         constants = {"FORMAT": self.fmt(tensor), "C_OUT": c_out, "K": k, "C_IN": c_in, "T_OUT": t_out,
                      "STRIDE": stride, "X_REGION": x.region, "X_HISTORY": x.history, "REPLICATE": replicate,
                      "Y_REGION": y.region, "Y_HISTORY": y.history, "INPUT_MODE": input_mode,
@@ -176,8 +188,27 @@ class _MimiBuilder:
         params = self.weight(*(norm or [t for t in (bias, scale) if t])) if (norm or bias or scale) else x.name
         bindings = {0: self.weight(tensor), 1: self.scales(tensor), 2: x.name, 3: y.name, 4: params,
                     5: residual.name if residual is not None else x.name, 6: self.step}
+        splits = constants.get("K_SPLITS", 1)
+        if tiling["entry"] == "tiled":
+            bindings[7] = self.conv_partials(splits * self.streams * t_out * c_out if splits > 1 else 1)
         self.b.dispatch("conv1d", bindings, tiling["workgroups"], constants, label=f"mimi.{label}",
                         entry=tiling["entry"])
+        if splits > 1:
+            self.b.dispatch("conv1d", {i: bindings[i] for i in (3, 4, 5, 6, 7)},
+                            (math.ceil(c_out / CONV_COMBINE_WORKGROUP), self.streams * t_out, 1), constants,
+                            label=f"mimi.{label}", entry="tiled_combine")
+
+    def conv_partials(self, floats: int) -> str:
+        """conv1d.wgsl `tiled`'s partial sums (f32[K_SPLITS, streams * steps, C_OUT]): one scratch buffer for every
+        layer, as large as the largest needs (at least a word: layers without ranges bind it unused)."""
+        name = "mimi.conv_partials"
+        if name not in self.b.buffers:
+            self.names.append(name)
+            self.b.buffer(name, "scratch", 4 * floats, (floats,))
+        buffer = self.b.buffers[name]
+        buffer.size = max(buffer.size, 4 * floats)
+        buffer.shape = [buffer.size // 4]
+        return name
 
     # ---- the network ---------------------------------------------------------------------------------------
     def build(self, pcm: str, codes: str) -> MimiFragment:
@@ -328,8 +359,19 @@ def split_for_streams(tuning: str, streams: int) -> str:
 TILE_THREADS = 16
 
 
+def k_splits(k: int, c_out: int, frame_steps: int) -> int:
+    """Column ranges of a "gpu-many" layer of C_OUT x K weights and frame_steps output steps a frame (see
+    SPLIT_STEPS)."""
+    usable = [s for s in range(1, MAX_K_SPLITS + 1) if k % (32 * s) == 0 and k // s >= MIN_SPLIT_COLUMNS]
+    if frame_steps > SPLIT_STEPS or not usable:
+        return 1
+    long = max(s for s in usable if k // s >= SPLIT_COLUMNS or s == 1)
+    wide = next((s for s in usable if math.ceil(c_out / (4 * TILE_THREADS)) * s >= SPLIT_ROW_TILES), usable[-1])
+    return max(long, wide)
+
+
 def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 1,
-            input_mode: int = INPUT_PLAIN) -> dict:
+            input_mode: int = INPUT_PLAIN, frames: int = 1) -> dict:
     """conv1d.wgsl's work split for one layer (see the kernel's header).
 
     "cpu" (a software rasteriser such as lavapipe: few fat invocations; barriers are expensive): each invocation
@@ -337,13 +379,16 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 
     "gpu": teams split K (up to 32 members) until the dispatch has ~GPU_TARGET_INVOCATIONS invocations, with
     1 (few steps) or 2 rows x up to 4 steps per invocation and up to 4 teams along time in a workgroup.
     "gpu-many" (plans of MANY_STREAMS or more): the `tiled` entry point (64 channels x 64 stream-steps per
-    workgroup, all streams in one dispatch), the LayerNorm layers too (their statistics computed per tile).
-    Returns the constants, the workgroups (x, y, z: the streams for `main`) and the entry point."""
+    workgroup, all streams in one dispatch), the LayerNorm layers too (their statistics computed per tile), K cut
+    into ranges where the layer has few steps a frame (k_splits; t_out counts the steps of `frames` frames).
+    Returns the constants, the workgroups (x, y, z: the streams for `main`, the column ranges for `tiled`) and the
+    entry point."""
     if tuning == "gpu-many":
         tile = 4 * TILE_THREADS
+        splits = k_splits(k, c_out, t_out // frames)
         return {"constants": {"WORKGROUP_SIZE": TILE_THREADS * TILE_THREADS, "ROW_THREADS": TILE_THREADS,
-                              "COL_THREADS": TILE_THREADS, "STREAMS": streams},
-                "workgroups": (math.ceil(c_out / tile), math.ceil(streams * t_out / tile), 1), "entry": "tiled"}
+                              "COL_THREADS": TILE_THREADS, "STREAMS": streams, "K_SPLITS": splits},
+                "workgroups": (math.ceil(c_out / tile), math.ceil(streams * t_out / tile), splits), "entry": "tiled"}
     units = k // 32
     steps_per_thread = min(t_out, 4)
     step_groups = math.ceil(t_out / steps_per_thread)

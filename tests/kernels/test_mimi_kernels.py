@@ -39,9 +39,29 @@ def weight_streams(rng, shape, fmt, scale=1.0):
 
 
 def tiling_constants(t_out, c_out, k, tuning, input_mode=0, streams=1):
-    """(constants, workgroups, entry point) of a work split."""
+    """(constants, workgroups, entry point) of a work split; "gpu-many/S": the `tiled` entry with K cut into S
+    ranges (the plan gives ranges to layers of few steps only: models/mimi.py k_splits)."""
+    tuning, _, splits = tuning.partition("/")
     t = _tiling(t_out, c_out, k, tuning, streams, input_mode)
-    return t["constants"], t["workgroups"], t["entry"]
+    constants, workgroups = t["constants"], t["workgroups"]
+    if splits:
+        constants, workgroups = {**constants, "K_SPLITS": int(splits)}, (*workgroups[:2], int(splits))
+    return constants, workgroups, t["entry"]
+
+
+def run_conv(bindings, workgroups, constants, entry):
+    """conv1d.wgsl's y (binding 3) after `entry`, as a plan runs it: `tiled` with K_SPLITS > 1 writes its ranges'
+    sums into partials (binding 7), which `tiled_combine` adds up before the epilogue."""
+    if entry != "tiled":
+        return gpu.run_kernel("conv1d", bindings, workgroups, constants, entry)[3]
+    splits, columns = constants.get("K_SPLITS", 1), constants.get("STREAMS", 1) * constants["T_OUT"]
+    if splits == 1:
+        return gpu.run_kernel("conv1d", {**bindings, 7: np.zeros(1, np.float32)}, workgroups, constants, entry)[3]
+    partials = gpu.run_kernel("conv1d", {**bindings, 7: poisoned(splits * columns * constants["C_OUT"])},
+                              workgroups, constants, entry)[7]
+    combine = {i: bindings[i] for i in (3, 4, 5, 6)}
+    return gpu.run_kernel("conv1d", {**combine, 7: partials}, (-(-constants["C_OUT"] // 64), columns, 1), constants,
+                          "tiled_combine")[3]
 
 
 # ------------------------------------------------------------------------------------------------------ conv1d
@@ -65,7 +85,7 @@ def conv_reference(w, xs, taps, stride, c_in, t_out, x_base, x_history, *, first
 
 
 @pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
-@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/5"])
 @pytest.mark.parametrize("parity", [0, 1])
 def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
     """A SEANet-style strided conv: taps 5, stride 3, 64 -> 37 channels, 19 steps (or 3: the few-steps split),
@@ -98,8 +118,8 @@ def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
         # The kernel reads the bias as vec4s: a binding must hold whole vec4s, as every plan's does (browsers clamp
         # a vector read that crosses the end; lavapipe would read the allocation's padding).
         bias_binding = np.concatenate([bias, np.zeros(-c_out % 4, np.float32)])
-        out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: xs_buffer, 3: in_out(y0), 4: bias_binding,
-                                        5: residual, 6: step}, workgroups, constants, entry)[3]
+        out = run_conv({0: main, 1: scales, 2: xs_buffer, 3: in_out(y0), 4: bias_binding,
+                        5: residual, 6: step}, workgroups, constants, entry)
         acc, size = conv_reference(w, xs_buffer, taps, stride, c_in, t_out, x_offset + parity * x_region, x_history,
                                    input_mode=1)
         v = acc + bias + residual[parity * r_region:][:r_region].reshape(-1, c_out)[r_row:]
@@ -116,7 +136,8 @@ def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
 
 
 @pytest.mark.parametrize("t_out", [19, 40])
-def test_conv1d_tiled_streams_are_independent(rng, t_out):
+@pytest.mark.parametrize("tuning", ["gpu-many", "gpu-many/4"])
+def test_conv1d_tiled_streams_are_independent(rng, t_out, tuning):
     """The `tiled` entry point with 3 streams in one dispatch (their columns side by side, tiles straddling two
     streams), each with its own history parity and its own buffers' parts: every stream's outputs equal, bit for
     bit, a one-stream dispatch on its own data, and the reference within the bound above."""
@@ -135,11 +156,11 @@ def test_conv1d_tiled_streams_are_independent(rng, t_out):
             "INPUT_MODE": 1, "OUTPUT_MODE": 1, "HAS_BIAS": True, "PARITY_INDEX": 0, "POSITION_INDEX": streams}
 
     def dispatch(n, x, y, step):
-        constants, workgroups, entry = tiling_constants(t_out, c_out, k, "gpu-many", input_mode=1, streams=n)
+        constants, workgroups, entry = tiling_constants(t_out, c_out, k, tuning, input_mode=1, streams=n)
         strides = {"X_STREAM": 2 * x_region, "Y_STREAM": 2 * y_region} if n > 1 else {}
-        return gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: in_out(y.reshape(-1)), 4: bias,
-                                         5: x.reshape(-1), 6: step},
-                              workgroups, {**base, **constants, **strides, "POSITION_INDEX": n}, entry)[3]
+        return run_conv({0: main, 1: scales, 2: x.reshape(-1), 3: in_out(y.reshape(-1)), 4: bias,
+                         5: x.reshape(-1), 6: step},
+                        workgroups, {**base, **constants, **strides, "POSITION_INDEX": n}, entry)
 
     together = dispatch(streams, xs, y0, np.array(parities + [5] * streams, np.uint32)).reshape(streams, -1)
     for s_ in range(streams):
@@ -153,7 +174,7 @@ def test_conv1d_tiled_streams_are_independent(rng, t_out):
 
 
 @pytest.mark.parametrize("fmt", ["f16", "q4"])
-@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/3"])
 def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
     """The transformer's FFN-in: LayerNorm fused on the input (two steps, weight and bias from one params buffer),
     exact GELU on the output; inputs with a large mean (the two-pass variance must not cancel). gpu-many: the
@@ -166,9 +187,9 @@ def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
     constants, workgroups, entry = tiling_constants(t_out, c_out, c_in, tuning, input_mode=2)
     constants |= {"FORMAT": FORMATS[fmt], "C_OUT": c_out, "K": c_in, "T_OUT": t_out, "INPUT_MODE": 2,
                   "OUTPUT_MODE": 2, "EPS": 1e-5}
-    out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: poisoned(t_out * c_out),
-                                    4: np.concatenate([norm_w, norm_b]), 5: x.reshape(-1),
-                                    6: np.zeros(2, np.uint32)}, workgroups, constants, entry)[3]
+    out = run_conv({0: main, 1: scales, 2: x.reshape(-1), 3: poisoned(t_out * c_out),
+                    4: np.concatenate([norm_w, norm_b]), 5: x.reshape(-1),
+                    6: np.zeros(2, np.uint32)}, workgroups, constants, entry)
     acc, size = conv_reference(w, x.reshape(-1), 1, 1, c_in, t_out, 0, 0, input_mode=2, norm=(norm_w, norm_b))
     expected = mr.gelu(acc)
     bound = 1.2 * 16 * c_in * U32 * (size + np.abs(norm_b) @ np.abs(w.T)) + 8 * U32 * np.abs(acc) + 1e-30
@@ -176,7 +197,8 @@ def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
 
 
 @pytest.mark.parametrize("t_out", [2, 40])
-def test_conv1d_tiled_layer_norm_streams_are_independent(rng, t_out):
+@pytest.mark.parametrize("tuning", ["gpu-many", "gpu-many/2"])
+def test_conv1d_tiled_layer_norm_streams_are_independent(rng, t_out, tuning):
     """The `tiled` entry point with the LayerNorm input for 3 streams (tiles straddling streams at 40 steps): each
     stream's outputs equal a one-stream dispatch on its own rows bit for bit (the statistics are per column), and
     the reference within the LayerNorm test's bound."""
@@ -187,11 +209,11 @@ def test_conv1d_tiled_layer_norm_streams_are_independent(rng, t_out):
     base = {"FORMAT": FORMATS["q4"], "C_OUT": c_out, "K": c_in, "T_OUT": t_out, "INPUT_MODE": 2, "EPS": 1e-5}
 
     def dispatch(n, x):
-        constants, workgroups, entry = tiling_constants(t_out, c_out, c_in, "gpu-many", input_mode=2, streams=n)
+        constants, workgroups, entry = tiling_constants(t_out, c_out, c_in, tuning, input_mode=2, streams=n)
         strides = {"X_STREAM": t_out * c_in, "Y_STREAM": t_out * c_out, "POSITION_INDEX": n} if n > 1 else {}
-        return gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: poisoned(n * t_out * c_out),
-                                         4: norm, 5: x.reshape(-1), 6: np.zeros(2 * n, np.uint32)},
-                              workgroups, {**base, **constants, **strides}, entry)[3]
+        return run_conv({0: main, 1: scales, 2: x.reshape(-1), 3: poisoned(n * t_out * c_out),
+                         4: norm, 5: x.reshape(-1), 6: np.zeros(2 * n, np.uint32)},
+                        workgroups, {**base, **constants, **strides}, entry)
 
     together = dispatch(streams, xs).reshape(streams, t_out, c_out)
     for s_ in range(streams):
@@ -202,7 +224,7 @@ def test_conv1d_tiled_layer_norm_streams_are_independent(rng, t_out):
         assert_within(together[s_], acc, bound, f"stream {s_}")
 
 
-@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/4"])
 def test_conv1d_accumulate_with_layer_scale(rng, tuning):
     """The attention output projection: y += scale * (W x), in place (the residual stream)."""
     c_in, c_out, t_out = 128, 40, 2
@@ -213,16 +235,16 @@ def test_conv1d_accumulate_with_layer_scale(rng, tuning):
     constants, workgroups, entry = tiling_constants(t_out, c_out, c_in, tuning)
     constants |= {"FORMAT": FORMATS["q8"], "C_OUT": c_out, "K": c_in, "T_OUT": t_out, "HAS_SCALE": True,
                   "ACCUMULATE": True}
-    out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: x.reshape(-1), 3: in_out(y0.reshape(-1)),
-                                    4: layer_scale, 5: x.reshape(-1), 6: np.zeros(2, np.uint32)},
-                         workgroups, constants, entry)[3]
+    out = run_conv({0: main, 1: scales, 2: x.reshape(-1), 3: in_out(y0.reshape(-1)),
+                    4: layer_scale, 5: x.reshape(-1), 6: np.zeros(2, np.uint32)},
+                   workgroups, constants, entry)
     acc, size = conv_reference(w, x.reshape(-1), 1, 1, c_in, t_out, 0, 0)
     expected = y0 + layer_scale * acc
     bound = (c_in + 8) * U32 * size * layer_scale + 2 * U32 * np.abs(expected)
     assert_within(out.reshape(t_out, c_out), expected, bound)
 
 
-@pytest.mark.parametrize("tuning", ["gpu", "gpu-many"])
+@pytest.mark.parametrize("tuning", ["gpu", "gpu-many", "gpu-many/2"])
 @pytest.mark.parametrize("position", [0, 2])
 def test_conv1d_replicate_padding_on_the_first_frame_only(rng, position, tuning):
     """The downsample: k 4, stride 2, one output step; at position 0 its 2 history rows read the first input row."""
@@ -236,8 +258,8 @@ def test_conv1d_replicate_padding_on_the_first_frame_only(rng, position, tuning)
                   "STRIDE": stride, "X_REGION": x_region, "X_HISTORY": history, "REPLICATE": True,
                   "PARITY_INDEX": 1, "POSITION_INDEX": 0}
     step = np.array([position, 1], np.uint32)      # parity 1: the second region
-    out = gpu.run_kernel("conv1d", {0: main, 1: scales, 2: xs, 3: poisoned(c_out), 4: xs, 5: xs, 6: step},
-                         workgroups, constants, entry)[3]
+    out = run_conv({0: main, 1: scales, 2: xs, 3: poisoned(c_out), 4: xs, 5: xs, 6: step},
+                   workgroups, constants, entry)
     acc, size = conv_reference(w, xs, taps, stride, c_in, 1, x_region, history, first_frame=position == 0,
                                replicate=True)
     assert_within(out, acc[0], (taps * c_in + 8) * U32 * size[0], f"position {position}")

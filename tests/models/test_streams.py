@@ -321,7 +321,7 @@ def test_plans_of_many_streams_share_one_mimi_work_split(tiny_packages):
 
     many = conv_constants(build_mimi_plan(package.manifest["tensors"], package.mimi_config, tuning="gpu-many"))
     few = conv_constants(build_mimi_plan(package.manifest["tensors"], package.mimi_config, tuning="gpu"))
-    assert many != few and {entry for entry, _ in many} == {"tiled"}
+    assert many != few and {entry for entry, _ in many} == {"tiled", "tiled_combine"}
     for streams, expected in [(1, few), (MANY_STREAMS - 1, few), (MANY_STREAMS, many), (3 * MANY_STREAMS, many)]:
         assert conv_constants(stt_plan(package, gpu_tuning, streams)) == expected, streams
 
