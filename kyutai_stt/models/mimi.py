@@ -355,7 +355,8 @@ def split_for_streams(tuning: str, streams: int) -> str:
     return "gpu-many" if tuning == "gpu" and streams >= MANY_STREAMS else tuning
 
 
-# conv1d.wgsl's `tiled` entry: 64 channels x 64 stream-steps per workgroup of 16 x 16 invocations.
+# conv1d.wgsl's `tiled` entry: 64 channels x 64 stream-steps per workgroup of 16 x 16 invocations (32 channels, 8 x 16
+# invocations, for layers of at most 32 channels).
 TILE_THREADS = 16
 
 
@@ -384,11 +385,16 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 
     Returns the constants, the workgroups (x, y, z: the streams for `main`, the column ranges for `tiled`) and the
     entry point."""
     if tuning == "gpu-many":
-        tile = 4 * TILE_THREADS
+        # Layers of at most 32 channels (the first residual block's inner conv) take tiles of 32 channels: a
+        # 64-channel tile would compute as many rows again for nothing. (The LayerNorm layers need 4 invocations
+        # per column: tile_norm_stats.)
+        row_threads = TILE_THREADS // 2 if c_out <= 2 * TILE_THREADS and input_mode != INPUT_LAYER_NORM \
+            else TILE_THREADS
         splits = k_splits(k, c_out, t_out // frames)
-        return {"constants": {"WORKGROUP_SIZE": TILE_THREADS * TILE_THREADS, "ROW_THREADS": TILE_THREADS,
+        return {"constants": {"WORKGROUP_SIZE": row_threads * TILE_THREADS, "ROW_THREADS": row_threads,
                               "COL_THREADS": TILE_THREADS, "STREAMS": streams, "K_SPLITS": splits},
-                "workgroups": (math.ceil(c_out / tile), math.ceil(streams * t_out / tile), splits), "entry": "tiled"}
+                "workgroups": (math.ceil(c_out / (4 * row_threads)), math.ceil(streams * t_out / (4 * TILE_THREADS)),
+                               splits), "entry": "tiled"}
     units = k // 32
     steps_per_thread = min(t_out, 4)
     step_groups = math.ceil(t_out / steps_per_thread)

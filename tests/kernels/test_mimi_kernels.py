@@ -87,11 +87,12 @@ def conv_reference(w, xs, taps, stride, c_in, t_out, x_base, x_history, *, first
 @pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
 @pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/5"])
 @pytest.mark.parametrize("parity", [0, 1])
-def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity):
-    """A SEANet-style strided conv: taps 5, stride 3, 64 -> 37 channels, 19 steps (or 3: the few-steps split),
-    reading the current region of a history buffer, writing the consumer's history into the other region, with
-    bias, residual (from a region too) and ELU on both sides."""
-    c_in, taps, stride, c_out = 64, 5, 3, 37
+@pytest.mark.parametrize("c_out", [37, 20])
+def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity, c_out):
+    """A SEANet-style strided conv: taps 5, stride 3, 64 -> 37 channels (or 20: the `tiled` entry's 32-channel
+    tiles), 19 steps (or 3: the few-steps split), reading the current region of a history buffer, writing the
+    consumer's history into the other region, with bias, residual (from a region too) and ELU on both sides."""
+    c_in, taps, stride = 64, 5, 3
     k = taps * c_in
     for t_out in (19, 3):
         x_history = taps - stride
