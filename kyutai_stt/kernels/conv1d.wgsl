@@ -806,13 +806,33 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
         if (prefetch && next < end_j && lane < input_loads) {
             windows = tile_input_windows(xg, xc, next, first_col);
         }
-        for (var j = 0u; j < TILE_K; j++) {
-            let weights = weight_tile[j * ROW_THREADS + row_group];
-            let inputs = input_tile[j * COL_THREADS + col_group];
-            sum0 = fma(weights, vec4<f32>(inputs.x), sum0);
-            sum1 = fma(weights, vec4<f32>(inputs.y), sum1);
-            sum2 = fma(weights, vec4<f32>(inputs.z), sum2);
-            sum3 = fma(weights, vec4<f32>(inputs.w), sum3);
+        // Four steps' operands loaded from workgroup memory before their products: with a workgroup per SM the
+        // loads' latency would otherwise sit between every two steps. The same products, in order.
+        for (var j = 0u; j < TILE_K; j += 4u) {
+            let w0 = weight_tile[j * ROW_THREADS + row_group];
+            let w1 = weight_tile[(j + 1u) * ROW_THREADS + row_group];
+            let w2 = weight_tile[(j + 2u) * ROW_THREADS + row_group];
+            let w3 = weight_tile[(j + 3u) * ROW_THREADS + row_group];
+            let x0 = input_tile[j * COL_THREADS + col_group];
+            let x1 = input_tile[(j + 1u) * COL_THREADS + col_group];
+            let x2 = input_tile[(j + 2u) * COL_THREADS + col_group];
+            let x3 = input_tile[(j + 3u) * COL_THREADS + col_group];
+            sum0 = fma(w0, vec4<f32>(x0.x), sum0);
+            sum1 = fma(w0, vec4<f32>(x0.y), sum1);
+            sum2 = fma(w0, vec4<f32>(x0.z), sum2);
+            sum3 = fma(w0, vec4<f32>(x0.w), sum3);
+            sum0 = fma(w1, vec4<f32>(x1.x), sum0);
+            sum1 = fma(w1, vec4<f32>(x1.y), sum1);
+            sum2 = fma(w1, vec4<f32>(x1.z), sum2);
+            sum3 = fma(w1, vec4<f32>(x1.w), sum3);
+            sum0 = fma(w2, vec4<f32>(x2.x), sum0);
+            sum1 = fma(w2, vec4<f32>(x2.y), sum1);
+            sum2 = fma(w2, vec4<f32>(x2.z), sum2);
+            sum3 = fma(w2, vec4<f32>(x2.w), sum3);
+            sum0 = fma(w3, vec4<f32>(x3.x), sum0);
+            sum1 = fma(w3, vec4<f32>(x3.y), sum1);
+            sum2 = fma(w3, vec4<f32>(x3.z), sum2);
+            sum3 = fma(w3, vec4<f32>(x3.w), sum3);
         }
         workgroupBarrier();
     }

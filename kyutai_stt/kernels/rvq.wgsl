@@ -455,13 +455,33 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
             entry_tile[(8u * quarter + 4u + i) * TILE_GROUPS + local / 4u][local % 4u] = e[1][i];
         }
         workgroupBarrier();
-        for (var d = 0u; d < TILE_DIMS; d++) {
-            let entries = entry_tile[d * TILE_GROUPS + entry_group];
-            let streams = residual_tile[d * TILE_GROUPS + stream_group];
-            sum0 = fma(entries, vec4<f32>(streams.x), sum0);
-            sum1 = fma(entries, vec4<f32>(streams.y), sum1);
-            sum2 = fma(entries, vec4<f32>(streams.z), sum2);
-            sum3 = fma(entries, vec4<f32>(streams.w), sum3);
+        // Four dims' operands loaded from workgroup memory before their products (as conv1d.wgsl `tiled`: a
+        // workgroup per SM leaves the loads' latency between every two dims otherwise). The same products, in order.
+        for (var d = 0u; d < TILE_DIMS; d += 4u) {
+            let e0 = entry_tile[d * TILE_GROUPS + entry_group];
+            let e1 = entry_tile[(d + 1u) * TILE_GROUPS + entry_group];
+            let e2 = entry_tile[(d + 2u) * TILE_GROUPS + entry_group];
+            let e3 = entry_tile[(d + 3u) * TILE_GROUPS + entry_group];
+            let r0 = residual_tile[d * TILE_GROUPS + stream_group];
+            let r1 = residual_tile[(d + 1u) * TILE_GROUPS + stream_group];
+            let r2 = residual_tile[(d + 2u) * TILE_GROUPS + stream_group];
+            let r3 = residual_tile[(d + 3u) * TILE_GROUPS + stream_group];
+            sum0 = fma(e0, vec4<f32>(r0.x), sum0);
+            sum1 = fma(e0, vec4<f32>(r0.y), sum1);
+            sum2 = fma(e0, vec4<f32>(r0.z), sum2);
+            sum3 = fma(e0, vec4<f32>(r0.w), sum3);
+            sum0 = fma(e1, vec4<f32>(r1.x), sum0);
+            sum1 = fma(e1, vec4<f32>(r1.y), sum1);
+            sum2 = fma(e1, vec4<f32>(r1.z), sum2);
+            sum3 = fma(e1, vec4<f32>(r1.w), sum3);
+            sum0 = fma(e2, vec4<f32>(r2.x), sum0);
+            sum1 = fma(e2, vec4<f32>(r2.y), sum1);
+            sum2 = fma(e2, vec4<f32>(r2.z), sum2);
+            sum3 = fma(e2, vec4<f32>(r2.w), sum3);
+            sum0 = fma(e3, vec4<f32>(r3.x), sum0);
+            sum1 = fma(e3, vec4<f32>(r3.y), sum1);
+            sum2 = fma(e3, vec4<f32>(r3.z), sum2);
+            sum3 = fma(e3, vec4<f32>(r3.w), sum3);
         }
         workgroupBarrier();
     }
