@@ -79,3 +79,24 @@ def test_one_frame_a_submission_is_the_streaming_plan():
     assert sorted({pipelines[d.pipeline].constants["FIRST_ROW"] for d in attention}) == [0, 2, 4]
     with pytest.raises(ValueError, match="frames must be a positive integer"):
         build_mimi_plan(tensors, cfg, tuning="cpu", frames=0)
+
+
+def test_column_ranges_follow_the_layer_not_the_frames_or_streams():
+    """"gpu-many" cuts K into ranges for the layers of 1-2 steps a frame (models/mimi.py k_splits): by the steps of
+    one frame, so that a plan of several frames a submission, or of more streams, sums each output in the same
+    order as one frame of one stream's plan of that split (the bit-for-bit comparison above, on a GPU)."""
+    cfg = MIMIS["tiny"]
+    tensors, _, _ = mr.package_tensors(official_of("tiny"), "q4-small", cfg)
+
+    def ranges(**shape):
+        plan = build_mimi_plan(tensors, cfg, tuning="gpu-many", **shape)
+        pipelines = {p.name: p for p in plan.pipelines}
+        return [(d.label, pipelines[d.pipeline].constants.get("K_SPLITS"), pipelines[d.pipeline].entry)
+                for d in plan.dispatches if pipelines[d.pipeline].kernel == "conv1d"]
+
+    one = ranges(streams=16)
+    assert ranges(streams=16, frames=FRAMES) == one == ranges(streams=40)
+    split = {label for label, splits, entry in one if entry == "tiled" and splits > 1}
+    combined = {label for label, _, entry in one if entry == "tiled_combine"}
+    assert split == combined, "each layer with ranges is followed by the ranges' combine"
+    assert split == {"mimi.blocks.3.down", "mimi.conv_out"}, "the tiny Mimi's layers of 2 steps a frame, long K"
