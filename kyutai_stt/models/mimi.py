@@ -360,14 +360,14 @@ def split_for_streams(tuning: str, streams: int) -> str:
 TILE_THREADS = 16
 
 
-def k_splits(k: int, c_out: int, frame_steps: int) -> int:
-    """Column ranges of a "gpu-many" layer of C_OUT x K weights and frame_steps output steps a frame (see
-    SPLIT_STEPS)."""
+def k_splits(k: int, row_tiles: int, frame_steps: int) -> int:
+    """Column ranges of a "gpu-many" layer of K columns, row_tiles tiles of output channels and frame_steps output
+    steps a frame (see SPLIT_STEPS)."""
     usable = [s for s in range(1, MAX_K_SPLITS + 1) if k % (32 * s) == 0 and k // s >= MIN_SPLIT_COLUMNS]
     if frame_steps > SPLIT_STEPS or not usable:
         return 1
     long = max(s for s in usable if k // s >= SPLIT_COLUMNS or s == 1)
-    wide = next((s for s in usable if math.ceil(c_out / (4 * TILE_THREADS)) * s >= SPLIT_ROW_TILES), usable[-1])
+    wide = next((s for s in usable if row_tiles * s >= SPLIT_ROW_TILES), usable[-1])
     return max(long, wide)
 
 
@@ -390,11 +390,11 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 
         # per column: tile_norm_stats.)
         row_threads = TILE_THREADS // 2 if c_out <= 2 * TILE_THREADS and input_mode != INPUT_LAYER_NORM \
             else TILE_THREADS
-        splits = k_splits(k, c_out, t_out // frames)
+        row_tiles = math.ceil(c_out / (4 * row_threads))
+        splits = k_splits(k, row_tiles, t_out // frames)
         return {"constants": {"WORKGROUP_SIZE": row_threads * TILE_THREADS, "ROW_THREADS": row_threads,
                               "COL_THREADS": TILE_THREADS, "STREAMS": streams, "K_SPLITS": splits},
-                "workgroups": (math.ceil(c_out / (4 * row_threads)), math.ceil(streams * t_out / (4 * TILE_THREADS)),
-                               splits), "entry": "tiled"}
+                "workgroups": (row_tiles, math.ceil(streams * t_out / (4 * TILE_THREADS)), splits), "entry": "tiled"}
     units = k // 32
     steps_per_thread = min(t_out, 4)
     step_groups = math.ceil(t_out / steps_per_thread)
