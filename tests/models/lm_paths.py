@@ -3,10 +3,12 @@
 and which kernel each of a plan's dispatches runs."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models.lm import Tuning, build_lm_plan, tensors_of
 
@@ -76,3 +78,27 @@ def compare(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, n
                       float(np.sqrt(((logits - ref_logits) ** 2).mean() / (ref_logits**2).mean())),
                       float(np.mean(tokens == ref_tokens)), decided,
                       bool((tokens[decided] == ref_tokens[decided]).all()))
+
+
+def open_full_q4_package(request):
+    """The q4 package FULL_Q4_PACKAGE names (on a lent GPU: benchmarks/gpu_run.sh makes one), else the default q4
+    package of the cached full-size synthetic checkpoint (the full_q4_package fixture, made only then)."""
+    from kyutai_stt.weights.package import open_package
+
+    path = os.environ.get("FULL_Q4_PACKAGE") or request.getfixturevalue("full_q4_package").path
+    return open_package(path, verify_hashes=False)
+
+
+def full_size_against_portable(request, capsys, label: str, gpu_pair: tuple[Tuning, Tuning],
+                               cpu_pair: tuple[Tuning, Tuning], tolerance: float) -> Comparison:
+    """A fast path against the portable one ((portable, fast) tunings) on the full-size q4 package over random codes
+    and text tokens: 4 steps with the CPU launch shapes on a CPU adapter, 24 with the GPU ones on a GPU. The portable
+    run is shared by the fast paths' tests (teacher_forced_once). Prints the comparison's line."""
+    package = open_full_q4_package(request)
+    adapter = gpu.adapter_summary()
+    (portable, fast), steps = (cpu_pair, 4) if adapter["adapter_type"].lower() == "cpu" else (gpu_pair, 24)
+    inputs = random_inputs(package.config, steps)
+    c = compare(teacher_forced_once(package, portable, inputs), teacher_forced(package, fast, inputs), tolerance)
+    with capsys.disabled():
+        print(f"\n[{label} vs portable, full size q4, {steps} steps, {adapter['name']}] {c.line()}")
+    return c

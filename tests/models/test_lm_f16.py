@@ -9,11 +9,10 @@ so both paths run on the same device.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import pytest
-from lm_paths import compare, kernels_by_label, random_inputs, teacher_forced, teacher_forced_once
+from lm_paths import compare, full_size_against_portable, kernels_by_label, teacher_forced
 from test_lm_int8 import FIXTURE, INT8, PORTABLE, PORTABLE_CPU
 
 from kyutai_stt.engine import device as gpu
@@ -91,18 +90,9 @@ def test_full_size_f16_path_against_the_portable_path(request, capsys):
     """As test_lm_int8's full-size comparison (whose portable run it shares): the default q4 package of the cached
     full-size synthetic checkpoint, or FULL_Q4_PACKAGE; 4 steps with CPU launch shapes on a CPU adapter, 24 with
     GPU ones on a GPU."""
-    from kyutai_stt.weights.package import open_package
-
     require_f16()
-    path = os.environ.get("FULL_Q4_PACKAGE") or request.getfixturevalue("full_q4_package").path   # made only if unset
-    package = open_package(path, verify_hashes=False)
-    adapter = gpu.adapter_summary()
-    portable, f16, steps = (PORTABLE_CPU, F16_CPU, 4) if adapter["adapter_type"].lower() == "cpu" else \
-        (PORTABLE, F16, 24)
-    inputs = random_inputs(package.config, steps)
-    c = compare(teacher_forced_once(package, portable, inputs), teacher_forced(package, f16, inputs), LOGIT_TOLERANCE)
-    with capsys.disabled():
-        print(f"\n[f16 path vs portable, full size q4, {steps} steps, {adapter['name']}] {c.line()}")
+    c = full_size_against_portable(request, capsys, "f16 path", (PORTABLE, F16), (PORTABLE_CPU, F16_CPU),
+                                   LOGIT_TOLERANCE)
     assert c.worst <= LOGIT_TOLERANCE
     assert c.decided_equal
 

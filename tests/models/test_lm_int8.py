@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lm_paths import compare, kernels_by_label, random_inputs, teacher_forced, teacher_forced_once
+from lm_paths import compare, full_size_against_portable, kernels_by_label, teacher_forced
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import INT8_DOT
@@ -88,19 +88,8 @@ def test_full_size_int8_path_against_the_portable_path(request, capsys):
     tests/test_convert.py checks). FULL_Q4_PACKAGE names an existing full-size q4 package instead (on a lent GPU:
     benchmarks/gpu_run.sh makes one). On a CPU adapter (lavapipe: ~10 s a step for both paths) with the CPU launch
     shapes and 4 steps; on a GPU with the GPU ones and 24 steps."""
-    import os
-
-    from kyutai_stt.weights.package import open_package
-
-    path = os.environ.get("FULL_Q4_PACKAGE") or request.getfixturevalue("full_q4_package").path   # made only if unset
-    package = open_package(path, verify_hashes=False)
-    adapter = gpu.adapter_summary()
-    portable, int8, steps = (PORTABLE_CPU, INT8_CPU, 4) if adapter["adapter_type"].lower() == "cpu" else \
-        (PORTABLE, INT8, 24)
-    inputs = random_inputs(package.config, steps)
-    c = compare(teacher_forced_once(package, portable, inputs), teacher_forced(package, int8, inputs), LOGIT_TOLERANCE)
-    with capsys.disabled():
-        print(f"\n[int8 path vs portable, full size q4, {steps} steps, {adapter['name']}] {c.line()}")
+    c = full_size_against_portable(request, capsys, "int8 path", (PORTABLE, INT8), (PORTABLE_CPU, INT8_CPU),
+                                   LOGIT_TOLERANCE)
     assert c.worst <= LOGIT_TOLERANCE
     assert c.decided_equal
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lm_paths import compare, random_inputs, teacher_forced
+from lm_paths import compare, open_full_q4_package, random_inputs, teacher_forced
 
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
@@ -53,12 +53,7 @@ def test_full_size_gpu_variant_against_the_portable_path(request, capsys):
     step attends to the whole 750-slot ring (zeros where nothing was written), as past the wrap. On a lent GPU
     (FULL_Q4_PACKAGE, as test_lm_int8: `-m huge`); on a CPU adapter it is the CPU variant plus f16 rings over 6
     steps, ~2 min on lavapipe, more than the suite's budget has left (the tiny comparison above runs in it)."""
-    import os
-
-    from kyutai_stt.weights.package import open_package
-
-    path = os.environ.get("FULL_Q4_PACKAGE") or request.getfixturevalue("full_q4_package").path
-    package = open_package(path, verify_hashes=False)
+    package = open_full_q4_package(request)
     adapter = gpu.adapter_summary()
     if adapter["adapter_type"].lower() == "cpu":
         portable, fast, steps = tunings()["cpu"], dataclasses.replace(tunings()["cpu"], kv_f16=True), 6
