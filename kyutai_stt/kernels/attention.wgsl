@@ -487,13 +487,12 @@ fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invo
             out_q[column / 4u + i + 1u] = pack_int8(vec4<i32>(low.y, low.w, high.y, high.w));
         }
         if (i % 8u == 0u) {
-            var amax = 0.0;
             var total = vec4<i32>(0);
             for (var k = 0u; k < 8u; k++) {
-                amax = max(amax, largest[i + k]);
                 total += integers[i + k];
             }
-            out_scales[(column + 4u * i) / 32u] = vec2<f32>(amax / 127.0, f32(total.x + total.y + total.z + total.w));
+            out_scales[(column + 4u * i) / 32u] = vec2<f32>(block_largest(i) / 127.0,
+                                                            f32(total.x + total.y + total.z + total.w));
         }
     }
 }
