@@ -32,7 +32,9 @@
 // Structure: the classic tiled product. Per step of TILE_K columns the workgroup decodes a [TILE_K, TILE_ROWS]
 // weight tile and a [TILE_K, TILE_STREAMS] input tile into workgroup memory (transformed once by INPUT_MODE),
 // then each invocation accumulates a 4 x 4 register block (4 rows x 4 streams: 16 multiply-adds per two 16-byte
-// reads of workgroup memory). RMS_NORM's sums of squares ride along with the input loads. Only whole vec4s of
+// reads of workgroup memory; four columns' reads go out before their 64 multiply-adds, which run in column order:
+// with a workgroup or two per SM the reads' latency would otherwise sit between every two columns).
+// RMS_NORM's sums of squares ride along with the input loads. Only whole vec4s of
 // workgroup memory are written and the accumulators are plain variables: no dynamically indexed vector or
 // private array, which compilers may leave in slow memory.
 
@@ -215,13 +217,32 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             }
         }
         workgroupBarrier();
-        for (var k = 0u; k < TILE_K; k++) {
-            let weights = weight_tile[k * ROW_THREADS + row_group];
-            let inputs = input_tile[k * STREAM_THREADS + stream_group];
-            sum0 = fma(weights, vec4<f32>(inputs.x), sum0);
-            sum1 = fma(weights, vec4<f32>(inputs.y), sum1);
-            sum2 = fma(weights, vec4<f32>(inputs.z), sum2);
-            sum3 = fma(weights, vec4<f32>(inputs.w), sum3);
+        // Four columns' operands, then their products in order (see Structure above).
+        for (var k = 0u; k < TILE_K; k += 4u) {
+            let w0 = weight_tile[k * ROW_THREADS + row_group];
+            let w1 = weight_tile[(k + 1u) * ROW_THREADS + row_group];
+            let w2 = weight_tile[(k + 2u) * ROW_THREADS + row_group];
+            let w3 = weight_tile[(k + 3u) * ROW_THREADS + row_group];
+            let x0 = input_tile[k * STREAM_THREADS + stream_group];
+            let x1 = input_tile[(k + 1u) * STREAM_THREADS + stream_group];
+            let x2 = input_tile[(k + 2u) * STREAM_THREADS + stream_group];
+            let x3 = input_tile[(k + 3u) * STREAM_THREADS + stream_group];
+            sum0 = fma(w0, vec4<f32>(x0.x), sum0);
+            sum1 = fma(w0, vec4<f32>(x0.y), sum1);
+            sum2 = fma(w0, vec4<f32>(x0.z), sum2);
+            sum3 = fma(w0, vec4<f32>(x0.w), sum3);
+            sum0 = fma(w1, vec4<f32>(x1.x), sum0);
+            sum1 = fma(w1, vec4<f32>(x1.y), sum1);
+            sum2 = fma(w1, vec4<f32>(x1.z), sum2);
+            sum3 = fma(w1, vec4<f32>(x1.w), sum3);
+            sum0 = fma(w2, vec4<f32>(x2.x), sum0);
+            sum1 = fma(w2, vec4<f32>(x2.y), sum1);
+            sum2 = fma(w2, vec4<f32>(x2.z), sum2);
+            sum3 = fma(w2, vec4<f32>(x2.w), sum3);
+            sum0 = fma(w3, vec4<f32>(x3.x), sum0);
+            sum1 = fma(w3, vec4<f32>(x3.y), sum1);
+            sum2 = fma(w3, vec4<f32>(x3.z), sum2);
+            sum3 = fma(w3, vec4<f32>(x3.w), sum3);
         }
         workgroupBarrier();
     }
