@@ -628,6 +628,44 @@ fn store_tile_weights(g: u32, c: u32, words: vec4<u32>, d: vec4<f32>) {
     }
 }
 
+// One invocation's quarter of a column's window (K / 16 vec4s from x[begin]) summed in order: its values, or with
+// `centred` their squared distances to `mean`. Eight loads go out before their sums (a loop's loads would each
+// wait for the one before: docs/architecture.md), then a tail for K / 16 % 8.
+fn quarter_sum(begin: u32, mean: f32, centred: bool) -> vec4<f32> {
+    var total = vec4<f32>(0.0);
+    var i = 0u;
+    for (; i + 8u <= K / 16u; i += 8u) {
+        let v0 = x[begin + i];
+        let v1 = x[begin + i + 1u];
+        let v2 = x[begin + i + 2u];
+        let v3 = x[begin + i + 3u];
+        let v4 = x[begin + i + 4u];
+        let v5 = x[begin + i + 5u];
+        let v6 = x[begin + i + 6u];
+        let v7 = x[begin + i + 7u];
+        total += norm_term(v0, mean, centred);
+        total += norm_term(v1, mean, centred);
+        total += norm_term(v2, mean, centred);
+        total += norm_term(v3, mean, centred);
+        total += norm_term(v4, mean, centred);
+        total += norm_term(v5, mean, centred);
+        total += norm_term(v6, mean, centred);
+        total += norm_term(v7, mean, centred);
+    }
+    for (; i < K / 16u; i++) {
+        total += norm_term(x[begin + i], mean, centred);
+    }
+    return total;
+}
+
+fn norm_term(v: vec4<f32>, mean: f32, centred: bool) -> vec4<f32> {
+    if (!centred) {
+        return v;
+    }
+    let d = v - vec4<f32>(mean);
+    return d * d;
+}
+
 // The LayerNorm statistics of the tile's columns, two passes as in `main` (biased variance): 4 invocations per column
 // each sum a quarter of its window; the quarters meet in weight_tile, free until the first slice loads. Each
 // invocation that loads inputs (one column group g = lane / (TILE_K / 4)) then keeps its 4 columns' statistics.
@@ -637,22 +675,13 @@ fn tile_norm_stats(lane: u32, first_col: u32) {
     let stream = n / T_OUT;
     let x_base = X_OFFSET + stream * X_STREAM + parity(stream) * X_REGION;
     let begin = window_index(n % T_OUT, (lane % 4u) * (K / 4u), x_base, false) / 4u;
-    var sum = vec4<f32>(0.0);
-    for (var i = 0u; i < K / 16u; i++) {
-        sum += x[begin + i];
-    }
-    weight_tile[lane] = sum;
+    weight_tile[lane] = quarter_sum(begin, 0.0, false);
     workgroupBarrier();
     let sums = weight_tile[4u * column] + weight_tile[4u * column + 1u] + weight_tile[4u * column + 2u]
         + weight_tile[4u * column + 3u];
     let mean = (sums.x + sums.y + sums.z + sums.w) / f32(K);
     workgroupBarrier();
-    var squares = vec4<f32>(0.0);
-    for (var i = 0u; i < K / 16u; i++) {
-        let d = x[begin + i] - vec4<f32>(mean);
-        squares += d * d;
-    }
-    weight_tile[lane] = squares;
+    weight_tile[lane] = quarter_sum(begin, mean, true);
     workgroupBarrier();
     let total = weight_tile[4u * column] + weight_tile[4u * column + 1u] + weight_tile[4u * column + 2u]
         + weight_tile[4u * column + 3u];
