@@ -1,8 +1,9 @@
-"""The LM step of many streams against the attention's slot ranges: for each stream count and slots per range
-(Tuning.attention_slots_per_split_many), the step's mean wall time and the attention's GPU time (its dispatches
-and their merges, each timed in a pass of its own), at a full ring (position 750). One line per setting.
+"""The LM step against the attention's slot ranges: for each stream count and slots per range
+(Tuning.attention_slots_per_split, and its _many for plans of many streams), the step's mean wall time, its GPU
+time (one pass, timestamp queries) and the attention's GPU time (its dispatches and their merges, each timed in a
+pass of its own), at a full ring (position 750). One line per setting.
 
-    python benchmarks/attention_splits.py --package PKG [--streams 64,256] [--slots 48,94,188,375,750]
+    python benchmarks/attention_splits.py --package PKG [--streams 1,64,256] [--slots 48,94,188,375,750]
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def main() -> int:
         inputs = [{"codes": rng.integers(0, package.config.card, (streams, package.config.n_q)).astype(np.uint32)}
                   for _ in range(8)]
         for slots in (int(s) for s in args.slots.split(",")):
-            plan = lm_plan(package, replace(base, attention_slots_per_split_many=slots), streams)
+            plan = lm_plan(package, replace(base, attention_slots_per_split=slots,
+                                            attention_slots_per_split_many=slots), streams)
             engine = Engine(plan, package.read_stream)
             engine.reset(first_frame=750)
             for i in range(args.warmup):
@@ -48,9 +50,10 @@ def main() -> int:
                 engine.submit(inputs[i % 8])
             engine.drain()
             mean = (time.perf_counter() - start) / args.steps * 1e3
+            step_gpu = float(np.mean(engine.gpu_times(args.steps)))
             attention = sum(ms for d, ms in zip(plan.dispatches, engine.dispatch_times()) if "attention" in d.label)
-            print(f"streams {streams:3} slots per range {slots:4}: step mean {mean:7.3f} ms, attention (with its "
-                  f"merge) {attention:7.3f} ms, {len(plan.dispatches)} dispatches", flush=True)
+            print(f"streams {streams:3} slots per range {slots:4}: step mean {mean:7.3f} ms, GPU {step_gpu:7.3f} ms, "
+                  f"attention (with its merge) {attention:7.3f} ms, {len(plan.dispatches)} dispatches", flush=True)
     return 0
 
 
