@@ -46,7 +46,8 @@
 //   4 COL_THREADS columns into workgroup memory once, and each invocation accumulates 4 x 4 outputs, summed over
 //   j = 0, 1, .. K - 1 in order: a stream's outputs depend neither on STREAMS nor on the other streams (the order
 //   differs from `main`'s: the two agree to f32 rounding). LayerNorm input: each column's statistics first
-//   (tile_norm_stats; needs WORKGROUP_SIZE = 4 TILE_COLS and TILE_K <= 4 ROW_THREADS), applied as slices load.
+//   (tile_norm_stats; needs WORKGROUP_SIZE = 4 TILE_COLS and 16 <= TILE_K <= 4 ROW_THREADS), applied as slices
+//   load. TILE_K (16 or 32) sets only how many columns a slice holds, never the order of the sums.
 //   Where each invocation loads at most one part of each tile, the next slice's loads go out before the current
 //   slice is summed (registers: words, scales, windows) and are decoded into the tiles after it.
 //   With K_SPLITS > 1, workgroup z sums columns [z K / K_SPLITS, (z + 1) K / K_SPLITS) into partials
@@ -56,7 +57,7 @@
 //   layer's shape alone (never from STREAMS).
 //   Dispatch: (ceil(C_OUT / TILE_ROWS), ceil(STREAMS * T_OUT / TILE_COLS), K_SPLITS) workgroups of WORKGROUP_SIZE =
 //   ROW_THREADS * COL_THREADS invocations; workgroup memory 16 * TILE_K * (ROW_THREADS + COL_THREADS) bytes
-//   (16 KiB at the defaults, the portable limit); then, if K_SPLITS > 1, tiled_combine (ceil(C_OUT /
+//   (16 KiB at the defaults, the portable limit; 8 KiB with TILE_K = 16); then, if K_SPLITS > 1, tiled_combine (ceil(C_OUT /
 //   COMBINE_WORKGROUP), STREAMS * T_OUT, 1).
 // Constraints (the host checks them): K % (32 K_SPLITS) == 0, C_IN % 4 == 0, all offsets and regions multiples of 4,
 //   ROWS_PER_THREAD <= 4, STEPS_PER_THREAD <= 4, WORKGROUP_SIZE % (THREADS_PER_ROW * TEAMS_T) == 0,
@@ -108,6 +109,9 @@ override COL_THREADS: u32 = 16u;
 override TILE_ROWS: u32 = 4u * ROW_THREADS;
 override TILE_COLS: u32 = 4u * COL_THREADS;
 override K_SPLITS: u32 = 1u;
+// `tiled`: columns per slice (16 or 32; models/mimi.py _tiling: 16 halves the tiles' workgroup memory, so that more
+// workgroups share an SM, for twice the barriers).
+override TILE_K: u32 = 32u;
 // Weights per u32 word of the stored matrix: f32 1, f16 2, q8 4, q4 8.
 override WEIGHTS_PER_WORD: u32 = select(select(1u, 2u, FORMAT == FORMAT_F16), select(4u, 8u, FORMAT == FORMAT_Q4),
                                         FORMAT >= FORMAT_Q8);
@@ -124,7 +128,6 @@ const MODE_ELU = 1u;
 const MODE_LAYER_NORM = 2u;
 const MODE_GELU = 2u;
 const MAX_NORM_STEPS = 16u;
-const TILE_K = 32u;
 const SCALE_BLOCK = 32u;
 const COMBINE_WORKGROUP = 64u;
 
@@ -745,6 +748,51 @@ fn store_tile_inputs(g: u32, c: u32, j0: u32, windows: mat4x4<f32>) {
     input_tile[slot + 3u * COL_THREADS] = vec4<f32>(a.w, b.w, e.w, f.w);
 }
 
+// An invocation's sums: s_i holds rows 4 row_group .. + 3 of column 4 col_group + i.
+struct TileSums {
+    s0: vec4<f32>,
+    s1: vec4<f32>,
+    s2: vec4<f32>,
+    s3: vec4<f32>,
+}
+
+// The sums after one slice's products: four steps' operands loaded from workgroup memory before their products
+// (with a workgroup per SM the loads' latency would otherwise sit between every two steps), the products in order
+// j = 0, 1, ..
+fn slice_products(sums: TileSums, row_group: u32, col_group: u32) -> TileSums {
+    var sum0 = sums.s0;
+    var sum1 = sums.s1;
+    var sum2 = sums.s2;
+    var sum3 = sums.s3;
+    for (var j = 0u; j < TILE_K; j += 4u) {
+        let w0 = weight_tile[j * ROW_THREADS + row_group];
+        let w1 = weight_tile[(j + 1u) * ROW_THREADS + row_group];
+        let w2 = weight_tile[(j + 2u) * ROW_THREADS + row_group];
+        let w3 = weight_tile[(j + 3u) * ROW_THREADS + row_group];
+        let x0 = input_tile[j * COL_THREADS + col_group];
+        let x1 = input_tile[(j + 1u) * COL_THREADS + col_group];
+        let x2 = input_tile[(j + 2u) * COL_THREADS + col_group];
+        let x3 = input_tile[(j + 3u) * COL_THREADS + col_group];
+        sum0 = fma(w0, vec4<f32>(x0.x), sum0);
+        sum1 = fma(w0, vec4<f32>(x0.y), sum1);
+        sum2 = fma(w0, vec4<f32>(x0.z), sum2);
+        sum3 = fma(w0, vec4<f32>(x0.w), sum3);
+        sum0 = fma(w1, vec4<f32>(x1.x), sum0);
+        sum1 = fma(w1, vec4<f32>(x1.y), sum1);
+        sum2 = fma(w1, vec4<f32>(x1.z), sum2);
+        sum3 = fma(w1, vec4<f32>(x1.w), sum3);
+        sum0 = fma(w2, vec4<f32>(x2.x), sum0);
+        sum1 = fma(w2, vec4<f32>(x2.y), sum1);
+        sum2 = fma(w2, vec4<f32>(x2.z), sum2);
+        sum3 = fma(w2, vec4<f32>(x2.w), sum3);
+        sum0 = fma(w3, vec4<f32>(x3.x), sum0);
+        sum1 = fma(w3, vec4<f32>(x3.y), sum1);
+        sum2 = fma(w3, vec4<f32>(x3.z), sum2);
+        sum3 = fma(w3, vec4<f32>(x3.w), sum3);
+    }
+    return TileSums(sum0, sum1, sum2, sum3);
+}
+
 // Outputs of 4 rows of column n (with K_SPLITS > 1: split `split`'s sums, into partials).
 fn write_rows(n: u32, first_row: u32, value: vec4<f32>, split: u32) {
     if (n >= STREAMS * T_OUT) {
@@ -778,11 +826,7 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     let end_j = first_j + K / K_SPLITS;
     let weight_loads = ROW_THREADS * (TILE_K / WEIGHTS_PER_WORD);     // (row group, word column) pairs per slice
     let input_loads = COL_THREADS * (TILE_K / 4u);                     // (column group, 4 elements) pairs
-    // sum_i: rows 4 row_group .. + 3 of column 4 col_group + i.
-    var sum0 = vec4<f32>(0.0);
-    var sum1 = vec4<f32>(0.0);
-    var sum2 = vec4<f32>(0.0);
-    var sum3 = vec4<f32>(0.0);
+    var sums = TileSums(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     if (INPUT_MODE == MODE_LAYER_NORM) {
         tile_norm_stats(lane, first_col);
     }
@@ -835,42 +879,15 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
         if (prefetch && next < end_j && lane < input_loads) {
             windows = tile_input_windows(xg, xc, next, first_col);
         }
-        // Four steps' operands loaded from workgroup memory before their products: with a workgroup per SM the
-        // loads' latency would otherwise sit between every two steps. The same products, in order.
-        for (var j = 0u; j < TILE_K; j += 4u) {
-            let w0 = weight_tile[j * ROW_THREADS + row_group];
-            let w1 = weight_tile[(j + 1u) * ROW_THREADS + row_group];
-            let w2 = weight_tile[(j + 2u) * ROW_THREADS + row_group];
-            let w3 = weight_tile[(j + 3u) * ROW_THREADS + row_group];
-            let x0 = input_tile[j * COL_THREADS + col_group];
-            let x1 = input_tile[(j + 1u) * COL_THREADS + col_group];
-            let x2 = input_tile[(j + 2u) * COL_THREADS + col_group];
-            let x3 = input_tile[(j + 3u) * COL_THREADS + col_group];
-            sum0 = fma(w0, vec4<f32>(x0.x), sum0);
-            sum1 = fma(w0, vec4<f32>(x0.y), sum1);
-            sum2 = fma(w0, vec4<f32>(x0.z), sum2);
-            sum3 = fma(w0, vec4<f32>(x0.w), sum3);
-            sum0 = fma(w1, vec4<f32>(x1.x), sum0);
-            sum1 = fma(w1, vec4<f32>(x1.y), sum1);
-            sum2 = fma(w1, vec4<f32>(x1.z), sum2);
-            sum3 = fma(w1, vec4<f32>(x1.w), sum3);
-            sum0 = fma(w2, vec4<f32>(x2.x), sum0);
-            sum1 = fma(w2, vec4<f32>(x2.y), sum1);
-            sum2 = fma(w2, vec4<f32>(x2.z), sum2);
-            sum3 = fma(w2, vec4<f32>(x2.w), sum3);
-            sum0 = fma(w3, vec4<f32>(x3.x), sum0);
-            sum1 = fma(w3, vec4<f32>(x3.y), sum1);
-            sum2 = fma(w3, vec4<f32>(x3.z), sum2);
-            sum3 = fma(w3, vec4<f32>(x3.w), sum3);
-        }
+        sums = slice_products(sums, row_group, col_group);
         workgroupBarrier();
     }
     let rows = first_row + 4u * row_group;
     let columns = first_col + 4u * col_group;
-    write_rows(columns, rows, sum0, split);
-    write_rows(columns + 1u, rows, sum1, split);
-    write_rows(columns + 2u, rows, sum2, split);
-    write_rows(columns + 3u, rows, sum3, split);
+    write_rows(columns, rows, sums.s0, split);
+    write_rows(columns + 1u, rows, sums.s1, split);
+    write_rows(columns + 2u, rows, sums.s2, split);
+    write_rows(columns + 3u, rows, sums.s3, split);
 }
 
 // K_SPLITS > 1: output (o, column n) is the sum of the splits' partial sums in order, then the epilogue.

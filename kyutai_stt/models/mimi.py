@@ -60,6 +60,11 @@ MIN_SPLIT_COLUMNS = 256
 SPLIT_ROW_TILES = 16
 MAX_K_SPLITS = 16
 CONV_COMBINE_WORKGROUP = 64    # conv1d.wgsl COMBINE_WORKGROUP
+# "gpu-many": grids of at least this many workgroups take slices of 16 columns (conv1d.wgsl TILE_K; 32 below): half
+# the workgroup memory lets more workgroups share an SM, and on long grids that pays for twice the barriers; short
+# ones lose more to the barriers (BENCHMARKS.md: 256 streams 8.62 -> 8.38 ms with 16 everywhere, 64 streams 4.17 ->
+# 4.36). Slices never change the order of the sums: the same bits either way, whatever the streams.
+SHORT_SLICE_WORKGROUPS = 1024
 # The splits whose attention takes q, k, v from a LayerNorm + QKV product of its own (conv1d.wgsl) instead of
 # computing each head's in attention_chunk.wgsl `main`.
 QKV_APART = ("gpu-many",)
@@ -381,7 +386,8 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 
     1 (few steps) or 2 rows x up to 4 steps per invocation and up to 4 teams along time in a workgroup.
     "gpu-many" (plans of MANY_STREAMS or more): the `tiled` entry point (64 channels x 64 stream-steps per
     workgroup, all streams in one dispatch), the LayerNorm layers too (their statistics computed per tile), K cut
-    into ranges where the layer has few steps a frame (k_splits; t_out counts the steps of `frames` frames).
+    into ranges where the layer has few steps a frame (k_splits; t_out counts the steps of `frames` frames), slices
+    of 16 columns on grids of SHORT_SLICE_WORKGROUPS or more.
     Returns the constants, the workgroups (x, y, z: the streams for `main`, the column ranges for `tiled`) and the
     entry point."""
     if tuning == "gpu-many":
@@ -392,9 +398,12 @@ def _tiling(t_out: int, c_out: int, k: int, tuning: str = "gpu", streams: int = 
             else TILE_THREADS
         row_tiles = math.ceil(c_out / (4 * row_threads))
         splits = k_splits(k, row_tiles, t_out // frames)
+        workgroups = (row_tiles, math.ceil(streams * t_out / (4 * TILE_THREADS)), splits)
+        slice_columns = 16 if math.prod(workgroups) >= SHORT_SLICE_WORKGROUPS else 32
         return {"constants": {"WORKGROUP_SIZE": row_threads * TILE_THREADS, "ROW_THREADS": row_threads,
-                              "COL_THREADS": TILE_THREADS, "STREAMS": streams, "K_SPLITS": splits},
-                "workgroups": (row_tiles, math.ceil(streams * t_out / (4 * TILE_THREADS)), splits), "entry": "tiled"}
+                              "COL_THREADS": TILE_THREADS, "STREAMS": streams, "K_SPLITS": splits,
+                              "TILE_K": slice_columns},
+                "workgroups": workgroups, "entry": "tiled"}
     units = k // 32
     steps_per_thread = min(t_out, 4)
     step_groups = math.ceil(t_out / steps_per_thread)

@@ -40,12 +40,16 @@ def weight_streams(rng, shape, fmt, scale=1.0):
 
 def tiling_constants(t_out, c_out, k, tuning, input_mode=0, streams=1):
     """(constants, workgroups, entry point) of a work split; "gpu-many/S": the `tiled` entry with K cut into S
-    ranges (the plan gives ranges to layers of few steps only: models/mimi.py k_splits)."""
+    ranges (the plan gives ranges to layers of few steps only: models/mimi.py k_splits); "...@C": slices of C
+    columns (the plan gives 16 to large grids only: models/mimi.py SHORT_SLICE_WORKGROUPS)."""
+    tuning, _, slices = tuning.partition("@")
     tuning, _, splits = tuning.partition("/")
     t = _tiling(t_out, c_out, k, tuning, streams, input_mode)
     constants, workgroups = t["constants"], t["workgroups"]
     if splits:
         constants, workgroups = {**constants, "K_SPLITS": int(splits)}, (*workgroups[:2], int(splits))
+    if slices:
+        constants = {**constants, "TILE_K": int(slices)}
     return constants, workgroups, t["entry"]
 
 
@@ -85,7 +89,7 @@ def conv_reference(w, xs, taps, stride, c_in, t_out, x_base, x_history, *, first
 
 
 @pytest.mark.parametrize("fmt", ["f32", "f16", "q8", "q4"])
-@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/5"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/5", "gpu-many@16"])
 @pytest.mark.parametrize("parity", [0, 1])
 @pytest.mark.parametrize("c_out", [37, 20])
 def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity, c_out):
@@ -137,7 +141,7 @@ def test_conv1d_strided_with_history_regions(rng, fmt, tuning, parity, c_out):
 
 
 @pytest.mark.parametrize("t_out", [19, 40])
-@pytest.mark.parametrize("tuning", ["gpu-many", "gpu-many/4"])
+@pytest.mark.parametrize("tuning", ["gpu-many", "gpu-many/4", "gpu-many/4@16"])
 def test_conv1d_tiled_streams_are_independent(rng, t_out, tuning):
     """The `tiled` entry point with 3 streams in one dispatch (their columns side by side, tiles straddling two
     streams), each with its own history parity and its own buffers' parts: every stream's outputs equal, bit for
@@ -175,7 +179,7 @@ def test_conv1d_tiled_streams_are_independent(rng, t_out, tuning):
 
 
 @pytest.mark.parametrize("fmt", ["f16", "q4"])
-@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/3"])
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/3", "gpu-many@16"])
 def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
     """The transformer's FFN-in: LayerNorm fused on the input (two steps, weight and bias from one params buffer),
     exact GELU on the output; inputs with a large mean (the two-pass variance must not cancel). gpu-many: the
@@ -198,7 +202,7 @@ def test_conv1d_layer_norm_in_gelu_out(rng, fmt, tuning):
 
 
 @pytest.mark.parametrize("t_out", [2, 40])
-@pytest.mark.parametrize("tuning", ["gpu-many", "gpu-many/2"])
+@pytest.mark.parametrize("tuning", ["gpu-many", "gpu-many/2", "gpu-many@16"])
 def test_conv1d_tiled_layer_norm_streams_are_independent(rng, t_out, tuning):
     """The `tiled` entry point with the LayerNorm input for 3 streams (tiles straddling streams at 40 steps): each
     stream's outputs equal a one-stream dispatch on its own rows bit for bit (the statistics are per column), and
@@ -225,7 +229,33 @@ def test_conv1d_tiled_layer_norm_streams_are_independent(rng, t_out, tuning):
         assert_within(together[s_], acc, bound, f"stream {s_}")
 
 
-@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/4"])
+@pytest.mark.parametrize("fmt", ["f16", "q4", "f32"])
+@pytest.mark.parametrize("input_mode", [1, 2])
+def test_conv1d_tiled_slices_do_not_change_the_sums(rng, fmt, input_mode):
+    """`tiled` with slices of 16 columns and of 32 (TILE_K; the plan picks by grid size, and so by the streams):
+    the same bits, for an ELU-input strided conv over 2 streams and a LayerNorm-input linear layer."""
+    streams, c_out = 2, 70
+    c_in, taps, stride, t_out = (32, 4, 2, 19) if input_mode == 1 else (192, 1, 1, 2)
+    k = taps * c_in
+    rows = (taps - stride) + t_out * stride
+    main, scales, _ = weight_streams(rng, (c_out, k), fmt)
+    x = (1.0 + rng.standard_normal((streams, rows * c_in))).astype(np.float32)
+    norm = np.concatenate([rng.uniform(0.5, 1.5, c_in), 0.1 * rng.standard_normal(c_in)]).astype(np.float32)
+    outputs = []
+    for slices in (16, 32):
+        constants, workgroups, entry = tiling_constants(t_out, c_out, k, f"gpu-many@{slices}", input_mode,
+                                                        streams)
+        constants |= {"FORMAT": FORMATS[fmt], "C_OUT": c_out, "K": k, "C_IN": c_in, "T_OUT": t_out,
+                      "STRIDE": stride, "INPUT_MODE": input_mode, "X_STREAM": rows * c_in,
+                      "Y_STREAM": t_out * c_out, "POSITION_INDEX": streams}
+        outputs.append(run_conv({0: main, 1: scales, 2: x.reshape(-1), 3: poisoned(streams * t_out * c_out),
+                                 4: norm, 5: x.reshape(-1), 6: np.zeros(2 * streams, np.uint32)},
+                                workgroups, constants, entry))
+    assert not np.isnan(outputs[1]).any()
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("tuning", ["gpu", "cpu", "gpu-many", "gpu-many/4", "gpu-many/4@16"])
 def test_conv1d_accumulate_with_layer_scale(rng, tuning):
     """The attention output projection: y += scale * (W x), in place (the residual stream)."""
     c_in, c_out, t_out = 128, 40, 2
@@ -245,7 +275,7 @@ def test_conv1d_accumulate_with_layer_scale(rng, tuning):
     assert_within(out.reshape(t_out, c_out), expected, bound)
 
 
-@pytest.mark.parametrize("tuning", ["gpu", "gpu-many", "gpu-many/2"])
+@pytest.mark.parametrize("tuning", ["gpu", "gpu-many", "gpu-many/2", "gpu-many@16"])
 @pytest.mark.parametrize("position", [0, 2])
 def test_conv1d_replicate_padding_on_the_first_frame_only(rng, position, tuning):
     """The downsample: k 4, stride 2, one output step; at position 0 its 2 history rows read the first input row."""

@@ -7,12 +7,15 @@ one-frame plan's bit for bit (same work split: each output's sum runs in the sam
 the ring's wrap, with a stream restarted between submissions."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from mimi_cases import official_of
 
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.mimi import build_mimi_plan
+from kyutai_stt.models import mimi
+from kyutai_stt.models.mimi import INPUT_ELU, INPUT_LAYER_NORM, build_mimi_plan
 from kyutai_stt.reference import mimi as mr
 from kyutai_stt.weights.synthetic import MIMIS
 
@@ -79,6 +82,18 @@ def test_one_frame_a_submission_is_the_streaming_plan():
     assert sorted({pipelines[d.pipeline].constants["FIRST_ROW"] for d in attention}) == [0, 2, 4]
     with pytest.raises(ValueError, match="frames must be a positive integer"):
         build_mimi_plan(tensors, cfg, tuning="cpu", frames=0)
+
+
+def test_large_grids_take_short_slices():
+    """"gpu-many" gives slices of 16 columns (conv1d.wgsl TILE_K) to grids of SHORT_SLICE_WORKGROUPS workgroups or
+    more, 32 to smaller ones: the real Mimi's first strided conv at 256 streams (3840 workgroups) and at 16 (240),
+    and its transformer's FFN-in (2 steps a frame) at 256 streams (256)."""
+    assert mimi.SHORT_SLICE_WORKGROUPS == 1024
+    down = mimi._tiling(480, 128, 8 * 64, "gpu-many", 256, INPUT_ELU)
+    assert math.prod(down["workgroups"]) == 3840 and down["constants"]["TILE_K"] == 16
+    assert mimi._tiling(480, 128, 8 * 64, "gpu-many", 16, INPUT_ELU)["constants"]["TILE_K"] == 32
+    ffn_in = mimi._tiling(2, 2048, 512, "gpu-many", 256, INPUT_LAYER_NORM)
+    assert math.prod(ffn_in["workgroups"]) == 256 and ffn_in["constants"]["TILE_K"] == 32
 
 
 def test_column_ranges_follow_the_layer_not_the_frames_or_streams():
