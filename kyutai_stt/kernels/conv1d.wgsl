@@ -748,22 +748,47 @@ fn store_tile_inputs(g: u32, c: u32, j0: u32, windows: mat4x4<f32>) {
     input_tile[slot + 3u * COL_THREADS] = vec4<f32>(a.w, b.w, e.w, f.w);
 }
 
-// An invocation's sums: s_i holds rows 4 row_group .. + 3 of column 4 col_group + i.
-struct TileSums {
+// A 4 x 4 register block: s_i holds the first operand's 4 lanes (rows, entries) against lane i of the second
+// (streams, columns).
+struct Block4x4 {
     s0: vec4<f32>,
     s1: vec4<f32>,
     s2: vec4<f32>,
     s3: vec4<f32>,
 }
 
-// The sums after one slice's products: four steps' operands loaded from workgroup memory before their products
-// (with a workgroup per SM the loads' latency would otherwise sit between every two steps), the products in order
+// The block after four steps k = 0, 1, 2, 3, in order: s_i = fma(a_k, b_k[i], s_i). The four steps' operands come
+// as arguments, loaded before any product: with a workgroup or two per SM the loads' latency would otherwise sit
+// between every two steps. conv1d.wgsl, matmul.wgsl and rvq.wgsl share it (text-equal: test_kernel_sources.py).
+fn four_steps(block: Block4x4, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, b0: vec4<f32>,
+              b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> Block4x4 {
+    var s0 = block.s0;
+    var s1 = block.s1;
+    var s2 = block.s2;
+    var s3 = block.s3;
+    s0 = fma(a0, vec4<f32>(b0.x), s0);
+    s1 = fma(a0, vec4<f32>(b0.y), s1);
+    s2 = fma(a0, vec4<f32>(b0.z), s2);
+    s3 = fma(a0, vec4<f32>(b0.w), s3);
+    s0 = fma(a1, vec4<f32>(b1.x), s0);
+    s1 = fma(a1, vec4<f32>(b1.y), s1);
+    s2 = fma(a1, vec4<f32>(b1.z), s2);
+    s3 = fma(a1, vec4<f32>(b1.w), s3);
+    s0 = fma(a2, vec4<f32>(b2.x), s0);
+    s1 = fma(a2, vec4<f32>(b2.y), s1);
+    s2 = fma(a2, vec4<f32>(b2.z), s2);
+    s3 = fma(a2, vec4<f32>(b2.w), s3);
+    s0 = fma(a3, vec4<f32>(b3.x), s0);
+    s1 = fma(a3, vec4<f32>(b3.y), s1);
+    s2 = fma(a3, vec4<f32>(b3.z), s2);
+    s3 = fma(a3, vec4<f32>(b3.w), s3);
+    return Block4x4(s0, s1, s2, s3);
+}
+
+// An invocation's sums (rows 4 row_group .. + 3 of columns 4 col_group .. + 3) after one slice's products, in order
 // j = 0, 1, ..
-fn slice_products(sums: TileSums, row_group: u32, col_group: u32) -> TileSums {
-    var sum0 = sums.s0;
-    var sum1 = sums.s1;
-    var sum2 = sums.s2;
-    var sum3 = sums.s3;
+fn slice_products(sums: Block4x4, row_group: u32, col_group: u32) -> Block4x4 {
+    var block = sums;
     for (var j = 0u; j < TILE_K; j += 4u) {
         let w0 = weight_tile[j * ROW_THREADS + row_group];
         let w1 = weight_tile[(j + 1u) * ROW_THREADS + row_group];
@@ -773,24 +798,9 @@ fn slice_products(sums: TileSums, row_group: u32, col_group: u32) -> TileSums {
         let x1 = input_tile[(j + 1u) * COL_THREADS + col_group];
         let x2 = input_tile[(j + 2u) * COL_THREADS + col_group];
         let x3 = input_tile[(j + 3u) * COL_THREADS + col_group];
-        sum0 = fma(w0, vec4<f32>(x0.x), sum0);
-        sum1 = fma(w0, vec4<f32>(x0.y), sum1);
-        sum2 = fma(w0, vec4<f32>(x0.z), sum2);
-        sum3 = fma(w0, vec4<f32>(x0.w), sum3);
-        sum0 = fma(w1, vec4<f32>(x1.x), sum0);
-        sum1 = fma(w1, vec4<f32>(x1.y), sum1);
-        sum2 = fma(w1, vec4<f32>(x1.z), sum2);
-        sum3 = fma(w1, vec4<f32>(x1.w), sum3);
-        sum0 = fma(w2, vec4<f32>(x2.x), sum0);
-        sum1 = fma(w2, vec4<f32>(x2.y), sum1);
-        sum2 = fma(w2, vec4<f32>(x2.z), sum2);
-        sum3 = fma(w2, vec4<f32>(x2.w), sum3);
-        sum0 = fma(w3, vec4<f32>(x3.x), sum0);
-        sum1 = fma(w3, vec4<f32>(x3.y), sum1);
-        sum2 = fma(w3, vec4<f32>(x3.z), sum2);
-        sum3 = fma(w3, vec4<f32>(x3.w), sum3);
+        block = four_steps(block, w0, w1, w2, w3, x0, x1, x2, x3);
     }
-    return TileSums(sum0, sum1, sum2, sum3);
+    return block;
 }
 
 // Outputs of 4 rows of column n (with K_SPLITS > 1: split `split`'s sums, into partials).
@@ -826,7 +836,7 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     let end_j = first_j + K / K_SPLITS;
     let weight_loads = ROW_THREADS * (TILE_K / WEIGHTS_PER_WORD);     // (row group, word column) pairs per slice
     let input_loads = COL_THREADS * (TILE_K / 4u);                     // (column group, 4 elements) pairs
-    var sums = TileSums(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var sums = Block4x4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));     // rows x columns
     if (INPUT_MODE == MODE_LAYER_NORM) {
         tile_norm_stats(lane, first_col);
     }

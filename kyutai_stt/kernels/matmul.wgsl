@@ -188,6 +188,43 @@ fn store_rows(stream: u32, first_row: u32, value: vec4<f32>) {
     }
 }
 
+// A 4 x 4 register block: s_i holds the first operand's 4 lanes (rows, entries) against lane i of the second
+// (streams, columns).
+struct Block4x4 {
+    s0: vec4<f32>,
+    s1: vec4<f32>,
+    s2: vec4<f32>,
+    s3: vec4<f32>,
+}
+
+// The block after four steps k = 0, 1, 2, 3, in order: s_i = fma(a_k, b_k[i], s_i). The four steps' operands come
+// as arguments, loaded before any product: with a workgroup or two per SM the loads' latency would otherwise sit
+// between every two steps. conv1d.wgsl, matmul.wgsl and rvq.wgsl share it (text-equal: test_kernel_sources.py).
+fn four_steps(block: Block4x4, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, b0: vec4<f32>,
+              b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> Block4x4 {
+    var s0 = block.s0;
+    var s1 = block.s1;
+    var s2 = block.s2;
+    var s3 = block.s3;
+    s0 = fma(a0, vec4<f32>(b0.x), s0);
+    s1 = fma(a0, vec4<f32>(b0.y), s1);
+    s2 = fma(a0, vec4<f32>(b0.z), s2);
+    s3 = fma(a0, vec4<f32>(b0.w), s3);
+    s0 = fma(a1, vec4<f32>(b1.x), s0);
+    s1 = fma(a1, vec4<f32>(b1.y), s1);
+    s2 = fma(a1, vec4<f32>(b1.z), s2);
+    s3 = fma(a1, vec4<f32>(b1.w), s3);
+    s0 = fma(a2, vec4<f32>(b2.x), s0);
+    s1 = fma(a2, vec4<f32>(b2.y), s1);
+    s2 = fma(a2, vec4<f32>(b2.z), s2);
+    s3 = fma(a2, vec4<f32>(b2.w), s3);
+    s0 = fma(a3, vec4<f32>(b3.x), s0);
+    s1 = fma(a3, vec4<f32>(b3.y), s1);
+    s2 = fma(a3, vec4<f32>(b3.z), s2);
+    s3 = fma(a3, vec4<f32>(b3.w), s3);
+    return Block4x4(s0, s1, s2, s3);
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let row_group = lane % ROW_THREADS;
@@ -197,10 +234,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let weight_loads = ROW_THREADS * (TILE_K / WEIGHTS_PER_WORD);     // (row group, word column) pairs per step
     let input_loads = STREAM_THREADS * (TILE_K / 4u);                  // (stream group, 4 columns) pairs per step
     // sum_j: rows 4 row_group .. + 3 of stream 4 stream_group + j.
-    var sum0 = vec4<f32>(0.0);
-    var sum1 = vec4<f32>(0.0);
-    var sum2 = vec4<f32>(0.0);
-    var sum3 = vec4<f32>(0.0);
+    var block = Block4x4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));     // rows x streams
     // squares[l]: the sums of squares of input load l's 4 streams (RMS_NORM), over the steps.
     var squares: array<vec4<f32>, INPUT_LOADS>;
 
@@ -227,22 +261,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             let x1 = input_tile[(k + 1u) * STREAM_THREADS + stream_group];
             let x2 = input_tile[(k + 2u) * STREAM_THREADS + stream_group];
             let x3 = input_tile[(k + 3u) * STREAM_THREADS + stream_group];
-            sum0 = fma(w0, vec4<f32>(x0.x), sum0);
-            sum1 = fma(w0, vec4<f32>(x0.y), sum1);
-            sum2 = fma(w0, vec4<f32>(x0.z), sum2);
-            sum3 = fma(w0, vec4<f32>(x0.w), sum3);
-            sum0 = fma(w1, vec4<f32>(x1.x), sum0);
-            sum1 = fma(w1, vec4<f32>(x1.y), sum1);
-            sum2 = fma(w1, vec4<f32>(x1.z), sum2);
-            sum3 = fma(w1, vec4<f32>(x1.w), sum3);
-            sum0 = fma(w2, vec4<f32>(x2.x), sum0);
-            sum1 = fma(w2, vec4<f32>(x2.y), sum1);
-            sum2 = fma(w2, vec4<f32>(x2.z), sum2);
-            sum3 = fma(w2, vec4<f32>(x2.w), sum3);
-            sum0 = fma(w3, vec4<f32>(x3.x), sum0);
-            sum1 = fma(w3, vec4<f32>(x3.y), sum1);
-            sum2 = fma(w3, vec4<f32>(x3.z), sum2);
-            sum3 = fma(w3, vec4<f32>(x3.w), sum3);
+            block = four_steps(block, w0, w1, w2, w3, x0, x1, x2, x3);
         }
         workgroupBarrier();
     }
@@ -266,20 +285,20 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let rows = first_row + 4u * row_group;
     let streams = first_stream + 4u * stream_group;
     if (K_SPLITS > 1u) {
-        store_partial_rows(split, streams, rows, sum0, squares_total.x, workgroup.x == 0u && row_group == 0u);
-        store_partial_rows(split, streams + 1u, rows, sum1, squares_total.y, workgroup.x == 0u && row_group == 0u);
-        store_partial_rows(split, streams + 2u, rows, sum2, squares_total.z, workgroup.x == 0u && row_group == 0u);
-        store_partial_rows(split, streams + 3u, rows, sum3, squares_total.w, workgroup.x == 0u && row_group == 0u);
+        store_partial_rows(split, streams, rows, block.s0, squares_total.x, workgroup.x == 0u && row_group == 0u);
+        store_partial_rows(split, streams + 1u, rows, block.s1, squares_total.y, workgroup.x == 0u && row_group == 0u);
+        store_partial_rows(split, streams + 2u, rows, block.s2, squares_total.z, workgroup.x == 0u && row_group == 0u);
+        store_partial_rows(split, streams + 3u, rows, block.s3, squares_total.w, workgroup.x == 0u && row_group == 0u);
         return;
     }
     var factors = vec4<f32>(1.0);
     if (INPUT_MODE == MODE_RMS_NORM) {
         factors = inverseSqrt(squares_total / f32(COLUMNS) + EPS);
     }
-    store_rows(streams, rows, sum0 * factors.x);
-    store_rows(streams + 1u, rows, sum1 * factors.y);
-    store_rows(streams + 2u, rows, sum2 * factors.z);
-    store_rows(streams + 3u, rows, sum3 * factors.w);
+    store_rows(streams, rows, block.s0 * factors.x);
+    store_rows(streams + 1u, rows, block.s1 * factors.y);
+    store_rows(streams + 2u, rows, block.s2 * factors.z);
+    store_rows(streams + 3u, rows, block.s3 * factors.w);
 }
 
 // One split's sums of 4 rows of one stream into partials; `with_squares`: one workgroup column also writes the

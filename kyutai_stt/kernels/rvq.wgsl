@@ -385,6 +385,43 @@ const TILE_DIMS = 32u;         // dims per slice
 var<workgroup> entry_tile: array<vec4<f32>, TILE_DIMS * TILE_GROUPS>;
 var<workgroup> residual_tile: array<vec4<f32>, TILE_DIMS * TILE_GROUPS>;
 
+// A 4 x 4 register block: s_i holds the first operand's 4 lanes (rows, entries) against lane i of the second
+// (streams, columns).
+struct Block4x4 {
+    s0: vec4<f32>,
+    s1: vec4<f32>,
+    s2: vec4<f32>,
+    s3: vec4<f32>,
+}
+
+// The block after four steps k = 0, 1, 2, 3, in order: s_i = fma(a_k, b_k[i], s_i). The four steps' operands come
+// as arguments, loaded before any product: with a workgroup or two per SM the loads' latency would otherwise sit
+// between every two steps. conv1d.wgsl, matmul.wgsl and rvq.wgsl share it (text-equal: test_kernel_sources.py).
+fn four_steps(block: Block4x4, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, b0: vec4<f32>,
+              b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> Block4x4 {
+    var s0 = block.s0;
+    var s1 = block.s1;
+    var s2 = block.s2;
+    var s3 = block.s3;
+    s0 = fma(a0, vec4<f32>(b0.x), s0);
+    s1 = fma(a0, vec4<f32>(b0.y), s1);
+    s2 = fma(a0, vec4<f32>(b0.z), s2);
+    s3 = fma(a0, vec4<f32>(b0.w), s3);
+    s0 = fma(a1, vec4<f32>(b1.x), s0);
+    s1 = fma(a1, vec4<f32>(b1.y), s1);
+    s2 = fma(a1, vec4<f32>(b1.z), s2);
+    s3 = fma(a1, vec4<f32>(b1.w), s3);
+    s0 = fma(a2, vec4<f32>(b2.x), s0);
+    s1 = fma(a2, vec4<f32>(b2.y), s1);
+    s2 = fma(a2, vec4<f32>(b2.z), s2);
+    s3 = fma(a2, vec4<f32>(b2.w), s3);
+    s0 = fma(a3, vec4<f32>(b3.x), s0);
+    s1 = fma(a3, vec4<f32>(b3.y), s1);
+    s2 = fma(a3, vec4<f32>(b3.z), s2);
+    s3 = fma(a3, vec4<f32>(b3.w), s3);
+    return Block4x4(s0, s1, s2, s3);
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let level = select(LEVEL, 0u, workgroup.z == 1u);
@@ -430,10 +467,8 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
 
     let entry_group = lane % TILE_GROUPS;     // entries 4 entry_group .. + 3 of the block
     let stream_group = lane / TILE_GROUPS;    // streams 4 stream_group .. + 3
-    var sum0 = vec4<f32>(0.0);                // entries' dot products with stream 4 stream_group + 0
-    var sum1 = vec4<f32>(0.0);
-    var sum2 = vec4<f32>(0.0);
-    var sum3 = vec4<f32>(0.0);
+    // s_i: the entries' dot products with stream 4 stream_group + i.
+    var block = Block4x4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var d0 = 0u; d0 < DIM; d0 += TILE_DIMS) {
         for (var i = 0u; i < 8u; i++) {
             let d = d0 + 8u * quarter + i;
@@ -466,22 +501,7 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
             let r1 = residual_tile[(d + 1u) * TILE_GROUPS + stream_group];
             let r2 = residual_tile[(d + 2u) * TILE_GROUPS + stream_group];
             let r3 = residual_tile[(d + 3u) * TILE_GROUPS + stream_group];
-            sum0 = fma(e0, vec4<f32>(r0.x), sum0);
-            sum1 = fma(e0, vec4<f32>(r0.y), sum1);
-            sum2 = fma(e0, vec4<f32>(r0.z), sum2);
-            sum3 = fma(e0, vec4<f32>(r0.w), sum3);
-            sum0 = fma(e1, vec4<f32>(r1.x), sum0);
-            sum1 = fma(e1, vec4<f32>(r1.y), sum1);
-            sum2 = fma(e1, vec4<f32>(r1.z), sum2);
-            sum3 = fma(e1, vec4<f32>(r1.w), sum3);
-            sum0 = fma(e2, vec4<f32>(r2.x), sum0);
-            sum1 = fma(e2, vec4<f32>(r2.y), sum1);
-            sum2 = fma(e2, vec4<f32>(r2.z), sum2);
-            sum3 = fma(e2, vec4<f32>(r2.w), sum3);
-            sum0 = fma(e3, vec4<f32>(r3.x), sum0);
-            sum1 = fma(e3, vec4<f32>(r3.y), sum1);
-            sum2 = fma(e3, vec4<f32>(r3.z), sum2);
-            sum3 = fma(e3, vec4<f32>(r3.w), sum3);
+            block = four_steps(block, e0, e1, e2, e3, r0, r1, r2, r3);
         }
         workgroupBarrier();
     }
@@ -491,7 +511,7 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     let first = first_entry + 4u * entry_group;
     let norms = vec4<f32>(sqnorms[level * BINS + first], sqnorms[level * BINS + first + 1u],
                           sqnorms[level * BINS + first + 2u], sqnorms[level * BINS + first + 3u]);
-    var sums = array(sum0, sum1, sum2, sum3);
+    var sums = array(block.s0, block.s1, block.s2, block.s3);
     for (var j = 0u; j < 4u; j++) {
         let scores = norms - 2.0 * sums[j];
         var best_score = scores.x;
