@@ -57,8 +57,8 @@
 //   layer's shape alone (never from STREAMS).
 //   Dispatch: (ceil(C_OUT / TILE_ROWS), ceil(STREAMS * T_OUT / TILE_COLS), K_SPLITS) workgroups of WORKGROUP_SIZE =
 //   ROW_THREADS * COL_THREADS invocations; workgroup memory 16 * TILE_K * (ROW_THREADS + COL_THREADS) bytes
-//   (16 KiB at the defaults, the portable limit; 8 KiB with TILE_K = 16); then, if K_SPLITS > 1, tiled_combine (ceil(C_OUT /
-//   COMBINE_WORKGROUP), STREAMS * T_OUT, 1).
+//   (16 KiB at the defaults, the portable limit; 8 KiB with TILE_K = 16); then, if K_SPLITS > 1, tiled_combine
+//   (ceil(C_OUT / COMBINE_WORKGROUP), STREAMS * T_OUT, 1).
 // Constraints (the host checks them): K % (32 K_SPLITS) == 0, C_IN % 4 == 0, all offsets and regions multiples of 4,
 //   ROWS_PER_THREAD <= 4, STEPS_PER_THREAD <= 4, WORKGROUP_SIZE % (THREADS_PER_ROW * TEAMS_T) == 0,
 //   LayerNorm: K == C_IN and TEAMS_T * STEPS_PER_THREAD <= 16.
