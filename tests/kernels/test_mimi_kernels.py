@@ -22,7 +22,7 @@ from kernel_helpers import U32, assert_within, in_out, poisoned
 from test_attention import trig_score_error
 
 from kyutai_stt.engine import device as gpu
-from kyutai_stt.models.mimi import FORMATS, _tiling
+from kyutai_stt.models.mimi import CONV_COMBINE_WORKGROUP, FORMATS, _tiling
 from kyutai_stt.models.rope import rope_frequencies
 from kyutai_stt.reference import mimi as mr
 from kyutai_stt.weights import quant
@@ -64,8 +64,8 @@ def run_conv(bindings, workgroups, constants, entry):
     partials = gpu.run_kernel("conv1d", {**bindings, 7: poisoned(splits * columns * constants["C_OUT"])},
                               workgroups, constants, entry)[7]
     combine = {i: bindings[i] for i in (3, 4, 5, 6)}
-    return gpu.run_kernel("conv1d", {**combine, 7: partials}, (-(-constants["C_OUT"] // 64), columns, 1), constants,
-                          "tiled_combine")[3]
+    return gpu.run_kernel("conv1d", {**combine, 7: partials},
+                          (-(-constants["C_OUT"] // CONV_COMBINE_WORKGROUP), columns, 1), constants, "tiled_combine")[3]
 
 
 # ------------------------------------------------------------------------------------------------------ conv1d
