@@ -64,8 +64,9 @@ class FakeTranscriber:
     instances: list[FakeTranscriber] = []
 
     def __init__(self, package_dir, *, silence_prefix: float | None = None, readback_batch: int = 0, prompt=None,
-                 mimi_frames: int | None = None):
+                 mimi_frames: int | None = None, kv_rings: str = "auto"):
         self.package_dir, self.silence_prefix, self.prompt = Path(package_dir), silence_prefix, prompt
+        self.kv_rings = kv_rings
         self.readback_batch = readback_batch
         self.mimi_frames = (4 if readback_batch > 1 else 1) if mimi_frames is None else mimi_frames
         self.package = types.SimpleNamespace(manifest={"variant": "fake", "quant": "q4", "created_by": "tests"})
@@ -109,9 +110,10 @@ class FakeBatchTranscriber:
     instances: list[FakeBatchTranscriber] = []
 
     def __init__(self, package_dir, streams: int = 4, *, silence_prefix: float | None = None, prompt=None,
-                 mimi_frames: int | None = None):
+                 mimi_frames: int | None = None, kv_rings: str = "auto"):
         self.streams, self.mimi_frames = streams, 4 if mimi_frames is None else mimi_frames
-        self.transcriber = FakeTranscriber(package_dir, silence_prefix=silence_prefix, prompt=prompt)
+        self.transcriber = FakeTranscriber(package_dir, silence_prefix=silence_prefix, prompt=prompt,
+                                           kv_rings=kv_rings)
         self.package = self.transcriber.package
         FakeBatchTranscriber.instances.append(self)
 

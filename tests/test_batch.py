@@ -30,9 +30,12 @@ def clips():
     return [pcm[int(a * RATE):int((a + n) * RATE)] for a, n in CLIPS]
 
 
-def one_by_one(package, clips, prompt=None):
+def one_by_one(package, clips, prompt=None, kv_rings="auto"):
+    # The whole-frame plan, a frame at a time.
     transcriber = Transcriber(package, silence_prefix=SILENCE_PREFIX, readback_batch=FILE_READBACK_BATCH,
-                              prompt=prompt, mimi_frames=1)      # the whole-frame plan, a frame at a time
+                              prompt=prompt, mimi_frames=1, kv_rings=kv_rings)
+    if kv_rings == "int8":
+        assert "attention_int8" in {p.kernel for p in transcriber.engine.plan.pipelines}
     out = []
     for samples in clips:
         events = transcriber.feed(samples, RATE) + transcriber.flush()
@@ -111,3 +114,13 @@ def test_a_bad_file_stops_alone(tiny_packages, clips, plain_runs, tmp_path, mimi
     assert [words_of(seen[0]), words_of(seen[2])] == expected
     (result,) = batch.transcribe([bad], raise_errors=False)
     assert isinstance(result.error, AudioError) and result.words == []
+
+
+def test_int8_rings_batch_equals_one_stream_runs_with_int8_rings(tiny_packages, clips):
+    """kv_rings="int8" (attention_int8.wgsl): a batch's transcripts equal one-stream runs with the same rings."""
+    package = tiny_packages("q4")
+    expected = one_by_one(package, clips, kv_rings="int8")
+    batch = BatchTranscriber(package, streams=2, silence_prefix=SILENCE_PREFIX, kv_rings="int8")
+    assert "attention_int8" in {p.kernel for p in batch.engine.plan.pipelines}
+    assert [words_of(t) for t in batch.transcribe(clips)] == expected
+    assert sum(len(w) for w, _ in expected) >= 3, "the recordings have words (equal empty lists would prove little)"

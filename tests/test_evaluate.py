@@ -196,12 +196,14 @@ def test_eval_batch_gives_the_same_report_rows_and_shares_the_wall_time(tmp_path
     fake = fake_model.install(monkeypatch)
     root, pkg, report = tone_dataset(tmp_path / "data"), tmp_path / "pkg", tmp_path / "report.json"
     pkg.mkdir()
-    assert cli.main(["eval", str(root), "--model", str(pkg), "--output", str(report), "--batch", "8"]) == 0
+    assert cli.main(["eval", str(root), "--model", str(pkg), "--output", str(report), "--batch", "8",
+                     "--kv-rings", "int8"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:6] for line in out[1:3]] == [["a.flac", "2", "0", "0", "0", "0.00%"],
                                                        ["b.wav", "3", "0", "2", "0", "66.67%"]]
     (batch,) = fake_model.FakeBatchTranscriber.instances
     assert batch.streams == 2 and fake.instances == [batch.transcriber]     # min(--batch, files)
+    assert batch.transcriber.kv_rings == "int8"
     files = json.loads(report.read_text())["files"]
     assert [f["hypothesis"] for f in files] == ["440hz 440hz", "1000hz"]
     assert files[0]["rtf"] == pytest.approx(files[1]["rtf"], rel=1e-3)       # the batch's, shared by audio

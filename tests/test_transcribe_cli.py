@@ -386,6 +386,18 @@ def test_prompt_options_reach_the_transcriber(tmp_path, capsys, fake, pkg):
     assert transcriber.prompt.text == "Loonah" and transcriber.prompt.audio.size == 30000
 
 
+def test_kv_rings_reach_the_transcriber(tmp_path, capsys, fake, pkg):
+    files = [tone(tmp_path / f"{i}.flac", 440, 1.0) for i in range(2)]
+    for args in ([files[0]], files):          # one file (Transcriber), two (BatchTranscriber)
+        fake_model.FakeTranscriber.instances.clear()
+        code, _, err = main(capsys, *args, "--model", pkg, "--kv-rings", "int8")
+        assert code == 0, err
+        assert [t.kv_rings for t in fake_model.FakeTranscriber.instances] == ["int8"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(capsys, files[0], "--model", pkg, "--kv-rings", "f8")
+    assert exit_info.value.code == 2 and "invalid choice: 'f8'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--prompt-text", "", "--prompt-text is empty"),
     ("--prompt-text", "x" * 1001, "at most 1000"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kyutai_stt.engine import host
+from kyutai_stt.engine.plan import INT8_DOT
 from kyutai_stt.errors import UserError
 from kyutai_stt.models import variants
 from kyutai_stt.models.lm import MIMI_FRAMES_MOST, MatvecTuning
@@ -69,3 +70,17 @@ def test_the_variant_environment_variable_overrides_the_rules(monkeypatch):
         variants.choose("DiscreteGPU", "")
     monkeypatch.delenv(variants.VARIANT_ENV)
     assert variants.choose("CPU", "") == "cpu"
+
+
+def test_kv_rings():
+    """--kv-rings / kv_rings: auto keeps the variant's rings; int8 replaces f16 and needs dot4I8Packed."""
+    gpu_tuning = variants.tunings()["gpu-int8-subgroup"]
+    assert variants.with_kv_rings(gpu_tuning, "auto") is gpu_tuning
+    int8 = variants.with_kv_rings(gpu_tuning, "int8", (INT8_DOT,))
+    assert int8.kv_int8 and not int8.kv_f16 and int8.int8_matvec == gpu_tuning.int8_matvec
+    assert variants.with_kv_rings(variants.tunings()["cpu"], "int8", (INT8_DOT,)).kv_int8   # lavapipe has it too
+    with pytest.raises(UserError, match="need WGSL's dot4I8Packed"):
+        variants.with_kv_rings(gpu_tuning, "int8", ())
+    with pytest.raises(ValueError, match="kv_rings must be one of auto, int8, not 'f16'"):
+        variants.with_kv_rings(gpu_tuning, "f16")
+    assert not any(t.kv_int8 for t in variants.tunings().values()), "int8 rings are the user's choice, never a default"

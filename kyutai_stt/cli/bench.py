@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from kyutai_stt.cli.common import add_kv_rings_argument
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.runtime import READBACK_DEPTH, Engine
 from kyutai_stt.errors import UserError
 from kyutai_stt.models.lm import MAX_STREAMS, lm_plan
 from kyutai_stt.models.stt import stt_plan
-from kyutai_stt.models.variants import tuning_for
+from kyutai_stt.models.variants import tuning_for, with_kv_rings
 from kyutai_stt.weights.convert import convert
 from kyutai_stt.weights.package import open_package
 from kyutai_stt.weights.synthetic import write_checkpoint
@@ -54,6 +55,7 @@ def add_arguments(parser) -> None:
                              "path, as on devices without shader-f16), no-f16-kv (f16 KV rings: f32 instead), "
                              "no-merge-rounding (the attention's merge writing attn_out's int8 or f16 input: a "
                              "quantize_input dispatch instead)")
+    add_kv_rings_argument(parser)
     parser.add_argument("--streams", type=int, default=1,
                         help=f"independent streams per step (the plan of several streams; up to {MAX_STREAMS})")
     parser.add_argument("--profile", action="store_true",
@@ -121,6 +123,7 @@ def run(args) -> int:
         tuning = tuning_for(adapter_type, features, subgroup_size, description, language_features)
         tuning = replace(tuning, kv_f16=tuning.kv_f16 and "no-f16-kv" not in off,
                          attention_rounds_output="no-merge-rounding" not in off)
+        tuning = with_kv_rings(tuning, args.kv_rings, language_features)
         if not 1 <= args.streams <= MAX_STREAMS:
             raise UserError(f"--streams {args.streams}: from 1 to {MAX_STREAMS}")
         streams = args.streams
@@ -169,7 +172,7 @@ def run(args) -> int:
         "adapter": gpu.adapter_summary()["name"],
         "package_quant": package.quant, "kernels": args.kernels, "int8_path": bool(tuning.int8_matvec),
         "rounded_inputs": tuning.rounded_inputs,
-        "kv_f16": tuning.kv_f16,
+        "kv_f16": tuning.kv_f16, "kv_int8": tuning.kv_int8,
         "dim": package.config.dim, "layers": package.config.num_layers, "start_position": args.position,
         "p50_ms": round(p50, 4), "p95_ms": round(p95, 4), "mean_ms": round(mean_ms, 4),
         "readback_depth": args.readback_depth or READBACK_DEPTH, "batch_readback": args.batch_readback,

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kyutai_stt.errors import UserError
+from kyutai_stt.models.variants import KV_RINGS
 from kyutai_stt.streaming.audio import AudioInfo, check
 from kyutai_stt.streaming.files import READERS
 from kyutai_stt.streaming.resample import low_rate_warning
@@ -60,3 +61,11 @@ def checked_targets(files: list[Path], targets: list[Path]) -> list[Path]:
             raise UserError(f"--output: cannot write in {folder} ({e.strerror or e}); choose another --output") \
                 from None
     return targets
+
+
+def add_kv_rings_argument(parser) -> None:
+    """--kv-rings, for the commands that build plans (models/variants.py KV_RINGS)."""
+    parser.add_argument("--kv-rings", default="auto", choices=KV_RINGS,
+                        help="what the attention's memory of past steps holds: auto, this device's (f16 on GPUs); "
+                             "int8, for many streams at once: the attention reads 56 %% of the bytes, with more "
+                             "rounding error (docs/validation.md; needs WGSL's dot4I8Packed)")

@@ -8,7 +8,13 @@ import time
 from pathlib import Path
 
 from kyutai_stt.atomic import write_atomic
-from kyutai_stt.cli.common import checked_audio, checked_targets, model_info, synthetic_note
+from kyutai_stt.cli.common import (
+    add_kv_rings_argument,
+    checked_audio,
+    checked_targets,
+    model_info,
+    synthetic_note,
+)
 from kyutai_stt.config import MAX_SILENCE_PREFIX_S
 from kyutai_stt.errors import UserError
 from kyutai_stt.evaluation import TABLE_HEADER, dataset_files, discover, evaluate, summary_line, table_row
@@ -32,6 +38,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=1, metavar="N",
                         help="files transcribed at once on the GPU (the same transcripts, far faster on a GPU); "
                              "the rows then come when all files are done, each with the batch's overall RTF")
+    add_kv_rings_argument(parser)
 
 
 def run(args) -> int:
@@ -56,9 +63,11 @@ def run(args) -> int:
     warn = lambda m: print(f"warning: {m}", file=sys.stderr)      # noqa: E731
     streams = min(args.batch, len(items))
     if streams > 1:
-        transcriber = BatchTranscriber(package_dir, streams, silence_prefix=args.silence_prefix)
+        transcriber = BatchTranscriber(package_dir, streams, silence_prefix=args.silence_prefix,
+                                       kv_rings=args.kv_rings)
     else:
-        transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH)
+        transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix, readback_batch=FILE_READBACK_BATCH,
+                                  kv_rings=args.kv_rings)
     synthetic = bool(transcriber.synthetic)
     model = model_info(package_dir, transcriber)
     if synthetic:

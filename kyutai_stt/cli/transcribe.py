@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from kyutai_stt.atomic import write_atomic
-from kyutai_stt.cli.common import checked_audio, checked_targets, model_info, synthetic_note
+from kyutai_stt.cli.common import (
+    add_kv_rings_argument,
+    checked_audio,
+    checked_targets,
+    model_info,
+    synthetic_note,
+)
 from kyutai_stt.config import MAX_SILENCE_PREFIX_S
 from kyutai_stt.errors import UserError
 from kyutai_stt.models.lm import MAX_STREAMS
@@ -148,6 +154,7 @@ def add_arguments(parser) -> None:
                         help="frames of each stream the audio encoder takes at a time, ahead of the language model "
                              "(default: this device's; 1: the two together, a frame at a time); the transcripts are "
                              "the same (docs/transcribe.md)")
+    add_kv_rings_argument(parser)
     prompt_arguments(parser)
 
 
@@ -200,10 +207,11 @@ def run(args) -> int:
     package_dir = resolve_model(args.model, progress=lambda message: print(message, file=sys.stderr, flush=True))
     if streams > 1 or args.parallel_segments:
         transcriber = BatchTranscriber(package_dir, streams, silence_prefix=args.silence_prefix, prompt=prompt,
-                                       mimi_frames=args.mimi_frames)
+                                       mimi_frames=args.mimi_frames, kv_rings=args.kv_rings)
     else:
         transcriber = Transcriber(package_dir, silence_prefix=args.silence_prefix,
-                                  readback_batch=FILE_READBACK_BATCH, prompt=prompt, mimi_frames=args.mimi_frames)
+                                  readback_batch=FILE_READBACK_BATCH, prompt=prompt, mimi_frames=args.mimi_frames,
+                                  kv_rings=args.kv_rings)
     load_s = time.perf_counter() - started
     synthetic = bool(transcriber.synthetic)
     if synthetic:

@@ -106,6 +106,10 @@ class Tuning:
     # The KV rings in f16 (attention.wgsl KV_F16): half their memory and reads; keys and values rounded to f16
     # (docs/validation.md: its error).
     kv_f16: bool = False
+    # The KV rings in int8, a scale per 32 values (attention_int8.wgsl; needs dot4I8Packed; before kv_f16, and a
+    # head size that is not a multiple of 32 keeps kv_f16's rings): 144 bytes a row of 128 instead of f16's 256, the
+    # query rounded to int8 too (docs/validation.md: its error). Chosen by the user (variants.with_kv_rings).
+    kv_int8: bool = False
     # With the int8 (f16) path: the attention's merge writes attn_out's int8 (f16) input itself (attention.wgsl
     # combine_int8, combine_f16), one dispatch fewer per layer; the same bits as its own quantize_input dispatch
     # (an A/B switch).
@@ -337,12 +341,16 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         per_word = 4 if rounding == "int8" else 2
         rounded_input = (b.stream_buffer(f"lm.input_{rounding}", "scratch", (widest // per_word,), "u32"),
                          b.stream_buffer(f"lm.input_{rounding}_scales", "scratch", (widest // 32, 2)))
+    kv_int8 = tuning.kv_int8 and hd % 32 == 0
+    kv_f16 = tuning.kv_f16 and not kv_int8
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
-                 "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd,
-                 **({"KV_F16": True} if tuning.kv_f16 else {})}
-    # [S, H, context, hd] f32, or f16 two to a u32 word
-    ring, ring_dtype = ((cfg.num_heads, cfg.context, hd // 2), "u32") if tuning.kv_f16 else \
-        ((cfg.num_heads, cfg.context, hd), "f32")
+                 "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd, **({"KV_F16": True} if kv_f16 else {})}
+    # [S, H, context, hd] f32; f16 two to a u32 word; int8 four to a word, then a 16-byte unit of f32 scales per 128
+    if kv_int8:
+        ring, ring_dtype = (cfg.num_heads, cfg.context, hd // 4 + 4 * -(-hd // 128)), "u32"
+    else:
+        ring, ring_dtype = ((cfg.num_heads, cfg.context, hd // 2), "u32") if kv_f16 else \
+            ((cfg.num_heads, cfg.context, hd), "f32")
 
     _embed(b, w, cfg, x, codes, token)
     for i in range(cfg.num_layers):
@@ -351,8 +359,9 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         v_cache = b.stream_buffer(f"lm.v_cache.{i}", "state", ring, ring_dtype)
         _matvec(b, w, tuning, layer + "attn_qkv", x, qkv, INPUT_RMS_NORM, w.bindings(layer + "attn_norm")[0],
                 rounded_input=rounded_input, partials=partials)
-        b.dispatch("attention", {0: qkv, 1: "step", 2: freqs, 3: k_cache, 4: v_cache, 5: partial_out,
-                                 6: partial_stats}, (cfg.num_heads, splits, n), attention, label=layer + "attention")
+        b.dispatch("attention_int8" if kv_int8 else "attention",
+                   {0: qkv, 1: "step", 2: freqs, 3: k_cache, 4: v_cache, 5: partial_out, 6: partial_stats},
+                   (cfg.num_heads, splits, n), attention, label=layer + "attention")
         # Where attn_out takes the int8 or f16 path, the merge can round its input (blocks of 32 within a head):
         # no quantize_input dispatch.
         combine_rounded = bool(rounding and tuning.attention_rounds_output and splits > 1 and hd % 32 == 0

@@ -2,6 +2,7 @@
 one. The browser host reads the same rules from plans.json (web/runtime.js chooseVariant)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -9,6 +10,7 @@ import re
 from pathlib import Path
 
 from kyutai_stt.engine.host import CPU_ADAPTER_PATTERN, VARIANT_ENV
+from kyutai_stt.engine.plan import INT8_DOT
 from kyutai_stt.errors import UserError
 from kyutai_stt.models.lm import MatvecTuning, Tuning
 
@@ -32,7 +34,7 @@ def tunings() -> dict[str, Tuning]:
                          v["attention_slots_per_split"], v["mimi"],
                          {role: MatvecTuning(**shape) for role, shape in v.get("int8_matvec", {}).items()},
                          f16_matvec={role: MatvecTuning(**shape) for role, shape in v.get("f16_matvec", {}).items()},
-                         kv_f16=v.get("kv_f16", False),
+                         kv_f16=v.get("kv_f16", False), kv_int8=v.get("kv_int8", False),
                          attention_slots_per_split_many=v.get("attention_slots_per_split_many"),
                          mimi_rows=v.get("mimi_rows", 1))
             for name, v in _data()["variants"].items()}
@@ -60,3 +62,23 @@ def tuning_for(adapter_type: str, features=(), subgroup_size: int = 0, descripti
                language_features=()) -> Tuning:
     """The launch shapes for a device, from what it reports (engine/device.device_traits() natively)."""
     return tunings()[choose(adapter_type, description, features, subgroup_size, language_features)]
+
+
+# What the KV rings may hold (kyutai-stt transcribe / eval / bench --kv-rings; Transcriber and the batch and live
+# classes' kv_rings): "auto" the variant's (f16 on GPUs, f32 on CPU adapters); "int8" (Tuning.kv_int8) a scale per 32
+# values, for many streams: the attention reads 56 % of f16's bytes (BENCHMARKS.md), with more rounding error
+# (docs/validation.md). Every stream of a plan holds the same, so results per stream never depend on the streams.
+KV_RINGS = ("auto", "int8")
+
+
+def with_kv_rings(tuning: Tuning, kv_rings: str, language_features=()) -> Tuning:
+    """tuning with the KV rings asked for (KV_RINGS); int8 needs WGSL's dot4I8Packed, among the device's
+    language_features (engine/device.device_traits())."""
+    if kv_rings not in KV_RINGS:
+        raise ValueError(f"kv_rings must be one of {', '.join(KV_RINGS)}, not {kv_rings!r}")
+    if kv_rings == "auto":
+        return tuning
+    if INT8_DOT not in language_features:
+        raise UserError(f"int8 KV rings (--kv-rings int8, kv_rings='int8') need WGSL's dot4I8Packed ({INT8_DOT}), "
+                        "which this device lacks: leave them out for this device's rings")
+    return dataclasses.replace(tuning, kv_int8=True, kv_f16=False)

@@ -130,12 +130,13 @@ def _chunks(source, warn) -> Iterator[np.ndarray]:
 class BatchTranscriber:
     def __init__(self, package: Package | str | Path, streams: int = 4, *, silence_prefix: float | None = None,
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None,
-                 mimi_frames: int | None = None):
+                 mimi_frames: int | None = None, kv_rings: str = "auto"):
         """streams: recordings transcribed at once (the plan's streams, up to lm.MAX_STREAMS: docs/plan.md).
         mimi_frames: frames of each stream Mimi encodes a submission in the first of two passes (module docstring);
         1: one pass of the whole-frame plan; None: this device's (transcriber.files_mimi_plan). The other arguments are
         Transcriber's; every recording gets the same."""
-        plans = transcriber_plans(package, streams, verify_hashes, silence_prefix, decoder, prompt, mimi_frames)
+        plans = transcriber_plans(package, streams, verify_hashes, silence_prefix, decoder, prompt, mimi_frames,
+                                  kv_rings)
         self.package, plan, self.setup, self.mimi_frames = plans.package, plans.plan, plans.setup, plans.mimi_frames
         self.synthetic = self.package.synthetic is not None
         self.streams = streams

@@ -44,10 +44,11 @@ class _Caller:
 
 class LiveStreams:
     def __init__(self, package: Package | str | Path, streams: int = 8, *, silence_prefix: float | None = None,
-                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None):
+                 decoder: DecoderConfig | None = None, verify_hashes: bool = True, prompt: Prompt | None = None,
+                 kv_rings: str = "auto"):
         """streams: how many may be open at once (the plan's streams). The other arguments are Transcriber's;
         every stream gets the same."""
-        plans = transcriber_plans(package, streams, verify_hashes, silence_prefix, decoder, prompt)
+        plans = transcriber_plans(package, streams, verify_hashes, silence_prefix, decoder, prompt, kv_rings=kv_rings)
         self.package, plan, self.setup = plans.package, plans.plan, plans.setup
         self.synthetic = self.package.synthetic is not None
         self.streams = streams

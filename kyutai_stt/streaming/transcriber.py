@@ -32,7 +32,7 @@ from kyutai_stt.errors import AudioError
 from kyutai_stt.models.lm import lm_plan
 from kyutai_stt.models.mimi import mimi_plan
 from kyutai_stt.models.stt import stt_plan
-from kyutai_stt.models.variants import tuning_for
+from kyutai_stt.models.variants import tuning_for, with_kv_rings
 from kyutai_stt.streaming.decoder import DecoderConfig, Event, StreamDecoder
 from kyutai_stt.streaming.framing import Framer
 from kyutai_stt.streaming.prompt import Prompt, prompt_ids
@@ -93,13 +93,15 @@ class Plans:
 
 
 def transcriber_plans(package: Package | str | Path, streams, verify_hashes: bool, silence_prefix: float | None,
-                      decoder: DecoderConfig | None, prompt: Prompt | None, mimi_frames: int | None = 1) -> Plans:
+                      decoder: DecoderConfig | None, prompt: Prompt | None, mimi_frames: int | None = 1,
+                      kv_rings: str = "auto") -> Plans:
     """For every transcriber (Transcriber, BatchTranscriber, LiveStreams): the package opened and checked, the plans
     of `streams` streams for this device (files_mimi_plan: mimi_frames 1 is the whole-frame plan, None the
-    device's choice for files), and what every stream starts with."""
+    device's choice for files; kv_rings: variants.KV_RINGS), and what every stream starts with."""
     package = open_checked(package, verify_hashes, silence_prefix, prompt)
     check_positive("streams", streams)
-    tuning = tuning_for(*gpu.device_traits())
+    traits = gpu.device_traits()
+    tuning = with_kv_rings(tuning_for(*traits), kv_rings, traits[4])
     frames, mimi = files_mimi_plan(package, tuning, streams, mimi_frames)
     plan = stt_plan(package, tuning, streams) if mimi is None else lm_plan(package, tuning, streams)
     return Plans(package, plan, stream_setup(package, plan, silence_prefix, decoder, prompt), frames, mimi)
@@ -149,7 +151,7 @@ def stream_setup(package: Package, plan, silence_prefix: float | None, decoder: 
 class Transcriber:
     def __init__(self, package: Package | str | Path, *, silence_prefix: float | None = None,
                  decoder: DecoderConfig | None = None, verify_hashes: bool = True, readback_batch: int = 0,
-                 prompt: Prompt | None = None, mimi_frames: int | None = None):
+                 prompt: Prompt | None = None, mimi_frames: int | None = None, kv_rings: str = "auto"):
         """silence_prefix: seconds of silence fed before each stream (times are reported without it); None: the
         model's (config.stream_settings: its config's audio_silence_prefix_seconds, at least 1 s). The decoder's
         delay_steps, unless given, is the model's. readback_batch: 0 for live audio (feed() returns the events of
@@ -158,10 +160,11 @@ class Transcriber:
         bursts). prompt: a text and/or audio prompt for every stream (streaming/prompt.py;
         PromptError when unusable). mimi_frames: frames Mimi encodes a submission ahead of the LM (events then come
         that many frames later); 1: Mimi and the LM step together, a frame at a time; None: the device's
-        (files_mimi_plan) with readback_batch > 1 (files), else 1."""
+        (files_mimi_plan) with readback_batch > 1 (files), else 1. kv_rings: what the KV rings hold
+        (models/variants.KV_RINGS: "auto", the device's, or "int8", for many streams)."""
         if mimi_frames is None:           # files: the device's choice; live audio: a frame at a time
             mimi_frames = None if readback_batch > 1 else 1
-        plans = transcriber_plans(package, 1, verify_hashes, silence_prefix, decoder, prompt, mimi_frames)
+        plans = transcriber_plans(package, 1, verify_hashes, silence_prefix, decoder, prompt, mimi_frames, kv_rings)
         self.package, plan, setup, self.mimi_frames = plans.package, plans.plan, plans.setup, plans.mimi_frames
         self.synthetic = self.package.synthetic is not None
         self.prompt = prompt

@@ -71,7 +71,8 @@ def test_helpers_copied_between_kernels_are_identical():
 # Kernels no plan dispatches, with their one user.
 NOT_IN_PLANS = {"subgroup_size": "gpu.subgroup_size() probes the adapter with it once",
                 "matmul": "plans of more than 8 streams (models/lm.py; the site's plans have one)",
-                "matmul_int8": "plans of more than 8 streams with the int8 path (models/lm.py)"}
+                "matmul_int8": "plans of more than 8 streams with the int8 path (models/lm.py)",
+                "attention_int8": "plans with int8 KV rings, which the user asks for (models/variants.with_kv_rings)"}
 
 
 def test_every_kernel_file_is_used(tiny_packages):

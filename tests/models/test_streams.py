@@ -70,16 +70,18 @@ def one_stream_run(package, tuning, inputs):
 
 
 @pytest.mark.parametrize("quant, variant", [("q4", "device"), ("f16", "device"), ("q4", "int8-subgroup"),
-                                            ("q4", "f16-path"), ("q4", "matmul"), ("q4", "int8-matmul")])
+                                            ("q4", "f16-path"), ("q4", "matmul"), ("q4", "int8-matmul"),
+                                            ("q4", "int8-rings")])
 def test_streams_started_at_different_frames_equal_one_stream_runs(tiny_packages, inputs, quant, variant):
     """The device's own variant, the int8 path with subgroups (quantize_input and matvec_int8 for 3 streams), the f16
-    path (quantize_input and matvec_f16), and the kernels of many streams, matmul.wgsl and matmul_int8.wgsl (a
-    stream's results alone equal those among others)."""
+    path (quantize_input and matvec_f16), the kernels of many streams, matmul.wgsl and matmul_int8.wgsl (a stream's
+    results alone equal those among others), and those with int8 KV rings (attention_int8.wgsl)."""
     if variant.startswith("int8") and INT8_DOT not in gpu.wgsl_language_features():
         pytest.fail(f"this adapter lacks {INT8_DOT}: the int8 variant cannot be checked here")
     package = tiny_packages(quant)
     tuning = {"device": device_tuning, "int8-subgroup": lambda: INT8_SUBGROUP, "f16-path": lambda: F16,
-              "matmul": matmul_tuning, "int8-matmul": int8_matmul_tuning}[variant]()
+              "matmul": matmul_tuning, "int8-matmul": int8_matmul_tuning,
+              "int8-rings": lambda: replace(int8_matmul_tuning(), kv_int8=True, kv_f16=False)}[variant]()
     expected = one_stream_run(package, tuning, inputs)
     plan = build_lm_plan(package.config, tensors_of(package), tuning, streams=len(STARTS))
     assert plan.streams == 3 and Plan.from_json(plan.to_json()) == plan

@@ -25,6 +25,7 @@ import os
 import numpy as np
 import pytest
 import test_attention
+import test_attention_int8
 import test_matmul_int8
 import test_matvec
 import test_matvec_int8
@@ -183,6 +184,19 @@ ATTENTION_CASES = {      # test_attention.py's cases (see there; fewer ring posi
 @pytest.mark.parametrize("case", ATTENTION_CASES)
 def test_lm_attention(rng, case):
     test_attention.check(rng, trig_error=WGSL_TRIG_ERROR, **ATTENTION_CASES[case])
+
+
+INT8_ATTENTION_CASES = {    # test_attention_int8.py's cases (see there), the LM's head size on a short ring
+    "first step": dict(positions=[0]),
+    "streams, 3 splits, position field": dict(positions=[4, 19, 30], splits=3, POSITION_INDEX=2),
+    "two scale units": dict(positions=[21], heads=1, head_dim=256, context=12, splits=2, WORKGROUP_SIZE=64),
+    "LM heads, short ring": dict(positions=[50], heads=4, head_dim=128, context=20, splits=3, WORKGROUP_SIZE=128),
+}
+
+
+@pytest.mark.parametrize("case", INT8_ATTENTION_CASES)
+def test_lm_attention_over_int8_rings(rng, case):
+    test_attention_int8.check(rng, trig_error=WGSL_TRIG_ERROR, **INT8_ATTENTION_CASES[case])
 
 
 def test_attention_chunk_one_frame_of_several(rng):
