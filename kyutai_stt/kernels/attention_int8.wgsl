@@ -140,6 +140,41 @@ fn weigh_int8_value(acc: array<vec4<f32>, 4>, j: u32, first: u32, end: u32, w: v
                                acc[3] + factor * vec4<f32>(unpack4xI8(w.w)));
 }
 
+// A round's scores: each member's partial sums for its team's 4 slots j, added in member order by the team's
+// leader (member 0) into weights[]; returns local_max raised by them (call in uniform control flow: barriers).
+fn round_scores(partial: vec4<f32>, j: vec4<u32>, first: u32, end: u32, lane: u32, leader: bool, team_size: u32,
+                local_max: f32) -> f32 {
+    reduction[lane] = partial;
+    workgroupBarrier();
+    var result = local_max;
+    if (leader) {
+        for (var p = 0u; p < 4u; p++) {
+            if (j[p] < end) {
+                var score = 0.0;
+                for (var m = 0u; m < team_size; m++) {
+                    score += reduction[lane + m][p];
+                }
+                weights[j[p] - first] = score;
+                result = max(result, score);
+            }
+        }
+    }
+    workgroupBarrier();
+    return result;
+}
+
+// The softmax numerators exp(score - score_max) of slots [first, end), in place in weights[]; returns their sum
+// (call in uniform control flow: its reduction's barriers also publish weights[]).
+fn softmax_numerators(first: u32, end: u32, score_max: f32, lane: u32) -> f32 {
+    var local_sum = 0.0;
+    for (var j = first + lane; j < end; j += WORKGROUP_SIZE) {
+        let numerator = exp(weights[j - first] - score_max);
+        weights[j - first] = numerator;
+        local_sum += numerator;
+    }
+    return reduce_workgroup(local_sum, false, lane);
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let head = workgroup.x;
@@ -221,31 +256,10 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             partial = vec4<f32>(unit_score(q_unit, q_scale, a0, s0), unit_score(q_unit, q_scale, a1, s1),
                                 unit_score(q_unit, q_scale, a2, s2), unit_score(q_unit, q_scale, a3, s3));
         }
-        reduction[lane] = partial;
-        workgroupBarrier();
-        if (team < teams && member == 0u) {
-            for (var p = 0u; p < 4u; p++) {
-                if (j[p] < end) {
-                    var score = 0.0;
-                    for (var m = 0u; m < team_size; m++) {
-                        score += reduction[lane + m][p];
-                    }
-                    weights[j[p] - first] = score;
-                    local_max = max(local_max, score);
-                }
-            }
-        }
-        workgroupBarrier();
+        local_max = round_scores(partial, j, first, end, lane, team < teams && member == 0u, team_size, local_max);
     }
     let score_max = reduce_workgroup(local_max, true, lane);
-
-    var local_sum = 0.0;
-    for (var j = first + lane; j < end; j += WORKGROUP_SIZE) {
-        let numerator = exp(weights[j - first] - score_max);
-        weights[j - first] = numerator;
-        local_sum += numerator;
-    }
-    let denominator = reduce_workgroup(local_sum, false, lane);  // its barriers also publish weights[]
+    let denominator = softmax_numerators(first, end, score_max, lane);
 
     // Weighted sum of the values: groups of one invocation per data unit of a row (16 values), over every
     // groups-th slot, 4 slots a round in slot order; then the groups' sums are added.
