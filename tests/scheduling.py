@@ -20,8 +20,9 @@ def group_of(item) -> str:
 
 
 def report_group(nodeid: str, keywords) -> str:
-    """The group of a test report: under --dist loadgroup xdist appends it to the test id after an `@`."""
-    nodeid, _, suffix = nodeid.partition("@")
+    """The group of a test report: under --dist loadgroup xdist appends it to the test id after an `@` (the last
+    one: a parameter's id may hold an `@` too)."""
+    nodeid, _, suffix = nodeid.rpartition("@") if "@" in nodeid else (nodeid, "", "")
     return suffix or group(nodeid.split("::")[0], "full_size" in keywords)
 
 

@@ -105,3 +105,7 @@ def test_the_test_command_schedules_groups_by_their_recorded_durations():
     assert scheduling.FULL_SIZE_GROUP in recorded
     assert all(group == scheduling.FULL_SIZE_GROUP or (ROOT / group).is_file() for group in recorded), recorded
     assert all(seconds >= 0 for seconds in recorded.values())
+    # The group after the last `@`: a parameter's id may hold one (test_mimi_kernels' "TILE_K@16" cases).
+    assert scheduling.report_group("tests/a.py::test[x@16-2]@tests/a.py", ()) == "tests/a.py"
+    assert scheduling.report_group("tests/a.py::test[x]", ()) == "tests/a.py"
+    assert scheduling.report_group("tests/a.py::test[x]", ("full_size",)) == scheduling.FULL_SIZE_GROUP
