@@ -20,8 +20,8 @@ requires packed_4x8_integer_dot_product;
 // Scores: teams of HEAD_DIM / 16 invocations per slot, a member per 16-byte unit (and its block's scale), 4 slots per
 // team in a round of loads; values: groups of HEAD_DIM / 16 invocations (16 values each) over interleaved slots, 4
 // slots per group a round, then the groups' sums added WORKGROUP_SIZE * 2 / (HEAD_DIM / 4) groups at a time: the
-// workgroup memory stays that of f16's kernel (an SM then holds as many workgroups: BENCHMARKS.md). Each
-// invocation's 16 sums are indexed by constants only (a loop indexing them made the kernel 1.9x slower).
+// workgroup memory stays that of f16's kernel (twice as much was 8 % slower: BENCHMARKS.md). Each invocation's 16
+// sums are indexed by constants only (a loop indexing them made the kernel 1.9x slower).
 //
 // Bindings (group 0): 0 = qkv (read, as vec4), 1 = positions (read), 2 = freqs (read), 3 = k_cache (read_write),
 //   4 = v_cache (read_write), both as 16-byte units (vec4<u32>), 5 = partial_out (read_write), 6 = partial_stats
