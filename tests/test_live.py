@@ -64,9 +64,13 @@ def test_callers_in_bursts_and_gaps_equal_one_stream_runs(tiny_packages, clips):
         live.feed(ids.get(0, 0), clips[0][:100], RATE)
 
 
-def test_advance_returns_the_frames_it_submitted(tiny_packages, clips):
-    """advance() waits for what it submitted: a caller's steps come back in the same call as its audio."""
-    live = LiveStreams(tiny_packages("q4"), streams=2, silence_prefix=0.0)
+@pytest.mark.parametrize("kv_rings", ["auto", "int8"])
+def test_advance_returns_the_frames_it_submitted(tiny_packages, clips, kv_rings):
+    """advance() waits for what it submitted: a caller's steps come back in the same call as its audio (with the
+    device's KV rings, and with int8 rings: a server's many callers)."""
+    live = LiveStreams(tiny_packages("q4"), streams=2, silence_prefix=0.0, kv_rings=kv_rings)
+    kernels = {p.kernel for p in live.engine.plan.pipelines}
+    assert ("attention_int8" in kernels) == (kv_rings == "int8")
     frame = live.package.mimi_config.frame_size
     a, b = live.open(), live.open()
     live.feed(a, clips[0][:2 * frame], RATE)
