@@ -345,12 +345,13 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     kv_f16 = tuning.kv_f16 and not kv_int8
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
                  "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd, **({"KV_F16": True} if kv_f16 else {})}
-    # [S, H, context, hd] f32; f16 two to a u32 word; int8 four to a word, then a 16-byte unit of f32 scales per 128
+    # [S, H, context, row]: f32; f16 two to a u32 word; int8 four to a word, then a 16-byte unit of f32 scales per 128
     if kv_int8:
         ring, ring_dtype = (cfg.num_heads, cfg.context, hd // 4 + 4 * -(-hd // 128)), "u32"
+    elif kv_f16:
+        ring, ring_dtype = (cfg.num_heads, cfg.context, hd // 2), "u32"
     else:
-        ring, ring_dtype = ((cfg.num_heads, cfg.context, hd // 2), "u32") if kv_f16 else \
-            ((cfg.num_heads, cfg.context, hd), "f32")
+        ring, ring_dtype = (cfg.num_heads, cfg.context, hd), "f32"
 
     _embed(b, w, cfg, x, codes, token)
     for i in range(cfg.num_layers):

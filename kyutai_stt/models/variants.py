@@ -34,7 +34,7 @@ def tunings() -> dict[str, Tuning]:
                          v["attention_slots_per_split"], v["mimi"],
                          {role: MatvecTuning(**shape) for role, shape in v.get("int8_matvec", {}).items()},
                          f16_matvec={role: MatvecTuning(**shape) for role, shape in v.get("f16_matvec", {}).items()},
-                         kv_f16=v.get("kv_f16", False), kv_int8=v.get("kv_int8", False),
+                         kv_f16=v.get("kv_f16", False),
                          attention_slots_per_split_many=v.get("attention_slots_per_split_many"),
                          mimi_rows=v.get("mimi_rows", 1))
             for name, v in _data()["variants"].items()}
