@@ -437,6 +437,13 @@ fn combine(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocatio
     }
 }
 
+// 127 / amax for a 32-block whose largest |value| is amax (0 for an all-zero block): its integers are
+// round(value * this), in -127..127. The one rounding of the int8 path and the int8 KV rings (quantize_input.wgsl,
+// attention.wgsl, attention_int8.wgsl).
+fn int8_inverse(amax: f32) -> f32 {
+    return select(0.0, 127.0 / amax, amax > 0.0);
+}
+
 // Four integers in -127..127 as the bytes of one word, the first in the low byte (quantize_input.wgsl's pack_int8).
 fn pack_int8(v: vec4<i32>) -> u32 {
     let bytes = bitcast<vec4<u32>>(v) & vec4<u32>(0xFFu);
@@ -488,7 +495,7 @@ fn combine_int8(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invo
     let column = stream * HEADS * HEAD_DIM + head * HEAD_DIM;   // of this head's first output, stream-major
     for (var i = lane; i < vectors; i += WORKGROUP_SIZE) {
         let amax = block_largest(i);
-        let inverse = select(0.0, 127.0 / amax, amax > 0.0);
+        let inverse = int8_inverse(amax);
         integers[i] = vec4<i32>(round(merged_values[i] * inverse));
     }
     workgroupBarrier();

@@ -115,9 +115,16 @@ fn block_max(first: u32) -> f32 {
     return amax;
 }
 
+// 127 / amax for a 32-block whose largest |value| is amax (0 for an all-zero block): its integers are
+// round(value * this), in -127..127. The one rounding of the int8 path and the int8 KV rings (quantize_input.wgsl,
+// attention.wgsl, attention_int8.wgsl).
+fn int8_inverse(amax: f32) -> f32 {
+    return select(0.0, 127.0 / amax, amax > 0.0);
+}
+
 // Four values of a block whose largest |value| is amax as integers, one word (the first in the low byte).
 fn rounded_word(x: vec4<f32>, amax: f32) -> u32 {
-    let inverse = select(0.0, 127.0 / amax, amax > 0.0);
+    let inverse = int8_inverse(amax);
     return pack4xI8(vec4<i32>(round(x * inverse)));
 }
 

@@ -63,6 +63,13 @@ fn silu(v: vec4<f32>) -> vec4<f32> {
     return v * select(e / (1.0 + e), 1.0 / (1.0 + e), v >= vec4<f32>(0.0));
 }
 
+// 127 / amax for a 32-block whose largest |value| is amax (0 for an all-zero block): its integers are
+// round(value * this), in -127..127. The one rounding of the int8 path and the int8 KV rings (quantize_input.wgsl,
+// attention.wgsl, attention_int8.wgsl).
+fn int8_inverse(amax: f32) -> f32 {
+    return select(0.0, 127.0 / amax, amax > 0.0);
+}
+
 // Four integers in -127..127 as the bytes of one word, the first in the low byte (pack4xI8 without its feature).
 fn pack_int8(v: vec4<i32>) -> u32 {
     let bytes = bitcast<vec4<u32>>(v) & vec4<u32>(0xFFu);
@@ -155,7 +162,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         }
         return;
     }
-    let inverse = select(0.0, 127.0 / amax, amax > 0.0);
+    let inverse = int8_inverse(amax);
     let q_low = vec4<i32>(round(low * inverse));
     let q_high = vec4<i32>(round(high * inverse));
     let total = q_low + q_high;
