@@ -4,6 +4,7 @@ time (one pass, timestamp queries) and the attention's GPU time (its dispatches 
 pass of its own), at a full ring (position 750). One line per setting.
 
     python benchmarks/attention_splits.py --package PKG [--streams 1,64,256] [--slots 48,94,188,375,750]
+        [--kv-rings auto|int8]
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kyutai_stt.engine import device as gpu  # noqa: E402
 from kyutai_stt.engine.runtime import Engine  # noqa: E402
 from kyutai_stt.models.lm import lm_plan  # noqa: E402
-from kyutai_stt.models.variants import tuning_for  # noqa: E402
+from kyutai_stt.models.variants import KV_RINGS, tuning_for, with_kv_rings  # noqa: E402
 from kyutai_stt.weights.package import open_package  # noqa: E402
 
 
@@ -29,17 +30,20 @@ def main() -> int:
     parser.add_argument("--streams", default="64,256")
     parser.add_argument("--slots", default="48,94,188,375,750", help="slots per range (750: one range)")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per setting")
+    parser.add_argument("--kv-rings", default="auto", choices=KV_RINGS, help="the KV rings' format (as transcribe's)")
     parser.add_argument("--warmup", type=int, default=10, help="steps before the timed ones (compilation, clocks)")
     args = parser.parse_args()
     package = open_package(args.package, verify_hashes=False)
-    base = tuning_for(*gpu.device_traits())
+    traits = gpu.device_traits()
+    base = with_kv_rings(tuning_for(*traits), args.kv_rings, traits[-1])
     rng = np.random.default_rng(0)
     for streams in (int(s) for s in args.streams.split(",")):
         inputs = [{"codes": rng.integers(0, package.config.card, (streams, package.config.n_q)).astype(np.uint32)}
                   for _ in range(8)]
         for slots in (int(s) for s in args.slots.split(",")):
             plan = lm_plan(package, replace(base, attention_slots_per_split=slots,
-                                            attention_slots_per_split_many=slots), streams)
+                                            attention_slots_per_split_many=slots,
+                                            attention_slots_per_split_many_int8=slots), streams)
             engine = Engine(plan, package.read_stream)
             engine.reset(first_frame=750)
             for i in range(args.warmup):
@@ -52,9 +56,18 @@ def main() -> int:
             mean = (time.perf_counter() - start) / args.steps * 1e3
             step_gpu = float(np.mean(engine.gpu_times(args.steps)))
             attention = sum(ms for d, ms in zip(plan.dispatches, engine.dispatch_times()) if "attention" in d.label)
-            print(f"streams {streams:3} slots per range {slots:4}: step mean {mean:7.3f} ms, GPU {step_gpu:7.3f} ms, "
+            print(f"streams {streams:3} slots per range {slots:4} rings {plan_rings(plan)}: step mean {mean:7.3f} ms, "
+                  f"GPU {step_gpu:7.3f} ms, "
                   f"attention (with its merge) {attention:7.3f} ms, {len(plan.dispatches)} dispatches", flush=True)
     return 0
+
+
+def plan_rings(plan) -> str:
+    """The KV rings' format the plan holds, read from its attention pipelines."""
+    attention = [p for p in plan.pipelines if p.kernel.startswith("attention")]
+    if any(p.kernel == "attention_int8" for p in attention):
+        return "int8"
+    return "f16" if any(p.constants.get("KV_F16") for p in attention) else "f32"
 
 
 if __name__ == "__main__":

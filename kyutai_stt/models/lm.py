@@ -117,6 +117,9 @@ class Tuning:
     # Plans of many streams (the matmul path) read the ring in ranges of this many slots: the streams fill the GPU,
     # and fewer ranges leave fewer partials to merge (benchmarks/attention_splits.py). None: as for few streams.
     attention_slots_per_split_many: int | None = None
+    # The same with int8 rings (kv_int8): a slot's 144 bytes cost less than f16's 256, so longer ranges, fewer
+    # partials to merge, pay (BENCHMARKS.md "Longer ranges for int8 rings"). None: attention_slots_per_split_many.
+    attention_slots_per_split_many_int8: int | None = None
     # Files (streaming/transcriber.py, batch.py): Mimi encodes frames ahead of the LM, several of each stream a
     # submission, about this many (streams x frames) at once (each of its weights read once for them all:
     # models/mimi.py `frames`); 1: Mimi and the LM step together, a frame a submission. See mimi_frames().
@@ -307,9 +310,12 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         raise ValueError(f"{n} streams: a plan holds 1 to {MAX_STREAMS}")
     d, f, hd = cfg.dim, cfg.ffn_dim, cfg.head_dim
     heads = cfg.extra_heads_num_heads if "vad_heads" in tensors else 0
+    kv_int8 = tuning.kv_int8 and hd % 32 == 0
+    kv_f16 = tuning.kv_f16 and not kv_int8
     slots = tuning.attention_slots_per_split
-    if n >= tuning.matmul.from_streams and tuning.attention_slots_per_split_many:
-        slots = tuning.attention_slots_per_split_many
+    if n >= tuning.matmul.from_streams:
+        many = tuning.attention_slots_per_split_many_int8 if kv_int8 else None
+        slots = many or tuning.attention_slots_per_split_many or slots
     splits = -(-cfg.context // slots)
     # Shapes are one stream's: stream_buffer leads them with S when there are several.
     x = b.stream_buffer("lm.x", "scratch", (d,))                                   # residual stream [S, D]
@@ -341,8 +347,6 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
         per_word = 4 if rounding == "int8" else 2
         rounded_input = (b.stream_buffer(f"lm.input_{rounding}", "scratch", (widest // per_word,), "u32"),
                          b.stream_buffer(f"lm.input_{rounding}_scales", "scratch", (widest // 32, 2)))
-    kv_int8 = tuning.kv_int8 and hd % 32 == 0
-    kv_f16 = tuning.kv_f16 and not kv_int8
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
                  "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd, **({"KV_F16": True} if kv_f16 else {})}
     # [S, H, context, row]: f32; f16 two to a u32 word; int8 four to a word, then a 16-byte unit of f32 scales per 128

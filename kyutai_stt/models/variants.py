@@ -36,6 +36,7 @@ def tunings() -> dict[str, Tuning]:
                          f16_matvec={role: MatvecTuning(**shape) for role, shape in v.get("f16_matvec", {}).items()},
                          kv_f16=v.get("kv_f16", False),
                          attention_slots_per_split_many=v.get("attention_slots_per_split_many"),
+                         attention_slots_per_split_many_int8=v.get("attention_slots_per_split_many_int8"),
                          mimi_rows=v.get("mimi_rows", 1))
             for name, v in _data()["variants"].items()}
 

@@ -474,6 +474,12 @@ def test_rvq_one_unit_per_member_matches_the_reference(rng, fmt):
     check_rvq_levels(rng, fmt, "gpu", 256)
 
 
+@pytest.mark.parametrize("fmt", ["f16", "q4"])
+def test_rvq_tiled_at_mimi_size_matches_the_reference(rng, fmt):
+    """Mimi's 256 dims on the "gpu-many" split: `tiled` sums them over several slices."""
+    check_rvq_levels(rng, fmt, "gpu-many", 256)
+
+
 def check_rvq_levels(rng, fmt, tuning, dim):
     levels, bins = 5, 512
     values = rng.standard_normal((levels * bins, dim)) * rng.uniform(0.5, 1.5, (levels * bins, 1))

@@ -11,7 +11,7 @@ import pytest
 from lm_paths import compare, kernels_by_label, open_full_q4_package, random_inputs, teacher_forced
 
 from kyutai_stt.engine import device as gpu
-from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
+from kyutai_stt.models.lm import MATVEC_MAX_STREAMS, MatvecTuning, Tuning, build_lm_plan, tensors_of
 from kyutai_stt.models.variants import tunings
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_tiny_seed0"
@@ -35,6 +35,26 @@ def test_int8_rings_take_their_kernel_and_144_bytes_a_row_of_128(tiny_packages):
     plan = build_lm_plan(small, tensors, dataclasses.replace(KV_INT8, kv_f16=True))
     assert "attention_int8" not in {p.kernel for p in plan.pipelines}
     assert plan.buffer("lm.k_cache.0").size == 2 * small.num_heads * small.context * 16
+
+
+def test_plans_of_many_streams_read_int8_rings_in_their_own_ranges(tiny_packages):
+    package = tiny_packages("q4")
+    cfg, tensors = package.config, tensors_of(package)
+    many = MATVEC_MAX_STREAMS + 1
+    ranges = dataclasses.replace(PORTABLE, kv_f16=True, attention_slots_per_split_many=2,
+                                 attention_slots_per_split_many_int8=4)
+
+    def splits(tuning, streams):
+        plan = build_lm_plan(cfg, tensors, tuning, streams)
+        return {p.constants["SPLITS"] for p in plan.pipelines if p.kernel.startswith("attention")}
+    assert cfg.context == 8
+    assert splits(ranges, many) == {4}                                             # f16 rings: ranges of 2
+    assert splits(dataclasses.replace(ranges, kv_int8=True), many) == {2}         # int8 rings: ranges of 4
+    assert splits(dataclasses.replace(ranges, kv_int8=True), 1) == {1}            # few streams: ranges of 8
+    no_int8_ranges = dataclasses.replace(ranges, kv_int8=True, attention_slots_per_split_many_int8=None)
+    assert splits(no_int8_ranges, many) == {4}
+    # Every GPU variant names its int8 rings' ranges (benchmarks/attention_splits.py --kv-rings int8 measured them).
+    assert all(t.attention_slots_per_split_many_int8 for name, t in tunings().items() if name != "cpu")
 
 
 def test_int8_rings_against_f32_rings(tiny_packages, capsys):
