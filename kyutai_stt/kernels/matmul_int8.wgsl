@@ -58,24 +58,26 @@ const COMBINE_WORKGROUP = 64u;
 @group(0) @binding(4) var<storage, read> xs: array<vec2<f32>>;
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
-// [block of the step][row of the tile]: the row's 4 q4 words (32 weights) and its scale.
+// [block of the step][row of the tile]: the row's 4 q4 words (32 weights).
 var<workgroup> weight_words: array<vec4<u32>, TILE_BLOCKS * TILE_ROWS>;
-var<workgroup> weight_scales: array<f32, TILE_BLOCKS * TILE_ROWS>;
-// [block of the step][stream of the tile][half]: the stream's 8 input words (2 x vec4), then its (scale, sum).
+// [block of the step][row group g]: the scales of an invocation's 4 rows g + r ROW_THREADS, one load for the 4.
+var<workgroup> weight_scales: array<vec4<f32>, TILE_BLOCKS * ROW_THREADS>;
+// [block of the step][stream of the tile][half]: the stream's 8 input words (2 x vec4).
 var<workgroup> input_words: array<vec4<u32>, 2u * TILE_BLOCKS * TILE_STREAMS>;
-var<workgroup> input_blocks: array<vec2<f32>, TILE_BLOCKS * TILE_STREAMS>;
+// [block of the step][stream group g]: the input scales, and sums, of an invocation's 4 streams 4 g .. + 3.
+var<workgroup> input_scales: array<vec4<f32>, TILE_BLOCKS * STREAM_THREADS>;
+var<workgroup> input_sums: array<vec4<f32>, TILE_BLOCKS * STREAM_THREADS>;
 
 // One row's block, its nibbles split once for every stream of the tile: the even nibbles of its 4 words, the odd ones
-// (as bytes 0..15, the offset 8 taken out by the stream's sum), and its scale.
+// (as bytes 0..15, the offset 8 taken out by the stream's sum).
 struct RowBlock {
     even: vec4<u32>,
     odd: vec4<u32>,
-    scale: f32,
 }
 
 fn row_block(slot: u32) -> RowBlock {
     let words = weight_words[slot];
-    return RowBlock(words & vec4<u32>(NIBBLES), (words >> vec4<u32>(4u)) & vec4<u32>(NIBBLES), weight_scales[slot]);
+    return RowBlock(words & vec4<u32>(NIBBLES), (words >> vec4<u32>(4u)) & vec4<u32>(NIBBLES));
 }
 
 // sum_{k in the block} q[n, k] q_x[s, k] for one row and one stream's 8 input words (exact: |sum| < 2^24).
@@ -86,16 +88,30 @@ fn block_dot(row: RowBlock, low: vec4<u32>, high: vec4<u32>) -> f32 {
                + dot4I8Packed(row.even.w, high.z) + dot4I8Packed(row.odd.w, high.w));
 }
 
-// The invocation's 4 rows (at one step block) against one stream's block: their 4 scaled block sums.
-fn rows_times_stream(r0: RowBlock, r1: RowBlock, r2: RowBlock, r3: RowBlock, stream_slot: u32) -> vec4<f32> {
+// The invocation's 4 rows (at one step block; their scales d) against one stream's block (its input scale x and
+// sum y): their 4 scaled block sums.
+fn rows_times_stream(r0: RowBlock, r1: RowBlock, r2: RowBlock, r3: RowBlock, d: vec4<f32>, stream_slot: u32, x: f32,
+                     y: f32) -> vec4<f32> {
     let low = input_words[2u * stream_slot];
     let high = input_words[2u * stream_slot + 1u];
-    let block = input_blocks[stream_slot];
     let totals = vec4<f32>(block_dot(r0, low, high), block_dot(r1, low, high), block_dot(r2, low, high),
                            block_dot(r3, low, high));
-    let d = vec4<f32>(r0.scale, r1.scale, r2.scale, r3.scale);
     // totals and 8 * sum are integers below 2^24: their difference is exact.
-    return d * block.x * (totals - 8.0 * block.y);
+    return d * x * (totals - 8.0 * y);
+}
+
+// Weight tile entry i's scale (block i / TILE_ROWS of the step, row i % TILE_ROWS of the tile), at its row group.
+fn store_weight_scale(i: u32, scale: f32) {
+    let row = i % TILE_ROWS;
+    weight_scales[i / TILE_ROWS * ROW_THREADS + row % ROW_THREADS][row / ROW_THREADS] = scale;
+}
+
+// Input tile entry i's (scale, sum) (block i / TILE_STREAMS, stream i % TILE_STREAMS), at its stream group.
+fn store_input_stats(i: u32, stats: vec2<f32>) {
+    let stream = i % TILE_STREAMS;
+    let at = i / TILE_STREAMS * STREAM_THREADS + stream / 4u;
+    input_scales[at][stream % 4u] = stats.x;
+    input_sums[at][stream % 4u] = stats.y;
 }
 
 // Writes the 4 rows (ROW_THREADS apart) of one stream (ACCUMULATE adds the old values).
@@ -180,24 +196,24 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         if (prefetch) {
             if (lane < weight_entries) {
                 weight_words[lane] = words;
-                weight_scales[lane] = word_scale;
+                store_weight_scale(lane, word_scale);
             }
             if (lane < input_entries) {
                 input_words[2u * lane] = low;
                 input_words[2u * lane + 1u] = high;
-                input_blocks[lane] = block_stats;
+                store_input_stats(lane, block_stats);
             }
         } else {
             for (var i = lane; i < weight_entries; i += WORKGROUP_SIZE) {
                 let index = weight_block(i, b0, first_row);
                 weight_words[i] = w[index];
-                weight_scales[i] = unpack2x16float(scales[index / 2u])[index % 2u];
+                store_weight_scale(i, unpack2x16float(scales[index / 2u])[index % 2u]);
             }
             for (var i = lane; i < input_entries; i += WORKGROUP_SIZE) {
                 let block = input_block(i, b0, first_stream);
                 input_words[2u * i] = xq[2u * block];
                 input_words[2u * i + 1u] = xq[2u * block + 1u];
-                input_blocks[i] = xs[block];
+                store_input_stats(i, xs[block]);
             }
         }
         workgroupBarrier();
@@ -219,11 +235,14 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             let r1 = row_block(rows + ROW_THREADS);
             let r2 = row_block(rows + 2u * ROW_THREADS);
             let r3 = row_block(rows + 3u * ROW_THREADS);
+            let d = weight_scales[bb * ROW_THREADS + row_group];
             let streams = bb * TILE_STREAMS + 4u * stream_group;
-            sum0 += rows_times_stream(r0, r1, r2, r3, streams);
-            sum1 += rows_times_stream(r0, r1, r2, r3, streams + 1u);
-            sum2 += rows_times_stream(r0, r1, r2, r3, streams + 2u);
-            sum3 += rows_times_stream(r0, r1, r2, r3, streams + 3u);
+            let x = input_scales[bb * STREAM_THREADS + stream_group];
+            let y = input_sums[bb * STREAM_THREADS + stream_group];
+            sum0 += rows_times_stream(r0, r1, r2, r3, d, streams, x.x, y.x);
+            sum1 += rows_times_stream(r0, r1, r2, r3, d, streams + 1u, x.y, y.y);
+            sum2 += rows_times_stream(r0, r1, r2, r3, d, streams + 2u, x.z, y.z);
+            sum3 += rows_times_stream(r0, r1, r2, r3, d, streams + 3u, x.w, y.w);
         }
         workgroupBarrier();
     }
