@@ -56,10 +56,15 @@ def main() -> int:
             mean = (time.perf_counter() - start) / args.steps * 1e3
             step_gpu = float(np.mean(engine.gpu_times(args.steps)))
             attention = sum(ms for d, ms in zip(plan.dispatches, engine.dispatch_times()) if "attention" in d.label)
-            print(f"streams {streams:3} slots per range {slots:4} rings {plan_rings(plan)}: step mean {mean:7.3f} ms, "
-                  f"GPU {step_gpu:7.3f} ms, "
+            print(f"streams {streams:3} slots per range {slots:4} ({plan_ranges(plan)} ranges) "
+                  f"rings {plan_rings(plan)}: step mean {mean:7.3f} ms, GPU {step_gpu:7.3f} ms, "
                   f"attention (with its merge) {attention:7.3f} ms, {len(plan.dispatches)} dispatches", flush=True)
     return 0
+
+
+def plan_ranges(plan) -> int:
+    """The ranges the plan's attention reads the ring in (its SPLITS constant)."""
+    return max(p.constants["SPLITS"] for p in plan.pipelines if p.kernel.startswith("attention"))
 
 
 def plan_rings(plan) -> str:
