@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kyutai_stt.config import FULL_LM  # noqa: E402
 from kyutai_stt.engine import device as gpu
+from kyutai_stt.models.lm import kv_ring_row  # noqa: E402
 from kyutai_stt.models.rope import rope_frequencies  # noqa: E402
 from kyutai_stt.weights import quant  # noqa: E402
 from kyutai_stt.weights.quant import FORMATS  # noqa: E402
@@ -243,27 +244,48 @@ def quantize_input_job(device, rng, columns: int, input_mode: int, f16: bool = F
     return job, pipe
 
 
-def attention_job(device, rng, splits: int, score_team: int, rotate_bytes: int) -> tuple[Job, object]:
+def stream_ring(rng, rings: str, heads: int, context: int, head_dim: int) -> np.ndarray:
+    """One stream's KV ring [heads * context, row words] of random values of its layout (models/lm.py kv_ring_row;
+    int8: random bytes, scales of 0.01)."""
+    words = kv_ring_row(head_dim, rings)[0]
+    if rings == "int8":
+        rows = rng.integers(0, 2**32, (heads * context, words), dtype=np.uint32)
+        rows[:, head_dim // 4:] = np.float32(0.01).view(np.uint32)
+        return rows
+    values = rng.standard_normal(heads * context * head_dim)
+    return values.astype(np.float16 if rings == "f16" else np.float32).view(np.uint32)
+
+
+def attention_job(device, rng, splits: int, rotate_bytes: int, streams: int = 1, rings: str = "f32",
+                  score_team: int | None = None) -> tuple[Job, object]:
+    """The LM's attention `main` at the full-size shape: `streams` full rings (past many wraps) of `rings` (f32, f16:
+    attention.wgsl; int8: attention_int8.wgsl), read in `splits` ranges."""
     cfg = FULL_LM
     heads, head_dim, context = cfg.num_heads, cfg.head_dim, cfg.context
     dim = heads * head_dim
-    ring_bytes = heads * context * head_dim * 4
-    job = Job(f"attention  SPLITS {splits:<2} SCORE_TEAM {score_team:<2} [{heads} x {context} x {head_dim}] f32 ring",
-              "attention", {"HEADS": heads, "HEAD_DIM": head_dim, "CONTEXT": context, "SPLITS": splits,
-                            "SCORE_TEAM": score_team},
-              (heads, splits, 1), bytes_read=2 * ring_bytes)
+    one = stream_ring(rng, rings, heads, context, head_dim)
+    ring_bytes = streams * one.nbytes
+    constants = {"HEADS": heads, "HEAD_DIM": head_dim, "CONTEXT": context, "SPLITS": splits, "WORKGROUP_SIZE": head_dim,
+                 **({"KV_F16": True} if rings == "f16" else {}),
+                 **({"SCORE_TEAM": score_team} if score_team else {})}
+    slots, team = -(-context // splits), f" SCORE_TEAM {score_team}" if score_team else ""
+    job = Job(f"attention {rings:<4} rings {streams:3} streams {splits:2} ranges of {slots:3} slots{team}",
+              "attention_int8" if rings == "int8" else "attention", constants, (heads, splits, streams),
+              bytes_read=2 * ring_bytes)
     pipe = pipeline(device, job)
-    qkv = buffer(device, rng.standard_normal(3 * dim).astype(np.float32))
-    position = buffer(device, np.array([10 * context + 5], np.uint32))  # full ring, past many wraps
+    qkv = buffer(device, rng.standard_normal(streams * 3 * dim).astype(np.float32))
+    positions = buffer(device, np.full(streams, 10 * context + 5, np.uint32))    # full rings, past many wraps
     freqs = buffer(device, rope_frequencies(head_dim, cfg.max_period))
-    partial_out, stats = buffer(device, 4 * splits * dim), buffer(device, 8 * splits * heads)
-    k_first = buffer(device, rng.standard_normal(ring_bytes // 4).astype(np.float32))
+    partial_out, stats = buffer(device, 4 * streams * splits * dim), buffer(device, 8 * streams * splits * heads)
+    source = buffer(device, one)
     for _ in range(max(1, -(-rotate_bytes // job.bytes_read))):
-        k_cache, v_cache = device.create_buffer(size=ring_bytes, usage=STORAGE), buffer(device, ring_bytes)
+        k_cache, v_cache = buffer(device, ring_bytes), buffer(device, ring_bytes)
         encoder = device.create_command_encoder()
-        encoder.copy_buffer_to_buffer(k_first, 0, k_cache, 0, ring_bytes)
+        for s in range(streams):
+            encoder.copy_buffer_to_buffer(source, 0, k_cache, s * one.nbytes, one.nbytes)
+            encoder.copy_buffer_to_buffer(source, 0, v_cache, s * one.nbytes, one.nbytes)
         device.queue.submit([encoder.finish()])
-        job.bind_groups.append(bind(device, pipe, {0: qkv, 1: position, 2: freqs, 3: k_cache, 4: v_cache,
+        job.bind_groups.append(bind(device, pipe, {0: qkv, 1: positions, 2: freqs, 3: k_cache, 4: v_cache,
                                                    5: partial_out, 6: stats}))
     return job, pipe
 
@@ -388,7 +410,7 @@ def main(argv=None) -> int:
     if not args.matvec_only:
         attention = []
         for splits, score_team in ((1, 8), (8, 8), (16, 8), (32, 8), (16, 4), (16, 16)):
-            job, pipe = attention_job(device, rng, splits, score_team, rotate_bytes)
+            job, pipe = attention_job(device, rng, splits, rotate_bytes, score_team=score_team)
             ms, how = time_job(device, job, pipe, iterations)
             attention.append(ms)
             report(job, ms, how)

@@ -8,15 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from kyutai_stt.models.lm import MatvecTuning, Tuning, build_lm_plan, tensors_of
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "attention.py"
 LINE = r"attention (f32|f16|int8) +rings +(\d+) streams +(\d+) ranges of +(\d+) slots +[0-9.]+ ms +[0-9.]+ GB/s  \(.*\)"
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("attention_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
+def load_kernel_benchmarks():
+    spec = importlib.util.spec_from_file_location("kernel_benchmarks", SCRIPT.with_name("kernels.py"))
+    module = sys.modules["kernel_benchmarks"] = importlib.util.module_from_spec(spec)   # its dataclass looks it up
     spec.loader.exec_module(module)
     return module
 
@@ -33,12 +35,14 @@ def test_attention_benchmark_prints_a_line_per_setting():
 
 
 def test_attention_benchmark_rings_have_the_plans_layout(tiny_packages):
-    """The benchmark's ring rows are the plan's: a ring buffer of the tiny LM holds heads x context of them."""
-    benchmark = load_benchmark()
+    """The benchmark's rings are the plan's: a ring buffer of the tiny LM is heads x context of its rows."""
+    benchmarks = load_kernel_benchmarks()
     package = tiny_packages("q4")
     cfg, tensors = package.config, tensors_of(package)
     base = Tuning({"default": MatvecTuning(64, 16, 2)}, 8)
+    rng = np.random.default_rng(0)
     for rings, tuning in (("f32", base), ("f16", dataclasses.replace(base, kv_f16=True)),
                           ("int8", dataclasses.replace(base, kv_int8=True))):
         ring = build_lm_plan(cfg, tensors, tuning).buffer("lm.k_cache.0")
-        assert ring.size == 4 * cfg.num_heads * cfg.context * benchmark.row_words(rings, cfg.head_dim), rings
+        data = benchmarks.stream_ring(rng, rings, cfg.num_heads, cfg.context, cfg.head_dim)
+        assert ring.size == data.nbytes, rings

@@ -300,6 +300,16 @@ def _embed(b: PlanBuilder, w: _Weights, cfg: LMConfig, x: str, codes: str, token
                    label=f"embeddings {names[0]}..")
 
 
+def kv_ring_row(head_dim: int, rings: str) -> tuple[int, str]:
+    """(elements, dtype) of one KV ring row (a slot of a head) holding `rings` ("f32", "f16" or "int8"): f32 one a
+    value; f16 two to a u32 word; int8 four to a word, then a 16-byte unit of f32 scales per 128 values."""
+    if rings == "int8":
+        return head_dim // 4 + 4 * -(-head_dim // 128), "u32"
+    if rings == "f16":
+        return head_dim // 2, "u32"
+    return head_dim, "f32"
+
+
 def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: str, position_field: int,
              tuning: Tuning) -> str:
     """Append one LM step for each of the builder's S streams (b.streams; codes: u32[S, n_q]); returns the name of
@@ -349,13 +359,8 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
                          b.stream_buffer(f"lm.input_{rounding}_scales", "scratch", (widest // 32, 2)))
     attention = {"HEADS": cfg.num_heads, "HEAD_DIM": hd, "CONTEXT": cfg.context, "SPLITS": splits,
                  "POSITION_INDEX": position_field * n, "WORKGROUP_SIZE": hd, **({"KV_F16": True} if kv_f16 else {})}
-    # [S, H, context, row]: f32; f16 two to a u32 word; int8 four to a word, then a 16-byte unit of f32 scales per 128
-    if kv_int8:
-        ring, ring_dtype = (cfg.num_heads, cfg.context, hd // 4 + 4 * -(-hd // 128)), "u32"
-    elif kv_f16:
-        ring, ring_dtype = (cfg.num_heads, cfg.context, hd // 2), "u32"
-    else:
-        ring, ring_dtype = (cfg.num_heads, cfg.context, hd), "f32"
+    row, ring_dtype = kv_ring_row(hd, "int8" if kv_int8 else "f16" if kv_f16 else "f32")
+    ring = (cfg.num_heads, cfg.context, row)                                        # [S, H, context, row]
 
     _embed(b, w, cfg, x, codes, token)
     for i in range(cfg.num_layers):
