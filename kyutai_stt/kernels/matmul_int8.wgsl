@@ -21,7 +21,7 @@ requires packed_4x8_integer_dot_product;
 // Dispatch: main (ceil(ROWS / TILE_ROWS), ceil(BATCH / TILE_STREAMS), K_SPLITS) workgroups of ROW_THREADS *
 //   STREAM_THREADS; then, if K_SPLITS > 1, combine (ceil(ROWS / COMBINE_WORKGROUP), BATCH, 1).
 // Constraints (the host checks them): COLUMNS % (32 TILE_BLOCKS K_SPLITS) == 0, ROW_THREADS * STREAM_THREADS
-//   <= 256, workgroup memory TILE_BLOCKS * (20 TILE_ROWS + 40 TILE_STREAMS) bytes (15 KiB at the defaults).
+//   <= 256, workgroup memory TILE_BUFFERS * TILE_BLOCKS * (20 TILE_ROWS + 40 TILE_STREAMS) bytes (at most 16 KiB).
 //
 // Structure: matmul.wgsl's tiled product on integers. Per step of TILE_BLOCKS blocks the workgroup copies the
 // tile's weight words and scales and the streams' input words, sums and scales into workgroup memory (no
@@ -29,7 +29,9 @@ requires packed_4x8_integer_dot_product;
 // per block its rows' nibbles split once, then per pair 8 dot4I8Packed and one scaled multiply-add. An
 // invocation's rows are ROW_THREADS apart, so that neighbouring invocations read neighbouring 16-byte words of
 // workgroup memory (rows 4 apart put 8 invocations of a half-warp on the same 4 of 32 banks). With at most one
-// entry of each tile per invocation, a step's loads go out while the previous step is summed (registers).
+// entry of each tile per invocation, a step's loads go out while the previous step is summed (registers), and
+// where two sets of tiles fit (the plans' 2 blocks a step), they are stored into the set not being summed: one
+// barrier a step instead of two.
 
 override ROWS: u32;
 override COLUMNS: u32;
@@ -46,6 +48,9 @@ override TILE_BLOCKS: u32 = 4u;
 override WORKGROUP_SIZE: u32 = ROW_THREADS * STREAM_THREADS;
 override TILE_ROWS: u32 = 4u * ROW_THREADS;
 override TILE_STREAMS: u32 = 4u * STREAM_THREADS;
+// Sets of tiles in workgroup memory: two where they fit the portable 16 KiB (2 blocks a step at the default tile):
+// the next step is stored into one set while the other is summed, one barrier a step instead of two. The same sums.
+override TILE_BUFFERS: u32 = select(1u, 2u, 2u * TILE_BLOCKS * (20u * TILE_ROWS + 40u * TILE_STREAMS) <= 16384u);
 
 const BLOCK = 32u;
 const NIBBLES = 0x0F0F0F0Fu;
@@ -59,14 +64,14 @@ const COMBINE_WORKGROUP = 64u;
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
 // [block of the step][row of the tile]: the row's 4 q4 words (32 weights).
-var<workgroup> weight_words: array<vec4<u32>, TILE_BLOCKS * TILE_ROWS>;
+var<workgroup> weight_words: array<vec4<u32>, TILE_BUFFERS * TILE_BLOCKS * TILE_ROWS>;
 // [block of the step][row group g]: the scales of an invocation's 4 rows g + r ROW_THREADS, one load for the 4.
-var<workgroup> weight_scales: array<vec4<f32>, TILE_BLOCKS * ROW_THREADS>;
+var<workgroup> weight_scales: array<vec4<f32>, TILE_BUFFERS * TILE_BLOCKS * ROW_THREADS>;
 // [block of the step][stream of the tile][half]: the stream's 8 input words (2 x vec4).
-var<workgroup> input_words: array<vec4<u32>, 2u * TILE_BLOCKS * TILE_STREAMS>;
+var<workgroup> input_words: array<vec4<u32>, TILE_BUFFERS * 2u * TILE_BLOCKS * TILE_STREAMS>;
 // [block of the step][stream group g]: the input scales, and sums, of an invocation's 4 streams 4 g .. + 3.
-var<workgroup> input_scales: array<vec4<f32>, TILE_BLOCKS * STREAM_THREADS>;
-var<workgroup> input_sums: array<vec4<f32>, TILE_BLOCKS * STREAM_THREADS>;
+var<workgroup> input_scales: array<vec4<f32>, TILE_BUFFERS * TILE_BLOCKS * STREAM_THREADS>;
+var<workgroup> input_sums: array<vec4<f32>, TILE_BUFFERS * TILE_BLOCKS * STREAM_THREADS>;
 
 // One row's block, its nibbles split once for every stream of the tile: the even nibbles of its 4 words, the odd ones
 // (as bytes 0..15, the offset 8 taken out by the stream's sum).
@@ -156,16 +161,82 @@ fn input_block(i: u32, b0: u32, first_stream: u32) -> u32 {
     return min(first_stream + i % TILE_STREAMS, BATCH - 1u) * (COLUMNS / BLOCK) + b0 + i / TILE_STREAMS;
 }
 
+// One invocation's entries of a step (prefetch: at most one weight and one input entry per invocation).
+struct StepLoads {
+    words: vec4<u32>,
+    word_scale: f32,
+    low: vec4<u32>,
+    high: vec4<u32>,
+    block_stats: vec2<f32>,
+}
+
+fn load_step(lane: u32, b0: u32, first_row: u32, first_stream: u32) -> StepLoads {
+    var loads = StepLoads(vec4<u32>(0u), 0.0, vec4<u32>(0u), vec4<u32>(0u), vec2<f32>(0.0));
+    if (lane < TILE_BLOCKS * TILE_ROWS) {
+        let index = weight_block(lane, b0, first_row);
+        loads.words = w[index];
+        loads.word_scale = unpack2x16float(scales[index / 2u])[index % 2u];
+    }
+    if (lane < TILE_BLOCKS * TILE_STREAMS) {
+        let block = input_block(lane, b0, first_stream);
+        loads.low = xq[2u * block];
+        loads.high = xq[2u * block + 1u];
+        loads.block_stats = xs[block];
+    }
+    return loads;
+}
+
+// Stores them into tile set `buffer` (its blocks TILE_BLOCKS buffer ..).
+fn store_step(lane: u32, loads: StepLoads, buffer: u32) {
+    if (lane < TILE_BLOCKS * TILE_ROWS) {
+        let i = buffer * TILE_BLOCKS * TILE_ROWS + lane;
+        weight_words[i] = loads.words;
+        store_weight_scale(i, loads.word_scale);
+    }
+    if (lane < TILE_BLOCKS * TILE_STREAMS) {
+        let i = buffer * TILE_BLOCKS * TILE_STREAMS + lane;
+        input_words[2u * i] = loads.low;
+        input_words[2u * i + 1u] = loads.high;
+        store_input_stats(i, loads.block_stats);
+    }
+}
+
+// An invocation's 4 rows x 4 streams' sums.
+struct Sums4 {
+    s0: vec4<f32>,
+    s1: vec4<f32>,
+    s2: vec4<f32>,
+    s3: vec4<f32>,
+}
+
+// The sums plus tile set `buffer`'s TILE_BLOCKS blocks, in block order.
+fn step_products(sums: Sums4, buffer: u32, row_group: u32, stream_group: u32) -> Sums4 {
+    var out = sums;
+    for (var bb = buffer * TILE_BLOCKS; bb < (buffer + 1u) * TILE_BLOCKS; bb++) {
+        let rows = bb * TILE_ROWS + row_group;
+        let r0 = row_block(rows);
+        let r1 = row_block(rows + ROW_THREADS);
+        let r2 = row_block(rows + 2u * ROW_THREADS);
+        let r3 = row_block(rows + 3u * ROW_THREADS);
+        let d = weight_scales[bb * ROW_THREADS + row_group];
+        let streams = bb * TILE_STREAMS + 4u * stream_group;
+        let x = input_scales[bb * STREAM_THREADS + stream_group];
+        let y = input_sums[bb * STREAM_THREADS + stream_group];
+        out.s0 += rows_times_stream(r0, r1, r2, r3, d, streams, x.x, y.x);
+        out.s1 += rows_times_stream(r0, r1, r2, r3, d, streams + 1u, x.y, y.y);
+        out.s2 += rows_times_stream(r0, r1, r2, r3, d, streams + 2u, x.z, y.z);
+        out.s3 += rows_times_stream(r0, r1, r2, r3, d, streams + 3u, x.w, y.w);
+    }
+    return out;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let row_group = lane % ROW_THREADS;
     let stream_group = lane / ROW_THREADS;
     let first_row = workgroup.x * TILE_ROWS;
     let first_stream = workgroup.y * TILE_STREAMS;
-    var sum0 = vec4<f32>(0.0);
-    var sum1 = vec4<f32>(0.0);
-    var sum2 = vec4<f32>(0.0);
-    var sum3 = vec4<f32>(0.0);
+    var sums = Sums4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
 
     let split = workgroup.z;
     let weight_entries = TILE_BLOCKS * TILE_ROWS;
@@ -176,33 +247,33 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     // the current step is summed and are stored after it: the chain of steps no longer waits for memory at each
     // one. The same values, summed in the same order.
     let prefetch = weight_entries <= WORKGROUP_SIZE && input_entries <= WORKGROUP_SIZE;
-    var words = vec4<u32>(0u);
-    var word_scale = 0.0;
-    var low = vec4<u32>(0u);
-    var high = vec4<u32>(0u);
-    var block_stats = vec2<f32>(0.0);
-    if (prefetch && lane < weight_entries) {
-        let index = weight_block(lane, first_block, first_row);
-        words = w[index];
-        word_scale = unpack2x16float(scales[index / 2u])[index % 2u];
+    var loads = StepLoads(vec4<u32>(0u), 0.0, vec4<u32>(0u), vec4<u32>(0u), vec2<f32>(0.0));
+    if (prefetch) {
+        loads = load_step(lane, first_block, first_row, first_stream);
     }
-    if (prefetch && lane < input_entries) {
-        let block = input_block(lane, first_block, first_stream);
-        low = xq[2u * block];
-        high = xq[2u * block + 1u];
-        block_stats = xs[block];
+    if (prefetch && TILE_BUFFERS == 2u) {
+        // Two tile sets: step s is summed from set s % 2 while step s + 1 (loaded before the sums) is stored into
+        // the other; one barrier a step.
+        store_step(lane, loads, 0u);
+        workgroupBarrier();
+        var buffer = 0u;
+        for (var b0 = first_block; b0 < end_block; b0 += TILE_BLOCKS) {
+            let next = b0 + TILE_BLOCKS;
+            if (next < end_block) {
+                loads = load_step(lane, next, first_row, first_stream);
+            }
+            sums = step_products(sums, buffer, row_group, stream_group);
+            if (next < end_block) {
+                store_step(lane, loads, 1u - buffer);
+            }
+            workgroupBarrier();
+            buffer = 1u - buffer;
+        }
     }
-    for (var b0 = first_block; b0 < end_block; b0 += TILE_BLOCKS) {
+    for (var b0 = first_block; b0 < select(end_block, first_block, prefetch && TILE_BUFFERS == 2u);
+         b0 += TILE_BLOCKS) {
         if (prefetch) {
-            if (lane < weight_entries) {
-                weight_words[lane] = words;
-                store_weight_scale(lane, word_scale);
-            }
-            if (lane < input_entries) {
-                input_words[2u * lane] = low;
-                input_words[2u * lane + 1u] = high;
-                store_input_stats(lane, block_stats);
-            }
+            store_step(lane, loads, 0u);
         } else {
             for (var i = lane; i < weight_entries; i += WORKGROUP_SIZE) {
                 let index = weight_block(i, b0, first_row);
@@ -218,34 +289,16 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
         }
         workgroupBarrier();
         let next = b0 + TILE_BLOCKS;
-        if (prefetch && next < end_block && lane < weight_entries) {
-            let index = weight_block(lane, next, first_row);
-            words = w[index];
-            word_scale = unpack2x16float(scales[index / 2u])[index % 2u];
+        if (prefetch && next < end_block) {
+            loads = load_step(lane, next, first_row, first_stream);
         }
-        if (prefetch && next < end_block && lane < input_entries) {
-            let block = input_block(lane, next, first_stream);
-            low = xq[2u * block];
-            high = xq[2u * block + 1u];
-            block_stats = xs[block];
-        }
-        for (var bb = 0u; bb < TILE_BLOCKS; bb++) {
-            let rows = bb * TILE_ROWS + row_group;
-            let r0 = row_block(rows);
-            let r1 = row_block(rows + ROW_THREADS);
-            let r2 = row_block(rows + 2u * ROW_THREADS);
-            let r3 = row_block(rows + 3u * ROW_THREADS);
-            let d = weight_scales[bb * ROW_THREADS + row_group];
-            let streams = bb * TILE_STREAMS + 4u * stream_group;
-            let x = input_scales[bb * STREAM_THREADS + stream_group];
-            let y = input_sums[bb * STREAM_THREADS + stream_group];
-            sum0 += rows_times_stream(r0, r1, r2, r3, d, streams, x.x, y.x);
-            sum1 += rows_times_stream(r0, r1, r2, r3, d, streams + 1u, x.y, y.y);
-            sum2 += rows_times_stream(r0, r1, r2, r3, d, streams + 2u, x.z, y.z);
-            sum3 += rows_times_stream(r0, r1, r2, r3, d, streams + 3u, x.w, y.w);
-        }
+        sums = step_products(sums, 0u, row_group, stream_group);
         workgroupBarrier();
     }
+    let sum0 = sums.s0;
+    let sum1 = sums.s1;
+    let sum2 = sums.s2;
+    let sum3 = sums.s3;
 
     let rows = first_row + row_group;
     let streams = first_stream + 4u * stream_group;

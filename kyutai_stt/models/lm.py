@@ -23,7 +23,7 @@ MATVEC_MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM
 MAX_STREAMS = 256                    # beyond MATVEC_MAX_STREAMS the matrices take kernels/matmul.wgsl
 MATMUL_COMBINE_WORKGROUP = 64       # kernels/matmul.wgsl's and matmul_int8.wgsl's COMBINE_WORKGROUP
 MATMUL_TILE_K_PER_ROW_THREAD = 8     # kernels/matmul.wgsl's INPUT_LOADS (2 of 4 columns): TILE_K <= 8 ROW_THREADS
-MATMUL_INT8_TILE_BLOCKS = 4          # kernels/matmul_int8.wgsl: 32-column blocks per step (15 KiB of tiles), at most
+MATMUL_INT8_TILE_BLOCKS = 2          # kernels/matmul_int8.wgsl: 32-column blocks per step, at most (two tile sets fit)
 # Text prompt ids the plan has room for (kernels/argmax.wgsl's PROMPT_CAPACITY): far more than the few words a
 # prompt steers; a host reads the room from the plan's "prompt" input ([n, e, ids]), never from here.
 PROMPT_CAPACITY = 128

@@ -32,6 +32,8 @@ CASES = {   # rows, columns, streams, tile and splits
     "model width, split columns": (129, 512, 67, {"row_threads": 16, "stream_threads": 16, "tile_blocks": 4,
                                                   "k_splits": 2}),
     "one block a step, 4 ranges": (33, 256, 9, {"tile_blocks": 1, "k_splits": 4}),
+    "the plans' tile, two tile sets": (129, 512, 67, {"row_threads": 16, "stream_threads": 16, "tile_blocks": 2,
+                                                      "k_splits": 2}),
 }
 
 
