@@ -129,9 +129,12 @@ fn rounded_word(x: vec4<f32>, amax: f32) -> u32 {
 }
 
 // A data unit's share of a score: the query's words q (its scale q_scale) against a key's unit a of scale s.
+// The integer sum (|sum| < 2^22) is taken as an f32's mantissa under 1.5 * 2^23, then that is subtracted: exact, with
+// no integer-to-float conversion (a quarter-rate instruction on NVIDIA GPUs).
 fn unit_score(q: vec4<u32>, q_scale: f32, a: vec4<u32>, s: u32) -> f32 {
-    let integers = dot4I8Packed(q.x, a.x) + dot4I8Packed(q.y, a.y) + dot4I8Packed(q.z, a.z) + dot4I8Packed(q.w, a.w);
-    return f32(integers) * (q_scale * bitcast<f32>(s));
+    let bits = 0x4B400000i + dot4I8Packed(q.x, a.x) + dot4I8Packed(q.y, a.y) + dot4I8Packed(q.z, a.z)
+               + dot4I8Packed(q.w, a.w);
+    return (bitcast<f32>(bits) - 1.5 * 8388608.0) * (q_scale * bitcast<f32>(s));
 }
 
 // A unit's 16 sums plus weights[j - first] times a value unit w of scale s; a slot past the end adds nothing.
