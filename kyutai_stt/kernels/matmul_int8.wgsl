@@ -164,7 +164,8 @@ fn input_block(i: u32, b0: u32, first_stream: u32) -> u32 {
     return min(first_stream + i % TILE_STREAMS, BATCH - 1u) * (COLUMNS / BLOCK) + b0 + i / TILE_STREAMS;
 }
 
-// One invocation's entries of a step (prefetch: at most one weight and one input entry per invocation).
+// Entry `entry` of a step's weight tile and of its input tile (where the tiles have one): with prefetch, each
+// invocation's one entry of each; otherwise the invocations take turns over the entries.
 struct StepLoads {
     words: vec4<u32>,
     word_scale: f32,
@@ -173,15 +174,15 @@ struct StepLoads {
     block_stats: vec2<f32>,
 }
 
-fn load_step(lane: u32, b0: u32, first_row: u32, first_stream: u32) -> StepLoads {
+fn load_step(entry: u32, b0: u32, first_row: u32, first_stream: u32) -> StepLoads {
     var loads = StepLoads(vec4<u32>(0u), 0.0, vec4<u32>(0u), vec4<u32>(0u), vec2<f32>(0.0));
-    if (lane < TILE_BLOCKS * TILE_ROWS) {
-        let index = weight_block(lane, b0, first_row);
+    if (entry < TILE_BLOCKS * TILE_ROWS) {
+        let index = weight_block(entry, b0, first_row);
         loads.words = w[index];
         loads.word_scale = unpack2x16float(scales[index / 2u])[index % 2u];
     }
-    if (lane < TILE_BLOCKS * TILE_STREAMS) {
-        let block = input_block(lane, b0, first_stream);
+    if (entry < TILE_BLOCKS * TILE_STREAMS) {
+        let block = input_block(entry, b0, first_stream);
         loads.low = xq[2u * block];
         loads.high = xq[2u * block + 1u];
         loads.block_stats = xs[block];
@@ -190,14 +191,14 @@ fn load_step(lane: u32, b0: u32, first_row: u32, first_stream: u32) -> StepLoads
 }
 
 // Stores them into tile set `buffer` (its blocks TILE_BLOCKS buffer ..).
-fn store_step(lane: u32, loads: StepLoads, buffer: u32) {
-    if (lane < TILE_BLOCKS * TILE_ROWS) {
-        let i = buffer * TILE_BLOCKS * TILE_ROWS + lane;
+fn store_step(entry: u32, loads: StepLoads, buffer: u32) {
+    if (entry < TILE_BLOCKS * TILE_ROWS) {
+        let i = buffer * TILE_BLOCKS * TILE_ROWS + entry;
         weight_words[i] = loads.words;
         store_weight_scale(i, loads.word_scale);
     }
-    if (lane < TILE_BLOCKS * TILE_STREAMS) {
-        let i = buffer * TILE_BLOCKS * TILE_STREAMS + lane;
+    if (entry < TILE_BLOCKS * TILE_STREAMS) {
+        let i = buffer * TILE_BLOCKS * TILE_STREAMS + entry;
         input_words[2u * i] = loads.low;
         input_words[2u * i + 1u] = loads.high;
         store_input_stats(i, loads.block_stats);
@@ -272,50 +273,38 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             workgroupBarrier();
             buffer = 1u - buffer;
         }
-    }
-    for (var b0 = first_block; b0 < select(end_block, first_block, prefetch && TILE_BUFFERS == 2u);
-         b0 += TILE_BLOCKS) {
-        if (prefetch) {
-            store_step(lane, loads, 0u);
-        } else {
-            for (var i = lane; i < weight_entries; i += WORKGROUP_SIZE) {
-                let index = weight_block(i, b0, first_row);
-                weight_words[i] = w[index];
-                store_weight_scale(i, unpack2x16float(scales[index / 2u])[index % 2u]);
+    } else {
+        for (var b0 = first_block; b0 < end_block; b0 += TILE_BLOCKS) {
+            if (prefetch) {
+                store_step(lane, loads, 0u);
+            } else {
+                for (var i = lane; i < max(weight_entries, input_entries); i += WORKGROUP_SIZE) {
+                    store_step(i, load_step(i, b0, first_row, first_stream), 0u);
+                }
             }
-            for (var i = lane; i < input_entries; i += WORKGROUP_SIZE) {
-                let block = input_block(i, b0, first_stream);
-                input_words[2u * i] = xq[2u * block];
-                input_words[2u * i + 1u] = xq[2u * block + 1u];
-                store_input_stats(i, xs[block]);
+            workgroupBarrier();
+            let next = b0 + TILE_BLOCKS;
+            if (prefetch && next < end_block) {
+                loads = load_step(lane, next, first_row, first_stream);
             }
+            sums = step_products(sums, 0u, row_group, stream_group);
+            workgroupBarrier();
         }
-        workgroupBarrier();
-        let next = b0 + TILE_BLOCKS;
-        if (prefetch && next < end_block) {
-            loads = load_step(lane, next, first_row, first_stream);
-        }
-        sums = step_products(sums, 0u, row_group, stream_group);
-        workgroupBarrier();
     }
-    let sum0 = sums.s0;
-    let sum1 = sums.s1;
-    let sum2 = sums.s2;
-    let sum3 = sums.s3;
 
     let rows = first_row + row_group;
     let streams = first_stream + 4u * stream_group;
     if (K_SPLITS > 1u) {
-        store_split_rows(split, streams, rows, sum0);
-        store_split_rows(split, streams + 1u, rows, sum1);
-        store_split_rows(split, streams + 2u, rows, sum2);
-        store_split_rows(split, streams + 3u, rows, sum3);
+        store_split_rows(split, streams, rows, sums.s0);
+        store_split_rows(split, streams + 1u, rows, sums.s1);
+        store_split_rows(split, streams + 2u, rows, sums.s2);
+        store_split_rows(split, streams + 3u, rows, sums.s3);
         return;
     }
-    store_spread_rows(streams, rows, sum0);
-    store_spread_rows(streams + 1u, rows, sum1);
-    store_spread_rows(streams + 2u, rows, sum2);
-    store_spread_rows(streams + 3u, rows, sum3);
+    store_spread_rows(streams, rows, sums.s0);
+    store_spread_rows(streams + 1u, rows, sums.s1);
+    store_spread_rows(streams + 2u, rows, sums.s2);
+    store_spread_rows(streams + 3u, rows, sums.s3);
 }
 
 @compute @workgroup_size(COMBINE_WORKGROUP)
