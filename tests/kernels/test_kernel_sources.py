@@ -59,10 +59,10 @@ def test_helpers_copied_between_kernels_are_identical():
     # matvec_int8 and its subgroup variant share everything but the reduction; quantize_input shares silu, and with
     # attention's merges the int8 packing and rounding (int8_inverse, with attention_int8's rings too) and the f16
     # path's block scale and pairs (one rounding rule in all); the tiled products of conv1d, matmul and rvq their
-    # 4 x 4 register block's four steps.
+    # 4 x 4 register block's four steps; attention and attention_int8 their score rounds and softmax numerators.
     for name in ("silu", "input_vector", "load_inputs", "unit_dot", "q4_word_dot", "q8_word_dot", "unit_weights",
                  "q4_low", "q8_low", "nibbles_dot", "q4_unit_dot_int8", "member_sums", "store_total",
-                 "f16_block_scale", "f16_pairs", "four_steps", "int8_inverse"):
+                 "f16_block_scale", "f16_pairs", "four_steps", "int8_inverse", "round_scores", "softmax_numerators"):
         assert name in shared, f"{name} is no longer defined in several kernels: update this test"
     differing = {name: sorted(files) for name, files in shared.items()
                  if name not in DIFFERENT_PER_KERNEL and len(set(files.values())) > 1}
