@@ -48,6 +48,7 @@ const TWO_PI_4 = -1.9073486328125e-05;
 const TWO_PI_5 = 1.1920928955078125e-06;
 const TWO_PI_6 = 6.357301884918343e-08;
 const INVERSE_TWO_PI = 0.15915493667125702;
+const ONE_AND_A_HALF_2_23 = 0x4B400000i;   // the bits of the f32 1.5 * 2^23 (as matmul_int8.wgsl)
 
 @group(0) @binding(0) var<storage, read> qkv: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> positions: array<u32>;
@@ -132,7 +133,7 @@ fn rounded_word(x: vec4<f32>, amax: f32) -> u32 {
 // The integer sum (|sum| < 2^22) is taken as an f32's mantissa under 1.5 * 2^23, then that is subtracted: exact, with
 // no integer-to-float conversion (a quarter-rate instruction on NVIDIA GPUs).
 fn unit_score(q: vec4<u32>, q_scale: f32, a: vec4<u32>, s: u32) -> f32 {
-    let bits = 0x4B400000i + dot4I8Packed(q.x, a.x) + dot4I8Packed(q.y, a.y) + dot4I8Packed(q.z, a.z)
+    let bits = ONE_AND_A_HALF_2_23 + dot4I8Packed(q.x, a.x) + dot4I8Packed(q.y, a.y) + dot4I8Packed(q.z, a.z)
                + dot4I8Packed(q.w, a.w);
     return (bitcast<f32>(bits) - 1.5 * 8388608.0) * (q_scale * bitcast<f32>(s));
 }
