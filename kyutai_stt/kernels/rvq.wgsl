@@ -438,6 +438,65 @@ fn store_best_of_four(s: u32, entry_group: u32, scores: vec4<f32>, first: u32) {
     residual_tile[slot / 4u][slot % 4u] = bitcast<f32>(best_index);
 }
 
+// `tiled`: my_stream's residual at dims d .. d + 7 (d % 8 == 0): the group's projection at its first level, else the
+// previous level's residual minus the previous code's entry (moshi's order; entry8 dequantises as entry_element).
+fn residual8(level: u32, group: u32, group_start: u32, my_stream: u32, previous: u32, d: u32) -> array<vec4<f32>, 2> {
+    if (level == group_start) {
+        let at = (my_stream * 2u + group) * DIM + d;
+        return array(vec4<f32>(proj[at], proj[at + 1u], proj[at + 2u], proj[at + 3u]),
+                     vec4<f32>(proj[at + 4u], proj[at + 5u], proj[at + 6u], proj[at + 7u]));
+    }
+    let at = (my_stream * LEVELS + level - 1u) * DIM + d;
+    let entry = entry8((level - 1u) * BINS + previous, d);
+    return array(vec4<f32>(residuals[at], residuals[at + 1u], residuals[at + 2u], residuals[at + 3u]) - entry[0],
+                 vec4<f32>(residuals[at + 4u], residuals[at + 5u], residuals[at + 6u], residuals[at + 7u]) - entry[1]);
+}
+
+// `tiled`: the better of (score bits, index) pairs a and b (ties go to the lowest index).
+fn better(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    return select(a, b, beats(bitcast<f32>(b.x), b.y, bitcast<f32>(a.x), a.y));
+}
+
+// `tiled`: the best (score bits, index) of partials b, b + 4, .. (b < blocks) of one stream's level, at `at`. Eight
+// loads a round, straight-line, before their comparisons (past the end: the last partial again, which never beats
+// itself); any order of comparisons gives the same best.
+fn best_partial(at: u32, b: u32, blocks: u32) -> vec2<u32> {
+    var best = vec2<u32>(bitcast<u32>(HIGHEST), NONE);
+    for (var b0 = b; b0 < blocks; b0 += 32u) {
+        let p0 = partials[at + b0];
+        let p1 = partials[at + min(b0 + 4u, blocks - 1u)];
+        let p2 = partials[at + min(b0 + 8u, blocks - 1u)];
+        let p3 = partials[at + min(b0 + 12u, blocks - 1u)];
+        let p4 = partials[at + min(b0 + 16u, blocks - 1u)];
+        let p5 = partials[at + min(b0 + 20u, blocks - 1u)];
+        let p6 = partials[at + min(b0 + 24u, blocks - 1u)];
+        let p7 = partials[at + min(b0 + 28u, blocks - 1u)];
+        best = better(better(better(better(better(better(better(better(best, p0), p1), p2), p3), p4), p5), p6), p7);
+    }
+    return best;
+}
+
+// `tiled`: dims d .. d + 7 of one stream (residual) and one entry (entry) into element c of the tiles' vec4s at
+// `slot`, straight-line (a loop indexing the registers may put them in memory).
+fn store_slice(d: u32, slot: u32, c: u32, residual: array<vec4<f32>, 2>, entry: array<vec4<f32>, 2>) {
+    residual_tile[d * TILE_GROUPS + slot][c] = residual[0].x;
+    residual_tile[(d + 1u) * TILE_GROUPS + slot][c] = residual[0].y;
+    residual_tile[(d + 2u) * TILE_GROUPS + slot][c] = residual[0].z;
+    residual_tile[(d + 3u) * TILE_GROUPS + slot][c] = residual[0].w;
+    residual_tile[(d + 4u) * TILE_GROUPS + slot][c] = residual[1].x;
+    residual_tile[(d + 5u) * TILE_GROUPS + slot][c] = residual[1].y;
+    residual_tile[(d + 6u) * TILE_GROUPS + slot][c] = residual[1].z;
+    residual_tile[(d + 7u) * TILE_GROUPS + slot][c] = residual[1].w;
+    entry_tile[d * TILE_GROUPS + slot][c] = entry[0].x;
+    entry_tile[(d + 1u) * TILE_GROUPS + slot][c] = entry[0].y;
+    entry_tile[(d + 2u) * TILE_GROUPS + slot][c] = entry[0].z;
+    entry_tile[(d + 3u) * TILE_GROUPS + slot][c] = entry[0].w;
+    entry_tile[(d + 4u) * TILE_GROUPS + slot][c] = entry[1].x;
+    entry_tile[(d + 5u) * TILE_GROUPS + slot][c] = entry[1].y;
+    entry_tile[(d + 6u) * TILE_GROUPS + slot][c] = entry[1].z;
+    entry_tile[(d + 7u) * TILE_GROUPS + slot][c] = entry[1].w;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let level = select(LEVEL, 0u, workgroup.z == 1u);
@@ -450,23 +509,23 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     let local = lane / 4u;
     let quarter = lane % 4u;
     let my_stream = min(first_stream + local, STREAMS - 1u);
+    let entry_group = lane % TILE_GROUPS;     // entries 4 entry_group .. + 3 of the block
+    let stream_group = lane / TILE_GROUPS;    // streams 4 stream_group .. + 3
+    let first = first_entry + 4u * entry_group;
+    // The first slice's entries and the squared norms do not depend on the previous level: loaded before its
+    // resolution, so that their latency overlaps it.
+    var entries = entry8(level * BINS + first_entry + local, 8u * quarter);
+    let norms = vec4<f32>(sqnorms[level * BINS + first], sqnorms[level * BINS + first + 1u],
+                          sqnorms[level * BINS + first + 2u], sqnorms[level * BINS + first + 3u]);
 
     // The previous level's code of my_stream: its 4 invocations split the BLOCKS partials, then meet.
     var previous = 0u;
     if (level > group_start) {
+        let mine = best_partial((my_stream * LEVELS + level - 1u) * blocks, quarter, blocks);
+        entry_tile[lane] = vec4<f32>(bitcast<f32>(mine.x), bitcast<f32>(mine.y), 0.0, 0.0);
+        workgroupBarrier();
         var best_score = HIGHEST;
         var best_index = NONE;
-        for (var b = quarter; b < blocks; b += 4u) {
-            let p = partials[(my_stream * LEVELS + level - 1u) * blocks + b];
-            if (beats(bitcast<f32>(p.x), p.y, best_score, best_index)) {
-                best_score = bitcast<f32>(p.x);
-                best_index = p.y;
-            }
-        }
-        entry_tile[lane] = vec4<f32>(best_score, bitcast<f32>(best_index), 0.0, 0.0);
-        workgroupBarrier();
-        best_score = HIGHEST;
-        best_index = NONE;
         for (var i = 0u; i < 4u; i++) {
             let p = entry_tile[4u * local + i];
             if (beats(p.x, bitcast<u32>(p.y), best_score, best_index)) {
@@ -481,31 +540,30 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
         }
     }
 
-    let entry_group = lane % TILE_GROUPS;     // entries 4 entry_group .. + 3 of the block
-    let stream_group = lane / TILE_GROUPS;    // streams 4 stream_group .. + 3
-    // s_i: the entries' dot products with stream 4 stream_group + i.
+    // s_i: the entries' dot products with stream 4 stream_group + i. Each slice's operands are loaded into registers
+    // while the slice before is summed (a chain of DIM / TILE_DIMS slices that waits for memory once); the same
+    // values, stored and summed in the same order.
     var block = Block4x4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var r = residual8(level, group, group_start, my_stream, previous, 8u * quarter);
     for (var d0 = 0u; d0 < DIM; d0 += TILE_DIMS) {
-        for (var i = 0u; i < 8u; i++) {
-            let d = d0 + 8u * quarter + i;
-            var r: f32;
-            if (level == group_start) {
-                r = proj[(my_stream * 2u + group) * DIM + d];
-            } else {
-                r = residuals[(my_stream * LEVELS + level - 1u) * DIM + d]
-                    - entry_element((level - 1u) * BINS + previous, d);
-            }
-            residual_tile[(8u * quarter + i) * TILE_GROUPS + local / 4u][local % 4u] = r;
-            if (workgroup.x == 0u && first_stream + local < STREAMS) {
-                residuals[(my_stream * LEVELS + level) * DIM + d] = r;
-            }
-        }
-        let e = entry8(level * BINS + first_entry + local, d0 + 8u * quarter);
-        for (var i = 0u; i < 4u; i++) {
-            entry_tile[(8u * quarter + i) * TILE_GROUPS + local / 4u][local % 4u] = e[0][i];
-            entry_tile[(8u * quarter + 4u + i) * TILE_GROUPS + local / 4u][local % 4u] = e[1][i];
+        store_slice(8u * quarter, local / 4u, local % 4u, r, entries);
+        if (workgroup.x == 0u && first_stream + local < STREAMS) {
+            let at = (my_stream * LEVELS + level) * DIM + d0 + 8u * quarter;
+            residuals[at] = r[0].x;
+            residuals[at + 1u] = r[0].y;
+            residuals[at + 2u] = r[0].z;
+            residuals[at + 3u] = r[0].w;
+            residuals[at + 4u] = r[1].x;
+            residuals[at + 5u] = r[1].y;
+            residuals[at + 6u] = r[1].z;
+            residuals[at + 7u] = r[1].w;
         }
         workgroupBarrier();
+        let next = d0 + TILE_DIMS;
+        if (next < DIM) {
+            entries = entry8(level * BINS + first_entry + local, next + 8u * quarter);
+            r = residual8(level, group, group_start, my_stream, previous, next + 8u * quarter);
+        }
         // Four dims' operands loaded from workgroup memory before their products (as conv1d.wgsl `tiled`: a
         // workgroup per SM leaves the loads' latency between every two dims otherwise). The same products, in order.
         for (var d = 0u; d < TILE_DIMS; d += 4u) {
@@ -524,9 +582,6 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
 
     // Each invocation's best of its 4 entries for each of its 4 streams, then each stream's best of the
     // TILE_GROUPS entry groups (scanned in entry order: ties go to the lowest index).
-    let first = first_entry + 4u * entry_group;
-    let norms = vec4<f32>(sqnorms[level * BINS + first], sqnorms[level * BINS + first + 1u],
-                          sqnorms[level * BINS + first + 2u], sqnorms[level * BINS + first + 3u]);
     // Four calls rather than a loop over an array of the four sums: 0.4-0.7 % faster (BENCHMARKS.md).
     store_best_of_four(4u * stream_group, entry_group, norms - 2.0 * block.s0, first);
     store_best_of_four(4u * stream_group + 1u, entry_group, norms - 2.0 * block.s1, first);
