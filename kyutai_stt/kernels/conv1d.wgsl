@@ -49,7 +49,8 @@
 //   (tile_norm_stats; needs WORKGROUP_SIZE = 4 TILE_COLS and 16 <= TILE_K <= 4 ROW_THREADS), applied as slices
 //   load. TILE_K (16 or 32) sets only how many columns a slice holds, never the order of the sums.
 //   Where each invocation loads at most one part of each tile, the next slice's loads go out before the current
-//   slice is summed (registers: words, scales, windows) and are decoded into the tiles after it.
+//   slice is summed (registers: words, scales, windows and, with LayerNorm input, their weight and bias) and are
+//   decoded into the tiles after it.
 //   With K_SPLITS > 1, workgroup z sums columns [z K / K_SPLITS, (z + 1) K / K_SPLITS) into partials
 //   (f32[K_SPLITS, STREAMS * T_OUT, C_OUT]), and `tiled_combine` adds the ranges in order z = 0, 1, .. then
 //   applies the epilogue: layers whose few columns (1-2 steps a frame) leave the grid small shorten each
@@ -713,20 +714,32 @@ fn column_window(n: u32, j: u32) -> vec4<f32> {
 }
 
 // Window elements 4 c .. 4 c + 3 of the slice at j0 of column group g (columns 4 g .. + 3 of the tile: columns
-// past the end repeat the last column, never written out), raw: one column per matrix column.
-fn tile_input_windows(g: u32, c: u32, j0: u32, first_col: u32) -> mat4x4<f32> {
-    let n = min(vec4<u32>(first_col + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(STREAMS * T_OUT - 1u));
-    let j = j0 + 4u * c;
-    return mat4x4<f32>(column_window(n.x, j), column_window(n.y, j), column_window(n.z, j), column_window(n.w, j));
+// past the end repeat the last column, never written out), raw: one column per matrix column; with LayerNorm input,
+// also those elements' LayerNorm weight and bias, loaded with them so that the stores wait for no other load.
+struct InputLoads {
+    windows: mat4x4<f32>,
+    norm_weight: vec4<f32>,
+    norm_bias: vec4<f32>,
 }
 
-// in(win) of those windows (as loaded above) into the input tile, one vec4 (4 columns) per element.
-fn store_tile_inputs(g: u32, c: u32, j0: u32, windows: mat4x4<f32>) {
+fn tile_inputs(g: u32, c: u32, j0: u32, first_col: u32) -> InputLoads {
+    let n = min(vec4<u32>(first_col + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(STREAMS * T_OUT - 1u));
     let j = j0 + 4u * c;
-    var a = windows[0];
-    var b = windows[1];
-    var e = windows[2];
-    var f = windows[3];
+    var loads = InputLoads(mat4x4<f32>(column_window(n.x, j), column_window(n.y, j), column_window(n.z, j),
+                                       column_window(n.w, j)), vec4<f32>(0.0), vec4<f32>(0.0));
+    if (INPUT_MODE == MODE_LAYER_NORM) {
+        loads.norm_weight = params[(NORM_OFFSET + j) / 4u];
+        loads.norm_bias = params[(NORM_OFFSET + K + j) / 4u];
+    }
+    return loads;
+}
+
+// in(win) of those inputs (as loaded above) into the input tile, one vec4 (4 columns) per element.
+fn store_tile_inputs(g: u32, c: u32, loads: InputLoads) {
+    var a = loads.windows[0];
+    var b = loads.windows[1];
+    var e = loads.windows[2];
+    var f = loads.windows[3];
     if (INPUT_MODE == MODE_ELU) {
         a = elu4(a);
         b = elu4(b);
@@ -734,8 +747,8 @@ fn store_tile_inputs(g: u32, c: u32, j0: u32, windows: mat4x4<f32>) {
         f = elu4(f);
     }
     if (INPUT_MODE == MODE_LAYER_NORM) {     // tile_means / tile_inv_stds hold columns 4 g .. + 3
-        let weight = params[(NORM_OFFSET + j) / 4u];
-        let bias = params[(NORM_OFFSET + K + j) / 4u];
+        let weight = loads.norm_weight;
+        let bias = loads.norm_bias;
         a = (a - tile_means.x) * tile_inv_stds.x * weight + bias;
         b = (b - tile_means.y) * tile_inv_stds.y * weight + bias;
         e = (e - tile_means.z) * tile_inv_stds.z * weight + bias;
@@ -851,13 +864,13 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     let prefetch = weight_loads <= WORKGROUP_SIZE && input_loads <= WORKGROUP_SIZE;
     var words = vec4<u32>(0u);
     var block_scales = vec4<f32>(0.0);
-    var windows = mat4x4<f32>();
+    var inputs = InputLoads(mat4x4<f32>(), vec4<f32>(0.0), vec4<f32>(0.0));
     if (prefetch && lane < weight_loads) {
         words = tile_weight_words(wg, wc, first_j, first_row);
         block_scales = tile_weight_scales(wg, wc, first_j, first_row);
     }
     if (prefetch && lane < input_loads) {
-        windows = tile_input_windows(xg, xc, first_j, first_col);
+        inputs = tile_inputs(xg, xc, first_j, first_col);
     }
     for (var j0 = first_j; j0 < end_j; j0 += TILE_K) {
         if (prefetch) {
@@ -865,7 +878,7 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
                 store_tile_weights(wg, wc, words, block_scales);
             }
             if (lane < input_loads) {
-                store_tile_inputs(xg, xc, j0, windows);
+                store_tile_inputs(xg, xc, inputs);
             }
         } else {
             for (var i = lane; i < weight_loads; i += WORKGROUP_SIZE) {
@@ -877,7 +890,7 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
             for (var i = lane; i < input_loads; i += WORKGROUP_SIZE) {
                 let g = i / (TILE_K / 4u);
                 let c = i % (TILE_K / 4u);
-                store_tile_inputs(g, c, j0, tile_input_windows(g, c, j0, first_col));
+                store_tile_inputs(g, c, tile_inputs(g, c, j0, first_col));
             }
         }
         workgroupBarrier();
@@ -887,7 +900,7 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
             block_scales = tile_weight_scales(wg, wc, next, first_row);
         }
         if (prefetch && next < end_j && lane < input_loads) {
-            windows = tile_input_windows(xg, xc, next, first_col);
+            inputs = tile_inputs(xg, xc, next, first_col);
         }
         sums = slice_products(sums, row_group, col_group);
         workgroupBarrier();
