@@ -21,8 +21,9 @@
 //   last levels) into codes.
 //
 // Bindings (group 0): 0 = codebooks (read, u32 words as vec4: `w` or `qs`), 1 = scales (read, u32: the `d`
-//   stream; bind any buffer for f32/f16), 2 = sqnorms (read), 3 = proj (read), 4 = partials (read_write),
-//   5 = codes (read_write, u32), 6 = residuals (read_write), 7 = step (read, u32: the plan's step buffer).
+//   stream; bind any buffer for f32/f16), 2 = sqnorms (read), 3 = proj (read, its f32s as vec4: a stream's 8 dims
+//   are two loads), 4 = partials (read_write), 5 = codes (read_write, u32), 6 = residuals (read_write, vec4 as
+//   proj), 7 = step (read, u32: the plan's step buffer).
 // Dispatch: (BINS / ENTRIES, 2 if LEVEL == 1 else 1, STREAMS) for LEVEL = 1 .. LEVELS - 1, then (1, 2, STREAMS)
 //   with LEVEL = LEVELS; workgroups of WORKGROUP_SIZE invocations.
 // Streams (a plan of several, docs/plan.md): workgroup z is the stream s, with proj [s, 2 * DIM], partials
@@ -55,10 +56,10 @@ const HIGHEST = 3.402823e38;
 @group(0) @binding(0) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> scales: array<u32>;
 @group(0) @binding(2) var<storage, read> sqnorms: array<f32>;
-@group(0) @binding(3) var<storage, read> proj: array<f32>;
+@group(0) @binding(3) var<storage, read> proj: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> partials: array<vec2<u32>>;
 @group(0) @binding(5) var<storage, read_write> codes: array<u32>;
-@group(0) @binding(6) var<storage, read_write> residuals: array<f32>;
+@group(0) @binding(6) var<storage, read_write> residuals: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> step: array<u32>;
 
 // The workgroup's stream (workgroup z), set first thing in main.
@@ -295,13 +296,14 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     for (var d = lane; d < DIM; d += WORKGROUP_SIZE) {
         var r: f32;
         if (level == group_start) {
-            r = proj[(stream * 2u + group) * DIM + d];
+            r = proj[((stream * 2u + group) * DIM + d) / 4u][d % 4u];
         } else {
-            r = residuals[(stream * LEVELS + level - 1u) * DIM + d] - entry_element((level - 1u) * BINS + previous, d);
+            r = residuals[((stream * LEVELS + level - 1u) * DIM + d) / 4u][d % 4u]
+                - entry_element((level - 1u) * BINS + previous, d);
         }
         residual[d] = r;
         if (workgroup.x == 0u) {
-            residuals[(stream * LEVELS + level) * DIM + d] = r;
+            residuals[((stream * LEVELS + level) * DIM + d) / 4u][d % 4u] = r;
         }
     }
     workgroupBarrier();
@@ -443,13 +445,11 @@ fn store_best_of_four(s: u32, entry_group: u32, scores: vec4<f32>, first: u32) {
 fn residual8(level: u32, group: u32, group_start: u32, my_stream: u32, previous: u32, d: u32) -> array<vec4<f32>, 2> {
     if (level == group_start) {
         let at = (my_stream * 2u + group) * DIM + d;
-        return array(vec4<f32>(proj[at], proj[at + 1u], proj[at + 2u], proj[at + 3u]),
-                     vec4<f32>(proj[at + 4u], proj[at + 5u], proj[at + 6u], proj[at + 7u]));
+        return array(proj[at / 4u], proj[at / 4u + 1u]);
     }
     let at = (my_stream * LEVELS + level - 1u) * DIM + d;
     let entry = entry8((level - 1u) * BINS + previous, d);
-    return array(vec4<f32>(residuals[at], residuals[at + 1u], residuals[at + 2u], residuals[at + 3u]) - entry[0],
-                 vec4<f32>(residuals[at + 4u], residuals[at + 5u], residuals[at + 6u], residuals[at + 7u]) - entry[1]);
+    return array(residuals[at / 4u] - entry[0], residuals[at / 4u + 1u] - entry[1]);
 }
 
 // `tiled`: the better of (score bits, index) pairs a and b (ties go to the lowest index).
@@ -548,15 +548,9 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     for (var d0 = 0u; d0 < DIM; d0 += TILE_DIMS) {
         store_slice(8u * quarter, local / 4u, local % 4u, r, entries);
         if (workgroup.x == 0u && first_stream + local < STREAMS) {
-            let at = (my_stream * LEVELS + level) * DIM + d0 + 8u * quarter;
-            residuals[at] = r[0].x;
-            residuals[at + 1u] = r[0].y;
-            residuals[at + 2u] = r[0].z;
-            residuals[at + 3u] = r[0].w;
-            residuals[at + 4u] = r[1].x;
-            residuals[at + 5u] = r[1].y;
-            residuals[at + 6u] = r[1].z;
-            residuals[at + 7u] = r[1].w;
+            let at = ((my_stream * LEVELS + level) * DIM + d0 + 8u * quarter) / 4u;
+            residuals[at] = r[0];
+            residuals[at + 1u] = r[1];
         }
         workgroupBarrier();
         let next = d0 + TILE_DIMS;
