@@ -522,18 +522,13 @@ fn tiled(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_
     var previous = 0u;
     if (level > group_start) {
         let mine = best_partial((my_stream * LEVELS + level - 1u) * blocks, quarter, blocks);
-        entry_tile[lane] = vec4<f32>(bitcast<f32>(mine.x), bitcast<f32>(mine.y), 0.0, 0.0);
+        entry_tile[lane] = vec4<f32>(bitcast<vec2<f32>>(mine), 0.0, 0.0);
         workgroupBarrier();
-        var best_score = HIGHEST;
-        var best_index = NONE;
+        var best = vec2<u32>(bitcast<u32>(HIGHEST), NONE);
         for (var i = 0u; i < 4u; i++) {
-            let p = entry_tile[4u * local + i];
-            if (beats(p.x, bitcast<u32>(p.y), best_score, best_index)) {
-                best_score = p.x;
-                best_index = bitcast<u32>(p.y);
-            }
+            best = better(best, bitcast<vec2<u32>>(entry_tile[4u * local + i].xy));
         }
-        previous = select(best_index, 0u, best_index == NONE);
+        previous = select(best.y, 0u, best.y == NONE);
         workgroupBarrier();
         if (workgroup.x == 0u && quarter == 0u && first_stream + local < STREAMS && stream_active(my_stream)) {
             codes[my_stream * CODES_STRIDE + CODES_OFFSET + level - 1u] = previous;
