@@ -7,6 +7,7 @@ import json
 import pytest
 
 from kyutai_stt import cli
+from kyutai_stt.models.lm import MAX_STREAMS
 
 
 def test_lm_step_of_two_streams_prints_its_throughput_and_profile(tiny_packages, capsys):
@@ -29,7 +30,7 @@ def test_lm_step_of_two_streams_prints_its_throughput_and_profile(tiny_packages,
     assert len(profile) < line["dispatches_per_step"]
 
 
-@pytest.mark.parametrize("streams", ["0", "257"])
+@pytest.mark.parametrize("streams", ["0", str(MAX_STREAMS + 1)])
 def test_streams_out_of_range_exit_2(tiny_packages, capsys, streams):
     assert cli.main(["bench", "--package", str(tiny_packages("q4").root), "--streams", streams]) == 2
     assert "--streams" in capsys.readouterr().err

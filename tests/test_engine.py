@@ -72,6 +72,37 @@ def test_plans_of_one_stream_stay_portable_and_an_engine_checks_its_device_limit
     assert isinstance(error.value, UserError)
 
 
+def test_a_gpu_short_of_memory_gets_the_plans_total_and_keeps_nothing(monkeypatch):
+    """A buffer the device cannot allocate (many streams' rings on a small GPU): a user error with the plan's total
+    and the fix, and every buffer allocated before it given back at once."""
+    import wgpu
+
+    from kyutai_stt.engine.runtime import DeviceLimitError
+    from kyutai_stt.errors import UserError
+
+    class Allocated:
+        def __init__(self, name):
+            self.name, self.destroyed = name, False
+
+        def destroy(self):
+            self.destroyed = True
+
+    allocated = []
+
+    def create(engine, buffer):
+        if len(allocated) == 2:
+            raise wgpu.GPUOutOfMemoryError("Out of Memory")
+        allocated.append(Allocated(buffer.name))
+        return allocated[-1]
+
+    monkeypatch.setattr(Engine, "_create_buffer", create)
+    plan = toy_plan()
+    with pytest.raises(DeviceLimitError, match=r"take 0\.0 GiB, more than this GPU could allocate .* fewer streams"):
+        Engine(plan, {}.__getitem__)
+    assert isinstance(DeviceLimitError("x"), UserError)
+    assert len(allocated) == 2 and all(b.destroyed for b in allocated), allocated
+
+
 def test_engine_runs_frames_pipelined_and_resets():
     rng = np.random.default_rng(0)
     alpha = rng.uniform(0.5, 1.5, LENGTH).astype(np.float32)

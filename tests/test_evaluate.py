@@ -13,6 +13,7 @@ from audio_helpers import sine, write_audio
 
 from kyutai_stt import cli
 from kyutai_stt.evaluation import DatasetError, Item, discover, evaluate, normalize, score, summary_line, table_row
+from kyutai_stt.models.lm import MAX_STREAMS
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -207,9 +208,9 @@ def test_eval_batch_gives_the_same_report_rows_and_shares_the_wall_time(tmp_path
     files = json.loads(report.read_text())["files"]
     assert [f["hypothesis"] for f in files] == ["440hz 440hz", "1000hz"]
     assert files[0]["rtf"] == pytest.approx(files[1]["rtf"], rel=1e-3)       # the batch's, shared by audio
-    for bad in ("0", "257"):
+    for bad in ("0", str(MAX_STREAMS + 1)):
         assert cli.main(["eval", str(root), "--model", str(pkg), "--batch", bad]) == 2
-        assert f"--batch {bad}: from 1 to 256" in capsys.readouterr().err
+        assert f"--batch {bad}: from 1 to {MAX_STREAMS}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("setup, message", [

@@ -20,6 +20,7 @@ from audio_helpers import sine, unreadable_file, write_audio, write_wav_int16
 
 from kyutai_stt import cli
 from kyutai_stt.cli.transcribe import PLAIN_INTERVAL_S, Progress
+from kyutai_stt.models.lm import MAX_STREAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,9 +121,9 @@ def test_several_files_run_as_a_batch_and_come_out_in_input_order(tmp_path, caps
     assert summary(err)["streams"] == 3 and summary(err)["audio_s"] == 6.0
     code, out_one, err = main(capsys, a, b, c, "--model", pkg, "--streams", "1", "--quiet")
     assert code == 0 and out_one == out and len(fake_model.FakeBatchTranscriber.instances) == 1
-    for bad in ("0", "300"):
+    for bad in ("0", str(MAX_STREAMS + 1)):
         code, _, err = main(capsys, a, "--model", pkg, "--streams", bad)
-        assert code == 2 and f"--streams {bad}: from 1 to 256" in err
+        assert code == 2 and f"--streams {bad}: from 1 to {MAX_STREAMS}" in err
     assert summary(err := main(capsys, a, b, "--model", pkg, "--mimi-frames", "2")[2])["mimi_frames"] == 2, err
     assert fake_model.FakeBatchTranscriber.instances[-1].mimi_frames == 2
     for bad in ("0", "65"):

@@ -66,7 +66,7 @@ class Engine:
                 f"({limit / 2**20:.0f} MiB): build it for fewer streams (files: or fewer Mimi frames a submission, "
                 f"--mimi-frames)")
         self.plan = plan
-        self.buffers = {b.name: self._create_buffer(b) for b in plan.buffers}
+        self.buffers = self._create_buffers(plan)
         for b in plan.buffers:
             if b.kind == "const":
                 self.device.queue.write_buffer(self.buffers[b.name], 0, np.array(b.values, _NUMPY[b.dtype]))
@@ -91,6 +91,23 @@ class Engine:
         self.stream_frames = [0] * plan.streams
         self._submit, self._wait_for = gpu.submitter(self.device)
         self.reset()
+
+    def _create_buffers(self, plan: Plan) -> dict[str, wgpu.GPUBuffer]:
+        """Every buffer of the plan, or none: a GPU short of memory (many streams' KV rings) gets the plan's total
+        and what to change, and what was allocated goes back at once."""
+        buffers = {}
+        try:
+            for b in plan.buffers:
+                buffers[b.name] = self._create_buffer(b)
+        except wgpu.GPUError as error:
+            for buffer in buffers.values():
+                buffer.destroy()
+            total = sum(b.size for b in plan.buffers)
+            raise DeviceLimitError(
+                f"the plan's buffers take {total / 2**30:.1f} GiB, more than this GPU could allocate (at "
+                f"{b.name}: {_gpu_error_line(error)}): build it for fewer streams (f16 KV rings: or --kv-rings int8, "
+                f"56 % of their memory; files: or fewer Mimi frames a submission, --mimi-frames)") from None
+        return buffers
 
     def _create_buffer(self, b) -> wgpu.GPUBuffer:
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC

@@ -20,7 +20,9 @@ EMBED_WORDS_PER_WORKGROUP = 8        # kernels/embed_sum.wgsl's default: 8 u32 w
 QUANTIZE_WORKGROUP = 256             # kernels/quantize_input.wgsl: 8 inputs per invocation
 MATVEC_MAX_SUMS = 16                 # kernels/matvec*.wgsl: ROWS_PER_THREAD * BATCH (+ BATCH in RMS_NORM mode)
 MATVEC_MAX_STREAMS = MATVEC_MAX_SUMS // 2   # one row per invocation in RMS_NORM mode: 8 sums + 8 squares
-MAX_STREAMS = 256                    # beyond MATVEC_MAX_STREAMS the matrices take kernels/matmul.wgsl
+# Beyond MATVEC_MAX_STREAMS the matrices take kernels/matmul.wgsl. The device's binding limit and memory are the
+# real bounds (the engine names them): an H100 holds 1024 streams with int8 rings, 65 GiB (BENCHMARKS.md).
+MAX_STREAMS = 1024
 MATMUL_COMBINE_WORKGROUP = 64       # kernels/matmul.wgsl's and matmul_int8.wgsl's COMBINE_WORKGROUP
 MATMUL_TILE_K_PER_ROW_THREAD = 8     # kernels/matmul.wgsl's INPUT_LOADS (2 of 4 columns): TILE_K <= 8 ROW_THREADS
 MATMUL_INT8_TILE_BLOCKS = 2          # kernels/matmul_int8.wgsl: 32-column blocks per step, at most (two tile sets fit)
@@ -205,6 +207,21 @@ def for_streams(shape: MatvecTuning, streams: int, input_mode: int) -> MatvecTun
     return replace(shape, rows_per_thread=min(shape.rows_per_thread, room))
 
 
+def _matrices(cfg: LMConfig) -> list[str]:
+    """The matrices of an LM step (build_lm's _matvec calls), in order."""
+    roles = ("attn_qkv", "attn_out", "ffn_in", "ffn_out")
+    return [f"layers.{i}.{role}" for i in range(cfg.num_layers) for role in roles] + ["text_head"]
+
+
+def _matmul_steps(tile: MatmulTuning, rows: int, columns: int, streams: int, int8: bool) -> tuple[int, int]:
+    """(matmul_int8.wgsl's 32-column blocks a step, 0 for matmul.wgsl; column ranges) of a matrix in a plan of
+    many streams: int8 steps take as many blocks as divide the columns."""
+    if not int8:
+        return 0, tile.splits_for(rows, columns, streams)
+    blocks = max(n for n in range(1, MATMUL_INT8_TILE_BLOCKS + 1) if columns % (32 * n) == 0)
+    return blocks, tile.splits_for(rows, columns, streams, 32 * blocks)
+
+
 def _batch(streams: int) -> dict:
     """The matvec kernels' BATCH constant: absent for one stream, so that its pipelines stay those of before."""
     return {"BATCH": streams} if streams > 1 else {}
@@ -233,12 +250,12 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
     if partials is not None:
         tile = tuning.matmul
         grid = tile.grid(rows, streams)
-        if int8:     # q4 weights x int8 inputs (matmul_int8.wgsl), steps of blocks that divide the columns
+        blocks, splits = _matmul_steps(tile, rows, columns, streams, bool(int8))
+        if int8:     # q4 weights x int8 inputs (matmul_int8.wgsl)
             kernel = "matmul_int8"
-            blocks = max(n for n in range(1, MATMUL_INT8_TILE_BLOCKS + 1) if columns % (32 * n) == 0)
             constants = {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, "BATCH": streams,
                          "ROW_THREADS": tile.row_threads, "STREAM_THREADS": tile.stream_threads,
-                         "TILE_BLOCKS": blocks, "K_SPLITS": tile.splits_for(rows, columns, streams, 32 * blocks)}
+                         "TILE_BLOCKS": blocks, "K_SPLITS": splits}
             bindings = {**with_scales_binding(w.bindings(name)), 2: rounded_input[0], 3: y, 4: rounded_input[1],
                         5: partials}
         else:
@@ -346,10 +363,15 @@ def build_lm(b: PlanBuilder, cfg: LMConfig, tensors: dict[str, Tensor], codes: s
     rounded_input = partials = None
     if n >= tuning.matmul.from_streams:
         tuning.matmul.check()
-        # matmul.wgsl's column-range sums [splits, S, rows] and sums of squares [splits, S], for the widest matrix
-        rows = max(t.shape[0] for t in tensors.values() if len(t.shape) == 2)
-        partials = b.buffer("lm.matmul_partials", "scratch", 4 * tuning.matmul.k_splits * n * (rows + 1),
-                            (tuning.matmul.k_splits * n * (rows + 1),))
+        # The column-range sums [splits, S, rows] and sums of squares [splits, S] of the matrix that needs the most;
+        # one word where none is split (the more streams, the fewer ranges fill the GPU).
+        words = 1
+        for name in _matrices(cfg):
+            t = tensors[name]
+            int8 = tuning.rounded_inputs == "int8" and t.quant == "q4" and bool(tuning.for_int8_matvec(name))
+            _, ranges = _matmul_steps(tuning.matmul, *t.shape, n, int8)
+            words = max(words, ranges * n * (t.shape[0] + 1) if ranges > 1 else 1)
+        partials = b.buffer("lm.matmul_partials", "scratch", 4 * words, (words,))
     # Plans of many streams keep matmul.wgsl where the f16 path would apply (it has no f16 variant).
     rounding = None if partials and tuning.rounded_inputs == "f16" else tuning.rounded_inputs
     if rounding:   # one matrix input at a time, rounded to int8 or f16 (quantize_input.wgsl)

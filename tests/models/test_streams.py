@@ -17,7 +17,7 @@ from test_lm_parity import FIXTURE
 from kyutai_stt.engine import device as gpu
 from kyutai_stt.engine.plan import INT8_DOT, Plan
 from kyutai_stt.engine.runtime import Engine
-from kyutai_stt.models.lm import MatmulTuning, build_lm_plan, tensors_of
+from kyutai_stt.models.lm import MAX_STREAMS, MatmulTuning, build_lm_plan, tensors_of
 from kyutai_stt.models.mimi import MANY_STREAMS, build_mimi_plan
 from kyutai_stt.models.stt import stt_plan
 from kyutai_stt.models.variants import tuning_for, tunings
@@ -181,14 +181,59 @@ def test_plan_layout_for_streams(tiny_packages):
     late_matmul = replace(tunings()["gpu"], matmul=MatmulTuning(from_streams=10))
     with pytest.raises(ValueError, match="at most 8 streams"):
         build_lm_plan(package.config, tensors_of(package), late_matmul, streams=9)
-    with pytest.raises(ValueError, match="a plan holds 1 to 256"):
-        build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=257)
+    with pytest.raises(ValueError, match=f"a plan holds 1 to {MAX_STREAMS}"):
+        build_lm_plan(package.config, tensors_of(package), tunings()["gpu"], streams=MAX_STREAMS + 1)
     with pytest.raises(ValueError, match="2 stream frames for a plan of 8"):
         plan.step_words([0, 0])
     single = build_lm_plan(package.config, tensors_of(package), tunings()["gpu"])
     assert [f.name for f in single.step_fields] == ["position"], "one stream: a frame it sits out is not submitted"
     with pytest.raises(ValueError, match="no 'active' step field"):
         single.step_words([4], [False])
+
+
+def test_more_than_256_streams_equal_one_stream_runs(tiny_packages, inputs):
+    """A plan of 300 streams (plans held at most 256 before): the
+    streams fed the fixture (first, middle, last) equal a one-stream run bit for bit, the others fed random codes.
+    No matrix is cut into column ranges (full_grid 1), so the sums run in the same order at both counts."""
+    if INT8_DOT not in gpu.wgsl_language_features():
+        pytest.fail(f"this adapter lacks {INT8_DOT}: the int8 kernels of many streams cannot be checked here")
+    package = tiny_packages("q4")
+    tile = MatmulTuning(row_threads=8, stream_threads=4, from_streams=1, full_grid=1)
+    tuning = replace(INT8_SUBGROUP, matmul=tile, kv_int8=True, kv_f16=False)
+    steps, streams, fed = 6, 300, (0, 150, 299)
+    expected = one_stream_run(package, tuning, inputs[:steps])
+    plan = build_lm_plan(package.config, tensors_of(package), tuning, streams=streams)
+    assert plan.buffer("lm.matmul_partials").size == 4, "no column ranges: one word"
+    rng = np.random.default_rng(1)
+    feed = []
+    for k in range(steps):
+        codes = rng.integers(0, package.config.card, (streams, package.config.n_q)).astype(np.uint32)
+        token = rng.integers(0, package.config.text_card, streams).astype(np.uint32)
+        codes[list(fed)], token[list(fed)] = inputs[k, 1:], inputs[k, 0]
+        feed.append({"codes": codes, "token": token})
+    for k, step in enumerate(run(Engine(plan, package.read_stream), feed)):
+        for s in fed:
+            np.testing.assert_array_equal(step["logits"][s], expected[k]["logits"][0], f"stream {s} step {k}")
+            np.testing.assert_array_equal(step["results"][s], expected[k]["results"][0], f"stream {s} step {k}")
+
+
+def test_matmul_partials_hold_the_most_split_matrix(tiny_packages):
+    """The column ranges' scratch holds the sums [K_SPLITS, BATCH, ROWS] and squares [K_SPLITS, BATCH] of the
+    matrix that needs the most, from the plan's own dispatches, not the largest matrix at the most ranges (512 MiB
+    at 256 streams of the full LM, 2 GiB at 1024: past an H100's binding limit); one word where no matrix is cut."""
+    package = tiny_packages("q4")
+    for variant in ("gpu", "gpu-int8"):
+        for streams, full_grid in [(9, 256), (40, 256), (40, 1)]:
+            tuning = replace(tunings()[variant], matmul=MatmulTuning(row_threads=8, stream_threads=4,
+                                                                      full_grid=full_grid))
+            plan = build_lm_plan(package.config, tensors_of(package), tuning, streams=streams)
+            needs = [p.constants["K_SPLITS"] * streams * (p.constants["ROWS"] + 1) for p in plan.pipelines
+                     if p.kernel in ("matmul", "matmul_int8") and p.constants["K_SPLITS"] > 1]
+            assert plan.buffer("lm.matmul_partials").size == 4 * max(needs or [1]), (variant, streams, full_grid)
+            assert bool(needs) == (full_grid > 1), (variant, streams, full_grid)
+            slots = tuning.attention_slots_per_split_many or tuning.attention_slots_per_split
+            ring_ranges = {p.constants["SPLITS"] for p in plan.pipelines if p.kernel == "attention"}
+            assert ring_ranges == {-(-package.config.context // slots)}, "the ring's ranges follow the variant"
 
 
 def test_matmul_splits_columns_only_until_the_grid_is_full():
