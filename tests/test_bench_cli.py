@@ -16,6 +16,9 @@ def test_lm_step_of_two_streams_prints_its_throughput_and_profile(tiny_packages,
                      "--streams", "2", "--profile"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["bench"] == "lm_step" and line["streams"] == 2 and line["dispatches_per_step"] > 0
+    assert cli.main(["bench", "--package", str(package.root), "--steps", "3", "--warmup", "1"]) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 < one["plan_MiB"] < line["plan_MiB"], "the plan's buffers: each stream's rings and state on top"
     assert 0 < line["p50_ms"] <= line["p95_ms"]
     # The GPU's time of a frame's pass (lavapipe has timestamp queries).
     assert 0 < line["gpu_p50_ms"] <= line["gpu_p95_ms"] and line["gpu_mean_ms"] > 0

@@ -179,6 +179,7 @@ def run(args) -> int:
         "weight_MB_per_step": round(bytes_per_step / 1e6, 1),
         "effective_GBps": round(bytes_per_step / (per_step_ms * 1e-3) / 1e9, 1),
         "dispatches_per_step": len(plan.dispatches), "streams": streams,
+        "plan_MiB": round(sum(b.size for b in plan.buffers) / 2**20, 3),     # GPU memory the plan's buffers take
         "stream_frames_per_s": round(streams * 1e3 / mean_ms, 1),
         "realtime_streams": round(streams * 80 / mean_ms, 1),
         "frame_latency_p50_ms": round(float(np.median(latencies)), 4),
