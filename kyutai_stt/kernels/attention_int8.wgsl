@@ -151,19 +151,21 @@ fn weigh_int8_value(acc: array<vec4<f32>, 4>, j: u32, first: u32, end: u32, w: v
                                acc[3] + factor * vec4<f32>(unpack4xI8(w.w)));
 }
 
-// A round's scores: each member's partial sums for its team's 4 slots j, added in member order by the team's
-// leader (member 0) into weights[]; returns local_max raised by them (call in uniform control flow: barriers).
-fn round_scores(partial: vec4<f32>, j: vec4<u32>, first: u32, end: u32, lane: u32, leader: bool, team_size: u32,
-                local_max: f32) -> f32 {
+// A round's scores: each member's partial sums for its team's 4 slots j, added in member order into weights[] by
+// the team's member p for slot p (p + team_size ... where the team has fewer than 4 members: four short chains of
+// adds, not one long one); returns local_max raised by them (call in uniform control flow: barriers).
+fn round_scores(partial: vec4<f32>, j: vec4<u32>, first: u32, end: u32, lane: u32, in_team: bool, member: u32,
+                team_size: u32, local_max: f32) -> f32 {
     reduction[lane] = partial;
     workgroupBarrier();
     var result = local_max;
-    if (leader) {
-        for (var p = 0u; p < 4u; p++) {
+    if (in_team) {
+        let leader = lane - member;
+        for (var p = member; p < 4u; p += team_size) {
             if (j[p] < end) {
                 var score = 0.0;
                 for (var m = 0u; m < team_size; m++) {
-                    score += reduction[lane + m][p];
+                    score += reduction[leader + m][p];
                 }
                 weights[j[p] - first] = score;
                 result = max(result, score);
@@ -267,7 +269,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             partial = vec4<f32>(unit_score(q_unit, q_scale, a0, s0), unit_score(q_unit, q_scale, a1, s1),
                                 unit_score(q_unit, q_scale, a2, s2), unit_score(q_unit, q_scale, a3, s3));
         }
-        local_max = round_scores(partial, j, first, end, lane, team < teams && member == 0u, team_size, local_max);
+        local_max = round_scores(partial, j, first, end, lane, team < teams, member, team_size, local_max);
     }
     let score_max = reduce_workgroup(local_max, true, lane);
     let denominator = softmax_numerators(first, end, score_max, lane);
