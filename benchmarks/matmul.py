@@ -6,6 +6,7 @@ already int8; the tile's third value is then TILE_BLOCKS, 32-column blocks per s
 
     python benchmarks/matmul.py [--streams 16,64,256] [--shapes ffn_in,...] [--quant q4] [--tile 16,16,32]
     python benchmarks/matmul.py --int8 [--tile 16,16,4,8]
+    python benchmarks/matmul.py --int8 --tile 16,8,2,1,8          # 8 streams an invocation (STREAM_QUADS 2)
     python benchmarks/matmul.py --source other.wgsl      # the same lines for another version of the kernel (A/B)
 
 Timing as benchmarks/kernels.py (timestamp queries, weights rotated past the L2 cache, a warm-up first).
@@ -35,14 +36,16 @@ time_job, weight_copies, with_scales = _kernels.time_job, _kernels.weight_copies
 def matmul_jobs(device, rng, source, quant_type, name, streams, tile, weights, int8=False):
     """The main dispatch, and the combine dispatch when the tile splits the columns (else None)."""
     rows, columns, input_mode = LM_SHAPES[name]
-    row_threads, stream_threads, tile_k, splits = tile
+    row_threads, stream_threads, tile_k, splits = tile[:4]
+    quads = tile[4] // 4 if len(tile) > 4 else 1     # streams an invocation, 4 or 8 (a --source kernel's STREAM_QUADS)
     kernel = "matmul_int8" if int8 else "matmul"
     constants = {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": input_mode == 2, "BATCH": streams,
                  "ROW_THREADS": row_threads, "STREAM_THREADS": stream_threads, "K_SPLITS": splits}
     constants |= {"TILE_BLOCKS": tile_k} if int8 else {"FORMAT": FORMATS[quant_type], "INPUT_MODE": input_mode,
                                                        "TILE_K": tile_k}
+    constants |= {"STREAM_QUADS": quads} if quads > 1 else {}
     job = Job(f"{kernel} {quant_type} {name:<10} [{rows:>5} x {columns:>4}] x {streams:>3} streams", kernel,
-              constants, (-(-rows // (4 * row_threads)), -(-streams // (4 * stream_threads)), splits),
+              constants, (-(-rows // (4 * row_threads)), -(-streams // (4 * quads * stream_threads)), splits),
               bytes_read=quant.nbytes(quant_type, (rows, columns)))
     module = device.create_shader_module(code=source)
     width = 2 * columns if input_mode == 2 and not int8 else columns
@@ -73,15 +76,16 @@ def main(argv=None) -> int:
     parser.add_argument("--streams", default="16,64,256")
     parser.add_argument("--shapes", default=",".join(LM_SHAPES))
     parser.add_argument("--quant", default="q4")
-    parser.add_argument("--tile", default="16,16,32,8", help="ROW_THREADS,STREAM_THREADS,TILE_K,K_SPLITS")
+    parser.add_argument("--tile", default="16,16,32,8",
+                        help="ROW_THREADS,STREAM_THREADS,TILE_K,K_SPLITS[,streams an invocation: 4, or 8 with --int8]")
     parser.add_argument("--source", type=Path, help="a WGSL file in place of kernels/matmul.wgsl")
     parser.add_argument("--int8", action="store_true", help="kernels/matmul_int8.wgsl (q4 only)")
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--rotate-mib", type=int, default=256)
     args = parser.parse_args(argv)
     adapter, device = gpu.get_device()
-    source = args.source.read_text() if args.source else gpu.load_kernel_source("matmul_int8" if args.int8 else
-                                                                                 "matmul")
+    source = gpu.to_native_wgsl(args.source.read_text()) if args.source else gpu.load_kernel_source(
+        "matmul_int8" if args.int8 else "matmul")
     tile = tuple(int(v) for v in args.tile.split(","))
     rng = np.random.default_rng(0)
     for name in args.shapes.split(","):

@@ -19,19 +19,20 @@ requires packed_4x8_integer_dot_product;
 //   16 inputs), 3 = y (read_write), 4 = xs (read, vec2<f32>[BATCH, COLUMNS / 32]), 5 = partials (read_write,
 //   f32[K_SPLITS, BATCH, ROWS]; any scratch buffer when K_SPLITS == 1). `combine` binds 3 and 5.
 // Dispatch: main (ceil(ROWS / TILE_ROWS), ceil(BATCH / TILE_STREAMS), K_SPLITS) workgroups of ROW_THREADS *
-//   STREAM_THREADS; then, if K_SPLITS > 1, combine (ceil(ROWS / COMBINE_WORKGROUP), BATCH, 1).
+//   STREAM_THREADS (TILE_STREAMS = 4 STREAM_QUADS STREAM_THREADS); then, if K_SPLITS > 1, combine
+//   (ceil(ROWS / COMBINE_WORKGROUP), BATCH, 1).
 // Constraints (the host checks them): COLUMNS % (32 TILE_BLOCKS K_SPLITS) == 0, ROW_THREADS * STREAM_THREADS
 //   <= 256, workgroup memory TILE_BUFFERS * TILE_BLOCKS * (20 TILE_ROWS + 40 TILE_STREAMS) bytes (at most 16 KiB).
 //
-// Structure: matmul.wgsl's tiled product on integers. Per step of TILE_BLOCKS blocks the workgroup copies the
-// tile's weight words and scales and the streams' input words, sums and scales into workgroup memory (no
-// decoding: the nibbles go to dot4I8Packed as they are), then each invocation accumulates 4 rows x 4 streams:
-// per block its rows' nibbles split once, then per pair 8 dot4I8Packed and one scaled multiply-add. An
-// invocation's rows are ROW_THREADS apart, so that neighbouring invocations read neighbouring 16-byte words of
-// workgroup memory (rows 4 apart put 8 invocations of a half-warp on the same 4 of 32 banks). With at most one
-// entry of each tile per invocation, a step's loads go out while the previous step is summed (registers), and
-// where two sets of tiles fit (the plans' 2 blocks a step), they are stored into the set not being summed: one
-// barrier a step instead of two.
+// Structure: matmul.wgsl's tiled product on integers. Per step of TILE_BLOCKS blocks the workgroup copies the tile's
+// weight words and scales and the streams' input words, sums and scales into workgroup memory (no decoding: the
+// nibbles go to dot4I8Packed as they are), then each invocation accumulates 4 rows x 4 streams (x 8 with
+// STREAM_QUADS 2): per block its rows' nibbles split once, then per pair 8 dot4I8Packed and one scaled multiply-add.
+// An invocation's rows are ROW_THREADS apart, so that neighbouring invocations read neighbouring 16-byte words of
+// workgroup memory (rows 4 apart put 8 invocations of a half-warp on the same 4 of 32 banks). With at most one entry
+// of each tile per invocation, a step's loads go out while the previous step is summed (registers), and where two
+// sets of tiles fit (the plans' 2 blocks a step), they are stored into the set not being summed: one barrier a step
+// instead of two.
 
 override ROWS: u32;
 override COLUMNS: u32;
@@ -47,7 +48,10 @@ override STREAM_THREADS: u32 = 16u;
 override TILE_BLOCKS: u32 = 4u;
 override WORKGROUP_SIZE: u32 = ROW_THREADS * STREAM_THREADS;
 override TILE_ROWS: u32 = 4u * ROW_THREADS;
-override TILE_STREAMS: u32 = 4u * STREAM_THREADS;
+// Quads of streams an invocation sums, 1 or 2 (4 or 8 streams): its rows' nibbles are split once for all of them.
+// Two halve the invocations of a tile (lm.py takes them on grids that fill the GPU without them). The same sums.
+override STREAM_QUADS: u32 = 1u;
+override TILE_STREAMS: u32 = 4u * STREAM_QUADS * STREAM_THREADS;
 // Sets of tiles in workgroup memory: two where they fit the portable 16 KiB (2 blocks a step at the default tile):
 // the next step is stored into one set while the other is summed, one barrier a step instead of two. The same sums.
 override TILE_BUFFERS: u32 = select(1u, 2u, 2u * TILE_BLOCKS * (20u * TILE_ROWS + 40u * TILE_STREAMS) <= 16384u);
@@ -71,8 +75,8 @@ var<workgroup> weight_scales: array<vec4<f32>, TILE_BUFFERS * TILE_BLOCKS * ROW_
 // [block of the step][stream of the tile][half]: the stream's 8 input words (2 x vec4).
 var<workgroup> input_words: array<vec4<u32>, TILE_BUFFERS * 2u * TILE_BLOCKS * TILE_STREAMS>;
 // [block of the step][stream group g]: the input scales, and sums, of an invocation's 4 streams 4 g .. + 3.
-var<workgroup> input_scales: array<vec4<f32>, TILE_BUFFERS * TILE_BLOCKS * STREAM_THREADS>;
-var<workgroup> input_sums: array<vec4<f32>, TILE_BUFFERS * TILE_BLOCKS * STREAM_THREADS>;
+var<workgroup> input_scales: array<vec4<f32>, TILE_BUFFERS * TILE_BLOCKS * TILE_STREAMS / 4u>;
+var<workgroup> input_sums: array<vec4<f32>, TILE_BUFFERS * TILE_BLOCKS * TILE_STREAMS / 4u>;
 
 // One row's block, its nibbles split once for every stream of the tile: the even nibbles of its 4 words, the odd ones
 // (as bytes 0..15, the offset 8 taken out by the stream's sum).
@@ -117,7 +121,7 @@ fn store_weight_scale(i: u32, scale: f32) {
 // Input tile entry i's (scale, sum) (block i / TILE_STREAMS, stream i % TILE_STREAMS), at its stream group.
 fn store_input_stats(i: u32, stats: vec2<f32>) {
     let stream = i % TILE_STREAMS;
-    let at = i / TILE_STREAMS * STREAM_THREADS + stream / 4u;
+    let at = i / TILE_STREAMS * (TILE_STREAMS / 4u) + stream / 4u;
     input_scales[at][stream % 4u] = stats.x;
     input_sums[at][stream % 4u] = stats.y;
 }
@@ -213,8 +217,26 @@ struct Sums4 {
     s3: vec4<f32>,
 }
 
+// An invocation's sums: 4 rows x its first quad of streams, then (STREAM_QUADS 2) its second.
+struct Sums {
+    a: Sums4,
+    b: Sums4,
+}
+
+// quad's 4 streams' products with the 4 rows at block bb, added to sums.
+fn quad_products(sums: Sums4, bb: u32, r0: RowBlock, r1: RowBlock, r2: RowBlock, r3: RowBlock, d: vec4<f32>,
+                 quad: u32) -> Sums4 {
+    let streams = bb * TILE_STREAMS + 4u * quad;
+    let x = input_scales[bb * (TILE_STREAMS / 4u) + quad];
+    let y = input_sums[bb * (TILE_STREAMS / 4u) + quad];
+    return Sums4(sums.s0 + rows_times_stream(r0, r1, r2, r3, d, streams, x.x, y.x),
+                 sums.s1 + rows_times_stream(r0, r1, r2, r3, d, streams + 1u, x.y, y.y),
+                 sums.s2 + rows_times_stream(r0, r1, r2, r3, d, streams + 2u, x.z, y.z),
+                 sums.s3 + rows_times_stream(r0, r1, r2, r3, d, streams + 3u, x.w, y.w));
+}
+
 // The sums plus tile set `buffer`'s TILE_BLOCKS blocks, in block order.
-fn step_products(sums: Sums4, buffer: u32, row_group: u32, stream_group: u32) -> Sums4 {
+fn step_products(sums: Sums, buffer: u32, row_group: u32, stream_group: u32) -> Sums {
     var out = sums;
     for (var bb = buffer * TILE_BLOCKS; bb < (buffer + 1u) * TILE_BLOCKS; bb++) {
         let rows = bb * TILE_ROWS + row_group;
@@ -223,13 +245,10 @@ fn step_products(sums: Sums4, buffer: u32, row_group: u32, stream_group: u32) ->
         let r2 = row_block(rows + 2u * ROW_THREADS);
         let r3 = row_block(rows + 3u * ROW_THREADS);
         let d = weight_scales[bb * ROW_THREADS + row_group];
-        let streams = bb * TILE_STREAMS + 4u * stream_group;
-        let x = input_scales[bb * STREAM_THREADS + stream_group];
-        let y = input_sums[bb * STREAM_THREADS + stream_group];
-        out.s0 += rows_times_stream(r0, r1, r2, r3, d, streams, x.x, y.x);
-        out.s1 += rows_times_stream(r0, r1, r2, r3, d, streams + 1u, x.y, y.y);
-        out.s2 += rows_times_stream(r0, r1, r2, r3, d, streams + 2u, x.z, y.z);
-        out.s3 += rows_times_stream(r0, r1, r2, r3, d, streams + 3u, x.w, y.w);
+        out.a = quad_products(out.a, bb, r0, r1, r2, r3, d, STREAM_QUADS * stream_group);
+        if (STREAM_QUADS == 2u) {
+            out.b = quad_products(out.b, bb, r0, r1, r2, r3, d, STREAM_QUADS * stream_group + 1u);
+        }
     }
     return out;
 }
@@ -240,7 +259,8 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     let stream_group = lane / ROW_THREADS;
     let first_row = workgroup.x * TILE_ROWS;
     let first_stream = workgroup.y * TILE_STREAMS;
-    var sums = Sums4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    let zero = Sums4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var sums = Sums(zero, zero);
 
     let split = workgroup.z;
     let weight_entries = TILE_BLOCKS * TILE_ROWS;
@@ -293,7 +313,15 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
     }
 
     let rows = first_row + row_group;
-    let streams = first_stream + 4u * stream_group;
+    let streams = first_stream + 4u * STREAM_QUADS * stream_group;
+    store_quad(split, streams, rows, sums.a);
+    if (STREAM_QUADS == 2u) {
+        store_quad(split, streams + 4u, rows, sums.b);
+    }
+}
+
+// A quad's sums: into the split's partials, or y.
+fn store_quad(split: u32, streams: u32, rows: u32, sums: Sums4) {
     if (K_SPLITS > 1u) {
         store_split_rows(split, streams, rows, sums.s0);
         store_split_rows(split, streams + 1u, rows, sums.s1);

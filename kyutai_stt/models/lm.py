@@ -60,6 +60,11 @@ class MatmulTuning:
     # trip of partial sums, which cost more than they give once the GPU is full (an H100's 132 SMs twice over;
     # BENCHMARKS.md: ffn_in at 256 streams, 704 workgroups, 0.247 ms unsplit against 0.313 ms in 8 ranges).
     full_grid: int = 256
+    # matmul_int8.wgsl: matrices not cut into column ranges whose grid has at least this many workgroups take 8
+    # streams an invocation (STREAM_QUADS 2): half the invocations a tile, each row's nibbles split once for 8
+    # streams. Smaller grids would leave SMs idle (BENCHMARKS.md "matmul_int8 with 8 streams an invocation": on an
+    # H100, grids of 384 to 2816 workgroups 2.5-6 % faster, of 128 and 256 3-10 % slower). The same sums either way.
+    wide_grid: int = 384
 
     def grid(self, rows: int, streams: int) -> tuple[int, int]:
         """Workgroups along rows and along streams (4 x 4 per invocation)."""
@@ -72,6 +77,11 @@ class MatmulTuning:
         tiles = self.grid(rows, streams)
         usable = [s for s in range(1, self.k_splits + 1) if columns % (s * (tile_k or self.tile_k)) == 0]
         return next((s for s in usable if tiles[0] * tiles[1] * s >= self.full_grid), usable[-1])
+
+    def stream_quads(self, rows: int, streams: int, splits: int) -> int:
+        """matmul_int8.wgsl's STREAM_QUADS for a matrix of `rows` in `splits` column ranges (wide_grid)."""
+        tiles = self.grid(rows, streams)
+        return 2 if self.stream_threads % 2 == 0 and splits == 1 and tiles[0] * tiles[1] >= self.wide_grid else 1
 
     def constants(self, rows: int, columns: int, streams: int) -> dict:
         return {"ROW_THREADS": self.row_threads, "STREAM_THREADS": self.stream_threads, "TILE_K": self.tile_k,
@@ -251,11 +261,12 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
         tile = tuning.matmul
         grid = tile.grid(rows, streams)
         blocks, splits = _matmul_steps(tile, rows, columns, streams, bool(int8))
-        if int8:     # q4 weights x int8 inputs (matmul_int8.wgsl)
+        if int8:     # q4 weights x int8 inputs (matmul_int8.wgsl); the same tile with 8 streams an invocation
             kernel = "matmul_int8"
+            quads = tile.stream_quads(rows, streams, splits)
             constants = {"ROWS": rows, "COLUMNS": columns, "ACCUMULATE": accumulate, "BATCH": streams,
-                         "ROW_THREADS": tile.row_threads, "STREAM_THREADS": tile.stream_threads,
-                         "TILE_BLOCKS": blocks, "K_SPLITS": splits}
+                         "ROW_THREADS": tile.row_threads, "STREAM_THREADS": tile.stream_threads // quads,
+                         "TILE_BLOCKS": blocks, "K_SPLITS": splits, **({"STREAM_QUADS": quads} if quads > 1 else {})}
             bindings = {**with_scales_binding(w.bindings(name)), 2: rounded_input[0], 3: y, 4: rounded_input[1],
                         5: partials}
         else:

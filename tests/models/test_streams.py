@@ -194,16 +194,19 @@ def test_plan_layout_for_streams(tiny_packages):
 def test_more_than_256_streams_equal_one_stream_runs(tiny_packages, inputs):
     """A plan of 300 streams (plans held at most 256 before): the
     streams fed the fixture (first, middle, last) equal a one-stream run bit for bit, the others fed random codes.
-    No matrix is cut into column ranges (full_grid 1), so the sums run in the same order at both counts."""
+    No matrix is cut into column ranges (full_grid 1), so the sums run in the same order at both counts; every
+    matrix of the 300 streams takes 8 streams an invocation (wide_grid 60), of the one stream the text head only."""
     if INT8_DOT not in gpu.wgsl_language_features():
         pytest.fail(f"this adapter lacks {INT8_DOT}: the int8 kernels of many streams cannot be checked here")
     package = tiny_packages("q4")
-    tile = MatmulTuning(row_threads=8, stream_threads=4, from_streams=1, full_grid=1)
+    tile = MatmulTuning(row_threads=8, stream_threads=4, from_streams=1, full_grid=1, wide_grid=60)
     tuning = replace(INT8_SUBGROUP, matmul=tile, kv_int8=True, kv_f16=False)
     steps, streams, fed = 6, 300, (0, 150, 299)
     expected = one_stream_run(package, tuning, inputs[:steps])
     plan = build_lm_plan(package.config, tensors_of(package), tuning, streams=streams)
     assert plan.buffer("lm.matmul_partials").size == 4, "no column ranges: one word"
+    quads = {p.constants.get("STREAM_QUADS", 1) for p in plan.pipelines if p.kernel == "matmul_int8"}
+    assert quads == {2}, quads
     rng = np.random.default_rng(1)
     feed = []
     for k in range(steps):
@@ -245,6 +248,13 @@ def test_matmul_splits_columns_only_until_the_grid_is_full():
     assert tile.splits_for(6144, 2048, 64, 128) == 4          # attn_qkv: 96 x 1 (3 ranges are no whole steps)
     assert tile.splits_for(2048, 5632, 9, 128) == 4           # ffn_out: 32 x 1, the most 44 steps allow
     assert tile.splits_for(2048, 2048, 9) == 8                # f32 steps of 32 columns: 64 steps
+    # matmul_int8's 8 streams an invocation: unsplit grids of 384 workgroups or more.
+    assert tile.stream_quads(11264, 256, 1) == 2              # ffn_in: 704
+    assert tile.stream_quads(6144, 256, 1) == 2               # attn_qkv: 384
+    assert tile.stream_quads(2048, 256, 2) == 1               # attn_out: 128 in 2 ranges
+    assert tile.stream_quads(2048, 1024, 1) == 2              # 512
+    assert tile.stream_quads(6144, 64, 4) == 1                # 96 x 1 in 4 ranges
+    assert MatmulTuning(stream_threads=5).stream_quads(11264, 256, 1) == 1, "an odd row of invocations stays"
 
 
 def test_reset_stream_refills_its_part_only(tiny_packages):
