@@ -50,7 +50,7 @@ class MatvecTuning:
 
 @dataclass(frozen=True)
 class MatmulTuning:
-    """kernels/matmul.wgsl's tile: 4 rows x 4 streams per invocation."""
+    """kernels/matmul.wgsl's tile, and matmul_int8.wgsl's: 4 rows x 4 streams per invocation (x 8 on wide grids)."""
     row_threads: int = 16
     stream_threads: int = 16          # 64 x 64 tiles of 32 columns: 16 KiB of workgroup memory, the portable limit
     tile_k: int = 32
