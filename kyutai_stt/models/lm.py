@@ -83,10 +83,6 @@ class MatmulTuning:
         tiles = self.grid(rows, streams)
         return 2 if self.stream_threads % 2 == 0 and splits == 1 and tiles[0] * tiles[1] >= self.wide_grid else 1
 
-    def constants(self, rows: int, columns: int, streams: int) -> dict:
-        return {"ROW_THREADS": self.row_threads, "STREAM_THREADS": self.stream_threads, "TILE_K": self.tile_k,
-                "K_SPLITS": self.splits_for(rows, columns, streams)}
-
     def check(self, max_workgroup_bytes: int = 16384) -> None:
         if (self.row_threads * self.stream_threads > 256 or self.tile_k % 32
                 or self.tile_k > MATMUL_TILE_K_PER_ROW_THREAD * self.row_threads
@@ -272,7 +268,8 @@ def _matvec(b: PlanBuilder, w: _Weights, tuning: Tuning, name: str, x: str, y: s
         else:
             kernel = "matmul"
             constants = {"FORMAT": FORMATS[t.quant], "ROWS": rows, "COLUMNS": columns, "INPUT_MODE": input_mode,
-                         "ACCUMULATE": accumulate, "BATCH": streams, **tile.constants(rows, columns, streams)}
+                         "ACCUMULATE": accumulate, "BATCH": streams, "ROW_THREADS": tile.row_threads,
+                         "STREAM_THREADS": tile.stream_threads, "TILE_K": tile.tile_k, "K_SPLITS": splits}
             bindings = {**with_scales_binding(w.bindings(name)), 2: x, 3: y, 4: alpha or x, 5: partials}
         language = (INT8_DOT,) if int8 else ()
         b.dispatch(kernel, bindings, (*grid, constants["K_SPLITS"]), constants, label=name,
