@@ -6,10 +6,11 @@
 // {host, rules, variants} (the plans `kyutai-stt bench` runs), steps, warmup, position (first frame index), latency_samples,
 // no_int8 (choose the variant as a browser without dot4I8Packed would), no_f16 (likewise without shader-f16),
 // inputs: {role: {u32_below: n} | {f32_scale: s}}, toggles: Dawn toggles, tokens (also print each timed step's text
-// token: to compare hosts)}.
+// token: to compare hosts), inputs_out (a path: write the frames taken there as JSON, [{role: [words]}], so that
+// another host can take the same)}.
 // Prints one JSON line: the variant the browser's own rules chose, the adapter, the interval between completed
 // frames (p50, p95), the mean (the throughput), the GPU time per frame from timestamp queries, a frame's latency.
-import {readFile} from 'node:fs/promises';
+import {readFile, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {pathToFileURL} from 'node:url';
 
@@ -67,6 +68,10 @@ async function main() {
   await loadWeights(runtime);
   await runtime.compile(async (name) => readFile(join(config.site, 'kernels', `${name}.wgsl`), 'utf8'));
   const inputs = makeInputs(plan, runtime, 16);
+  if (config.inputs_out) {
+    await writeFile(config.inputs_out, JSON.stringify(inputs.map((frame) =>
+      Object.fromEntries(Object.entries(frame).map(([role, words]) => [role, Array.from(words)])))));
+  }
   await runtime.reset(config.position);
   for (let i = 0; i < config.warmup; i++) await runtime.submit(inputs[i % inputs.length]);
   await runtime.drain();

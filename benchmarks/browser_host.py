@@ -2,7 +2,8 @@
 format of `kyutai-stt bench` (with "host": "browser"):
 
     python benchmarks/browser_host.py --package PKG [--steps 400] [--position 750] [--whole-frame] [--streams S]
-                                      [--kernels auto|no-int8|no-int8,no-f16] [--tokens] [--node NODE]
+                                      [--kernels auto|no-int8|no-int8,no-f16] [--tokens] [--compare-native]
+                                      [--dawn-toggle TOGGLE ...] [--node NODE]
 
 The same package is exported as a site (kyutai_stt/site/build.py: its runtime.js, kernels and model files), and
 benchmarks/browser_host.mjs runs that runtime.js in Node on Dawn, the WebGPU implementation inside Chrome, through
@@ -11,6 +12,12 @@ The plans are the ones `kyutai-stt bench` runs (the LM alone or the whole frame,
 rules (plans.json "rules", web/runtime.js chooseVariant) pick one from what Dawn reports. Timing as `bench`: the
 mean over the timed frames (the throughput), p50 and p95 of the interval between completed frames, a one-frame
 latency on an idle GPU; plus the GPU time per frame from timestamp queries where the device has them.
+--compare-native also runs the plan the browser's rules chose in the native engine (wgpu-py, the same WGSL through
+Naga instead of Tint) on the frames the browser host took, from the same position, and adds how many of the timed
+steps' text tokens the two hosts agree on ("native_tokens_equal"). --dawn-toggle passes a Dawn toggle to the adapter,
+e.g. `enable-dawn-features=vulkan_enable_f16_on_nvidia`: Dawn withholds `shader-f16` on NVIDIA's Vulkan driver
+(known driver bugs: crbug.com/42251215), so this is how the f16 path (`--kernels no-int8`) runs there, in a test
+rig only, never in a browser one browses with.
 Environment: Dawn finds the Vulkan driver as any Vulkan program does (VK_DRIVER_FILES; on a CPU-only machine
 Chromium's SwiftShader driver works: docs/testing.md). Bad input exits 2 with the problem named.
 """
@@ -18,14 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from kyutai_stt.cli.bench import matrix_kernel, weight_bytes_per_step
 from kyutai_stt.engine import host
+from kyutai_stt.engine.runtime import Engine
 from kyutai_stt.models import variants
 from kyutai_stt.models.lm import MAX_STREAMS, lm_plan
 from kyutai_stt.models.stt import stt_plan
@@ -82,8 +93,18 @@ def main() -> int:
                              "where the GPU has shader-f16); no-int8,no-f16: as one without shader-f16 either")
     parser.add_argument("--tokens", action="store_true",
                         help="also print each timed step's text token (\"tokens\"), to compare with the native host")
+    parser.add_argument("--compare-native", action="store_true",
+                        help="also run the chosen plan in the native engine on the same frames and count the timed "
+                             "steps whose text tokens the two hosts agree on (implies --tokens)")
+    parser.add_argument("--dawn-toggle", action="append", default=[],
+                        help="a Dawn toggle for the adapter, e.g. enable-dawn-features=vulkan_enable_f16_on_nvidia "
+                             "(repeatable)")
     parser.add_argument("--node", default=shutil.which("node"), help="the Node.js binary (default: node on PATH)")
     args = parser.parse_args()
+    args.tokens = args.tokens or args.compare_native
+    for toggle in args.dawn_toggle:
+        if not re.fullmatch(r"(enable|disable)-dawn-features=[a-z0-9_]+(,[a-z0-9_]+)*", toggle):
+            fail(f"--dawn-toggle {toggle!r}: expected enable-dawn-features=NAME[,NAME] or disable-dawn-features=...")
     if not args.node or not Path(args.node).is_file():
         fail("no Node.js binary: install Node.js (./dev.sh installs it) or pass --node PATH")
     if not 1 <= args.streams <= MAX_STREAMS:
@@ -104,14 +125,21 @@ def main() -> int:
             "site": str(site), "plans": plans_document(plans), "steps": args.steps, "warmup": args.warmup,
             "position": args.position,
             "latency_samples": LATENCY_SAMPLES, "no_int8": args.kernels != "auto",
-            "no_f16": "no-f16" in args.kernels, "tokens": args.tokens, "toggles": DAWN_TOGGLES,
+            "no_f16": "no-f16" in args.kernels, "tokens": args.tokens, "toggles": DAWN_TOGGLES + args.dawn_toggle,
+            "inputs_out": str(Path(tmp) / "inputs.json") if args.compare_native else None,
             # the work does not depend on the values: audio codes below the codebook size, or speech-level noise
             "inputs": {"pcm": {"f32_scale": 0.17}} if args.whole_frame else {"codes": {"u32_below": cfg.card}}}))
         done = subprocess.run([args.node, str(SCRIPT), str(config)], capture_output=True, text=True)
-    if done.returncode:
-        fail(f"the browser host failed:\n{done.stderr.strip()[-4000:]}")
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    plan = plans[out["variant"]]
+        if done.returncode:
+            fail(f"the browser host failed:\n{done.stderr.strip()[-4000:]}")
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        plan = plans[out["variant"]]
+        frames = json.loads((Path(tmp) / "inputs.json").read_text()) if args.compare_native else None
+    native = {}
+    if frames is not None:
+        tokens = native_tokens(plan, package, frames, args)
+        native = {"native_tokens_equal": sum(a == b for a, b in zip(tokens, out["tokens"])),
+                  "native_tokens": tokens}
     mean_ms, streams = out["mean_ms"], out["streams"]
     bytes_per_step = weight_bytes_per_step(package)
     print(json.dumps({
@@ -128,8 +156,25 @@ def main() -> int:
         "dispatches_per_step": out["dispatches_per_step"], "streams": streams,
         "stream_frames_per_s": round(streams * 1e3 / mean_ms, 1), "realtime_streams": round(streams * 80 / mean_ms, 1),
         "frame_latency_p50_ms": round(out["frame_latency_p50_ms"], 4),
-        "matrix_kernel": matrix_kernel(plan), **({"tokens": out["tokens"]} if args.tokens else {})}))
+        "matrix_kernel": matrix_kernel(plan), **({"tokens": out["tokens"]} if args.tokens else {}), **native}))
     return 0
+
+
+def native_tokens(plan, package, frames: list[dict], args) -> list[int]:
+    """Stream 0's text token of each timed step of the plan in the native engine, on the browser host's frames
+    ({role: [stream][words]} each, taken in turn) and in its order: reset at the position, the warm-up, the steps."""
+    engine = Engine(plan, package.read_stream)
+    engine.reset(first_frame=args.position)
+    inputs = [{role: np.array(words, np.float32 if role == "pcm" else np.uint32) for role, words in frame.items()}
+              for frame in frames]
+    for i in range(args.warmup):
+        engine.submit(inputs[i % len(inputs)])
+    engine.drain()
+    results = []
+    for i in range(args.steps):
+        results += engine.submit(inputs[i % len(inputs)])
+    results += engine.drain()
+    return [int(r.outputs["results"][0]) for r in results]
 
 
 if __name__ == "__main__":

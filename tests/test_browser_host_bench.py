@@ -42,6 +42,24 @@ def test_lm_step_in_the_browser_host_prints_one_line(tiny_packages):
     assert line["realtime_streams"] == pytest.approx(80 / line["mean_ms"], rel=1e-3, abs=0.051)
 
 
+def test_compare_native_takes_the_browser_hosts_frames(tiny_packages):
+    """--compare-native: the plan the browser's rules chose, run by the native engine on the frames the browser host
+    took, from the same position: the two hosts' text tokens, step by step (here both on SwiftShader's Vulkan)."""
+    package = tiny_packages("q4")
+    done = bench("--package", str(package.root), "--steps", "6", "--warmup", "2", "--position", "7",
+                 "--compare-native")
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(line["tokens"]) == 6 and len(set(line["tokens"])) > 1     # steps that differ: a test that can fail
+    assert line["native_tokens"] == line["tokens"] and line["native_tokens_equal"] == 6
+
+
+def test_bad_dawn_toggle_exits_2_naming_it(tiny_packages):
+    done = bench("--package", str(tiny_packages("q4").root), "--dawn-toggle", "vulkan_enable_f16_on_nvidia")
+    assert done.returncode == 2 and "--dawn-toggle 'vulkan_enable_f16_on_nvidia'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_bad_package_exits_2_naming_it(tmp_path):
     done = bench("--package", str(tmp_path / "nowhere"))
     assert done.returncode == 2 and "not a model package directory" in done.stderr
