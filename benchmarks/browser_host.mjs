@@ -7,7 +7,7 @@
 // no_int8 (choose the variant as a browser without dot4I8Packed would), no_f16 (likewise without shader-f16),
 // inputs: {role: {u32_below: n} | {f32_scale: s}}, toggles: Dawn toggles, tokens (also print each timed step's text
 // token: to compare hosts), inputs_out (a path: write the frames taken there as JSON, [{role: [words]}], so that
-// another host can take the same)}.
+// another host can take the same), profile (also each dispatch's GPU time, in a pass of its own: dispatch_ms)}.
 // Prints one JSON line: the variant the browser's own rules chose, the adapter, the interval between completed
 // frames (p50, p95), the mean (the throughput), the GPU time per frame from timestamp queries, a frame's latency.
 import {readFile, writeFile} from 'node:fs/promises';
@@ -97,6 +97,8 @@ async function main() {
     await (await runtime.submit(inputs[i % inputs.length])).result;
     latencies.push(performance.now() - begin);
   }
+  // GPU milliseconds of each dispatch, each in a pass of its own (--profile).
+  const dispatchMs = config.profile ? await runtime.dispatchTimes(3) : null;
   const intervals = stamps.slice(1).map((t, i) => t - stamps[i]).sort((a, b) => a - b);
   const summary = adapterSummary(adapter);
   console.log(JSON.stringify({
@@ -105,6 +107,7 @@ async function main() {
     gpu_mean_ms: gpuMs.length ? gpuMs.reduce((a, b) => a + b, 0) / gpuMs.length : null,
     frame_latency_p50_ms: percentile(latencies.sort((a, b) => a - b), 0.5),
     dispatches_per_step: plan.dispatches.length, streams: plan.streams ?? 1, ...(config.tokens ? {tokens} : {}),
+    ...(dispatchMs ? {dispatch_ms: dispatchMs} : {}),
   }));
   runtime.destroy();
 }

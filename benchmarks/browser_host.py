@@ -3,7 +3,7 @@ format of `kyutai-stt bench` (with "host": "browser"):
 
     python benchmarks/browser_host.py --package PKG [--steps 400] [--position 750] [--whole-frame] [--streams S]
                                       [--kernels auto|no-int8|no-int8,no-f16] [--tokens] [--compare-native]
-                                      [--dawn-toggle TOGGLE ...] [--node NODE]
+                                      [--profile] [--dawn-toggle TOGGLE ...] [--node NODE]
 
 The same package is exported as a site (kyutai_stt/site/build.py: its runtime.js, kernels and model files), and
 benchmarks/browser_host.mjs runs that runtime.js in Node on Dawn, the WebGPU implementation inside Chrome, through
@@ -14,10 +14,12 @@ mean over the timed frames (the throughput), p50 and p95 of the interval between
 latency on an idle GPU; plus the GPU time per frame from timestamp queries where the device has them.
 --compare-native also runs the plan the browser's rules chose in the native engine (wgpu-py, the same WGSL through
 Naga instead of Tint) on the frames the browser host took, from the same position, and adds how many of the timed
-steps' text tokens the two hosts agree on ("native_tokens_equal"). --dawn-toggle passes a Dawn toggle to the adapter,
-e.g. `enable-dawn-features=vulkan_enable_f16_on_nvidia`: Dawn withholds `shader-f16` on NVIDIA's Vulkan driver
-(known driver bugs: crbug.com/42251215), so this is how the f16 path (`--kernels no-int8`) runs there, in a test
-rig only, never in a browser one browses with.
+steps' text tokens the two hosts agree on ("native_tokens_equal"). --profile adds the GPU milliseconds per group of
+dispatches ("profile_ms", as `kyutai-stt bench --profile` gives the native host's: each dispatch in a pass of its
+own), to see which kernels the two shader compilers (Tint here, Naga natively) treat differently. --dawn-toggle
+passes a Dawn toggle to the adapter, e.g. `enable-dawn-features=vulkan_enable_f16_on_nvidia`: Dawn withholds
+`shader-f16` on NVIDIA's Vulkan driver (known driver bugs: crbug.com/42251215), so this is how the f16 path
+(`--kernels no-int8`) runs there, in a test rig only, never in a browser one browses with.
 Environment: Dawn finds the Vulkan driver as any Vulkan program does (VK_DRIVER_FILES; on a CPU-only machine
 Chromium's SwiftShader driver works: docs/testing.md). Bad input exits 2 with the problem named.
 """
@@ -96,6 +98,9 @@ def main() -> int:
     parser.add_argument("--compare-native", action="store_true",
                         help="also run the chosen plan in the native engine on the same frames and count the timed "
                              "steps whose text tokens the two hosts agree on (implies --tokens)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also GPU milliseconds per dispatch group (\"profile_ms\", slowest first; needs the "
+                             "timestamp-query feature)")
     parser.add_argument("--dawn-toggle", action="append", default=[],
                         help="a Dawn toggle for the adapter, e.g. enable-dawn-features=vulkan_enable_f16_on_nvidia "
                              "(repeatable)")
@@ -126,7 +131,7 @@ def main() -> int:
             "position": args.position,
             "latency_samples": LATENCY_SAMPLES, "no_int8": args.kernels != "auto",
             "no_f16": "no-f16" in args.kernels, "tokens": args.tokens, "toggles": DAWN_TOGGLES + args.dawn_toggle,
-            "inputs_out": str(Path(tmp) / "inputs.json") if args.compare_native else None,
+            "inputs_out": str(Path(tmp) / "inputs.json") if args.compare_native else None, "profile": args.profile,
             # the work does not depend on the values: audio codes below the codebook size, or speech-level noise
             "inputs": {"pcm": {"f32_scale": 0.17}} if args.whole_frame else {"codes": {"u32_below": cfg.card}}}))
         done = subprocess.run([args.node, str(SCRIPT), str(config)], capture_output=True, text=True)
@@ -136,6 +141,10 @@ def main() -> int:
         plan = plans[out["variant"]]
         frames = json.loads((Path(tmp) / "inputs.json").read_text()) if args.compare_native else None
     native = {}
+    if args.profile:
+        if out.get("gpu_mean_ms") is None:
+            fail("--profile needs the timestamp-query feature, which this adapter lacks: leave it out")
+        native["profile_ms"] = dispatch_profile(plan, out["dispatch_ms"])
     if frames is not None:
         tokens = native_tokens(plan, package, frames, args)
         native = {"native_tokens_equal": sum(a == b for a, b in zip(tokens, out["tokens"])),
@@ -158,6 +167,16 @@ def main() -> int:
         "frame_latency_p50_ms": round(out["frame_latency_p50_ms"], 4),
         "matrix_kernel": matrix_kernel(plan), **({"tokens": out["tokens"]} if args.tokens else {}), **native}))
     return 0
+
+
+def dispatch_profile(plan, dispatch_ms: list[float]) -> dict[str, float]:
+    """Milliseconds per group of dispatches, their labels' numbers starred ("layers.*.attention", as `kyutai-stt
+    bench --profile` groups them), slowest first."""
+    totals: dict[str, float] = {}
+    for d, ms in zip(plan.dispatches, dispatch_ms, strict=True):
+        group = re.sub(r"\d+", "*", d.label)
+        totals[group] = totals.get(group, 0.0) + ms
+    return {g: round(ms, 4) for g, ms in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def native_tokens(plan, package, frames: list[dict], args) -> list[int]:

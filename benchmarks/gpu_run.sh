@@ -6,8 +6,8 @@
 #   they have shader-f16), without either (no-int8,no-f16: the portable kernels), without f16 KV rings
 #   (no-f16-kv) and without the attention writing attn_out's rounded input (no-merge-rounding), the whole frame
 #   (LM + Mimi), the Mimi encoder alone; the same LM step and whole frame in the browser host (runtime.js in Node
-#   on Dawn: benchmarks/browser_host.py), its f16 and int8 paths' tokens against the native host's; the native
-#   host's CPU time per dispatch (host_overhead.py);
+#   on Dawn: benchmarks/browser_host.py), its f16 and int8 paths' tokens against the native host's, the whole
+#   frame kernel by kernel in both hosts (--profile); the native host's CPU time per dispatch (host_overhead.py);
 #   `kyutai-stt transcribe` of a 10-minute file (RTF); the per-kernel matvec benchmark; the official
 #   implementation (moshi, bf16, CUDA graphs) on the same GPU.
 #   With BENCHES=streams: the stream tests on the GPU (the opt-in ones too), the LM step (with and without the
@@ -96,6 +96,10 @@ if want browser; then
         --kernels no-int8 --dawn-toggle enable-dawn-features=vulkan_enable_f16_on_nvidia --compare-native
     run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 100 --position 750 --node "$node" \
         --compare-native
+    # Kernel by kernel, Tint against Naga: each dispatch in a pass of its own in both hosts.
+    run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 100 --position 750 --node "$node" \
+        --whole-frame --profile
+    run python3 -m kyutai_stt.cli bench --package /tmp/pkg-q4 --steps 100 --position 750 --whole-frame --profile
     run python3 benchmarks/browser_host.py --package /tmp/pkg-q4 --steps 400 --position 750 --node "$node" \
         --whole-frame
 fi

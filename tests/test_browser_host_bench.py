@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,19 @@ def test_compare_native_takes_the_browser_hosts_frames(tiny_packages):
     line = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(line["tokens"]) == 6 and len(set(line["tokens"])) > 1     # steps that differ: a test that can fail
     assert line["native_tokens"] == line["tokens"] and line["native_tokens_equal"] == 6
+
+
+def test_profile_groups_every_dispatch(tiny_packages):
+    """--profile: each dispatch timed in a pass of its own (runtime.js dispatchTimes), summed by label with its
+    numbers starred as `kyutai-stt bench --profile` groups them: every group of the chosen plan, each timed."""
+    package = tiny_packages("q4")
+    done = bench("--package", str(package.root), "--steps", "3", "--warmup", "1", "--profile")
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    groups = {re.sub(r"\d+", "*", d.label) for d in lm_plan(package, tunings()[line["variant"]]).dispatches}
+    assert set(line["profile_ms"]) == groups and all(ms > 0 for ms in line["profile_ms"].values())
+    # Each dispatch in a pass of its own: together at least most of a frame's pass.
+    assert sum(line["profile_ms"].values()) > 0.5 * line["gpu_mean_ms"]
 
 
 def test_bad_dawn_toggle_exits_2_naming_it(tiny_packages):

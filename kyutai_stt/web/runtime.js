@@ -18,6 +18,8 @@ export const PLAN_VERSION = 1;
 export const UNIFORM_ALIGN = 16;
 // resolveQuerySet writes at multiples of 256 bytes of its destination.
 const QUERY_RESOLVE_ALIGN = 256;
+// WebGPU's most queries in one query set.
+const MAX_QUERIES = 4096;
 // Plans spell features as wgpu-py does ("subgroup"); WebGPU's names differ.
 const WEBGPU_FEATURE = {'subgroup': 'subgroups', 'subgroups': 'subgroups', 'shader-f16': 'shader-f16'};
 
@@ -553,6 +555,40 @@ export class PlanRuntime {
     const words = new Uint32Array(copy.getMappedRange().slice(0));
     copy.destroy();
     return words;
+  }
+
+  // Benchmarks: GPU milliseconds of each of the plan's dispatches, in plan order, the mean of `repeats` frames with
+  // each dispatch in a compute pass of its own (so they add up to more than a frame: a pass's overhead each), at the
+  // step values of the last frame submitted; state buffers advance, the frame index does not (the native
+  // Engine.dispatch_times). Needs the timestamp-query feature.
+  async dispatchTimes(repeats = 3) {
+    if (!this.device.features.has('timestamp-query')) throw new Error('dispatch times need the timestamp-query feature');
+    const count = this._commands.length;
+    const frames = Math.max(1, Math.min(repeats, Math.floor(MAX_QUERIES / (2 * count))));
+    if (2 * count > MAX_QUERIES) throw new Error(`${count} dispatches: more than a query set times`);
+    return this._queue(async () => {
+      const queries = 2 * count * frames;
+      const querySet = this.device.createQuerySet({type: 'timestamp', count: queries});
+      const resolve = this.device.createBuffer({size: 8 * queries,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC});
+      const copy = this.device.createBuffer({size: 8 * queries, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST});
+      const encoder = this.device.createCommandEncoder();
+      for (let at = 0; at < queries; at += 2) {
+        const i = (at / 2) % count;
+        this._record(encoder.beginComputePass({timestampWrites: {querySet, beginningOfPassWriteIndex: at,
+          endOfPassWriteIndex: at + 1}}), i, i + 1);
+      }
+      encoder.resolveQuerySet(querySet, 0, queries, resolve, 0);
+      encoder.copyBufferToBuffer(resolve, 0, copy, 0, 8 * queries);
+      this.device.queue.submit([encoder.finish()]);
+      await copy.mapAsync(GPUMapMode.READ);
+      const ns = new BigUint64Array(copy.getMappedRange().slice(0));
+      const ms = new Array(count).fill(0);
+      for (let at = 0; at < queries; at += 2) ms[(at / 2) % count] += Number(ns[at + 1] - ns[at]) / 1e6 / frames;
+      copy.unmap();
+      [querySet, resolve, copy].forEach((o) => o.destroy());
+      return ms;
+    });
   }
 
   destroy() {
