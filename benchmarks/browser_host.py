@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kyutai_stt.cli.bench import matrix_kernel, weight_bytes_per_step
+from kyutai_stt.cli.bench import dispatch_group, matrix_kernel, weight_bytes_per_step
 from kyutai_stt.engine import host
-from kyutai_stt.engine.runtime import Engine
+from kyutai_stt.engine.runtime import Engine, grouped_times
 from kyutai_stt.models import variants
 from kyutai_stt.models.lm import MAX_STREAMS, lm_plan
 from kyutai_stt.models.stt import stt_plan
@@ -140,15 +140,15 @@ def main() -> int:
         out = json.loads(done.stdout.strip().splitlines()[-1])
         plan = plans[out["variant"]]
         frames = json.loads((Path(tmp) / "inputs.json").read_text()) if args.compare_native else None
-    native = {}
-    if args.profile:
+    extra = {}
+    if args.profile:      # grouped as `kyutai-stt bench --profile` groups the native host's
         if out.get("gpu_mean_ms") is None:
             fail("--profile needs the timestamp-query feature, which this adapter lacks: leave it out")
-        native["profile_ms"] = dispatch_profile(plan, out["dispatch_ms"])
+        extra["profile_ms"] = {g: round(ms, 4) for g, ms in
+                               grouped_times(plan, out["dispatch_ms"], dispatch_group).items()}
     if frames is not None:
         tokens = native_tokens(plan, package, frames, args)
-        native = {"native_tokens_equal": sum(a == b for a, b in zip(tokens, out["tokens"])),
-                  "native_tokens": tokens}
+        extra |= {"native_tokens_equal": sum(a == b for a, b in zip(tokens, out["tokens"])), "native_tokens": tokens}
     mean_ms, streams = out["mean_ms"], out["streams"]
     bytes_per_step = weight_bytes_per_step(package)
     print(json.dumps({
@@ -165,18 +165,8 @@ def main() -> int:
         "dispatches_per_step": out["dispatches_per_step"], "streams": streams,
         "stream_frames_per_s": round(streams * 1e3 / mean_ms, 1), "realtime_streams": round(streams * 80 / mean_ms, 1),
         "frame_latency_p50_ms": round(out["frame_latency_p50_ms"], 4),
-        "matrix_kernel": matrix_kernel(plan), **({"tokens": out["tokens"]} if args.tokens else {}), **native}))
+        "matrix_kernel": matrix_kernel(plan), **({"tokens": out["tokens"]} if args.tokens else {}), **extra}))
     return 0
-
-
-def dispatch_profile(plan, dispatch_ms: list[float]) -> dict[str, float]:
-    """Milliseconds per group of dispatches, their labels' numbers starred ("layers.*.attention", as `kyutai-stt
-    bench --profile` groups them), slowest first."""
-    totals: dict[str, float] = {}
-    for d, ms in zip(plan.dispatches, dispatch_ms, strict=True):
-        group = re.sub(r"\d+", "*", d.label)
-        totals[group] = totals.get(group, 0.0) + ms
-    return {g: round(ms, 4) for g, ms in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 def native_tokens(plan, package, frames: list[dict], args) -> list[int]:

@@ -95,6 +95,11 @@ def matrix_kernel(plan) -> str:
     return "f16" if "matvec_f16" in kernels else "int8" if "quantize_input" in kernels else "matvec"
 
 
+def dispatch_group(label: str) -> str:
+    """A dispatch's profile group: its label with the numbers starred ("layers.*.attention")."""
+    return re.sub(r"\d+", "*", label)
+
+
 def gpu_summary(times: list[list[float]] | None) -> dict:
     """gpu_mean_ms, gpu_p50_ms, gpu_p95_ms of the timed frames' passes; None each without timestamp queries."""
     if times is None:
@@ -159,7 +164,7 @@ def run(args) -> int:
         # The GPU's own time for a frame's pass (timestamp queries), without the host's recording and waiting.
         gpu_ms = engine.gpu_times(GPU_TIMED_FRAMES) if "timestamp-query" in engine.device.features else None
         # GPU milliseconds per group of dispatches, their numbers starred ("layers.*.attention").
-        profile = engine.dispatch_profile(lambda label: re.sub(r"\d+", "*", label)) if args.profile else None
+        profile = engine.dispatch_profile(dispatch_group) if args.profile else None
     # Per step: the time between bursts shared out by the steps of the later one.
     times, counts = np.array(stamps).T
     intervals = np.diff(times) * 1e3 / counts[1:]

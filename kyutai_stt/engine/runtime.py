@@ -255,10 +255,7 @@ class Engine:
 
     def dispatch_profile(self, group) -> dict[str, float]:
         """dispatch_times summed by group(label) of each dispatch, slowest group first."""
-        totals: dict[str, float] = {}
-        for d, ms in zip(self.plan.dispatches, self.dispatch_times()):
-            totals[group(d.label)] = totals.get(group(d.label), 0.0) + ms
-        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+        return grouped_times(self.plan, self.dispatch_times(), group)
 
     def stage_times(self, frames: int = 1) -> dict[str, float]:
         """Mean GPU milliseconds per plan stage (e.g. {"lm": ..., "mimi": ...}) over `frames` timed frames."""
@@ -286,6 +283,14 @@ class Engine:
     def read(self, name: str) -> np.ndarray:
         """Debugging/tests: a buffer's current contents as u32 words (waits for the GPU)."""
         return np.frombuffer(self.device.queue.read_buffer(self.buffers[name]), np.uint32).copy()
+
+
+def grouped_times(plan: Plan, times: list[float], group) -> dict[str, float]:
+    """Per-dispatch times (plan order; this engine's or another host's) summed by group(label), slowest first."""
+    totals: dict[str, float] = {}
+    for d, ms in zip(plan.dispatches, times, strict=True):
+        totals[group(d.label)] = totals.get(group(d.label), 0.0) + ms
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def _gpu_error_line(error: Exception) -> str:

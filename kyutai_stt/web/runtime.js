@@ -564,8 +564,8 @@ export class PlanRuntime {
   async dispatchTimes(repeats = 3) {
     if (!this.device.features.has('timestamp-query')) throw new Error('dispatch times need the timestamp-query feature');
     const count = this._commands.length;
-    const frames = Math.max(1, Math.min(repeats, Math.floor(MAX_QUERIES / (2 * count))));
     if (2 * count > MAX_QUERIES) throw new Error(`${count} dispatches: more than a query set times`);
+    const frames = Math.max(1, Math.min(repeats, Math.floor(MAX_QUERIES / (2 * count))));
     return this._queue(async () => {
       const queries = 2 * count * frames;
       const querySet = this.device.createQuerySet({type: 'timestamp', count: queries});
